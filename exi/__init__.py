@@ -138,7 +138,8 @@ def decode(proto: str, data: bytes, *, fragment: bool = False, strict: bool = Fa
             end = r.bits(width)
             if end != len(table) + 1:
                 raise DecodeError("fragments with more than one element are not supported", at)
-        r.finish()
+        if (r.base + r.pos + 7) >> 3 < len(data):  # bytes after the document: finish() decides
+            r.finish()
     except ExiError:
         raise
     except (IndexError, KeyError, ValueError, TypeError, OverflowError, RecursionError,

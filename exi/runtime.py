@@ -84,7 +84,7 @@ class UnknownEnumValue(int):
 
 #: Bytes the reader holds as one int at a time. Reads shift that int, so their cost is bounded by the
 #: window, not by the input: decoding stays linear however large the input is.
-WINDOW_BYTES = 256
+WINDOW_BYTES = 96
 #: An unsigned integer longer than this is hostile (V2G needs at most 10 octets, lengths 5).
 MAX_UINT_OCTETS = 64
 

@@ -5,6 +5,7 @@ and the document and fragment grammars of schema set 'apphand' (the supportedApp
 from exi.runtime import DecodeError, EncodeError, _ctx, _leftover
 from exi.model import apphand
 
+_new = object.__new__
 _E_apphand_responseCodeType = tuple(apphand.responseCodeType)
 _I_apphand_responseCodeType = {v: i for i, v in enumerate(apphand.responseCodeType)}
 
@@ -41,29 +42,47 @@ def _d_AppProtocolType(r):
             if (V >> (E - p)) & 1: raise r.deviation('ProtocolNamespace', p)
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('AppProtocolType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('AppProtocolType', p)
         el = 'VersionNumberMajor'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_VersionNumberMajor = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_VersionNumberMajor = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_VersionNumberMajor = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_VersionNumberMajor = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_VersionNumberMajor = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('AppProtocolType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('AppProtocolType', p)
         if f_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', f_VersionNumberMajor, r.at(p))
         el = 'VersionNumberMinor'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_VersionNumberMinor = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_VersionNumberMinor = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_VersionNumberMinor = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_VersionNumberMinor = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_VersionNumberMinor = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 21
@@ -79,7 +98,13 @@ def _d_AppProtocolType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return apphand.AppProtocolType(f_ProtocolNamespace, f_VersionNumberMajor, f_VersionNumberMinor, f_SchemaID, f_Priority)
+    _obj = _new(apphand.AppProtocolType)
+    _obj.ProtocolNamespace = f_ProtocolNamespace
+    _obj.VersionNumberMajor = f_VersionNumberMajor
+    _obj.VersionNumberMinor = f_VersionNumberMinor
+    _obj.SchemaID = f_SchemaID
+    _obj.Priority = f_Priority
+    return _obj
 
 def _e_AppProtocolType(w, o):
     # {urn:iso:15118:2:2010:AppProtocol}AppProtocolType
@@ -110,6 +135,7 @@ def _e_AppProtocolType(w, o):
             v_ProtocolNamespace = None
             if v_VersionNumberMajor < 128: v = (v << 8) | v_VersionNumberMajor; n += 8
             elif v_VersionNumberMajor < 16384: v = (v << 16) | ((v_VersionNumberMajor & 127) << 8) | 32768 | (v_VersionNumberMajor >> 7); n += 16
+            elif v_VersionNumberMajor < 2097152: v = (v << 24) | ((v_VersionNumberMajor & 127) << 16) | (((v_VersionNumberMajor >> 7) & 127) << 8) | 8421376 | (v_VersionNumberMajor >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_VersionNumberMajor); v = w.v; n = w.n
             if not (v_VersionNumberMinor is not None): raise EncodeError('missing content: VersionNumberMinor')
             el = 'VersionNumberMinor'
@@ -119,6 +145,7 @@ def _e_AppProtocolType(w, o):
             v_VersionNumberMajor = None
             if v_VersionNumberMinor < 128: v = (v << 8) | v_VersionNumberMinor; n += 8
             elif v_VersionNumberMinor < 16384: v = (v << 16) | ((v_VersionNumberMinor & 127) << 8) | 32768 | (v_VersionNumberMinor >> 7); n += 16
+            elif v_VersionNumberMinor < 2097152: v = (v << 24) | ((v_VersionNumberMinor & 127) << 16) | (((v_VersionNumberMinor >> 7) & 127) << 8) | 8421376 | (v_VersionNumberMinor >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_VersionNumberMinor); v = w.v; n = w.n
             if not (v_SchemaID is not None): raise EncodeError('missing content: SchemaID')
             el = 'SchemaID'
@@ -147,155 +174,197 @@ def _d_supportedAppProtocolReq(r):
     el = ''
     f_AppProtocol = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('supportedAppProtocolReq', p)
+        el = 'AppProtocol/ProtocolNamespace'
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            if (V >> (E - p)) & 7: raise r.deviation('ProtocolNamespace', p)
+            _c1_ProtocolNamespace = ''
+        else:
+            r.pos = p
+            _c1_ProtocolNamespace = r.string('ProtocolNamespace')
+            if len(_c1_ProtocolNamespace) > 100: r.facet('AppProtocolType/ProtocolNamespace', 'length [0, 100]', _c1_ProtocolNamespace, r.at(r.pos))
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ProtocolNamespace', p)
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('supportedAppProtocolReq', p)
+        el = 'AppProtocol/VersionNumberMajor'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_VersionNumberMajor = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_VersionNumberMajor = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_VersionNumberMajor = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_VersionNumberMajor = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        if (V >> (E - p)) & 7: raise r.deviation('supportedAppProtocolReq', p)
+        if _c1_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c1_VersionNumberMajor, r.at(p))
+        el = 'AppProtocol/VersionNumberMinor'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_VersionNumberMinor = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_VersionNumberMinor = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_VersionNumberMinor = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_VersionNumberMinor = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 21
+        if p > E: V, E, p = r.slide(p, 21)
+        x = (V >> (E - p)) & 2097151
+        if x & 1835907: raise r.deviation('supportedAppProtocolReq', p)
+        if _c1_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c1_VersionNumberMinor, r.at(p))
+        el = 'AppProtocol/SchemaID'
+        _c1_SchemaID = ((x >> 10) & 255)
+        el = 'AppProtocol/Priority'
+        _c1_Priority = ((x >> 2) & 31) + 1
+        if _c1_Priority > 20: r.facet('AppProtocolType/Priority', 'maxInclusive 20', _c1_Priority, r.at(p))
+        _v = _new(apphand.AppProtocolType)
+        _v.ProtocolNamespace = _c1_ProtocolNamespace
+        _v.VersionNumberMajor = _c1_VersionNumberMajor
+        _v.VersionNumberMinor = _c1_VersionNumberMinor
+        _v.SchemaID = _c1_SchemaID
+        _v.Priority = _c1_Priority
+        f_AppProtocol.append(_v)
+        s = 1
+        if s == 1:
+            _k = 0
+            while True:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('supportedAppProtocolReq', p)
-                el = 'AppProtocol'
-                el = 'AppProtocol/ProtocolNamespace'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('ProtocolNamespace', p)
-                    _c1_ProtocolNamespace = ''
-                else:
-                    r.pos = p
-                    _c1_ProtocolNamespace = r.string('ProtocolNamespace')
-                    if len(_c1_ProtocolNamespace) > 100: r.facet('AppProtocolType/ProtocolNamespace', 'length [0, 100]', _c1_ProtocolNamespace, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
+                ec = (V >> (E - p)) & 3
+                if ec == 0:
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ProtocolNamespace', p)
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('supportedAppProtocolReq', p)
-                el = 'AppProtocol/VersionNumberMajor'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c1_VersionNumberMajor = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_VersionNumberMajor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; _c1_VersionNumberMajor = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('supportedAppProtocolReq', p)
-                if _c1_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c1_VersionNumberMajor, r.at(p))
-                el = 'AppProtocol/VersionNumberMinor'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c1_VersionNumberMinor = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_VersionNumberMinor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; _c1_VersionNumberMinor = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 21
-                if p > E: V, E, p = r.slide(p, 21)
-                x = (V >> (E - p)) & 2097151
-                if x & 1835907: raise r.deviation('supportedAppProtocolReq', p)
-                if _c1_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c1_VersionNumberMinor, r.at(p))
-                el = 'AppProtocol/SchemaID'
-                _c1_SchemaID = ((x >> 10) & 255)
-                el = 'AppProtocol/Priority'
-                _c1_Priority = ((x >> 2) & 31) + 1
-                if _c1_Priority > 20: r.facet('AppProtocolType/Priority', 'maxInclusive 20', _c1_Priority, r.at(p))
-                _v = apphand.AppProtocolType(_c1_ProtocolNamespace, _c1_VersionNumberMajor, _c1_VersionNumberMinor, _c1_SchemaID, _c1_Priority)
-                f_AppProtocol.append(_v)
-                s = 1
-            if s == 1:
-                _k = 0
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('supportedAppProtocolReq', p)
-                        el = 'AppProtocol'
-                        el = 'AppProtocol/ProtocolNamespace'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('ProtocolNamespace', p)
-                            _c2_ProtocolNamespace = ''
-                        else:
-                            r.pos = p
-                            _c2_ProtocolNamespace = r.string('ProtocolNamespace')
-                            if len(_c2_ProtocolNamespace) > 100: r.facet('AppProtocolType/ProtocolNamespace', 'length [0, 100]', _c2_ProtocolNamespace, r.at(r.pos))
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('ProtocolNamespace', p)
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('supportedAppProtocolReq', p)
-                        el = 'AppProtocol/VersionNumberMajor'
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c2_VersionNumberMajor = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c2_VersionNumberMajor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        else:
-                            r.pos = p; _c2_VersionNumberMajor = r.uint(); V = r.v; E = r.end; p = r.pos
+                    if (V >> (E - p)) & 1: raise r.deviation('supportedAppProtocolReq', p)
+                    el = 'AppProtocol/ProtocolNamespace'
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1:
                         p += 3
                         if p > E: V, E, p = r.slide(p, 3)
-                        x = (V >> (E - p)) & 7
-                        if x & 7: raise r.deviation('supportedAppProtocolReq', p)
-                        if _c2_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c2_VersionNumberMajor, r.at(p))
-                        el = 'AppProtocol/VersionNumberMinor'
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if (V >> (E - p)) & 7: raise r.deviation('ProtocolNamespace', p)
+                        _c2_ProtocolNamespace = ''
+                    else:
+                        r.pos = p
+                        _c2_ProtocolNamespace = r.string('ProtocolNamespace')
+                        if len(_c2_ProtocolNamespace) > 100: r.facet('AppProtocolType/ProtocolNamespace', 'length [0, 100]', _c2_ProtocolNamespace, r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('ProtocolNamespace', p)
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    if (V >> (E - p)) & 3: raise r.deviation('supportedAppProtocolReq', p)
+                    el = 'AppProtocol/VersionNumberMajor'
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c2_VersionNumberMinor = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            _c2_VersionNumberMajor = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c2_VersionNumberMinor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            _c2_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c2_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_VersionNumberMajor = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c2_VersionNumberMajor = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c2_VersionNumberMajor = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('supportedAppProtocolReq', p)
+                    if _c2_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c2_VersionNumberMajor, r.at(p))
+                    el = 'AppProtocol/VersionNumberMinor'
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c2_VersionNumberMinor = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c2_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c2_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c2_VersionNumberMinor = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 21
-                        if p > E: V, E, p = r.slide(p, 21)
-                        x = (V >> (E - p)) & 2097151
-                        if x & 1835907: raise r.deviation('supportedAppProtocolReq', p)
-                        if _c2_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c2_VersionNumberMinor, r.at(p))
-                        el = 'AppProtocol/SchemaID'
-                        _c2_SchemaID = ((x >> 10) & 255)
-                        el = 'AppProtocol/Priority'
-                        _c2_Priority = ((x >> 2) & 31) + 1
-                        if _c2_Priority > 20: r.facet('AppProtocolType/Priority', 'maxInclusive 20', _c2_Priority, r.at(p))
-                        _v = apphand.AppProtocolType(_c2_ProtocolNamespace, _c2_VersionNumberMajor, _c2_VersionNumberMinor, _c2_SchemaID, _c2_Priority)
-                        f_AppProtocol.append(_v)
-                        _k += 1
-                        if _k == 19:
-                            s = 20
-                            break
-                    elif ec == 1:
-                        pass
-                        s = -1
-                        break
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c2_VersionNumberMinor = (V >> (E - p)) & 127
                     else:
-                        raise r.deviation('supportedAppProtocolReq', p)
-            if s == 20:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('supportedAppProtocolReq', p)
-                s = -1
+                        r.pos = p; _c2_VersionNumberMinor = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 21
+                    if p > E: V, E, p = r.slide(p, 21)
+                    x = (V >> (E - p)) & 2097151
+                    if x & 1835907: raise r.deviation('supportedAppProtocolReq', p)
+                    if _c2_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c2_VersionNumberMinor, r.at(p))
+                    el = 'AppProtocol/SchemaID'
+                    _c2_SchemaID = ((x >> 10) & 255)
+                    el = 'AppProtocol/Priority'
+                    _c2_Priority = ((x >> 2) & 31) + 1
+                    if _c2_Priority > 20: r.facet('AppProtocolType/Priority', 'maxInclusive 20', _c2_Priority, r.at(p))
+                    _v = _new(apphand.AppProtocolType)
+                    _v.ProtocolNamespace = _c2_ProtocolNamespace
+                    _v.VersionNumberMajor = _c2_VersionNumberMajor
+                    _v.VersionNumberMinor = _c2_VersionNumberMinor
+                    _v.SchemaID = _c2_SchemaID
+                    _v.Priority = _c2_Priority
+                    f_AppProtocol.append(_v)
+                    _k += 1
+                    if _k == 19:
+                        s = 20
+                        break
+                elif ec == 1:
+                    pass
+                    s = -1
+                    break
+                else:
+                    raise r.deviation('supportedAppProtocolReq', p)
+        if s == 20:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('supportedAppProtocolReq', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return apphand.supportedAppProtocolReq(f_AppProtocol)
+    _obj = _new(apphand.supportedAppProtocolReq)
+    _obj.AppProtocol = f_AppProtocol
+    return _obj
 
 def _e_supportedAppProtocolReq(w, o):
     # anonymous type of supportedAppProtocolReq
@@ -306,127 +375,118 @@ def _e_supportedAppProtocolReq(w, o):
         v_AppProtocol = o.AppProtocol
         n_AppProtocol = len(v_AppProtocol)
         i_AppProtocol = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
+        if i_AppProtocol < n_AppProtocol:
+            el = 'AppProtocol'
+            _o = v_AppProtocol[i_AppProtocol]
+            _c1_ProtocolNamespace = _o.ProtocolNamespace
+            _c1_VersionNumberMajor = _o.VersionNumberMajor
+            _c1_VersionNumberMinor = _o.VersionNumberMinor
+            _c1_SchemaID = _o.SchemaID
+            _c1_Priority = _o.Priority
+            if not (_c1_ProtocolNamespace is not None): raise EncodeError('missing content: ProtocolNamespace')
+            el = 'AppProtocol/ProtocolNamespace'
+            v <<= 3
+            n += 3
+            if len(_c1_ProtocolNamespace) > 100: raise EncodeError(f'length {len(_c1_ProtocolNamespace)} outside [0, 100]')
+            _l = len(_c1_ProtocolNamespace)
+            if _l < 126 and _c1_ProtocolNamespace.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ProtocolNamespace.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(_c1_ProtocolNamespace); v = w.v; n = w.n
+            if not (_c1_VersionNumberMajor is not None): raise EncodeError('missing content: VersionNumberMajor')
+            el = 'AppProtocol/VersionNumberMajor'
+            if _c1_VersionNumberMajor < 0 or _c1_VersionNumberMajor > 4294967295: raise EncodeError(f'value {_c1_VersionNumberMajor!r} outside [0, 4294967295]')
+            v <<= 3
+            n += 3
+            if _c1_VersionNumberMajor < 128: v = (v << 8) | _c1_VersionNumberMajor; n += 8
+            elif _c1_VersionNumberMajor < 16384: v = (v << 16) | ((_c1_VersionNumberMajor & 127) << 8) | 32768 | (_c1_VersionNumberMajor >> 7); n += 16
+            elif _c1_VersionNumberMajor < 2097152: v = (v << 24) | ((_c1_VersionNumberMajor & 127) << 16) | (((_c1_VersionNumberMajor >> 7) & 127) << 8) | 8421376 | (_c1_VersionNumberMajor >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_c1_VersionNumberMajor); v = w.v; n = w.n
+            if not (_c1_VersionNumberMinor is not None): raise EncodeError('missing content: VersionNumberMinor')
+            el = 'AppProtocol/VersionNumberMinor'
+            if _c1_VersionNumberMinor < 0 or _c1_VersionNumberMinor > 4294967295: raise EncodeError(f'value {_c1_VersionNumberMinor!r} outside [0, 4294967295]')
+            v <<= 3
+            n += 3
+            if _c1_VersionNumberMinor < 128: v = (v << 8) | _c1_VersionNumberMinor; n += 8
+            elif _c1_VersionNumberMinor < 16384: v = (v << 16) | ((_c1_VersionNumberMinor & 127) << 8) | 32768 | (_c1_VersionNumberMinor >> 7); n += 16
+            elif _c1_VersionNumberMinor < 2097152: v = (v << 24) | ((_c1_VersionNumberMinor & 127) << 16) | (((_c1_VersionNumberMinor >> 7) & 127) << 8) | 8421376 | (_c1_VersionNumberMinor >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_c1_VersionNumberMinor); v = w.v; n = w.n
+            if not (_c1_SchemaID is not None): raise EncodeError('missing content: SchemaID')
+            el = 'AppProtocol/SchemaID'
+            if not 0 <= _c1_SchemaID <= 255: raise EncodeError(f'value {_c1_SchemaID!r} outside [0, 255]')
+            if not (_c1_Priority is not None): raise EncodeError('missing content: Priority')
+            el = 'AppProtocol/Priority'
+            if not 1 <= _c1_Priority <= 20: raise EncodeError(f'value {_c1_Priority!r} outside [1, 20]')
+            v = (v << 21) | (_c1_SchemaID << 10) | ((_c1_Priority - 1) << 2)
+            n += 21
+            i_AppProtocol += 1
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of AppProtocol')
+        if s == 1:
+            _k = 0
+            while True:
                 if i_AppProtocol < n_AppProtocol:
                     el = 'AppProtocol'
                     _o = v_AppProtocol[i_AppProtocol]
-                    _c1_ProtocolNamespace = _o.ProtocolNamespace
-                    _c1_VersionNumberMajor = _o.VersionNumberMajor
-                    _c1_VersionNumberMinor = _o.VersionNumberMinor
-                    _c1_SchemaID = _o.SchemaID
-                    _c1_Priority = _o.Priority
-                    if not (_c1_ProtocolNamespace is not None): raise EncodeError('missing content: ProtocolNamespace')
+                    _c2_ProtocolNamespace = _o.ProtocolNamespace
+                    _c2_VersionNumberMajor = _o.VersionNumberMajor
+                    _c2_VersionNumberMinor = _o.VersionNumberMinor
+                    _c2_SchemaID = _o.SchemaID
+                    _c2_Priority = _o.Priority
+                    if not (_c2_ProtocolNamespace is not None): raise EncodeError('missing content: ProtocolNamespace')
                     el = 'AppProtocol/ProtocolNamespace'
-                    v <<= 3
-                    n += 3
-                    if len(_c1_ProtocolNamespace) > 100: raise EncodeError(f'length {len(_c1_ProtocolNamespace)} outside [0, 100]')
-                    _l = len(_c1_ProtocolNamespace)
-                    if _l < 126 and _c1_ProtocolNamespace.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ProtocolNamespace.encode(), 'big')
+                    v <<= 4
+                    n += 4
+                    if len(_c2_ProtocolNamespace) > 100: raise EncodeError(f'length {len(_c2_ProtocolNamespace)} outside [0, 100]')
+                    _l = len(_c2_ProtocolNamespace)
+                    if _l < 126 and _c2_ProtocolNamespace.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_ProtocolNamespace.encode(), 'big')
                         n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c1_ProtocolNamespace); v = w.v; n = w.n
-                    if not (_c1_VersionNumberMajor is not None): raise EncodeError('missing content: VersionNumberMajor')
+                    else: w.v = v; w.n = n; w.string(_c2_ProtocolNamespace); v = w.v; n = w.n
+                    if not (_c2_VersionNumberMajor is not None): raise EncodeError('missing content: VersionNumberMajor')
                     el = 'AppProtocol/VersionNumberMajor'
-                    if _c1_VersionNumberMajor < 0 or _c1_VersionNumberMajor > 4294967295: raise EncodeError(f'value {_c1_VersionNumberMajor!r} outside [0, 4294967295]')
+                    if _c2_VersionNumberMajor < 0 or _c2_VersionNumberMajor > 4294967295: raise EncodeError(f'value {_c2_VersionNumberMajor!r} outside [0, 4294967295]')
                     v <<= 3
                     n += 3
-                    _c1_ProtocolNamespace = None
-                    if _c1_VersionNumberMajor < 128: v = (v << 8) | _c1_VersionNumberMajor; n += 8
-                    elif _c1_VersionNumberMajor < 16384: v = (v << 16) | ((_c1_VersionNumberMajor & 127) << 8) | 32768 | (_c1_VersionNumberMajor >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c1_VersionNumberMajor); v = w.v; n = w.n
-                    if not (_c1_VersionNumberMinor is not None): raise EncodeError('missing content: VersionNumberMinor')
+                    if _c2_VersionNumberMajor < 128: v = (v << 8) | _c2_VersionNumberMajor; n += 8
+                    elif _c2_VersionNumberMajor < 16384: v = (v << 16) | ((_c2_VersionNumberMajor & 127) << 8) | 32768 | (_c2_VersionNumberMajor >> 7); n += 16
+                    elif _c2_VersionNumberMajor < 2097152: v = (v << 24) | ((_c2_VersionNumberMajor & 127) << 16) | (((_c2_VersionNumberMajor >> 7) & 127) << 8) | 8421376 | (_c2_VersionNumberMajor >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c2_VersionNumberMajor); v = w.v; n = w.n
+                    if not (_c2_VersionNumberMinor is not None): raise EncodeError('missing content: VersionNumberMinor')
                     el = 'AppProtocol/VersionNumberMinor'
-                    if _c1_VersionNumberMinor < 0 or _c1_VersionNumberMinor > 4294967295: raise EncodeError(f'value {_c1_VersionNumberMinor!r} outside [0, 4294967295]')
+                    if _c2_VersionNumberMinor < 0 or _c2_VersionNumberMinor > 4294967295: raise EncodeError(f'value {_c2_VersionNumberMinor!r} outside [0, 4294967295]')
                     v <<= 3
                     n += 3
-                    _c1_VersionNumberMajor = None
-                    if _c1_VersionNumberMinor < 128: v = (v << 8) | _c1_VersionNumberMinor; n += 8
-                    elif _c1_VersionNumberMinor < 16384: v = (v << 16) | ((_c1_VersionNumberMinor & 127) << 8) | 32768 | (_c1_VersionNumberMinor >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c1_VersionNumberMinor); v = w.v; n = w.n
-                    if not (_c1_SchemaID is not None): raise EncodeError('missing content: SchemaID')
+                    if _c2_VersionNumberMinor < 128: v = (v << 8) | _c2_VersionNumberMinor; n += 8
+                    elif _c2_VersionNumberMinor < 16384: v = (v << 16) | ((_c2_VersionNumberMinor & 127) << 8) | 32768 | (_c2_VersionNumberMinor >> 7); n += 16
+                    elif _c2_VersionNumberMinor < 2097152: v = (v << 24) | ((_c2_VersionNumberMinor & 127) << 16) | (((_c2_VersionNumberMinor >> 7) & 127) << 8) | 8421376 | (_c2_VersionNumberMinor >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c2_VersionNumberMinor); v = w.v; n = w.n
+                    if not (_c2_SchemaID is not None): raise EncodeError('missing content: SchemaID')
                     el = 'AppProtocol/SchemaID'
-                    if not 0 <= _c1_SchemaID <= 255: raise EncodeError(f'value {_c1_SchemaID!r} outside [0, 255]')
-                    if not (_c1_Priority is not None): raise EncodeError('missing content: Priority')
+                    if not 0 <= _c2_SchemaID <= 255: raise EncodeError(f'value {_c2_SchemaID!r} outside [0, 255]')
+                    if not (_c2_Priority is not None): raise EncodeError('missing content: Priority')
                     el = 'AppProtocol/Priority'
-                    if not 1 <= _c1_Priority <= 20: raise EncodeError(f'value {_c1_Priority!r} outside [1, 20]')
-                    v = (v << 21) | (_c1_SchemaID << 10) | ((_c1_Priority - 1) << 2)
+                    if not 1 <= _c2_Priority <= 20: raise EncodeError(f'value {_c2_Priority!r} outside [1, 20]')
+                    v = (v << 21) | (_c2_SchemaID << 10) | ((_c2_Priority - 1) << 2)
                     n += 21
-                    _c1_VersionNumberMinor = None
-                    _c1_SchemaID = None
-                    _c1_Priority = None
                     i_AppProtocol += 1
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of AppProtocol')
-            if s == 1:
-                _k = 0
-                while True:
-                    if i_AppProtocol < n_AppProtocol:
-                        el = 'AppProtocol'
-                        _o = v_AppProtocol[i_AppProtocol]
-                        _c2_ProtocolNamespace = _o.ProtocolNamespace
-                        _c2_VersionNumberMajor = _o.VersionNumberMajor
-                        _c2_VersionNumberMinor = _o.VersionNumberMinor
-                        _c2_SchemaID = _o.SchemaID
-                        _c2_Priority = _o.Priority
-                        if not (_c2_ProtocolNamespace is not None): raise EncodeError('missing content: ProtocolNamespace')
-                        el = 'AppProtocol/ProtocolNamespace'
-                        v <<= 4
-                        n += 4
-                        if len(_c2_ProtocolNamespace) > 100: raise EncodeError(f'length {len(_c2_ProtocolNamespace)} outside [0, 100]')
-                        _l = len(_c2_ProtocolNamespace)
-                        if _l < 126 and _c2_ProtocolNamespace.isascii():
-                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_ProtocolNamespace.encode(), 'big')
-                            n += (_l + 1) << 3
-                        else: w.v = v; w.n = n; w.string(_c2_ProtocolNamespace); v = w.v; n = w.n
-                        if not (_c2_VersionNumberMajor is not None): raise EncodeError('missing content: VersionNumberMajor')
-                        el = 'AppProtocol/VersionNumberMajor'
-                        if _c2_VersionNumberMajor < 0 or _c2_VersionNumberMajor > 4294967295: raise EncodeError(f'value {_c2_VersionNumberMajor!r} outside [0, 4294967295]')
-                        v <<= 3
-                        n += 3
-                        _c2_ProtocolNamespace = None
-                        if _c2_VersionNumberMajor < 128: v = (v << 8) | _c2_VersionNumberMajor; n += 8
-                        elif _c2_VersionNumberMajor < 16384: v = (v << 16) | ((_c2_VersionNumberMajor & 127) << 8) | 32768 | (_c2_VersionNumberMajor >> 7); n += 16
-                        else: w.v = v; w.n = n; w.uint(_c2_VersionNumberMajor); v = w.v; n = w.n
-                        if not (_c2_VersionNumberMinor is not None): raise EncodeError('missing content: VersionNumberMinor')
-                        el = 'AppProtocol/VersionNumberMinor'
-                        if _c2_VersionNumberMinor < 0 or _c2_VersionNumberMinor > 4294967295: raise EncodeError(f'value {_c2_VersionNumberMinor!r} outside [0, 4294967295]')
-                        v <<= 3
-                        n += 3
-                        _c2_VersionNumberMajor = None
-                        if _c2_VersionNumberMinor < 128: v = (v << 8) | _c2_VersionNumberMinor; n += 8
-                        elif _c2_VersionNumberMinor < 16384: v = (v << 16) | ((_c2_VersionNumberMinor & 127) << 8) | 32768 | (_c2_VersionNumberMinor >> 7); n += 16
-                        else: w.v = v; w.n = n; w.uint(_c2_VersionNumberMinor); v = w.v; n = w.n
-                        if not (_c2_SchemaID is not None): raise EncodeError('missing content: SchemaID')
-                        el = 'AppProtocol/SchemaID'
-                        if not 0 <= _c2_SchemaID <= 255: raise EncodeError(f'value {_c2_SchemaID!r} outside [0, 255]')
-                        if not (_c2_Priority is not None): raise EncodeError('missing content: Priority')
-                        el = 'AppProtocol/Priority'
-                        if not 1 <= _c2_Priority <= 20: raise EncodeError(f'value {_c2_Priority!r} outside [1, 20]')
-                        v = (v << 21) | (_c2_SchemaID << 10) | ((_c2_Priority - 1) << 2)
-                        n += 21
-                        _c2_VersionNumberMinor = None
-                        _c2_SchemaID = None
-                        _c2_Priority = None
-                        i_AppProtocol += 1
-                        _k += 1
-                        if _k == 19:
-                            s = 20
-                            break
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if i_AppProtocol < n_AppProtocol: raise _leftover(o)
-                        s = -1
+                    _k += 1
+                    if _k == 19:
+                        s = 20
                         break
-            if s == 20:
-                if True:
-                    v <<= 1
-                    n += 1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
                     if i_AppProtocol < n_AppProtocol: raise _leftover(o)
                     s = -1
+                    break
+        if s == 20:
+            if True:
+                v <<= 1
+                n += 1
+                if i_AppProtocol < n_AppProtocol: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -441,39 +501,39 @@ def _d_supportedAppProtocolRes(r):
     f_ResponseCode = None
     f_SchemaID = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 5
-                if p > E: V, E, p = r.slide(p, 5)
-                x = (V >> (E - p)) & 31
-                if x & 25: raise r.deviation('supportedAppProtocolRes', p)
-                el = 'ResponseCode'
-                f_ResponseCode = ((x >> 1) & 3)
-                if f_ResponseCode >= 3: f_ResponseCode = r.enum_index('supportedAppProtocolRes/ResponseCode', f_ResponseCode, 3, r.at(p))
-                else: f_ResponseCode = _E_apphand_responseCodeType[f_ResponseCode]
-                s = 1
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 11
-                    if p > E: V, E, p = r.slide(p, 11)
-                    x = (V >> (E - p)) & 2047
-                    if x & 1027: raise r.deviation('supportedAppProtocolRes', p)
-                    el = 'SchemaID'
-                    f_SchemaID = ((x >> 2) & 255)
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('supportedAppProtocolRes', p)
+        p += 5
+        if p > E: V, E, p = r.slide(p, 5)
+        x = (V >> (E - p)) & 31
+        if x & 25: raise r.deviation('supportedAppProtocolRes', p)
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 1) & 3)
+        if f_ResponseCode >= 3: f_ResponseCode = r.enum_index('supportedAppProtocolRes/ResponseCode', f_ResponseCode, 3, r.at(p))
+        else: f_ResponseCode = _E_apphand_responseCodeType[f_ResponseCode]
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 11
+                if p > E: V, E, p = r.slide(p, 11)
+                x = (V >> (E - p)) & 2047
+                if x & 1027: raise r.deviation('supportedAppProtocolRes', p)
+                el = 'SchemaID'
+                f_SchemaID = ((x >> 2) & 255)
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('supportedAppProtocolRes', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return apphand.supportedAppProtocolRes(f_ResponseCode, f_SchemaID)
+    _obj = _new(apphand.supportedAppProtocolRes)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.SchemaID = f_SchemaID
+    return _obj
 
 def _e_supportedAppProtocolRes(w, o):
     # anonymous type of supportedAppProtocolRes
@@ -483,33 +543,30 @@ def _e_supportedAppProtocolRes(w, o):
     try:
         v_ResponseCode = o.ResponseCode
         v_SchemaID = o.SchemaID
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    el = 'ResponseCode'
-                    _i1 = _I_apphand_responseCodeType.get(v_ResponseCode)
-                    if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    v = (v << 5) | (_i1 << 1)
-                    n += 5
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_SchemaID is not None:
-                    el = 'SchemaID'
-                    if not 0 <= v_SchemaID <= 255: raise EncodeError(f'value {v_SchemaID!r} outside [0, 255]')
-                    v = (v << 13) | (v_SchemaID << 2)
-                    n += 13
-                    v_SchemaID = None
-                    if v_ResponseCode is not None or v_SchemaID is not None: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_ResponseCode is not None or v_SchemaID is not None: raise _leftover(o)
-                    s = -1
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i1 = _I_apphand_responseCodeType.get(v_ResponseCode)
+            if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 5) | (_i1 << 1)
+            n += 5
+            v_ResponseCode = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
+        if s == 1:
+            if v_SchemaID is not None:
+                el = 'SchemaID'
+                if not 0 <= v_SchemaID <= 255: raise EncodeError(f'value {v_SchemaID!r} outside [0, 255]')
+                v = (v << 13) | (v_SchemaID << 2)
+                n += 13
+                v_SchemaID = None
+                if v_ResponseCode is not None or v_SchemaID is not None: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_ResponseCode is not None or v_SchemaID is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -535,32 +592,14 @@ TYPE_CONTENT = {
 
 NAMESPACES = ('urn:iso:15118:2:2010:AppProtocol',)
 
-def _de0(r):  # supportedAppProtocolReq
-    return _d_supportedAppProtocolReq(r)
-
-def _ee0(w, o):  # supportedAppProtocolReq
-    _e_supportedAppProtocolReq(w, o)
-
-def _de1(r):  # supportedAppProtocolRes
-    return _d_supportedAppProtocolRes(r)
-
-def _ee1(w, o):  # supportedAppProtocolRes
-    _e_supportedAppProtocolRes(w, o)
-
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 DOCUMENT = (
-    ('urn:iso:15118:2:2010:AppProtocol', 'supportedAppProtocolReq', apphand.supportedAppProtocolReq, _de0, _ee0),
-    ('urn:iso:15118:2:2010:AppProtocol', 'supportedAppProtocolRes', apphand.supportedAppProtocolRes, _de1, _ee1),
+    ('urn:iso:15118:2:2010:AppProtocol', 'supportedAppProtocolReq', apphand.supportedAppProtocolReq, _d_supportedAppProtocolReq, _e_supportedAppProtocolReq),
+    ('urn:iso:15118:2:2010:AppProtocol', 'supportedAppProtocolRes', apphand.supportedAppProtocolRes, _d_supportedAppProtocolRes, _e_supportedAppProtocolRes),
 )
 DOCUMENT_WIDTH = 2
 
-def _de2(r):  # AppProtocol
-    return _d_AppProtocolType(r)
-
-def _ee2(w, o):  # AppProtocol
-    _e_AppProtocolType(w, o)
-
-def _de3(r):  # Priority
+def _de0(r):  # Priority
     V = r.v
     E = r.end
     p = r.pos
@@ -573,7 +612,7 @@ def _de3(r):  # Priority
     r.pos = p
     return val
 
-def _ee3(w, o):  # Priority
+def _ee0(w, o):  # Priority
     v = w.v
     n = w.n
     if not 1 <= o <= 20: raise EncodeError(f'value {o!r} outside [1, 20]')
@@ -582,7 +621,7 @@ def _ee3(w, o):  # Priority
     w.v = v
     w.n = n
 
-def _de4(r):  # ProtocolNamespace
+def _de1(r):  # ProtocolNamespace
     V = r.v
     E = r.end
     p = r.pos
@@ -604,7 +643,7 @@ def _de4(r):  # ProtocolNamespace
     r.pos = p
     return val
 
-def _ee4(w, o):  # ProtocolNamespace
+def _ee1(w, o):  # ProtocolNamespace
     v = w.v
     n = w.n
     v <<= 1
@@ -620,7 +659,7 @@ def _ee4(w, o):  # ProtocolNamespace
     w.v = v
     w.n = n
 
-def _de5(r):  # ResponseCode
+def _de2(r):  # ResponseCode
     V = r.v
     E = r.end
     p = r.pos
@@ -634,7 +673,7 @@ def _de5(r):  # ResponseCode
     r.pos = p
     return val
 
-def _ee5(w, o):  # ResponseCode
+def _ee2(w, o):  # ResponseCode
     v = w.v
     n = w.n
     _i1 = _I_apphand_responseCodeType.get(o)
@@ -644,7 +683,7 @@ def _ee5(w, o):  # ResponseCode
     w.v = v
     w.n = n
 
-def _de6(r):  # SchemaID
+def _de3(r):  # SchemaID
     V = r.v
     E = r.end
     p = r.pos
@@ -656,7 +695,7 @@ def _de6(r):  # SchemaID
     r.pos = p
     return val
 
-def _ee6(w, o):  # SchemaID
+def _ee3(w, o):  # SchemaID
     v = w.v
     n = w.n
     if not 0 <= o <= 255: raise EncodeError(f'value {o!r} outside [0, 255]')
@@ -665,19 +704,29 @@ def _ee6(w, o):  # SchemaID
     w.v = v
     w.n = n
 
-def _de7(r):  # VersionNumberMajor
+def _de4(r):  # VersionNumberMajor
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('VersionNumberMajor', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -687,7 +736,7 @@ def _de7(r):  # VersionNumberMajor
     r.pos = p
     return val
 
-def _ee7(w, o):  # VersionNumberMajor
+def _ee4(w, o):  # VersionNumberMajor
     v = w.v
     n = w.n
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
@@ -695,25 +744,36 @@ def _ee7(w, o):  # VersionNumberMajor
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de8(r):  # VersionNumberMinor
+def _de5(r):  # VersionNumberMinor
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('VersionNumberMinor', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -723,7 +783,7 @@ def _de8(r):  # VersionNumberMinor
     r.pos = p
     return val
 
-def _ee8(w, o):  # VersionNumberMinor
+def _ee5(w, o):  # VersionNumberMinor
     v = w.v
     n = w.n
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
@@ -731,6 +791,7 @@ def _ee8(w, o):  # VersionNumberMinor
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -739,15 +800,15 @@ def _ee8(w, o):  # VersionNumberMinor
 
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 FRAGMENT = (
-    ('', 'AppProtocol', apphand.AppProtocolType, _de2, _ee2),
-    ('', 'Priority', ('nbit', 1, 20), _de3, _ee3),
-    ('', 'ProtocolNamespace', ('str', None, 100), _de4, _ee4),
-    ('', 'ResponseCode', ('enum', apphand.responseCodeType, 'str'), _de5, _ee5),
-    ('', 'SchemaID', ('nbit', 0, 255), _de6, _ee6),
-    ('', 'VersionNumberMajor', ('uint', 0, 4294967295), _de7, _ee7),
-    ('', 'VersionNumberMinor', ('uint', 0, 4294967295), _de8, _ee8),
-    ('urn:iso:15118:2:2010:AppProtocol', 'supportedAppProtocolReq', apphand.supportedAppProtocolReq, _de0, _ee0),
-    ('urn:iso:15118:2:2010:AppProtocol', 'supportedAppProtocolRes', apphand.supportedAppProtocolRes, _de1, _ee1),
+    ('', 'AppProtocol', apphand.AppProtocolType, _d_AppProtocolType, _e_AppProtocolType),
+    ('', 'Priority', ('nbit', 1, 20), _de0, _ee0),
+    ('', 'ProtocolNamespace', ('str', None, 100), _de1, _ee1),
+    ('', 'ResponseCode', ('enum', apphand.responseCodeType, 'str'), _de2, _ee2),
+    ('', 'SchemaID', ('nbit', 0, 255), _de3, _ee3),
+    ('', 'VersionNumberMajor', ('uint', 0, 4294967295), _de4, _ee4),
+    ('', 'VersionNumberMinor', ('uint', 0, 4294967295), _de5, _ee5),
+    ('urn:iso:15118:2:2010:AppProtocol', 'supportedAppProtocolReq', apphand.supportedAppProtocolReq, _d_supportedAppProtocolReq, _e_supportedAppProtocolReq),
+    ('urn:iso:15118:2:2010:AppProtocol', 'supportedAppProtocolRes', apphand.supportedAppProtocolRes, _d_supportedAppProtocolRes, _e_supportedAppProtocolRes),
 )
 FRAGMENT_WIDTH = 4
 

@@ -5,20 +5,29 @@ from exi.runtime import DecodeError, EncodeError, _ctx, _leftover
 from exi.model import din_msgbody, din_msgdatatypes
 from exi.codec import din_msgdatatypes as c_din_msgdatatypes
 
+_new = object.__new__
+_E_din_msgdatatypes_DC_EVErrorCodeType = tuple(din_msgdatatypes.DC_EVErrorCodeType)
+_E_din_msgdatatypes_DC_EVSEStatusCodeType = tuple(din_msgdatatypes.DC_EVSEStatusCodeType)
 _E_din_msgdatatypes_EVRequestedEnergyTransferType = tuple(din_msgdatatypes.EVRequestedEnergyTransferType)
 _E_din_msgdatatypes_EVSENotificationType = tuple(din_msgdatatypes.EVSENotificationType)
 _E_din_msgdatatypes_EVSEProcessingType = tuple(din_msgdatatypes.EVSEProcessingType)
 _E_din_msgdatatypes_EVSESupportedEnergyTransferType = tuple(din_msgdatatypes.EVSESupportedEnergyTransferType)
+_E_din_msgdatatypes_isolationLevelType = tuple(din_msgdatatypes.isolationLevelType)
 _E_din_msgdatatypes_paymentOptionType = tuple(din_msgdatatypes.paymentOptionType)
 _E_din_msgdatatypes_responseCodeType = tuple(din_msgdatatypes.responseCodeType)
 _E_din_msgdatatypes_serviceCategoryType = tuple(din_msgdatatypes.serviceCategoryType)
+_E_din_msgdatatypes_unitSymbolType = tuple(din_msgdatatypes.unitSymbolType)
+_I_din_msgdatatypes_DC_EVErrorCodeType = {v: i for i, v in enumerate(din_msgdatatypes.DC_EVErrorCodeType)}
+_I_din_msgdatatypes_DC_EVSEStatusCodeType = {v: i for i, v in enumerate(din_msgdatatypes.DC_EVSEStatusCodeType)}
 _I_din_msgdatatypes_EVRequestedEnergyTransferType = {v: i for i, v in enumerate(din_msgdatatypes.EVRequestedEnergyTransferType)}
 _I_din_msgdatatypes_EVSENotificationType = {v: i for i, v in enumerate(din_msgdatatypes.EVSENotificationType)}
 _I_din_msgdatatypes_EVSEProcessingType = {v: i for i, v in enumerate(din_msgdatatypes.EVSEProcessingType)}
 _I_din_msgdatatypes_EVSESupportedEnergyTransferType = {v: i for i, v in enumerate(din_msgdatatypes.EVSESupportedEnergyTransferType)}
+_I_din_msgdatatypes_isolationLevelType = {v: i for i, v in enumerate(din_msgdatatypes.isolationLevelType)}
 _I_din_msgdatatypes_paymentOptionType = {v: i for i, v in enumerate(din_msgdatatypes.paymentOptionType)}
 _I_din_msgdatatypes_responseCodeType = {v: i for i, v in enumerate(din_msgdatatypes.responseCodeType)}
 _I_din_msgdatatypes_serviceCategoryType = {v: i for i, v in enumerate(din_msgdatatypes.serviceCategoryType)}
+_I_din_msgdatatypes_unitSymbolType = {v: i for i, v in enumerate(din_msgdatatypes.unitSymbolType)}
 
 def _d_CableCheckReqType(r):
     # {urn:din:70121:2012:MsgBody}CableCheckReqType
@@ -32,16 +41,108 @@ def _d_CableCheckReqType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CableCheckReqType', p)
         el = 'DC_EVStatus'
-        r.pos = p
-        f_DC_EVStatus = c_din_msgdatatypes._d_DC_EVStatusType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_EVReady = None
+        _c1_EVCabinConditioning = None
+        _c1_EVRESSConditioning = None
+        _c1_EVErrorCode = None
+        _c1_EVRESSSOC = None
+        p += 4
+        if p > E: V, E, p = r.slide(p, 4)
+        x = (V >> (E - p)) & 15
+        if x & 13: raise r.deviation('DC_EVStatusType', p)
+        el = 'DC_EVStatus/EVReady'
+        _c1_EVReady = ((x >> 1) & 1) == 1
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVCabinConditioning'
+                _c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 2
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVRESSConditioning'
+                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 3
+            elif ec == 2:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_EVErrorCode = ((x >> 1) & 15)
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVStatusType', p)
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVRESSConditioning'
+                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 3
+            elif ec == 1:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_EVErrorCode = ((x >> 1) & 15)
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVStatusType', p)
+        if _c1_s == 3:
+            p += 7
+            if p > E: V, E, p = r.slide(p, 7)
+            x = (V >> (E - p)) & 127
+            if x & 97: raise r.deviation('DC_EVStatusType', p)
+            el = 'DC_EVStatus/EVErrorCode'
+            _c1_EVErrorCode = ((x >> 1) & 15)
+            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+            else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _c1_s = 4
+        if _c1_s == 4:
+            p += 11
+            if p > E: V, E, p = r.slide(p, 11)
+            x = (V >> (E - p)) & 2047
+            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+            el = 'DC_EVStatus/EVRESSSOC'
+            _c1_EVRESSSOC = ((x >> 2) & 127)
+            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+            _c1_s = -1
+        f_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus.EVReady = _c1_EVReady
+        f_DC_EVStatus.EVCabinConditioning = _c1_EVCabinConditioning
+        f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
+        f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
+        f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CableCheckReqType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.CableCheckReqType(f_DC_EVStatus)
+    _obj = _new(din_msgbody.CableCheckReqType)
+    _obj.DC_EVStatus = f_DC_EVStatus
+    return _obj
 
 def _e_CableCheckReqType(w, o):
     # {urn:din:70121:2012:MsgBody}CableCheckReqType
@@ -54,9 +155,87 @@ def _e_CableCheckReqType(w, o):
             el = 'DC_EVStatus'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_DC_EVStatusType(w, v_DC_EVStatus)
-            v = w.v; n = w.n
+            _c1_o = v_DC_EVStatus
+            _c1_EVReady = _c1_o.EVReady
+            _c1_EVCabinConditioning = _c1_o.EVCabinConditioning
+            _c1_EVRESSConditioning = _c1_o.EVRESSConditioning
+            _c1_EVErrorCode = _c1_o.EVErrorCode
+            _c1_EVRESSSOC = _c1_o.EVRESSSOC
+            if _c1_EVReady is not None:
+                el = 'DC_EVStatus/EVReady'
+                if _c1_EVReady is not True and _c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_EVReady!r}')
+                v = (v << 4) | (_c1_EVReady << 1)
+                n += 4
+                _c1_EVReady = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of EVReady')
+            if _c1_s == 1:
+                if _c1_EVCabinConditioning is not None:
+                    el = 'DC_EVStatus/EVCabinConditioning'
+                    if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c1_EVCabinConditioning << 1)
+                    n += 5
+                    _c1_EVCabinConditioning = None
+                    _c1_s = 2
+                elif _c1_EVRESSConditioning is not None:
+                    el = 'DC_EVStatus/EVRESSConditioning'
+                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c1_EVRESSConditioning = None
+                    _c1_s = 3
+                elif _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
+                    n += 8
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c1_s == 2:
+                if _c1_EVRESSConditioning is not None:
+                    el = 'DC_EVStatus/EVRESSConditioning'
+                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c1_EVRESSConditioning = None
+                    _c1_s = 3
+                elif _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i2 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (1 << 6) | (_c1_i2 << 1)
+                    n += 8
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
+            if _c1_s == 3:
+                if _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i3 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 7) | (_c1_i3 << 1)
+                    n += 7
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVErrorCode')
+            if _c1_s == 4:
+                if _c1_EVRESSSOC is not None:
+                    el = 'DC_EVStatus/EVRESSSOC'
+                    if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 11) | (_c1_EVRESSSOC << 2)
+                    n += 11
+                    _c1_EVRESSSOC = None
+                    if _c1_EVReady is not None or _c1_EVCabinConditioning is not None or _c1_EVRESSConditioning is not None or _c1_EVErrorCode is not None or _c1_EVRESSSOC is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSSOC')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_DC_EVStatus = None
@@ -87,9 +266,75 @@ def _d_CableCheckResType(r):
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', f_ResponseCode, 23, r.at(p))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
-        r.pos = p
-        f_DC_EVSEStatus = c_din_msgdatatypes._d_DC_EVSEStatusType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_EVSEIsolationStatus = None
+        _c1_EVSEStatusCode = None
+        _c1_NotificationMaxDelay = None
+        _c1_EVSENotification = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            p += 11
+            if p > E: V, E, p = r.slide(p, 11)
+            x = (V >> (E - p)) & 2047
+            if x & 1249: raise r.deviation('DC_EVSEStatusType', p)
+            el = 'DC_EVSEStatus/EVSEIsolationStatus'
+            _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+            el = 'DC_EVSEStatus/EVSEStatusCode'
+            _c1_EVSEStatusCode = ((x >> 1) & 15)
+            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+            else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+            _c1_s = 2
+        elif ec == 1:
+            p += 6
+            if p > E: V, E, p = r.slide(p, 6)
+            x = (V >> (E - p)) & 63
+            if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+            el = 'DC_EVSEStatus/EVSEStatusCode'
+            _c1_EVSEStatusCode = ((x >> 1) & 15)
+            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+            else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+            _c1_s = 2
+        else:
+            raise r.deviation('DC_EVSEStatusType', p)
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+            el = 'DC_EVSEStatus/NotificationMaxDelay'
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    _c1_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 7
+            if p > E: V, E, p = r.slide(p, 7)
+            x = (V >> (E - p)) & 127
+            if x & 115: raise r.deviation('DC_EVSEStatusType', p)
+            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(p))
+            el = 'DC_EVSEStatus/EVSENotification'
+            _c1_EVSENotification = ((x >> 2) & 3)
+            if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+            else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+            _c1_s = -1
+        f_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+        f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
+        f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
+        f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
+        f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
         p += 5
         if p > E: V, E, p = r.slide(p, 5)
         x = (V >> (E - p)) & 31
@@ -99,7 +344,11 @@ def _d_CableCheckResType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.CableCheckResType(f_ResponseCode, f_DC_EVSEStatus, f_EVSEProcessing)
+    _obj = _new(din_msgbody.CableCheckResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.DC_EVSEStatus = f_DC_EVSEStatus
+    _obj.EVSEProcessing = f_EVSEProcessing
+    return _obj
 
 def _e_CableCheckResType(w, o):
     # {urn:din:70121:2012:MsgBody}CableCheckResType
@@ -119,14 +368,62 @@ def _e_CableCheckResType(w, o):
             v = (v << 9) | (_i1 << 2)
             n += 9
             v_ResponseCode = None
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
-            v = w.v; n = w.n
+            _c2_o = v_DC_EVSEStatus
+            _c2_EVSEIsolationStatus = _c2_o.EVSEIsolationStatus
+            _c2_EVSEStatusCode = _c2_o.EVSEStatusCode
+            _c2_NotificationMaxDelay = _c2_o.NotificationMaxDelay
+            _c2_EVSENotification = _c2_o.EVSENotification
+            if _c2_EVSEIsolationStatus is not None:
+                el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                _c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c2_EVSEIsolationStatus)
+                if _c2_i1 is None: raise EncodeError(f'{_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
+                if _c2_i2 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 13) | (_c2_i1 << 8) | (_c2_i2 << 1)
+                n += 13
+                _c2_EVSEIsolationStatus = None
+                _c2_EVSEStatusCode = None
+                _c2_s = 2
+            elif _c2_EVSEStatusCode is not None:
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
+                if _c2_i3 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c2_i3 << 1)
+                n += 8
+                _c2_EVSEStatusCode = None
+                _c2_s = 2
+            else:
+                raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if _c2_s == 2:
+                if _c2_NotificationMaxDelay is not None:
+                    el = 'DC_EVSEStatus/NotificationMaxDelay'
+                    if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                    v <<= 2
+                    n += 2
+                    if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
+                    elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
+                    elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'DC_EVSEStatus/EVSENotification'
+                    _c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
+                    if _c2_i4 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 7) | (_c2_i4 << 2)
+                    n += 7
+                    _c2_NotificationMaxDelay = None
+                    _c2_EVSENotification = None
+                    if _c2_EVSEIsolationStatus is not None or _c2_EVSEStatusCode is not None or _c2_NotificationMaxDelay is not None or _c2_EVSENotification is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
             el = 'EVSEProcessing'
-            _i2 = _I_din_msgdatatypes_EVSEProcessingType.get(v_EVSEProcessing)
-            if _i2 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-            v = (v << 5) | (_i2 << 2)
+            _i3 = _I_din_msgdatatypes_EVSEProcessingType.get(v_EVSEProcessing)
+            if _i3 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+            v = (v << 5) | (_i3 << 2)
             n += 5
             v_DC_EVSEStatus = None
             v_EVSEProcessing = None
@@ -149,92 +446,100 @@ def _d_CertificateInstallationReqType(r):
     f_ListOfRootCertificateIDs = None
     f_DHParams = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = '@Id'
-                    r.pos = p
-                    f_Id = r.string('Id')
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
-                    el = 'OEMProvisioningCert'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
-                        f_OEMProvisioningCert = b''
-                    else:
-                        r.pos = p
-                        f_OEMProvisioningCert = r.binary()
-                        if len(f_OEMProvisioningCert) > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', f_OEMProvisioningCert, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
-                    s = 2
-                elif ec == 1:
-                    el = 'OEMProvisioningCert'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
-                        f_OEMProvisioningCert = b''
-                    else:
-                        r.pos = p
-                        f_OEMProvisioningCert = r.binary()
-                        if len(f_OEMProvisioningCert) > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', f_OEMProvisioningCert, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
-                    s = 2
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = '@Id'
+            r.pos = p
+            f_Id = r.string('Id')
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
+            el = 'OEMProvisioningCert'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
+                f_OEMProvisioningCert = b''
+            else:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    f_OEMProvisioningCert = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    raise r.deviation('CertificateInstallationReqType', p)
-            if s == 2:
+                    r.pos = p; f_OEMProvisioningCert = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(f_OEMProvisioningCert) > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', f_OEMProvisioningCert, r.at(p))
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
-                el = 'ListOfRootCertificateIDs'
-                r.pos = p
-                f_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
-                el = 'DHParams'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
-                    f_DHParams = b''
+                if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
+            s = 2
+        elif ec == 1:
+            el = 'OEMProvisioningCert'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
+                f_OEMProvisioningCert = b''
+            else:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    f_OEMProvisioningCert = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p
-                    f_DHParams = r.binary()
-                    if len(f_DHParams) > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
+                    r.pos = p; f_OEMProvisioningCert = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(f_OEMProvisioningCert) > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', f_OEMProvisioningCert, r.at(p))
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
-                s = -1
+                if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
+            s = 2
+        else:
+            raise r.deviation('CertificateInstallationReqType', p)
+        if s == 2:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
+            el = 'ListOfRootCertificateIDs'
+            r.pos = p
+            f_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
+            el = 'DHParams'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
+                f_DHParams = b''
+            else:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    f_DHParams = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = p; f_DHParams = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(f_DHParams) > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', f_DHParams, r.at(p))
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.CertificateInstallationReqType(f_Id, f_OEMProvisioningCert, f_ListOfRootCertificateIDs, f_DHParams)
+    _obj = _new(din_msgbody.CertificateInstallationReqType)
+    _obj.Id = f_Id
+    _obj.OEMProvisioningCert = f_OEMProvisioningCert
+    _obj.ListOfRootCertificateIDs = f_ListOfRootCertificateIDs
+    _obj.DHParams = f_DHParams
+    return _obj
 
 def _e_CertificateInstallationReqType(w, o):
     # {urn:din:70121:2012:MsgBody}CertificateInstallationReqType
@@ -246,69 +551,66 @@ def _e_CertificateInstallationReqType(w, o):
         v_OEMProvisioningCert = o.OEMProvisioningCert
         v_ListOfRootCertificateIDs = o.ListOfRootCertificateIDs
         v_DHParams = o.DHParams
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Id is not None:
-                    el = '@Id'
-                    v <<= 2
-                    n += 2
-                    _l = len(v_Id)
-                    if _l < 126 and v_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-                    if not (v_OEMProvisioningCert is not None): raise EncodeError('missing content: OEMProvisioningCert')
-                    el = 'OEMProvisioningCert'
-                    v <<= 2
-                    n += 2
-                    v_Id = None
-                    w.v = v; w.n = n
-                    if len(v_OEMProvisioningCert) > 1200: raise EncodeError(f'length {len(v_OEMProvisioningCert)} outside [0, 1200]')
-                    w.binary(v_OEMProvisioningCert)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_OEMProvisioningCert = None
-                    s = 2
-                elif v_OEMProvisioningCert is not None:
-                    el = 'OEMProvisioningCert'
-                    v = (v << 3) | (1 << 1)
-                    n += 3
-                    w.v = v; w.n = n
-                    if len(v_OEMProvisioningCert) > 1200: raise EncodeError(f'length {len(v_OEMProvisioningCert)} outside [0, 1200]')
-                    w.binary(v_OEMProvisioningCert)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_OEMProvisioningCert = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Id, OEMProvisioningCert')
-            if s == 2:
-                if v_ListOfRootCertificateIDs is not None:
-                    el = 'ListOfRootCertificateIDs'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_ListOfRootCertificateIDsType(w, v_ListOfRootCertificateIDs)
-                    v = w.v; n = w.n
-                    if not (v_DHParams is not None): raise EncodeError('missing content: DHParams')
-                    el = 'DHParams'
-                    v <<= 2
-                    n += 2
-                    v_ListOfRootCertificateIDs = None
-                    w.v = v; w.n = n
-                    if len(v_DHParams) > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
-                    w.binary(v_DHParams)
-                    v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    v_DHParams = None
-                    if v_Id is not None or v_OEMProvisioningCert is not None or v_ListOfRootCertificateIDs is not None or v_DHParams is not None: raise _leftover(o)
-                    s = -1
-                else:
-                    raise EncodeError('missing content: expected one of ListOfRootCertificateIDs')
+        if v_Id is not None:
+            el = '@Id'
+            v <<= 2
+            n += 2
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
+            if not (v_OEMProvisioningCert is not None): raise EncodeError('missing content: OEMProvisioningCert')
+            el = 'OEMProvisioningCert'
+            v <<= 2
+            n += 2
+            v_Id = None
+            if len(v_OEMProvisioningCert) > 1200: raise EncodeError(f'length {len(v_OEMProvisioningCert)} outside [0, 1200]')
+            _l = len(v_OEMProvisioningCert)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_OEMProvisioningCert, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_OEMProvisioningCert); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_OEMProvisioningCert = None
+            s = 2
+        elif v_OEMProvisioningCert is not None:
+            el = 'OEMProvisioningCert'
+            v = (v << 3) | (1 << 1)
+            n += 3
+            if len(v_OEMProvisioningCert) > 1200: raise EncodeError(f'length {len(v_OEMProvisioningCert)} outside [0, 1200]')
+            _l = len(v_OEMProvisioningCert)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_OEMProvisioningCert, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_OEMProvisioningCert); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_OEMProvisioningCert = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of Id, OEMProvisioningCert')
+        if s == 2:
+            if v_ListOfRootCertificateIDs is not None:
+                el = 'ListOfRootCertificateIDs'
+                v <<= 1
+                n += 1
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_ListOfRootCertificateIDsType(w, v_ListOfRootCertificateIDs)
+                v = w.v; n = w.n
+                if not (v_DHParams is not None): raise EncodeError('missing content: DHParams')
+                el = 'DHParams'
+                v <<= 2
+                n += 2
+                v_ListOfRootCertificateIDs = None
+                if len(v_DHParams) > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
+                _l = len(v_DHParams)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_DHParams, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(v_DHParams); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_DHParams = None
+                if v_Id is not None or v_OEMProvisioningCert is not None or v_ListOfRootCertificateIDs is not None or v_DHParams is not None: raise _leftover(o)
+                s = -1
+            else:
+                raise EncodeError('missing content: expected one of ListOfRootCertificateIDs')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -343,9 +645,51 @@ def _d_CertificateInstallationResType(r):
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', f_ResponseCode, 23, r.at(p))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'ContractSignatureCertChain'
-        r.pos = p
-        f_ContractSignatureCertChain = c_din_msgdatatypes._d_CertificateChainType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_Certificate = None
+        _c1_SubCertificates = None
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+        el = 'ContractSignatureCertChain/Certificate'
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+            _c1_Certificate = b''
+        else:
+            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                p += 8 + (_l << 3)
+                _c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = p; _c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+            if len(_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c1_Certificate, r.at(p))
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ContractSignatureCertChain/SubCertificates'
+                r.pos = p
+                _c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
+                V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('CertificateChainType', p)
+        f_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
+        f_ContractSignatureCertChain.Certificate = _c1_Certificate
+        f_ContractSignatureCertChain.SubCertificates = _c1_SubCertificates
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
@@ -358,10 +702,12 @@ def _d_CertificateInstallationResType(r):
             if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
             f_ContractSignatureEncryptedPrivateKey = b''
         else:
-            r.pos = p
-            f_ContractSignatureEncryptedPrivateKey = r.binary()
-            if len(f_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateInstallationResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', f_ContractSignatureEncryptedPrivateKey, r.at(r.pos))
-            V = r.v; E = r.end; p = r.pos
+            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                p += 8 + (_l << 3)
+                f_ContractSignatureEncryptedPrivateKey = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = p; f_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; E = r.end; p = r.pos
+            if len(f_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateInstallationResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', f_ContractSignatureEncryptedPrivateKey, r.at(p))
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
@@ -377,10 +723,12 @@ def _d_CertificateInstallationResType(r):
             if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
             f_DHParams = b''
         else:
-            r.pos = p
-            f_DHParams = r.binary()
-            if len(f_DHParams) > 256: r.facet('CertificateInstallationResType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.pos))
-            V = r.v; E = r.end; p = r.pos
+            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                p += 8 + (_l << 3)
+                f_DHParams = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = p; f_DHParams = r.binary(); V = r.v; E = r.end; p = r.pos
+            if len(f_DHParams) > 256: r.facet('CertificateInstallationResType/DHParams', 'length [0, 256]', f_DHParams, r.at(p))
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
@@ -409,7 +757,14 @@ def _d_CertificateInstallationResType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.CertificateInstallationResType(f_Id, f_ResponseCode, f_ContractSignatureCertChain, f_ContractSignatureEncryptedPrivateKey, f_DHParams, f_ContractID)
+    _obj = _new(din_msgbody.CertificateInstallationResType)
+    _obj.Id = f_Id
+    _obj.ResponseCode = f_ResponseCode
+    _obj.ContractSignatureCertChain = f_ContractSignatureCertChain
+    _obj.ContractSignatureEncryptedPrivateKey = f_ContractSignatureEncryptedPrivateKey
+    _obj.DHParams = f_DHParams
+    _obj.ContractID = f_ContractID
+    return _obj
 
 def _e_CertificateInstallationResType(w, o):
     # {urn:din:70121:2012:MsgBody}CertificateInstallationResType
@@ -442,27 +797,60 @@ def _e_CertificateInstallationResType(w, o):
             n += 9
             v_Id = None
             v_ResponseCode = None
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_CertificateChainType(w, v_ContractSignatureCertChain)
-            v = w.v; n = w.n
+            _c2_o = v_ContractSignatureCertChain
+            _c2_Certificate = _c2_o.Certificate
+            _c2_SubCertificates = _c2_o.SubCertificates
+            if _c2_Certificate is not None:
+                el = 'ContractSignatureCertChain/Certificate'
+                v <<= 2
+                n += 2
+                if len(_c2_Certificate) > 1200: raise EncodeError(f'length {len(_c2_Certificate)} outside [0, 1200]')
+                _l = len(_c2_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_Certificate = None
+                _c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Certificate')
+            if _c2_s == 1:
+                if _c2_SubCertificates is not None:
+                    el = 'ContractSignatureCertChain/SubCertificates'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_SubCertificatesType(w, _c2_SubCertificates)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_SubCertificates = None
+                    if _c2_Certificate is not None or _c2_SubCertificates is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c2_Certificate is not None or _c2_SubCertificates is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
             el = 'ContractSignatureEncryptedPrivateKey'
             v <<= 2
             n += 2
             v_ContractSignatureCertChain = None
-            w.v = v; w.n = n
             if len(v_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(v_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
-            w.binary(v_ContractSignatureEncryptedPrivateKey)
-            v = w.v; n = w.n
+            _l = len(v_ContractSignatureEncryptedPrivateKey)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_ContractSignatureEncryptedPrivateKey, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_ContractSignatureEncryptedPrivateKey); v = w.v; n = w.n
             if not (v_DHParams is not None): raise EncodeError('missing content: DHParams')
             el = 'DHParams'
             v <<= 3
             n += 3
             v_ContractSignatureEncryptedPrivateKey = None
-            w.v = v; w.n = n
             if len(v_DHParams) > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
-            w.binary(v_DHParams)
-            v = w.v; n = w.n
+            _l = len(v_DHParams)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_DHParams, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_DHParams); v = w.v; n = w.n
             if not (v_ContractID is not None): raise EncodeError('missing content: ContractID')
             el = 'ContractID'
             v <<= 3
@@ -497,87 +885,176 @@ def _d_CertificateUpdateReqType(r):
     f_ListOfRootCertificateIDs = None
     f_DHParams = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = '@Id'
+            r.pos = p
+            f_Id = r.string('Id')
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
+            el = 'ContractSignatureCertChain'
+            _c1_Certificate = None
+            _c1_SubCertificates = None
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+            el = 'ContractSignatureCertChain/Certificate'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                _c1_Certificate = b''
+            else:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    _c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = p; _c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c1_Certificate, r.at(p))
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+            _c1_s = 1
+            if _c1_s == 1:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    el = '@Id'
+                    el = 'ContractSignatureCertChain/SubCertificates'
                     r.pos = p
-                    f_Id = r.string('Id')
+                    _c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
-                    el = 'ContractSignatureCertChain'
-                    r.pos = p
-                    f_ContractSignatureCertChain = c_din_msgdatatypes._d_CertificateChainType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 2
+                    if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                    _c1_s = -1
                 elif ec == 1:
-                    el = 'ContractSignatureCertChain'
-                    r.pos = p
-                    f_ContractSignatureCertChain = c_din_msgdatatypes._d_CertificateChainType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 2
+                    pass
+                    _c1_s = -1
                 else:
-                    raise r.deviation('CertificateUpdateReqType', p)
-            if s == 2:
+                    raise r.deviation('CertificateChainType', p)
+            f_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
+            f_ContractSignatureCertChain.Certificate = _c1_Certificate
+            f_ContractSignatureCertChain.SubCertificates = _c1_SubCertificates
+            s = 2
+        elif ec == 1:
+            el = 'ContractSignatureCertChain'
+            _c2_Certificate = None
+            _c2_SubCertificates = None
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+            el = 'ContractSignatureCertChain/Certificate'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                _c2_Certificate = b''
+            else:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    _c2_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = p; _c2_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(_c2_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c2_Certificate, r.at(p))
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
-                el = 'ContractID'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
-                    f_ContractID = ''
-                else:
+                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+            _c2_s = 1
+            if _c2_s == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                ec = (V >> (E - p)) & 3
+                if ec == 0:
+                    el = 'ContractSignatureCertChain/SubCertificates'
                     r.pos = p
-                    f_ContractID = r.string('din_msgbody:ContractID')
-                    if len(f_ContractID) > 24: r.facet('CertificateUpdateReqType/ContractID', 'length [0, 24]', f_ContractID, r.at(r.pos))
+                    _c2_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
-                el = 'ListOfRootCertificateIDs'
+                    if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                    _c2_s = -1
+                elif ec == 1:
+                    pass
+                    _c2_s = -1
+                else:
+                    raise r.deviation('CertificateChainType', p)
+            f_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
+            f_ContractSignatureCertChain.Certificate = _c2_Certificate
+            f_ContractSignatureCertChain.SubCertificates = _c2_SubCertificates
+            s = 2
+        else:
+            raise r.deviation('CertificateUpdateReqType', p)
+        if s == 2:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
+            el = 'ContractID'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
+                f_ContractID = ''
+            else:
                 r.pos = p
-                f_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
+                f_ContractID = r.string('din_msgbody:ContractID')
+                if len(f_ContractID) > 24: r.facet('CertificateUpdateReqType/ContractID', 'length [0, 24]', f_ContractID, r.at(r.pos))
                 V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
-                el = 'DHParams'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
-                    f_DHParams = b''
+                if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
+            el = 'ListOfRootCertificateIDs'
+            r.pos = p
+            f_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
+            el = 'DHParams'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
+                f_DHParams = b''
+            else:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    f_DHParams = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p
-                    f_DHParams = r.binary()
-                    if len(f_DHParams) > 256: r.facet('CertificateUpdateReqType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
+                    r.pos = p; f_DHParams = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(f_DHParams) > 256: r.facet('CertificateUpdateReqType/DHParams', 'length [0, 256]', f_DHParams, r.at(p))
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
-                s = -1
+                if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.CertificateUpdateReqType(f_Id, f_ContractSignatureCertChain, f_ContractID, f_ListOfRootCertificateIDs, f_DHParams)
+    _obj = _new(din_msgbody.CertificateUpdateReqType)
+    _obj.Id = f_Id
+    _obj.ContractSignatureCertChain = f_ContractSignatureCertChain
+    _obj.ContractID = f_ContractID
+    _obj.ListOfRootCertificateIDs = f_ListOfRootCertificateIDs
+    _obj.DHParams = f_DHParams
+    return _obj
 
 def _e_CertificateUpdateReqType(w, o):
     # {urn:din:70121:2012:MsgBody}CertificateUpdateReqType
@@ -590,74 +1067,137 @@ def _e_CertificateUpdateReqType(w, o):
         v_ContractID = o.ContractID
         v_ListOfRootCertificateIDs = o.ListOfRootCertificateIDs
         v_DHParams = o.DHParams
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Id is not None:
-                    el = '@Id'
+        if v_Id is not None:
+            el = '@Id'
+            v <<= 2
+            n += 2
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
+            if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+            el = 'ContractSignatureCertChain'
+            v <<= 1
+            n += 1
+            v_Id = None
+            _c1_o = v_ContractSignatureCertChain
+            _c1_Certificate = _c1_o.Certificate
+            _c1_SubCertificates = _c1_o.SubCertificates
+            if _c1_Certificate is not None:
+                el = 'ContractSignatureCertChain/Certificate'
+                v <<= 2
+                n += 2
+                if len(_c1_Certificate) > 1200: raise EncodeError(f'length {len(_c1_Certificate)} outside [0, 1200]')
+                _l = len(_c1_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c1_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_Certificate = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Certificate')
+            if _c1_s == 1:
+                if _c1_SubCertificates is not None:
+                    el = 'ContractSignatureCertChain/SubCertificates'
                     v <<= 2
                     n += 2
-                    _l = len(v_Id)
-                    if _l < 126 and v_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-                    if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
-                    el = 'ContractSignatureCertChain'
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_SubCertificatesType(w, _c1_SubCertificates)
+                    v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    v_Id = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_CertificateChainType(w, v_ContractSignatureCertChain)
-                    v = w.v; n = w.n
-                    v_ContractSignatureCertChain = None
-                    s = 2
-                elif v_ContractSignatureCertChain is not None:
-                    el = 'ContractSignatureCertChain'
+                    _c1_SubCertificates = None
+                    if _c1_Certificate is not None or _c1_SubCertificates is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
                     v = (v << 2) | 1
                     n += 2
+                    if _c1_Certificate is not None or _c1_SubCertificates is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_ContractSignatureCertChain = None
+            s = 2
+        elif v_ContractSignatureCertChain is not None:
+            el = 'ContractSignatureCertChain'
+            v = (v << 2) | 1
+            n += 2
+            _c2_o = v_ContractSignatureCertChain
+            _c2_Certificate = _c2_o.Certificate
+            _c2_SubCertificates = _c2_o.SubCertificates
+            if _c2_Certificate is not None:
+                el = 'ContractSignatureCertChain/Certificate'
+                v <<= 2
+                n += 2
+                if len(_c2_Certificate) > 1200: raise EncodeError(f'length {len(_c2_Certificate)} outside [0, 1200]')
+                _l = len(_c2_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_Certificate = None
+                _c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Certificate')
+            if _c2_s == 1:
+                if _c2_SubCertificates is not None:
+                    el = 'ContractSignatureCertChain/SubCertificates'
+                    v <<= 2
+                    n += 2
                     w.v = v; w.n = n
-                    c_din_msgdatatypes._e_CertificateChainType(w, v_ContractSignatureCertChain)
+                    c_din_msgdatatypes._e_SubCertificatesType(w, _c2_SubCertificates)
                     v = w.v; n = w.n
-                    v_ContractSignatureCertChain = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Id, ContractSignatureCertChain')
-            if s == 2:
-                if v_ContractID is not None:
-                    el = 'ContractID'
-                    v <<= 2
+                    v <<= 1
+                    n += 1
+                    _c2_SubCertificates = None
+                    if _c2_Certificate is not None or _c2_SubCertificates is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+                elif True:
+                    v = (v << 2) | 1
                     n += 2
-                    if len(v_ContractID) > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
-                    _l = len(v_ContractID)
-                    if _l < 126 and v_ContractID.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ContractID.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_ContractID); v = w.v; n = w.n
-                    if not (v_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
-                    el = 'ListOfRootCertificateIDs'
-                    v <<= 2
-                    n += 2
-                    v_ContractID = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_ListOfRootCertificateIDsType(w, v_ListOfRootCertificateIDs)
-                    v = w.v; n = w.n
-                    if not (v_DHParams is not None): raise EncodeError('missing content: DHParams')
-                    el = 'DHParams'
-                    v <<= 2
-                    n += 2
-                    v_ListOfRootCertificateIDs = None
-                    w.v = v; w.n = n
-                    if len(v_DHParams) > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
-                    w.binary(v_DHParams)
-                    v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    v_DHParams = None
-                    if v_Id is not None or v_ContractSignatureCertChain is not None or v_ContractID is not None or v_ListOfRootCertificateIDs is not None or v_DHParams is not None: raise _leftover(o)
-                    s = -1
-                else:
-                    raise EncodeError('missing content: expected one of ContractID')
+                    if _c2_Certificate is not None or _c2_SubCertificates is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_ContractSignatureCertChain = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of Id, ContractSignatureCertChain')
+        if s == 2:
+            if v_ContractID is not None:
+                el = 'ContractID'
+                v <<= 2
+                n += 2
+                if len(v_ContractID) > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
+                _l = len(v_ContractID)
+                if _l < 126 and v_ContractID.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ContractID.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_ContractID); v = w.v; n = w.n
+                if not (v_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
+                el = 'ListOfRootCertificateIDs'
+                v <<= 2
+                n += 2
+                v_ContractID = None
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_ListOfRootCertificateIDsType(w, v_ListOfRootCertificateIDs)
+                v = w.v; n = w.n
+                if not (v_DHParams is not None): raise EncodeError('missing content: DHParams')
+                el = 'DHParams'
+                v <<= 2
+                n += 2
+                v_ListOfRootCertificateIDs = None
+                if len(v_DHParams) > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
+                _l = len(v_DHParams)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_DHParams, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(v_DHParams); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_DHParams = None
+                if v_Id is not None or v_ContractSignatureCertChain is not None or v_ContractID is not None or v_ListOfRootCertificateIDs is not None or v_DHParams is not None: raise _leftover(o)
+                s = -1
+            else:
+                raise EncodeError('missing content: expected one of ContractID')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -693,9 +1233,51 @@ def _d_CertificateUpdateResType(r):
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('CertificateUpdateResType/ResponseCode', f_ResponseCode, 23, r.at(p))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'ContractSignatureCertChain'
-        r.pos = p
-        f_ContractSignatureCertChain = c_din_msgdatatypes._d_CertificateChainType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_Certificate = None
+        _c1_SubCertificates = None
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+        el = 'ContractSignatureCertChain/Certificate'
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+            _c1_Certificate = b''
+        else:
+            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                p += 8 + (_l << 3)
+                _c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = p; _c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+            if len(_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c1_Certificate, r.at(p))
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ContractSignatureCertChain/SubCertificates'
+                r.pos = p
+                _c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
+                V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('CertificateChainType', p)
+        f_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
+        f_ContractSignatureCertChain.Certificate = _c1_Certificate
+        f_ContractSignatureCertChain.SubCertificates = _c1_SubCertificates
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
@@ -708,10 +1290,12 @@ def _d_CertificateUpdateResType(r):
             if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
             f_ContractSignatureEncryptedPrivateKey = b''
         else:
-            r.pos = p
-            f_ContractSignatureEncryptedPrivateKey = r.binary()
-            if len(f_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateUpdateResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', f_ContractSignatureEncryptedPrivateKey, r.at(r.pos))
-            V = r.v; E = r.end; p = r.pos
+            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                p += 8 + (_l << 3)
+                f_ContractSignatureEncryptedPrivateKey = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = p; f_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; E = r.end; p = r.pos
+            if len(f_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateUpdateResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', f_ContractSignatureEncryptedPrivateKey, r.at(p))
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
@@ -727,10 +1311,12 @@ def _d_CertificateUpdateResType(r):
             if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
             f_DHParams = b''
         else:
-            r.pos = p
-            f_DHParams = r.binary()
-            if len(f_DHParams) > 256: r.facet('CertificateUpdateResType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.pos))
-            V = r.v; E = r.end; p = r.pos
+            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                p += 8 + (_l << 3)
+                f_DHParams = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = p; f_DHParams = r.binary(); V = r.v; E = r.end; p = r.pos
+            if len(f_DHParams) > 256: r.facet('CertificateUpdateResType/DHParams', 'length [0, 256]', f_DHParams, r.at(p))
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
@@ -759,24 +1345,41 @@ def _d_CertificateUpdateResType(r):
         if x & 6: raise r.deviation('CertificateUpdateResType', p)
         el = 'RetryCounter'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_RetryCounter = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_RetryCounter = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_RetryCounter = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('CertificateUpdateResType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('CertificateUpdateResType', p)
         if _neg: f_RetryCounter = -f_RetryCounter - 1
         if f_RetryCounter < -32768 or f_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', f_RetryCounter, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.CertificateUpdateResType(f_Id, f_ResponseCode, f_ContractSignatureCertChain, f_ContractSignatureEncryptedPrivateKey, f_DHParams, f_ContractID, f_RetryCounter)
+    _obj = _new(din_msgbody.CertificateUpdateResType)
+    _obj.Id = f_Id
+    _obj.ResponseCode = f_ResponseCode
+    _obj.ContractSignatureCertChain = f_ContractSignatureCertChain
+    _obj.ContractSignatureEncryptedPrivateKey = f_ContractSignatureEncryptedPrivateKey
+    _obj.DHParams = f_DHParams
+    _obj.ContractID = f_ContractID
+    _obj.RetryCounter = f_RetryCounter
+    return _obj
 
 def _e_CertificateUpdateResType(w, o):
     # {urn:din:70121:2012:MsgBody}CertificateUpdateResType
@@ -810,27 +1413,60 @@ def _e_CertificateUpdateResType(w, o):
             n += 9
             v_Id = None
             v_ResponseCode = None
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_CertificateChainType(w, v_ContractSignatureCertChain)
-            v = w.v; n = w.n
+            _c2_o = v_ContractSignatureCertChain
+            _c2_Certificate = _c2_o.Certificate
+            _c2_SubCertificates = _c2_o.SubCertificates
+            if _c2_Certificate is not None:
+                el = 'ContractSignatureCertChain/Certificate'
+                v <<= 2
+                n += 2
+                if len(_c2_Certificate) > 1200: raise EncodeError(f'length {len(_c2_Certificate)} outside [0, 1200]')
+                _l = len(_c2_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_Certificate = None
+                _c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Certificate')
+            if _c2_s == 1:
+                if _c2_SubCertificates is not None:
+                    el = 'ContractSignatureCertChain/SubCertificates'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_SubCertificatesType(w, _c2_SubCertificates)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_SubCertificates = None
+                    if _c2_Certificate is not None or _c2_SubCertificates is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c2_Certificate is not None or _c2_SubCertificates is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
             el = 'ContractSignatureEncryptedPrivateKey'
             v <<= 2
             n += 2
             v_ContractSignatureCertChain = None
-            w.v = v; w.n = n
             if len(v_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(v_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
-            w.binary(v_ContractSignatureEncryptedPrivateKey)
-            v = w.v; n = w.n
+            _l = len(v_ContractSignatureEncryptedPrivateKey)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_ContractSignatureEncryptedPrivateKey, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_ContractSignatureEncryptedPrivateKey); v = w.v; n = w.n
             if not (v_DHParams is not None): raise EncodeError('missing content: DHParams')
             el = 'DHParams'
             v <<= 3
             n += 3
             v_ContractSignatureEncryptedPrivateKey = None
-            w.v = v; w.n = n
             if len(v_DHParams) > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
-            w.binary(v_DHParams)
-            v = w.v; n = w.n
+            _l = len(v_DHParams)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_DHParams, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_DHParams); v = w.v; n = w.n
             if not (v_ContractID is not None): raise EncodeError('missing content: ContractID')
             el = 'ContractID'
             v <<= 3
@@ -851,6 +1487,7 @@ def _e_CertificateUpdateResType(w, o):
             _m = (-v_RetryCounter - 1 if v_RetryCounter < 0 else v_RetryCounter)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -874,96 +1511,466 @@ def _d_ChargeParameterDiscoveryReqType(r):
     f_DC_EVChargeParameter = None
     f_EVChargeParameter = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+        el = 'EVRequestedEnergyTransferType'
+        f_EVRequestedEnergyTransferType = ((x >> 1) & 7)
+        if f_EVRequestedEnergyTransferType >= 6: f_EVRequestedEnergyTransferType = r.enum_index('ChargeParameterDiscoveryReqType/EVRequestedEnergyTransferType', f_EVRequestedEnergyTransferType, 6, r.at(p))
+        else: f_EVRequestedEnergyTransferType = _E_din_msgdatatypes_EVRequestedEnergyTransferType[f_EVRequestedEnergyTransferType]
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                el = 'AC_EVChargeParameter/DepartureTime'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c1_DepartureTime = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c1_DepartureTime = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c1_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                if _c1_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c1_DepartureTime, r.at(p))
+                el = 'AC_EVChargeParameter/EAmount'
+                _c1_c1_Multiplier = None
+                _c1_c1_Unit = None
+                _c1_c1_Value = None
                 p += 6
                 if p > E: V, E, p = r.slide(p, 6)
                 x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('ChargeParameterDiscoveryReqType', p)
-                el = 'EVRequestedEnergyTransferType'
-                f_EVRequestedEnergyTransferType = ((x >> 1) & 7)
-                if f_EVRequestedEnergyTransferType >= 6: f_EVRequestedEnergyTransferType = r.enum_index('ChargeParameterDiscoveryReqType/EVRequestedEnergyTransferType', f_EVRequestedEnergyTransferType, 6, r.at(p))
-                else: f_EVRequestedEnergyTransferType = _E_din_msgdatatypes_EVRequestedEnergyTransferType[f_EVRequestedEnergyTransferType]
-                s = 1
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'AC_EVChargeParameter/EAmount/Multiplier'
+                _c1_c1_Multiplier = ((x >> 1) & 7) + -3
+                if _c1_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c1_Multiplier, r.at(p))
+                _c1_c1_s = 1
+                if _c1_c1_s == 1:
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('ChargeParameterDiscoveryReqType', p)
-                    el = 'AC_EVChargeParameter'
-                    el = 'AC_EVChargeParameter/DepartureTime'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c1_DepartureTime = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c1_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVChargeParameter/EAmount/Unit'
+                        _c1_c1_Unit = ((x >> 4) & 15)
+                        if _c1_c1_Unit >= 10: _c1_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c1_Unit, 10, r.at(p))
+                        else: _c1_c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c1_Unit]
+                        el = 'AC_EVChargeParameter/EAmount/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_c1_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_c1_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_c1_Value = -_c1_c1_Value - 1
+                        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(p))
+                        _c1_c1_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVChargeParameter/EAmount/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_c1_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_c1_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_c1_Value = -_c1_c1_Value - 1
+                        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(p))
+                        _c1_c1_s = 3
                     else:
-                        r.pos = p; _c1_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('ChargeParameterDiscoveryReqType', p)
-                    if _c1_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c1_DepartureTime, r.at(p))
-                    el = 'AC_EVChargeParameter/EAmount'
-                    r.pos = p
-                    _c1_EAmount = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
+                        raise r.deviation('PhysicalValueType', p)
+                if _c1_c1_s == 3:
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
-                    el = 'AC_EVChargeParameter/EVMaxVoltage'
-                    r.pos = p
-                    _c1_EVMaxVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
-                    el = 'AC_EVChargeParameter/EVMaxCurrent'
-                    r.pos = p
-                    _c1_EVMaxCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
-                    el = 'AC_EVChargeParameter/EVMinCurrent'
-                    r.pos = p
-                    _c1_EVMinCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
-                    f_AC_EVChargeParameter = din_msgdatatypes.AC_EVChargeParameterType(_c1_DepartureTime, _c1_EAmount, _c1_EVMaxVoltage, _c1_EVMaxCurrent, _c1_EVMinCurrent)
-                    s = 2
-                elif ec == 1:
-                    el = 'DC_EVChargeParameter'
-                    r.pos = p
-                    f_DC_EVChargeParameter = c_din_msgdatatypes._d_DC_EVChargeParameterType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 2
-                elif ec == 2:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
-                    el = 'EVChargeParameter'
-                    f_EVChargeParameter = din_msgdatatypes.EVChargeParameterType()
-                    s = 2
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryReqType', p)
-            if s == 2:
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c1_c1_s = -1
+                _c1_EAmount = _new(din_msgdatatypes.PhysicalValueType)
+                _c1_EAmount.Multiplier = _c1_c1_Multiplier
+                _c1_EAmount.Unit = _c1_c1_Unit
+                _c1_EAmount.Value = _c1_c1_Value
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
-                s = -1
+                el = 'AC_EVChargeParameter/EVMaxVoltage'
+                _c1_c2_Multiplier = None
+                _c1_c2_Unit = None
+                _c1_c2_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'AC_EVChargeParameter/EVMaxVoltage/Multiplier'
+                _c1_c2_Multiplier = ((x >> 1) & 7) + -3
+                if _c1_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c2_Multiplier, r.at(p))
+                _c1_c2_s = 1
+                if _c1_c2_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVChargeParameter/EVMaxVoltage/Unit'
+                        _c1_c2_Unit = ((x >> 4) & 15)
+                        if _c1_c2_Unit >= 10: _c1_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c2_Unit, 10, r.at(p))
+                        else: _c1_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c2_Unit]
+                        el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_c2_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_c2_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_c2_Value = -_c1_c2_Value - 1
+                        if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(p))
+                        _c1_c2_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_c2_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_c2_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_c2_Value = -_c1_c2_Value - 1
+                        if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(p))
+                        _c1_c2_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c1_c2_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c1_c2_s = -1
+                _c1_EVMaxVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                _c1_EVMaxVoltage.Multiplier = _c1_c2_Multiplier
+                _c1_EVMaxVoltage.Unit = _c1_c2_Unit
+                _c1_EVMaxVoltage.Value = _c1_c2_Value
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                el = 'AC_EVChargeParameter/EVMaxCurrent'
+                _c1_c3_Multiplier = None
+                _c1_c3_Unit = None
+                _c1_c3_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'AC_EVChargeParameter/EVMaxCurrent/Multiplier'
+                _c1_c3_Multiplier = ((x >> 1) & 7) + -3
+                if _c1_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c3_Multiplier, r.at(p))
+                _c1_c3_s = 1
+                if _c1_c3_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVChargeParameter/EVMaxCurrent/Unit'
+                        _c1_c3_Unit = ((x >> 4) & 15)
+                        if _c1_c3_Unit >= 10: _c1_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c3_Unit, 10, r.at(p))
+                        else: _c1_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c3_Unit]
+                        el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_c3_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_c3_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_c3_Value = -_c1_c3_Value - 1
+                        if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c3_Value, r.at(p))
+                        _c1_c3_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_c3_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_c3_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_c3_Value = -_c1_c3_Value - 1
+                        if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c3_Value, r.at(p))
+                        _c1_c3_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c1_c3_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c1_c3_s = -1
+                _c1_EVMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
+                _c1_EVMaxCurrent.Multiplier = _c1_c3_Multiplier
+                _c1_EVMaxCurrent.Unit = _c1_c3_Unit
+                _c1_EVMaxCurrent.Value = _c1_c3_Value
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                el = 'AC_EVChargeParameter/EVMinCurrent'
+                _c1_c4_Multiplier = None
+                _c1_c4_Unit = None
+                _c1_c4_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'AC_EVChargeParameter/EVMinCurrent/Multiplier'
+                _c1_c4_Multiplier = ((x >> 1) & 7) + -3
+                if _c1_c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c4_Multiplier, r.at(p))
+                _c1_c4_s = 1
+                if _c1_c4_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVChargeParameter/EVMinCurrent/Unit'
+                        _c1_c4_Unit = ((x >> 4) & 15)
+                        if _c1_c4_Unit >= 10: _c1_c4_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c4_Unit, 10, r.at(p))
+                        else: _c1_c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c4_Unit]
+                        el = 'AC_EVChargeParameter/EVMinCurrent/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_c4_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_c4_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_c4_Value = -_c1_c4_Value - 1
+                        if _c1_c4_Value < -32768 or _c1_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c4_Value, r.at(p))
+                        _c1_c4_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVChargeParameter/EVMinCurrent/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_c4_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_c4_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_c4_Value = -_c1_c4_Value - 1
+                        if _c1_c4_Value < -32768 or _c1_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c4_Value, r.at(p))
+                        _c1_c4_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c1_c4_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c1_c4_s = -1
+                _c1_EVMinCurrent = _new(din_msgdatatypes.PhysicalValueType)
+                _c1_EVMinCurrent.Multiplier = _c1_c4_Multiplier
+                _c1_EVMinCurrent.Unit = _c1_c4_Unit
+                _c1_EVMinCurrent.Value = _c1_c4_Value
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                f_AC_EVChargeParameter = _new(din_msgdatatypes.AC_EVChargeParameterType)
+                f_AC_EVChargeParameter.DepartureTime = _c1_DepartureTime
+                f_AC_EVChargeParameter.EAmount = _c1_EAmount
+                f_AC_EVChargeParameter.EVMaxVoltage = _c1_EVMaxVoltage
+                f_AC_EVChargeParameter.EVMaxCurrent = _c1_EVMaxCurrent
+                f_AC_EVChargeParameter.EVMinCurrent = _c1_EVMinCurrent
+                s = 2
+            elif ec == 1:
+                el = 'DC_EVChargeParameter'
+                r.pos = p
+                f_DC_EVChargeParameter = c_din_msgdatatypes._d_DC_EVChargeParameterType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 2
+            elif ec == 2:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                el = 'EVChargeParameter'
+                f_EVChargeParameter = _new(din_msgdatatypes.EVChargeParameterType)
+                s = 2
+            else:
+                raise r.deviation('ChargeParameterDiscoveryReqType', p)
+        if s == 2:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.ChargeParameterDiscoveryReqType(f_EVRequestedEnergyTransferType, f_AC_EVChargeParameter, f_DC_EVChargeParameter, f_EVChargeParameter)
+    _obj = _new(din_msgbody.ChargeParameterDiscoveryReqType)
+    _obj.EVRequestedEnergyTransferType = f_EVRequestedEnergyTransferType
+    _obj.AC_EVChargeParameter = f_AC_EVChargeParameter
+    _obj.DC_EVChargeParameter = f_DC_EVChargeParameter
+    _obj.EVChargeParameter = f_EVChargeParameter
+    return _obj
 
 def _e_ChargeParameterDiscoveryReqType(w, o):
     # {urn:din:70121:2012:MsgBody}ChargeParameterDiscoveryReqType
@@ -975,97 +1982,302 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
         v_AC_EVChargeParameter = o.AC_EVChargeParameter
         v_DC_EVChargeParameter = o.DC_EVChargeParameter
         v_EVChargeParameter = o.EVChargeParameter
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_EVRequestedEnergyTransferType is not None:
-                    el = 'EVRequestedEnergyTransferType'
-                    _i1 = _I_din_msgdatatypes_EVRequestedEnergyTransferType.get(v_EVRequestedEnergyTransferType)
-                    if _i1 is None: raise EncodeError(f'{v_EVRequestedEnergyTransferType!r} is not one of the enumeration EVRequestedEnergyTransferType')
-                    v = (v << 6) | (_i1 << 1)
+        if v_EVRequestedEnergyTransferType is not None:
+            el = 'EVRequestedEnergyTransferType'
+            _i1 = _I_din_msgdatatypes_EVRequestedEnergyTransferType.get(v_EVRequestedEnergyTransferType)
+            if _i1 is None: raise EncodeError(f'{v_EVRequestedEnergyTransferType!r} is not one of the enumeration EVRequestedEnergyTransferType')
+            v = (v << 6) | (_i1 << 1)
+            n += 6
+            v_EVRequestedEnergyTransferType = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of EVRequestedEnergyTransferType')
+        if s == 1:
+            if v_AC_EVChargeParameter is not None:
+                el = 'AC_EVChargeParameter'
+                _o = v_AC_EVChargeParameter
+                _c2_DepartureTime = _o.DepartureTime
+                _c2_EAmount = _o.EAmount
+                _c2_EVMaxVoltage = _o.EVMaxVoltage
+                _c2_EVMaxCurrent = _o.EVMaxCurrent
+                _c2_EVMinCurrent = _o.EVMinCurrent
+                if not (_c2_DepartureTime is not None): raise EncodeError('missing content: DepartureTime')
+                el = 'AC_EVChargeParameter/DepartureTime'
+                if _c2_DepartureTime < 0 or _c2_DepartureTime > 4294967295: raise EncodeError(f'value {_c2_DepartureTime!r} outside [0, 4294967295]')
+                v <<= 4
+                n += 4
+                if _c2_DepartureTime < 128: v = (v << 8) | _c2_DepartureTime; n += 8
+                elif _c2_DepartureTime < 16384: v = (v << 16) | ((_c2_DepartureTime & 127) << 8) | 32768 | (_c2_DepartureTime >> 7); n += 16
+                elif _c2_DepartureTime < 2097152: v = (v << 24) | ((_c2_DepartureTime & 127) << 16) | (((_c2_DepartureTime >> 7) & 127) << 8) | 8421376 | (_c2_DepartureTime >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c2_DepartureTime); v = w.v; n = w.n
+                if not (_c2_EAmount is not None): raise EncodeError('missing content: EAmount')
+                el = 'AC_EVChargeParameter/EAmount'
+                v <<= 2
+                n += 2
+                _c2_c1_o = _c2_EAmount
+                _c2_c1_Multiplier = _c2_c1_o.Multiplier
+                _c2_c1_Unit = _c2_c1_o.Unit
+                _c2_c1_Value = _c2_c1_o.Value
+                if _c2_c1_Multiplier is not None:
+                    el = 'AC_EVChargeParameter/EAmount/Multiplier'
+                    if not -3 <= _c2_c1_Multiplier <= 3: raise EncodeError(f'value {_c2_c1_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c2_c1_Multiplier - -3) << 1)
                     n += 6
-                    v_EVRequestedEnergyTransferType = None
-                    s = 1
+                    _c2_c1_Multiplier = None
+                    _c2_c1_s = 1
                 else:
-                    raise EncodeError('missing content: expected one of EVRequestedEnergyTransferType')
-            if s == 1:
-                if v_AC_EVChargeParameter is not None:
-                    el = 'AC_EVChargeParameter'
-                    _o = v_AC_EVChargeParameter
-                    _c2_DepartureTime = _o.DepartureTime
-                    _c2_EAmount = _o.EAmount
-                    _c2_EVMaxVoltage = _o.EVMaxVoltage
-                    _c2_EVMaxCurrent = _o.EVMaxCurrent
-                    _c2_EVMinCurrent = _o.EVMinCurrent
-                    if not (_c2_DepartureTime is not None): raise EncodeError('missing content: DepartureTime')
-                    el = 'AC_EVChargeParameter/DepartureTime'
-                    if _c2_DepartureTime < 0 or _c2_DepartureTime > 4294967295: raise EncodeError(f'value {_c2_DepartureTime!r} outside [0, 4294967295]')
-                    v <<= 4
-                    n += 4
-                    if _c2_DepartureTime < 128: v = (v << 8) | _c2_DepartureTime; n += 8
-                    elif _c2_DepartureTime < 16384: v = (v << 16) | ((_c2_DepartureTime & 127) << 8) | 32768 | (_c2_DepartureTime >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c2_DepartureTime); v = w.v; n = w.n
-                    if not (_c2_EAmount is not None): raise EncodeError('missing content: EAmount')
-                    el = 'AC_EVChargeParameter/EAmount'
-                    v <<= 2
-                    n += 2
-                    _c2_DepartureTime = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, _c2_EAmount)
-                    v = w.v; n = w.n
-                    if not (_c2_EVMaxVoltage is not None): raise EncodeError('missing content: EVMaxVoltage')
-                    el = 'AC_EVChargeParameter/EVMaxVoltage'
-                    v <<= 1
-                    n += 1
-                    _c2_EAmount = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, _c2_EVMaxVoltage)
-                    v = w.v; n = w.n
-                    if not (_c2_EVMaxCurrent is not None): raise EncodeError('missing content: EVMaxCurrent')
-                    el = 'AC_EVChargeParameter/EVMaxCurrent'
-                    v <<= 1
-                    n += 1
-                    _c2_EVMaxVoltage = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, _c2_EVMaxCurrent)
-                    v = w.v; n = w.n
-                    if not (_c2_EVMinCurrent is not None): raise EncodeError('missing content: EVMinCurrent')
-                    el = 'AC_EVChargeParameter/EVMinCurrent'
-                    v <<= 1
-                    n += 1
-                    _c2_EVMaxCurrent = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, _c2_EVMinCurrent)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c2_EVMinCurrent = None
-                    v_AC_EVChargeParameter = None
-                    s = 2
-                elif v_DC_EVChargeParameter is not None:
-                    el = 'DC_EVChargeParameter'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_DC_EVChargeParameterType(w, v_DC_EVChargeParameter)
-                    v = w.v; n = w.n
-                    v_DC_EVChargeParameter = None
-                    s = 2
-                elif v_EVChargeParameter is not None:
-                    el = 'EVChargeParameter'
-                    _o = v_EVChargeParameter
-                    v = (v << 3) | (2 << 1)
-                    n += 3
-                    v_EVChargeParameter = None
-                    s = 2
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c2_c1_s == 1:
+                    if _c2_c1_Unit is not None:
+                        el = 'AC_EVChargeParameter/EAmount/Unit'
+                        _c2_c1_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c1_Unit)
+                        if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'AC_EVChargeParameter/EAmount/Value'
+                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c2_c1_i1 << 4) | (_c2_c1_Value < 0)
+                        n += 11
+                        _c2_c1_Unit = None
+                        _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c1_Value = None
+                        _c2_c1_s = 3
+                    elif _c2_c1_Value is not None:
+                        el = 'AC_EVChargeParameter/EAmount/Value'
+                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c2_c1_Value < 0)
+                        n += 4
+                        _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c1_Value = None
+                        _c2_c1_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c2_c1_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c2_c1_Multiplier is not None or _c2_c1_Unit is not None or _c2_c1_Value is not None: raise _leftover(_c2_c1_o)
+                        _c2_c1_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (_c2_EVMaxVoltage is not None): raise EncodeError('missing content: EVMaxVoltage')
+                el = 'AC_EVChargeParameter/EVMaxVoltage'
+                v <<= 1
+                n += 1
+                _c2_c2_o = _c2_EVMaxVoltage
+                _c2_c2_Multiplier = _c2_c2_o.Multiplier
+                _c2_c2_Unit = _c2_c2_o.Unit
+                _c2_c2_Value = _c2_c2_o.Value
+                if _c2_c2_Multiplier is not None:
+                    el = 'AC_EVChargeParameter/EVMaxVoltage/Multiplier'
+                    if not -3 <= _c2_c2_Multiplier <= 3: raise EncodeError(f'value {_c2_c2_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c2_c2_Multiplier - -3) << 1)
+                    n += 6
+                    _c2_c2_Multiplier = None
+                    _c2_c2_s = 1
                 else:
-                    raise EncodeError('missing content: expected one of AC_EVChargeParameter, DC_EVChargeParameter, EVChargeParameter')
-            if s == 2:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_EVRequestedEnergyTransferType is not None or v_AC_EVChargeParameter is not None or v_DC_EVChargeParameter is not None or v_EVChargeParameter is not None: raise _leftover(o)
-                    s = -1
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c2_c2_s == 1:
+                    if _c2_c2_Unit is not None:
+                        el = 'AC_EVChargeParameter/EVMaxVoltage/Unit'
+                        _c2_c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c2_Unit)
+                        if _c2_c2_i1 is None: raise EncodeError(f'{_c2_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c2_c2_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
+                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c2_c2_i1 << 4) | (_c2_c2_Value < 0)
+                        n += 11
+                        _c2_c2_Unit = None
+                        _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c2_Value = None
+                        _c2_c2_s = 3
+                    elif _c2_c2_Value is not None:
+                        el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
+                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c2_c2_Value < 0)
+                        n += 4
+                        _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c2_Value = None
+                        _c2_c2_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c2_c2_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c2_c2_Multiplier is not None or _c2_c2_Unit is not None or _c2_c2_Value is not None: raise _leftover(_c2_c2_o)
+                        _c2_c2_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (_c2_EVMaxCurrent is not None): raise EncodeError('missing content: EVMaxCurrent')
+                el = 'AC_EVChargeParameter/EVMaxCurrent'
+                v <<= 1
+                n += 1
+                _c2_c3_o = _c2_EVMaxCurrent
+                _c2_c3_Multiplier = _c2_c3_o.Multiplier
+                _c2_c3_Unit = _c2_c3_o.Unit
+                _c2_c3_Value = _c2_c3_o.Value
+                if _c2_c3_Multiplier is not None:
+                    el = 'AC_EVChargeParameter/EVMaxCurrent/Multiplier'
+                    if not -3 <= _c2_c3_Multiplier <= 3: raise EncodeError(f'value {_c2_c3_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c2_c3_Multiplier - -3) << 1)
+                    n += 6
+                    _c2_c3_Multiplier = None
+                    _c2_c3_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c2_c3_s == 1:
+                    if _c2_c3_Unit is not None:
+                        el = 'AC_EVChargeParameter/EVMaxCurrent/Unit'
+                        _c2_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c3_Unit)
+                        if _c2_c3_i1 is None: raise EncodeError(f'{_c2_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c2_c3_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
+                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: raise EncodeError(f'value {_c2_c3_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c2_c3_i1 << 4) | (_c2_c3_Value < 0)
+                        n += 11
+                        _c2_c3_Unit = None
+                        _m = (-_c2_c3_Value - 1 if _c2_c3_Value < 0 else _c2_c3_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c3_Value = None
+                        _c2_c3_s = 3
+                    elif _c2_c3_Value is not None:
+                        el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
+                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: raise EncodeError(f'value {_c2_c3_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c2_c3_Value < 0)
+                        n += 4
+                        _m = (-_c2_c3_Value - 1 if _c2_c3_Value < 0 else _c2_c3_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c3_Value = None
+                        _c2_c3_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c2_c3_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c2_c3_Multiplier is not None or _c2_c3_Unit is not None or _c2_c3_Value is not None: raise _leftover(_c2_c3_o)
+                        _c2_c3_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (_c2_EVMinCurrent is not None): raise EncodeError('missing content: EVMinCurrent')
+                el = 'AC_EVChargeParameter/EVMinCurrent'
+                v <<= 1
+                n += 1
+                _c2_c4_o = _c2_EVMinCurrent
+                _c2_c4_Multiplier = _c2_c4_o.Multiplier
+                _c2_c4_Unit = _c2_c4_o.Unit
+                _c2_c4_Value = _c2_c4_o.Value
+                if _c2_c4_Multiplier is not None:
+                    el = 'AC_EVChargeParameter/EVMinCurrent/Multiplier'
+                    if not -3 <= _c2_c4_Multiplier <= 3: raise EncodeError(f'value {_c2_c4_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c2_c4_Multiplier - -3) << 1)
+                    n += 6
+                    _c2_c4_Multiplier = None
+                    _c2_c4_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c2_c4_s == 1:
+                    if _c2_c4_Unit is not None:
+                        el = 'AC_EVChargeParameter/EVMinCurrent/Unit'
+                        _c2_c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c4_Unit)
+                        if _c2_c4_i1 is None: raise EncodeError(f'{_c2_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c2_c4_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'AC_EVChargeParameter/EVMinCurrent/Value'
+                        if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: raise EncodeError(f'value {_c2_c4_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c2_c4_i1 << 4) | (_c2_c4_Value < 0)
+                        n += 11
+                        _c2_c4_Unit = None
+                        _m = (-_c2_c4_Value - 1 if _c2_c4_Value < 0 else _c2_c4_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c4_Value = None
+                        _c2_c4_s = 3
+                    elif _c2_c4_Value is not None:
+                        el = 'AC_EVChargeParameter/EVMinCurrent/Value'
+                        if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: raise EncodeError(f'value {_c2_c4_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c2_c4_Value < 0)
+                        n += 4
+                        _m = (-_c2_c4_Value - 1 if _c2_c4_Value < 0 else _c2_c4_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c4_Value = None
+                        _c2_c4_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c2_c4_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c2_c4_Multiplier is not None or _c2_c4_Unit is not None or _c2_c4_Value is not None: raise _leftover(_c2_c4_o)
+                        _c2_c4_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_AC_EVChargeParameter = None
+                s = 2
+            elif v_DC_EVChargeParameter is not None:
+                el = 'DC_EVChargeParameter'
+                v = (v << 2) | 1
+                n += 2
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_DC_EVChargeParameterType(w, v_DC_EVChargeParameter)
+                v = w.v; n = w.n
+                v_DC_EVChargeParameter = None
+                s = 2
+            elif v_EVChargeParameter is not None:
+                el = 'EVChargeParameter'
+                _o = v_EVChargeParameter
+                v = (v << 3) | (2 << 1)
+                n += 3
+                v_EVChargeParameter = None
+                s = 2
+            else:
+                raise EncodeError('missing content: expected one of AC_EVChargeParameter, DC_EVChargeParameter, EVChargeParameter')
+        if s == 2:
+            if True:
+                v <<= 1
+                n += 1
+                if v_EVRequestedEnergyTransferType is not None or v_AC_EVChargeParameter is not None or v_DC_EVChargeParameter is not None or v_EVChargeParameter is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -1085,120 +2297,408 @@ def _d_ChargeParameterDiscoveryResType(r):
     f_DC_EVSEChargeParameter = None
     f_EVSEChargeParameter = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 12
-                if p > E: V, E, p = r.slide(p, 12)
-                x = (V >> (E - p)) & 4095
-                if x & 3101: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                el = 'ResponseCode'
-                f_ResponseCode = ((x >> 5) & 31)
-                if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 23, r.at(p))
-                else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
-                el = 'EVSEProcessing'
-                f_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 1) & 1)]
-                s = 2
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'SAScheduleList'
-                    r.pos = p
-                    f_SAScheduleList = c_din_msgdatatypes._d_SAScheduleListType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 3
-                elif ec == 1:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    el = 'SASchedules'
-                    f_SASchedules = din_msgdatatypes.SASchedulesType()
-                    s = 3
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryResType', p)
-            if s == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 11
-                    if p > E: V, E, p = r.slide(p, 11)
-                    x = (V >> (E - p)) & 2047
-                    if x & 1911: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    el = 'AC_EVSEChargeParameter'
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus'
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/PowerSwitchClosed'
-                    _c2_c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
-                    _c2_c1_RCD = ((x >> 3) & 1) == 1
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c2_c1_NotificationMaxDelay = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 8
-                    if p > E: V, E, p = r.slide(p, 8)
-                    x = (V >> (E - p)) & 255
-                    if x & 231: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    if _c2_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c1_NotificationMaxDelay, r.at(p))
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
-                    _c2_c1_EVSENotification = ((x >> 3) & 3)
-                    if _c2_c1_EVSENotification >= 3: _c2_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_c1_EVSENotification, 3, r.at(p))
-                    else: _c2_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c1_EVSENotification]
-                    _c2_AC_EVSEStatus = din_msgdatatypes.AC_EVSEStatusType(_c2_c1_PowerSwitchClosed, _c2_c1_RCD, _c2_c1_NotificationMaxDelay, _c2_c1_EVSENotification)
-                    el = 'AC_EVSEChargeParameter/EVSEMaxVoltage'
-                    r.pos = p
-                    _c2_EVSEMaxVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
-                    r.pos = p
-                    _c2_EVSEMaxCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    el = 'AC_EVSEChargeParameter/EVSEMinCurrent'
-                    r.pos = p
-                    _c2_EVSEMinCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    f_AC_EVSEChargeParameter = din_msgdatatypes.AC_EVSEChargeParameterType(_c2_AC_EVSEStatus, _c2_EVSEMaxVoltage, _c2_EVSEMaxCurrent, _c2_EVSEMinCurrent)
-                    s = 4
-                elif ec == 1:
-                    el = 'DC_EVSEChargeParameter'
-                    r.pos = p
-                    f_DC_EVSEChargeParameter = c_din_msgdatatypes._d_DC_EVSEChargeParameterType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 4
-                elif ec == 2:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    el = 'EVSEChargeParameter'
-                    f_EVSEChargeParameter = din_msgdatatypes.EVSEChargeParameterType()
-                    s = 4
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryResType', p)
-            if s == 4:
+        p += 12
+        if p > E: V, E, p = r.slide(p, 12)
+        x = (V >> (E - p)) & 4095
+        if x & 3101: raise r.deviation('ChargeParameterDiscoveryResType', p)
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 5) & 31)
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
+        el = 'EVSEProcessing'
+        f_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 1) & 1)]
+        s = 2
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'SAScheduleList'
+                r.pos = p
+                f_SAScheduleList = c_din_msgdatatypes._d_SAScheduleListType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 3
+            elif ec == 1:
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                s = -1
+                el = 'SASchedules'
+                f_SASchedules = _new(din_msgdatatypes.SASchedulesType)
+                s = 3
+            else:
+                raise r.deviation('ChargeParameterDiscoveryResType', p)
+        if s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 11
+                if p > E: V, E, p = r.slide(p, 11)
+                x = (V >> (E - p)) & 2047
+                if x & 1911: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/PowerSwitchClosed'
+                _c2_c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
+                _c2_c1_RCD = ((x >> 3) & 1) == 1
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_c1_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 8
+                if p > E: V, E, p = r.slide(p, 8)
+                x = (V >> (E - p)) & 255
+                if x & 231: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                if _c2_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c1_NotificationMaxDelay, r.at(p))
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
+                _c2_c1_EVSENotification = ((x >> 3) & 3)
+                if _c2_c1_EVSENotification >= 3: _c2_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_c1_EVSENotification, 3, r.at(p))
+                else: _c2_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c1_EVSENotification]
+                _c2_AC_EVSEStatus = _new(din_msgdatatypes.AC_EVSEStatusType)
+                _c2_AC_EVSEStatus.PowerSwitchClosed = _c2_c1_PowerSwitchClosed
+                _c2_AC_EVSEStatus.RCD = _c2_c1_RCD
+                _c2_AC_EVSEStatus.NotificationMaxDelay = _c2_c1_NotificationMaxDelay
+                _c2_AC_EVSEStatus.EVSENotification = _c2_c1_EVSENotification
+                el = 'AC_EVSEChargeParameter/EVSEMaxVoltage'
+                _c2_c2_Multiplier = None
+                _c2_c2_Unit = None
+                _c2_c2_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Multiplier'
+                _c2_c2_Multiplier = ((x >> 1) & 7) + -3
+                if _c2_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c2_Multiplier, r.at(p))
+                _c2_c2_s = 1
+                if _c2_c2_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Unit'
+                        _c2_c2_Unit = ((x >> 4) & 15)
+                        if _c2_c2_Unit >= 10: _c2_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c2_Unit, 10, r.at(p))
+                        else: _c2_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c2_Unit]
+                        el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c2_c2_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c2_c2_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c2_c2_Value = -_c2_c2_Value - 1
+                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(p))
+                        _c2_c2_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c2_c2_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c2_c2_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c2_c2_Value = -_c2_c2_Value - 1
+                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(p))
+                        _c2_c2_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c2_c2_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c2_c2_s = -1
+                _c2_EVSEMaxVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                _c2_EVSEMaxVoltage.Multiplier = _c2_c2_Multiplier
+                _c2_EVSEMaxVoltage.Unit = _c2_c2_Unit
+                _c2_EVSEMaxVoltage.Value = _c2_c2_Value
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
+                _c2_c3_Multiplier = None
+                _c2_c3_Unit = None
+                _c2_c3_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
+                _c2_c3_Multiplier = ((x >> 1) & 7) + -3
+                if _c2_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c3_Multiplier, r.at(p))
+                _c2_c3_s = 1
+                if _c2_c3_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
+                        _c2_c3_Unit = ((x >> 4) & 15)
+                        if _c2_c3_Unit >= 10: _c2_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c3_Unit, 10, r.at(p))
+                        else: _c2_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c3_Unit]
+                        el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c2_c3_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c2_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c2_c3_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c2_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c2_c3_Value = -_c2_c3_Value - 1
+                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(p))
+                        _c2_c3_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c2_c3_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c2_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c2_c3_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c2_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c2_c3_Value = -_c2_c3_Value - 1
+                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(p))
+                        _c2_c3_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c2_c3_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c2_c3_s = -1
+                _c2_EVSEMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
+                _c2_EVSEMaxCurrent.Multiplier = _c2_c3_Multiplier
+                _c2_EVSEMaxCurrent.Unit = _c2_c3_Unit
+                _c2_EVSEMaxCurrent.Value = _c2_c3_Value
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                el = 'AC_EVSEChargeParameter/EVSEMinCurrent'
+                _c2_c4_Multiplier = None
+                _c2_c4_Unit = None
+                _c2_c4_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Multiplier'
+                _c2_c4_Multiplier = ((x >> 1) & 7) + -3
+                if _c2_c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c4_Multiplier, r.at(p))
+                _c2_c4_s = 1
+                if _c2_c4_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Unit'
+                        _c2_c4_Unit = ((x >> 4) & 15)
+                        if _c2_c4_Unit >= 10: _c2_c4_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c4_Unit, 10, r.at(p))
+                        else: _c2_c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c4_Unit]
+                        el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c2_c4_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c2_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c2_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c2_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c2_c4_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c2_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c2_c4_Value = -_c2_c4_Value - 1
+                        if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c4_Value, r.at(p))
+                        _c2_c4_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c2_c4_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c2_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c2_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c2_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c2_c4_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c2_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c2_c4_Value = -_c2_c4_Value - 1
+                        if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c4_Value, r.at(p))
+                        _c2_c4_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c2_c4_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c2_c4_s = -1
+                _c2_EVSEMinCurrent = _new(din_msgdatatypes.PhysicalValueType)
+                _c2_EVSEMinCurrent.Multiplier = _c2_c4_Multiplier
+                _c2_EVSEMinCurrent.Unit = _c2_c4_Unit
+                _c2_EVSEMinCurrent.Value = _c2_c4_Value
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                f_AC_EVSEChargeParameter = _new(din_msgdatatypes.AC_EVSEChargeParameterType)
+                f_AC_EVSEChargeParameter.AC_EVSEStatus = _c2_AC_EVSEStatus
+                f_AC_EVSEChargeParameter.EVSEMaxVoltage = _c2_EVSEMaxVoltage
+                f_AC_EVSEChargeParameter.EVSEMaxCurrent = _c2_EVSEMaxCurrent
+                f_AC_EVSEChargeParameter.EVSEMinCurrent = _c2_EVSEMinCurrent
+                s = 4
+            elif ec == 1:
+                el = 'DC_EVSEChargeParameter'
+                r.pos = p
+                f_DC_EVSEChargeParameter = c_din_msgdatatypes._d_DC_EVSEChargeParameterType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 4
+            elif ec == 2:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                el = 'EVSEChargeParameter'
+                f_EVSEChargeParameter = _new(din_msgdatatypes.EVSEChargeParameterType)
+                s = 4
+            else:
+                raise r.deviation('ChargeParameterDiscoveryResType', p)
+        if s == 4:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.ChargeParameterDiscoveryResType(f_ResponseCode, f_EVSEProcessing, f_SAScheduleList, f_SASchedules, f_AC_EVSEChargeParameter, f_DC_EVSEChargeParameter, f_EVSEChargeParameter)
+    _obj = _new(din_msgbody.ChargeParameterDiscoveryResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.EVSEProcessing = f_EVSEProcessing
+    _obj.SAScheduleList = f_SAScheduleList
+    _obj.SASchedules = f_SASchedules
+    _obj.AC_EVSEChargeParameter = f_AC_EVSEChargeParameter
+    _obj.DC_EVSEChargeParameter = f_DC_EVSEChargeParameter
+    _obj.EVSEChargeParameter = f_EVSEChargeParameter
+    return _obj
 
 def _e_ChargeParameterDiscoveryResType(w, o):
     # {urn:din:70121:2012:MsgBody}ChargeParameterDiscoveryResType
@@ -1213,133 +2713,282 @@ def _e_ChargeParameterDiscoveryResType(w, o):
         v_AC_EVSEChargeParameter = o.AC_EVSEChargeParameter
         v_DC_EVSEChargeParameter = o.DC_EVSEChargeParameter
         v_EVSEChargeParameter = o.EVSEChargeParameter
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    el = 'ResponseCode'
-                    _i1 = _I_din_msgdatatypes_responseCodeType.get(v_ResponseCode)
-                    if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
-                    el = 'EVSEProcessing'
-                    _i2 = _I_din_msgdatatypes_EVSEProcessingType.get(v_EVSEProcessing)
-                    if _i2 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-                    v = (v << 12) | (_i1 << 5) | (_i2 << 1)
-                    n += 12
-                    v_ResponseCode = None
-                    v_EVSEProcessing = None
-                    s = 2
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i1 = _I_din_msgdatatypes_responseCodeType.get(v_ResponseCode)
+            if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
+            el = 'EVSEProcessing'
+            _i2 = _I_din_msgdatatypes_EVSEProcessingType.get(v_EVSEProcessing)
+            if _i2 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+            v = (v << 12) | (_i1 << 5) | (_i2 << 1)
+            n += 12
+            v_ResponseCode = None
+            v_EVSEProcessing = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
+        if s == 2:
+            if v_SAScheduleList is not None:
+                el = 'SAScheduleList'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_SAScheduleListType(w, v_SAScheduleList)
+                v = w.v; n = w.n
+                v_SAScheduleList = None
+                s = 3
+            elif v_SASchedules is not None:
+                el = 'SASchedules'
+                _o = v_SASchedules
+                v = (v << 3) | (1 << 1)
+                n += 3
+                v_SASchedules = None
+                s = 3
+            else:
+                raise EncodeError('missing content: expected one of SAScheduleList, SASchedules')
+        if s == 3:
+            if v_AC_EVSEChargeParameter is not None:
+                el = 'AC_EVSEChargeParameter'
+                _o = v_AC_EVSEChargeParameter
+                _c4_AC_EVSEStatus = _o.AC_EVSEStatus
+                _c4_EVSEMaxVoltage = _o.EVSEMaxVoltage
+                _c4_EVSEMaxCurrent = _o.EVSEMaxCurrent
+                _c4_EVSEMinCurrent = _o.EVSEMinCurrent
+                if not (_c4_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus'
+                _o = _c4_AC_EVSEStatus
+                _c4_c1_PowerSwitchClosed = _o.PowerSwitchClosed
+                _c4_c1_RCD = _o.RCD
+                _c4_c1_NotificationMaxDelay = _o.NotificationMaxDelay
+                _c4_c1_EVSENotification = _o.EVSENotification
+                if not (_c4_c1_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/PowerSwitchClosed'
+                if _c4_c1_PowerSwitchClosed is not True and _c4_c1_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c4_c1_PowerSwitchClosed!r}')
+                if not (_c4_c1_RCD is not None): raise EncodeError('missing content: RCD')
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
+                if _c4_c1_RCD is not True and _c4_c1_RCD is not False: raise EncodeError(f'expected a bool, got {_c4_c1_RCD!r}')
+                if not (_c4_c1_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
+                if _c4_c1_NotificationMaxDelay < 0 or _c4_c1_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c4_c1_NotificationMaxDelay!r} outside [0, 4294967295]')
+                v = (v << 13) | (_c4_c1_PowerSwitchClosed << 7) | (_c4_c1_RCD << 3)
+                n += 13
+                if _c4_c1_NotificationMaxDelay < 128: v = (v << 8) | _c4_c1_NotificationMaxDelay; n += 8
+                elif _c4_c1_NotificationMaxDelay < 16384: v = (v << 16) | ((_c4_c1_NotificationMaxDelay & 127) << 8) | 32768 | (_c4_c1_NotificationMaxDelay >> 7); n += 16
+                elif _c4_c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c4_c1_NotificationMaxDelay & 127) << 16) | (((_c4_c1_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c4_c1_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c4_c1_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c4_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
+                _c4_c1_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c4_c1_EVSENotification)
+                if _c4_c1_i1 is None: raise EncodeError(f'{_c4_c1_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                if not (_c4_EVSEMaxVoltage is not None): raise EncodeError('missing content: EVSEMaxVoltage')
+                el = 'AC_EVSEChargeParameter/EVSEMaxVoltage'
+                v = (v << 8) | (_c4_c1_i1 << 3)
+                n += 8
+                _c4_c2_o = _c4_EVSEMaxVoltage
+                _c4_c2_Multiplier = _c4_c2_o.Multiplier
+                _c4_c2_Unit = _c4_c2_o.Unit
+                _c4_c2_Value = _c4_c2_o.Value
+                if _c4_c2_Multiplier is not None:
+                    el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Multiplier'
+                    if not -3 <= _c4_c2_Multiplier <= 3: raise EncodeError(f'value {_c4_c2_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c4_c2_Multiplier - -3) << 1)
+                    n += 6
+                    _c4_c2_Multiplier = None
+                    _c4_c2_s = 1
                 else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if v_SAScheduleList is not None:
-                    el = 'SAScheduleList'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_SAScheduleListType(w, v_SAScheduleList)
-                    v = w.v; n = w.n
-                    v_SAScheduleList = None
-                    s = 3
-                elif v_SASchedules is not None:
-                    el = 'SASchedules'
-                    _o = v_SASchedules
-                    v = (v << 3) | (1 << 1)
-                    n += 3
-                    v_SASchedules = None
-                    s = 3
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c4_c2_s == 1:
+                    if _c4_c2_Unit is not None:
+                        el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Unit'
+                        _c4_c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_c2_Unit)
+                        if _c4_c2_i1 is None: raise EncodeError(f'{_c4_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c4_c2_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
+                        if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c4_c2_i1 << 4) | (_c4_c2_Value < 0)
+                        n += 11
+                        _c4_c2_Unit = None
+                        _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c4_c2_Value = None
+                        _c4_c2_s = 3
+                    elif _c4_c2_Value is not None:
+                        el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
+                        if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c4_c2_Value < 0)
+                        n += 4
+                        _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c4_c2_Value = None
+                        _c4_c2_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c4_c2_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c4_c2_Multiplier is not None or _c4_c2_Unit is not None or _c4_c2_Value is not None: raise _leftover(_c4_c2_o)
+                        _c4_c2_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (_c4_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
+                v <<= 1
+                n += 1
+                _c4_c3_o = _c4_EVSEMaxCurrent
+                _c4_c3_Multiplier = _c4_c3_o.Multiplier
+                _c4_c3_Unit = _c4_c3_o.Unit
+                _c4_c3_Value = _c4_c3_o.Value
+                if _c4_c3_Multiplier is not None:
+                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
+                    if not -3 <= _c4_c3_Multiplier <= 3: raise EncodeError(f'value {_c4_c3_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c4_c3_Multiplier - -3) << 1)
+                    n += 6
+                    _c4_c3_Multiplier = None
+                    _c4_c3_s = 1
                 else:
-                    raise EncodeError('missing content: expected one of SAScheduleList, SASchedules')
-            if s == 3:
-                if v_AC_EVSEChargeParameter is not None:
-                    el = 'AC_EVSEChargeParameter'
-                    _o = v_AC_EVSEChargeParameter
-                    _c4_AC_EVSEStatus = _o.AC_EVSEStatus
-                    _c4_EVSEMaxVoltage = _o.EVSEMaxVoltage
-                    _c4_EVSEMaxCurrent = _o.EVSEMaxCurrent
-                    _c4_EVSEMinCurrent = _o.EVSEMinCurrent
-                    if not (_c4_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus'
-                    _o = _c4_AC_EVSEStatus
-                    _c4_c1_PowerSwitchClosed = _o.PowerSwitchClosed
-                    _c4_c1_RCD = _o.RCD
-                    _c4_c1_NotificationMaxDelay = _o.NotificationMaxDelay
-                    _c4_c1_EVSENotification = _o.EVSENotification
-                    if not (_c4_c1_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/PowerSwitchClosed'
-                    if _c4_c1_PowerSwitchClosed is not True and _c4_c1_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c4_c1_PowerSwitchClosed!r}')
-                    if not (_c4_c1_RCD is not None): raise EncodeError('missing content: RCD')
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
-                    if _c4_c1_RCD is not True and _c4_c1_RCD is not False: raise EncodeError(f'expected a bool, got {_c4_c1_RCD!r}')
-                    if not (_c4_c1_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
-                    if _c4_c1_NotificationMaxDelay < 0 or _c4_c1_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c4_c1_NotificationMaxDelay!r} outside [0, 4294967295]')
-                    v = (v << 13) | (_c4_c1_PowerSwitchClosed << 7) | (_c4_c1_RCD << 3)
-                    n += 13
-                    _c4_c1_PowerSwitchClosed = None
-                    _c4_c1_RCD = None
-                    if _c4_c1_NotificationMaxDelay < 128: v = (v << 8) | _c4_c1_NotificationMaxDelay; n += 8
-                    elif _c4_c1_NotificationMaxDelay < 16384: v = (v << 16) | ((_c4_c1_NotificationMaxDelay & 127) << 8) | 32768 | (_c4_c1_NotificationMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c4_c1_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c4_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
-                    _c4_c1_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c4_c1_EVSENotification)
-                    if _c4_c1_i1 is None: raise EncodeError(f'{_c4_c1_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    if not (_c4_EVSEMaxVoltage is not None): raise EncodeError('missing content: EVSEMaxVoltage')
-                    el = 'AC_EVSEChargeParameter/EVSEMaxVoltage'
-                    v = (v << 8) | (_c4_c1_i1 << 3)
-                    n += 8
-                    _c4_c1_NotificationMaxDelay = None
-                    _c4_c1_EVSENotification = None
-                    _c4_AC_EVSEStatus = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, _c4_EVSEMaxVoltage)
-                    v = w.v; n = w.n
-                    if not (_c4_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
-                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
-                    v <<= 1
-                    n += 1
-                    _c4_EVSEMaxVoltage = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, _c4_EVSEMaxCurrent)
-                    v = w.v; n = w.n
-                    if not (_c4_EVSEMinCurrent is not None): raise EncodeError('missing content: EVSEMinCurrent')
-                    el = 'AC_EVSEChargeParameter/EVSEMinCurrent'
-                    v <<= 1
-                    n += 1
-                    _c4_EVSEMaxCurrent = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, _c4_EVSEMinCurrent)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c4_EVSEMinCurrent = None
-                    v_AC_EVSEChargeParameter = None
-                    s = 4
-                elif v_DC_EVSEChargeParameter is not None:
-                    el = 'DC_EVSEChargeParameter'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_DC_EVSEChargeParameterType(w, v_DC_EVSEChargeParameter)
-                    v = w.v; n = w.n
-                    v_DC_EVSEChargeParameter = None
-                    s = 4
-                elif v_EVSEChargeParameter is not None:
-                    el = 'EVSEChargeParameter'
-                    _o = v_EVSEChargeParameter
-                    v = (v << 3) | (2 << 1)
-                    n += 3
-                    v_EVSEChargeParameter = None
-                    s = 4
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c4_c3_s == 1:
+                    if _c4_c3_Unit is not None:
+                        el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
+                        _c4_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_c3_Unit)
+                        if _c4_c3_i1 is None: raise EncodeError(f'{_c4_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c4_c3_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
+                        if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: raise EncodeError(f'value {_c4_c3_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c4_c3_i1 << 4) | (_c4_c3_Value < 0)
+                        n += 11
+                        _c4_c3_Unit = None
+                        _m = (-_c4_c3_Value - 1 if _c4_c3_Value < 0 else _c4_c3_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c4_c3_Value = None
+                        _c4_c3_s = 3
+                    elif _c4_c3_Value is not None:
+                        el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
+                        if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: raise EncodeError(f'value {_c4_c3_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c4_c3_Value < 0)
+                        n += 4
+                        _m = (-_c4_c3_Value - 1 if _c4_c3_Value < 0 else _c4_c3_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c4_c3_Value = None
+                        _c4_c3_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c4_c3_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c4_c3_Multiplier is not None or _c4_c3_Unit is not None or _c4_c3_Value is not None: raise _leftover(_c4_c3_o)
+                        _c4_c3_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (_c4_EVSEMinCurrent is not None): raise EncodeError('missing content: EVSEMinCurrent')
+                el = 'AC_EVSEChargeParameter/EVSEMinCurrent'
+                v <<= 1
+                n += 1
+                _c4_c4_o = _c4_EVSEMinCurrent
+                _c4_c4_Multiplier = _c4_c4_o.Multiplier
+                _c4_c4_Unit = _c4_c4_o.Unit
+                _c4_c4_Value = _c4_c4_o.Value
+                if _c4_c4_Multiplier is not None:
+                    el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Multiplier'
+                    if not -3 <= _c4_c4_Multiplier <= 3: raise EncodeError(f'value {_c4_c4_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c4_c4_Multiplier - -3) << 1)
+                    n += 6
+                    _c4_c4_Multiplier = None
+                    _c4_c4_s = 1
                 else:
-                    raise EncodeError('missing content: expected one of AC_EVSEChargeParameter, DC_EVSEChargeParameter, EVSEChargeParameter')
-            if s == 4:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_ResponseCode is not None or v_EVSEProcessing is not None or v_SAScheduleList is not None or v_SASchedules is not None or v_AC_EVSEChargeParameter is not None or v_DC_EVSEChargeParameter is not None or v_EVSEChargeParameter is not None: raise _leftover(o)
-                    s = -1
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c4_c4_s == 1:
+                    if _c4_c4_Unit is not None:
+                        el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Unit'
+                        _c4_c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_c4_Unit)
+                        if _c4_c4_i1 is None: raise EncodeError(f'{_c4_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c4_c4_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
+                        if _c4_c4_Value < -32768 or _c4_c4_Value > 32767: raise EncodeError(f'value {_c4_c4_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c4_c4_i1 << 4) | (_c4_c4_Value < 0)
+                        n += 11
+                        _c4_c4_Unit = None
+                        _m = (-_c4_c4_Value - 1 if _c4_c4_Value < 0 else _c4_c4_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c4_c4_Value = None
+                        _c4_c4_s = 3
+                    elif _c4_c4_Value is not None:
+                        el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
+                        if _c4_c4_Value < -32768 or _c4_c4_Value > 32767: raise EncodeError(f'value {_c4_c4_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c4_c4_Value < 0)
+                        n += 4
+                        _m = (-_c4_c4_Value - 1 if _c4_c4_Value < 0 else _c4_c4_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c4_c4_Value = None
+                        _c4_c4_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c4_c4_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c4_c4_Multiplier is not None or _c4_c4_Unit is not None or _c4_c4_Value is not None: raise _leftover(_c4_c4_o)
+                        _c4_c4_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_AC_EVSEChargeParameter = None
+                s = 4
+            elif v_DC_EVSEChargeParameter is not None:
+                el = 'DC_EVSEChargeParameter'
+                v = (v << 2) | 1
+                n += 2
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_DC_EVSEChargeParameterType(w, v_DC_EVSEChargeParameter)
+                v = w.v; n = w.n
+                v_DC_EVSEChargeParameter = None
+                s = 4
+            elif v_EVSEChargeParameter is not None:
+                el = 'EVSEChargeParameter'
+                _o = v_EVSEChargeParameter
+                v = (v << 3) | (2 << 1)
+                n += 3
+                v_EVSEChargeParameter = None
+                s = 4
+            else:
+                raise EncodeError('missing content: expected one of AC_EVSEChargeParameter, DC_EVSEChargeParameter, EVSEChargeParameter')
+        if s == 4:
+            if True:
+                v <<= 1
+                n += 1
+                if v_ResponseCode is not None or v_EVSEProcessing is not None or v_SAScheduleList is not None or v_SASchedules is not None or v_AC_EVSEChargeParameter is not None or v_DC_EVSEChargeParameter is not None or v_EVSEChargeParameter is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -1358,7 +3007,8 @@ def _d_ChargingStatusReqType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.ChargingStatusReqType()
+    _obj = _new(din_msgbody.ChargingStatusReqType)
+    return _obj
 
 def _e_ChargingStatusReqType(w, o):
     # {urn:din:70121:2012:MsgBody}ChargingStatusReqType
@@ -1388,141 +3038,260 @@ def _d_ChargingStatusResType(r):
     f_ReceiptRequired = None
     f_AC_EVSEStatus = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 387: raise r.deviation('ChargingStatusResType', p)
-                el = 'ResponseCode'
-                f_ResponseCode = ((x >> 2) & 31)
-                if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ChargingStatusResType/ResponseCode', f_ResponseCode, 23, r.at(p))
-                else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
-                el = 'EVSEID'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('EVSEID', p)
-                    f_EVSEID = b''
-                else:
-                    r.pos = p
-                    f_EVSEID = r.binary()
-                    if len(f_EVSEID) > 32: r.facet('ChargingStatusResType/EVSEID', 'length [0, 32]', f_EVSEID, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
+        p += 9
+        if p > E: V, E, p = r.slide(p, 9)
+        x = (V >> (E - p)) & 511
+        if x & 387: raise r.deviation('ChargingStatusResType', p)
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 31)
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ChargingStatusResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
+        el = 'EVSEID'
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            if (V >> (E - p)) & 7: raise r.deviation('EVSEID', p)
+            f_EVSEID = b''
+        else:
+            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                p += 8 + (_l << 3)
+                f_EVSEID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = p; f_EVSEID = r.binary(); V = r.v; E = r.end; p = r.pos
+            if len(f_EVSEID) > 32: r.facet('ChargingStatusResType/EVSEID', 'length [0, 32]', f_EVSEID, r.at(p))
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('EVSEID', p)
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        x = (V >> (E - p)) & 7
+        if x & 6: raise r.deviation('ChargingStatusResType', p)
+        el = 'SAScheduleTupleID'
+        _neg = (x & 1)
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_SAScheduleTupleID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            f_SAScheduleTupleID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ChargingStatusResType', p)
+        if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
+        if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('ChargingStatusResType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(p))
+        s = 3
+        if s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'EVSEMaxCurrent'
+                _c1_Multiplier = None
+                _c1_Unit = None
+                _c1_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaxCurrent/Multiplier'
+                _c1_Multiplier = ((x >> 1) & 7) + -3
+                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
+                _c1_s = 1
+                if _c1_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaxCurrent/Unit'
+                        _c1_Unit = ((x >> 4) & 15)
+                        if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(p))
+                        else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
+                        el = 'EVSEMaxCurrent/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_Value = -_c1_Value - 1
+                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                        _c1_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaxCurrent/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_Value = -_c1_Value - 1
+                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                        _c1_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c1_s == 3:
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('EVSEID', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c1_s = -1
+                f_EVSEMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSEMaxCurrent.Multiplier = _c1_Multiplier
+                f_EVSEMaxCurrent.Unit = _c1_Unit
+                f_EVSEMaxCurrent.Value = _c1_Value
+                s = 4
+            elif ec == 1:
+                el = 'MeterInfo'
+                r.pos = p
+                f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 5
+            elif ec == 2:
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
-                if x & 6: raise r.deviation('ChargingStatusResType', p)
-                el = 'SAScheduleTupleID'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    f_SAScheduleTupleID = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_SAScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargingStatusResType', p)
-                if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
-                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('ChargingStatusResType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(p))
-                s = 3
-            if s == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'EVSEMaxCurrent'
-                    r.pos = p
-                    f_EVSEMaxCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 4
-                elif ec == 1:
-                    el = 'MeterInfo'
-                    r.pos = p
-                    f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 5
-                elif ec == 2:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('ChargingStatusResType', p)
-                    el = 'ReceiptRequired'
-                    f_ReceiptRequired = ((x >> 1) & 1) == 1
-                    s = 6
-                else:
-                    raise r.deviation('ChargingStatusResType', p)
-            if s == 4:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'MeterInfo'
-                    r.pos = p
-                    f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 5
-                elif ec == 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('ChargingStatusResType', p)
-                    el = 'ReceiptRequired'
-                    f_ReceiptRequired = ((x >> 1) & 1) == 1
-                    s = 6
-                else:
-                    raise r.deviation('ChargingStatusResType', p)
-            if s == 5:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 13: raise r.deviation('ChargingStatusResType', p)
+                if x & 5: raise r.deviation('ChargingStatusResType', p)
                 el = 'ReceiptRequired'
                 f_ReceiptRequired = ((x >> 1) & 1) == 1
                 s = 6
-            if s == 6:
-                p += 11
-                if p > E: V, E, p = r.slide(p, 11)
-                x = (V >> (E - p)) & 2047
-                if x & 1911: raise r.deviation('ChargingStatusResType', p)
-                el = 'AC_EVSEStatus'
-                el = 'AC_EVSEStatus/PowerSwitchClosed'
-                _c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
-                el = 'AC_EVSEStatus/RCD'
-                _c1_RCD = ((x >> 3) & 1) == 1
-                el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            else:
+                raise r.deviation('ChargingStatusResType', p)
+        if s == 4:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'MeterInfo'
+                r.pos = p
+                f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 5
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('ChargingStatusResType', p)
+                el = 'ReceiptRequired'
+                f_ReceiptRequired = ((x >> 1) & 1) == 1
+                s = 6
+            else:
+                raise r.deviation('ChargingStatusResType', p)
+        if s == 5:
+            p += 4
+            if p > E: V, E, p = r.slide(p, 4)
+            x = (V >> (E - p)) & 15
+            if x & 13: raise r.deviation('ChargingStatusResType', p)
+            el = 'ReceiptRequired'
+            f_ReceiptRequired = ((x >> 1) & 1) == 1
+            s = 6
+        if s == 6:
+            p += 11
+            if p > E: V, E, p = r.slide(p, 11)
+            x = (V >> (E - p)) & 2047
+            if x & 1911: raise r.deviation('ChargingStatusResType', p)
+            el = 'AC_EVSEStatus/PowerSwitchClosed'
+            _c2_PowerSwitchClosed = ((x >> 7) & 1) == 1
+            el = 'AC_EVSEStatus/RCD'
+            _c2_RCD = ((x >> 3) & 1) == 1
+            el = 'AC_EVSEStatus/NotificationMaxDelay'
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c1_NotificationMaxDelay = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    _c2_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                    r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
-                if p > E: V, E, p = r.slide(p, 8)
-                x = (V >> (E - p)) & 255
-                if x & 231: raise r.deviation('ChargingStatusResType', p)
-                if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(p))
-                el = 'AC_EVSEStatus/EVSENotification'
-                _c1_EVSENotification = ((x >> 3) & 3)
-                if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
-                else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
-                f_AC_EVSEStatus = din_msgdatatypes.AC_EVSEStatusType(_c1_PowerSwitchClosed, _c1_RCD, _c1_NotificationMaxDelay, _c1_EVSENotification)
-                s = -1
+                _c2_NotificationMaxDelay = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 8
+            if p > E: V, E, p = r.slide(p, 8)
+            x = (V >> (E - p)) & 255
+            if x & 231: raise r.deviation('ChargingStatusResType', p)
+            if _c2_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_NotificationMaxDelay, r.at(p))
+            el = 'AC_EVSEStatus/EVSENotification'
+            _c2_EVSENotification = ((x >> 3) & 3)
+            if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(p))
+            else: _c2_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
+            f_AC_EVSEStatus = _new(din_msgdatatypes.AC_EVSEStatusType)
+            f_AC_EVSEStatus.PowerSwitchClosed = _c2_PowerSwitchClosed
+            f_AC_EVSEStatus.RCD = _c2_RCD
+            f_AC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
+            f_AC_EVSEStatus.EVSENotification = _c2_EVSENotification
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.ChargingStatusResType(f_ResponseCode, f_EVSEID, f_SAScheduleTupleID, f_EVSEMaxCurrent, f_MeterInfo, f_ReceiptRequired, f_AC_EVSEStatus)
+    _obj = _new(din_msgbody.ChargingStatusResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.EVSEID = f_EVSEID
+    _obj.SAScheduleTupleID = f_SAScheduleTupleID
+    _obj.EVSEMaxCurrent = f_EVSEMaxCurrent
+    _obj.MeterInfo = f_MeterInfo
+    _obj.ReceiptRequired = f_ReceiptRequired
+    _obj.AC_EVSEStatus = f_AC_EVSEStatus
+    return _obj
 
 def _e_ChargingStatusResType(w, o):
     # {urn:din:70121:2012:MsgBody}ChargingStatusResType
@@ -1537,132 +3306,180 @@ def _e_ChargingStatusResType(w, o):
         v_MeterInfo = o.MeterInfo
         v_ReceiptRequired = o.ReceiptRequired
         v_AC_EVSEStatus = o.AC_EVSEStatus
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    el = 'ResponseCode'
-                    _i1 = _I_din_msgdatatypes_responseCodeType.get(v_ResponseCode)
-                    if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (v_EVSEID is not None): raise EncodeError('missing content: EVSEID')
-                    el = 'EVSEID'
-                    v = (v << 10) | (_i1 << 3)
-                    n += 10
-                    v_ResponseCode = None
-                    w.v = v; w.n = n
-                    if len(v_EVSEID) > 32: raise EncodeError(f'length {len(v_EVSEID)} outside [0, 32]')
-                    w.binary(v_EVSEID)
-                    v = w.v; n = w.n
-                    if not (v_SAScheduleTupleID is not None): raise EncodeError('missing content: SAScheduleTupleID')
-                    el = 'SAScheduleTupleID'
-                    if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
-                    v = (v << 4) | (v_SAScheduleTupleID < 0)
-                    n += 4
-                    v_EVSEID = None
-                    _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_SAScheduleTupleID = None
-                    s = 3
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i1 = _I_din_msgdatatypes_responseCodeType.get(v_ResponseCode)
+            if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_EVSEID is not None): raise EncodeError('missing content: EVSEID')
+            el = 'EVSEID'
+            v = (v << 10) | (_i1 << 3)
+            n += 10
+            v_ResponseCode = None
+            if len(v_EVSEID) > 32: raise EncodeError(f'length {len(v_EVSEID)} outside [0, 32]')
+            _l = len(v_EVSEID)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_EVSEID, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_EVSEID); v = w.v; n = w.n
+            if not (v_SAScheduleTupleID is not None): raise EncodeError('missing content: SAScheduleTupleID')
+            el = 'SAScheduleTupleID'
+            if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
+            v = (v << 4) | (v_SAScheduleTupleID < 0)
+            n += 4
+            v_EVSEID = None
+            _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_SAScheduleTupleID = None
+            s = 3
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
+        if s == 3:
+            if v_EVSEMaxCurrent is not None:
+                el = 'EVSEMaxCurrent'
+                v <<= 2
+                n += 2
+                _c2_o = v_EVSEMaxCurrent
+                _c2_Multiplier = _c2_o.Multiplier
+                _c2_Unit = _c2_o.Unit
+                _c2_Value = _c2_o.Value
+                if _c2_Multiplier is not None:
+                    el = 'EVSEMaxCurrent/Multiplier'
+                    if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c2_Multiplier - -3) << 1)
+                    n += 6
+                    _c2_Multiplier = None
+                    _c2_s = 1
                 else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 3:
-                if v_EVSEMaxCurrent is not None:
-                    el = 'EVSEMaxCurrent'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEMaxCurrent)
-                    v = w.v; n = w.n
-                    v_EVSEMaxCurrent = None
-                    s = 4
-                elif v_MeterInfo is not None:
-                    el = 'MeterInfo'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
-                    v = w.v; n = w.n
-                    v_MeterInfo = None
-                    s = 5
-                elif v_ReceiptRequired is not None:
-                    el = 'ReceiptRequired'
-                    if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
-                    v = (v << 5) | (2 << 3) | (v_ReceiptRequired << 1)
-                    n += 5
-                    v_ReceiptRequired = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMaxCurrent, MeterInfo, ReceiptRequired')
-            if s == 4:
-                if v_MeterInfo is not None:
-                    el = 'MeterInfo'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
-                    v = w.v; n = w.n
-                    v_MeterInfo = None
-                    s = 5
-                elif v_ReceiptRequired is not None:
-                    el = 'ReceiptRequired'
-                    if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
-                    v = (v << 5) | (1 << 3) | (v_ReceiptRequired << 1)
-                    n += 5
-                    v_ReceiptRequired = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of MeterInfo, ReceiptRequired')
-            if s == 5:
-                if v_ReceiptRequired is not None:
-                    el = 'ReceiptRequired'
-                    if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
-                    v = (v << 4) | (v_ReceiptRequired << 1)
-                    n += 4
-                    v_ReceiptRequired = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of ReceiptRequired')
-            if s == 6:
-                if v_AC_EVSEStatus is not None:
-                    el = 'AC_EVSEStatus'
-                    _o = v_AC_EVSEStatus
-                    _c2_PowerSwitchClosed = _o.PowerSwitchClosed
-                    _c2_RCD = _o.RCD
-                    _c2_NotificationMaxDelay = _o.NotificationMaxDelay
-                    _c2_EVSENotification = _o.EVSENotification
-                    if not (_c2_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
-                    el = 'AC_EVSEStatus/PowerSwitchClosed'
-                    if _c2_PowerSwitchClosed is not True and _c2_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c2_PowerSwitchClosed!r}')
-                    if not (_c2_RCD is not None): raise EncodeError('missing content: RCD')
-                    el = 'AC_EVSEStatus/RCD'
-                    if _c2_RCD is not True and _c2_RCD is not False: raise EncodeError(f'expected a bool, got {_c2_RCD!r}')
-                    if not (_c2_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'AC_EVSEStatus/NotificationMaxDelay'
-                    if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
-                    v = (v << 11) | (_c2_PowerSwitchClosed << 7) | (_c2_RCD << 3)
-                    n += 11
-                    _c2_PowerSwitchClosed = None
-                    _c2_RCD = None
-                    if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                    elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'AC_EVSEStatus/EVSENotification'
-                    _c2_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
-                    if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 8) | (_c2_i1 << 3)
-                    n += 8
-                    _c2_NotificationMaxDelay = None
-                    _c2_EVSENotification = None
-                    v_AC_EVSEStatus = None
-                    if v_ResponseCode is not None or v_EVSEID is not None or v_SAScheduleTupleID is not None or v_EVSEMaxCurrent is not None or v_MeterInfo is not None or v_ReceiptRequired is not None or v_AC_EVSEStatus is not None: raise _leftover(o)
-                    s = -1
-                else:
-                    raise EncodeError('missing content: expected one of AC_EVSEStatus')
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c2_s == 1:
+                    if _c2_Unit is not None:
+                        el = 'EVSEMaxCurrent/Unit'
+                        _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
+                        if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEMaxCurrent/Value'
+                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
+                        n += 11
+                        _c2_Unit = None
+                        _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_Value = None
+                        _c2_s = 3
+                    elif _c2_Value is not None:
+                        el = 'EVSEMaxCurrent/Value'
+                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c2_Value < 0)
+                        n += 4
+                        _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_Value = None
+                        _c2_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c2_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
+                        _c2_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVSEMaxCurrent = None
+                s = 4
+            elif v_MeterInfo is not None:
+                el = 'MeterInfo'
+                v = (v << 2) | 1
+                n += 2
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
+                v = w.v; n = w.n
+                v_MeterInfo = None
+                s = 5
+            elif v_ReceiptRequired is not None:
+                el = 'ReceiptRequired'
+                if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
+                v = (v << 5) | (2 << 3) | (v_ReceiptRequired << 1)
+                n += 5
+                v_ReceiptRequired = None
+                s = 6
+            else:
+                raise EncodeError('missing content: expected one of EVSEMaxCurrent, MeterInfo, ReceiptRequired')
+        if s == 4:
+            if v_MeterInfo is not None:
+                el = 'MeterInfo'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
+                v = w.v; n = w.n
+                v_MeterInfo = None
+                s = 5
+            elif v_ReceiptRequired is not None:
+                el = 'ReceiptRequired'
+                if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
+                v = (v << 5) | (1 << 3) | (v_ReceiptRequired << 1)
+                n += 5
+                v_ReceiptRequired = None
+                s = 6
+            else:
+                raise EncodeError('missing content: expected one of MeterInfo, ReceiptRequired')
+        if s == 5:
+            if v_ReceiptRequired is not None:
+                el = 'ReceiptRequired'
+                if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
+                v = (v << 4) | (v_ReceiptRequired << 1)
+                n += 4
+                v_ReceiptRequired = None
+                s = 6
+            else:
+                raise EncodeError('missing content: expected one of ReceiptRequired')
+        if s == 6:
+            if v_AC_EVSEStatus is not None:
+                el = 'AC_EVSEStatus'
+                _o = v_AC_EVSEStatus
+                _c3_PowerSwitchClosed = _o.PowerSwitchClosed
+                _c3_RCD = _o.RCD
+                _c3_NotificationMaxDelay = _o.NotificationMaxDelay
+                _c3_EVSENotification = _o.EVSENotification
+                if not (_c3_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
+                el = 'AC_EVSEStatus/PowerSwitchClosed'
+                if _c3_PowerSwitchClosed is not True and _c3_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c3_PowerSwitchClosed!r}')
+                if not (_c3_RCD is not None): raise EncodeError('missing content: RCD')
+                el = 'AC_EVSEStatus/RCD'
+                if _c3_RCD is not True and _c3_RCD is not False: raise EncodeError(f'expected a bool, got {_c3_RCD!r}')
+                if not (_c3_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                el = 'AC_EVSEStatus/NotificationMaxDelay'
+                if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 4294967295]')
+                v = (v << 11) | (_c3_PowerSwitchClosed << 7) | (_c3_RCD << 3)
+                n += 11
+                if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
+                elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | ((_c3_NotificationMaxDelay & 127) << 8) | 32768 | (_c3_NotificationMaxDelay >> 7); n += 16
+                elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c3_NotificationMaxDelay & 127) << 16) | (((_c3_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c3_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'AC_EVSEStatus/EVSENotification'
+                _c3_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c3_EVSENotification)
+                if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 8) | (_c3_i1 << 3)
+                n += 8
+                v_AC_EVSEStatus = None
+                if v_ResponseCode is not None or v_EVSEID is not None or v_SAScheduleTupleID is not None or v_EVSEMaxCurrent is not None or v_MeterInfo is not None or v_ReceiptRequired is not None or v_AC_EVSEStatus is not None: raise _leftover(o)
+                s = -1
+            else:
+                raise EncodeError('missing content: expected one of AC_EVSEStatus')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -1677,75 +3494,75 @@ def _d_ContractAuthenticationReqType(r):
     f_Id = None
     f_GenChallenge = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = '@Id'
-                    r.pos = p
-                    f_Id = r.string('Id')
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 1:
-                    el = 'GenChallenge'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
-                        f_GenChallenge = ''
-                    else:
-                        r.pos = p
-                        f_GenChallenge = r.string('din_msgbody:GenChallenge')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
-                    s = 2
-                elif ec == 2:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('ContractAuthenticationReqType', p)
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'GenChallenge'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
-                        f_GenChallenge = ''
-                    else:
-                        r.pos = p
-                        f_GenChallenge = r.string('din_msgbody:GenChallenge')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
-                    s = 2
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('ContractAuthenticationReqType', p)
-            if s == 2:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = '@Id'
+            r.pos = p
+            f_Id = r.string('Id')
+            V = r.v; E = r.end; p = r.pos
+            s = 1
+        elif ec == 1:
+            el = 'GenChallenge'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
+                f_GenChallenge = ''
+            else:
+                r.pos = p
+                f_GenChallenge = r.string('din_msgbody:GenChallenge')
+                V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ContractAuthenticationReqType', p)
+                if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
+            s = 2
+        elif ec == 2:
+            pass
+            s = -1
+        else:
+            raise r.deviation('ContractAuthenticationReqType', p)
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'GenChallenge'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
+                    f_GenChallenge = ''
+                else:
+                    r.pos = p
+                    f_GenChallenge = r.string('din_msgbody:GenChallenge')
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
+                s = 2
+            elif ec == 1:
+                pass
                 s = -1
+            else:
+                raise r.deviation('ContractAuthenticationReqType', p)
+        if s == 2:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ContractAuthenticationReqType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.ContractAuthenticationReqType(f_Id, f_GenChallenge)
+    _obj = _new(din_msgbody.ContractAuthenticationReqType)
+    _obj.Id = f_Id
+    _obj.GenChallenge = f_GenChallenge
+    return _obj
 
 def _e_ContractAuthenticationReqType(w, o):
     # {urn:din:70121:2012:MsgBody}ContractAuthenticationReqType
@@ -1755,63 +3572,60 @@ def _e_ContractAuthenticationReqType(w, o):
     try:
         v_Id = o.Id
         v_GenChallenge = o.GenChallenge
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Id is not None:
-                    el = '@Id'
-                    v <<= 2
-                    n += 2
-                    _l = len(v_Id)
-                    if _l < 126 and v_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-                    v_Id = None
-                    s = 1
-                elif v_GenChallenge is not None:
-                    el = 'GenChallenge'
-                    v = (v << 3) | (1 << 1)
-                    n += 3
-                    _l = len(v_GenChallenge)
-                    if _l < 126 and v_GenChallenge.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_GenChallenge.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_GenChallenge); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_GenChallenge = None
-                    s = 2
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if v_Id is not None or v_GenChallenge is not None: raise _leftover(o)
-                    s = -1
-            if s == 1:
-                if v_GenChallenge is not None:
-                    el = 'GenChallenge'
-                    v <<= 3
-                    n += 3
-                    _l = len(v_GenChallenge)
-                    if _l < 126 and v_GenChallenge.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_GenChallenge.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_GenChallenge); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_GenChallenge = None
-                    s = 2
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_Id is not None or v_GenChallenge is not None: raise _leftover(o)
-                    s = -1
-            if s == 2:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_Id is not None or v_GenChallenge is not None: raise _leftover(o)
-                    s = -1
+        if v_Id is not None:
+            el = '@Id'
+            v <<= 2
+            n += 2
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
+            v_Id = None
+            s = 1
+        elif v_GenChallenge is not None:
+            el = 'GenChallenge'
+            v = (v << 3) | (1 << 1)
+            n += 3
+            _l = len(v_GenChallenge)
+            if _l < 126 and v_GenChallenge.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_GenChallenge.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_GenChallenge); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_GenChallenge = None
+            s = 2
+        elif True:
+            v = (v << 2) | 2
+            n += 2
+            if v_Id is not None or v_GenChallenge is not None: raise _leftover(o)
+            s = -1
+        if s == 1:
+            if v_GenChallenge is not None:
+                el = 'GenChallenge'
+                v <<= 3
+                n += 3
+                _l = len(v_GenChallenge)
+                if _l < 126 and v_GenChallenge.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_GenChallenge.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_GenChallenge); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_GenChallenge = None
+                s = 2
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Id is not None or v_GenChallenge is not None: raise _leftover(o)
+                s = -1
+        if s == 2:
+            if True:
+                v <<= 1
+                n += 1
+                if v_Id is not None or v_GenChallenge is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -1839,7 +3653,10 @@ def _d_ContractAuthenticationResType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.ContractAuthenticationResType(f_ResponseCode, f_EVSEProcessing)
+    _obj = _new(din_msgbody.ContractAuthenticationResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.EVSEProcessing = f_EVSEProcessing
+    return _obj
 
 def _e_ContractAuthenticationResType(w, o):
     # {urn:din:70121:2012:MsgBody}ContractAuthenticationResType
@@ -1886,216 +3703,1471 @@ def _d_CurrentDemandReqType(r):
     f_RemainingTimeToBulkSoC = None
     f_EVTargetVoltage = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
-                el = 'DC_EVStatus'
-                r.pos = p
-                f_DC_EVStatus = c_din_msgdatatypes._d_DC_EVStatusType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
-                el = 'EVTargetCurrent'
-                r.pos = p
-                f_EVTargetCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
-                s = 2
-            if s == 2:
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
+        el = 'DC_EVStatus'
+        _c1_EVReady = None
+        _c1_EVCabinConditioning = None
+        _c1_EVRESSConditioning = None
+        _c1_EVErrorCode = None
+        _c1_EVRESSSOC = None
+        p += 4
+        if p > E: V, E, p = r.slide(p, 4)
+        x = (V >> (E - p)) & 15
+        if x & 13: raise r.deviation('DC_EVStatusType', p)
+        el = 'DC_EVStatus/EVReady'
+        _c1_EVReady = ((x >> 1) & 1) == 1
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    el = 'EVMaximumVoltageLimit'
-                    r.pos = p
-                    f_EVMaximumVoltageLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 3
-                elif ec == 1:
-                    el = 'EVMaximumCurrentLimit'
-                    r.pos = p
-                    f_EVMaximumCurrentLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 4
-                elif ec == 2:
-                    el = 'EVMaximumPowerLimit'
-                    r.pos = p
-                    f_EVMaximumPowerLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 5
-                elif ec == 3:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'BulkChargingComplete'
-                    f_BulkChargingComplete = ((x >> 1) & 1) == 1
-                    s = 6
-                elif ec == 4:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 1) & 1) == 1
-                    s = 7
-                else:
-                    raise r.deviation('CurrentDemandReqType', p)
-            if s == 3:
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVCabinConditioning'
+                _c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 2
+            elif ec == 1:
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    el = 'EVMaximumCurrentLimit'
-                    r.pos = p
-                    f_EVMaximumCurrentLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 4
-                elif ec == 1:
-                    el = 'EVMaximumPowerLimit'
-                    r.pos = p
-                    f_EVMaximumPowerLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 5
-                elif ec == 2:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'BulkChargingComplete'
-                    f_BulkChargingComplete = ((x >> 1) & 1) == 1
-                    s = 6
-                elif ec == 3:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 1) & 1) == 1
-                    s = 7
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVRESSConditioning'
+                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 3
+            elif ec == 2:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_EVErrorCode = ((x >> 1) & 15)
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVStatusType', p)
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVRESSConditioning'
+                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 3
+            elif ec == 1:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_EVErrorCode = ((x >> 1) & 15)
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVStatusType', p)
+        if _c1_s == 3:
+            p += 7
+            if p > E: V, E, p = r.slide(p, 7)
+            x = (V >> (E - p)) & 127
+            if x & 97: raise r.deviation('DC_EVStatusType', p)
+            el = 'DC_EVStatus/EVErrorCode'
+            _c1_EVErrorCode = ((x >> 1) & 15)
+            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+            else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _c1_s = 4
+        if _c1_s == 4:
+            p += 11
+            if p > E: V, E, p = r.slide(p, 11)
+            x = (V >> (E - p)) & 2047
+            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+            el = 'DC_EVStatus/EVRESSSOC'
+            _c1_EVRESSSOC = ((x >> 2) & 127)
+            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+            _c1_s = -1
+        f_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus.EVReady = _c1_EVReady
+        f_DC_EVStatus.EVCabinConditioning = _c1_EVCabinConditioning
+        f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
+        f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
+        f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
+        el = 'EVTargetCurrent'
+        _c2_Multiplier = None
+        _c2_Unit = None
+        _c2_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVTargetCurrent/Multiplier'
+        _c2_Multiplier = ((x >> 1) & 7) + -3
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        _c2_s = 1
+        if _c2_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVTargetCurrent/Unit'
+                _c2_Unit = ((x >> 4) & 15)
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+                el = 'EVTargetCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('CurrentDemandReqType', p)
-            if s == 4:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            elif ec == 1:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'EVMaximumPowerLimit'
-                    r.pos = p
-                    f_EVMaximumPowerLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 5
-                elif ec == 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'BulkChargingComplete'
-                    f_BulkChargingComplete = ((x >> 1) & 1) == 1
-                    s = 6
-                elif ec == 2:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 1) & 1) == 1
-                    s = 7
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVTargetCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('CurrentDemandReqType', p)
-            if s == 5:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'BulkChargingComplete'
-                    f_BulkChargingComplete = ((x >> 1) & 1) == 1
-                    s = 6
-                elif ec == 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 1) & 1) == 1
-                    s = 7
-                else:
-                    raise r.deviation('CurrentDemandReqType', p)
-            if s == 6:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 13: raise r.deviation('CurrentDemandReqType', p)
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c2_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c2_s = -1
+        f_EVTargetCurrent = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVTargetCurrent.Multiplier = _c2_Multiplier
+        f_EVTargetCurrent.Unit = _c2_Unit
+        f_EVTargetCurrent.Value = _c2_Value
+        s = 2
+        if s == 2:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                el = 'EVMaximumVoltageLimit'
+                _c3_Multiplier = None
+                _c3_Unit = None
+                _c3_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaximumVoltageLimit/Multiplier'
+                _c3_Multiplier = ((x >> 1) & 7) + -3
+                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+                _c3_s = 1
+                if _c3_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumVoltageLimit/Unit'
+                        _c3_Unit = ((x >> 4) & 15)
+                        if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(p))
+                        else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
+                        el = 'EVMaximumVoltageLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c3_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c3_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c3_Value = -_c3_Value - 1
+                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                        _c3_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumVoltageLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c3_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c3_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c3_Value = -_c3_Value - 1
+                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                        _c3_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c3_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c3_s = -1
+                f_EVMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVMaximumVoltageLimit.Multiplier = _c3_Multiplier
+                f_EVMaximumVoltageLimit.Unit = _c3_Unit
+                f_EVMaximumVoltageLimit.Value = _c3_Value
+                s = 3
+            elif ec == 1:
+                el = 'EVMaximumCurrentLimit'
+                _c4_Multiplier = None
+                _c4_Unit = None
+                _c4_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaximumCurrentLimit/Multiplier'
+                _c4_Multiplier = ((x >> 1) & 7) + -3
+                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+                _c4_s = 1
+                if _c4_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumCurrentLimit/Unit'
+                        _c4_Unit = ((x >> 4) & 15)
+                        if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(p))
+                        else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
+                        el = 'EVMaximumCurrentLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c4_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c4_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c4_Value = -_c4_Value - 1
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                        _c4_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumCurrentLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c4_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c4_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c4_Value = -_c4_Value - 1
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                        _c4_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c4_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c4_s = -1
+                f_EVMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVMaximumCurrentLimit.Multiplier = _c4_Multiplier
+                f_EVMaximumCurrentLimit.Unit = _c4_Unit
+                f_EVMaximumCurrentLimit.Value = _c4_Value
+                s = 4
+            elif ec == 2:
+                el = 'EVMaximumPowerLimit'
+                _c5_Multiplier = None
+                _c5_Unit = None
+                _c5_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaximumPowerLimit/Multiplier'
+                _c5_Multiplier = ((x >> 1) & 7) + -3
+                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
+                _c5_s = 1
+                if _c5_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumPowerLimit/Unit'
+                        _c5_Unit = ((x >> 4) & 15)
+                        if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(p))
+                        else: _c5_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_Unit]
+                        el = 'EVMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c5_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c5_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c5_Value = -_c5_Value - 1
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                        _c5_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c5_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c5_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c5_Value = -_c5_Value - 1
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                        _c5_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c5_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c5_s = -1
+                f_EVMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVMaximumPowerLimit.Multiplier = _c5_Multiplier
+                f_EVMaximumPowerLimit.Unit = _c5_Unit
+                f_EVMaximumPowerLimit.Value = _c5_Value
+                s = 5
+            elif ec == 3:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                el = 'BulkChargingComplete'
+                f_BulkChargingComplete = ((x >> 1) & 1) == 1
+                s = 6
+            elif ec == 4:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', p)
                 el = 'ChargingComplete'
                 f_ChargingComplete = ((x >> 1) & 1) == 1
                 s = 7
-            if s == 7:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'RemainingTimeToFullSoC'
-                    r.pos = p
-                    f_RemainingTimeToFullSoC = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 8
-                elif ec == 1:
-                    el = 'RemainingTimeToBulkSoC'
-                    r.pos = p
-                    f_RemainingTimeToBulkSoC = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 9
-                elif ec == 2:
-                    el = 'EVTargetVoltage'
-                    r.pos = p
-                    f_EVTargetVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 10
-                else:
-                    raise r.deviation('CurrentDemandReqType', p)
-            if s == 8:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'RemainingTimeToBulkSoC'
-                    r.pos = p
-                    f_RemainingTimeToBulkSoC = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 9
-                elif ec == 1:
-                    el = 'EVTargetVoltage'
-                    r.pos = p
-                    f_EVTargetVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 10
-                else:
-                    raise r.deviation('CurrentDemandReqType', p)
-            if s == 9:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
+            else:
+                raise r.deviation('CurrentDemandReqType', p)
+        if s == 3:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                el = 'EVMaximumCurrentLimit'
+                _c6_Multiplier = None
+                _c6_Unit = None
+                _c6_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaximumCurrentLimit/Multiplier'
+                _c6_Multiplier = ((x >> 1) & 7) + -3
+                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(p))
+                _c6_s = 1
+                if _c6_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumCurrentLimit/Unit'
+                        _c6_Unit = ((x >> 4) & 15)
+                        if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(p))
+                        else: _c6_Unit = _E_din_msgdatatypes_unitSymbolType[_c6_Unit]
+                        el = 'EVMaximumCurrentLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c6_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c6_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c6_Value = -_c6_Value - 1
+                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                        _c6_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumCurrentLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c6_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c6_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c6_Value = -_c6_Value - 1
+                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                        _c6_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c6_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c6_s = -1
+                f_EVMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVMaximumCurrentLimit.Multiplier = _c6_Multiplier
+                f_EVMaximumCurrentLimit.Unit = _c6_Unit
+                f_EVMaximumCurrentLimit.Value = _c6_Value
+                s = 4
+            elif ec == 1:
+                el = 'EVMaximumPowerLimit'
+                _c7_Multiplier = None
+                _c7_Unit = None
+                _c7_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaximumPowerLimit/Multiplier'
+                _c7_Multiplier = ((x >> 1) & 7) + -3
+                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(p))
+                _c7_s = 1
+                if _c7_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumPowerLimit/Unit'
+                        _c7_Unit = ((x >> 4) & 15)
+                        if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(p))
+                        else: _c7_Unit = _E_din_msgdatatypes_unitSymbolType[_c7_Unit]
+                        el = 'EVMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c7_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c7_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c7_Value = -_c7_Value - 1
+                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                        _c7_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c7_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c7_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c7_Value = -_c7_Value - 1
+                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                        _c7_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c7_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c7_s = -1
+                f_EVMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVMaximumPowerLimit.Multiplier = _c7_Multiplier
+                f_EVMaximumPowerLimit.Unit = _c7_Unit
+                f_EVMaximumPowerLimit.Value = _c7_Value
+                s = 5
+            elif ec == 2:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                el = 'BulkChargingComplete'
+                f_BulkChargingComplete = ((x >> 1) & 1) == 1
+                s = 6
+            elif ec == 3:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                el = 'ChargingComplete'
+                f_ChargingComplete = ((x >> 1) & 1) == 1
+                s = 7
+            else:
+                raise r.deviation('CurrentDemandReqType', p)
+        if s == 4:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'EVMaximumPowerLimit'
+                _c8_Multiplier = None
+                _c8_Unit = None
+                _c8_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaximumPowerLimit/Multiplier'
+                _c8_Multiplier = ((x >> 1) & 7) + -3
+                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(p))
+                _c8_s = 1
+                if _c8_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumPowerLimit/Unit'
+                        _c8_Unit = ((x >> 4) & 15)
+                        if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(p))
+                        else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
+                        el = 'EVMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c8_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c8_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c8_Value = -_c8_Value - 1
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                        _c8_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c8_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c8_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c8_Value = -_c8_Value - 1
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                        _c8_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c8_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c8_s = -1
+                f_EVMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVMaximumPowerLimit.Multiplier = _c8_Multiplier
+                f_EVMaximumPowerLimit.Unit = _c8_Unit
+                f_EVMaximumPowerLimit.Value = _c8_Value
+                s = 5
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                el = 'BulkChargingComplete'
+                f_BulkChargingComplete = ((x >> 1) & 1) == 1
+                s = 6
+            elif ec == 2:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                el = 'ChargingComplete'
+                f_ChargingComplete = ((x >> 1) & 1) == 1
+                s = 7
+            else:
+                raise r.deviation('CurrentDemandReqType', p)
+        if s == 5:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                el = 'BulkChargingComplete'
+                f_BulkChargingComplete = ((x >> 1) & 1) == 1
+                s = 6
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                el = 'ChargingComplete'
+                f_ChargingComplete = ((x >> 1) & 1) == 1
+                s = 7
+            else:
+                raise r.deviation('CurrentDemandReqType', p)
+        if s == 6:
+            p += 4
+            if p > E: V, E, p = r.slide(p, 4)
+            x = (V >> (E - p)) & 15
+            if x & 13: raise r.deviation('CurrentDemandReqType', p)
+            el = 'ChargingComplete'
+            f_ChargingComplete = ((x >> 1) & 1) == 1
+            s = 7
+        if s == 7:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'RemainingTimeToFullSoC'
+                _c9_Multiplier = None
+                _c9_Unit = None
+                _c9_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'RemainingTimeToFullSoC/Multiplier'
+                _c9_Multiplier = ((x >> 1) & 7) + -3
+                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(p))
+                _c9_s = 1
+                if _c9_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'RemainingTimeToFullSoC/Unit'
+                        _c9_Unit = ((x >> 4) & 15)
+                        if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(p))
+                        else: _c9_Unit = _E_din_msgdatatypes_unitSymbolType[_c9_Unit]
+                        el = 'RemainingTimeToFullSoC/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c9_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c9_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c9_Value = -_c9_Value - 1
+                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                        _c9_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'RemainingTimeToFullSoC/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c9_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c9_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c9_Value = -_c9_Value - 1
+                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                        _c9_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c9_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c9_s = -1
+                f_RemainingTimeToFullSoC = _new(din_msgdatatypes.PhysicalValueType)
+                f_RemainingTimeToFullSoC.Multiplier = _c9_Multiplier
+                f_RemainingTimeToFullSoC.Unit = _c9_Unit
+                f_RemainingTimeToFullSoC.Value = _c9_Value
+                s = 8
+            elif ec == 1:
+                el = 'RemainingTimeToBulkSoC'
+                _c10_Multiplier = None
+                _c10_Unit = None
+                _c10_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'RemainingTimeToBulkSoC/Multiplier'
+                _c10_Multiplier = ((x >> 1) & 7) + -3
+                if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(p))
+                _c10_s = 1
+                if _c10_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'RemainingTimeToBulkSoC/Unit'
+                        _c10_Unit = ((x >> 4) & 15)
+                        if _c10_Unit >= 10: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 10, r.at(p))
+                        else: _c10_Unit = _E_din_msgdatatypes_unitSymbolType[_c10_Unit]
+                        el = 'RemainingTimeToBulkSoC/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c10_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c10_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c10_Value = -_c10_Value - 1
+                        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
+                        _c10_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'RemainingTimeToBulkSoC/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c10_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c10_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c10_Value = -_c10_Value - 1
+                        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
+                        _c10_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c10_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c10_s = -1
+                f_RemainingTimeToBulkSoC = _new(din_msgdatatypes.PhysicalValueType)
+                f_RemainingTimeToBulkSoC.Multiplier = _c10_Multiplier
+                f_RemainingTimeToBulkSoC.Unit = _c10_Unit
+                f_RemainingTimeToBulkSoC.Value = _c10_Value
+                s = 9
+            elif ec == 2:
                 el = 'EVTargetVoltage'
-                r.pos = p
-                f_EVTargetVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c11_Multiplier = None
+                _c11_Unit = None
+                _c11_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVTargetVoltage/Multiplier'
+                _c11_Multiplier = ((x >> 1) & 7) + -3
+                if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(p))
+                _c11_s = 1
+                if _c11_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVTargetVoltage/Unit'
+                        _c11_Unit = ((x >> 4) & 15)
+                        if _c11_Unit >= 10: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 10, r.at(p))
+                        else: _c11_Unit = _E_din_msgdatatypes_unitSymbolType[_c11_Unit]
+                        el = 'EVTargetVoltage/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c11_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c11_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c11_Value = -_c11_Value - 1
+                        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
+                        _c11_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVTargetVoltage/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c11_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c11_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c11_Value = -_c11_Value - 1
+                        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
+                        _c11_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c11_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c11_s = -1
+                f_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVTargetVoltage.Multiplier = _c11_Multiplier
+                f_EVTargetVoltage.Unit = _c11_Unit
+                f_EVTargetVoltage.Value = _c11_Value
                 s = 10
-            if s == 10:
+            else:
+                raise r.deviation('CurrentDemandReqType', p)
+        if s == 8:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'RemainingTimeToBulkSoC'
+                _c12_Multiplier = None
+                _c12_Unit = None
+                _c12_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'RemainingTimeToBulkSoC/Multiplier'
+                _c12_Multiplier = ((x >> 1) & 7) + -3
+                if _c12_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c12_Multiplier, r.at(p))
+                _c12_s = 1
+                if _c12_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'RemainingTimeToBulkSoC/Unit'
+                        _c12_Unit = ((x >> 4) & 15)
+                        if _c12_Unit >= 10: _c12_Unit = r.enum_index('PhysicalValueType/Unit', _c12_Unit, 10, r.at(p))
+                        else: _c12_Unit = _E_din_msgdatatypes_unitSymbolType[_c12_Unit]
+                        el = 'RemainingTimeToBulkSoC/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c12_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c12_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c12_Value = -_c12_Value - 1
+                        if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(p))
+                        _c12_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'RemainingTimeToBulkSoC/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c12_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c12_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c12_Value = -_c12_Value - 1
+                        if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(p))
+                        _c12_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c12_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c12_s = -1
+                f_RemainingTimeToBulkSoC = _new(din_msgdatatypes.PhysicalValueType)
+                f_RemainingTimeToBulkSoC.Multiplier = _c12_Multiplier
+                f_RemainingTimeToBulkSoC.Unit = _c12_Unit
+                f_RemainingTimeToBulkSoC.Value = _c12_Value
+                s = 9
+            elif ec == 1:
+                el = 'EVTargetVoltage'
+                _c13_Multiplier = None
+                _c13_Unit = None
+                _c13_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVTargetVoltage/Multiplier'
+                _c13_Multiplier = ((x >> 1) & 7) + -3
+                if _c13_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c13_Multiplier, r.at(p))
+                _c13_s = 1
+                if _c13_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVTargetVoltage/Unit'
+                        _c13_Unit = ((x >> 4) & 15)
+                        if _c13_Unit >= 10: _c13_Unit = r.enum_index('PhysicalValueType/Unit', _c13_Unit, 10, r.at(p))
+                        else: _c13_Unit = _E_din_msgdatatypes_unitSymbolType[_c13_Unit]
+                        el = 'EVTargetVoltage/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c13_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c13_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c13_Value = -_c13_Value - 1
+                        if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(p))
+                        _c13_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVTargetVoltage/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c13_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c13_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c13_Value = -_c13_Value - 1
+                        if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(p))
+                        _c13_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c13_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c13_s = -1
+                f_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVTargetVoltage.Multiplier = _c13_Multiplier
+                f_EVTargetVoltage.Unit = _c13_Unit
+                f_EVTargetVoltage.Value = _c13_Value
+                s = 10
+            else:
+                raise r.deviation('CurrentDemandReqType', p)
+        if s == 9:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
+            el = 'EVTargetVoltage'
+            _c14_Multiplier = None
+            _c14_Unit = None
+            _c14_Value = None
+            p += 6
+            if p > E: V, E, p = r.slide(p, 6)
+            x = (V >> (E - p)) & 63
+            if x & 49: raise r.deviation('PhysicalValueType', p)
+            el = 'EVTargetVoltage/Multiplier'
+            _c14_Multiplier = ((x >> 1) & 7) + -3
+            if _c14_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_Multiplier, r.at(p))
+            _c14_s = 1
+            if _c14_s == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                ec = (V >> (E - p)) & 3
+                if ec == 0:
+                    p += 9
+                    if p > E: V, E, p = r.slide(p, 9)
+                    x = (V >> (E - p)) & 511
+                    if x & 270: raise r.deviation('PhysicalValueType', p)
+                    el = 'EVTargetVoltage/Unit'
+                    _c14_Unit = ((x >> 4) & 15)
+                    if _c14_Unit >= 10: _c14_Unit = r.enum_index('PhysicalValueType/Unit', _c14_Unit, 10, r.at(p))
+                    else: _c14_Unit = _E_din_msgdatatypes_unitSymbolType[_c14_Unit]
+                    el = 'EVTargetVoltage/Value'
+                    _neg = (x & 1)
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c14_Value = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c14_Value = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    if _neg: _c14_Value = -_c14_Value - 1
+                    if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(p))
+                    _c14_s = 3
+                elif ec == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('PhysicalValueType', p)
+                    el = 'EVTargetVoltage/Value'
+                    _neg = (x & 1)
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c14_Value = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c14_Value = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    if _neg: _c14_Value = -_c14_Value - 1
+                    if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(p))
+                    _c14_s = 3
+                else:
+                    raise r.deviation('PhysicalValueType', p)
+            if _c14_s == 3:
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
-                s = -1
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                _c14_s = -1
+            f_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
+            f_EVTargetVoltage.Multiplier = _c14_Multiplier
+            f_EVTargetVoltage.Unit = _c14_Unit
+            f_EVTargetVoltage.Value = _c14_Value
+            s = 10
+        if s == 10:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.CurrentDemandReqType(f_DC_EVStatus, f_EVTargetCurrent, f_EVMaximumVoltageLimit, f_EVMaximumCurrentLimit, f_EVMaximumPowerLimit, f_BulkChargingComplete, f_ChargingComplete, f_RemainingTimeToFullSoC, f_RemainingTimeToBulkSoC, f_EVTargetVoltage)
+    _obj = _new(din_msgbody.CurrentDemandReqType)
+    _obj.DC_EVStatus = f_DC_EVStatus
+    _obj.EVTargetCurrent = f_EVTargetCurrent
+    _obj.EVMaximumVoltageLimit = f_EVMaximumVoltageLimit
+    _obj.EVMaximumCurrentLimit = f_EVMaximumCurrentLimit
+    _obj.EVMaximumPowerLimit = f_EVMaximumPowerLimit
+    _obj.BulkChargingComplete = f_BulkChargingComplete
+    _obj.ChargingComplete = f_ChargingComplete
+    _obj.RemainingTimeToFullSoC = f_RemainingTimeToFullSoC
+    _obj.RemainingTimeToBulkSoC = f_RemainingTimeToBulkSoC
+    _obj.EVTargetVoltage = f_EVTargetVoltage
+    return _obj
 
 def _e_CurrentDemandReqType(w, o):
     # {urn:din:70121:2012:MsgBody}CurrentDemandReqType
@@ -2113,229 +5185,993 @@ def _e_CurrentDemandReqType(w, o):
         v_RemainingTimeToFullSoC = o.RemainingTimeToFullSoC
         v_RemainingTimeToBulkSoC = o.RemainingTimeToBulkSoC
         v_EVTargetVoltage = o.EVTargetVoltage
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_DC_EVStatus is not None:
-                    el = 'DC_EVStatus'
+        if v_DC_EVStatus is not None:
+            el = 'DC_EVStatus'
+            v <<= 1
+            n += 1
+            _c1_o = v_DC_EVStatus
+            _c1_EVReady = _c1_o.EVReady
+            _c1_EVCabinConditioning = _c1_o.EVCabinConditioning
+            _c1_EVRESSConditioning = _c1_o.EVRESSConditioning
+            _c1_EVErrorCode = _c1_o.EVErrorCode
+            _c1_EVRESSSOC = _c1_o.EVRESSSOC
+            if _c1_EVReady is not None:
+                el = 'DC_EVStatus/EVReady'
+                if _c1_EVReady is not True and _c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_EVReady!r}')
+                v = (v << 4) | (_c1_EVReady << 1)
+                n += 4
+                _c1_EVReady = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of EVReady')
+            if _c1_s == 1:
+                if _c1_EVCabinConditioning is not None:
+                    el = 'DC_EVStatus/EVCabinConditioning'
+                    if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c1_EVCabinConditioning << 1)
+                    n += 5
+                    _c1_EVCabinConditioning = None
+                    _c1_s = 2
+                elif _c1_EVRESSConditioning is not None:
+                    el = 'DC_EVStatus/EVRESSConditioning'
+                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c1_EVRESSConditioning = None
+                    _c1_s = 3
+                elif _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
+                    n += 8
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c1_s == 2:
+                if _c1_EVRESSConditioning is not None:
+                    el = 'DC_EVStatus/EVRESSConditioning'
+                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c1_EVRESSConditioning = None
+                    _c1_s = 3
+                elif _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i2 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (1 << 6) | (_c1_i2 << 1)
+                    n += 8
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
+            if _c1_s == 3:
+                if _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i3 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 7) | (_c1_i3 << 1)
+                    n += 7
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVErrorCode')
+            if _c1_s == 4:
+                if _c1_EVRESSSOC is not None:
+                    el = 'DC_EVStatus/EVRESSSOC'
+                    if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 11) | (_c1_EVRESSSOC << 2)
+                    n += 11
+                    _c1_EVRESSSOC = None
+                    if _c1_EVReady is not None or _c1_EVCabinConditioning is not None or _c1_EVRESSConditioning is not None or _c1_EVErrorCode is not None or _c1_EVRESSSOC is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSSOC')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (v_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
+            el = 'EVTargetCurrent'
+            v <<= 1
+            n += 1
+            v_DC_EVStatus = None
+            _c2_o = v_EVTargetCurrent
+            _c2_Multiplier = _c2_o.Multiplier
+            _c2_Unit = _c2_o.Unit
+            _c2_Value = _c2_o.Value
+            if _c2_Multiplier is not None:
+                el = 'EVTargetCurrent/Multiplier'
+                if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c2_Multiplier - -3) << 1)
+                n += 6
+                _c2_Multiplier = None
+                _c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c2_s == 1:
+                if _c2_Unit is not None:
+                    el = 'EVTargetCurrent/Unit'
+                    _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
+                    if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVTargetCurrent/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
+                    n += 11
+                    _c2_Unit = None
+                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_DC_EVStatusType(w, v_DC_EVStatus)
-                    v = w.v; n = w.n
-                    if not (v_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
-                    el = 'EVTargetCurrent'
-                    v <<= 1
-                    n += 1
-                    v_DC_EVStatus = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, v_EVTargetCurrent)
-                    v = w.v; n = w.n
-                    v_EVTargetCurrent = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVStatus')
-            if s == 2:
-                if v_EVMaximumVoltageLimit is not None:
-                    el = 'EVMaximumVoltageLimit'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, v_EVMaximumVoltageLimit)
-                    v = w.v; n = w.n
-                    v_EVMaximumVoltageLimit = None
-                    s = 3
-                elif v_EVMaximumCurrentLimit is not None:
-                    el = 'EVMaximumCurrentLimit'
-                    v = (v << 3) | 1
-                    n += 3
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, v_EVMaximumCurrentLimit)
-                    v = w.v; n = w.n
-                    v_EVMaximumCurrentLimit = None
-                    s = 4
-                elif v_EVMaximumPowerLimit is not None:
-                    el = 'EVMaximumPowerLimit'
-                    v = (v << 3) | 2
-                    n += 3
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, v_EVMaximumPowerLimit)
-                    v = w.v; n = w.n
-                    v_EVMaximumPowerLimit = None
-                    s = 5
-                elif v_BulkChargingComplete is not None:
-                    el = 'BulkChargingComplete'
-                    if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                    v = (v << 6) | (3 << 3) | (v_BulkChargingComplete << 1)
-                    n += 6
-                    v_BulkChargingComplete = None
-                    s = 6
-                elif v_ChargingComplete is not None:
-                    el = 'ChargingComplete'
-                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    v = (v << 6) | (4 << 3) | (v_ChargingComplete << 1)
-                    n += 6
-                    v_ChargingComplete = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumVoltageLimit, EVMaximumCurrentLimit, EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
-            if s == 3:
-                if v_EVMaximumCurrentLimit is not None:
-                    el = 'EVMaximumCurrentLimit'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, v_EVMaximumCurrentLimit)
-                    v = w.v; n = w.n
-                    v_EVMaximumCurrentLimit = None
-                    s = 4
-                elif v_EVMaximumPowerLimit is not None:
-                    el = 'EVMaximumPowerLimit'
-                    v = (v << 3) | 1
-                    n += 3
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, v_EVMaximumPowerLimit)
-                    v = w.v; n = w.n
-                    v_EVMaximumPowerLimit = None
-                    s = 5
-                elif v_BulkChargingComplete is not None:
-                    el = 'BulkChargingComplete'
-                    if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                    v = (v << 6) | (2 << 3) | (v_BulkChargingComplete << 1)
-                    n += 6
-                    v_BulkChargingComplete = None
-                    s = 6
-                elif v_ChargingComplete is not None:
-                    el = 'ChargingComplete'
-                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    v = (v << 6) | (3 << 3) | (v_ChargingComplete << 1)
-                    n += 6
-                    v_ChargingComplete = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumCurrentLimit, EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
-            if s == 4:
-                if v_EVMaximumPowerLimit is not None:
-                    el = 'EVMaximumPowerLimit'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, v_EVMaximumPowerLimit)
-                    v = w.v; n = w.n
-                    v_EVMaximumPowerLimit = None
-                    s = 5
-                elif v_BulkChargingComplete is not None:
-                    el = 'BulkChargingComplete'
-                    if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                    v = (v << 5) | (1 << 3) | (v_BulkChargingComplete << 1)
-                    n += 5
-                    v_BulkChargingComplete = None
-                    s = 6
-                elif v_ChargingComplete is not None:
-                    el = 'ChargingComplete'
-                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    v = (v << 5) | (2 << 3) | (v_ChargingComplete << 1)
-                    n += 5
-                    v_ChargingComplete = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
-            if s == 5:
-                if v_BulkChargingComplete is not None:
-                    el = 'BulkChargingComplete'
-                    if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                    v = (v << 5) | (v_BulkChargingComplete << 1)
-                    n += 5
-                    v_BulkChargingComplete = None
-                    s = 6
-                elif v_ChargingComplete is not None:
-                    el = 'ChargingComplete'
-                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    v = (v << 5) | (1 << 3) | (v_ChargingComplete << 1)
-                    n += 5
-                    v_ChargingComplete = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
-            if s == 6:
-                if v_ChargingComplete is not None:
-                    el = 'ChargingComplete'
-                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    v = (v << 4) | (v_ChargingComplete << 1)
+                    _c2_Value = None
+                    _c2_s = 3
+                elif _c2_Value is not None:
+                    el = 'EVTargetCurrent/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c2_Value < 0)
                     n += 4
-                    v_ChargingComplete = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of ChargingComplete')
-            if s == 7:
-                if v_RemainingTimeToFullSoC is not None:
-                    el = 'RemainingTimeToFullSoC'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, v_RemainingTimeToFullSoC)
-                    v = w.v; n = w.n
-                    v_RemainingTimeToFullSoC = None
-                    s = 8
-                elif v_RemainingTimeToBulkSoC is not None:
-                    el = 'RemainingTimeToBulkSoC'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, v_RemainingTimeToBulkSoC)
-                    v = w.v; n = w.n
-                    v_RemainingTimeToBulkSoC = None
-                    s = 9
-                elif v_EVTargetVoltage is not None:
-                    el = 'EVTargetVoltage'
-                    v = (v << 2) | 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, v_EVTargetVoltage)
-                    v = w.v; n = w.n
-                    v_EVTargetVoltage = None
-                    s = 10
-                else:
-                    raise EncodeError('missing content: expected one of RemainingTimeToFullSoC, RemainingTimeToBulkSoC, EVTargetVoltage')
-            if s == 8:
-                if v_RemainingTimeToBulkSoC is not None:
-                    el = 'RemainingTimeToBulkSoC'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, v_RemainingTimeToBulkSoC)
-                    v = w.v; n = w.n
-                    v_RemainingTimeToBulkSoC = None
-                    s = 9
-                elif v_EVTargetVoltage is not None:
-                    el = 'EVTargetVoltage'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, v_EVTargetVoltage)
-                    v = w.v; n = w.n
-                    v_EVTargetVoltage = None
-                    s = 10
-                else:
-                    raise EncodeError('missing content: expected one of RemainingTimeToBulkSoC, EVTargetVoltage')
-            if s == 9:
-                if v_EVTargetVoltage is not None:
-                    el = 'EVTargetVoltage'
+                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, v_EVTargetVoltage)
-                    v = w.v; n = w.n
-                    v_EVTargetVoltage = None
-                    s = 10
+                    _c2_Value = None
+                    _c2_s = 3
                 else:
-                    raise EncodeError('missing content: expected one of EVTargetVoltage')
-            if s == 10:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c2_s == 3:
                 if True:
                     v <<= 1
                     n += 1
-                    if v_DC_EVStatus is not None or v_EVTargetCurrent is not None or v_EVMaximumVoltageLimit is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_BulkChargingComplete is not None or v_ChargingComplete is not None or v_RemainingTimeToFullSoC is not None or v_RemainingTimeToBulkSoC is not None or v_EVTargetVoltage is not None: raise _leftover(o)
-                    s = -1
+                    if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_EVTargetCurrent = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of DC_EVStatus')
+        if s == 2:
+            if v_EVMaximumVoltageLimit is not None:
+                el = 'EVMaximumVoltageLimit'
+                v <<= 3
+                n += 3
+                _c3_o = v_EVMaximumVoltageLimit
+                _c3_Multiplier = _c3_o.Multiplier
+                _c3_Unit = _c3_o.Unit
+                _c3_Value = _c3_o.Value
+                if _c3_Multiplier is not None:
+                    el = 'EVMaximumVoltageLimit/Multiplier'
+                    if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c3_Multiplier - -3) << 1)
+                    n += 6
+                    _c3_Multiplier = None
+                    _c3_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c3_s == 1:
+                    if _c3_Unit is not None:
+                        el = 'EVMaximumVoltageLimit/Unit'
+                        _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                        if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVMaximumVoltageLimit/Value'
+                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                        n += 11
+                        _c3_Unit = None
+                        _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c3_Value = None
+                        _c3_s = 3
+                    elif _c3_Value is not None:
+                        el = 'EVMaximumVoltageLimit/Value'
+                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                        n += 4
+                        _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c3_Value = None
+                        _c3_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c3_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
+                        _c3_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVMaximumVoltageLimit = None
+                s = 3
+            elif v_EVMaximumCurrentLimit is not None:
+                el = 'EVMaximumCurrentLimit'
+                v = (v << 3) | 1
+                n += 3
+                _c4_o = v_EVMaximumCurrentLimit
+                _c4_Multiplier = _c4_o.Multiplier
+                _c4_Unit = _c4_o.Unit
+                _c4_Value = _c4_o.Value
+                if _c4_Multiplier is not None:
+                    el = 'EVMaximumCurrentLimit/Multiplier'
+                    if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c4_Multiplier - -3) << 1)
+                    n += 6
+                    _c4_Multiplier = None
+                    _c4_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c4_s == 1:
+                    if _c4_Unit is not None:
+                        el = 'EVMaximumCurrentLimit/Unit'
+                        _c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_Unit)
+                        if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVMaximumCurrentLimit/Value'
+                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
+                        n += 11
+                        _c4_Unit = None
+                        _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c4_Value = None
+                        _c4_s = 3
+                    elif _c4_Value is not None:
+                        el = 'EVMaximumCurrentLimit/Value'
+                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c4_Value < 0)
+                        n += 4
+                        _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c4_Value = None
+                        _c4_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c4_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c4_Multiplier is not None or _c4_Unit is not None or _c4_Value is not None: raise _leftover(_c4_o)
+                        _c4_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVMaximumCurrentLimit = None
+                s = 4
+            elif v_EVMaximumPowerLimit is not None:
+                el = 'EVMaximumPowerLimit'
+                v = (v << 3) | 2
+                n += 3
+                _c5_o = v_EVMaximumPowerLimit
+                _c5_Multiplier = _c5_o.Multiplier
+                _c5_Unit = _c5_o.Unit
+                _c5_Value = _c5_o.Value
+                if _c5_Multiplier is not None:
+                    el = 'EVMaximumPowerLimit/Multiplier'
+                    if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c5_Multiplier - -3) << 1)
+                    n += 6
+                    _c5_Multiplier = None
+                    _c5_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c5_s == 1:
+                    if _c5_Unit is not None:
+                        el = 'EVMaximumPowerLimit/Unit'
+                        _c5_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c5_Unit)
+                        if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVMaximumPowerLimit/Value'
+                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
+                        n += 11
+                        _c5_Unit = None
+                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c5_Value = None
+                        _c5_s = 3
+                    elif _c5_Value is not None:
+                        el = 'EVMaximumPowerLimit/Value'
+                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c5_Value < 0)
+                        n += 4
+                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c5_Value = None
+                        _c5_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c5_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c5_Multiplier is not None or _c5_Unit is not None or _c5_Value is not None: raise _leftover(_c5_o)
+                        _c5_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVMaximumPowerLimit = None
+                s = 5
+            elif v_BulkChargingComplete is not None:
+                el = 'BulkChargingComplete'
+                if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
+                v = (v << 6) | (3 << 3) | (v_BulkChargingComplete << 1)
+                n += 6
+                v_BulkChargingComplete = None
+                s = 6
+            elif v_ChargingComplete is not None:
+                el = 'ChargingComplete'
+                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                v = (v << 6) | (4 << 3) | (v_ChargingComplete << 1)
+                n += 6
+                v_ChargingComplete = None
+                s = 7
+            else:
+                raise EncodeError('missing content: expected one of EVMaximumVoltageLimit, EVMaximumCurrentLimit, EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
+        if s == 3:
+            if v_EVMaximumCurrentLimit is not None:
+                el = 'EVMaximumCurrentLimit'
+                v <<= 3
+                n += 3
+                _c6_o = v_EVMaximumCurrentLimit
+                _c6_Multiplier = _c6_o.Multiplier
+                _c6_Unit = _c6_o.Unit
+                _c6_Value = _c6_o.Value
+                if _c6_Multiplier is not None:
+                    el = 'EVMaximumCurrentLimit/Multiplier'
+                    if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c6_Multiplier - -3) << 1)
+                    n += 6
+                    _c6_Multiplier = None
+                    _c6_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c6_s == 1:
+                    if _c6_Unit is not None:
+                        el = 'EVMaximumCurrentLimit/Unit'
+                        _c6_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c6_Unit)
+                        if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c6_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVMaximumCurrentLimit/Value'
+                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
+                        n += 11
+                        _c6_Unit = None
+                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c6_Value = None
+                        _c6_s = 3
+                    elif _c6_Value is not None:
+                        el = 'EVMaximumCurrentLimit/Value'
+                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c6_Value < 0)
+                        n += 4
+                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c6_Value = None
+                        _c6_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c6_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c6_Multiplier is not None or _c6_Unit is not None or _c6_Value is not None: raise _leftover(_c6_o)
+                        _c6_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVMaximumCurrentLimit = None
+                s = 4
+            elif v_EVMaximumPowerLimit is not None:
+                el = 'EVMaximumPowerLimit'
+                v = (v << 3) | 1
+                n += 3
+                _c7_o = v_EVMaximumPowerLimit
+                _c7_Multiplier = _c7_o.Multiplier
+                _c7_Unit = _c7_o.Unit
+                _c7_Value = _c7_o.Value
+                if _c7_Multiplier is not None:
+                    el = 'EVMaximumPowerLimit/Multiplier'
+                    if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c7_Multiplier - -3) << 1)
+                    n += 6
+                    _c7_Multiplier = None
+                    _c7_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c7_s == 1:
+                    if _c7_Unit is not None:
+                        el = 'EVMaximumPowerLimit/Unit'
+                        _c7_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c7_Unit)
+                        if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVMaximumPowerLimit/Value'
+                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
+                        n += 11
+                        _c7_Unit = None
+                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c7_Value = None
+                        _c7_s = 3
+                    elif _c7_Value is not None:
+                        el = 'EVMaximumPowerLimit/Value'
+                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c7_Value < 0)
+                        n += 4
+                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c7_Value = None
+                        _c7_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c7_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c7_Multiplier is not None or _c7_Unit is not None or _c7_Value is not None: raise _leftover(_c7_o)
+                        _c7_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVMaximumPowerLimit = None
+                s = 5
+            elif v_BulkChargingComplete is not None:
+                el = 'BulkChargingComplete'
+                if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
+                v = (v << 6) | (2 << 3) | (v_BulkChargingComplete << 1)
+                n += 6
+                v_BulkChargingComplete = None
+                s = 6
+            elif v_ChargingComplete is not None:
+                el = 'ChargingComplete'
+                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                v = (v << 6) | (3 << 3) | (v_ChargingComplete << 1)
+                n += 6
+                v_ChargingComplete = None
+                s = 7
+            else:
+                raise EncodeError('missing content: expected one of EVMaximumCurrentLimit, EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
+        if s == 4:
+            if v_EVMaximumPowerLimit is not None:
+                el = 'EVMaximumPowerLimit'
+                v <<= 2
+                n += 2
+                _c8_o = v_EVMaximumPowerLimit
+                _c8_Multiplier = _c8_o.Multiplier
+                _c8_Unit = _c8_o.Unit
+                _c8_Value = _c8_o.Value
+                if _c8_Multiplier is not None:
+                    el = 'EVMaximumPowerLimit/Multiplier'
+                    if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c8_Multiplier - -3) << 1)
+                    n += 6
+                    _c8_Multiplier = None
+                    _c8_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c8_s == 1:
+                    if _c8_Unit is not None:
+                        el = 'EVMaximumPowerLimit/Unit'
+                        _c8_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c8_Unit)
+                        if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c8_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVMaximumPowerLimit/Value'
+                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
+                        n += 11
+                        _c8_Unit = None
+                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c8_Value = None
+                        _c8_s = 3
+                    elif _c8_Value is not None:
+                        el = 'EVMaximumPowerLimit/Value'
+                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c8_Value < 0)
+                        n += 4
+                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c8_Value = None
+                        _c8_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c8_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c8_Multiplier is not None or _c8_Unit is not None or _c8_Value is not None: raise _leftover(_c8_o)
+                        _c8_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVMaximumPowerLimit = None
+                s = 5
+            elif v_BulkChargingComplete is not None:
+                el = 'BulkChargingComplete'
+                if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
+                v = (v << 5) | (1 << 3) | (v_BulkChargingComplete << 1)
+                n += 5
+                v_BulkChargingComplete = None
+                s = 6
+            elif v_ChargingComplete is not None:
+                el = 'ChargingComplete'
+                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                v = (v << 5) | (2 << 3) | (v_ChargingComplete << 1)
+                n += 5
+                v_ChargingComplete = None
+                s = 7
+            else:
+                raise EncodeError('missing content: expected one of EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
+        if s == 5:
+            if v_BulkChargingComplete is not None:
+                el = 'BulkChargingComplete'
+                if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
+                v = (v << 5) | (v_BulkChargingComplete << 1)
+                n += 5
+                v_BulkChargingComplete = None
+                s = 6
+            elif v_ChargingComplete is not None:
+                el = 'ChargingComplete'
+                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                v = (v << 5) | (1 << 3) | (v_ChargingComplete << 1)
+                n += 5
+                v_ChargingComplete = None
+                s = 7
+            else:
+                raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
+        if s == 6:
+            if v_ChargingComplete is not None:
+                el = 'ChargingComplete'
+                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                v = (v << 4) | (v_ChargingComplete << 1)
+                n += 4
+                v_ChargingComplete = None
+                s = 7
+            else:
+                raise EncodeError('missing content: expected one of ChargingComplete')
+        if s == 7:
+            if v_RemainingTimeToFullSoC is not None:
+                el = 'RemainingTimeToFullSoC'
+                v <<= 2
+                n += 2
+                _c9_o = v_RemainingTimeToFullSoC
+                _c9_Multiplier = _c9_o.Multiplier
+                _c9_Unit = _c9_o.Unit
+                _c9_Value = _c9_o.Value
+                if _c9_Multiplier is not None:
+                    el = 'RemainingTimeToFullSoC/Multiplier'
+                    if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c9_Multiplier - -3) << 1)
+                    n += 6
+                    _c9_Multiplier = None
+                    _c9_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c9_s == 1:
+                    if _c9_Unit is not None:
+                        el = 'RemainingTimeToFullSoC/Unit'
+                        _c9_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c9_Unit)
+                        if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c9_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'RemainingTimeToFullSoC/Value'
+                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c9_i1 << 4) | (_c9_Value < 0)
+                        n += 11
+                        _c9_Unit = None
+                        _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c9_Value = None
+                        _c9_s = 3
+                    elif _c9_Value is not None:
+                        el = 'RemainingTimeToFullSoC/Value'
+                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c9_Value < 0)
+                        n += 4
+                        _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c9_Value = None
+                        _c9_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c9_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c9_Multiplier is not None or _c9_Unit is not None or _c9_Value is not None: raise _leftover(_c9_o)
+                        _c9_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_RemainingTimeToFullSoC = None
+                s = 8
+            elif v_RemainingTimeToBulkSoC is not None:
+                el = 'RemainingTimeToBulkSoC'
+                v = (v << 2) | 1
+                n += 2
+                _c10_o = v_RemainingTimeToBulkSoC
+                _c10_Multiplier = _c10_o.Multiplier
+                _c10_Unit = _c10_o.Unit
+                _c10_Value = _c10_o.Value
+                if _c10_Multiplier is not None:
+                    el = 'RemainingTimeToBulkSoC/Multiplier'
+                    if not -3 <= _c10_Multiplier <= 3: raise EncodeError(f'value {_c10_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c10_Multiplier - -3) << 1)
+                    n += 6
+                    _c10_Multiplier = None
+                    _c10_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c10_s == 1:
+                    if _c10_Unit is not None:
+                        el = 'RemainingTimeToBulkSoC/Unit'
+                        _c10_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c10_Unit)
+                        if _c10_i1 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c10_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'RemainingTimeToBulkSoC/Value'
+                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c10_i1 << 4) | (_c10_Value < 0)
+                        n += 11
+                        _c10_Unit = None
+                        _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c10_Value = None
+                        _c10_s = 3
+                    elif _c10_Value is not None:
+                        el = 'RemainingTimeToBulkSoC/Value'
+                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c10_Value < 0)
+                        n += 4
+                        _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c10_Value = None
+                        _c10_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c10_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c10_Multiplier is not None or _c10_Unit is not None or _c10_Value is not None: raise _leftover(_c10_o)
+                        _c10_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_RemainingTimeToBulkSoC = None
+                s = 9
+            elif v_EVTargetVoltage is not None:
+                el = 'EVTargetVoltage'
+                v = (v << 2) | 2
+                n += 2
+                _c11_o = v_EVTargetVoltage
+                _c11_Multiplier = _c11_o.Multiplier
+                _c11_Unit = _c11_o.Unit
+                _c11_Value = _c11_o.Value
+                if _c11_Multiplier is not None:
+                    el = 'EVTargetVoltage/Multiplier'
+                    if not -3 <= _c11_Multiplier <= 3: raise EncodeError(f'value {_c11_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c11_Multiplier - -3) << 1)
+                    n += 6
+                    _c11_Multiplier = None
+                    _c11_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c11_s == 1:
+                    if _c11_Unit is not None:
+                        el = 'EVTargetVoltage/Unit'
+                        _c11_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c11_Unit)
+                        if _c11_i1 is None: raise EncodeError(f'{_c11_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c11_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVTargetVoltage/Value'
+                        if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c11_i1 << 4) | (_c11_Value < 0)
+                        n += 11
+                        _c11_Unit = None
+                        _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c11_Value = None
+                        _c11_s = 3
+                    elif _c11_Value is not None:
+                        el = 'EVTargetVoltage/Value'
+                        if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c11_Value < 0)
+                        n += 4
+                        _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c11_Value = None
+                        _c11_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c11_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c11_Multiplier is not None or _c11_Unit is not None or _c11_Value is not None: raise _leftover(_c11_o)
+                        _c11_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVTargetVoltage = None
+                s = 10
+            else:
+                raise EncodeError('missing content: expected one of RemainingTimeToFullSoC, RemainingTimeToBulkSoC, EVTargetVoltage')
+        if s == 8:
+            if v_RemainingTimeToBulkSoC is not None:
+                el = 'RemainingTimeToBulkSoC'
+                v <<= 2
+                n += 2
+                _c12_o = v_RemainingTimeToBulkSoC
+                _c12_Multiplier = _c12_o.Multiplier
+                _c12_Unit = _c12_o.Unit
+                _c12_Value = _c12_o.Value
+                if _c12_Multiplier is not None:
+                    el = 'RemainingTimeToBulkSoC/Multiplier'
+                    if not -3 <= _c12_Multiplier <= 3: raise EncodeError(f'value {_c12_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c12_Multiplier - -3) << 1)
+                    n += 6
+                    _c12_Multiplier = None
+                    _c12_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c12_s == 1:
+                    if _c12_Unit is not None:
+                        el = 'RemainingTimeToBulkSoC/Unit'
+                        _c12_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c12_Unit)
+                        if _c12_i1 is None: raise EncodeError(f'{_c12_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c12_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'RemainingTimeToBulkSoC/Value'
+                        if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c12_i1 << 4) | (_c12_Value < 0)
+                        n += 11
+                        _c12_Unit = None
+                        _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c12_Value = None
+                        _c12_s = 3
+                    elif _c12_Value is not None:
+                        el = 'RemainingTimeToBulkSoC/Value'
+                        if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c12_Value < 0)
+                        n += 4
+                        _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c12_Value = None
+                        _c12_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c12_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c12_Multiplier is not None or _c12_Unit is not None or _c12_Value is not None: raise _leftover(_c12_o)
+                        _c12_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_RemainingTimeToBulkSoC = None
+                s = 9
+            elif v_EVTargetVoltage is not None:
+                el = 'EVTargetVoltage'
+                v = (v << 2) | 1
+                n += 2
+                _c13_o = v_EVTargetVoltage
+                _c13_Multiplier = _c13_o.Multiplier
+                _c13_Unit = _c13_o.Unit
+                _c13_Value = _c13_o.Value
+                if _c13_Multiplier is not None:
+                    el = 'EVTargetVoltage/Multiplier'
+                    if not -3 <= _c13_Multiplier <= 3: raise EncodeError(f'value {_c13_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c13_Multiplier - -3) << 1)
+                    n += 6
+                    _c13_Multiplier = None
+                    _c13_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c13_s == 1:
+                    if _c13_Unit is not None:
+                        el = 'EVTargetVoltage/Unit'
+                        _c13_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c13_Unit)
+                        if _c13_i1 is None: raise EncodeError(f'{_c13_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c13_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVTargetVoltage/Value'
+                        if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c13_i1 << 4) | (_c13_Value < 0)
+                        n += 11
+                        _c13_Unit = None
+                        _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c13_Value = None
+                        _c13_s = 3
+                    elif _c13_Value is not None:
+                        el = 'EVTargetVoltage/Value'
+                        if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c13_Value < 0)
+                        n += 4
+                        _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c13_Value = None
+                        _c13_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c13_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c13_Multiplier is not None or _c13_Unit is not None or _c13_Value is not None: raise _leftover(_c13_o)
+                        _c13_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVTargetVoltage = None
+                s = 10
+            else:
+                raise EncodeError('missing content: expected one of RemainingTimeToBulkSoC, EVTargetVoltage')
+        if s == 9:
+            if v_EVTargetVoltage is not None:
+                el = 'EVTargetVoltage'
+                v <<= 1
+                n += 1
+                _c14_o = v_EVTargetVoltage
+                _c14_Multiplier = _c14_o.Multiplier
+                _c14_Unit = _c14_o.Unit
+                _c14_Value = _c14_o.Value
+                if _c14_Multiplier is not None:
+                    el = 'EVTargetVoltage/Multiplier'
+                    if not -3 <= _c14_Multiplier <= 3: raise EncodeError(f'value {_c14_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c14_Multiplier - -3) << 1)
+                    n += 6
+                    _c14_Multiplier = None
+                    _c14_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c14_s == 1:
+                    if _c14_Unit is not None:
+                        el = 'EVTargetVoltage/Unit'
+                        _c14_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c14_Unit)
+                        if _c14_i1 is None: raise EncodeError(f'{_c14_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c14_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVTargetVoltage/Value'
+                        if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c14_i1 << 4) | (_c14_Value < 0)
+                        n += 11
+                        _c14_Unit = None
+                        _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c14_Value = None
+                        _c14_s = 3
+                    elif _c14_Value is not None:
+                        el = 'EVTargetVoltage/Value'
+                        if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c14_Value < 0)
+                        n += 4
+                        _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c14_Value = None
+                        _c14_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c14_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c14_Multiplier is not None or _c14_Unit is not None or _c14_Value is not None: raise _leftover(_c14_o)
+                        _c14_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVTargetVoltage = None
+                s = 10
+            else:
+                raise EncodeError('missing content: expected one of EVTargetVoltage')
+        if s == 10:
+            if True:
+                v <<= 1
+                n += 1
+                if v_DC_EVStatus is not None or v_EVTargetCurrent is not None or v_EVMaximumVoltageLimit is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_BulkChargingComplete is not None or v_ChargingComplete is not None or v_RemainingTimeToFullSoC is not None or v_RemainingTimeToBulkSoC is not None or v_EVTargetVoltage is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2358,118 +6194,904 @@ def _d_CurrentDemandResType(r):
     f_EVSEMaximumCurrentLimit = None
     f_EVSEMaximumPowerLimit = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 9
+        if p > E: V, E, p = r.slide(p, 9)
+        x = (V >> (E - p)) & 511
+        if x & 387: raise r.deviation('CurrentDemandResType', p)
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 31)
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('CurrentDemandResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
+        el = 'DC_EVSEStatus'
+        _c1_EVSEIsolationStatus = None
+        _c1_EVSEStatusCode = None
+        _c1_NotificationMaxDelay = None
+        _c1_EVSENotification = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            p += 11
+            if p > E: V, E, p = r.slide(p, 11)
+            x = (V >> (E - p)) & 2047
+            if x & 1249: raise r.deviation('DC_EVSEStatusType', p)
+            el = 'DC_EVSEStatus/EVSEIsolationStatus'
+            _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+            el = 'DC_EVSEStatus/EVSEStatusCode'
+            _c1_EVSEStatusCode = ((x >> 1) & 15)
+            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+            else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+            _c1_s = 2
+        elif ec == 1:
+            p += 6
+            if p > E: V, E, p = r.slide(p, 6)
+            x = (V >> (E - p)) & 63
+            if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+            el = 'DC_EVSEStatus/EVSEStatusCode'
+            _c1_EVSEStatusCode = ((x >> 1) & 15)
+            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+            else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+            _c1_s = 2
+        else:
+            raise r.deviation('DC_EVSEStatusType', p)
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+            el = 'DC_EVSEStatus/NotificationMaxDelay'
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    _c1_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 7
+            if p > E: V, E, p = r.slide(p, 7)
+            x = (V >> (E - p)) & 127
+            if x & 115: raise r.deviation('DC_EVSEStatusType', p)
+            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(p))
+            el = 'DC_EVSEStatus/EVSENotification'
+            _c1_EVSENotification = ((x >> 2) & 3)
+            if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+            else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+            _c1_s = -1
+        f_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+        f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
+        f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
+        f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
+        f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
+        el = 'EVSEPresentVoltage'
+        _c2_Multiplier = None
+        _c2_Unit = None
+        _c2_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVSEPresentVoltage/Multiplier'
+        _c2_Multiplier = ((x >> 1) & 7) + -3
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        _c2_s = 1
+        if _c2_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
                 p += 9
                 if p > E: V, E, p = r.slide(p, 9)
                 x = (V >> (E - p)) & 511
-                if x & 387: raise r.deviation('CurrentDemandResType', p)
-                el = 'ResponseCode'
-                f_ResponseCode = ((x >> 2) & 31)
-                if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('CurrentDemandResType/ResponseCode', f_ResponseCode, 23, r.at(p))
-                else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
-                el = 'DC_EVSEStatus'
-                r.pos = p
-                f_DC_EVSEStatus = c_din_msgdatatypes._d_DC_EVSEStatusType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
-                el = 'EVSEPresentVoltage'
-                r.pos = p
-                f_EVSEPresentVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
-                el = 'EVSEPresentCurrent'
-                r.pos = p
-                f_EVSEPresentCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 12
-                if p > E: V, E, p = r.slide(p, 12)
-                x = (V >> (E - p)) & 4095
-                if x & 3549: raise r.deviation('CurrentDemandResType', p)
-                el = 'EVSECurrentLimitAchieved'
-                f_EVSECurrentLimitAchieved = ((x >> 9) & 1) == 1
-                el = 'EVSEVoltageLimitAchieved'
-                f_EVSEVoltageLimitAchieved = ((x >> 5) & 1) == 1
-                el = 'EVSEPowerLimitAchieved'
-                f_EVSEPowerLimitAchieved = ((x >> 1) & 1) == 1
-                s = 7
-            if s == 7:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    el = 'EVSEMaximumVoltageLimit'
-                    r.pos = p
-                    f_EVSEMaximumVoltageLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 8
-                elif ec == 1:
-                    el = 'EVSEMaximumCurrentLimit'
-                    r.pos = p
-                    f_EVSEMaximumCurrentLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 9
-                elif ec == 2:
-                    el = 'EVSEMaximumPowerLimit'
-                    r.pos = p
-                    f_EVSEMaximumPowerLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 10
-                elif ec == 3:
-                    pass
-                    s = -1
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEPresentVoltage/Unit'
+                _c2_Unit = ((x >> 4) & 15)
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+                el = 'EVSEPresentVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('CurrentDemandResType', p)
-            if s == 8:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            elif ec == 1:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'EVSEMaximumCurrentLimit'
-                    r.pos = p
-                    f_EVSEMaximumCurrentLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 9
-                elif ec == 1:
-                    el = 'EVSEMaximumPowerLimit'
-                    r.pos = p
-                    f_EVSEMaximumPowerLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 10
-                elif ec == 2:
-                    pass
-                    s = -1
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEPresentVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('CurrentDemandResType', p)
-            if s == 9:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'EVSEMaximumPowerLimit'
-                    r.pos = p
-                    f_EVSEMaximumPowerLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 10
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('CurrentDemandResType', p)
-            if s == 10:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c2_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c2_s = -1
+        f_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
+        f_EVSEPresentVoltage.Unit = _c2_Unit
+        f_EVSEPresentVoltage.Value = _c2_Value
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
+        el = 'EVSEPresentCurrent'
+        _c3_Multiplier = None
+        _c3_Unit = None
+        _c3_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVSEPresentCurrent/Multiplier'
+        _c3_Multiplier = ((x >> 1) & 7) + -3
+        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+        _c3_s = 1
+        if _c3_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEPresentCurrent/Unit'
+                _c3_Unit = ((x >> 4) & 15)
+                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(p))
+                else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
+                el = 'EVSEPresentCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c3_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                _c3_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEPresentCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c3_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                _c3_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c3_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c3_s = -1
+        f_EVSEPresentCurrent = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVSEPresentCurrent.Multiplier = _c3_Multiplier
+        f_EVSEPresentCurrent.Unit = _c3_Unit
+        f_EVSEPresentCurrent.Value = _c3_Value
+        p += 12
+        if p > E: V, E, p = r.slide(p, 12)
+        x = (V >> (E - p)) & 4095
+        if x & 3549: raise r.deviation('CurrentDemandResType', p)
+        el = 'EVSECurrentLimitAchieved'
+        f_EVSECurrentLimitAchieved = ((x >> 9) & 1) == 1
+        el = 'EVSEVoltageLimitAchieved'
+        f_EVSEVoltageLimitAchieved = ((x >> 5) & 1) == 1
+        el = 'EVSEPowerLimitAchieved'
+        f_EVSEPowerLimitAchieved = ((x >> 1) & 1) == 1
+        s = 7
+        if s == 7:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                el = 'EVSEMaximumVoltageLimit'
+                _c4_Multiplier = None
+                _c4_Unit = None
+                _c4_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaximumVoltageLimit/Multiplier'
+                _c4_Multiplier = ((x >> 1) & 7) + -3
+                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+                _c4_s = 1
+                if _c4_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumVoltageLimit/Unit'
+                        _c4_Unit = ((x >> 4) & 15)
+                        if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(p))
+                        else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
+                        el = 'EVSEMaximumVoltageLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c4_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c4_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c4_Value = -_c4_Value - 1
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                        _c4_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumVoltageLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c4_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c4_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c4_Value = -_c4_Value - 1
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                        _c4_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c4_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c4_s = -1
+                f_EVSEMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
+                f_EVSEMaximumVoltageLimit.Unit = _c4_Unit
+                f_EVSEMaximumVoltageLimit.Value = _c4_Value
+                s = 8
+            elif ec == 1:
+                el = 'EVSEMaximumCurrentLimit'
+                _c5_Multiplier = None
+                _c5_Unit = None
+                _c5_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaximumCurrentLimit/Multiplier'
+                _c5_Multiplier = ((x >> 1) & 7) + -3
+                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
+                _c5_s = 1
+                if _c5_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumCurrentLimit/Unit'
+                        _c5_Unit = ((x >> 4) & 15)
+                        if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(p))
+                        else: _c5_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_Unit]
+                        el = 'EVSEMaximumCurrentLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c5_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c5_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c5_Value = -_c5_Value - 1
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                        _c5_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumCurrentLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c5_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c5_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c5_Value = -_c5_Value - 1
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                        _c5_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c5_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c5_s = -1
+                f_EVSEMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumCurrentLimit.Multiplier = _c5_Multiplier
+                f_EVSEMaximumCurrentLimit.Unit = _c5_Unit
+                f_EVSEMaximumCurrentLimit.Value = _c5_Value
+                s = 9
+            elif ec == 2:
+                el = 'EVSEMaximumPowerLimit'
+                _c6_Multiplier = None
+                _c6_Unit = None
+                _c6_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaximumPowerLimit/Multiplier'
+                _c6_Multiplier = ((x >> 1) & 7) + -3
+                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(p))
+                _c6_s = 1
+                if _c6_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumPowerLimit/Unit'
+                        _c6_Unit = ((x >> 4) & 15)
+                        if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(p))
+                        else: _c6_Unit = _E_din_msgdatatypes_unitSymbolType[_c6_Unit]
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c6_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c6_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c6_Value = -_c6_Value - 1
+                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                        _c6_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c6_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c6_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c6_Value = -_c6_Value - 1
+                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                        _c6_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c6_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c6_s = -1
+                f_EVSEMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumPowerLimit.Multiplier = _c6_Multiplier
+                f_EVSEMaximumPowerLimit.Unit = _c6_Unit
+                f_EVSEMaximumPowerLimit.Value = _c6_Value
+                s = 10
+            elif ec == 3:
+                pass
                 s = -1
+            else:
+                raise r.deviation('CurrentDemandResType', p)
+        if s == 8:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'EVSEMaximumCurrentLimit'
+                _c7_Multiplier = None
+                _c7_Unit = None
+                _c7_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaximumCurrentLimit/Multiplier'
+                _c7_Multiplier = ((x >> 1) & 7) + -3
+                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(p))
+                _c7_s = 1
+                if _c7_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumCurrentLimit/Unit'
+                        _c7_Unit = ((x >> 4) & 15)
+                        if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(p))
+                        else: _c7_Unit = _E_din_msgdatatypes_unitSymbolType[_c7_Unit]
+                        el = 'EVSEMaximumCurrentLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c7_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c7_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c7_Value = -_c7_Value - 1
+                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                        _c7_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumCurrentLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c7_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c7_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c7_Value = -_c7_Value - 1
+                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                        _c7_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c7_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c7_s = -1
+                f_EVSEMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumCurrentLimit.Multiplier = _c7_Multiplier
+                f_EVSEMaximumCurrentLimit.Unit = _c7_Unit
+                f_EVSEMaximumCurrentLimit.Value = _c7_Value
+                s = 9
+            elif ec == 1:
+                el = 'EVSEMaximumPowerLimit'
+                _c8_Multiplier = None
+                _c8_Unit = None
+                _c8_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaximumPowerLimit/Multiplier'
+                _c8_Multiplier = ((x >> 1) & 7) + -3
+                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(p))
+                _c8_s = 1
+                if _c8_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumPowerLimit/Unit'
+                        _c8_Unit = ((x >> 4) & 15)
+                        if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(p))
+                        else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c8_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c8_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c8_Value = -_c8_Value - 1
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                        _c8_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c8_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c8_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c8_Value = -_c8_Value - 1
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                        _c8_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c8_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c8_s = -1
+                f_EVSEMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumPowerLimit.Multiplier = _c8_Multiplier
+                f_EVSEMaximumPowerLimit.Unit = _c8_Unit
+                f_EVSEMaximumPowerLimit.Value = _c8_Value
+                s = 10
+            elif ec == 2:
+                pass
+                s = -1
+            else:
+                raise r.deviation('CurrentDemandResType', p)
+        if s == 9:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'EVSEMaximumPowerLimit'
+                _c9_Multiplier = None
+                _c9_Unit = None
+                _c9_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaximumPowerLimit/Multiplier'
+                _c9_Multiplier = ((x >> 1) & 7) + -3
+                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(p))
+                _c9_s = 1
+                if _c9_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumPowerLimit/Unit'
+                        _c9_Unit = ((x >> 4) & 15)
+                        if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(p))
+                        else: _c9_Unit = _E_din_msgdatatypes_unitSymbolType[_c9_Unit]
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c9_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c9_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c9_Value = -_c9_Value - 1
+                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                        _c9_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c9_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c9_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c9_Value = -_c9_Value - 1
+                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                        _c9_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c9_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c9_s = -1
+                f_EVSEMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumPowerLimit.Multiplier = _c9_Multiplier
+                f_EVSEMaximumPowerLimit.Unit = _c9_Unit
+                f_EVSEMaximumPowerLimit.Value = _c9_Value
+                s = 10
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('CurrentDemandResType', p)
+        if s == 10:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.CurrentDemandResType(f_ResponseCode, f_DC_EVSEStatus, f_EVSEPresentVoltage, f_EVSEPresentCurrent, f_EVSECurrentLimitAchieved, f_EVSEVoltageLimitAchieved, f_EVSEPowerLimitAchieved, f_EVSEMaximumVoltageLimit, f_EVSEMaximumCurrentLimit, f_EVSEMaximumPowerLimit)
+    _obj = _new(din_msgbody.CurrentDemandResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.DC_EVSEStatus = f_DC_EVSEStatus
+    _obj.EVSEPresentVoltage = f_EVSEPresentVoltage
+    _obj.EVSEPresentCurrent = f_EVSEPresentCurrent
+    _obj.EVSECurrentLimitAchieved = f_EVSECurrentLimitAchieved
+    _obj.EVSEVoltageLimitAchieved = f_EVSEVoltageLimitAchieved
+    _obj.EVSEPowerLimitAchieved = f_EVSEPowerLimitAchieved
+    _obj.EVSEMaximumVoltageLimit = f_EVSEMaximumVoltageLimit
+    _obj.EVSEMaximumCurrentLimit = f_EVSEMaximumCurrentLimit
+    _obj.EVSEMaximumPowerLimit = f_EVSEMaximumPowerLimit
+    return _obj
 
 def _e_CurrentDemandResType(w, o):
     # {urn:din:70121:2012:MsgBody}CurrentDemandResType
@@ -2487,133 +7109,602 @@ def _e_CurrentDemandResType(w, o):
         v_EVSEMaximumVoltageLimit = o.EVSEMaximumVoltageLimit
         v_EVSEMaximumCurrentLimit = o.EVSEMaximumCurrentLimit
         v_EVSEMaximumPowerLimit = o.EVSEMaximumPowerLimit
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    el = 'ResponseCode'
-                    _i1 = _I_din_msgdatatypes_responseCodeType.get(v_ResponseCode)
-                    if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
-                    el = 'DC_EVSEStatus'
-                    v = (v << 9) | (_i1 << 2)
-                    n += 9
-                    v_ResponseCode = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
-                    v = w.v; n = w.n
-                    if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
-                    el = 'EVSEPresentVoltage'
-                    v <<= 1
-                    n += 1
-                    v_DC_EVSEStatus = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEPresentVoltage)
-                    v = w.v; n = w.n
-                    if not (v_EVSEPresentCurrent is not None): raise EncodeError('missing content: EVSEPresentCurrent')
-                    el = 'EVSEPresentCurrent'
-                    v <<= 1
-                    n += 1
-                    v_EVSEPresentVoltage = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEPresentCurrent)
-                    v = w.v; n = w.n
-                    if not (v_EVSECurrentLimitAchieved is not None): raise EncodeError('missing content: EVSECurrentLimitAchieved')
-                    el = 'EVSECurrentLimitAchieved'
-                    if v_EVSECurrentLimitAchieved is not True and v_EVSECurrentLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSECurrentLimitAchieved!r}')
-                    if not (v_EVSEVoltageLimitAchieved is not None): raise EncodeError('missing content: EVSEVoltageLimitAchieved')
-                    el = 'EVSEVoltageLimitAchieved'
-                    if v_EVSEVoltageLimitAchieved is not True and v_EVSEVoltageLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSEVoltageLimitAchieved!r}')
-                    if not (v_EVSEPowerLimitAchieved is not None): raise EncodeError('missing content: EVSEPowerLimitAchieved')
-                    el = 'EVSEPowerLimitAchieved'
-                    if v_EVSEPowerLimitAchieved is not True and v_EVSEPowerLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSEPowerLimitAchieved!r}')
-                    v = (v << 12) | (v_EVSECurrentLimitAchieved << 9) | (v_EVSEVoltageLimitAchieved << 5) | (v_EVSEPowerLimitAchieved << 1)
-                    n += 12
-                    v_EVSEPresentCurrent = None
-                    v_EVSECurrentLimitAchieved = None
-                    v_EVSEVoltageLimitAchieved = None
-                    v_EVSEPowerLimitAchieved = None
-                    s = 7
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i1 = _I_din_msgdatatypes_responseCodeType.get(v_ResponseCode)
+            if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+            el = 'DC_EVSEStatus'
+            v = (v << 9) | (_i1 << 2)
+            n += 9
+            v_ResponseCode = None
+            _c2_o = v_DC_EVSEStatus
+            _c2_EVSEIsolationStatus = _c2_o.EVSEIsolationStatus
+            _c2_EVSEStatusCode = _c2_o.EVSEStatusCode
+            _c2_NotificationMaxDelay = _c2_o.NotificationMaxDelay
+            _c2_EVSENotification = _c2_o.EVSENotification
+            if _c2_EVSEIsolationStatus is not None:
+                el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                _c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c2_EVSEIsolationStatus)
+                if _c2_i1 is None: raise EncodeError(f'{_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
+                if _c2_i2 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 13) | (_c2_i1 << 8) | (_c2_i2 << 1)
+                n += 13
+                _c2_EVSEIsolationStatus = None
+                _c2_EVSEStatusCode = None
+                _c2_s = 2
+            elif _c2_EVSEStatusCode is not None:
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
+                if _c2_i3 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c2_i3 << 1)
+                n += 8
+                _c2_EVSEStatusCode = None
+                _c2_s = 2
+            else:
+                raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if _c2_s == 2:
+                if _c2_NotificationMaxDelay is not None:
+                    el = 'DC_EVSEStatus/NotificationMaxDelay'
+                    if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                    v <<= 2
+                    n += 2
+                    if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
+                    elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
+                    elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'DC_EVSEStatus/EVSENotification'
+                    _c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
+                    if _c2_i4 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 7) | (_c2_i4 << 2)
+                    n += 7
+                    _c2_NotificationMaxDelay = None
+                    _c2_EVSENotification = None
+                    if _c2_EVSEIsolationStatus is not None or _c2_EVSEStatusCode is not None or _c2_NotificationMaxDelay is not None or _c2_EVSENotification is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
                 else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 7:
-                if v_EVSEMaximumVoltageLimit is not None:
-                    el = 'EVSEMaximumVoltageLimit'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEMaximumVoltageLimit)
-                    v = w.v; n = w.n
-                    v_EVSEMaximumVoltageLimit = None
-                    s = 8
-                elif v_EVSEMaximumCurrentLimit is not None:
-                    el = 'EVSEMaximumCurrentLimit'
-                    v = (v << 3) | 1
-                    n += 3
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEMaximumCurrentLimit)
-                    v = w.v; n = w.n
-                    v_EVSEMaximumCurrentLimit = None
-                    s = 9
-                elif v_EVSEMaximumPowerLimit is not None:
-                    el = 'EVSEMaximumPowerLimit'
-                    v = (v << 3) | 2
-                    n += 3
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
-                    v = w.v; n = w.n
-                    v_EVSEMaximumPowerLimit = None
-                    s = 10
-                elif True:
-                    v = (v << 3) | 3
-                    n += 3
-                    if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None: raise _leftover(o)
-                    s = -1
-            if s == 8:
-                if v_EVSEMaximumCurrentLimit is not None:
-                    el = 'EVSEMaximumCurrentLimit'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEMaximumCurrentLimit)
-                    v = w.v; n = w.n
-                    v_EVSEMaximumCurrentLimit = None
-                    s = 9
-                elif v_EVSEMaximumPowerLimit is not None:
-                    el = 'EVSEMaximumPowerLimit'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
-                    v = w.v; n = w.n
-                    v_EVSEMaximumPowerLimit = None
-                    s = 10
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None: raise _leftover(o)
-                    s = -1
-            if s == 9:
-                if v_EVSEMaximumPowerLimit is not None:
-                    el = 'EVSEMaximumPowerLimit'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
-                    v = w.v; n = w.n
-                    v_EVSEMaximumPowerLimit = None
-                    s = 10
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None: raise _leftover(o)
-                    s = -1
-            if s == 10:
+                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+            el = 'EVSEPresentVoltage'
+            v <<= 1
+            n += 1
+            v_DC_EVSEStatus = None
+            _c3_o = v_EVSEPresentVoltage
+            _c3_Multiplier = _c3_o.Multiplier
+            _c3_Unit = _c3_o.Unit
+            _c3_Value = _c3_o.Value
+            if _c3_Multiplier is not None:
+                el = 'EVSEPresentVoltage/Multiplier'
+                if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c3_Multiplier - -3) << 1)
+                n += 6
+                _c3_Multiplier = None
+                _c3_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c3_s == 1:
+                if _c3_Unit is not None:
+                    el = 'EVSEPresentVoltage/Unit'
+                    _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                    if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVSEPresentVoltage/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                    n += 11
+                    _c3_Unit = None
+                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_Value = None
+                    _c3_s = 3
+                elif _c3_Value is not None:
+                    el = 'EVSEPresentVoltage/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                    n += 4
+                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_Value = None
+                    _c3_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c3_s == 3:
                 if True:
                     v <<= 1
                     n += 1
-                    if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None: raise _leftover(o)
-                    s = -1
+                    if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
+                    _c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (v_EVSEPresentCurrent is not None): raise EncodeError('missing content: EVSEPresentCurrent')
+            el = 'EVSEPresentCurrent'
+            v <<= 1
+            n += 1
+            v_EVSEPresentVoltage = None
+            _c4_o = v_EVSEPresentCurrent
+            _c4_Multiplier = _c4_o.Multiplier
+            _c4_Unit = _c4_o.Unit
+            _c4_Value = _c4_o.Value
+            if _c4_Multiplier is not None:
+                el = 'EVSEPresentCurrent/Multiplier'
+                if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c4_Multiplier - -3) << 1)
+                n += 6
+                _c4_Multiplier = None
+                _c4_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c4_s == 1:
+                if _c4_Unit is not None:
+                    el = 'EVSEPresentCurrent/Unit'
+                    _c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_Unit)
+                    if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVSEPresentCurrent/Value'
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
+                    n += 11
+                    _c4_Unit = None
+                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c4_Value = None
+                    _c4_s = 3
+                elif _c4_Value is not None:
+                    el = 'EVSEPresentCurrent/Value'
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c4_Value < 0)
+                    n += 4
+                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c4_Value = None
+                    _c4_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c4_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c4_Multiplier is not None or _c4_Unit is not None or _c4_Value is not None: raise _leftover(_c4_o)
+                    _c4_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (v_EVSECurrentLimitAchieved is not None): raise EncodeError('missing content: EVSECurrentLimitAchieved')
+            el = 'EVSECurrentLimitAchieved'
+            if v_EVSECurrentLimitAchieved is not True and v_EVSECurrentLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSECurrentLimitAchieved!r}')
+            if not (v_EVSEVoltageLimitAchieved is not None): raise EncodeError('missing content: EVSEVoltageLimitAchieved')
+            el = 'EVSEVoltageLimitAchieved'
+            if v_EVSEVoltageLimitAchieved is not True and v_EVSEVoltageLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSEVoltageLimitAchieved!r}')
+            if not (v_EVSEPowerLimitAchieved is not None): raise EncodeError('missing content: EVSEPowerLimitAchieved')
+            el = 'EVSEPowerLimitAchieved'
+            if v_EVSEPowerLimitAchieved is not True and v_EVSEPowerLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSEPowerLimitAchieved!r}')
+            v = (v << 12) | (v_EVSECurrentLimitAchieved << 9) | (v_EVSEVoltageLimitAchieved << 5) | (v_EVSEPowerLimitAchieved << 1)
+            n += 12
+            v_EVSEPresentCurrent = None
+            v_EVSECurrentLimitAchieved = None
+            v_EVSEVoltageLimitAchieved = None
+            v_EVSEPowerLimitAchieved = None
+            s = 7
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
+        if s == 7:
+            if v_EVSEMaximumVoltageLimit is not None:
+                el = 'EVSEMaximumVoltageLimit'
+                v <<= 3
+                n += 3
+                _c5_o = v_EVSEMaximumVoltageLimit
+                _c5_Multiplier = _c5_o.Multiplier
+                _c5_Unit = _c5_o.Unit
+                _c5_Value = _c5_o.Value
+                if _c5_Multiplier is not None:
+                    el = 'EVSEMaximumVoltageLimit/Multiplier'
+                    if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c5_Multiplier - -3) << 1)
+                    n += 6
+                    _c5_Multiplier = None
+                    _c5_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c5_s == 1:
+                    if _c5_Unit is not None:
+                        el = 'EVSEMaximumVoltageLimit/Unit'
+                        _c5_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c5_Unit)
+                        if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEMaximumVoltageLimit/Value'
+                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
+                        n += 11
+                        _c5_Unit = None
+                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c5_Value = None
+                        _c5_s = 3
+                    elif _c5_Value is not None:
+                        el = 'EVSEMaximumVoltageLimit/Value'
+                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c5_Value < 0)
+                        n += 4
+                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c5_Value = None
+                        _c5_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c5_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c5_Multiplier is not None or _c5_Unit is not None or _c5_Value is not None: raise _leftover(_c5_o)
+                        _c5_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVSEMaximumVoltageLimit = None
+                s = 8
+            elif v_EVSEMaximumCurrentLimit is not None:
+                el = 'EVSEMaximumCurrentLimit'
+                v = (v << 3) | 1
+                n += 3
+                _c6_o = v_EVSEMaximumCurrentLimit
+                _c6_Multiplier = _c6_o.Multiplier
+                _c6_Unit = _c6_o.Unit
+                _c6_Value = _c6_o.Value
+                if _c6_Multiplier is not None:
+                    el = 'EVSEMaximumCurrentLimit/Multiplier'
+                    if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c6_Multiplier - -3) << 1)
+                    n += 6
+                    _c6_Multiplier = None
+                    _c6_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c6_s == 1:
+                    if _c6_Unit is not None:
+                        el = 'EVSEMaximumCurrentLimit/Unit'
+                        _c6_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c6_Unit)
+                        if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c6_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEMaximumCurrentLimit/Value'
+                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
+                        n += 11
+                        _c6_Unit = None
+                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c6_Value = None
+                        _c6_s = 3
+                    elif _c6_Value is not None:
+                        el = 'EVSEMaximumCurrentLimit/Value'
+                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c6_Value < 0)
+                        n += 4
+                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c6_Value = None
+                        _c6_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c6_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c6_Multiplier is not None or _c6_Unit is not None or _c6_Value is not None: raise _leftover(_c6_o)
+                        _c6_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVSEMaximumCurrentLimit = None
+                s = 9
+            elif v_EVSEMaximumPowerLimit is not None:
+                el = 'EVSEMaximumPowerLimit'
+                v = (v << 3) | 2
+                n += 3
+                _c7_o = v_EVSEMaximumPowerLimit
+                _c7_Multiplier = _c7_o.Multiplier
+                _c7_Unit = _c7_o.Unit
+                _c7_Value = _c7_o.Value
+                if _c7_Multiplier is not None:
+                    el = 'EVSEMaximumPowerLimit/Multiplier'
+                    if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c7_Multiplier - -3) << 1)
+                    n += 6
+                    _c7_Multiplier = None
+                    _c7_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c7_s == 1:
+                    if _c7_Unit is not None:
+                        el = 'EVSEMaximumPowerLimit/Unit'
+                        _c7_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c7_Unit)
+                        if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
+                        n += 11
+                        _c7_Unit = None
+                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c7_Value = None
+                        _c7_s = 3
+                    elif _c7_Value is not None:
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c7_Value < 0)
+                        n += 4
+                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c7_Value = None
+                        _c7_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c7_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c7_Multiplier is not None or _c7_Unit is not None or _c7_Value is not None: raise _leftover(_c7_o)
+                        _c7_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVSEMaximumPowerLimit = None
+                s = 10
+            elif True:
+                v = (v << 3) | 3
+                n += 3
+                if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None: raise _leftover(o)
+                s = -1
+        if s == 8:
+            if v_EVSEMaximumCurrentLimit is not None:
+                el = 'EVSEMaximumCurrentLimit'
+                v <<= 2
+                n += 2
+                _c8_o = v_EVSEMaximumCurrentLimit
+                _c8_Multiplier = _c8_o.Multiplier
+                _c8_Unit = _c8_o.Unit
+                _c8_Value = _c8_o.Value
+                if _c8_Multiplier is not None:
+                    el = 'EVSEMaximumCurrentLimit/Multiplier'
+                    if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c8_Multiplier - -3) << 1)
+                    n += 6
+                    _c8_Multiplier = None
+                    _c8_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c8_s == 1:
+                    if _c8_Unit is not None:
+                        el = 'EVSEMaximumCurrentLimit/Unit'
+                        _c8_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c8_Unit)
+                        if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c8_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEMaximumCurrentLimit/Value'
+                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
+                        n += 11
+                        _c8_Unit = None
+                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c8_Value = None
+                        _c8_s = 3
+                    elif _c8_Value is not None:
+                        el = 'EVSEMaximumCurrentLimit/Value'
+                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c8_Value < 0)
+                        n += 4
+                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c8_Value = None
+                        _c8_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c8_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c8_Multiplier is not None or _c8_Unit is not None or _c8_Value is not None: raise _leftover(_c8_o)
+                        _c8_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVSEMaximumCurrentLimit = None
+                s = 9
+            elif v_EVSEMaximumPowerLimit is not None:
+                el = 'EVSEMaximumPowerLimit'
+                v = (v << 2) | 1
+                n += 2
+                _c9_o = v_EVSEMaximumPowerLimit
+                _c9_Multiplier = _c9_o.Multiplier
+                _c9_Unit = _c9_o.Unit
+                _c9_Value = _c9_o.Value
+                if _c9_Multiplier is not None:
+                    el = 'EVSEMaximumPowerLimit/Multiplier'
+                    if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c9_Multiplier - -3) << 1)
+                    n += 6
+                    _c9_Multiplier = None
+                    _c9_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c9_s == 1:
+                    if _c9_Unit is not None:
+                        el = 'EVSEMaximumPowerLimit/Unit'
+                        _c9_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c9_Unit)
+                        if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c9_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c9_i1 << 4) | (_c9_Value < 0)
+                        n += 11
+                        _c9_Unit = None
+                        _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c9_Value = None
+                        _c9_s = 3
+                    elif _c9_Value is not None:
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c9_Value < 0)
+                        n += 4
+                        _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c9_Value = None
+                        _c9_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c9_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c9_Multiplier is not None or _c9_Unit is not None or _c9_Value is not None: raise _leftover(_c9_o)
+                        _c9_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVSEMaximumPowerLimit = None
+                s = 10
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None: raise _leftover(o)
+                s = -1
+        if s == 9:
+            if v_EVSEMaximumPowerLimit is not None:
+                el = 'EVSEMaximumPowerLimit'
+                v <<= 2
+                n += 2
+                _c10_o = v_EVSEMaximumPowerLimit
+                _c10_Multiplier = _c10_o.Multiplier
+                _c10_Unit = _c10_o.Unit
+                _c10_Value = _c10_o.Value
+                if _c10_Multiplier is not None:
+                    el = 'EVSEMaximumPowerLimit/Multiplier'
+                    if not -3 <= _c10_Multiplier <= 3: raise EncodeError(f'value {_c10_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c10_Multiplier - -3) << 1)
+                    n += 6
+                    _c10_Multiplier = None
+                    _c10_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c10_s == 1:
+                    if _c10_Unit is not None:
+                        el = 'EVSEMaximumPowerLimit/Unit'
+                        _c10_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c10_Unit)
+                        if _c10_i1 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c10_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c10_i1 << 4) | (_c10_Value < 0)
+                        n += 11
+                        _c10_Unit = None
+                        _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c10_Value = None
+                        _c10_s = 3
+                    elif _c10_Value is not None:
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c10_Value < 0)
+                        n += 4
+                        _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c10_Value = None
+                        _c10_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c10_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c10_Multiplier is not None or _c10_Unit is not None or _c10_Value is not None: raise _leftover(_c10_o)
+                        _c10_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVSEMaximumPowerLimit = None
+                s = 10
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None: raise _leftover(o)
+                s = -1
+        if s == 10:
+            if True:
+                v <<= 1
+                n += 1
+                if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2630,104 +7721,119 @@ def _d_MeteringReceiptReqType(r):
     f_SAScheduleTupleID = None
     f_MeterInfo = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = '@Id'
-                    r.pos = p
-                    f_Id = r.string('Id')
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
-                    el = 'SessionID'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
-                        f_SessionID = b''
-                    else:
-                        r.pos = p
-                        f_SessionID = r.binary()
-                        if len(f_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
-                    s = 2
-                elif ec == 1:
-                    el = 'SessionID'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
-                        f_SessionID = b''
-                    else:
-                        r.pos = p
-                        f_SessionID = r.binary()
-                        if len(f_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
-                    s = 2
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = '@Id'
+            r.pos = p
+            f_Id = r.string('Id')
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
+            el = 'SessionID'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+                f_SessionID = b''
+            else:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    f_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    raise r.deviation('MeteringReceiptReqType', p)
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('MeteringReceiptReqType', p)
-                    el = 'SAScheduleTupleID'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_SAScheduleTupleID = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_SAScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('MeteringReceiptReqType', p)
-                    if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
-                    if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(p))
-                    el = 'MeterInfo'
-                    r.pos = p
-                    f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 4
-                elif ec == 1:
-                    el = 'MeterInfo'
-                    r.pos = p
-                    f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 4
-                else:
-                    raise r.deviation('MeteringReceiptReqType', p)
-            if s == 4:
+                    r.pos = p; f_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(f_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(p))
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
-                s = -1
+                if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+            s = 2
+        elif ec == 1:
+            el = 'SessionID'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+                f_SessionID = b''
+            else:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    f_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = p; f_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(f_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(p))
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+            s = 2
+        else:
+            raise r.deviation('MeteringReceiptReqType', p)
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('MeteringReceiptReqType', p)
+                el = 'SAScheduleTupleID'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_SAScheduleTupleID = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_SAScheduleTupleID = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('MeteringReceiptReqType', p)
+                if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
+                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(p))
+                el = 'MeterInfo'
+                r.pos = p
+                f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 4
+            elif ec == 1:
+                el = 'MeterInfo'
+                r.pos = p
+                f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 4
+            else:
+                raise r.deviation('MeteringReceiptReqType', p)
+        if s == 4:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.MeteringReceiptReqType(f_Id, f_SessionID, f_SAScheduleTupleID, f_MeterInfo)
+    _obj = _new(din_msgbody.MeteringReceiptReqType)
+    _obj.Id = f_Id
+    _obj.SessionID = f_SessionID
+    _obj.SAScheduleTupleID = f_SAScheduleTupleID
+    _obj.MeterInfo = f_MeterInfo
+    return _obj
 
 def _e_MeteringReceiptReqType(w, o):
     # {urn:din:70121:2012:MsgBody}MeteringReceiptReqType
@@ -2739,82 +7845,80 @@ def _e_MeteringReceiptReqType(w, o):
         v_SessionID = o.SessionID
         v_SAScheduleTupleID = o.SAScheduleTupleID
         v_MeterInfo = o.MeterInfo
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Id is not None:
-                    el = '@Id'
-                    v <<= 2
-                    n += 2
-                    _l = len(v_Id)
-                    if _l < 126 and v_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-                    if not (v_SessionID is not None): raise EncodeError('missing content: SessionID')
-                    el = 'SessionID'
-                    v <<= 2
-                    n += 2
-                    v_Id = None
-                    w.v = v; w.n = n
-                    if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
-                    w.binary(v_SessionID)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_SessionID = None
-                    s = 2
-                elif v_SessionID is not None:
-                    el = 'SessionID'
-                    v = (v << 3) | (1 << 1)
-                    n += 3
-                    w.v = v; w.n = n
-                    if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
-                    w.binary(v_SessionID)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_SessionID = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Id, SessionID')
-            if s == 2:
-                if v_SAScheduleTupleID is not None:
-                    el = 'SAScheduleTupleID'
-                    if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
-                    v = (v << 4) | (v_SAScheduleTupleID < 0)
-                    n += 4
-                    _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (v_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
-                    el = 'MeterInfo'
-                    v <<= 2
-                    n += 2
-                    v_SAScheduleTupleID = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
-                    v = w.v; n = w.n
-                    v_MeterInfo = None
-                    s = 4
-                elif v_MeterInfo is not None:
-                    el = 'MeterInfo'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
-                    v = w.v; n = w.n
-                    v_MeterInfo = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
-            if s == 4:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_Id is not None or v_SessionID is not None or v_SAScheduleTupleID is not None or v_MeterInfo is not None: raise _leftover(o)
-                    s = -1
+        if v_Id is not None:
+            el = '@Id'
+            v <<= 2
+            n += 2
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
+            if not (v_SessionID is not None): raise EncodeError('missing content: SessionID')
+            el = 'SessionID'
+            v <<= 2
+            n += 2
+            v_Id = None
+            if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
+            _l = len(v_SessionID)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SessionID, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_SessionID); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_SessionID = None
+            s = 2
+        elif v_SessionID is not None:
+            el = 'SessionID'
+            v = (v << 3) | (1 << 1)
+            n += 3
+            if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
+            _l = len(v_SessionID)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SessionID, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_SessionID); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_SessionID = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of Id, SessionID')
+        if s == 2:
+            if v_SAScheduleTupleID is not None:
+                el = 'SAScheduleTupleID'
+                if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
+                v = (v << 4) | (v_SAScheduleTupleID < 0)
+                n += 4
+                _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if not (v_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
+                el = 'MeterInfo'
+                v <<= 2
+                n += 2
+                v_SAScheduleTupleID = None
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
+                v = w.v; n = w.n
+                v_MeterInfo = None
+                s = 4
+            elif v_MeterInfo is not None:
+                el = 'MeterInfo'
+                v = (v << 2) | 1
+                n += 2
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
+                v = w.v; n = w.n
+                v_MeterInfo = None
+                s = 4
+            else:
+                raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
+        if s == 4:
+            if True:
+                v <<= 1
+                n += 1
+                if v_Id is not None or v_SessionID is not None or v_SAScheduleTupleID is not None or v_MeterInfo is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2837,18 +7941,27 @@ def _d_MeteringReceiptResType(r):
         f_ResponseCode = ((x >> 12) & 31)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('MeteringReceiptResType/ResponseCode', f_ResponseCode, 23, r.at(p))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
-        el = 'AC_EVSEStatus'
         el = 'AC_EVSEStatus/PowerSwitchClosed'
         _c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
         el = 'AC_EVSEStatus/RCD'
         _c1_RCD = ((x >> 3) & 1) == 1
         el = 'AC_EVSEStatus/NotificationMaxDelay'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_NotificationMaxDelay = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 8
@@ -2860,11 +7973,18 @@ def _d_MeteringReceiptResType(r):
         _c1_EVSENotification = ((x >> 3) & 3)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
         else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
-        f_AC_EVSEStatus = din_msgdatatypes.AC_EVSEStatusType(_c1_PowerSwitchClosed, _c1_RCD, _c1_NotificationMaxDelay, _c1_EVSENotification)
+        f_AC_EVSEStatus = _new(din_msgdatatypes.AC_EVSEStatusType)
+        f_AC_EVSEStatus.PowerSwitchClosed = _c1_PowerSwitchClosed
+        f_AC_EVSEStatus.RCD = _c1_RCD
+        f_AC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
+        f_AC_EVSEStatus.EVSENotification = _c1_EVSENotification
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.MeteringReceiptResType(f_ResponseCode, f_AC_EVSEStatus)
+    _obj = _new(din_msgbody.MeteringReceiptResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.AC_EVSEStatus = f_AC_EVSEStatus
+    return _obj
 
 def _e_MeteringReceiptResType(w, o):
     # {urn:din:70121:2012:MsgBody}MeteringReceiptResType
@@ -2897,10 +8017,9 @@ def _e_MeteringReceiptResType(w, o):
             v = (v << 19) | (_i1 << 12) | (_c2_PowerSwitchClosed << 7) | (_c2_RCD << 3)
             n += 19
             v_ResponseCode = None
-            _c2_PowerSwitchClosed = None
-            _c2_RCD = None
             if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
             elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
+            elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
             if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'AC_EVSEStatus/EVSENotification'
@@ -2908,8 +8027,6 @@ def _e_MeteringReceiptResType(w, o):
             if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
             v = (v << 8) | (_c2_i1 << 3)
             n += 8
-            _c2_NotificationMaxDelay = None
-            _c2_EVSENotification = None
             v_AC_EVSEStatus = None
             if v_ResponseCode is not None or v_AC_EVSEStatus is not None: raise _leftover(o)
         else:
@@ -2951,16 +8068,61 @@ def _d_PaymentDetailsReqType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PaymentDetailsReqType', p)
         el = 'ContractSignatureCertChain'
-        r.pos = p
-        f_ContractSignatureCertChain = c_din_msgdatatypes._d_CertificateChainType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_Certificate = None
+        _c1_SubCertificates = None
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+        el = 'ContractSignatureCertChain/Certificate'
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+            _c1_Certificate = b''
+        else:
+            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                p += 8 + (_l << 3)
+                _c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = p; _c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+            if len(_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c1_Certificate, r.at(p))
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ContractSignatureCertChain/SubCertificates'
+                r.pos = p
+                _c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
+                V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('CertificateChainType', p)
+        f_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
+        f_ContractSignatureCertChain.Certificate = _c1_Certificate
+        f_ContractSignatureCertChain.SubCertificates = _c1_SubCertificates
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PaymentDetailsReqType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.PaymentDetailsReqType(f_ContractID, f_ContractSignatureCertChain)
+    _obj = _new(din_msgbody.PaymentDetailsReqType)
+    _obj.ContractID = f_ContractID
+    _obj.ContractSignatureCertChain = f_ContractSignatureCertChain
+    return _obj
 
 def _e_PaymentDetailsReqType(w, o):
     # {urn:din:70121:2012:MsgBody}PaymentDetailsReqType
@@ -2985,9 +8147,42 @@ def _e_PaymentDetailsReqType(w, o):
             v <<= 2
             n += 2
             v_ContractID = None
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_CertificateChainType(w, v_ContractSignatureCertChain)
-            v = w.v; n = w.n
+            _c1_o = v_ContractSignatureCertChain
+            _c1_Certificate = _c1_o.Certificate
+            _c1_SubCertificates = _c1_o.SubCertificates
+            if _c1_Certificate is not None:
+                el = 'ContractSignatureCertChain/Certificate'
+                v <<= 2
+                n += 2
+                if len(_c1_Certificate) > 1200: raise EncodeError(f'length {len(_c1_Certificate)} outside [0, 1200]')
+                _l = len(_c1_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c1_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_Certificate = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Certificate')
+            if _c1_s == 1:
+                if _c1_SubCertificates is not None:
+                    el = 'ContractSignatureCertChain/SubCertificates'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_SubCertificatesType(w, _c1_SubCertificates)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_SubCertificates = None
+                    if _c1_Certificate is not None or _c1_SubCertificates is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_Certificate is not None or _c1_SubCertificates is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_ContractSignatureCertChain = None
@@ -3038,24 +8233,37 @@ def _d_PaymentDetailsResType(r):
         if x & 6: raise r.deviation('PaymentDetailsResType', p)
         el = 'DateTimeNow'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_DateTimeNow = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_DateTimeNow = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_DateTimeNow = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('PaymentDetailsResType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('PaymentDetailsResType', p)
         if _neg: f_DateTimeNow = -f_DateTimeNow - 1
         if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: r.facet('PaymentDetailsResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', f_DateTimeNow, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.PaymentDetailsResType(f_ResponseCode, f_GenChallenge, f_DateTimeNow)
+    _obj = _new(din_msgbody.PaymentDetailsResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.GenChallenge = f_GenChallenge
+    _obj.DateTimeNow = f_DateTimeNow
+    return _obj
 
 def _e_PaymentDetailsResType(w, o):
     # {urn:din:70121:2012:MsgBody}PaymentDetailsResType
@@ -3089,6 +8297,7 @@ def _e_PaymentDetailsResType(w, o):
             _m = (-v_DateTimeNow - 1 if v_DateTimeNow < 0 else v_DateTimeNow)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -3112,75 +8321,77 @@ def _d_PowerDeliveryReqType(r):
     f_DC_EVPowerDeliveryParameter = None
     f_EVPowerDeliveryParameter = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 13: raise r.deviation('PowerDeliveryReqType', p)
-                el = 'ReadyToChargeState'
-                f_ReadyToChargeState = ((x >> 1) & 1) == 1
-                s = 1
-            if s == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    el = 'ChargingProfile'
-                    r.pos = p
-                    f_ChargingProfile = c_din_msgdatatypes._d_ChargingProfileType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 2
-                elif ec == 1:
-                    el = 'DC_EVPowerDeliveryParameter'
-                    r.pos = p
-                    f_DC_EVPowerDeliveryParameter = c_din_msgdatatypes._d_DC_EVPowerDeliveryParameterType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 3
-                elif ec == 2:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
-                    el = 'EVPowerDeliveryParameter'
-                    f_EVPowerDeliveryParameter = din_msgdatatypes.EVPowerDeliveryParameterType()
-                    s = 3
-                elif ec == 3:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('PowerDeliveryReqType', p)
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'DC_EVPowerDeliveryParameter'
-                    r.pos = p
-                    f_DC_EVPowerDeliveryParameter = c_din_msgdatatypes._d_DC_EVPowerDeliveryParameterType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 3
-                elif ec == 1:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
-                    el = 'EVPowerDeliveryParameter'
-                    f_EVPowerDeliveryParameter = din_msgdatatypes.EVPowerDeliveryParameterType()
-                    s = 3
-                elif ec == 2:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('PowerDeliveryReqType', p)
-            if s == 3:
+        p += 4
+        if p > E: V, E, p = r.slide(p, 4)
+        x = (V >> (E - p)) & 15
+        if x & 13: raise r.deviation('PowerDeliveryReqType', p)
+        el = 'ReadyToChargeState'
+        f_ReadyToChargeState = ((x >> 1) & 1) == 1
+        s = 1
+        if s == 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                el = 'ChargingProfile'
+                r.pos = p
+                f_ChargingProfile = c_din_msgdatatypes._d_ChargingProfileType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 2
+            elif ec == 1:
+                el = 'DC_EVPowerDeliveryParameter'
+                r.pos = p
+                f_DC_EVPowerDeliveryParameter = c_din_msgdatatypes._d_DC_EVPowerDeliveryParameterType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 3
+            elif ec == 2:
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
+                el = 'EVPowerDeliveryParameter'
+                f_EVPowerDeliveryParameter = _new(din_msgdatatypes.EVPowerDeliveryParameterType)
+                s = 3
+            elif ec == 3:
+                pass
                 s = -1
+            else:
+                raise r.deviation('PowerDeliveryReqType', p)
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'DC_EVPowerDeliveryParameter'
+                r.pos = p
+                f_DC_EVPowerDeliveryParameter = c_din_msgdatatypes._d_DC_EVPowerDeliveryParameterType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 3
+            elif ec == 1:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
+                el = 'EVPowerDeliveryParameter'
+                f_EVPowerDeliveryParameter = _new(din_msgdatatypes.EVPowerDeliveryParameterType)
+                s = 3
+            elif ec == 2:
+                pass
+                s = -1
+            else:
+                raise r.deviation('PowerDeliveryReqType', p)
+        if s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.PowerDeliveryReqType(f_ReadyToChargeState, f_ChargingProfile, f_DC_EVPowerDeliveryParameter, f_EVPowerDeliveryParameter)
+    _obj = _new(din_msgbody.PowerDeliveryReqType)
+    _obj.ReadyToChargeState = f_ReadyToChargeState
+    _obj.ChargingProfile = f_ChargingProfile
+    _obj.DC_EVPowerDeliveryParameter = f_DC_EVPowerDeliveryParameter
+    _obj.EVPowerDeliveryParameter = f_EVPowerDeliveryParameter
+    return _obj
 
 def _e_PowerDeliveryReqType(w, o):
     # {urn:din:70121:2012:MsgBody}PowerDeliveryReqType
@@ -3192,77 +8403,74 @@ def _e_PowerDeliveryReqType(w, o):
         v_ChargingProfile = o.ChargingProfile
         v_DC_EVPowerDeliveryParameter = o.DC_EVPowerDeliveryParameter
         v_EVPowerDeliveryParameter = o.EVPowerDeliveryParameter
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ReadyToChargeState is not None:
-                    el = 'ReadyToChargeState'
-                    if v_ReadyToChargeState is not True and v_ReadyToChargeState is not False: raise EncodeError(f'expected a bool, got {v_ReadyToChargeState!r}')
-                    v = (v << 4) | (v_ReadyToChargeState << 1)
-                    n += 4
-                    v_ReadyToChargeState = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ReadyToChargeState')
-            if s == 1:
-                if v_ChargingProfile is not None:
-                    el = 'ChargingProfile'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_ChargingProfileType(w, v_ChargingProfile)
-                    v = w.v; n = w.n
-                    v_ChargingProfile = None
-                    s = 2
-                elif v_DC_EVPowerDeliveryParameter is not None:
-                    el = 'DC_EVPowerDeliveryParameter'
-                    v = (v << 3) | 1
-                    n += 3
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_DC_EVPowerDeliveryParameterType(w, v_DC_EVPowerDeliveryParameter)
-                    v = w.v; n = w.n
-                    v_DC_EVPowerDeliveryParameter = None
-                    s = 3
-                elif v_EVPowerDeliveryParameter is not None:
-                    el = 'EVPowerDeliveryParameter'
-                    _o = v_EVPowerDeliveryParameter
-                    v = (v << 4) | (2 << 1)
-                    n += 4
-                    v_EVPowerDeliveryParameter = None
-                    s = 3
-                elif True:
-                    v = (v << 3) | 3
-                    n += 3
-                    if v_ReadyToChargeState is not None or v_ChargingProfile is not None or v_DC_EVPowerDeliveryParameter is not None or v_EVPowerDeliveryParameter is not None: raise _leftover(o)
-                    s = -1
-            if s == 2:
-                if v_DC_EVPowerDeliveryParameter is not None:
-                    el = 'DC_EVPowerDeliveryParameter'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_DC_EVPowerDeliveryParameterType(w, v_DC_EVPowerDeliveryParameter)
-                    v = w.v; n = w.n
-                    v_DC_EVPowerDeliveryParameter = None
-                    s = 3
-                elif v_EVPowerDeliveryParameter is not None:
-                    el = 'EVPowerDeliveryParameter'
-                    _o = v_EVPowerDeliveryParameter
-                    v = (v << 3) | (1 << 1)
-                    n += 3
-                    v_EVPowerDeliveryParameter = None
-                    s = 3
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if v_ReadyToChargeState is not None or v_ChargingProfile is not None or v_DC_EVPowerDeliveryParameter is not None or v_EVPowerDeliveryParameter is not None: raise _leftover(o)
-                    s = -1
-            if s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_ReadyToChargeState is not None or v_ChargingProfile is not None or v_DC_EVPowerDeliveryParameter is not None or v_EVPowerDeliveryParameter is not None: raise _leftover(o)
-                    s = -1
+        if v_ReadyToChargeState is not None:
+            el = 'ReadyToChargeState'
+            if v_ReadyToChargeState is not True and v_ReadyToChargeState is not False: raise EncodeError(f'expected a bool, got {v_ReadyToChargeState!r}')
+            v = (v << 4) | (v_ReadyToChargeState << 1)
+            n += 4
+            v_ReadyToChargeState = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of ReadyToChargeState')
+        if s == 1:
+            if v_ChargingProfile is not None:
+                el = 'ChargingProfile'
+                v <<= 3
+                n += 3
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_ChargingProfileType(w, v_ChargingProfile)
+                v = w.v; n = w.n
+                v_ChargingProfile = None
+                s = 2
+            elif v_DC_EVPowerDeliveryParameter is not None:
+                el = 'DC_EVPowerDeliveryParameter'
+                v = (v << 3) | 1
+                n += 3
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_DC_EVPowerDeliveryParameterType(w, v_DC_EVPowerDeliveryParameter)
+                v = w.v; n = w.n
+                v_DC_EVPowerDeliveryParameter = None
+                s = 3
+            elif v_EVPowerDeliveryParameter is not None:
+                el = 'EVPowerDeliveryParameter'
+                _o = v_EVPowerDeliveryParameter
+                v = (v << 4) | (2 << 1)
+                n += 4
+                v_EVPowerDeliveryParameter = None
+                s = 3
+            elif True:
+                v = (v << 3) | 3
+                n += 3
+                if v_ReadyToChargeState is not None or v_ChargingProfile is not None or v_DC_EVPowerDeliveryParameter is not None or v_EVPowerDeliveryParameter is not None: raise _leftover(o)
+                s = -1
+        if s == 2:
+            if v_DC_EVPowerDeliveryParameter is not None:
+                el = 'DC_EVPowerDeliveryParameter'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_DC_EVPowerDeliveryParameterType(w, v_DC_EVPowerDeliveryParameter)
+                v = w.v; n = w.n
+                v_DC_EVPowerDeliveryParameter = None
+                s = 3
+            elif v_EVPowerDeliveryParameter is not None:
+                el = 'EVPowerDeliveryParameter'
+                _o = v_EVPowerDeliveryParameter
+                v = (v << 3) | (1 << 1)
+                n += 3
+                v_EVPowerDeliveryParameter = None
+                s = 3
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                if v_ReadyToChargeState is not None or v_ChargingProfile is not None or v_DC_EVPowerDeliveryParameter is not None or v_EVPowerDeliveryParameter is not None: raise _leftover(o)
+                s = -1
+        if s == 3:
+            if True:
+                v <<= 1
+                n += 1
+                if v_ReadyToChargeState is not None or v_ChargingProfile is not None or v_DC_EVPowerDeliveryParameter is not None or v_EVPowerDeliveryParameter is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -3279,76 +8487,157 @@ def _d_PowerDeliveryResType(r):
     f_DC_EVSEStatus = None
     f_EVSEStatus = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 8
-                if p > E: V, E, p = r.slide(p, 8)
-                x = (V >> (E - p)) & 255
-                if x & 193: raise r.deviation('PowerDeliveryResType', p)
-                el = 'ResponseCode'
-                f_ResponseCode = ((x >> 1) & 31)
-                if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('PowerDeliveryResType/ResponseCode', f_ResponseCode, 23, r.at(p))
-                else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
-                s = 1
-            if s == 1:
+        p += 8
+        if p > E: V, E, p = r.slide(p, 8)
+        x = (V >> (E - p)) & 255
+        if x & 193: raise r.deviation('PowerDeliveryResType', p)
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 1) & 31)
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('PowerDeliveryResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 10
+                if p > E: V, E, p = r.slide(p, 10)
+                x = (V >> (E - p)) & 1023
+                if x & 887: raise r.deviation('PowerDeliveryResType', p)
+                el = 'AC_EVSEStatus/PowerSwitchClosed'
+                _c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
+                el = 'AC_EVSEStatus/RCD'
+                _c1_RCD = ((x >> 3) & 1) == 1
+                el = 'AC_EVSEStatus/NotificationMaxDelay'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c1_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 7
+                if p > E: V, E, p = r.slide(p, 7)
+                x = (V >> (E - p)) & 127
+                if x & 115: raise r.deviation('PowerDeliveryResType', p)
+                if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(p))
+                el = 'AC_EVSEStatus/EVSENotification'
+                _c1_EVSENotification = ((x >> 2) & 3)
+                if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+                else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+                f_AC_EVSEStatus = _new(din_msgdatatypes.AC_EVSEStatusType)
+                f_AC_EVSEStatus.PowerSwitchClosed = _c1_PowerSwitchClosed
+                f_AC_EVSEStatus.RCD = _c1_RCD
+                f_AC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
+                f_AC_EVSEStatus.EVSENotification = _c1_EVSENotification
+                s = 2
+            elif ec == 1:
+                el = 'DC_EVSEStatus'
+                _c2_EVSEIsolationStatus = None
+                _c2_EVSEStatusCode = None
+                _c2_NotificationMaxDelay = None
+                _c2_EVSENotification = None
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 10
-                    if p > E: V, E, p = r.slide(p, 10)
-                    x = (V >> (E - p)) & 1023
-                    if x & 887: raise r.deviation('PowerDeliveryResType', p)
-                    el = 'AC_EVSEStatus'
-                    el = 'AC_EVSEStatus/PowerSwitchClosed'
-                    _c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
-                    el = 'AC_EVSEStatus/RCD'
-                    _c1_RCD = ((x >> 3) & 1) == 1
-                    el = 'AC_EVSEStatus/NotificationMaxDelay'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 11
+                    if p > E: V, E, p = r.slide(p, 11)
+                    x = (V >> (E - p)) & 2047
+                    if x & 1249: raise r.deviation('DC_EVSEStatusType', p)
+                    el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                    _c2_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+                    el = 'DC_EVSEStatus/EVSEStatusCode'
+                    _c2_EVSEStatusCode = ((x >> 1) & 15)
+                    if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(p))
+                    else: _c2_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
+                    _c2_s = 2
+                elif ec == 1:
+                    p += 6
+                    if p > E: V, E, p = r.slide(p, 6)
+                    x = (V >> (E - p)) & 63
+                    if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                    el = 'DC_EVSEStatus/EVSEStatusCode'
+                    _c2_EVSEStatusCode = ((x >> 1) & 15)
+                    if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(p))
+                    else: _c2_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
+                    _c2_s = 2
+                else:
+                    raise r.deviation('DC_EVSEStatusType', p)
+                if _c2_s == 2:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+                    el = 'DC_EVSEStatus/NotificationMaxDelay'
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c2_NotificationMaxDelay = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
-                        _c1_NotificationMaxDelay = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c2_NotificationMaxDelay = (V >> (E - p)) & 127
                     else:
-                        r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                        r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 7
                     if p > E: V, E, p = r.slide(p, 7)
                     x = (V >> (E - p)) & 127
-                    if x & 115: raise r.deviation('PowerDeliveryResType', p)
-                    if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(p))
-                    el = 'AC_EVSEStatus/EVSENotification'
-                    _c1_EVSENotification = ((x >> 2) & 3)
-                    if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
-                    else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
-                    f_AC_EVSEStatus = din_msgdatatypes.AC_EVSEStatusType(_c1_PowerSwitchClosed, _c1_RCD, _c1_NotificationMaxDelay, _c1_EVSENotification)
-                    s = 2
-                elif ec == 1:
-                    el = 'DC_EVSEStatus'
-                    r.pos = p
-                    f_DC_EVSEStatus = c_din_msgdatatypes._d_DC_EVSEStatusType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 2
-                elif ec == 2:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryResType', p)
-                    el = 'EVSEStatus'
-                    f_EVSEStatus = din_msgdatatypes.EVSEStatusType()
-                    s = 2
-                else:
-                    raise r.deviation('PowerDeliveryResType', p)
-            if s == 2:
+                    if x & 115: raise r.deviation('DC_EVSEStatusType', p)
+                    if _c2_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_NotificationMaxDelay, r.at(p))
+                    el = 'DC_EVSEStatus/EVSENotification'
+                    _c2_EVSENotification = ((x >> 2) & 3)
+                    if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(p))
+                    else: _c2_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
+                    _c2_s = -1
+                f_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+                f_DC_EVSEStatus.EVSEIsolationStatus = _c2_EVSEIsolationStatus
+                f_DC_EVSEStatus.EVSEStatusCode = _c2_EVSEStatusCode
+                f_DC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
+                f_DC_EVSEStatus.EVSENotification = _c2_EVSENotification
+                s = 2
+            elif ec == 2:
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryResType', p)
-                s = -1
+                el = 'EVSEStatus'
+                f_EVSEStatus = _new(din_msgdatatypes.EVSEStatusType)
+                s = 2
+            else:
+                raise r.deviation('PowerDeliveryResType', p)
+        if s == 2:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryResType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.PowerDeliveryResType(f_ResponseCode, f_AC_EVSEStatus, f_DC_EVSEStatus, f_EVSEStatus)
+    _obj = _new(din_msgbody.PowerDeliveryResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.AC_EVSEStatus = f_AC_EVSEStatus
+    _obj.DC_EVSEStatus = f_DC_EVSEStatus
+    _obj.EVSEStatus = f_EVSEStatus
+    return _obj
 
 def _e_PowerDeliveryResType(w, o):
     # {urn:din:70121:2012:MsgBody}PowerDeliveryResType
@@ -3360,77 +8649,119 @@ def _e_PowerDeliveryResType(w, o):
         v_AC_EVSEStatus = o.AC_EVSEStatus
         v_DC_EVSEStatus = o.DC_EVSEStatus
         v_EVSEStatus = o.EVSEStatus
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    el = 'ResponseCode'
-                    _i1 = _I_din_msgdatatypes_responseCodeType.get(v_ResponseCode)
-                    if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    v = (v << 8) | (_i1 << 1)
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i1 = _I_din_msgdatatypes_responseCodeType.get(v_ResponseCode)
+            if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 8) | (_i1 << 1)
+            n += 8
+            v_ResponseCode = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
+        if s == 1:
+            if v_AC_EVSEStatus is not None:
+                el = 'AC_EVSEStatus'
+                _o = v_AC_EVSEStatus
+                _c2_PowerSwitchClosed = _o.PowerSwitchClosed
+                _c2_RCD = _o.RCD
+                _c2_NotificationMaxDelay = _o.NotificationMaxDelay
+                _c2_EVSENotification = _o.EVSENotification
+                if not (_c2_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
+                el = 'AC_EVSEStatus/PowerSwitchClosed'
+                if _c2_PowerSwitchClosed is not True and _c2_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c2_PowerSwitchClosed!r}')
+                if not (_c2_RCD is not None): raise EncodeError('missing content: RCD')
+                el = 'AC_EVSEStatus/RCD'
+                if _c2_RCD is not True and _c2_RCD is not False: raise EncodeError(f'expected a bool, got {_c2_RCD!r}')
+                if not (_c2_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                el = 'AC_EVSEStatus/NotificationMaxDelay'
+                if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                v = (v << 12) | (_c2_PowerSwitchClosed << 7) | (_c2_RCD << 3)
+                n += 12
+                if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
+                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
+                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'AC_EVSEStatus/EVSENotification'
+                _c2_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
+                if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 7) | (_c2_i1 << 2)
+                n += 7
+                v_AC_EVSEStatus = None
+                s = 2
+            elif v_DC_EVSEStatus is not None:
+                el = 'DC_EVSEStatus'
+                v = (v << 2) | 1
+                n += 2
+                _c3_o = v_DC_EVSEStatus
+                _c3_EVSEIsolationStatus = _c3_o.EVSEIsolationStatus
+                _c3_EVSEStatusCode = _c3_o.EVSEStatusCode
+                _c3_NotificationMaxDelay = _c3_o.NotificationMaxDelay
+                _c3_EVSENotification = _c3_o.EVSENotification
+                if _c3_EVSEIsolationStatus is not None:
+                    el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                    _c3_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c3_EVSEIsolationStatus)
+                    if _c3_i1 is None: raise EncodeError(f'{_c3_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    if not (_c3_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                    el = 'DC_EVSEStatus/EVSEStatusCode'
+                    _c3_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c3_EVSEStatusCode)
+                    if _c3_i2 is None: raise EncodeError(f'{_c3_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 13) | (_c3_i1 << 8) | (_c3_i2 << 1)
+                    n += 13
+                    _c3_EVSEIsolationStatus = None
+                    _c3_EVSEStatusCode = None
+                    _c3_s = 2
+                elif _c3_EVSEStatusCode is not None:
+                    el = 'DC_EVSEStatus/EVSEStatusCode'
+                    _c3_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c3_EVSEStatusCode)
+                    if _c3_i3 is None: raise EncodeError(f'{_c3_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 8) | (1 << 6) | (_c3_i3 << 1)
                     n += 8
-                    v_ResponseCode = None
-                    s = 1
+                    _c3_EVSEStatusCode = None
+                    _c3_s = 2
                 else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_AC_EVSEStatus is not None:
-                    el = 'AC_EVSEStatus'
-                    _o = v_AC_EVSEStatus
-                    _c2_PowerSwitchClosed = _o.PowerSwitchClosed
-                    _c2_RCD = _o.RCD
-                    _c2_NotificationMaxDelay = _o.NotificationMaxDelay
-                    _c2_EVSENotification = _o.EVSENotification
-                    if not (_c2_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
-                    el = 'AC_EVSEStatus/PowerSwitchClosed'
-                    if _c2_PowerSwitchClosed is not True and _c2_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c2_PowerSwitchClosed!r}')
-                    if not (_c2_RCD is not None): raise EncodeError('missing content: RCD')
-                    el = 'AC_EVSEStatus/RCD'
-                    if _c2_RCD is not True and _c2_RCD is not False: raise EncodeError(f'expected a bool, got {_c2_RCD!r}')
-                    if not (_c2_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'AC_EVSEStatus/NotificationMaxDelay'
-                    if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
-                    v = (v << 12) | (_c2_PowerSwitchClosed << 7) | (_c2_RCD << 3)
-                    n += 12
-                    _c2_PowerSwitchClosed = None
-                    _c2_RCD = None
-                    if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                    elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'AC_EVSEStatus/EVSENotification'
-                    _c2_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
-                    if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 7) | (_c2_i1 << 2)
-                    n += 7
-                    _c2_NotificationMaxDelay = None
-                    _c2_EVSENotification = None
-                    v_AC_EVSEStatus = None
-                    s = 2
-                elif v_DC_EVSEStatus is not None:
-                    el = 'DC_EVSEStatus'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
-                    v = w.v; n = w.n
-                    v_DC_EVSEStatus = None
-                    s = 2
-                elif v_EVSEStatus is not None:
-                    el = 'EVSEStatus'
-                    _o = v_EVSEStatus
-                    v = (v << 3) | (2 << 1)
-                    n += 3
-                    v_EVSEStatus = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of AC_EVSEStatus, DC_EVSEStatus, EVSEStatus')
-            if s == 2:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_ResponseCode is not None or v_AC_EVSEStatus is not None or v_DC_EVSEStatus is not None or v_EVSEStatus is not None: raise _leftover(o)
-                    s = -1
+                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+                if _c3_s == 2:
+                    if _c3_NotificationMaxDelay is not None:
+                        el = 'DC_EVSEStatus/NotificationMaxDelay'
+                        if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 4294967295]')
+                        v <<= 2
+                        n += 2
+                        if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
+                        elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | ((_c3_NotificationMaxDelay & 127) << 8) | 32768 | (_c3_NotificationMaxDelay >> 7); n += 16
+                        elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c3_NotificationMaxDelay & 127) << 16) | (((_c3_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c3_NotificationMaxDelay >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
+                        if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                        el = 'DC_EVSEStatus/EVSENotification'
+                        _c3_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c3_EVSENotification)
+                        if _c3_i4 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                        v = (v << 7) | (_c3_i4 << 2)
+                        n += 7
+                        _c3_NotificationMaxDelay = None
+                        _c3_EVSENotification = None
+                        if _c3_EVSEIsolationStatus is not None or _c3_EVSEStatusCode is not None or _c3_NotificationMaxDelay is not None or _c3_EVSENotification is not None: raise _leftover(_c3_o)
+                        _c3_s = -1
+                    else:
+                        raise EncodeError('missing content: expected one of NotificationMaxDelay')
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_DC_EVSEStatus = None
+                s = 2
+            elif v_EVSEStatus is not None:
+                el = 'EVSEStatus'
+                _o = v_EVSEStatus
+                v = (v << 3) | (2 << 1)
+                n += 3
+                v_EVSEStatus = None
+                s = 2
+            else:
+                raise EncodeError('missing content: expected one of AC_EVSEStatus, DC_EVSEStatus, EVSEStatus')
+        if s == 2:
+            if True:
+                v <<= 1
+                n += 1
+                if v_ResponseCode is not None or v_AC_EVSEStatus is not None or v_DC_EVSEStatus is not None or v_EVSEStatus is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -3450,30 +8781,302 @@ def _d_PreChargeReqType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
         el = 'DC_EVStatus'
-        r.pos = p
-        f_DC_EVStatus = c_din_msgdatatypes._d_DC_EVStatusType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_EVReady = None
+        _c1_EVCabinConditioning = None
+        _c1_EVRESSConditioning = None
+        _c1_EVErrorCode = None
+        _c1_EVRESSSOC = None
+        p += 4
+        if p > E: V, E, p = r.slide(p, 4)
+        x = (V >> (E - p)) & 15
+        if x & 13: raise r.deviation('DC_EVStatusType', p)
+        el = 'DC_EVStatus/EVReady'
+        _c1_EVReady = ((x >> 1) & 1) == 1
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVCabinConditioning'
+                _c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 2
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVRESSConditioning'
+                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 3
+            elif ec == 2:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_EVErrorCode = ((x >> 1) & 15)
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVStatusType', p)
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVRESSConditioning'
+                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 3
+            elif ec == 1:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_EVErrorCode = ((x >> 1) & 15)
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVStatusType', p)
+        if _c1_s == 3:
+            p += 7
+            if p > E: V, E, p = r.slide(p, 7)
+            x = (V >> (E - p)) & 127
+            if x & 97: raise r.deviation('DC_EVStatusType', p)
+            el = 'DC_EVStatus/EVErrorCode'
+            _c1_EVErrorCode = ((x >> 1) & 15)
+            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+            else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _c1_s = 4
+        if _c1_s == 4:
+            p += 11
+            if p > E: V, E, p = r.slide(p, 11)
+            x = (V >> (E - p)) & 2047
+            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+            el = 'DC_EVStatus/EVRESSSOC'
+            _c1_EVRESSSOC = ((x >> 2) & 127)
+            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+            _c1_s = -1
+        f_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus.EVReady = _c1_EVReady
+        f_DC_EVStatus.EVCabinConditioning = _c1_EVCabinConditioning
+        f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
+        f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
+        f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
         el = 'EVTargetVoltage'
-        r.pos = p
-        f_EVTargetVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c2_Multiplier = None
+        _c2_Unit = None
+        _c2_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVTargetVoltage/Multiplier'
+        _c2_Multiplier = ((x >> 1) & 7) + -3
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        _c2_s = 1
+        if _c2_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVTargetVoltage/Unit'
+                _c2_Unit = ((x >> 4) & 15)
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+                el = 'EVTargetVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVTargetVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c2_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c2_s = -1
+        f_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVTargetVoltage.Multiplier = _c2_Multiplier
+        f_EVTargetVoltage.Unit = _c2_Unit
+        f_EVTargetVoltage.Value = _c2_Value
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
         el = 'EVTargetCurrent'
-        r.pos = p
-        f_EVTargetCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c3_Multiplier = None
+        _c3_Unit = None
+        _c3_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVTargetCurrent/Multiplier'
+        _c3_Multiplier = ((x >> 1) & 7) + -3
+        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+        _c3_s = 1
+        if _c3_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVTargetCurrent/Unit'
+                _c3_Unit = ((x >> 4) & 15)
+                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(p))
+                else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
+                el = 'EVTargetCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c3_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                _c3_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVTargetCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c3_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                _c3_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c3_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c3_s = -1
+        f_EVTargetCurrent = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVTargetCurrent.Multiplier = _c3_Multiplier
+        f_EVTargetCurrent.Unit = _c3_Unit
+        f_EVTargetCurrent.Value = _c3_Value
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.PreChargeReqType(f_DC_EVStatus, f_EVTargetVoltage, f_EVTargetCurrent)
+    _obj = _new(din_msgbody.PreChargeReqType)
+    _obj.DC_EVStatus = f_DC_EVStatus
+    _obj.EVTargetVoltage = f_EVTargetVoltage
+    _obj.EVTargetCurrent = f_EVTargetCurrent
+    return _obj
 
 def _e_PreChargeReqType(w, o):
     # {urn:din:70121:2012:MsgBody}PreChargeReqType
@@ -3488,25 +9091,209 @@ def _e_PreChargeReqType(w, o):
             el = 'DC_EVStatus'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_DC_EVStatusType(w, v_DC_EVStatus)
-            v = w.v; n = w.n
+            _c1_o = v_DC_EVStatus
+            _c1_EVReady = _c1_o.EVReady
+            _c1_EVCabinConditioning = _c1_o.EVCabinConditioning
+            _c1_EVRESSConditioning = _c1_o.EVRESSConditioning
+            _c1_EVErrorCode = _c1_o.EVErrorCode
+            _c1_EVRESSSOC = _c1_o.EVRESSSOC
+            if _c1_EVReady is not None:
+                el = 'DC_EVStatus/EVReady'
+                if _c1_EVReady is not True and _c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_EVReady!r}')
+                v = (v << 4) | (_c1_EVReady << 1)
+                n += 4
+                _c1_EVReady = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of EVReady')
+            if _c1_s == 1:
+                if _c1_EVCabinConditioning is not None:
+                    el = 'DC_EVStatus/EVCabinConditioning'
+                    if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c1_EVCabinConditioning << 1)
+                    n += 5
+                    _c1_EVCabinConditioning = None
+                    _c1_s = 2
+                elif _c1_EVRESSConditioning is not None:
+                    el = 'DC_EVStatus/EVRESSConditioning'
+                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c1_EVRESSConditioning = None
+                    _c1_s = 3
+                elif _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
+                    n += 8
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c1_s == 2:
+                if _c1_EVRESSConditioning is not None:
+                    el = 'DC_EVStatus/EVRESSConditioning'
+                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c1_EVRESSConditioning = None
+                    _c1_s = 3
+                elif _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i2 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (1 << 6) | (_c1_i2 << 1)
+                    n += 8
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
+            if _c1_s == 3:
+                if _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i3 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 7) | (_c1_i3 << 1)
+                    n += 7
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVErrorCode')
+            if _c1_s == 4:
+                if _c1_EVRESSSOC is not None:
+                    el = 'DC_EVStatus/EVRESSSOC'
+                    if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 11) | (_c1_EVRESSSOC << 2)
+                    n += 11
+                    _c1_EVRESSSOC = None
+                    if _c1_EVReady is not None or _c1_EVCabinConditioning is not None or _c1_EVRESSConditioning is not None or _c1_EVErrorCode is not None or _c1_EVRESSSOC is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSSOC')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
             el = 'EVTargetVoltage'
             v <<= 1
             n += 1
             v_DC_EVStatus = None
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_PhysicalValueType(w, v_EVTargetVoltage)
-            v = w.v; n = w.n
+            _c2_o = v_EVTargetVoltage
+            _c2_Multiplier = _c2_o.Multiplier
+            _c2_Unit = _c2_o.Unit
+            _c2_Value = _c2_o.Value
+            if _c2_Multiplier is not None:
+                el = 'EVTargetVoltage/Multiplier'
+                if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c2_Multiplier - -3) << 1)
+                n += 6
+                _c2_Multiplier = None
+                _c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c2_s == 1:
+                if _c2_Unit is not None:
+                    el = 'EVTargetVoltage/Unit'
+                    _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
+                    if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVTargetVoltage/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
+                    n += 11
+                    _c2_Unit = None
+                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_Value = None
+                    _c2_s = 3
+                elif _c2_Value is not None:
+                    el = 'EVTargetVoltage/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c2_Value < 0)
+                    n += 4
+                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_Value = None
+                    _c2_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c2_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
             el = 'EVTargetCurrent'
             v <<= 1
             n += 1
             v_EVTargetVoltage = None
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_PhysicalValueType(w, v_EVTargetCurrent)
-            v = w.v; n = w.n
+            _c3_o = v_EVTargetCurrent
+            _c3_Multiplier = _c3_o.Multiplier
+            _c3_Unit = _c3_o.Unit
+            _c3_Value = _c3_o.Value
+            if _c3_Multiplier is not None:
+                el = 'EVTargetCurrent/Multiplier'
+                if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c3_Multiplier - -3) << 1)
+                n += 6
+                _c3_Multiplier = None
+                _c3_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c3_s == 1:
+                if _c3_Unit is not None:
+                    el = 'EVTargetCurrent/Unit'
+                    _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                    if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVTargetCurrent/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                    n += 11
+                    _c3_Unit = None
+                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_Value = None
+                    _c3_s = 3
+                elif _c3_Value is not None:
+                    el = 'EVTargetCurrent/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                    n += 4
+                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_Value = None
+                    _c3_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c3_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
+                    _c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_EVTargetCurrent = None
@@ -3537,23 +9324,182 @@ def _d_PreChargeResType(r):
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', f_ResponseCode, 23, r.at(p))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
-        r.pos = p
-        f_DC_EVSEStatus = c_din_msgdatatypes._d_DC_EVSEStatusType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_EVSEIsolationStatus = None
+        _c1_EVSEStatusCode = None
+        _c1_NotificationMaxDelay = None
+        _c1_EVSENotification = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            p += 11
+            if p > E: V, E, p = r.slide(p, 11)
+            x = (V >> (E - p)) & 2047
+            if x & 1249: raise r.deviation('DC_EVSEStatusType', p)
+            el = 'DC_EVSEStatus/EVSEIsolationStatus'
+            _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+            el = 'DC_EVSEStatus/EVSEStatusCode'
+            _c1_EVSEStatusCode = ((x >> 1) & 15)
+            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+            else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+            _c1_s = 2
+        elif ec == 1:
+            p += 6
+            if p > E: V, E, p = r.slide(p, 6)
+            x = (V >> (E - p)) & 63
+            if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+            el = 'DC_EVSEStatus/EVSEStatusCode'
+            _c1_EVSEStatusCode = ((x >> 1) & 15)
+            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+            else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+            _c1_s = 2
+        else:
+            raise r.deviation('DC_EVSEStatusType', p)
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+            el = 'DC_EVSEStatus/NotificationMaxDelay'
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    _c1_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 7
+            if p > E: V, E, p = r.slide(p, 7)
+            x = (V >> (E - p)) & 127
+            if x & 115: raise r.deviation('DC_EVSEStatusType', p)
+            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(p))
+            el = 'DC_EVSEStatus/EVSENotification'
+            _c1_EVSENotification = ((x >> 2) & 3)
+            if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+            else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+            _c1_s = -1
+        f_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+        f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
+        f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
+        f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
+        f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PreChargeResType', p)
         el = 'EVSEPresentVoltage'
-        r.pos = p
-        f_EVSEPresentVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c2_Multiplier = None
+        _c2_Unit = None
+        _c2_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVSEPresentVoltage/Multiplier'
+        _c2_Multiplier = ((x >> 1) & 7) + -3
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        _c2_s = 1
+        if _c2_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEPresentVoltage/Unit'
+                _c2_Unit = ((x >> 4) & 15)
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+                el = 'EVSEPresentVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEPresentVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c2_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c2_s = -1
+        f_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
+        f_EVSEPresentVoltage.Unit = _c2_Unit
+        f_EVSEPresentVoltage.Value = _c2_Value
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PreChargeResType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.PreChargeResType(f_ResponseCode, f_DC_EVSEStatus, f_EVSEPresentVoltage)
+    _obj = _new(din_msgbody.PreChargeResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.DC_EVSEStatus = f_DC_EVSEStatus
+    _obj.EVSEPresentVoltage = f_EVSEPresentVoltage
+    return _obj
 
 def _e_PreChargeResType(w, o):
     # {urn:din:70121:2012:MsgBody}PreChargeResType
@@ -3573,17 +9519,118 @@ def _e_PreChargeResType(w, o):
             v = (v << 9) | (_i1 << 2)
             n += 9
             v_ResponseCode = None
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
-            v = w.v; n = w.n
+            _c2_o = v_DC_EVSEStatus
+            _c2_EVSEIsolationStatus = _c2_o.EVSEIsolationStatus
+            _c2_EVSEStatusCode = _c2_o.EVSEStatusCode
+            _c2_NotificationMaxDelay = _c2_o.NotificationMaxDelay
+            _c2_EVSENotification = _c2_o.EVSENotification
+            if _c2_EVSEIsolationStatus is not None:
+                el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                _c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c2_EVSEIsolationStatus)
+                if _c2_i1 is None: raise EncodeError(f'{_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
+                if _c2_i2 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 13) | (_c2_i1 << 8) | (_c2_i2 << 1)
+                n += 13
+                _c2_EVSEIsolationStatus = None
+                _c2_EVSEStatusCode = None
+                _c2_s = 2
+            elif _c2_EVSEStatusCode is not None:
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
+                if _c2_i3 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c2_i3 << 1)
+                n += 8
+                _c2_EVSEStatusCode = None
+                _c2_s = 2
+            else:
+                raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if _c2_s == 2:
+                if _c2_NotificationMaxDelay is not None:
+                    el = 'DC_EVSEStatus/NotificationMaxDelay'
+                    if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                    v <<= 2
+                    n += 2
+                    if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
+                    elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
+                    elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'DC_EVSEStatus/EVSENotification'
+                    _c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
+                    if _c2_i4 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 7) | (_c2_i4 << 2)
+                    n += 7
+                    _c2_NotificationMaxDelay = None
+                    _c2_EVSENotification = None
+                    if _c2_EVSEIsolationStatus is not None or _c2_EVSEStatusCode is not None or _c2_NotificationMaxDelay is not None or _c2_EVSENotification is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'EVSEPresentVoltage'
             v <<= 1
             n += 1
             v_DC_EVSEStatus = None
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEPresentVoltage)
-            v = w.v; n = w.n
+            _c3_o = v_EVSEPresentVoltage
+            _c3_Multiplier = _c3_o.Multiplier
+            _c3_Unit = _c3_o.Unit
+            _c3_Value = _c3_o.Value
+            if _c3_Multiplier is not None:
+                el = 'EVSEPresentVoltage/Multiplier'
+                if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c3_Multiplier - -3) << 1)
+                n += 6
+                _c3_Multiplier = None
+                _c3_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c3_s == 1:
+                if _c3_Unit is not None:
+                    el = 'EVSEPresentVoltage/Unit'
+                    _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                    if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVSEPresentVoltage/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                    n += 11
+                    _c3_Unit = None
+                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_Value = None
+                    _c3_s = 3
+                elif _c3_Value is not None:
+                    el = 'EVSEPresentVoltage/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                    n += 4
+                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_Value = None
+                    _c3_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c3_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
+                    _c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_EVSEPresentVoltage = None
@@ -3605,26 +9652,36 @@ def _d_ServiceDetailReqType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ServiceDetailReqType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceDetailReqType', p)
         el = 'ServiceID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_ServiceID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ServiceDetailReqType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceDetailReqType', p)
         if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.ServiceDetailReqType(f_ServiceID)
+    _obj = _new(din_msgbody.ServiceDetailReqType)
+    _obj.ServiceID = f_ServiceID
+    return _obj
 
 def _e_ServiceDetailReqType(w, o):
     # {urn:din:70121:2012:MsgBody}ServiceDetailReqType
@@ -3640,6 +9697,7 @@ def _e_ServiceDetailReqType(w, o):
             n += 2
             if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
             elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
+            elif v_ServiceID < 2097152: v = (v << 24) | ((v_ServiceID & 127) << 16) | (((v_ServiceID >> 7) & 127) << 8) | 8421376 | (v_ServiceID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -3662,53 +9720,64 @@ def _d_ServiceDetailResType(r):
     f_ServiceID = None
     f_ServiceParameterList = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 10
-                if p > E: V, E, p = r.slide(p, 10)
-                x = (V >> (E - p)) & 1023
-                if x & 775: raise r.deviation('ServiceDetailResType', p)
-                el = 'ResponseCode'
-                f_ResponseCode = ((x >> 3) & 31)
-                if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', f_ResponseCode, 23, r.at(p))
-                else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
-                el = 'ServiceID'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    f_ServiceID = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 10
+        if p > E: V, E, p = r.slide(p, 10)
+        x = (V >> (E - p)) & 1023
+        if x & 775: raise r.deviation('ServiceDetailResType', p)
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 3) & 31)
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
+        el = 'ServiceID'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_ServiceID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            f_ServiceID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
+        if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
+        s = 2
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ServiceParameterList'
+                r.pos = p
+                f_ServiceParameterList = c_din_msgdatatypes._d_ServiceParameterListType(r)
+                V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
-                if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
-                s = 2
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'ServiceParameterList'
-                    r.pos = p
-                    f_ServiceParameterList = c_din_msgdatatypes._d_ServiceParameterListType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('ServiceDetailResType', p)
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('ServiceDetailResType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.ServiceDetailResType(f_ResponseCode, f_ServiceID, f_ServiceParameterList)
+    _obj = _new(din_msgbody.ServiceDetailResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.ServiceID = f_ServiceID
+    _obj.ServiceParameterList = f_ServiceParameterList
+    return _obj
 
 def _e_ServiceDetailResType(w, o):
     # {urn:din:70121:2012:MsgBody}ServiceDetailResType
@@ -3719,46 +9788,44 @@ def _e_ServiceDetailResType(w, o):
         v_ResponseCode = o.ResponseCode
         v_ServiceID = o.ServiceID
         v_ServiceParameterList = o.ServiceParameterList
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    el = 'ResponseCode'
-                    _i1 = _I_din_msgdatatypes_responseCodeType.get(v_ResponseCode)
-                    if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (v_ServiceID is not None): raise EncodeError('missing content: ServiceID')
-                    el = 'ServiceID'
-                    if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
-                    v = (v << 10) | (_i1 << 3)
-                    n += 10
-                    v_ResponseCode = None
-                    if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-                    elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_ServiceID = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if v_ServiceParameterList is not None:
-                    el = 'ServiceParameterList'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_ServiceParameterListType(w, v_ServiceParameterList)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_ServiceParameterList = None
-                    if v_ResponseCode is not None or v_ServiceID is not None or v_ServiceParameterList is not None: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_ResponseCode is not None or v_ServiceID is not None or v_ServiceParameterList is not None: raise _leftover(o)
-                    s = -1
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i1 = _I_din_msgdatatypes_responseCodeType.get(v_ResponseCode)
+            if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+            el = 'ServiceID'
+            if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
+            v = (v << 10) | (_i1 << 3)
+            n += 10
+            v_ResponseCode = None
+            if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
+            elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
+            elif v_ServiceID < 2097152: v = (v << 24) | ((v_ServiceID & 127) << 16) | (((v_ServiceID >> 7) & 127) << 8) | 8421376 | (v_ServiceID >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_ServiceID = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
+        if s == 2:
+            if v_ServiceParameterList is not None:
+                el = 'ServiceParameterList'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_ServiceParameterListType(w, v_ServiceParameterList)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_ServiceParameterList = None
+                if v_ResponseCode is not None or v_ServiceID is not None or v_ServiceParameterList is not None: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_ResponseCode is not None or v_ServiceID is not None or v_ServiceParameterList is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -3773,69 +9840,69 @@ def _d_ServiceDiscoveryReqType(r):
     f_ServiceScope = None
     f_ServiceCategory = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'ServiceScope'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
-                        f_ServiceScope = ''
-                    else:
-                        r.pos = p
-                        f_ServiceScope = r.string('din_msgbody:ServiceScope')
-                        if len(f_ServiceScope) > 32: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 32]', f_ServiceScope, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
-                    s = 1
-                elif ec == 1:
-                    p += 4
-                    if p > E: V, E, p = r.slide(p, 4)
-                    x = (V >> (E - p)) & 15
-                    if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
-                    el = 'ServiceCategory'
-                    f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
-                    s = 2
-                elif ec == 2:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('ServiceDiscoveryReqType', p)
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 4
-                    if p > E: V, E, p = r.slide(p, 4)
-                    x = (V >> (E - p)) & 15
-                    if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
-                    el = 'ServiceCategory'
-                    f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
-                    s = 2
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('ServiceDiscoveryReqType', p)
-            if s == 2:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = 'ServiceScope'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                f_ServiceScope = ''
+            else:
+                r.pos = p
+                f_ServiceScope = r.string('din_msgbody:ServiceScope')
+                if len(f_ServiceScope) > 32: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 32]', f_ServiceScope, r.at(r.pos))
+                V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryReqType', p)
+                if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+            s = 1
+        elif ec == 1:
+            p += 4
+            if p > E: V, E, p = r.slide(p, 4)
+            x = (V >> (E - p)) & 15
+            if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
+            el = 'ServiceCategory'
+            f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+            s = 2
+        elif ec == 2:
+            pass
+            s = -1
+        else:
+            raise r.deviation('ServiceDiscoveryReqType', p)
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 4
+                if p > E: V, E, p = r.slide(p, 4)
+                x = (V >> (E - p)) & 15
+                if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
+                el = 'ServiceCategory'
+                f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                s = 2
+            elif ec == 1:
+                pass
                 s = -1
+            else:
+                raise r.deviation('ServiceDiscoveryReqType', p)
+        if s == 2:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryReqType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.ServiceDiscoveryReqType(f_ServiceScope, f_ServiceCategory)
+    _obj = _new(din_msgbody.ServiceDiscoveryReqType)
+    _obj.ServiceScope = f_ServiceScope
+    _obj.ServiceCategory = f_ServiceCategory
+    return _obj
 
 def _e_ServiceDiscoveryReqType(w, o):
     # {urn:din:70121:2012:MsgBody}ServiceDiscoveryReqType
@@ -3845,56 +9912,53 @@ def _e_ServiceDiscoveryReqType(w, o):
     try:
         v_ServiceScope = o.ServiceScope
         v_ServiceCategory = o.ServiceCategory
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ServiceScope is not None:
-                    el = 'ServiceScope'
-                    v <<= 3
-                    n += 3
-                    if len(v_ServiceScope) > 32: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 32]')
-                    _l = len(v_ServiceScope)
-                    if _l < 126 and v_ServiceScope.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceScope.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_ServiceScope); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_ServiceScope = None
-                    s = 1
-                elif v_ServiceCategory is not None:
-                    el = 'ServiceCategory'
-                    _i1 = _I_din_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
-                    if _i1 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (1 << 4) | (_i1 << 1)
-                    n += 6
-                    v_ServiceCategory = None
-                    s = 2
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if v_ServiceScope is not None or v_ServiceCategory is not None: raise _leftover(o)
-                    s = -1
-            if s == 1:
-                if v_ServiceCategory is not None:
-                    el = 'ServiceCategory'
-                    _i2 = _I_din_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
-                    if _i2 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (_i2 << 1)
-                    n += 6
-                    v_ServiceCategory = None
-                    s = 2
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_ServiceScope is not None or v_ServiceCategory is not None: raise _leftover(o)
-                    s = -1
-            if s == 2:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_ServiceScope is not None or v_ServiceCategory is not None: raise _leftover(o)
-                    s = -1
+        if v_ServiceScope is not None:
+            el = 'ServiceScope'
+            v <<= 3
+            n += 3
+            if len(v_ServiceScope) > 32: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 32]')
+            _l = len(v_ServiceScope)
+            if _l < 126 and v_ServiceScope.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceScope.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_ServiceScope); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_ServiceScope = None
+            s = 1
+        elif v_ServiceCategory is not None:
+            el = 'ServiceCategory'
+            _i1 = _I_din_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
+            if _i1 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+            v = (v << 6) | (1 << 4) | (_i1 << 1)
+            n += 6
+            v_ServiceCategory = None
+            s = 2
+        elif True:
+            v = (v << 2) | 2
+            n += 2
+            if v_ServiceScope is not None or v_ServiceCategory is not None: raise _leftover(o)
+            s = -1
+        if s == 1:
+            if v_ServiceCategory is not None:
+                el = 'ServiceCategory'
+                _i2 = _I_din_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
+                if _i2 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (_i2 << 1)
+                n += 6
+                v_ServiceCategory = None
+                s = 2
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_ServiceScope is not None or v_ServiceCategory is not None: raise _leftover(o)
+                s = -1
+        if s == 2:
+            if True:
+                v <<= 1
+                n += 1
+                if v_ServiceScope is not None or v_ServiceCategory is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -3911,64 +9975,168 @@ def _d_ServiceDiscoveryResType(r):
     f_ChargeService = None
     f_ServiceList = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 387: raise r.deviation('ServiceDiscoveryResType', p)
-                el = 'ResponseCode'
-                f_ResponseCode = ((x >> 2) & 31)
-                if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', f_ResponseCode, 23, r.at(p))
-                else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
-                el = 'PaymentOptions'
-                r.pos = p
-                f_PaymentOptions = c_din_msgdatatypes._d_PaymentOptionsType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ServiceDiscoveryResType', p)
-                el = 'ChargeService'
-                el = 'ChargeService/ServiceTag'
-                r.pos = p
-                _c1_ServiceTag = c_din_msgdatatypes._d_ServiceTagType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 12
-                if p > E: V, E, p = r.slide(p, 12)
-                x = (V >> (E - p)) & 4095
-                if x & 3523: raise r.deviation('ServiceDiscoveryResType', p)
-                el = 'ChargeService/FreeService'
-                _c1_FreeService = ((x >> 9) & 1) == 1
-                el = 'ChargeService/EnergyTransferType'
-                _c1_EnergyTransferType = ((x >> 2) & 15)
-                if _c1_EnergyTransferType >= 10: _c1_EnergyTransferType = r.enum_index('ServiceChargeType/EnergyTransferType', _c1_EnergyTransferType, 10, r.at(p))
-                else: _c1_EnergyTransferType = _E_din_msgdatatypes_EVSESupportedEnergyTransferType[_c1_EnergyTransferType]
-                f_ChargeService = din_msgdatatypes.ServiceChargeType(_c1_ServiceTag, _c1_FreeService, _c1_EnergyTransferType)
-                s = 3
-            if s == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'ServiceList'
+        p += 9
+        if p > E: V, E, p = r.slide(p, 9)
+        x = (V >> (E - p)) & 511
+        if x & 387: raise r.deviation('ServiceDiscoveryResType', p)
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 31)
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
+        el = 'PaymentOptions'
+        r.pos = p
+        f_PaymentOptions = c_din_msgdatatypes._d_PaymentOptionsType(r)
+        V = r.v; E = r.end; p = r.pos
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceDiscoveryResType', p)
+        el = 'ChargeService/ServiceTag'
+        _c1_c1_ServiceID = None
+        _c1_c1_ServiceName = None
+        _c1_c1_ServiceCategory = None
+        _c1_c1_ServiceScope = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceTagType', p)
+        el = 'ChargeService/ServiceTag/ServiceID'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_c1_ServiceID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_c1_ServiceID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+        if _c1_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_c1_ServiceID, r.at(p))
+        _c1_c1_s = 1
+        if _c1_c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ChargeService/ServiceTag/ServiceName'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                    _c1_c1_ServiceName = ''
+                else:
                     r.pos = p
-                    f_ServiceList = c_din_msgdatatypes._d_ServiceTagListType(r)
+                    _c1_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
+                    if len(_c1_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_c1_ServiceName, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryResType', p)
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
+                p += 5
+                if p > E: V, E, p = r.slide(p, 5)
+                x = (V >> (E - p)) & 31
+                if x & 25: raise r.deviation('ServiceTagType', p)
+                el = 'ChargeService/ServiceTag/ServiceCategory'
+                _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_c1_s = 3
+            elif ec == 1:
+                p += 4
+                if p > E: V, E, p = r.slide(p, 4)
+                x = (V >> (E - p)) & 15
+                if x & 9: raise r.deviation('ServiceTagType', p)
+                el = 'ChargeService/ServiceTag/ServiceCategory'
+                _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_c1_s = 3
+            else:
+                raise r.deviation('ServiceTagType', p)
+        if _c1_c1_s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ChargeService/ServiceTag/ServiceScope'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                    _c1_c1_ServiceScope = ''
                 else:
-                    raise r.deviation('ServiceDiscoveryResType', p)
+                    r.pos = p
+                    _c1_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
+                    if len(_c1_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c1_c1_ServiceScope, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+                _c1_c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_c1_s = -1
+            else:
+                raise r.deviation('ServiceTagType', p)
+        _c1_ServiceTag = _new(din_msgdatatypes.ServiceTagType)
+        _c1_ServiceTag.ServiceID = _c1_c1_ServiceID
+        _c1_ServiceTag.ServiceName = _c1_c1_ServiceName
+        _c1_ServiceTag.ServiceCategory = _c1_c1_ServiceCategory
+        _c1_ServiceTag.ServiceScope = _c1_c1_ServiceScope
+        p += 12
+        if p > E: V, E, p = r.slide(p, 12)
+        x = (V >> (E - p)) & 4095
+        if x & 3523: raise r.deviation('ServiceDiscoveryResType', p)
+        el = 'ChargeService/FreeService'
+        _c1_FreeService = ((x >> 9) & 1) == 1
+        el = 'ChargeService/EnergyTransferType'
+        _c1_EnergyTransferType = ((x >> 2) & 15)
+        if _c1_EnergyTransferType >= 10: _c1_EnergyTransferType = r.enum_index('ServiceChargeType/EnergyTransferType', _c1_EnergyTransferType, 10, r.at(p))
+        else: _c1_EnergyTransferType = _E_din_msgdatatypes_EVSESupportedEnergyTransferType[_c1_EnergyTransferType]
+        f_ChargeService = _new(din_msgdatatypes.ServiceChargeType)
+        f_ChargeService.ServiceTag = _c1_ServiceTag
+        f_ChargeService.FreeService = _c1_FreeService
+        f_ChargeService.EnergyTransferType = _c1_EnergyTransferType
+        s = 3
+        if s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ServiceList'
+                r.pos = p
+                f_ServiceList = c_din_msgdatatypes._d_ServiceTagListType(r)
+                V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryResType', p)
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('ServiceDiscoveryResType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.ServiceDiscoveryResType(f_ResponseCode, f_PaymentOptions, f_ChargeService, f_ServiceList)
+    _obj = _new(din_msgbody.ServiceDiscoveryResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.PaymentOptions = f_PaymentOptions
+    _obj.ChargeService = f_ChargeService
+    _obj.ServiceList = f_ServiceList
+    return _obj
 
 def _e_ServiceDiscoveryResType(w, o):
     # {urn:din:70121:2012:MsgBody}ServiceDiscoveryResType
@@ -3980,69 +10148,132 @@ def _e_ServiceDiscoveryResType(w, o):
         v_PaymentOptions = o.PaymentOptions
         v_ChargeService = o.ChargeService
         v_ServiceList = o.ServiceList
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    el = 'ResponseCode'
-                    _i1 = _I_din_msgdatatypes_responseCodeType.get(v_ResponseCode)
-                    if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (v_PaymentOptions is not None): raise EncodeError('missing content: PaymentOptions')
-                    el = 'PaymentOptions'
-                    v = (v << 9) | (_i1 << 2)
-                    n += 9
-                    v_ResponseCode = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PaymentOptionsType(w, v_PaymentOptions)
-                    v = w.v; n = w.n
-                    if not (v_ChargeService is not None): raise EncodeError('missing content: ChargeService')
-                    el = 'ChargeService'
-                    _o = v_ChargeService
-                    _c2_ServiceTag = _o.ServiceTag
-                    _c2_FreeService = _o.FreeService
-                    _c2_EnergyTransferType = _o.EnergyTransferType
-                    if not (_c2_ServiceTag is not None): raise EncodeError('missing content: ServiceTag')
-                    el = 'ChargeService/ServiceTag'
-                    v <<= 2
-                    n += 2
-                    v_PaymentOptions = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_ServiceTagType(w, _c2_ServiceTag)
-                    v = w.v; n = w.n
-                    if not (_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
-                    el = 'ChargeService/FreeService'
-                    if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
-                    if not (_c2_EnergyTransferType is not None): raise EncodeError('missing content: EnergyTransferType')
-                    el = 'ChargeService/EnergyTransferType'
-                    _c2_i1 = _I_din_msgdatatypes_EVSESupportedEnergyTransferType.get(_c2_EnergyTransferType)
-                    if _c2_i1 is None: raise EncodeError(f'{_c2_EnergyTransferType!r} is not one of the enumeration EVSESupportedEnergyTransferType')
-                    v = (v << 12) | (_c2_FreeService << 9) | (_c2_i1 << 2)
-                    n += 12
-                    _c2_ServiceTag = None
-                    _c2_FreeService = None
-                    _c2_EnergyTransferType = None
-                    v_ChargeService = None
-                    s = 3
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i1 = _I_din_msgdatatypes_responseCodeType.get(v_ResponseCode)
+            if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_PaymentOptions is not None): raise EncodeError('missing content: PaymentOptions')
+            el = 'PaymentOptions'
+            v = (v << 9) | (_i1 << 2)
+            n += 9
+            v_ResponseCode = None
+            w.v = v; w.n = n
+            c_din_msgdatatypes._e_PaymentOptionsType(w, v_PaymentOptions)
+            v = w.v; n = w.n
+            if not (v_ChargeService is not None): raise EncodeError('missing content: ChargeService')
+            el = 'ChargeService'
+            _o = v_ChargeService
+            _c2_ServiceTag = _o.ServiceTag
+            _c2_FreeService = _o.FreeService
+            _c2_EnergyTransferType = _o.EnergyTransferType
+            if not (_c2_ServiceTag is not None): raise EncodeError('missing content: ServiceTag')
+            el = 'ChargeService/ServiceTag'
+            v <<= 2
+            n += 2
+            v_PaymentOptions = None
+            _c2_c1_o = _c2_ServiceTag
+            _c2_c1_ServiceID = _c2_c1_o.ServiceID
+            _c2_c1_ServiceName = _c2_c1_o.ServiceName
+            _c2_c1_ServiceCategory = _c2_c1_o.ServiceCategory
+            _c2_c1_ServiceScope = _c2_c1_o.ServiceScope
+            if _c2_c1_ServiceID is not None:
+                el = 'ChargeService/ServiceTag/ServiceID'
+                if _c2_c1_ServiceID < 0 or _c2_c1_ServiceID > 65535: raise EncodeError(f'value {_c2_c1_ServiceID!r} outside [0, 65535]')
+                v <<= 2
+                n += 2
+                if _c2_c1_ServiceID < 128: v = (v << 8) | _c2_c1_ServiceID; n += 8
+                elif _c2_c1_ServiceID < 16384: v = (v << 16) | ((_c2_c1_ServiceID & 127) << 8) | 32768 | (_c2_c1_ServiceID >> 7); n += 16
+                elif _c2_c1_ServiceID < 2097152: v = (v << 24) | ((_c2_c1_ServiceID & 127) << 16) | (((_c2_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c2_c1_ServiceID >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c2_c1_ServiceID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_c1_ServiceID = None
+                _c2_c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of ServiceID')
+            if _c2_c1_s == 1:
+                if _c2_c1_ServiceName is not None:
+                    el = 'ChargeService/ServiceTag/ServiceName'
+                    v <<= 3
+                    n += 3
+                    if len(_c2_c1_ServiceName) > 32: raise EncodeError(f'length {len(_c2_c1_ServiceName)} outside [0, 32]')
+                    _l = len(_c2_c1_ServiceName)
+                    if _l < 126 and _c2_c1_ServiceName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c1_ServiceName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_c1_ServiceName); v = w.v; n = w.n
+                    if not (_c2_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                    el = 'ChargeService/ServiceTag/ServiceCategory'
+                    _c2_c1_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c2_c1_ServiceCategory)
+                    if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_c2_c1_i1 << 1)
+                    n += 6
+                    _c2_c1_ServiceName = None
+                    _c2_c1_ServiceCategory = None
+                    _c2_c1_s = 3
+                elif _c2_c1_ServiceCategory is not None:
+                    el = 'ChargeService/ServiceTag/ServiceCategory'
+                    _c2_c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c2_c1_ServiceCategory)
+                    if _c2_c1_i2 is None: raise EncodeError(f'{_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (1 << 4) | (_c2_c1_i2 << 1)
+                    n += 6
+                    _c2_c1_ServiceCategory = None
+                    _c2_c1_s = 3
                 else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 3:
-                if v_ServiceList is not None:
-                    el = 'ServiceList'
+                    raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+            if _c2_c1_s == 3:
+                if _c2_c1_ServiceScope is not None:
+                    el = 'ChargeService/ServiceTag/ServiceScope'
+                    v <<= 3
+                    n += 3
+                    if len(_c2_c1_ServiceScope) > 32: raise EncodeError(f'length {len(_c2_c1_ServiceScope)} outside [0, 32]')
+                    _l = len(_c2_c1_ServiceScope)
+                    if _l < 126 and _c2_c1_ServiceScope.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c1_ServiceScope.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_c1_ServiceScope); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_ServiceTagListType(w, v_ServiceList)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_ServiceList = None
-                    if v_ResponseCode is not None or v_PaymentOptions is not None or v_ChargeService is not None or v_ServiceList is not None: raise _leftover(o)
-                    s = -1
+                    _c2_c1_ServiceScope = None
+                    if _c2_c1_ServiceID is not None or _c2_c1_ServiceName is not None or _c2_c1_ServiceCategory is not None or _c2_c1_ServiceScope is not None: raise _leftover(_c2_c1_o)
+                    _c2_c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if v_ResponseCode is not None or v_PaymentOptions is not None or v_ChargeService is not None or v_ServiceList is not None: raise _leftover(o)
-                    s = -1
+                    if _c2_c1_ServiceID is not None or _c2_c1_ServiceName is not None or _c2_c1_ServiceCategory is not None or _c2_c1_ServiceScope is not None: raise _leftover(_c2_c1_o)
+                    _c2_c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
+            el = 'ChargeService/FreeService'
+            if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
+            if not (_c2_EnergyTransferType is not None): raise EncodeError('missing content: EnergyTransferType')
+            el = 'ChargeService/EnergyTransferType'
+            _c2_i2 = _I_din_msgdatatypes_EVSESupportedEnergyTransferType.get(_c2_EnergyTransferType)
+            if _c2_i2 is None: raise EncodeError(f'{_c2_EnergyTransferType!r} is not one of the enumeration EVSESupportedEnergyTransferType')
+            v = (v << 12) | (_c2_FreeService << 9) | (_c2_i2 << 2)
+            n += 12
+            v_ChargeService = None
+            s = 3
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
+        if s == 3:
+            if v_ServiceList is not None:
+                el = 'ServiceList'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_ServiceTagListType(w, v_ServiceList)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_ServiceList = None
+                if v_ResponseCode is not None or v_PaymentOptions is not None or v_ChargeService is not None or v_ServiceList is not None: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_ResponseCode is not None or v_PaymentOptions is not None or v_ChargeService is not None or v_ServiceList is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4073,7 +10304,10 @@ def _d_ServicePaymentSelectionReqType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.ServicePaymentSelectionReqType(f_SelectedPaymentOption, f_SelectedServiceList)
+    _obj = _new(din_msgbody.ServicePaymentSelectionReqType)
+    _obj.SelectedPaymentOption = f_SelectedPaymentOption
+    _obj.SelectedServiceList = f_SelectedServiceList
+    return _obj
 
 def _e_ServicePaymentSelectionReqType(w, o):
     # {urn:din:70121:2012:MsgBody}ServicePaymentSelectionReqType
@@ -4125,7 +10359,9 @@ def _d_ServicePaymentSelectionResType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.ServicePaymentSelectionResType(f_ResponseCode)
+    _obj = _new(din_msgbody.ServicePaymentSelectionResType)
+    _obj.ResponseCode = f_ResponseCode
+    return _obj
 
 def _e_ServicePaymentSelectionResType(w, o):
     # {urn:din:70121:2012:MsgBody}ServicePaymentSelectionResType
@@ -4169,10 +10405,12 @@ def _d_SessionSetupReqType(r):
             if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
             f_EVCCID = b''
         else:
-            r.pos = p
-            f_EVCCID = r.binary()
-            if len(f_EVCCID) > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', f_EVCCID, r.at(r.pos))
-            V = r.v; E = r.end; p = r.pos
+            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                p += 8 + (_l << 3)
+                f_EVCCID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = p; f_EVCCID = r.binary(); V = r.v; E = r.end; p = r.pos
+            if len(f_EVCCID) > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', f_EVCCID, r.at(p))
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
@@ -4182,7 +10420,9 @@ def _d_SessionSetupReqType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.SessionSetupReqType(f_EVCCID)
+    _obj = _new(din_msgbody.SessionSetupReqType)
+    _obj.EVCCID = f_EVCCID
+    return _obj
 
 def _e_SessionSetupReqType(w, o):
     # {urn:din:70121:2012:MsgBody}SessionSetupReqType
@@ -4195,10 +10435,10 @@ def _e_SessionSetupReqType(w, o):
             el = 'EVCCID'
             v <<= 2
             n += 2
-            w.v = v; w.n = n
             if len(v_EVCCID) > 8: raise EncodeError(f'length {len(v_EVCCID)} outside [0, 8]')
-            w.binary(v_EVCCID)
-            v = w.v; n = w.n
+            _l = len(v_EVCCID)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_EVCCID, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_EVCCID); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVCCID = None
@@ -4220,69 +10460,81 @@ def _d_SessionSetupResType(r):
     f_EVSEID = None
     f_DateTimeNow = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 387: raise r.deviation('SessionSetupResType', p)
-                el = 'ResponseCode'
-                f_ResponseCode = ((x >> 2) & 31)
-                if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', f_ResponseCode, 23, r.at(p))
-                else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
-                el = 'EVSEID'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('EVSEID', p)
-                    f_EVSEID = b''
-                else:
-                    r.pos = p
-                    f_EVSEID = r.binary()
-                    if len(f_EVSEID) > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', f_EVSEID, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('EVSEID', p)
-                s = 2
-            if s == 2:
+        p += 9
+        if p > E: V, E, p = r.slide(p, 9)
+        x = (V >> (E - p)) & 511
+        if x & 387: raise r.deviation('SessionSetupResType', p)
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 31)
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
+        el = 'EVSEID'
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            if (V >> (E - p)) & 7: raise r.deviation('EVSEID', p)
+            f_EVSEID = b''
+        else:
+            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                p += 8 + (_l << 3)
+                f_EVSEID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = p; f_EVSEID = r.binary(); V = r.v; E = r.end; p = r.pos
+            if len(f_EVSEID) > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', f_EVSEID, r.at(p))
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('EVSEID', p)
+        s = 2
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('SessionSetupResType', p)
-                    el = 'DateTimeNow'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('SessionSetupResType', p)
+                el = 'DateTimeNow'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_DateTimeNow = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        f_DateTimeNow = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_DateTimeNow = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        f_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('SessionSetupResType', p)
-                    if _neg: f_DateTimeNow = -f_DateTimeNow - 1
-                    if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', f_DateTimeNow, r.at(p))
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_DateTimeNow = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('SessionSetupResType', p)
+                    r.pos = p; f_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('SessionSetupResType', p)
+                if _neg: f_DateTimeNow = -f_DateTimeNow - 1
+                if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', f_DateTimeNow, r.at(p))
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('SessionSetupResType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.SessionSetupResType(f_ResponseCode, f_EVSEID, f_DateTimeNow)
+    _obj = _new(din_msgbody.SessionSetupResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.EVSEID = f_EVSEID
+    _obj.DateTimeNow = f_DateTimeNow
+    return _obj
 
 def _e_SessionSetupResType(w, o):
     # {urn:din:70121:2012:MsgBody}SessionSetupResType
@@ -4293,48 +10545,46 @@ def _e_SessionSetupResType(w, o):
         v_ResponseCode = o.ResponseCode
         v_EVSEID = o.EVSEID
         v_DateTimeNow = o.DateTimeNow
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    el = 'ResponseCode'
-                    _i1 = _I_din_msgdatatypes_responseCodeType.get(v_ResponseCode)
-                    if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (v_EVSEID is not None): raise EncodeError('missing content: EVSEID')
-                    el = 'EVSEID'
-                    v = (v << 10) | (_i1 << 3)
-                    n += 10
-                    v_ResponseCode = None
-                    w.v = v; w.n = n
-                    if len(v_EVSEID) > 32: raise EncodeError(f'length {len(v_EVSEID)} outside [0, 32]')
-                    w.binary(v_EVSEID)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_EVSEID = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if v_DateTimeNow is not None:
-                    el = 'DateTimeNow'
-                    if v_DateTimeNow < -9223372036854775808 or v_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {v_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
-                    v = (v << 4) | (v_DateTimeNow < 0)
-                    n += 4
-                    _m = (-v_DateTimeNow - 1 if v_DateTimeNow < 0 else v_DateTimeNow)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    v_DateTimeNow = None
-                    if v_ResponseCode is not None or v_EVSEID is not None or v_DateTimeNow is not None: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_ResponseCode is not None or v_EVSEID is not None or v_DateTimeNow is not None: raise _leftover(o)
-                    s = -1
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i1 = _I_din_msgdatatypes_responseCodeType.get(v_ResponseCode)
+            if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_EVSEID is not None): raise EncodeError('missing content: EVSEID')
+            el = 'EVSEID'
+            v = (v << 10) | (_i1 << 3)
+            n += 10
+            v_ResponseCode = None
+            if len(v_EVSEID) > 32: raise EncodeError(f'length {len(v_EVSEID)} outside [0, 32]')
+            _l = len(v_EVSEID)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_EVSEID, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_EVSEID); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_EVSEID = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
+        if s == 2:
+            if v_DateTimeNow is not None:
+                el = 'DateTimeNow'
+                if v_DateTimeNow < -9223372036854775808 or v_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {v_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
+                v = (v << 4) | (v_DateTimeNow < 0)
+                n += 4
+                _m = (-v_DateTimeNow - 1 if v_DateTimeNow < 0 else v_DateTimeNow)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_DateTimeNow = None
+                if v_ResponseCode is not None or v_EVSEID is not None or v_DateTimeNow is not None: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_ResponseCode is not None or v_EVSEID is not None or v_DateTimeNow is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4359,7 +10609,9 @@ def _d_SessionStopResType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.SessionStopResType(f_ResponseCode)
+    _obj = _new(din_msgbody.SessionStopResType)
+    _obj.ResponseCode = f_ResponseCode
+    return _obj
 
 def _e_SessionStopResType(w, o):
     # {urn:din:70121:2012:MsgBody}SessionStopResType
@@ -4396,7 +10648,8 @@ def _d_SessionStopType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.SessionStopType()
+    _obj = _new(din_msgbody.SessionStopType)
+    return _obj
 
 def _e_SessionStopType(w, o):
     # {urn:din:70121:2012:MsgBody}SessionStopType
@@ -4424,16 +10677,108 @@ def _d_WeldingDetectionReqType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('WeldingDetectionReqType', p)
         el = 'DC_EVStatus'
-        r.pos = p
-        f_DC_EVStatus = c_din_msgdatatypes._d_DC_EVStatusType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_EVReady = None
+        _c1_EVCabinConditioning = None
+        _c1_EVRESSConditioning = None
+        _c1_EVErrorCode = None
+        _c1_EVRESSSOC = None
+        p += 4
+        if p > E: V, E, p = r.slide(p, 4)
+        x = (V >> (E - p)) & 15
+        if x & 13: raise r.deviation('DC_EVStatusType', p)
+        el = 'DC_EVStatus/EVReady'
+        _c1_EVReady = ((x >> 1) & 1) == 1
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVCabinConditioning'
+                _c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 2
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVRESSConditioning'
+                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 3
+            elif ec == 2:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_EVErrorCode = ((x >> 1) & 15)
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVStatusType', p)
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVRESSConditioning'
+                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 3
+            elif ec == 1:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_EVErrorCode = ((x >> 1) & 15)
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVStatusType', p)
+        if _c1_s == 3:
+            p += 7
+            if p > E: V, E, p = r.slide(p, 7)
+            x = (V >> (E - p)) & 127
+            if x & 97: raise r.deviation('DC_EVStatusType', p)
+            el = 'DC_EVStatus/EVErrorCode'
+            _c1_EVErrorCode = ((x >> 1) & 15)
+            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+            else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _c1_s = 4
+        if _c1_s == 4:
+            p += 11
+            if p > E: V, E, p = r.slide(p, 11)
+            x = (V >> (E - p)) & 2047
+            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+            el = 'DC_EVStatus/EVRESSSOC'
+            _c1_EVRESSSOC = ((x >> 2) & 127)
+            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+            _c1_s = -1
+        f_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus.EVReady = _c1_EVReady
+        f_DC_EVStatus.EVCabinConditioning = _c1_EVCabinConditioning
+        f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
+        f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
+        f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('WeldingDetectionReqType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.WeldingDetectionReqType(f_DC_EVStatus)
+    _obj = _new(din_msgbody.WeldingDetectionReqType)
+    _obj.DC_EVStatus = f_DC_EVStatus
+    return _obj
 
 def _e_WeldingDetectionReqType(w, o):
     # {urn:din:70121:2012:MsgBody}WeldingDetectionReqType
@@ -4446,9 +10791,87 @@ def _e_WeldingDetectionReqType(w, o):
             el = 'DC_EVStatus'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_DC_EVStatusType(w, v_DC_EVStatus)
-            v = w.v; n = w.n
+            _c1_o = v_DC_EVStatus
+            _c1_EVReady = _c1_o.EVReady
+            _c1_EVCabinConditioning = _c1_o.EVCabinConditioning
+            _c1_EVRESSConditioning = _c1_o.EVRESSConditioning
+            _c1_EVErrorCode = _c1_o.EVErrorCode
+            _c1_EVRESSSOC = _c1_o.EVRESSSOC
+            if _c1_EVReady is not None:
+                el = 'DC_EVStatus/EVReady'
+                if _c1_EVReady is not True and _c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_EVReady!r}')
+                v = (v << 4) | (_c1_EVReady << 1)
+                n += 4
+                _c1_EVReady = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of EVReady')
+            if _c1_s == 1:
+                if _c1_EVCabinConditioning is not None:
+                    el = 'DC_EVStatus/EVCabinConditioning'
+                    if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c1_EVCabinConditioning << 1)
+                    n += 5
+                    _c1_EVCabinConditioning = None
+                    _c1_s = 2
+                elif _c1_EVRESSConditioning is not None:
+                    el = 'DC_EVStatus/EVRESSConditioning'
+                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c1_EVRESSConditioning = None
+                    _c1_s = 3
+                elif _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
+                    n += 8
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c1_s == 2:
+                if _c1_EVRESSConditioning is not None:
+                    el = 'DC_EVStatus/EVRESSConditioning'
+                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c1_EVRESSConditioning = None
+                    _c1_s = 3
+                elif _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i2 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (1 << 6) | (_c1_i2 << 1)
+                    n += 8
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
+            if _c1_s == 3:
+                if _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i3 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 7) | (_c1_i3 << 1)
+                    n += 7
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVErrorCode')
+            if _c1_s == 4:
+                if _c1_EVRESSSOC is not None:
+                    el = 'DC_EVStatus/EVRESSSOC'
+                    if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 11) | (_c1_EVRESSSOC << 2)
+                    n += 11
+                    _c1_EVRESSSOC = None
+                    if _c1_EVReady is not None or _c1_EVCabinConditioning is not None or _c1_EVRESSConditioning is not None or _c1_EVErrorCode is not None or _c1_EVRESSSOC is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSSOC')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_DC_EVStatus = None
@@ -4479,23 +10902,182 @@ def _d_WeldingDetectionResType(r):
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', f_ResponseCode, 23, r.at(p))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
-        r.pos = p
-        f_DC_EVSEStatus = c_din_msgdatatypes._d_DC_EVSEStatusType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_EVSEIsolationStatus = None
+        _c1_EVSEStatusCode = None
+        _c1_NotificationMaxDelay = None
+        _c1_EVSENotification = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            p += 11
+            if p > E: V, E, p = r.slide(p, 11)
+            x = (V >> (E - p)) & 2047
+            if x & 1249: raise r.deviation('DC_EVSEStatusType', p)
+            el = 'DC_EVSEStatus/EVSEIsolationStatus'
+            _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+            el = 'DC_EVSEStatus/EVSEStatusCode'
+            _c1_EVSEStatusCode = ((x >> 1) & 15)
+            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+            else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+            _c1_s = 2
+        elif ec == 1:
+            p += 6
+            if p > E: V, E, p = r.slide(p, 6)
+            x = (V >> (E - p)) & 63
+            if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+            el = 'DC_EVSEStatus/EVSEStatusCode'
+            _c1_EVSEStatusCode = ((x >> 1) & 15)
+            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+            else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+            _c1_s = 2
+        else:
+            raise r.deviation('DC_EVSEStatusType', p)
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+            el = 'DC_EVSEStatus/NotificationMaxDelay'
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    _c1_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 7
+            if p > E: V, E, p = r.slide(p, 7)
+            x = (V >> (E - p)) & 127
+            if x & 115: raise r.deviation('DC_EVSEStatusType', p)
+            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(p))
+            el = 'DC_EVSEStatus/EVSENotification'
+            _c1_EVSENotification = ((x >> 2) & 3)
+            if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+            else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+            _c1_s = -1
+        f_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+        f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
+        f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
+        f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
+        f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('WeldingDetectionResType', p)
         el = 'EVSEPresentVoltage'
-        r.pos = p
-        f_EVSEPresentVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c2_Multiplier = None
+        _c2_Unit = None
+        _c2_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVSEPresentVoltage/Multiplier'
+        _c2_Multiplier = ((x >> 1) & 7) + -3
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        _c2_s = 1
+        if _c2_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEPresentVoltage/Unit'
+                _c2_Unit = ((x >> 4) & 15)
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+                el = 'EVSEPresentVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEPresentVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c2_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c2_s = -1
+        f_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
+        f_EVSEPresentVoltage.Unit = _c2_Unit
+        f_EVSEPresentVoltage.Value = _c2_Value
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('WeldingDetectionResType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgbody.WeldingDetectionResType(f_ResponseCode, f_DC_EVSEStatus, f_EVSEPresentVoltage)
+    _obj = _new(din_msgbody.WeldingDetectionResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.DC_EVSEStatus = f_DC_EVSEStatus
+    _obj.EVSEPresentVoltage = f_EVSEPresentVoltage
+    return _obj
 
 def _e_WeldingDetectionResType(w, o):
     # {urn:din:70121:2012:MsgBody}WeldingDetectionResType
@@ -4515,17 +11097,118 @@ def _e_WeldingDetectionResType(w, o):
             v = (v << 9) | (_i1 << 2)
             n += 9
             v_ResponseCode = None
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
-            v = w.v; n = w.n
+            _c2_o = v_DC_EVSEStatus
+            _c2_EVSEIsolationStatus = _c2_o.EVSEIsolationStatus
+            _c2_EVSEStatusCode = _c2_o.EVSEStatusCode
+            _c2_NotificationMaxDelay = _c2_o.NotificationMaxDelay
+            _c2_EVSENotification = _c2_o.EVSENotification
+            if _c2_EVSEIsolationStatus is not None:
+                el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                _c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c2_EVSEIsolationStatus)
+                if _c2_i1 is None: raise EncodeError(f'{_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
+                if _c2_i2 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 13) | (_c2_i1 << 8) | (_c2_i2 << 1)
+                n += 13
+                _c2_EVSEIsolationStatus = None
+                _c2_EVSEStatusCode = None
+                _c2_s = 2
+            elif _c2_EVSEStatusCode is not None:
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
+                if _c2_i3 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c2_i3 << 1)
+                n += 8
+                _c2_EVSEStatusCode = None
+                _c2_s = 2
+            else:
+                raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if _c2_s == 2:
+                if _c2_NotificationMaxDelay is not None:
+                    el = 'DC_EVSEStatus/NotificationMaxDelay'
+                    if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                    v <<= 2
+                    n += 2
+                    if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
+                    elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
+                    elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'DC_EVSEStatus/EVSENotification'
+                    _c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
+                    if _c2_i4 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 7) | (_c2_i4 << 2)
+                    n += 7
+                    _c2_NotificationMaxDelay = None
+                    _c2_EVSENotification = None
+                    if _c2_EVSEIsolationStatus is not None or _c2_EVSEStatusCode is not None or _c2_NotificationMaxDelay is not None or _c2_EVSENotification is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'EVSEPresentVoltage'
             v <<= 1
             n += 1
             v_DC_EVSEStatus = None
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEPresentVoltage)
-            v = w.v; n = w.n
+            _c3_o = v_EVSEPresentVoltage
+            _c3_Multiplier = _c3_o.Multiplier
+            _c3_Unit = _c3_o.Unit
+            _c3_Value = _c3_o.Value
+            if _c3_Multiplier is not None:
+                el = 'EVSEPresentVoltage/Multiplier'
+                if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c3_Multiplier - -3) << 1)
+                n += 6
+                _c3_Multiplier = None
+                _c3_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c3_s == 1:
+                if _c3_Unit is not None:
+                    el = 'EVSEPresentVoltage/Unit'
+                    _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                    if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVSEPresentVoltage/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                    n += 11
+                    _c3_Unit = None
+                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_Value = None
+                    _c3_s = 3
+                elif _c3_Value is not None:
+                    el = 'EVSEPresentVoltage/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                    n += 4
+                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_Value = None
+                    _c3_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c3_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
+                    _c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_EVSEPresentVoltage = None

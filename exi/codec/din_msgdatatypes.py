@@ -4,6 +4,7 @@
 from exi.runtime import DecodeError, EncodeError, _ctx, _leftover
 from exi.model import din_msgdatatypes
 
+_new = object.__new__
 _E_din_msgdatatypes_DC_EVErrorCodeType = tuple(din_msgdatatypes.DC_EVErrorCodeType)
 _E_din_msgdatatypes_DC_EVSEStatusCodeType = tuple(din_msgdatatypes.DC_EVSEStatusCodeType)
 _E_din_msgdatatypes_EVSENotificationType = tuple(din_msgdatatypes.EVSENotificationType)
@@ -41,54 +42,424 @@ def _d_AC_EVChargeParameterType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('AC_EVChargeParameterType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('AC_EVChargeParameterType', p)
         el = 'DepartureTime'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_DepartureTime = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_DepartureTime = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('AC_EVChargeParameterType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('AC_EVChargeParameterType', p)
         if f_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
         el = 'EAmount'
-        r.pos = p
-        f_EAmount = _d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_Multiplier = None
+        _c1_Unit = None
+        _c1_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EAmount/Multiplier'
+        _c1_Multiplier = ((x >> 1) & 7) + -3
+        if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EAmount/Unit'
+                _c1_Unit = ((x >> 4) & 15)
+                if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(p))
+                else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
+                el = 'EAmount/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c1_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c1_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                _c1_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EAmount/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c1_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c1_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                _c1_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c1_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c1_s = -1
+        f_EAmount = _new(din_msgdatatypes.PhysicalValueType)
+        f_EAmount.Multiplier = _c1_Multiplier
+        f_EAmount.Unit = _c1_Unit
+        f_EAmount.Value = _c1_Value
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
         el = 'EVMaxVoltage'
-        r.pos = p
-        f_EVMaxVoltage = _d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c2_Multiplier = None
+        _c2_Unit = None
+        _c2_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVMaxVoltage/Multiplier'
+        _c2_Multiplier = ((x >> 1) & 7) + -3
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        _c2_s = 1
+        if _c2_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaxVoltage/Unit'
+                _c2_Unit = ((x >> 4) & 15)
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+                el = 'EVMaxVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaxVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c2_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c2_s = -1
+        f_EVMaxVoltage = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVMaxVoltage.Multiplier = _c2_Multiplier
+        f_EVMaxVoltage.Unit = _c2_Unit
+        f_EVMaxVoltage.Value = _c2_Value
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
         el = 'EVMaxCurrent'
-        r.pos = p
-        f_EVMaxCurrent = _d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c3_Multiplier = None
+        _c3_Unit = None
+        _c3_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVMaxCurrent/Multiplier'
+        _c3_Multiplier = ((x >> 1) & 7) + -3
+        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+        _c3_s = 1
+        if _c3_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaxCurrent/Unit'
+                _c3_Unit = ((x >> 4) & 15)
+                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(p))
+                else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
+                el = 'EVMaxCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c3_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                _c3_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaxCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c3_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                _c3_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c3_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c3_s = -1
+        f_EVMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVMaxCurrent.Multiplier = _c3_Multiplier
+        f_EVMaxCurrent.Unit = _c3_Unit
+        f_EVMaxCurrent.Value = _c3_Value
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
         el = 'EVMinCurrent'
-        r.pos = p
-        f_EVMinCurrent = _d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c4_Multiplier = None
+        _c4_Unit = None
+        _c4_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVMinCurrent/Multiplier'
+        _c4_Multiplier = ((x >> 1) & 7) + -3
+        if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+        _c4_s = 1
+        if _c4_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMinCurrent/Unit'
+                _c4_Unit = ((x >> 4) & 15)
+                if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(p))
+                else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
+                el = 'EVMinCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c4_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                _c4_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMinCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c4_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                _c4_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c4_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c4_s = -1
+        f_EVMinCurrent = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVMinCurrent.Multiplier = _c4_Multiplier
+        f_EVMinCurrent.Unit = _c4_Unit
+        f_EVMinCurrent.Value = _c4_Value
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.AC_EVChargeParameterType(f_DepartureTime, f_EAmount, f_EVMaxVoltage, f_EVMaxCurrent, f_EVMinCurrent)
+    _obj = _new(din_msgdatatypes.AC_EVChargeParameterType)
+    _obj.DepartureTime = f_DepartureTime
+    _obj.EAmount = f_EAmount
+    _obj.EVMaxVoltage = f_EVMaxVoltage
+    _obj.EVMaxCurrent = f_EVMaxCurrent
+    _obj.EVMinCurrent = f_EVMinCurrent
+    return _obj
 
 def _e_AC_EVChargeParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}AC_EVChargeParameterType
@@ -108,39 +479,252 @@ def _e_AC_EVChargeParameterType(w, o):
             n += 2
             if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
             elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
+            elif v_DepartureTime < 2097152: v = (v << 24) | ((v_DepartureTime & 127) << 16) | (((v_DepartureTime >> 7) & 127) << 8) | 8421376 | (v_DepartureTime >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
             if not (v_EAmount is not None): raise EncodeError('missing content: EAmount')
             el = 'EAmount'
             v <<= 2
             n += 2
             v_DepartureTime = None
-            w.v = v; w.n = n
-            _e_PhysicalValueType(w, v_EAmount)
-            v = w.v; n = w.n
+            _c1_o = v_EAmount
+            _c1_Multiplier = _c1_o.Multiplier
+            _c1_Unit = _c1_o.Unit
+            _c1_Value = _c1_o.Value
+            if _c1_Multiplier is not None:
+                el = 'EAmount/Multiplier'
+                if not -3 <= _c1_Multiplier <= 3: raise EncodeError(f'value {_c1_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c1_Multiplier - -3) << 1)
+                n += 6
+                _c1_Multiplier = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c1_s == 1:
+                if _c1_Unit is not None:
+                    el = 'EAmount/Unit'
+                    _c1_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c1_Unit)
+                    if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c1_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EAmount/Value'
+                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c1_i1 << 4) | (_c1_Value < 0)
+                    n += 11
+                    _c1_Unit = None
+                    _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_Value = None
+                    _c1_s = 3
+                elif _c1_Value is not None:
+                    el = 'EAmount/Value'
+                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c1_Value < 0)
+                    n += 4
+                    _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_Value = None
+                    _c1_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c1_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c1_Multiplier is not None or _c1_Unit is not None or _c1_Value is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVMaxVoltage is not None): raise EncodeError('missing content: EVMaxVoltage')
             el = 'EVMaxVoltage'
             v <<= 1
             n += 1
             v_EAmount = None
-            w.v = v; w.n = n
-            _e_PhysicalValueType(w, v_EVMaxVoltage)
-            v = w.v; n = w.n
+            _c2_o = v_EVMaxVoltage
+            _c2_Multiplier = _c2_o.Multiplier
+            _c2_Unit = _c2_o.Unit
+            _c2_Value = _c2_o.Value
+            if _c2_Multiplier is not None:
+                el = 'EVMaxVoltage/Multiplier'
+                if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c2_Multiplier - -3) << 1)
+                n += 6
+                _c2_Multiplier = None
+                _c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c2_s == 1:
+                if _c2_Unit is not None:
+                    el = 'EVMaxVoltage/Unit'
+                    _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
+                    if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVMaxVoltage/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
+                    n += 11
+                    _c2_Unit = None
+                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_Value = None
+                    _c2_s = 3
+                elif _c2_Value is not None:
+                    el = 'EVMaxVoltage/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c2_Value < 0)
+                    n += 4
+                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_Value = None
+                    _c2_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c2_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVMaxCurrent is not None): raise EncodeError('missing content: EVMaxCurrent')
             el = 'EVMaxCurrent'
             v <<= 1
             n += 1
             v_EVMaxVoltage = None
-            w.v = v; w.n = n
-            _e_PhysicalValueType(w, v_EVMaxCurrent)
-            v = w.v; n = w.n
+            _c3_o = v_EVMaxCurrent
+            _c3_Multiplier = _c3_o.Multiplier
+            _c3_Unit = _c3_o.Unit
+            _c3_Value = _c3_o.Value
+            if _c3_Multiplier is not None:
+                el = 'EVMaxCurrent/Multiplier'
+                if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c3_Multiplier - -3) << 1)
+                n += 6
+                _c3_Multiplier = None
+                _c3_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c3_s == 1:
+                if _c3_Unit is not None:
+                    el = 'EVMaxCurrent/Unit'
+                    _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                    if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVMaxCurrent/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                    n += 11
+                    _c3_Unit = None
+                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_Value = None
+                    _c3_s = 3
+                elif _c3_Value is not None:
+                    el = 'EVMaxCurrent/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                    n += 4
+                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_Value = None
+                    _c3_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c3_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
+                    _c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVMinCurrent is not None): raise EncodeError('missing content: EVMinCurrent')
             el = 'EVMinCurrent'
             v <<= 1
             n += 1
             v_EVMaxCurrent = None
-            w.v = v; w.n = n
-            _e_PhysicalValueType(w, v_EVMinCurrent)
-            v = w.v; n = w.n
+            _c4_o = v_EVMinCurrent
+            _c4_Multiplier = _c4_o.Multiplier
+            _c4_Unit = _c4_o.Unit
+            _c4_Value = _c4_o.Value
+            if _c4_Multiplier is not None:
+                el = 'EVMinCurrent/Multiplier'
+                if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c4_Multiplier - -3) << 1)
+                n += 6
+                _c4_Multiplier = None
+                _c4_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c4_s == 1:
+                if _c4_Unit is not None:
+                    el = 'EVMinCurrent/Unit'
+                    _c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_Unit)
+                    if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVMinCurrent/Value'
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
+                    n += 11
+                    _c4_Unit = None
+                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c4_Value = None
+                    _c4_s = 3
+                elif _c4_Value is not None:
+                    el = 'EVMinCurrent/Value'
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c4_Value < 0)
+                    n += 4
+                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c4_Value = None
+                    _c4_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c4_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c4_Multiplier is not None or _c4_Unit is not None or _c4_Value is not None: raise _leftover(_c4_o)
+                    _c4_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_EVMinCurrent = None
@@ -167,18 +751,27 @@ def _d_AC_EVSEChargeParameterType(r):
         if p > E: V, E, p = r.slide(p, 11)
         x = (V >> (E - p)) & 2047
         if x & 1911: raise r.deviation('AC_EVSEChargeParameterType', p)
-        el = 'AC_EVSEStatus'
         el = 'AC_EVSEStatus/PowerSwitchClosed'
         _c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
         el = 'AC_EVSEStatus/RCD'
         _c1_RCD = ((x >> 3) & 1) == 1
         el = 'AC_EVSEStatus/NotificationMaxDelay'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_NotificationMaxDelay = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 8
@@ -190,32 +783,308 @@ def _d_AC_EVSEChargeParameterType(r):
         _c1_EVSENotification = ((x >> 3) & 3)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
         else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
-        f_AC_EVSEStatus = din_msgdatatypes.AC_EVSEStatusType(_c1_PowerSwitchClosed, _c1_RCD, _c1_NotificationMaxDelay, _c1_EVSENotification)
+        f_AC_EVSEStatus = _new(din_msgdatatypes.AC_EVSEStatusType)
+        f_AC_EVSEStatus.PowerSwitchClosed = _c1_PowerSwitchClosed
+        f_AC_EVSEStatus.RCD = _c1_RCD
+        f_AC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
+        f_AC_EVSEStatus.EVSENotification = _c1_EVSENotification
         el = 'EVSEMaxVoltage'
-        r.pos = p
-        f_EVSEMaxVoltage = _d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c2_Multiplier = None
+        _c2_Unit = None
+        _c2_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVSEMaxVoltage/Multiplier'
+        _c2_Multiplier = ((x >> 1) & 7) + -3
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        _c2_s = 1
+        if _c2_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaxVoltage/Unit'
+                _c2_Unit = ((x >> 4) & 15)
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+                el = 'EVSEMaxVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaxVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c2_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c2_s = -1
+        f_EVSEMaxVoltage = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVSEMaxVoltage.Multiplier = _c2_Multiplier
+        f_EVSEMaxVoltage.Unit = _c2_Unit
+        f_EVSEMaxVoltage.Value = _c2_Value
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('AC_EVSEChargeParameterType', p)
         el = 'EVSEMaxCurrent'
-        r.pos = p
-        f_EVSEMaxCurrent = _d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c3_Multiplier = None
+        _c3_Unit = None
+        _c3_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVSEMaxCurrent/Multiplier'
+        _c3_Multiplier = ((x >> 1) & 7) + -3
+        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+        _c3_s = 1
+        if _c3_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaxCurrent/Unit'
+                _c3_Unit = ((x >> 4) & 15)
+                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(p))
+                else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
+                el = 'EVSEMaxCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c3_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                _c3_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaxCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c3_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                _c3_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c3_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c3_s = -1
+        f_EVSEMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVSEMaxCurrent.Multiplier = _c3_Multiplier
+        f_EVSEMaxCurrent.Unit = _c3_Unit
+        f_EVSEMaxCurrent.Value = _c3_Value
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('AC_EVSEChargeParameterType', p)
         el = 'EVSEMinCurrent'
-        r.pos = p
-        f_EVSEMinCurrent = _d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c4_Multiplier = None
+        _c4_Unit = None
+        _c4_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVSEMinCurrent/Multiplier'
+        _c4_Multiplier = ((x >> 1) & 7) + -3
+        if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+        _c4_s = 1
+        if _c4_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMinCurrent/Unit'
+                _c4_Unit = ((x >> 4) & 15)
+                if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(p))
+                else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
+                el = 'EVSEMinCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c4_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                _c4_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMinCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c4_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                _c4_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c4_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c4_s = -1
+        f_EVSEMinCurrent = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVSEMinCurrent.Multiplier = _c4_Multiplier
+        f_EVSEMinCurrent.Unit = _c4_Unit
+        f_EVSEMinCurrent.Value = _c4_Value
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('AC_EVSEChargeParameterType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.AC_EVSEChargeParameterType(f_AC_EVSEStatus, f_EVSEMaxVoltage, f_EVSEMaxCurrent, f_EVSEMinCurrent)
+    _obj = _new(din_msgdatatypes.AC_EVSEChargeParameterType)
+    _obj.AC_EVSEStatus = f_AC_EVSEStatus
+    _obj.EVSEMaxVoltage = f_EVSEMaxVoltage
+    _obj.EVSEMaxCurrent = f_EVSEMaxCurrent
+    _obj.EVSEMinCurrent = f_EVSEMinCurrent
+    return _obj
 
 def _e_AC_EVSEChargeParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}AC_EVSEChargeParameterType
@@ -245,10 +1114,9 @@ def _e_AC_EVSEChargeParameterType(w, o):
             if _c1_NotificationMaxDelay < 0 or _c1_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c1_NotificationMaxDelay!r} outside [0, 4294967295]')
             v = (v << 11) | (_c1_PowerSwitchClosed << 7) | (_c1_RCD << 3)
             n += 11
-            _c1_PowerSwitchClosed = None
-            _c1_RCD = None
             if _c1_NotificationMaxDelay < 128: v = (v << 8) | _c1_NotificationMaxDelay; n += 8
             elif _c1_NotificationMaxDelay < 16384: v = (v << 16) | ((_c1_NotificationMaxDelay & 127) << 8) | 32768 | (_c1_NotificationMaxDelay >> 7); n += 16
+            elif _c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c1_NotificationMaxDelay & 127) << 16) | (((_c1_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c1_NotificationMaxDelay >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c1_NotificationMaxDelay); v = w.v; n = w.n
             if not (_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'AC_EVSEStatus/EVSENotification'
@@ -258,28 +1126,185 @@ def _e_AC_EVSEChargeParameterType(w, o):
             el = 'EVSEMaxVoltage'
             v = (v << 8) | (_c1_i1 << 3)
             n += 8
-            _c1_NotificationMaxDelay = None
-            _c1_EVSENotification = None
             v_AC_EVSEStatus = None
-            w.v = v; w.n = n
-            _e_PhysicalValueType(w, v_EVSEMaxVoltage)
-            v = w.v; n = w.n
+            _c2_o = v_EVSEMaxVoltage
+            _c2_Multiplier = _c2_o.Multiplier
+            _c2_Unit = _c2_o.Unit
+            _c2_Value = _c2_o.Value
+            if _c2_Multiplier is not None:
+                el = 'EVSEMaxVoltage/Multiplier'
+                if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c2_Multiplier - -3) << 1)
+                n += 6
+                _c2_Multiplier = None
+                _c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c2_s == 1:
+                if _c2_Unit is not None:
+                    el = 'EVSEMaxVoltage/Unit'
+                    _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
+                    if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVSEMaxVoltage/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
+                    n += 11
+                    _c2_Unit = None
+                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_Value = None
+                    _c2_s = 3
+                elif _c2_Value is not None:
+                    el = 'EVSEMaxVoltage/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c2_Value < 0)
+                    n += 4
+                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_Value = None
+                    _c2_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c2_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
             el = 'EVSEMaxCurrent'
             v <<= 1
             n += 1
             v_EVSEMaxVoltage = None
-            w.v = v; w.n = n
-            _e_PhysicalValueType(w, v_EVSEMaxCurrent)
-            v = w.v; n = w.n
+            _c3_o = v_EVSEMaxCurrent
+            _c3_Multiplier = _c3_o.Multiplier
+            _c3_Unit = _c3_o.Unit
+            _c3_Value = _c3_o.Value
+            if _c3_Multiplier is not None:
+                el = 'EVSEMaxCurrent/Multiplier'
+                if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c3_Multiplier - -3) << 1)
+                n += 6
+                _c3_Multiplier = None
+                _c3_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c3_s == 1:
+                if _c3_Unit is not None:
+                    el = 'EVSEMaxCurrent/Unit'
+                    _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                    if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVSEMaxCurrent/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                    n += 11
+                    _c3_Unit = None
+                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_Value = None
+                    _c3_s = 3
+                elif _c3_Value is not None:
+                    el = 'EVSEMaxCurrent/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                    n += 4
+                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_Value = None
+                    _c3_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c3_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
+                    _c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEMinCurrent is not None): raise EncodeError('missing content: EVSEMinCurrent')
             el = 'EVSEMinCurrent'
             v <<= 1
             n += 1
             v_EVSEMaxCurrent = None
-            w.v = v; w.n = n
-            _e_PhysicalValueType(w, v_EVSEMinCurrent)
-            v = w.v; n = w.n
+            _c4_o = v_EVSEMinCurrent
+            _c4_Multiplier = _c4_o.Multiplier
+            _c4_Unit = _c4_o.Unit
+            _c4_Value = _c4_o.Value
+            if _c4_Multiplier is not None:
+                el = 'EVSEMinCurrent/Multiplier'
+                if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c4_Multiplier - -3) << 1)
+                n += 6
+                _c4_Multiplier = None
+                _c4_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c4_s == 1:
+                if _c4_Unit is not None:
+                    el = 'EVSEMinCurrent/Unit'
+                    _c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_Unit)
+                    if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVSEMinCurrent/Value'
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
+                    n += 11
+                    _c4_Unit = None
+                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c4_Value = None
+                    _c4_s = 3
+                elif _c4_Value is not None:
+                    el = 'EVSEMinCurrent/Value'
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c4_Value < 0)
+                    n += 4
+                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c4_Value = None
+                    _c4_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c4_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c4_Multiplier is not None or _c4_Unit is not None or _c4_Value is not None: raise _leftover(_c4_o)
+                    _c4_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_EVSEMinCurrent = None
@@ -311,12 +1336,22 @@ def _d_AC_EVSEStatusType(r):
         el = 'RCD'
         f_RCD = ((x >> 3) & 1) == 1
         el = 'NotificationMaxDelay'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_NotificationMaxDelay = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 7
@@ -331,7 +1366,12 @@ def _d_AC_EVSEStatusType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.AC_EVSEStatusType(f_PowerSwitchClosed, f_RCD, f_NotificationMaxDelay, f_EVSENotification)
+    _obj = _new(din_msgdatatypes.AC_EVSEStatusType)
+    _obj.PowerSwitchClosed = f_PowerSwitchClosed
+    _obj.RCD = f_RCD
+    _obj.NotificationMaxDelay = f_NotificationMaxDelay
+    _obj.EVSENotification = f_EVSENotification
+    return _obj
 
 def _e_AC_EVSEStatusType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}AC_EVSEStatusType
@@ -358,6 +1398,7 @@ def _e_AC_EVSEStatusType(w, o):
             v_RCD = None
             if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
             elif v_NotificationMaxDelay < 16384: v = (v << 16) | ((v_NotificationMaxDelay & 127) << 8) | 32768 | (v_NotificationMaxDelay >> 7); n += 16
+            elif v_NotificationMaxDelay < 2097152: v = (v << 24) | ((v_NotificationMaxDelay & 127) << 16) | (((v_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (v_NotificationMaxDelay >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
             if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'EVSENotification'
@@ -384,51 +1425,53 @@ def _d_CertificateChainType(r):
     f_Certificate = None
     f_SubCertificates = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+        el = 'Certificate'
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+            f_Certificate = b''
+        else:
+            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                p += 8 + (_l << 3)
+                f_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = p; f_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+            if len(f_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', f_Certificate, r.at(p))
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'SubCertificates'
+                r.pos = p
+                f_SubCertificates = _d_SubCertificatesType(r)
+                V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
-                el = 'Certificate'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
-                    f_Certificate = b''
-                else:
-                    r.pos = p
-                    f_Certificate = r.binary()
-                    if len(f_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', f_Certificate, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
-                s = 1
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'SubCertificates'
-                    r.pos = p
-                    f_SubCertificates = _d_SubCertificatesType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('CertificateChainType', p)
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('CertificateChainType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.CertificateChainType(f_Certificate, f_SubCertificates)
+    _obj = _new(din_msgdatatypes.CertificateChainType)
+    _obj.Certificate = f_Certificate
+    _obj.SubCertificates = f_SubCertificates
+    return _obj
 
 def _e_CertificateChainType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}CertificateChainType
@@ -438,41 +1481,38 @@ def _e_CertificateChainType(w, o):
     try:
         v_Certificate = o.Certificate
         v_SubCertificates = o.SubCertificates
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Certificate is not None:
-                    el = 'Certificate'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    if len(v_Certificate) > 1200: raise EncodeError(f'length {len(v_Certificate)} outside [0, 1200]')
-                    w.binary(v_Certificate)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_Certificate = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Certificate')
-            if s == 1:
-                if v_SubCertificates is not None:
-                    el = 'SubCertificates'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_SubCertificatesType(w, v_SubCertificates)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_SubCertificates = None
-                    if v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
-                    s = -1
+        if v_Certificate is not None:
+            el = 'Certificate'
+            v <<= 2
+            n += 2
+            if len(v_Certificate) > 1200: raise EncodeError(f'length {len(v_Certificate)} outside [0, 1200]')
+            _l = len(v_Certificate)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_Certificate); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_Certificate = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of Certificate')
+        if s == 1:
+            if v_SubCertificates is not None:
+                el = 'SubCertificates'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_SubCertificatesType(w, v_SubCertificates)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_SubCertificates = None
+                if v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -487,164 +1527,231 @@ def _d_ChargingProfileType(r):
     f_SAScheduleTupleID = None
     f_ProfileEntry = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 6: raise r.deviation('ChargingProfileType', p)
-                el = 'SAScheduleTupleID'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    f_SAScheduleTupleID = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_SAScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 15: raise r.deviation('ChargingProfileType', p)
-                if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
-                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('ChargingProfileType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(p))
-                el = 'ProfileEntry'
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        x = (V >> (E - p)) & 7
+        if x & 6: raise r.deviation('ChargingProfileType', p)
+        el = 'SAScheduleTupleID'
+        _neg = (x & 1)
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_SAScheduleTupleID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            f_SAScheduleTupleID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 4
+        if p > E: V, E, p = r.slide(p, 4)
+        if (V >> (E - p)) & 15: raise r.deviation('ChargingProfileType', p)
+        if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
+        if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('ChargingProfileType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(p))
+        el = 'ProfileEntry/ChargingProfileEntryStart'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_ChargingProfileEntryStart = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_ChargingProfileEntryStart = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 4
+        if p > E: V, E, p = r.slide(p, 4)
+        x = (V >> (E - p)) & 15
+        if x & 14: raise r.deviation('ChargingProfileType', p)
+        if _c1_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c1_ChargingProfileEntryStart, r.at(p))
+        el = 'ProfileEntry/ChargingProfileEntryMaxPower'
+        _neg = (x & 1)
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_ChargingProfileEntryMaxPower = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_ChargingProfileEntryMaxPower = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ChargingProfileType', p)
+        if _neg: _c1_ChargingProfileEntryMaxPower = -_c1_ChargingProfileEntryMaxPower - 1
+        if _c1_ChargingProfileEntryMaxPower < -32768 or _c1_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c1_ChargingProfileEntryMaxPower, r.at(p))
+        _v = _new(din_msgdatatypes.ProfileEntryType)
+        _v.ChargingProfileEntryStart = _c1_ChargingProfileEntryStart
+        _v.ChargingProfileEntryMaxPower = _c1_ChargingProfileEntryMaxPower
+        f_ProfileEntry.append(_v)
+        s = 2
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('ChargingProfileType', p)
                 el = 'ProfileEntry/ChargingProfileEntryStart'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_ChargingProfileEntryStart = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
-                    _c1_ChargingProfileEntryStart = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_ChargingProfileEntryStart = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    _c2_ChargingProfileEntryStart = (V >> (E - p)) & 127
                 else:
-                    r.pos = p; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
+                    r.pos = p; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 4
                 if p > E: V, E, p = r.slide(p, 4)
                 x = (V >> (E - p)) & 15
                 if x & 14: raise r.deviation('ChargingProfileType', p)
-                if _c1_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c1_ChargingProfileEntryStart, r.at(p))
+                if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(p))
                 el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_ChargingProfileEntryMaxPower = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
-                    _c1_ChargingProfileEntryMaxPower = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_ChargingProfileEntryMaxPower = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    _c2_ChargingProfileEntryMaxPower = (V >> (E - p)) & 127
                 else:
-                    r.pos = p; _c1_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
+                    r.pos = p; _c2_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ChargingProfileType', p)
-                if _neg: _c1_ChargingProfileEntryMaxPower = -_c1_ChargingProfileEntryMaxPower - 1
-                if _c1_ChargingProfileEntryMaxPower < -32768 or _c1_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c1_ChargingProfileEntryMaxPower, r.at(p))
-                _v = din_msgdatatypes.ProfileEntryType(_c1_ChargingProfileEntryStart, _c1_ChargingProfileEntryMaxPower)
+                if (V >> (E - p)) & 3: raise r.deviation('ChargingProfileType', p)
+                if _neg: _c2_ChargingProfileEntryMaxPower = -_c2_ChargingProfileEntryMaxPower - 1
+                if _c2_ChargingProfileEntryMaxPower < -32768 or _c2_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c2_ChargingProfileEntryMaxPower, r.at(p))
+                _v = _new(din_msgdatatypes.ProfileEntryType)
+                _v.ChargingProfileEntryStart = _c2_ChargingProfileEntryStart
+                _v.ChargingProfileEntryMaxPower = _c2_ChargingProfileEntryMaxPower
                 f_ProfileEntry.append(_v)
-                s = 2
-            if s == 2:
+                s = 3
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('ChargingProfileType', p)
+        if s == 3:
+            while True:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('ChargingProfileType', p)
-                    el = 'ProfileEntry'
+                    if (V >> (E - p)) & 3: raise r.deviation('ChargingProfileType', p)
                     el = 'ProfileEntry/ChargingProfileEntryStart'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c3_ChargingProfileEntryStart = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c3_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c3_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c3_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
-                        _c2_ChargingProfileEntryStart = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_ChargingProfileEntryStart = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c3_ChargingProfileEntryStart = (V >> (E - p)) & 127
                     else:
-                        r.pos = p; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
+                        r.pos = p; _c3_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 4
                     if p > E: V, E, p = r.slide(p, 4)
                     x = (V >> (E - p)) & 15
                     if x & 14: raise r.deviation('ChargingProfileType', p)
-                    if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(p))
+                    if _c3_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c3_ChargingProfileEntryStart, r.at(p))
                     el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c3_ChargingProfileEntryMaxPower = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c3_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c3_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c3_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
-                        _c2_ChargingProfileEntryMaxPower = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_ChargingProfileEntryMaxPower = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c3_ChargingProfileEntryMaxPower = (V >> (E - p)) & 127
                     else:
-                        r.pos = p; _c2_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
+                        r.pos = p; _c3_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('ChargingProfileType', p)
-                    if _neg: _c2_ChargingProfileEntryMaxPower = -_c2_ChargingProfileEntryMaxPower - 1
-                    if _c2_ChargingProfileEntryMaxPower < -32768 or _c2_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c2_ChargingProfileEntryMaxPower, r.at(p))
-                    _v = din_msgdatatypes.ProfileEntryType(_c2_ChargingProfileEntryStart, _c2_ChargingProfileEntryMaxPower)
+                    if (V >> (E - p)) & 3: raise r.deviation('ChargingProfileType', p)
+                    if _neg: _c3_ChargingProfileEntryMaxPower = -_c3_ChargingProfileEntryMaxPower - 1
+                    if _c3_ChargingProfileEntryMaxPower < -32768 or _c3_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c3_ChargingProfileEntryMaxPower, r.at(p))
+                    _v = _new(din_msgdatatypes.ProfileEntryType)
+                    _v.ChargingProfileEntryStart = _c3_ChargingProfileEntryStart
+                    _v.ChargingProfileEntryMaxPower = _c3_ChargingProfileEntryMaxPower
                     f_ProfileEntry.append(_v)
-                    s = 3
                 elif ec == 1:
                     pass
                     s = -1
+                    break
                 else:
                     raise r.deviation('ChargingProfileType', p)
-            if s == 3:
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('ChargingProfileType', p)
-                        el = 'ProfileEntry'
-                        el = 'ProfileEntry/ChargingProfileEntryStart'
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c3_ChargingProfileEntryStart = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c3_ChargingProfileEntryStart = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        else:
-                            r.pos = p; _c3_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 4
-                        if p > E: V, E, p = r.slide(p, 4)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('ChargingProfileType', p)
-                        if _c3_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c3_ChargingProfileEntryStart, r.at(p))
-                        el = 'ProfileEntry/ChargingProfileEntryMaxPower'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c3_ChargingProfileEntryMaxPower = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c3_ChargingProfileEntryMaxPower = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        else:
-                            r.pos = p; _c3_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('ChargingProfileType', p)
-                        if _neg: _c3_ChargingProfileEntryMaxPower = -_c3_ChargingProfileEntryMaxPower - 1
-                        if _c3_ChargingProfileEntryMaxPower < -32768 or _c3_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c3_ChargingProfileEntryMaxPower, r.at(p))
-                        _v = din_msgdatatypes.ProfileEntryType(_c3_ChargingProfileEntryStart, _c3_ChargingProfileEntryMaxPower)
-                        f_ProfileEntry.append(_v)
-                    elif ec == 1:
-                        pass
-                        s = -1
-                        break
-                    else:
-                        raise r.deviation('ChargingProfileType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.ChargingProfileType(f_SAScheduleTupleID, f_ProfileEntry)
+    _obj = _new(din_msgdatatypes.ChargingProfileType)
+    _obj.SAScheduleTupleID = f_SAScheduleTupleID
+    _obj.ProfileEntry = f_ProfileEntry
+    return _obj
 
 def _e_ChargingProfileType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ChargingProfileType
@@ -656,118 +1763,116 @@ def _e_ChargingProfileType(w, o):
         v_ProfileEntry = o.ProfileEntry
         n_ProfileEntry = len(v_ProfileEntry)
         i_ProfileEntry = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_SAScheduleTupleID is not None:
-                    el = 'SAScheduleTupleID'
-                    if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
-                    v = (v << 3) | (v_SAScheduleTupleID < 0)
-                    n += 3
-                    _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (i_ProfileEntry < n_ProfileEntry): raise EncodeError('missing content: ProfileEntry')
-                    el = 'ProfileEntry'
-                    _o = v_ProfileEntry[i_ProfileEntry]
-                    _c1_ChargingProfileEntryStart = _o.ChargingProfileEntryStart
-                    _c1_ChargingProfileEntryMaxPower = _o.ChargingProfileEntryMaxPower
-                    if not (_c1_ChargingProfileEntryStart is not None): raise EncodeError('missing content: ChargingProfileEntryStart')
-                    el = 'ProfileEntry/ChargingProfileEntryStart'
-                    if _c1_ChargingProfileEntryStart < 0 or _c1_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c1_ChargingProfileEntryStart!r} outside [0, 4294967295]')
-                    v <<= 4
-                    n += 4
-                    v_SAScheduleTupleID = None
-                    if _c1_ChargingProfileEntryStart < 128: v = (v << 8) | _c1_ChargingProfileEntryStart; n += 8
-                    elif _c1_ChargingProfileEntryStart < 16384: v = (v << 16) | ((_c1_ChargingProfileEntryStart & 127) << 8) | 32768 | (_c1_ChargingProfileEntryStart >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c1_ChargingProfileEntryStart); v = w.v; n = w.n
-                    if not (_c1_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
-                    el = 'ProfileEntry/ChargingProfileEntryMaxPower'
-                    if _c1_ChargingProfileEntryMaxPower < -32768 or _c1_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {_c1_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
-                    v = (v << 4) | (_c1_ChargingProfileEntryMaxPower < 0)
-                    n += 4
-                    _c1_ChargingProfileEntryStart = None
-                    _m = (-_c1_ChargingProfileEntryMaxPower - 1 if _c1_ChargingProfileEntryMaxPower < 0 else _c1_ChargingProfileEntryMaxPower)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c1_ChargingProfileEntryMaxPower = None
-                    i_ProfileEntry += 1
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SAScheduleTupleID')
-            if s == 2:
+        if v_SAScheduleTupleID is not None:
+            el = 'SAScheduleTupleID'
+            if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
+            v = (v << 3) | (v_SAScheduleTupleID < 0)
+            n += 3
+            _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if not (i_ProfileEntry < n_ProfileEntry): raise EncodeError('missing content: ProfileEntry')
+            el = 'ProfileEntry'
+            _o = v_ProfileEntry[i_ProfileEntry]
+            _c1_ChargingProfileEntryStart = _o.ChargingProfileEntryStart
+            _c1_ChargingProfileEntryMaxPower = _o.ChargingProfileEntryMaxPower
+            if not (_c1_ChargingProfileEntryStart is not None): raise EncodeError('missing content: ChargingProfileEntryStart')
+            el = 'ProfileEntry/ChargingProfileEntryStart'
+            if _c1_ChargingProfileEntryStart < 0 or _c1_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c1_ChargingProfileEntryStart!r} outside [0, 4294967295]')
+            v <<= 4
+            n += 4
+            v_SAScheduleTupleID = None
+            if _c1_ChargingProfileEntryStart < 128: v = (v << 8) | _c1_ChargingProfileEntryStart; n += 8
+            elif _c1_ChargingProfileEntryStart < 16384: v = (v << 16) | ((_c1_ChargingProfileEntryStart & 127) << 8) | 32768 | (_c1_ChargingProfileEntryStart >> 7); n += 16
+            elif _c1_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_c1_ChargingProfileEntryStart & 127) << 16) | (((_c1_ChargingProfileEntryStart >> 7) & 127) << 8) | 8421376 | (_c1_ChargingProfileEntryStart >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_c1_ChargingProfileEntryStart); v = w.v; n = w.n
+            if not (_c1_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
+            el = 'ProfileEntry/ChargingProfileEntryMaxPower'
+            if _c1_ChargingProfileEntryMaxPower < -32768 or _c1_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {_c1_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
+            v = (v << 4) | (_c1_ChargingProfileEntryMaxPower < 0)
+            n += 4
+            _m = (-_c1_ChargingProfileEntryMaxPower - 1 if _c1_ChargingProfileEntryMaxPower < 0 else _c1_ChargingProfileEntryMaxPower)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            i_ProfileEntry += 1
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of SAScheduleTupleID')
+        if s == 2:
+            if i_ProfileEntry < n_ProfileEntry:
+                el = 'ProfileEntry'
+                _o = v_ProfileEntry[i_ProfileEntry]
+                _c2_ChargingProfileEntryStart = _o.ChargingProfileEntryStart
+                _c2_ChargingProfileEntryMaxPower = _o.ChargingProfileEntryMaxPower
+                if not (_c2_ChargingProfileEntryStart is not None): raise EncodeError('missing content: ChargingProfileEntryStart')
+                el = 'ProfileEntry/ChargingProfileEntryStart'
+                if _c2_ChargingProfileEntryStart < 0 or _c2_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c2_ChargingProfileEntryStart!r} outside [0, 4294967295]')
+                v <<= 4
+                n += 4
+                if _c2_ChargingProfileEntryStart < 128: v = (v << 8) | _c2_ChargingProfileEntryStart; n += 8
+                elif _c2_ChargingProfileEntryStart < 16384: v = (v << 16) | ((_c2_ChargingProfileEntryStart & 127) << 8) | 32768 | (_c2_ChargingProfileEntryStart >> 7); n += 16
+                elif _c2_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_c2_ChargingProfileEntryStart & 127) << 16) | (((_c2_ChargingProfileEntryStart >> 7) & 127) << 8) | 8421376 | (_c2_ChargingProfileEntryStart >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c2_ChargingProfileEntryStart); v = w.v; n = w.n
+                if not (_c2_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
+                el = 'ProfileEntry/ChargingProfileEntryMaxPower'
+                if _c2_ChargingProfileEntryMaxPower < -32768 or _c2_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {_c2_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
+                v = (v << 4) | (_c2_ChargingProfileEntryMaxPower < 0)
+                n += 4
+                _m = (-_c2_ChargingProfileEntryMaxPower - 1 if _c2_ChargingProfileEntryMaxPower < 0 else _c2_ChargingProfileEntryMaxPower)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                i_ProfileEntry += 1
+                s = 3
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_SAScheduleTupleID is not None or i_ProfileEntry < n_ProfileEntry: raise _leftover(o)
+                s = -1
+        if s == 3:
+            while True:
                 if i_ProfileEntry < n_ProfileEntry:
                     el = 'ProfileEntry'
                     _o = v_ProfileEntry[i_ProfileEntry]
-                    _c2_ChargingProfileEntryStart = _o.ChargingProfileEntryStart
-                    _c2_ChargingProfileEntryMaxPower = _o.ChargingProfileEntryMaxPower
-                    if not (_c2_ChargingProfileEntryStart is not None): raise EncodeError('missing content: ChargingProfileEntryStart')
+                    _c3_ChargingProfileEntryStart = _o.ChargingProfileEntryStart
+                    _c3_ChargingProfileEntryMaxPower = _o.ChargingProfileEntryMaxPower
+                    if not (_c3_ChargingProfileEntryStart is not None): raise EncodeError('missing content: ChargingProfileEntryStart')
                     el = 'ProfileEntry/ChargingProfileEntryStart'
-                    if _c2_ChargingProfileEntryStart < 0 or _c2_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c2_ChargingProfileEntryStart!r} outside [0, 4294967295]')
+                    if _c3_ChargingProfileEntryStart < 0 or _c3_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c3_ChargingProfileEntryStart!r} outside [0, 4294967295]')
                     v <<= 4
                     n += 4
-                    if _c2_ChargingProfileEntryStart < 128: v = (v << 8) | _c2_ChargingProfileEntryStart; n += 8
-                    elif _c2_ChargingProfileEntryStart < 16384: v = (v << 16) | ((_c2_ChargingProfileEntryStart & 127) << 8) | 32768 | (_c2_ChargingProfileEntryStart >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c2_ChargingProfileEntryStart); v = w.v; n = w.n
-                    if not (_c2_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
+                    if _c3_ChargingProfileEntryStart < 128: v = (v << 8) | _c3_ChargingProfileEntryStart; n += 8
+                    elif _c3_ChargingProfileEntryStart < 16384: v = (v << 16) | ((_c3_ChargingProfileEntryStart & 127) << 8) | 32768 | (_c3_ChargingProfileEntryStart >> 7); n += 16
+                    elif _c3_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_c3_ChargingProfileEntryStart & 127) << 16) | (((_c3_ChargingProfileEntryStart >> 7) & 127) << 8) | 8421376 | (_c3_ChargingProfileEntryStart >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c3_ChargingProfileEntryStart); v = w.v; n = w.n
+                    if not (_c3_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
                     el = 'ProfileEntry/ChargingProfileEntryMaxPower'
-                    if _c2_ChargingProfileEntryMaxPower < -32768 or _c2_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {_c2_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
-                    v = (v << 4) | (_c2_ChargingProfileEntryMaxPower < 0)
+                    if _c3_ChargingProfileEntryMaxPower < -32768 or _c3_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {_c3_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
+                    v = (v << 4) | (_c3_ChargingProfileEntryMaxPower < 0)
                     n += 4
-                    _c2_ChargingProfileEntryStart = None
-                    _m = (-_c2_ChargingProfileEntryMaxPower - 1 if _c2_ChargingProfileEntryMaxPower < 0 else _c2_ChargingProfileEntryMaxPower)
+                    _m = (-_c3_ChargingProfileEntryMaxPower - 1 if _c3_ChargingProfileEntryMaxPower < 0 else _c3_ChargingProfileEntryMaxPower)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c2_ChargingProfileEntryMaxPower = None
                     i_ProfileEntry += 1
-                    s = 3
                 elif True:
                     v = (v << 2) | 1
                     n += 2
                     if v_SAScheduleTupleID is not None or i_ProfileEntry < n_ProfileEntry: raise _leftover(o)
                     s = -1
-            if s == 3:
-                while True:
-                    if i_ProfileEntry < n_ProfileEntry:
-                        el = 'ProfileEntry'
-                        _o = v_ProfileEntry[i_ProfileEntry]
-                        _c3_ChargingProfileEntryStart = _o.ChargingProfileEntryStart
-                        _c3_ChargingProfileEntryMaxPower = _o.ChargingProfileEntryMaxPower
-                        if not (_c3_ChargingProfileEntryStart is not None): raise EncodeError('missing content: ChargingProfileEntryStart')
-                        el = 'ProfileEntry/ChargingProfileEntryStart'
-                        if _c3_ChargingProfileEntryStart < 0 or _c3_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c3_ChargingProfileEntryStart!r} outside [0, 4294967295]')
-                        v <<= 4
-                        n += 4
-                        if _c3_ChargingProfileEntryStart < 128: v = (v << 8) | _c3_ChargingProfileEntryStart; n += 8
-                        elif _c3_ChargingProfileEntryStart < 16384: v = (v << 16) | ((_c3_ChargingProfileEntryStart & 127) << 8) | 32768 | (_c3_ChargingProfileEntryStart >> 7); n += 16
-                        else: w.v = v; w.n = n; w.uint(_c3_ChargingProfileEntryStart); v = w.v; n = w.n
-                        if not (_c3_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
-                        el = 'ProfileEntry/ChargingProfileEntryMaxPower'
-                        if _c3_ChargingProfileEntryMaxPower < -32768 or _c3_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {_c3_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
-                        v = (v << 4) | (_c3_ChargingProfileEntryMaxPower < 0)
-                        n += 4
-                        _c3_ChargingProfileEntryStart = None
-                        _m = (-_c3_ChargingProfileEntryMaxPower - 1 if _c3_ChargingProfileEntryMaxPower < 0 else _c3_ChargingProfileEntryMaxPower)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 2
-                        n += 2
-                        _c3_ChargingProfileEntryMaxPower = None
-                        i_ProfileEntry += 1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if v_SAScheduleTupleID is not None or i_ProfileEntry < n_ProfileEntry: raise _leftover(o)
-                        s = -1
-                        break
+                    break
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -782,64 +1887,181 @@ def _d_ConsumptionCostType(r):
     f_startValue = None
     f_Cost = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ConsumptionCostType', p)
-                el = 'startValue'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ConsumptionCostType', p)
+        el = 'startValue'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_startValue = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_startValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_startValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_startValue = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            f_startValue = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_startValue = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ConsumptionCostType', p)
+        if f_startValue > 4294967295: r.facet('ConsumptionCostType/startValue', 'range [0, 4294967295]', f_startValue, r.at(p))
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Cost'
+                _c1_costKind = None
+                _c1_amount = None
+                _c1_amountMultiplier = None
+                p += 7
+                if p > E: V, E, p = r.slide(p, 7)
+                x = (V >> (E - p)) & 127
+                if x & 103: raise r.deviation('CostType', p)
+                el = 'Cost/costKind'
+                _c1_costKind = ((x >> 3) & 3)
+                if _c1_costKind >= 3: _c1_costKind = r.enum_index('CostType/costKind', _c1_costKind, 3, r.at(p))
+                else: _c1_costKind = _E_din_msgdatatypes_costKindType[_c1_costKind]
+                el = 'Cost/amount'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c1_amount = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c1_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c1_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_amount = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
-                    f_startValue = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_startValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    _c1_amount = (V >> (E - p)) & 127
                 else:
-                    r.pos = p; f_startValue = r.uint(); V = r.v; E = r.end; p = r.pos
+                    r.pos = p; _c1_amount = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ConsumptionCostType', p)
-                if f_startValue > 4294967295: r.facet('ConsumptionCostType/startValue', 'range [0, 4294967295]', f_startValue, r.at(p))
-                s = 1
-            if s == 1:
+                if (V >> (E - p)) & 1: raise r.deviation('CostType', p)
+                if _c1_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c1_amount, r.at(p))
+                _c1_s = 2
+                if _c1_s == 2:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 6
+                        if p > E: V, E, p = r.slide(p, 6)
+                        x = (V >> (E - p)) & 63
+                        if x & 35: raise r.deviation('CostType', p)
+                        el = 'Cost/amountMultiplier'
+                        _c1_amountMultiplier = ((x >> 2) & 7) + -3
+                        if _c1_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c1_amountMultiplier, r.at(p))
+                        _c1_s = -1
+                    elif ec == 1:
+                        pass
+                        _c1_s = -1
+                    else:
+                        raise r.deviation('CostType', p)
+                _v = _new(din_msgdatatypes.CostType)
+                _v.costKind = _c1_costKind
+                _v.amount = _c1_amount
+                _v.amountMultiplier = _c1_amountMultiplier
+                f_Cost.append(_v)
+                s = 2
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('ConsumptionCostType', p)
+        if s == 2:
+            while True:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Cost'
-                    r.pos = p
-                    _v = _d_CostType(r)
-                    V = r.v; E = r.end; p = r.pos
+                    _c2_costKind = None
+                    _c2_amount = None
+                    _c2_amountMultiplier = None
+                    p += 7
+                    if p > E: V, E, p = r.slide(p, 7)
+                    x = (V >> (E - p)) & 127
+                    if x & 103: raise r.deviation('CostType', p)
+                    el = 'Cost/costKind'
+                    _c2_costKind = ((x >> 3) & 3)
+                    if _c2_costKind >= 3: _c2_costKind = r.enum_index('CostType/costKind', _c2_costKind, 3, r.at(p))
+                    else: _c2_costKind = _E_din_msgdatatypes_costKindType[_c2_costKind]
+                    el = 'Cost/amount'
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c2_amount = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c2_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c2_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_amount = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c2_amount = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c2_amount = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('CostType', p)
+                    if _c2_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c2_amount, r.at(p))
+                    _c2_s = 2
+                    if _c2_s == 2:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            p += 6
+                            if p > E: V, E, p = r.slide(p, 6)
+                            x = (V >> (E - p)) & 63
+                            if x & 35: raise r.deviation('CostType', p)
+                            el = 'Cost/amountMultiplier'
+                            _c2_amountMultiplier = ((x >> 2) & 7) + -3
+                            if _c2_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c2_amountMultiplier, r.at(p))
+                            _c2_s = -1
+                        elif ec == 1:
+                            pass
+                            _c2_s = -1
+                        else:
+                            raise r.deviation('CostType', p)
+                    _v = _new(din_msgdatatypes.CostType)
+                    _v.costKind = _c2_costKind
+                    _v.amount = _c2_amount
+                    _v.amountMultiplier = _c2_amountMultiplier
                     f_Cost.append(_v)
-                    s = 2
                 elif ec == 1:
                     pass
                     s = -1
+                    break
                 else:
                     raise r.deviation('ConsumptionCostType', p)
-            if s == 2:
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        el = 'Cost'
-                        r.pos = p
-                        _v = _d_CostType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        f_Cost.append(_v)
-                    elif ec == 1:
-                        pass
-                        s = -1
-                        break
-                    else:
-                        raise r.deviation('ConsumptionCostType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.ConsumptionCostType(f_startValue, f_Cost)
+    _obj = _new(din_msgdatatypes.ConsumptionCostType)
+    _obj.startValue = f_startValue
+    _obj.Cost = f_Cost
+    return _obj
 
 def _e_ConsumptionCostType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ConsumptionCostType
@@ -851,54 +2073,124 @@ def _e_ConsumptionCostType(w, o):
         v_Cost = o.Cost
         n_Cost = len(v_Cost)
         i_Cost = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_startValue is not None:
-                    el = 'startValue'
-                    if v_startValue < 0 or v_startValue > 4294967295: raise EncodeError(f'value {v_startValue!r} outside [0, 4294967295]')
-                    v <<= 2
-                    n += 2
-                    if v_startValue < 128: v = (v << 8) | v_startValue; n += 8
-                    elif v_startValue < 16384: v = (v << 16) | ((v_startValue & 127) << 8) | 32768 | (v_startValue >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_startValue); v = w.v; n = w.n
+        if v_startValue is not None:
+            el = 'startValue'
+            if v_startValue < 0 or v_startValue > 4294967295: raise EncodeError(f'value {v_startValue!r} outside [0, 4294967295]')
+            v <<= 2
+            n += 2
+            if v_startValue < 128: v = (v << 8) | v_startValue; n += 8
+            elif v_startValue < 16384: v = (v << 16) | ((v_startValue & 127) << 8) | 32768 | (v_startValue >> 7); n += 16
+            elif v_startValue < 2097152: v = (v << 24) | ((v_startValue & 127) << 16) | (((v_startValue >> 7) & 127) << 8) | 8421376 | (v_startValue >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(v_startValue); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_startValue = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of startValue')
+        if s == 1:
+            if i_Cost < n_Cost:
+                el = 'Cost'
+                v <<= 2
+                n += 2
+                _c1_o = v_Cost[i_Cost]
+                _c1_costKind = _c1_o.costKind
+                _c1_amount = _c1_o.amount
+                _c1_amountMultiplier = _c1_o.amountMultiplier
+                if _c1_costKind is not None:
+                    el = 'Cost/costKind'
+                    _c1_i1 = _I_din_msgdatatypes_costKindType.get(_c1_costKind)
+                    if _c1_i1 is None: raise EncodeError(f'{_c1_costKind!r} is not one of the enumeration costKindType')
+                    if not (_c1_amount is not None): raise EncodeError('missing content: amount')
+                    el = 'Cost/amount'
+                    if _c1_amount < 0 or _c1_amount > 4294967295: raise EncodeError(f'value {_c1_amount!r} outside [0, 4294967295]')
+                    v = (v << 7) | (_c1_i1 << 3)
+                    n += 7
+                    _c1_costKind = None
+                    if _c1_amount < 128: v = (v << 8) | _c1_amount; n += 8
+                    elif _c1_amount < 16384: v = (v << 16) | ((_c1_amount & 127) << 8) | 32768 | (_c1_amount >> 7); n += 16
+                    elif _c1_amount < 2097152: v = (v << 24) | ((_c1_amount & 127) << 16) | (((_c1_amount >> 7) & 127) << 8) | 8421376 | (_c1_amount >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c1_amount); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    v_startValue = None
-                    s = 1
+                    _c1_amount = None
+                    _c1_s = 2
                 else:
-                    raise EncodeError('missing content: expected one of startValue')
-            if s == 1:
+                    raise EncodeError('missing content: expected one of costKind')
+                if _c1_s == 2:
+                    if _c1_amountMultiplier is not None:
+                        el = 'Cost/amountMultiplier'
+                        if not -3 <= _c1_amountMultiplier <= 3: raise EncodeError(f'value {_c1_amountMultiplier!r} outside [-3, 3]')
+                        v = (v << 8) | ((_c1_amountMultiplier - -3) << 2)
+                        n += 8
+                        _c1_amountMultiplier = None
+                        if _c1_costKind is not None or _c1_amount is not None or _c1_amountMultiplier is not None: raise _leftover(_c1_o)
+                        _c1_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        if _c1_costKind is not None or _c1_amount is not None or _c1_amountMultiplier is not None: raise _leftover(_c1_o)
+                        _c1_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                i_Cost += 1
+                s = 2
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_startValue is not None or i_Cost < n_Cost: raise _leftover(o)
+                s = -1
+        if s == 2:
+            while True:
                 if i_Cost < n_Cost:
                     el = 'Cost'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_CostType(w, v_Cost[i_Cost])
-                    v = w.v; n = w.n
+                    _c2_o = v_Cost[i_Cost]
+                    _c2_costKind = _c2_o.costKind
+                    _c2_amount = _c2_o.amount
+                    _c2_amountMultiplier = _c2_o.amountMultiplier
+                    if _c2_costKind is not None:
+                        el = 'Cost/costKind'
+                        _c2_i1 = _I_din_msgdatatypes_costKindType.get(_c2_costKind)
+                        if _c2_i1 is None: raise EncodeError(f'{_c2_costKind!r} is not one of the enumeration costKindType')
+                        if not (_c2_amount is not None): raise EncodeError('missing content: amount')
+                        el = 'Cost/amount'
+                        if _c2_amount < 0 or _c2_amount > 4294967295: raise EncodeError(f'value {_c2_amount!r} outside [0, 4294967295]')
+                        v = (v << 7) | (_c2_i1 << 3)
+                        n += 7
+                        _c2_costKind = None
+                        if _c2_amount < 128: v = (v << 8) | _c2_amount; n += 8
+                        elif _c2_amount < 16384: v = (v << 16) | ((_c2_amount & 127) << 8) | 32768 | (_c2_amount >> 7); n += 16
+                        elif _c2_amount < 2097152: v = (v << 24) | ((_c2_amount & 127) << 16) | (((_c2_amount >> 7) & 127) << 8) | 8421376 | (_c2_amount >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c2_amount); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_amount = None
+                        _c2_s = 2
+                    else:
+                        raise EncodeError('missing content: expected one of costKind')
+                    if _c2_s == 2:
+                        if _c2_amountMultiplier is not None:
+                            el = 'Cost/amountMultiplier'
+                            if not -3 <= _c2_amountMultiplier <= 3: raise EncodeError(f'value {_c2_amountMultiplier!r} outside [-3, 3]')
+                            v = (v << 8) | ((_c2_amountMultiplier - -3) << 2)
+                            n += 8
+                            _c2_amountMultiplier = None
+                            if _c2_costKind is not None or _c2_amount is not None or _c2_amountMultiplier is not None: raise _leftover(_c2_o)
+                            _c2_s = -1
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c2_costKind is not None or _c2_amount is not None or _c2_amountMultiplier is not None: raise _leftover(_c2_o)
+                            _c2_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_Cost += 1
-                    s = 2
                 elif True:
                     v = (v << 2) | 1
                     n += 2
                     if v_startValue is not None or i_Cost < n_Cost: raise _leftover(o)
                     s = -1
-            if s == 2:
-                while True:
-                    if i_Cost < n_Cost:
-                        el = 'Cost'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_CostType(w, v_Cost[i_Cost])
-                        v = w.v; n = w.n
-                        i_Cost += 1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if v_startValue is not None or i_Cost < n_Cost: raise _leftover(o)
-                        s = -1
-                        break
+                    break
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -914,53 +2206,64 @@ def _d_CostType(r):
     f_amount = None
     f_amountMultiplier = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 7
-                if p > E: V, E, p = r.slide(p, 7)
-                x = (V >> (E - p)) & 127
-                if x & 103: raise r.deviation('CostType', p)
-                el = 'costKind'
-                f_costKind = ((x >> 3) & 3)
-                if f_costKind >= 3: f_costKind = r.enum_index('CostType/costKind', f_costKind, 3, r.at(p))
-                else: f_costKind = _E_din_msgdatatypes_costKindType[f_costKind]
-                el = 'amount'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    f_amount = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_amount = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; f_amount = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CostType', p)
-                if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(p))
-                s = 2
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 6
-                    if p > E: V, E, p = r.slide(p, 6)
-                    x = (V >> (E - p)) & 63
-                    if x & 35: raise r.deviation('CostType', p)
-                    el = 'amountMultiplier'
-                    f_amountMultiplier = ((x >> 2) & 7) + -3
-                    if f_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', f_amountMultiplier, r.at(p))
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('CostType', p)
+        p += 7
+        if p > E: V, E, p = r.slide(p, 7)
+        x = (V >> (E - p)) & 127
+        if x & 103: raise r.deviation('CostType', p)
+        el = 'costKind'
+        f_costKind = ((x >> 3) & 3)
+        if f_costKind >= 3: f_costKind = r.enum_index('CostType/costKind', f_costKind, 3, r.at(p))
+        else: f_costKind = _E_din_msgdatatypes_costKindType[f_costKind]
+        el = 'amount'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_amount = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_amount = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            f_amount = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_amount = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('CostType', p)
+        if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(p))
+        s = 2
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 35: raise r.deviation('CostType', p)
+                el = 'amountMultiplier'
+                f_amountMultiplier = ((x >> 2) & 7) + -3
+                if f_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', f_amountMultiplier, r.at(p))
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('CostType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.CostType(f_costKind, f_amount, f_amountMultiplier)
+    _obj = _new(din_msgdatatypes.CostType)
+    _obj.costKind = f_costKind
+    _obj.amount = f_amount
+    _obj.amountMultiplier = f_amountMultiplier
+    return _obj
 
 def _e_CostType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}CostType
@@ -971,42 +2274,40 @@ def _e_CostType(w, o):
         v_costKind = o.costKind
         v_amount = o.amount
         v_amountMultiplier = o.amountMultiplier
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_costKind is not None:
-                    el = 'costKind'
-                    _i1 = _I_din_msgdatatypes_costKindType.get(v_costKind)
-                    if _i1 is None: raise EncodeError(f'{v_costKind!r} is not one of the enumeration costKindType')
-                    if not (v_amount is not None): raise EncodeError('missing content: amount')
-                    el = 'amount'
-                    if v_amount < 0 or v_amount > 4294967295: raise EncodeError(f'value {v_amount!r} outside [0, 4294967295]')
-                    v = (v << 7) | (_i1 << 3)
-                    n += 7
-                    v_costKind = None
-                    if v_amount < 128: v = (v << 8) | v_amount; n += 8
-                    elif v_amount < 16384: v = (v << 16) | ((v_amount & 127) << 8) | 32768 | (v_amount >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_amount); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_amount = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of costKind')
-            if s == 2:
-                if v_amountMultiplier is not None:
-                    el = 'amountMultiplier'
-                    if not -3 <= v_amountMultiplier <= 3: raise EncodeError(f'value {v_amountMultiplier!r} outside [-3, 3]')
-                    v = (v << 8) | ((v_amountMultiplier - -3) << 2)
-                    n += 8
-                    v_amountMultiplier = None
-                    if v_costKind is not None or v_amount is not None or v_amountMultiplier is not None: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_costKind is not None or v_amount is not None or v_amountMultiplier is not None: raise _leftover(o)
-                    s = -1
+        if v_costKind is not None:
+            el = 'costKind'
+            _i1 = _I_din_msgdatatypes_costKindType.get(v_costKind)
+            if _i1 is None: raise EncodeError(f'{v_costKind!r} is not one of the enumeration costKindType')
+            if not (v_amount is not None): raise EncodeError('missing content: amount')
+            el = 'amount'
+            if v_amount < 0 or v_amount > 4294967295: raise EncodeError(f'value {v_amount!r} outside [0, 4294967295]')
+            v = (v << 7) | (_i1 << 3)
+            n += 7
+            v_costKind = None
+            if v_amount < 128: v = (v << 8) | v_amount; n += 8
+            elif v_amount < 16384: v = (v << 16) | ((v_amount & 127) << 8) | 32768 | (v_amount >> 7); n += 16
+            elif v_amount < 2097152: v = (v << 24) | ((v_amount & 127) << 16) | (((v_amount >> 7) & 127) << 8) | 8421376 | (v_amount >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(v_amount); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_amount = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of costKind')
+        if s == 2:
+            if v_amountMultiplier is not None:
+                el = 'amountMultiplier'
+                if not -3 <= v_amountMultiplier <= 3: raise EncodeError(f'value {v_amountMultiplier!r} outside [-3, 3]')
+                v = (v << 8) | ((v_amountMultiplier - -3) << 2)
+                n += 8
+                v_amountMultiplier = None
+                if v_costKind is not None or v_amount is not None or v_amountMultiplier is not None: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_costKind is not None or v_amount is not None or v_amountMultiplier is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -1027,175 +2328,894 @@ def _d_DC_EVChargeParameterType(r):
     f_FullSOC = None
     f_BulkSOC = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
+        el = 'DC_EVStatus'
+        _c1_EVReady = None
+        _c1_EVCabinConditioning = None
+        _c1_EVRESSConditioning = None
+        _c1_EVErrorCode = None
+        _c1_EVRESSSOC = None
+        p += 4
+        if p > E: V, E, p = r.slide(p, 4)
+        x = (V >> (E - p)) & 15
+        if x & 13: raise r.deviation('DC_EVStatusType', p)
+        el = 'DC_EVStatus/EVReady'
+        _c1_EVReady = ((x >> 1) & 1) == 1
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVCabinConditioning'
+                _c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 2
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVRESSConditioning'
+                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 3
+            elif ec == 2:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_EVErrorCode = ((x >> 1) & 15)
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVStatusType', p)
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVRESSConditioning'
+                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 3
+            elif ec == 1:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_EVErrorCode = ((x >> 1) & 15)
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVStatusType', p)
+        if _c1_s == 3:
+            p += 7
+            if p > E: V, E, p = r.slide(p, 7)
+            x = (V >> (E - p)) & 127
+            if x & 97: raise r.deviation('DC_EVStatusType', p)
+            el = 'DC_EVStatus/EVErrorCode'
+            _c1_EVErrorCode = ((x >> 1) & 15)
+            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+            else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _c1_s = 4
+        if _c1_s == 4:
+            p += 11
+            if p > E: V, E, p = r.slide(p, 11)
+            x = (V >> (E - p)) & 2047
+            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+            el = 'DC_EVStatus/EVRESSSOC'
+            _c1_EVRESSSOC = ((x >> 2) & 127)
+            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+            _c1_s = -1
+        f_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus.EVReady = _c1_EVReady
+        f_DC_EVStatus.EVCabinConditioning = _c1_EVCabinConditioning
+        f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
+        f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
+        f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
+        el = 'EVMaximumCurrentLimit'
+        _c2_Multiplier = None
+        _c2_Unit = None
+        _c2_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVMaximumCurrentLimit/Multiplier'
+        _c2_Multiplier = ((x >> 1) & 7) + -3
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        _c2_s = 1
+        if _c2_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaximumCurrentLimit/Unit'
+                _c2_Unit = ((x >> 4) & 15)
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+                el = 'EVMaximumCurrentLimit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
-                el = 'DC_EVStatus'
-                r.pos = p
-                f_DC_EVStatus = _d_DC_EVStatusType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
-                el = 'EVMaximumCurrentLimit'
-                r.pos = p
-                f_EVMaximumCurrentLimit = _d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
-                s = 2
-            if s == 2:
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            elif ec == 1:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'EVMaximumPowerLimit'
-                    r.pos = p
-                    f_EVMaximumPowerLimit = _d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaximumCurrentLimit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c2_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c2_s = -1
+        f_EVMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVMaximumCurrentLimit.Multiplier = _c2_Multiplier
+        f_EVMaximumCurrentLimit.Unit = _c2_Unit
+        f_EVMaximumCurrentLimit.Value = _c2_Value
+        s = 2
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'EVMaximumPowerLimit'
+                _c3_Multiplier = None
+                _c3_Unit = None
+                _c3_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaximumPowerLimit/Multiplier'
+                _c3_Multiplier = ((x >> 1) & 7) + -3
+                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+                _c3_s = 1
+                if _c3_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumPowerLimit/Unit'
+                        _c3_Unit = ((x >> 4) & 15)
+                        if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(p))
+                        else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
+                        el = 'EVMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c3_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c3_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c3_Value = -_c3_Value - 1
+                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                        _c3_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c3_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c3_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c3_Value = -_c3_Value - 1
+                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                        _c3_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c3_s == 3:
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
-                    el = 'EVMaximumVoltageLimit'
-                    r.pos = p
-                    f_EVMaximumVoltageLimit = _d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 4
-                elif ec == 1:
-                    el = 'EVMaximumVoltageLimit'
-                    r.pos = p
-                    f_EVMaximumVoltageLimit = _d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 4
-                else:
-                    raise r.deviation('DC_EVChargeParameterType', p)
-            if s == 4:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    el = 'EVEnergyCapacity'
-                    r.pos = p
-                    f_EVEnergyCapacity = _d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 5
-                elif ec == 1:
-                    el = 'EVEnergyRequest'
-                    r.pos = p
-                    f_EVEnergyRequest = _d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 6
-                elif ec == 2:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
-                    el = 'FullSOC'
-                    f_FullSOC = ((x >> 1) & 127)
-                    if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(p))
-                    s = 7
-                elif ec == 3:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
-                    el = 'BulkSOC'
-                    f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
-                    s = 8
-                elif ec == 4:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('DC_EVChargeParameterType', p)
-            if s == 5:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    el = 'EVEnergyRequest'
-                    r.pos = p
-                    f_EVEnergyRequest = _d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 6
-                elif ec == 1:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
-                    el = 'FullSOC'
-                    f_FullSOC = ((x >> 1) & 127)
-                    if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(p))
-                    s = 7
-                elif ec == 2:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
-                    el = 'BulkSOC'
-                    f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
-                    s = 8
-                elif ec == 3:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('DC_EVChargeParameterType', p)
-            if s == 6:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
-                    el = 'FullSOC'
-                    f_FullSOC = ((x >> 1) & 127)
-                    if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(p))
-                    s = 7
-                elif ec == 1:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
-                    el = 'BulkSOC'
-                    f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
-                    s = 8
-                elif ec == 2:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('DC_EVChargeParameterType', p)
-            if s == 7:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
-                    el = 'BulkSOC'
-                    f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
-                    s = 8
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('DC_EVChargeParameterType', p)
-            if s == 8:
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c3_s = -1
+                f_EVMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVMaximumPowerLimit.Multiplier = _c3_Multiplier
+                f_EVMaximumPowerLimit.Unit = _c3_Unit
+                f_EVMaximumPowerLimit.Value = _c3_Value
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
+                el = 'EVMaximumVoltageLimit'
+                _c4_Multiplier = None
+                _c4_Unit = None
+                _c4_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaximumVoltageLimit/Multiplier'
+                _c4_Multiplier = ((x >> 1) & 7) + -3
+                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+                _c4_s = 1
+                if _c4_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumVoltageLimit/Unit'
+                        _c4_Unit = ((x >> 4) & 15)
+                        if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(p))
+                        else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
+                        el = 'EVMaximumVoltageLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c4_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c4_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c4_Value = -_c4_Value - 1
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                        _c4_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumVoltageLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c4_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c4_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c4_Value = -_c4_Value - 1
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                        _c4_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c4_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c4_s = -1
+                f_EVMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVMaximumVoltageLimit.Multiplier = _c4_Multiplier
+                f_EVMaximumVoltageLimit.Unit = _c4_Unit
+                f_EVMaximumVoltageLimit.Value = _c4_Value
+                s = 4
+            elif ec == 1:
+                el = 'EVMaximumVoltageLimit'
+                _c5_Multiplier = None
+                _c5_Unit = None
+                _c5_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaximumVoltageLimit/Multiplier'
+                _c5_Multiplier = ((x >> 1) & 7) + -3
+                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
+                _c5_s = 1
+                if _c5_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumVoltageLimit/Unit'
+                        _c5_Unit = ((x >> 4) & 15)
+                        if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(p))
+                        else: _c5_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_Unit]
+                        el = 'EVMaximumVoltageLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c5_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c5_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c5_Value = -_c5_Value - 1
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                        _c5_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumVoltageLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c5_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c5_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c5_Value = -_c5_Value - 1
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                        _c5_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c5_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c5_s = -1
+                f_EVMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVMaximumVoltageLimit.Multiplier = _c5_Multiplier
+                f_EVMaximumVoltageLimit.Unit = _c5_Unit
+                f_EVMaximumVoltageLimit.Value = _c5_Value
+                s = 4
+            else:
+                raise r.deviation('DC_EVChargeParameterType', p)
+        if s == 4:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                el = 'EVEnergyCapacity'
+                _c6_Multiplier = None
+                _c6_Unit = None
+                _c6_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVEnergyCapacity/Multiplier'
+                _c6_Multiplier = ((x >> 1) & 7) + -3
+                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(p))
+                _c6_s = 1
+                if _c6_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVEnergyCapacity/Unit'
+                        _c6_Unit = ((x >> 4) & 15)
+                        if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(p))
+                        else: _c6_Unit = _E_din_msgdatatypes_unitSymbolType[_c6_Unit]
+                        el = 'EVEnergyCapacity/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c6_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c6_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c6_Value = -_c6_Value - 1
+                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                        _c6_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVEnergyCapacity/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c6_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c6_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c6_Value = -_c6_Value - 1
+                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                        _c6_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c6_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c6_s = -1
+                f_EVEnergyCapacity = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVEnergyCapacity.Multiplier = _c6_Multiplier
+                f_EVEnergyCapacity.Unit = _c6_Unit
+                f_EVEnergyCapacity.Value = _c6_Value
+                s = 5
+            elif ec == 1:
+                el = 'EVEnergyRequest'
+                _c7_Multiplier = None
+                _c7_Unit = None
+                _c7_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVEnergyRequest/Multiplier'
+                _c7_Multiplier = ((x >> 1) & 7) + -3
+                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(p))
+                _c7_s = 1
+                if _c7_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVEnergyRequest/Unit'
+                        _c7_Unit = ((x >> 4) & 15)
+                        if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(p))
+                        else: _c7_Unit = _E_din_msgdatatypes_unitSymbolType[_c7_Unit]
+                        el = 'EVEnergyRequest/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c7_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c7_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c7_Value = -_c7_Value - 1
+                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                        _c7_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVEnergyRequest/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c7_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c7_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c7_Value = -_c7_Value - 1
+                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                        _c7_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c7_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c7_s = -1
+                f_EVEnergyRequest = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVEnergyRequest.Multiplier = _c7_Multiplier
+                f_EVEnergyRequest.Unit = _c7_Unit
+                f_EVEnergyRequest.Value = _c7_Value
+                s = 6
+            elif ec == 2:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                el = 'FullSOC'
+                f_FullSOC = ((x >> 1) & 127)
+                if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(p))
+                s = 7
+            elif ec == 3:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                el = 'BulkSOC'
+                f_BulkSOC = ((x >> 1) & 127)
+                if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
+                s = 8
+            elif ec == 4:
+                pass
                 s = -1
+            else:
+                raise r.deviation('DC_EVChargeParameterType', p)
+        if s == 5:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                el = 'EVEnergyRequest'
+                _c8_Multiplier = None
+                _c8_Unit = None
+                _c8_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVEnergyRequest/Multiplier'
+                _c8_Multiplier = ((x >> 1) & 7) + -3
+                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(p))
+                _c8_s = 1
+                if _c8_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVEnergyRequest/Unit'
+                        _c8_Unit = ((x >> 4) & 15)
+                        if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(p))
+                        else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
+                        el = 'EVEnergyRequest/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c8_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c8_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c8_Value = -_c8_Value - 1
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                        _c8_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVEnergyRequest/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c8_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c8_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c8_Value = -_c8_Value - 1
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                        _c8_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c8_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c8_s = -1
+                f_EVEnergyRequest = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVEnergyRequest.Multiplier = _c8_Multiplier
+                f_EVEnergyRequest.Unit = _c8_Unit
+                f_EVEnergyRequest.Value = _c8_Value
+                s = 6
+            elif ec == 1:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                el = 'FullSOC'
+                f_FullSOC = ((x >> 1) & 127)
+                if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(p))
+                s = 7
+            elif ec == 2:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                el = 'BulkSOC'
+                f_BulkSOC = ((x >> 1) & 127)
+                if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
+                s = 8
+            elif ec == 3:
+                pass
+                s = -1
+            else:
+                raise r.deviation('DC_EVChargeParameterType', p)
+        if s == 6:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                el = 'FullSOC'
+                f_FullSOC = ((x >> 1) & 127)
+                if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(p))
+                s = 7
+            elif ec == 1:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                el = 'BulkSOC'
+                f_BulkSOC = ((x >> 1) & 127)
+                if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
+                s = 8
+            elif ec == 2:
+                pass
+                s = -1
+            else:
+                raise r.deviation('DC_EVChargeParameterType', p)
+        if s == 7:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                el = 'BulkSOC'
+                f_BulkSOC = ((x >> 1) & 127)
+                if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
+                s = 8
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('DC_EVChargeParameterType', p)
+        if s == 8:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.DC_EVChargeParameterType(f_DC_EVStatus, f_EVMaximumCurrentLimit, f_EVMaximumPowerLimit, f_EVMaximumVoltageLimit, f_EVEnergyCapacity, f_EVEnergyRequest, f_FullSOC, f_BulkSOC)
+    _obj = _new(din_msgdatatypes.DC_EVChargeParameterType)
+    _obj.DC_EVStatus = f_DC_EVStatus
+    _obj.EVMaximumCurrentLimit = f_EVMaximumCurrentLimit
+    _obj.EVMaximumPowerLimit = f_EVMaximumPowerLimit
+    _obj.EVMaximumVoltageLimit = f_EVMaximumVoltageLimit
+    _obj.EVEnergyCapacity = f_EVEnergyCapacity
+    _obj.EVEnergyRequest = f_EVEnergyRequest
+    _obj.FullSOC = f_FullSOC
+    _obj.BulkSOC = f_BulkSOC
+    return _obj
 
 def _e_DC_EVChargeParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVChargeParameterType
@@ -1211,163 +3231,609 @@ def _e_DC_EVChargeParameterType(w, o):
         v_EVEnergyRequest = o.EVEnergyRequest
         v_FullSOC = o.FullSOC
         v_BulkSOC = o.BulkSOC
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_DC_EVStatus is not None:
-                    el = 'DC_EVStatus'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_DC_EVStatusType(w, v_DC_EVStatus)
-                    v = w.v; n = w.n
-                    if not (v_EVMaximumCurrentLimit is not None): raise EncodeError('missing content: EVMaximumCurrentLimit')
-                    el = 'EVMaximumCurrentLimit'
-                    v <<= 1
-                    n += 1
-                    v_DC_EVStatus = None
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVMaximumCurrentLimit)
-                    v = w.v; n = w.n
-                    v_EVMaximumCurrentLimit = None
-                    s = 2
+        if v_DC_EVStatus is not None:
+            el = 'DC_EVStatus'
+            v <<= 1
+            n += 1
+            _c1_o = v_DC_EVStatus
+            _c1_EVReady = _c1_o.EVReady
+            _c1_EVCabinConditioning = _c1_o.EVCabinConditioning
+            _c1_EVRESSConditioning = _c1_o.EVRESSConditioning
+            _c1_EVErrorCode = _c1_o.EVErrorCode
+            _c1_EVRESSSOC = _c1_o.EVRESSSOC
+            if _c1_EVReady is not None:
+                el = 'DC_EVStatus/EVReady'
+                if _c1_EVReady is not True and _c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_EVReady!r}')
+                v = (v << 4) | (_c1_EVReady << 1)
+                n += 4
+                _c1_EVReady = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of EVReady')
+            if _c1_s == 1:
+                if _c1_EVCabinConditioning is not None:
+                    el = 'DC_EVStatus/EVCabinConditioning'
+                    if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c1_EVCabinConditioning << 1)
+                    n += 5
+                    _c1_EVCabinConditioning = None
+                    _c1_s = 2
+                elif _c1_EVRESSConditioning is not None:
+                    el = 'DC_EVStatus/EVRESSConditioning'
+                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c1_EVRESSConditioning = None
+                    _c1_s = 3
+                elif _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
+                    n += 8
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
                 else:
-                    raise EncodeError('missing content: expected one of DC_EVStatus')
-            if s == 2:
-                if v_EVMaximumPowerLimit is not None:
-                    el = 'EVMaximumPowerLimit'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVMaximumPowerLimit)
-                    v = w.v; n = w.n
-                    if not (v_EVMaximumVoltageLimit is not None): raise EncodeError('missing content: EVMaximumVoltageLimit')
-                    el = 'EVMaximumVoltageLimit'
+                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c1_s == 2:
+                if _c1_EVRESSConditioning is not None:
+                    el = 'DC_EVStatus/EVRESSConditioning'
+                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c1_EVRESSConditioning = None
+                    _c1_s = 3
+                elif _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i2 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (1 << 6) | (_c1_i2 << 1)
+                    n += 8
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
+            if _c1_s == 3:
+                if _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i3 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 7) | (_c1_i3 << 1)
+                    n += 7
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVErrorCode')
+            if _c1_s == 4:
+                if _c1_EVRESSSOC is not None:
+                    el = 'DC_EVStatus/EVRESSSOC'
+                    if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 11) | (_c1_EVRESSSOC << 2)
+                    n += 11
+                    _c1_EVRESSSOC = None
+                    if _c1_EVReady is not None or _c1_EVCabinConditioning is not None or _c1_EVRESSConditioning is not None or _c1_EVErrorCode is not None or _c1_EVRESSSOC is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSSOC')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (v_EVMaximumCurrentLimit is not None): raise EncodeError('missing content: EVMaximumCurrentLimit')
+            el = 'EVMaximumCurrentLimit'
+            v <<= 1
+            n += 1
+            v_DC_EVStatus = None
+            _c2_o = v_EVMaximumCurrentLimit
+            _c2_Multiplier = _c2_o.Multiplier
+            _c2_Unit = _c2_o.Unit
+            _c2_Value = _c2_o.Value
+            if _c2_Multiplier is not None:
+                el = 'EVMaximumCurrentLimit/Multiplier'
+                if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c2_Multiplier - -3) << 1)
+                n += 6
+                _c2_Multiplier = None
+                _c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c2_s == 1:
+                if _c2_Unit is not None:
+                    el = 'EVMaximumCurrentLimit/Unit'
+                    _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
+                    if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVMaximumCurrentLimit/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
+                    n += 11
+                    _c2_Unit = None
+                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    v_EVMaximumPowerLimit = None
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVMaximumVoltageLimit)
-                    v = w.v; n = w.n
-                    v_EVMaximumVoltageLimit = None
-                    s = 4
-                elif v_EVMaximumVoltageLimit is not None:
-                    el = 'EVMaximumVoltageLimit'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVMaximumVoltageLimit)
-                    v = w.v; n = w.n
-                    v_EVMaximumVoltageLimit = None
-                    s = 4
+                    _c2_Value = None
+                    _c2_s = 3
+                elif _c2_Value is not None:
+                    el = 'EVMaximumCurrentLimit/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c2_Value < 0)
+                    n += 4
+                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_Value = None
+                    _c2_s = 3
                 else:
-                    raise EncodeError('missing content: expected one of EVMaximumPowerLimit, EVMaximumVoltageLimit')
-            if s == 4:
-                if v_EVEnergyCapacity is not None:
-                    el = 'EVEnergyCapacity'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVEnergyCapacity)
-                    v = w.v; n = w.n
-                    v_EVEnergyCapacity = None
-                    s = 5
-                elif v_EVEnergyRequest is not None:
-                    el = 'EVEnergyRequest'
-                    v = (v << 3) | 1
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVEnergyRequest)
-                    v = w.v; n = w.n
-                    v_EVEnergyRequest = None
-                    s = 6
-                elif v_FullSOC is not None:
-                    el = 'FullSOC'
-                    if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
-                    v = (v << 12) | (2 << 9) | (v_FullSOC << 1)
-                    n += 12
-                    v_FullSOC = None
-                    s = 7
-                elif v_BulkSOC is not None:
-                    el = 'BulkSOC'
-                    if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
-                    v = (v << 12) | (3 << 9) | (v_BulkSOC << 1)
-                    n += 12
-                    v_BulkSOC = None
-                    s = 8
-                elif True:
-                    v = (v << 3) | 4
-                    n += 3
-                    if v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
-                    s = -1
-            if s == 5:
-                if v_EVEnergyRequest is not None:
-                    el = 'EVEnergyRequest'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVEnergyRequest)
-                    v = w.v; n = w.n
-                    v_EVEnergyRequest = None
-                    s = 6
-                elif v_FullSOC is not None:
-                    el = 'FullSOC'
-                    if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
-                    v = (v << 12) | (1 << 9) | (v_FullSOC << 1)
-                    n += 12
-                    v_FullSOC = None
-                    s = 7
-                elif v_BulkSOC is not None:
-                    el = 'BulkSOC'
-                    if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
-                    v = (v << 12) | (2 << 9) | (v_BulkSOC << 1)
-                    n += 12
-                    v_BulkSOC = None
-                    s = 8
-                elif True:
-                    v = (v << 3) | 3
-                    n += 3
-                    if v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
-                    s = -1
-            if s == 6:
-                if v_FullSOC is not None:
-                    el = 'FullSOC'
-                    if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
-                    v = (v << 11) | (v_FullSOC << 1)
-                    n += 11
-                    v_FullSOC = None
-                    s = 7
-                elif v_BulkSOC is not None:
-                    el = 'BulkSOC'
-                    if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
-                    v = (v << 11) | (1 << 9) | (v_BulkSOC << 1)
-                    n += 11
-                    v_BulkSOC = None
-                    s = 8
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
-                    s = -1
-            if s == 7:
-                if v_BulkSOC is not None:
-                    el = 'BulkSOC'
-                    if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
-                    v = (v << 11) | (v_BulkSOC << 1)
-                    n += 11
-                    v_BulkSOC = None
-                    s = 8
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
-                    s = -1
-            if s == 8:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c2_s == 3:
                 if True:
                     v <<= 1
                     n += 1
-                    if v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
-                    s = -1
+                    if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_EVMaximumCurrentLimit = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of DC_EVStatus')
+        if s == 2:
+            if v_EVMaximumPowerLimit is not None:
+                el = 'EVMaximumPowerLimit'
+                v <<= 2
+                n += 2
+                _c3_o = v_EVMaximumPowerLimit
+                _c3_Multiplier = _c3_o.Multiplier
+                _c3_Unit = _c3_o.Unit
+                _c3_Value = _c3_o.Value
+                if _c3_Multiplier is not None:
+                    el = 'EVMaximumPowerLimit/Multiplier'
+                    if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c3_Multiplier - -3) << 1)
+                    n += 6
+                    _c3_Multiplier = None
+                    _c3_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c3_s == 1:
+                    if _c3_Unit is not None:
+                        el = 'EVMaximumPowerLimit/Unit'
+                        _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                        if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVMaximumPowerLimit/Value'
+                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                        n += 11
+                        _c3_Unit = None
+                        _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c3_Value = None
+                        _c3_s = 3
+                    elif _c3_Value is not None:
+                        el = 'EVMaximumPowerLimit/Value'
+                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                        n += 4
+                        _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c3_Value = None
+                        _c3_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c3_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
+                        _c3_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (v_EVMaximumVoltageLimit is not None): raise EncodeError('missing content: EVMaximumVoltageLimit')
+                el = 'EVMaximumVoltageLimit'
+                v <<= 1
+                n += 1
+                v_EVMaximumPowerLimit = None
+                _c4_o = v_EVMaximumVoltageLimit
+                _c4_Multiplier = _c4_o.Multiplier
+                _c4_Unit = _c4_o.Unit
+                _c4_Value = _c4_o.Value
+                if _c4_Multiplier is not None:
+                    el = 'EVMaximumVoltageLimit/Multiplier'
+                    if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c4_Multiplier - -3) << 1)
+                    n += 6
+                    _c4_Multiplier = None
+                    _c4_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c4_s == 1:
+                    if _c4_Unit is not None:
+                        el = 'EVMaximumVoltageLimit/Unit'
+                        _c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_Unit)
+                        if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVMaximumVoltageLimit/Value'
+                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
+                        n += 11
+                        _c4_Unit = None
+                        _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c4_Value = None
+                        _c4_s = 3
+                    elif _c4_Value is not None:
+                        el = 'EVMaximumVoltageLimit/Value'
+                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c4_Value < 0)
+                        n += 4
+                        _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c4_Value = None
+                        _c4_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c4_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c4_Multiplier is not None or _c4_Unit is not None or _c4_Value is not None: raise _leftover(_c4_o)
+                        _c4_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVMaximumVoltageLimit = None
+                s = 4
+            elif v_EVMaximumVoltageLimit is not None:
+                el = 'EVMaximumVoltageLimit'
+                v = (v << 2) | 1
+                n += 2
+                _c5_o = v_EVMaximumVoltageLimit
+                _c5_Multiplier = _c5_o.Multiplier
+                _c5_Unit = _c5_o.Unit
+                _c5_Value = _c5_o.Value
+                if _c5_Multiplier is not None:
+                    el = 'EVMaximumVoltageLimit/Multiplier'
+                    if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c5_Multiplier - -3) << 1)
+                    n += 6
+                    _c5_Multiplier = None
+                    _c5_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c5_s == 1:
+                    if _c5_Unit is not None:
+                        el = 'EVMaximumVoltageLimit/Unit'
+                        _c5_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c5_Unit)
+                        if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVMaximumVoltageLimit/Value'
+                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
+                        n += 11
+                        _c5_Unit = None
+                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c5_Value = None
+                        _c5_s = 3
+                    elif _c5_Value is not None:
+                        el = 'EVMaximumVoltageLimit/Value'
+                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c5_Value < 0)
+                        n += 4
+                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c5_Value = None
+                        _c5_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c5_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c5_Multiplier is not None or _c5_Unit is not None or _c5_Value is not None: raise _leftover(_c5_o)
+                        _c5_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVMaximumVoltageLimit = None
+                s = 4
+            else:
+                raise EncodeError('missing content: expected one of EVMaximumPowerLimit, EVMaximumVoltageLimit')
+        if s == 4:
+            if v_EVEnergyCapacity is not None:
+                el = 'EVEnergyCapacity'
+                v <<= 3
+                n += 3
+                _c6_o = v_EVEnergyCapacity
+                _c6_Multiplier = _c6_o.Multiplier
+                _c6_Unit = _c6_o.Unit
+                _c6_Value = _c6_o.Value
+                if _c6_Multiplier is not None:
+                    el = 'EVEnergyCapacity/Multiplier'
+                    if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c6_Multiplier - -3) << 1)
+                    n += 6
+                    _c6_Multiplier = None
+                    _c6_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c6_s == 1:
+                    if _c6_Unit is not None:
+                        el = 'EVEnergyCapacity/Unit'
+                        _c6_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c6_Unit)
+                        if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c6_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVEnergyCapacity/Value'
+                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
+                        n += 11
+                        _c6_Unit = None
+                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c6_Value = None
+                        _c6_s = 3
+                    elif _c6_Value is not None:
+                        el = 'EVEnergyCapacity/Value'
+                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c6_Value < 0)
+                        n += 4
+                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c6_Value = None
+                        _c6_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c6_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c6_Multiplier is not None or _c6_Unit is not None or _c6_Value is not None: raise _leftover(_c6_o)
+                        _c6_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVEnergyCapacity = None
+                s = 5
+            elif v_EVEnergyRequest is not None:
+                el = 'EVEnergyRequest'
+                v = (v << 3) | 1
+                n += 3
+                _c7_o = v_EVEnergyRequest
+                _c7_Multiplier = _c7_o.Multiplier
+                _c7_Unit = _c7_o.Unit
+                _c7_Value = _c7_o.Value
+                if _c7_Multiplier is not None:
+                    el = 'EVEnergyRequest/Multiplier'
+                    if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c7_Multiplier - -3) << 1)
+                    n += 6
+                    _c7_Multiplier = None
+                    _c7_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c7_s == 1:
+                    if _c7_Unit is not None:
+                        el = 'EVEnergyRequest/Unit'
+                        _c7_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c7_Unit)
+                        if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVEnergyRequest/Value'
+                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
+                        n += 11
+                        _c7_Unit = None
+                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c7_Value = None
+                        _c7_s = 3
+                    elif _c7_Value is not None:
+                        el = 'EVEnergyRequest/Value'
+                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c7_Value < 0)
+                        n += 4
+                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c7_Value = None
+                        _c7_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c7_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c7_Multiplier is not None or _c7_Unit is not None or _c7_Value is not None: raise _leftover(_c7_o)
+                        _c7_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVEnergyRequest = None
+                s = 6
+            elif v_FullSOC is not None:
+                el = 'FullSOC'
+                if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
+                v = (v << 12) | (2 << 9) | (v_FullSOC << 1)
+                n += 12
+                v_FullSOC = None
+                s = 7
+            elif v_BulkSOC is not None:
+                el = 'BulkSOC'
+                if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
+                v = (v << 12) | (3 << 9) | (v_BulkSOC << 1)
+                n += 12
+                v_BulkSOC = None
+                s = 8
+            elif True:
+                v = (v << 3) | 4
+                n += 3
+                if v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
+                s = -1
+        if s == 5:
+            if v_EVEnergyRequest is not None:
+                el = 'EVEnergyRequest'
+                v <<= 3
+                n += 3
+                _c8_o = v_EVEnergyRequest
+                _c8_Multiplier = _c8_o.Multiplier
+                _c8_Unit = _c8_o.Unit
+                _c8_Value = _c8_o.Value
+                if _c8_Multiplier is not None:
+                    el = 'EVEnergyRequest/Multiplier'
+                    if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c8_Multiplier - -3) << 1)
+                    n += 6
+                    _c8_Multiplier = None
+                    _c8_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c8_s == 1:
+                    if _c8_Unit is not None:
+                        el = 'EVEnergyRequest/Unit'
+                        _c8_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c8_Unit)
+                        if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c8_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVEnergyRequest/Value'
+                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
+                        n += 11
+                        _c8_Unit = None
+                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c8_Value = None
+                        _c8_s = 3
+                    elif _c8_Value is not None:
+                        el = 'EVEnergyRequest/Value'
+                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c8_Value < 0)
+                        n += 4
+                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c8_Value = None
+                        _c8_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c8_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c8_Multiplier is not None or _c8_Unit is not None or _c8_Value is not None: raise _leftover(_c8_o)
+                        _c8_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVEnergyRequest = None
+                s = 6
+            elif v_FullSOC is not None:
+                el = 'FullSOC'
+                if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
+                v = (v << 12) | (1 << 9) | (v_FullSOC << 1)
+                n += 12
+                v_FullSOC = None
+                s = 7
+            elif v_BulkSOC is not None:
+                el = 'BulkSOC'
+                if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
+                v = (v << 12) | (2 << 9) | (v_BulkSOC << 1)
+                n += 12
+                v_BulkSOC = None
+                s = 8
+            elif True:
+                v = (v << 3) | 3
+                n += 3
+                if v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
+                s = -1
+        if s == 6:
+            if v_FullSOC is not None:
+                el = 'FullSOC'
+                if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
+                v = (v << 11) | (v_FullSOC << 1)
+                n += 11
+                v_FullSOC = None
+                s = 7
+            elif v_BulkSOC is not None:
+                el = 'BulkSOC'
+                if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
+                v = (v << 11) | (1 << 9) | (v_BulkSOC << 1)
+                n += 11
+                v_BulkSOC = None
+                s = 8
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                if v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
+                s = -1
+        if s == 7:
+            if v_BulkSOC is not None:
+                el = 'BulkSOC'
+                if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
+                v = (v << 11) | (v_BulkSOC << 1)
+                n += 11
+                v_BulkSOC = None
+                s = 8
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
+                s = -1
+        if s == 8:
+            if True:
+                v <<= 1
+                n += 1
+                if v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -1383,50 +3849,141 @@ def _d_DC_EVPowerDeliveryParameterType(r):
     f_BulkChargingComplete = None
     f_ChargingComplete = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
-                el = 'DC_EVStatus'
-                r.pos = p
-                f_DC_EVStatus = _d_DC_EVStatusType(r)
-                V = r.v; E = r.end; p = r.pos
-                s = 1
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 7
-                    if p > E: V, E, p = r.slide(p, 7)
-                    x = (V >> (E - p)) & 127
-                    if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
-                    el = 'BulkChargingComplete'
-                    f_BulkChargingComplete = ((x >> 5) & 1) == 1
-                    el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 1) & 1) == 1
-                    s = 3
-                elif ec == 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
-                    el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 1) & 1) == 1
-                    s = 3
-                else:
-                    raise r.deviation('DC_EVPowerDeliveryParameterType', p)
-            if s == 3:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
-                s = -1
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+        el = 'DC_EVStatus'
+        _c1_EVReady = None
+        _c1_EVCabinConditioning = None
+        _c1_EVRESSConditioning = None
+        _c1_EVErrorCode = None
+        _c1_EVRESSSOC = None
+        p += 4
+        if p > E: V, E, p = r.slide(p, 4)
+        x = (V >> (E - p)) & 15
+        if x & 13: raise r.deviation('DC_EVStatusType', p)
+        el = 'DC_EVStatus/EVReady'
+        _c1_EVReady = ((x >> 1) & 1) == 1
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVCabinConditioning'
+                _c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 2
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVRESSConditioning'
+                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 3
+            elif ec == 2:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_EVErrorCode = ((x >> 1) & 15)
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVStatusType', p)
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVRESSConditioning'
+                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 3
+            elif ec == 1:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_EVErrorCode = ((x >> 1) & 15)
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVStatusType', p)
+        if _c1_s == 3:
+            p += 7
+            if p > E: V, E, p = r.slide(p, 7)
+            x = (V >> (E - p)) & 127
+            if x & 97: raise r.deviation('DC_EVStatusType', p)
+            el = 'DC_EVStatus/EVErrorCode'
+            _c1_EVErrorCode = ((x >> 1) & 15)
+            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+            else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _c1_s = 4
+        if _c1_s == 4:
+            p += 11
+            if p > E: V, E, p = r.slide(p, 11)
+            x = (V >> (E - p)) & 2047
+            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+            el = 'DC_EVStatus/EVRESSSOC'
+            _c1_EVRESSSOC = ((x >> 2) & 127)
+            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+            _c1_s = -1
+        f_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus.EVReady = _c1_EVReady
+        f_DC_EVStatus.EVCabinConditioning = _c1_EVCabinConditioning
+        f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
+        f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
+        f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 7
+                if p > E: V, E, p = r.slide(p, 7)
+                x = (V >> (E - p)) & 127
+                if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                el = 'BulkChargingComplete'
+                f_BulkChargingComplete = ((x >> 5) & 1) == 1
+                el = 'ChargingComplete'
+                f_ChargingComplete = ((x >> 1) & 1) == 1
+                s = 3
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                el = 'ChargingComplete'
+                f_ChargingComplete = ((x >> 1) & 1) == 1
+                s = 3
+            else:
+                raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+        if s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.DC_EVPowerDeliveryParameterType(f_DC_EVStatus, f_BulkChargingComplete, f_ChargingComplete)
+    _obj = _new(din_msgdatatypes.DC_EVPowerDeliveryParameterType)
+    _obj.DC_EVStatus = f_DC_EVStatus
+    _obj.BulkChargingComplete = f_BulkChargingComplete
+    _obj.ChargingComplete = f_ChargingComplete
+    return _obj
 
 def _e_DC_EVPowerDeliveryParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVPowerDeliveryParameterType
@@ -1437,47 +3994,122 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
         v_DC_EVStatus = o.DC_EVStatus
         v_BulkChargingComplete = o.BulkChargingComplete
         v_ChargingComplete = o.ChargingComplete
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_DC_EVStatus is not None:
-                    el = 'DC_EVStatus'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_DC_EVStatusType(w, v_DC_EVStatus)
-                    v = w.v; n = w.n
-                    v_DC_EVStatus = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVStatus')
-            if s == 1:
-                if v_BulkChargingComplete is not None:
-                    el = 'BulkChargingComplete'
-                    if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                    if not (v_ChargingComplete is not None): raise EncodeError('missing content: ChargingComplete')
-                    el = 'ChargingComplete'
-                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    v = (v << 9) | (v_BulkChargingComplete << 5) | (v_ChargingComplete << 1)
-                    n += 9
-                    v_BulkChargingComplete = None
-                    v_ChargingComplete = None
-                    s = 3
-                elif v_ChargingComplete is not None:
-                    el = 'ChargingComplete'
-                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    v = (v << 5) | (1 << 3) | (v_ChargingComplete << 1)
+        if v_DC_EVStatus is not None:
+            el = 'DC_EVStatus'
+            v <<= 1
+            n += 1
+            _c1_o = v_DC_EVStatus
+            _c1_EVReady = _c1_o.EVReady
+            _c1_EVCabinConditioning = _c1_o.EVCabinConditioning
+            _c1_EVRESSConditioning = _c1_o.EVRESSConditioning
+            _c1_EVErrorCode = _c1_o.EVErrorCode
+            _c1_EVRESSSOC = _c1_o.EVRESSSOC
+            if _c1_EVReady is not None:
+                el = 'DC_EVStatus/EVReady'
+                if _c1_EVReady is not True and _c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_EVReady!r}')
+                v = (v << 4) | (_c1_EVReady << 1)
+                n += 4
+                _c1_EVReady = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of EVReady')
+            if _c1_s == 1:
+                if _c1_EVCabinConditioning is not None:
+                    el = 'DC_EVStatus/EVCabinConditioning'
+                    if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c1_EVCabinConditioning << 1)
                     n += 5
-                    v_ChargingComplete = None
-                    s = 3
+                    _c1_EVCabinConditioning = None
+                    _c1_s = 2
+                elif _c1_EVRESSConditioning is not None:
+                    el = 'DC_EVStatus/EVRESSConditioning'
+                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c1_EVRESSConditioning = None
+                    _c1_s = 3
+                elif _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
+                    n += 8
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
                 else:
-                    raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
-            if s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_DC_EVStatus is not None or v_BulkChargingComplete is not None or v_ChargingComplete is not None: raise _leftover(o)
-                    s = -1
+                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c1_s == 2:
+                if _c1_EVRESSConditioning is not None:
+                    el = 'DC_EVStatus/EVRESSConditioning'
+                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c1_EVRESSConditioning = None
+                    _c1_s = 3
+                elif _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i2 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (1 << 6) | (_c1_i2 << 1)
+                    n += 8
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
+            if _c1_s == 3:
+                if _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i3 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 7) | (_c1_i3 << 1)
+                    n += 7
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVErrorCode')
+            if _c1_s == 4:
+                if _c1_EVRESSSOC is not None:
+                    el = 'DC_EVStatus/EVRESSSOC'
+                    if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 11) | (_c1_EVRESSSOC << 2)
+                    n += 11
+                    _c1_EVRESSSOC = None
+                    if _c1_EVReady is not None or _c1_EVCabinConditioning is not None or _c1_EVRESSConditioning is not None or _c1_EVErrorCode is not None or _c1_EVRESSSOC is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSSOC')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_DC_EVStatus = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of DC_EVStatus')
+        if s == 1:
+            if v_BulkChargingComplete is not None:
+                el = 'BulkChargingComplete'
+                if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
+                if not (v_ChargingComplete is not None): raise EncodeError('missing content: ChargingComplete')
+                el = 'ChargingComplete'
+                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                v = (v << 9) | (v_BulkChargingComplete << 5) | (v_ChargingComplete << 1)
+                n += 9
+                v_BulkChargingComplete = None
+                v_ChargingComplete = None
+                s = 3
+            elif v_ChargingComplete is not None:
+                el = 'ChargingComplete'
+                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                v = (v << 5) | (1 << 3) | (v_ChargingComplete << 1)
+                n += 5
+                v_ChargingComplete = None
+                s = 3
+            else:
+                raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
+        if s == 3:
+            if True:
+                v <<= 1
+                n += 1
+                if v_DC_EVStatus is not None or v_BulkChargingComplete is not None or v_ChargingComplete is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -1499,112 +4131,1075 @@ def _d_DC_EVSEChargeParameterType(r):
     f_EVSEPeakCurrentRipple = None
     f_EVSEEnergyToBeDelivered = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
+        el = 'DC_EVSEStatus'
+        _c1_EVSEIsolationStatus = None
+        _c1_EVSEStatusCode = None
+        _c1_NotificationMaxDelay = None
+        _c1_EVSENotification = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            p += 11
+            if p > E: V, E, p = r.slide(p, 11)
+            x = (V >> (E - p)) & 2047
+            if x & 1249: raise r.deviation('DC_EVSEStatusType', p)
+            el = 'DC_EVSEStatus/EVSEIsolationStatus'
+            _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+            el = 'DC_EVSEStatus/EVSEStatusCode'
+            _c1_EVSEStatusCode = ((x >> 1) & 15)
+            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+            else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+            _c1_s = 2
+        elif ec == 1:
+            p += 6
+            if p > E: V, E, p = r.slide(p, 6)
+            x = (V >> (E - p)) & 63
+            if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+            el = 'DC_EVSEStatus/EVSEStatusCode'
+            _c1_EVSEStatusCode = ((x >> 1) & 15)
+            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+            else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+            _c1_s = 2
+        else:
+            raise r.deviation('DC_EVSEStatusType', p)
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+            el = 'DC_EVSEStatus/NotificationMaxDelay'
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    _c1_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 7
+            if p > E: V, E, p = r.slide(p, 7)
+            x = (V >> (E - p)) & 127
+            if x & 115: raise r.deviation('DC_EVSEStatusType', p)
+            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(p))
+            el = 'DC_EVSEStatus/EVSENotification'
+            _c1_EVSENotification = ((x >> 2) & 3)
+            if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+            else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+            _c1_s = -1
+        f_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+        f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
+        f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
+        f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
+        f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
+        el = 'EVSEMaximumCurrentLimit'
+        _c2_Multiplier = None
+        _c2_Unit = None
+        _c2_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVSEMaximumCurrentLimit/Multiplier'
+        _c2_Multiplier = ((x >> 1) & 7) + -3
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        _c2_s = 1
+        if _c2_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaximumCurrentLimit/Unit'
+                _c2_Unit = ((x >> 4) & 15)
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+                el = 'EVSEMaximumCurrentLimit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaximumCurrentLimit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c2_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c2_s = -1
+        f_EVSEMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVSEMaximumCurrentLimit.Multiplier = _c2_Multiplier
+        f_EVSEMaximumCurrentLimit.Unit = _c2_Unit
+        f_EVSEMaximumCurrentLimit.Value = _c2_Value
+        s = 2
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'EVSEMaximumPowerLimit'
+                _c3_Multiplier = None
+                _c3_Unit = None
+                _c3_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaximumPowerLimit/Multiplier'
+                _c3_Multiplier = ((x >> 1) & 7) + -3
+                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+                _c3_s = 1
+                if _c3_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumPowerLimit/Unit'
+                        _c3_Unit = ((x >> 4) & 15)
+                        if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(p))
+                        else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c3_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c3_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c3_Value = -_c3_Value - 1
+                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                        _c3_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c3_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c3_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c3_Value = -_c3_Value - 1
+                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                        _c3_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c3_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c3_s = -1
+                f_EVSEMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumPowerLimit.Multiplier = _c3_Multiplier
+                f_EVSEMaximumPowerLimit.Unit = _c3_Unit
+                f_EVSEMaximumPowerLimit.Value = _c3_Value
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
-                el = 'DC_EVSEStatus'
-                r.pos = p
-                f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
-                el = 'EVSEMaximumCurrentLimit'
-                r.pos = p
-                f_EVSEMaximumCurrentLimit = _d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
-                s = 2
-            if s == 2:
+                el = 'EVSEMaximumVoltageLimit'
+                _c4_Multiplier = None
+                _c4_Unit = None
+                _c4_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaximumVoltageLimit/Multiplier'
+                _c4_Multiplier = ((x >> 1) & 7) + -3
+                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+                _c4_s = 1
+                if _c4_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumVoltageLimit/Unit'
+                        _c4_Unit = ((x >> 4) & 15)
+                        if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(p))
+                        else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
+                        el = 'EVSEMaximumVoltageLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c4_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c4_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c4_Value = -_c4_Value - 1
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                        _c4_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumVoltageLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c4_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c4_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c4_Value = -_c4_Value - 1
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                        _c4_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c4_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c4_s = -1
+                f_EVSEMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
+                f_EVSEMaximumVoltageLimit.Unit = _c4_Unit
+                f_EVSEMaximumVoltageLimit.Value = _c4_Value
+                s = 4
+            elif ec == 1:
+                el = 'EVSEMaximumVoltageLimit'
+                _c5_Multiplier = None
+                _c5_Unit = None
+                _c5_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaximumVoltageLimit/Multiplier'
+                _c5_Multiplier = ((x >> 1) & 7) + -3
+                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
+                _c5_s = 1
+                if _c5_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumVoltageLimit/Unit'
+                        _c5_Unit = ((x >> 4) & 15)
+                        if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(p))
+                        else: _c5_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_Unit]
+                        el = 'EVSEMaximumVoltageLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c5_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c5_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c5_Value = -_c5_Value - 1
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                        _c5_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumVoltageLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c5_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c5_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c5_Value = -_c5_Value - 1
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                        _c5_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c5_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c5_s = -1
+                f_EVSEMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumVoltageLimit.Multiplier = _c5_Multiplier
+                f_EVSEMaximumVoltageLimit.Unit = _c5_Unit
+                f_EVSEMaximumVoltageLimit.Value = _c5_Value
+                s = 4
+            else:
+                raise r.deviation('DC_EVSEChargeParameterType', p)
+        if s == 4:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
+            el = 'EVSEMinimumCurrentLimit'
+            _c6_Multiplier = None
+            _c6_Unit = None
+            _c6_Value = None
+            p += 6
+            if p > E: V, E, p = r.slide(p, 6)
+            x = (V >> (E - p)) & 63
+            if x & 49: raise r.deviation('PhysicalValueType', p)
+            el = 'EVSEMinimumCurrentLimit/Multiplier'
+            _c6_Multiplier = ((x >> 1) & 7) + -3
+            if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(p))
+            _c6_s = 1
+            if _c6_s == 1:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    el = 'EVSEMaximumPowerLimit'
-                    r.pos = p
-                    f_EVSEMaximumPowerLimit = _d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
+                    p += 9
+                    if p > E: V, E, p = r.slide(p, 9)
+                    x = (V >> (E - p)) & 511
+                    if x & 270: raise r.deviation('PhysicalValueType', p)
+                    el = 'EVSEMinimumCurrentLimit/Unit'
+                    _c6_Unit = ((x >> 4) & 15)
+                    if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(p))
+                    else: _c6_Unit = _E_din_msgdatatypes_unitSymbolType[_c6_Unit]
+                    el = 'EVSEMinimumCurrentLimit/Value'
+                    _neg = (x & 1)
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c6_Value = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c6_Value = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
-                    el = 'EVSEMaximumVoltageLimit'
-                    r.pos = p
-                    f_EVSEMaximumVoltageLimit = _d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 4
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    if _neg: _c6_Value = -_c6_Value - 1
+                    if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                    _c6_s = 3
                 elif ec == 1:
-                    el = 'EVSEMaximumVoltageLimit'
-                    r.pos = p
-                    f_EVSEMaximumVoltageLimit = _d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 4
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('PhysicalValueType', p)
+                    el = 'EVSEMinimumCurrentLimit/Value'
+                    _neg = (x & 1)
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c6_Value = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c6_Value = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    if _neg: _c6_Value = -_c6_Value - 1
+                    if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                    _c6_s = 3
                 else:
-                    raise r.deviation('DC_EVSEChargeParameterType', p)
-            if s == 4:
+                    raise r.deviation('PhysicalValueType', p)
+            if _c6_s == 3:
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
-                el = 'EVSEMinimumCurrentLimit'
-                r.pos = p
-                f_EVSEMinimumCurrentLimit = _d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
-                el = 'EVSEMinimumVoltageLimit'
-                r.pos = p
-                f_EVSEMinimumVoltageLimit = _d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
-                s = 6
-            if s == 6:
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                _c6_s = -1
+            f_EVSEMinimumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
+            f_EVSEMinimumCurrentLimit.Multiplier = _c6_Multiplier
+            f_EVSEMinimumCurrentLimit.Unit = _c6_Unit
+            f_EVSEMinimumCurrentLimit.Value = _c6_Value
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
+            el = 'EVSEMinimumVoltageLimit'
+            _c7_Multiplier = None
+            _c7_Unit = None
+            _c7_Value = None
+            p += 6
+            if p > E: V, E, p = r.slide(p, 6)
+            x = (V >> (E - p)) & 63
+            if x & 49: raise r.deviation('PhysicalValueType', p)
+            el = 'EVSEMinimumVoltageLimit/Multiplier'
+            _c7_Multiplier = ((x >> 1) & 7) + -3
+            if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(p))
+            _c7_s = 1
+            if _c7_s == 1:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    el = 'EVSECurrentRegulationTolerance'
-                    r.pos = p
-                    f_EVSECurrentRegulationTolerance = _d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
+                    p += 9
+                    if p > E: V, E, p = r.slide(p, 9)
+                    x = (V >> (E - p)) & 511
+                    if x & 270: raise r.deviation('PhysicalValueType', p)
+                    el = 'EVSEMinimumVoltageLimit/Unit'
+                    _c7_Unit = ((x >> 4) & 15)
+                    if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(p))
+                    else: _c7_Unit = _E_din_msgdatatypes_unitSymbolType[_c7_Unit]
+                    el = 'EVSEMinimumVoltageLimit/Value'
+                    _neg = (x & 1)
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c7_Value = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c7_Value = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
-                    el = 'EVSEPeakCurrentRipple'
-                    r.pos = p
-                    f_EVSEPeakCurrentRipple = _d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 8
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    if _neg: _c7_Value = -_c7_Value - 1
+                    if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                    _c7_s = 3
                 elif ec == 1:
-                    el = 'EVSEPeakCurrentRipple'
-                    r.pos = p
-                    f_EVSEPeakCurrentRipple = _d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 8
-                else:
-                    raise r.deviation('DC_EVSEChargeParameterType', p)
-            if s == 8:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'EVSEEnergyToBeDelivered'
-                    r.pos = p
-                    f_EVSEEnergyToBeDelivered = _d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('PhysicalValueType', p)
+                    el = 'EVSEMinimumVoltageLimit/Value'
+                    _neg = (x & 1)
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c7_Value = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c7_Value = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    if _neg: _c7_Value = -_c7_Value - 1
+                    if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                    _c7_s = 3
                 else:
-                    raise r.deviation('DC_EVSEChargeParameterType', p)
+                    raise r.deviation('PhysicalValueType', p)
+            if _c7_s == 3:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                _c7_s = -1
+            f_EVSEMinimumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
+            f_EVSEMinimumVoltageLimit.Multiplier = _c7_Multiplier
+            f_EVSEMinimumVoltageLimit.Unit = _c7_Unit
+            f_EVSEMinimumVoltageLimit.Value = _c7_Value
+            s = 6
+        if s == 6:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'EVSECurrentRegulationTolerance'
+                _c8_Multiplier = None
+                _c8_Unit = None
+                _c8_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSECurrentRegulationTolerance/Multiplier'
+                _c8_Multiplier = ((x >> 1) & 7) + -3
+                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(p))
+                _c8_s = 1
+                if _c8_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSECurrentRegulationTolerance/Unit'
+                        _c8_Unit = ((x >> 4) & 15)
+                        if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(p))
+                        else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
+                        el = 'EVSECurrentRegulationTolerance/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c8_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c8_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c8_Value = -_c8_Value - 1
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                        _c8_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSECurrentRegulationTolerance/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c8_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c8_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c8_Value = -_c8_Value - 1
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                        _c8_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c8_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c8_s = -1
+                f_EVSECurrentRegulationTolerance = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSECurrentRegulationTolerance.Multiplier = _c8_Multiplier
+                f_EVSECurrentRegulationTolerance.Unit = _c8_Unit
+                f_EVSECurrentRegulationTolerance.Value = _c8_Value
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
+                el = 'EVSEPeakCurrentRipple'
+                _c9_Multiplier = None
+                _c9_Unit = None
+                _c9_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEPeakCurrentRipple/Multiplier'
+                _c9_Multiplier = ((x >> 1) & 7) + -3
+                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(p))
+                _c9_s = 1
+                if _c9_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEPeakCurrentRipple/Unit'
+                        _c9_Unit = ((x >> 4) & 15)
+                        if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(p))
+                        else: _c9_Unit = _E_din_msgdatatypes_unitSymbolType[_c9_Unit]
+                        el = 'EVSEPeakCurrentRipple/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c9_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c9_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c9_Value = -_c9_Value - 1
+                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                        _c9_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEPeakCurrentRipple/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c9_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c9_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c9_Value = -_c9_Value - 1
+                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                        _c9_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c9_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c9_s = -1
+                f_EVSEPeakCurrentRipple = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSEPeakCurrentRipple.Multiplier = _c9_Multiplier
+                f_EVSEPeakCurrentRipple.Unit = _c9_Unit
+                f_EVSEPeakCurrentRipple.Value = _c9_Value
+                s = 8
+            elif ec == 1:
+                el = 'EVSEPeakCurrentRipple'
+                _c10_Multiplier = None
+                _c10_Unit = None
+                _c10_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEPeakCurrentRipple/Multiplier'
+                _c10_Multiplier = ((x >> 1) & 7) + -3
+                if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(p))
+                _c10_s = 1
+                if _c10_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEPeakCurrentRipple/Unit'
+                        _c10_Unit = ((x >> 4) & 15)
+                        if _c10_Unit >= 10: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 10, r.at(p))
+                        else: _c10_Unit = _E_din_msgdatatypes_unitSymbolType[_c10_Unit]
+                        el = 'EVSEPeakCurrentRipple/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c10_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c10_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c10_Value = -_c10_Value - 1
+                        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
+                        _c10_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEPeakCurrentRipple/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c10_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c10_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c10_Value = -_c10_Value - 1
+                        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
+                        _c10_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c10_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c10_s = -1
+                f_EVSEPeakCurrentRipple = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSEPeakCurrentRipple.Multiplier = _c10_Multiplier
+                f_EVSEPeakCurrentRipple.Unit = _c10_Unit
+                f_EVSEPeakCurrentRipple.Value = _c10_Value
+                s = 8
+            else:
+                raise r.deviation('DC_EVSEChargeParameterType', p)
+        if s == 8:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'EVSEEnergyToBeDelivered'
+                _c11_Multiplier = None
+                _c11_Unit = None
+                _c11_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEEnergyToBeDelivered/Multiplier'
+                _c11_Multiplier = ((x >> 1) & 7) + -3
+                if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(p))
+                _c11_s = 1
+                if _c11_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEEnergyToBeDelivered/Unit'
+                        _c11_Unit = ((x >> 4) & 15)
+                        if _c11_Unit >= 10: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 10, r.at(p))
+                        else: _c11_Unit = _E_din_msgdatatypes_unitSymbolType[_c11_Unit]
+                        el = 'EVSEEnergyToBeDelivered/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c11_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c11_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c11_Value = -_c11_Value - 1
+                        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
+                        _c11_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEEnergyToBeDelivered/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c11_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c11_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c11_Value = -_c11_Value - 1
+                        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
+                        _c11_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c11_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c11_s = -1
+                f_EVSEEnergyToBeDelivered = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSEEnergyToBeDelivered.Multiplier = _c11_Multiplier
+                f_EVSEEnergyToBeDelivered.Unit = _c11_Unit
+                f_EVSEEnergyToBeDelivered.Value = _c11_Value
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('DC_EVSEChargeParameterType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.DC_EVSEChargeParameterType(f_DC_EVSEStatus, f_EVSEMaximumCurrentLimit, f_EVSEMaximumPowerLimit, f_EVSEMaximumVoltageLimit, f_EVSEMinimumCurrentLimit, f_EVSEMinimumVoltageLimit, f_EVSECurrentRegulationTolerance, f_EVSEPeakCurrentRipple, f_EVSEEnergyToBeDelivered)
+    _obj = _new(din_msgdatatypes.DC_EVSEChargeParameterType)
+    _obj.DC_EVSEStatus = f_DC_EVSEStatus
+    _obj.EVSEMaximumCurrentLimit = f_EVSEMaximumCurrentLimit
+    _obj.EVSEMaximumPowerLimit = f_EVSEMaximumPowerLimit
+    _obj.EVSEMaximumVoltageLimit = f_EVSEMaximumVoltageLimit
+    _obj.EVSEMinimumCurrentLimit = f_EVSEMinimumCurrentLimit
+    _obj.EVSEMinimumVoltageLimit = f_EVSEMinimumVoltageLimit
+    _obj.EVSECurrentRegulationTolerance = f_EVSECurrentRegulationTolerance
+    _obj.EVSEPeakCurrentRipple = f_EVSEPeakCurrentRipple
+    _obj.EVSEEnergyToBeDelivered = f_EVSEEnergyToBeDelivered
+    return _obj
 
 def _e_DC_EVSEChargeParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVSEChargeParameterType
@@ -1621,124 +5216,699 @@ def _e_DC_EVSEChargeParameterType(w, o):
         v_EVSECurrentRegulationTolerance = o.EVSECurrentRegulationTolerance
         v_EVSEPeakCurrentRipple = o.EVSEPeakCurrentRipple
         v_EVSEEnergyToBeDelivered = o.EVSEEnergyToBeDelivered
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_DC_EVSEStatus is not None:
-                    el = 'DC_EVSEStatus'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
-                    v = w.v; n = w.n
-                    if not (v_EVSEMaximumCurrentLimit is not None): raise EncodeError('missing content: EVSEMaximumCurrentLimit')
-                    el = 'EVSEMaximumCurrentLimit'
-                    v <<= 1
-                    n += 1
-                    v_DC_EVSEStatus = None
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSEMaximumCurrentLimit)
-                    v = w.v; n = w.n
-                    v_EVSEMaximumCurrentLimit = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVSEStatus')
-            if s == 2:
-                if v_EVSEMaximumPowerLimit is not None:
-                    el = 'EVSEMaximumPowerLimit'
+        if v_DC_EVSEStatus is not None:
+            el = 'DC_EVSEStatus'
+            v <<= 1
+            n += 1
+            _c1_o = v_DC_EVSEStatus
+            _c1_EVSEIsolationStatus = _c1_o.EVSEIsolationStatus
+            _c1_EVSEStatusCode = _c1_o.EVSEStatusCode
+            _c1_NotificationMaxDelay = _c1_o.NotificationMaxDelay
+            _c1_EVSENotification = _c1_o.EVSENotification
+            if _c1_EVSEIsolationStatus is not None:
+                el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                _c1_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c1_EVSEIsolationStatus)
+                if _c1_i1 is None: raise EncodeError(f'{_c1_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c1_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c1_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c1_EVSEStatusCode)
+                if _c1_i2 is None: raise EncodeError(f'{_c1_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 13) | (_c1_i1 << 8) | (_c1_i2 << 1)
+                n += 13
+                _c1_EVSEIsolationStatus = None
+                _c1_EVSEStatusCode = None
+                _c1_s = 2
+            elif _c1_EVSEStatusCode is not None:
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c1_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c1_EVSEStatusCode)
+                if _c1_i3 is None: raise EncodeError(f'{_c1_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c1_i3 << 1)
+                n += 8
+                _c1_EVSEStatusCode = None
+                _c1_s = 2
+            else:
+                raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if _c1_s == 2:
+                if _c1_NotificationMaxDelay is not None:
+                    el = 'DC_EVSEStatus/NotificationMaxDelay'
+                    if _c1_NotificationMaxDelay < 0 or _c1_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c1_NotificationMaxDelay!r} outside [0, 4294967295]')
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
-                    v = w.v; n = w.n
-                    if not (v_EVSEMaximumVoltageLimit is not None): raise EncodeError('missing content: EVSEMaximumVoltageLimit')
-                    el = 'EVSEMaximumVoltageLimit'
-                    v <<= 1
-                    n += 1
-                    v_EVSEMaximumPowerLimit = None
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSEMaximumVoltageLimit)
-                    v = w.v; n = w.n
-                    v_EVSEMaximumVoltageLimit = None
-                    s = 4
-                elif v_EVSEMaximumVoltageLimit is not None:
-                    el = 'EVSEMaximumVoltageLimit'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSEMaximumVoltageLimit)
-                    v = w.v; n = w.n
-                    v_EVSEMaximumVoltageLimit = None
-                    s = 4
+                    if _c1_NotificationMaxDelay < 128: v = (v << 8) | _c1_NotificationMaxDelay; n += 8
+                    elif _c1_NotificationMaxDelay < 16384: v = (v << 16) | ((_c1_NotificationMaxDelay & 127) << 8) | 32768 | (_c1_NotificationMaxDelay >> 7); n += 16
+                    elif _c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c1_NotificationMaxDelay & 127) << 16) | (((_c1_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c1_NotificationMaxDelay >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c1_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'DC_EVSEStatus/EVSENotification'
+                    _c1_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c1_EVSENotification)
+                    if _c1_i4 is None: raise EncodeError(f'{_c1_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 7) | (_c1_i4 << 2)
+                    n += 7
+                    _c1_NotificationMaxDelay = None
+                    _c1_EVSENotification = None
+                    if _c1_EVSEIsolationStatus is not None or _c1_EVSEStatusCode is not None or _c1_NotificationMaxDelay is not None or _c1_EVSENotification is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
                 else:
-                    raise EncodeError('missing content: expected one of EVSEMaximumPowerLimit, EVSEMaximumVoltageLimit')
-            if s == 4:
-                if v_EVSEMinimumCurrentLimit is not None:
-                    el = 'EVSEMinimumCurrentLimit'
+                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (v_EVSEMaximumCurrentLimit is not None): raise EncodeError('missing content: EVSEMaximumCurrentLimit')
+            el = 'EVSEMaximumCurrentLimit'
+            v <<= 1
+            n += 1
+            v_DC_EVSEStatus = None
+            _c2_o = v_EVSEMaximumCurrentLimit
+            _c2_Multiplier = _c2_o.Multiplier
+            _c2_Unit = _c2_o.Unit
+            _c2_Value = _c2_o.Value
+            if _c2_Multiplier is not None:
+                el = 'EVSEMaximumCurrentLimit/Multiplier'
+                if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c2_Multiplier - -3) << 1)
+                n += 6
+                _c2_Multiplier = None
+                _c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c2_s == 1:
+                if _c2_Unit is not None:
+                    el = 'EVSEMaximumCurrentLimit/Unit'
+                    _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
+                    if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVSEMaximumCurrentLimit/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
+                    n += 11
+                    _c2_Unit = None
+                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSEMinimumCurrentLimit)
-                    v = w.v; n = w.n
-                    if not (v_EVSEMinimumVoltageLimit is not None): raise EncodeError('missing content: EVSEMinimumVoltageLimit')
-                    el = 'EVSEMinimumVoltageLimit'
+                    _c2_Value = None
+                    _c2_s = 3
+                elif _c2_Value is not None:
+                    el = 'EVSEMaximumCurrentLimit/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c2_Value < 0)
+                    n += 4
+                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    v_EVSEMinimumCurrentLimit = None
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSEMinimumVoltageLimit)
-                    v = w.v; n = w.n
-                    v_EVSEMinimumVoltageLimit = None
-                    s = 6
+                    _c2_Value = None
+                    _c2_s = 3
                 else:
-                    raise EncodeError('missing content: expected one of EVSEMinimumCurrentLimit')
-            if s == 6:
-                if v_EVSECurrentRegulationTolerance is not None:
-                    el = 'EVSECurrentRegulationTolerance'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSECurrentRegulationTolerance)
-                    v = w.v; n = w.n
-                    if not (v_EVSEPeakCurrentRipple is not None): raise EncodeError('missing content: EVSEPeakCurrentRipple')
-                    el = 'EVSEPeakCurrentRipple'
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c2_s == 3:
+                if True:
                     v <<= 1
                     n += 1
-                    v_EVSECurrentRegulationTolerance = None
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSEPeakCurrentRipple)
-                    v = w.v; n = w.n
-                    v_EVSEPeakCurrentRipple = None
-                    s = 8
-                elif v_EVSEPeakCurrentRipple is not None:
-                    el = 'EVSEPeakCurrentRipple'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSEPeakCurrentRipple)
-                    v = w.v; n = w.n
-                    v_EVSEPeakCurrentRipple = None
-                    s = 8
+                    if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_EVSEMaximumCurrentLimit = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of DC_EVSEStatus')
+        if s == 2:
+            if v_EVSEMaximumPowerLimit is not None:
+                el = 'EVSEMaximumPowerLimit'
+                v <<= 2
+                n += 2
+                _c3_o = v_EVSEMaximumPowerLimit
+                _c3_Multiplier = _c3_o.Multiplier
+                _c3_Unit = _c3_o.Unit
+                _c3_Value = _c3_o.Value
+                if _c3_Multiplier is not None:
+                    el = 'EVSEMaximumPowerLimit/Multiplier'
+                    if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c3_Multiplier - -3) << 1)
+                    n += 6
+                    _c3_Multiplier = None
+                    _c3_s = 1
                 else:
-                    raise EncodeError('missing content: expected one of EVSECurrentRegulationTolerance, EVSEPeakCurrentRipple')
-            if s == 8:
-                if v_EVSEEnergyToBeDelivered is not None:
-                    el = 'EVSEEnergyToBeDelivered'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSEEnergyToBeDelivered)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_EVSEEnergyToBeDelivered = None
-                    if v_DC_EVSEStatus is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMinimumCurrentLimit is not None or v_EVSEMinimumVoltageLimit is not None or v_EVSECurrentRegulationTolerance is not None or v_EVSEPeakCurrentRipple is not None or v_EVSEEnergyToBeDelivered is not None: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_DC_EVSEStatus is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMinimumCurrentLimit is not None or v_EVSEMinimumVoltageLimit is not None or v_EVSECurrentRegulationTolerance is not None or v_EVSEPeakCurrentRipple is not None or v_EVSEEnergyToBeDelivered is not None: raise _leftover(o)
-                    s = -1
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c3_s == 1:
+                    if _c3_Unit is not None:
+                        el = 'EVSEMaximumPowerLimit/Unit'
+                        _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                        if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                        n += 11
+                        _c3_Unit = None
+                        _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c3_Value = None
+                        _c3_s = 3
+                    elif _c3_Value is not None:
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                        n += 4
+                        _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c3_Value = None
+                        _c3_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c3_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
+                        _c3_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (v_EVSEMaximumVoltageLimit is not None): raise EncodeError('missing content: EVSEMaximumVoltageLimit')
+                el = 'EVSEMaximumVoltageLimit'
+                v <<= 1
+                n += 1
+                v_EVSEMaximumPowerLimit = None
+                _c4_o = v_EVSEMaximumVoltageLimit
+                _c4_Multiplier = _c4_o.Multiplier
+                _c4_Unit = _c4_o.Unit
+                _c4_Value = _c4_o.Value
+                if _c4_Multiplier is not None:
+                    el = 'EVSEMaximumVoltageLimit/Multiplier'
+                    if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c4_Multiplier - -3) << 1)
+                    n += 6
+                    _c4_Multiplier = None
+                    _c4_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c4_s == 1:
+                    if _c4_Unit is not None:
+                        el = 'EVSEMaximumVoltageLimit/Unit'
+                        _c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_Unit)
+                        if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEMaximumVoltageLimit/Value'
+                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
+                        n += 11
+                        _c4_Unit = None
+                        _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c4_Value = None
+                        _c4_s = 3
+                    elif _c4_Value is not None:
+                        el = 'EVSEMaximumVoltageLimit/Value'
+                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c4_Value < 0)
+                        n += 4
+                        _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c4_Value = None
+                        _c4_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c4_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c4_Multiplier is not None or _c4_Unit is not None or _c4_Value is not None: raise _leftover(_c4_o)
+                        _c4_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVSEMaximumVoltageLimit = None
+                s = 4
+            elif v_EVSEMaximumVoltageLimit is not None:
+                el = 'EVSEMaximumVoltageLimit'
+                v = (v << 2) | 1
+                n += 2
+                _c5_o = v_EVSEMaximumVoltageLimit
+                _c5_Multiplier = _c5_o.Multiplier
+                _c5_Unit = _c5_o.Unit
+                _c5_Value = _c5_o.Value
+                if _c5_Multiplier is not None:
+                    el = 'EVSEMaximumVoltageLimit/Multiplier'
+                    if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c5_Multiplier - -3) << 1)
+                    n += 6
+                    _c5_Multiplier = None
+                    _c5_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c5_s == 1:
+                    if _c5_Unit is not None:
+                        el = 'EVSEMaximumVoltageLimit/Unit'
+                        _c5_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c5_Unit)
+                        if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEMaximumVoltageLimit/Value'
+                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
+                        n += 11
+                        _c5_Unit = None
+                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c5_Value = None
+                        _c5_s = 3
+                    elif _c5_Value is not None:
+                        el = 'EVSEMaximumVoltageLimit/Value'
+                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c5_Value < 0)
+                        n += 4
+                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c5_Value = None
+                        _c5_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c5_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c5_Multiplier is not None or _c5_Unit is not None or _c5_Value is not None: raise _leftover(_c5_o)
+                        _c5_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVSEMaximumVoltageLimit = None
+                s = 4
+            else:
+                raise EncodeError('missing content: expected one of EVSEMaximumPowerLimit, EVSEMaximumVoltageLimit')
+        if s == 4:
+            if v_EVSEMinimumCurrentLimit is not None:
+                el = 'EVSEMinimumCurrentLimit'
+                v <<= 1
+                n += 1
+                _c6_o = v_EVSEMinimumCurrentLimit
+                _c6_Multiplier = _c6_o.Multiplier
+                _c6_Unit = _c6_o.Unit
+                _c6_Value = _c6_o.Value
+                if _c6_Multiplier is not None:
+                    el = 'EVSEMinimumCurrentLimit/Multiplier'
+                    if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c6_Multiplier - -3) << 1)
+                    n += 6
+                    _c6_Multiplier = None
+                    _c6_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c6_s == 1:
+                    if _c6_Unit is not None:
+                        el = 'EVSEMinimumCurrentLimit/Unit'
+                        _c6_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c6_Unit)
+                        if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c6_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEMinimumCurrentLimit/Value'
+                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
+                        n += 11
+                        _c6_Unit = None
+                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c6_Value = None
+                        _c6_s = 3
+                    elif _c6_Value is not None:
+                        el = 'EVSEMinimumCurrentLimit/Value'
+                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c6_Value < 0)
+                        n += 4
+                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c6_Value = None
+                        _c6_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c6_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c6_Multiplier is not None or _c6_Unit is not None or _c6_Value is not None: raise _leftover(_c6_o)
+                        _c6_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (v_EVSEMinimumVoltageLimit is not None): raise EncodeError('missing content: EVSEMinimumVoltageLimit')
+                el = 'EVSEMinimumVoltageLimit'
+                v <<= 1
+                n += 1
+                v_EVSEMinimumCurrentLimit = None
+                _c7_o = v_EVSEMinimumVoltageLimit
+                _c7_Multiplier = _c7_o.Multiplier
+                _c7_Unit = _c7_o.Unit
+                _c7_Value = _c7_o.Value
+                if _c7_Multiplier is not None:
+                    el = 'EVSEMinimumVoltageLimit/Multiplier'
+                    if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c7_Multiplier - -3) << 1)
+                    n += 6
+                    _c7_Multiplier = None
+                    _c7_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c7_s == 1:
+                    if _c7_Unit is not None:
+                        el = 'EVSEMinimumVoltageLimit/Unit'
+                        _c7_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c7_Unit)
+                        if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEMinimumVoltageLimit/Value'
+                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
+                        n += 11
+                        _c7_Unit = None
+                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c7_Value = None
+                        _c7_s = 3
+                    elif _c7_Value is not None:
+                        el = 'EVSEMinimumVoltageLimit/Value'
+                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c7_Value < 0)
+                        n += 4
+                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c7_Value = None
+                        _c7_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c7_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c7_Multiplier is not None or _c7_Unit is not None or _c7_Value is not None: raise _leftover(_c7_o)
+                        _c7_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVSEMinimumVoltageLimit = None
+                s = 6
+            else:
+                raise EncodeError('missing content: expected one of EVSEMinimumCurrentLimit')
+        if s == 6:
+            if v_EVSECurrentRegulationTolerance is not None:
+                el = 'EVSECurrentRegulationTolerance'
+                v <<= 2
+                n += 2
+                _c8_o = v_EVSECurrentRegulationTolerance
+                _c8_Multiplier = _c8_o.Multiplier
+                _c8_Unit = _c8_o.Unit
+                _c8_Value = _c8_o.Value
+                if _c8_Multiplier is not None:
+                    el = 'EVSECurrentRegulationTolerance/Multiplier'
+                    if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c8_Multiplier - -3) << 1)
+                    n += 6
+                    _c8_Multiplier = None
+                    _c8_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c8_s == 1:
+                    if _c8_Unit is not None:
+                        el = 'EVSECurrentRegulationTolerance/Unit'
+                        _c8_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c8_Unit)
+                        if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c8_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSECurrentRegulationTolerance/Value'
+                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
+                        n += 11
+                        _c8_Unit = None
+                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c8_Value = None
+                        _c8_s = 3
+                    elif _c8_Value is not None:
+                        el = 'EVSECurrentRegulationTolerance/Value'
+                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c8_Value < 0)
+                        n += 4
+                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c8_Value = None
+                        _c8_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c8_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c8_Multiplier is not None or _c8_Unit is not None or _c8_Value is not None: raise _leftover(_c8_o)
+                        _c8_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (v_EVSEPeakCurrentRipple is not None): raise EncodeError('missing content: EVSEPeakCurrentRipple')
+                el = 'EVSEPeakCurrentRipple'
+                v <<= 1
+                n += 1
+                v_EVSECurrentRegulationTolerance = None
+                _c9_o = v_EVSEPeakCurrentRipple
+                _c9_Multiplier = _c9_o.Multiplier
+                _c9_Unit = _c9_o.Unit
+                _c9_Value = _c9_o.Value
+                if _c9_Multiplier is not None:
+                    el = 'EVSEPeakCurrentRipple/Multiplier'
+                    if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c9_Multiplier - -3) << 1)
+                    n += 6
+                    _c9_Multiplier = None
+                    _c9_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c9_s == 1:
+                    if _c9_Unit is not None:
+                        el = 'EVSEPeakCurrentRipple/Unit'
+                        _c9_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c9_Unit)
+                        if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c9_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEPeakCurrentRipple/Value'
+                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c9_i1 << 4) | (_c9_Value < 0)
+                        n += 11
+                        _c9_Unit = None
+                        _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c9_Value = None
+                        _c9_s = 3
+                    elif _c9_Value is not None:
+                        el = 'EVSEPeakCurrentRipple/Value'
+                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c9_Value < 0)
+                        n += 4
+                        _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c9_Value = None
+                        _c9_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c9_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c9_Multiplier is not None or _c9_Unit is not None or _c9_Value is not None: raise _leftover(_c9_o)
+                        _c9_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVSEPeakCurrentRipple = None
+                s = 8
+            elif v_EVSEPeakCurrentRipple is not None:
+                el = 'EVSEPeakCurrentRipple'
+                v = (v << 2) | 1
+                n += 2
+                _c10_o = v_EVSEPeakCurrentRipple
+                _c10_Multiplier = _c10_o.Multiplier
+                _c10_Unit = _c10_o.Unit
+                _c10_Value = _c10_o.Value
+                if _c10_Multiplier is not None:
+                    el = 'EVSEPeakCurrentRipple/Multiplier'
+                    if not -3 <= _c10_Multiplier <= 3: raise EncodeError(f'value {_c10_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c10_Multiplier - -3) << 1)
+                    n += 6
+                    _c10_Multiplier = None
+                    _c10_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c10_s == 1:
+                    if _c10_Unit is not None:
+                        el = 'EVSEPeakCurrentRipple/Unit'
+                        _c10_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c10_Unit)
+                        if _c10_i1 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c10_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEPeakCurrentRipple/Value'
+                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c10_i1 << 4) | (_c10_Value < 0)
+                        n += 11
+                        _c10_Unit = None
+                        _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c10_Value = None
+                        _c10_s = 3
+                    elif _c10_Value is not None:
+                        el = 'EVSEPeakCurrentRipple/Value'
+                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c10_Value < 0)
+                        n += 4
+                        _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c10_Value = None
+                        _c10_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c10_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c10_Multiplier is not None or _c10_Unit is not None or _c10_Value is not None: raise _leftover(_c10_o)
+                        _c10_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVSEPeakCurrentRipple = None
+                s = 8
+            else:
+                raise EncodeError('missing content: expected one of EVSECurrentRegulationTolerance, EVSEPeakCurrentRipple')
+        if s == 8:
+            if v_EVSEEnergyToBeDelivered is not None:
+                el = 'EVSEEnergyToBeDelivered'
+                v <<= 2
+                n += 2
+                _c11_o = v_EVSEEnergyToBeDelivered
+                _c11_Multiplier = _c11_o.Multiplier
+                _c11_Unit = _c11_o.Unit
+                _c11_Value = _c11_o.Value
+                if _c11_Multiplier is not None:
+                    el = 'EVSEEnergyToBeDelivered/Multiplier'
+                    if not -3 <= _c11_Multiplier <= 3: raise EncodeError(f'value {_c11_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c11_Multiplier - -3) << 1)
+                    n += 6
+                    _c11_Multiplier = None
+                    _c11_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c11_s == 1:
+                    if _c11_Unit is not None:
+                        el = 'EVSEEnergyToBeDelivered/Unit'
+                        _c11_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c11_Unit)
+                        if _c11_i1 is None: raise EncodeError(f'{_c11_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c11_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEEnergyToBeDelivered/Value'
+                        if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c11_i1 << 4) | (_c11_Value < 0)
+                        n += 11
+                        _c11_Unit = None
+                        _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c11_Value = None
+                        _c11_s = 3
+                    elif _c11_Value is not None:
+                        el = 'EVSEEnergyToBeDelivered/Value'
+                        if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c11_Value < 0)
+                        n += 4
+                        _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c11_Value = None
+                        _c11_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c11_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c11_Multiplier is not None or _c11_Unit is not None or _c11_Value is not None: raise _leftover(_c11_o)
+                        _c11_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_EVSEEnergyToBeDelivered = None
+                if v_DC_EVSEStatus is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMinimumCurrentLimit is not None or v_EVSEMinimumVoltageLimit is not None or v_EVSECurrentRegulationTolerance is not None or v_EVSEPeakCurrentRipple is not None or v_EVSEEnergyToBeDelivered is not None: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_DC_EVSEStatus is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMinimumCurrentLimit is not None or v_EVSEMinimumVoltageLimit is not None or v_EVSECurrentRegulationTolerance is not None or v_EVSEPeakCurrentRipple is not None or v_EVSEEnergyToBeDelivered is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -1755,64 +5925,75 @@ def _d_DC_EVSEStatusType(r):
     f_NotificationMaxDelay = None
     f_EVSENotification = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 11
-                    if p > E: V, E, p = r.slide(p, 11)
-                    x = (V >> (E - p)) & 2047
-                    if x & 1249: raise r.deviation('DC_EVSEStatusType', p)
-                    el = 'EVSEIsolationStatus'
-                    f_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
-                    el = 'EVSEStatusCode'
-                    f_EVSEStatusCode = ((x >> 1) & 15)
-                    if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(p))
-                    else: f_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[f_EVSEStatusCode]
-                    s = 2
-                elif ec == 1:
-                    p += 6
-                    if p > E: V, E, p = r.slide(p, 6)
-                    x = (V >> (E - p)) & 63
-                    if x & 33: raise r.deviation('DC_EVSEStatusType', p)
-                    el = 'EVSEStatusCode'
-                    f_EVSEStatusCode = ((x >> 1) & 15)
-                    if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(p))
-                    else: f_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[f_EVSEStatusCode]
-                    s = 2
-                else:
-                    raise r.deviation('DC_EVSEStatusType', p)
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DC_EVSEStatusType', p)
-                el = 'NotificationMaxDelay'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            p += 11
+            if p > E: V, E, p = r.slide(p, 11)
+            x = (V >> (E - p)) & 2047
+            if x & 1249: raise r.deviation('DC_EVSEStatusType', p)
+            el = 'EVSEIsolationStatus'
+            f_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+            el = 'EVSEStatusCode'
+            f_EVSEStatusCode = ((x >> 1) & 15)
+            if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(p))
+            else: f_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[f_EVSEStatusCode]
+            s = 2
+        elif ec == 1:
+            p += 6
+            if p > E: V, E, p = r.slide(p, 6)
+            x = (V >> (E - p)) & 63
+            if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+            el = 'EVSEStatusCode'
+            f_EVSEStatusCode = ((x >> 1) & 15)
+            if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(p))
+            else: f_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[f_EVSEStatusCode]
+            s = 2
+        else:
+            raise r.deviation('DC_EVSEStatusType', p)
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+            el = 'NotificationMaxDelay'
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    f_NotificationMaxDelay = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    f_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 7
-                if p > E: V, E, p = r.slide(p, 7)
-                x = (V >> (E - p)) & 127
-                if x & 115: raise r.deviation('DC_EVSEStatusType', p)
-                if f_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', f_NotificationMaxDelay, r.at(p))
-                el = 'EVSENotification'
-                f_EVSENotification = ((x >> 2) & 3)
-                if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(p))
-                else: f_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[f_EVSENotification]
-                s = -1
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                f_NotificationMaxDelay = (V >> (E - p)) & 127
+            else:
+                r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 7
+            if p > E: V, E, p = r.slide(p, 7)
+            x = (V >> (E - p)) & 127
+            if x & 115: raise r.deviation('DC_EVSEStatusType', p)
+            if f_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', f_NotificationMaxDelay, r.at(p))
+            el = 'EVSENotification'
+            f_EVSENotification = ((x >> 2) & 3)
+            if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(p))
+            else: f_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[f_EVSENotification]
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.DC_EVSEStatusType(f_EVSEIsolationStatus, f_EVSEStatusCode, f_NotificationMaxDelay, f_EVSENotification)
+    _obj = _new(din_msgdatatypes.DC_EVSEStatusType)
+    _obj.EVSEIsolationStatus = f_EVSEIsolationStatus
+    _obj.EVSEStatusCode = f_EVSEStatusCode
+    _obj.NotificationMaxDelay = f_NotificationMaxDelay
+    _obj.EVSENotification = f_EVSENotification
+    return _obj
 
 def _e_DC_EVSEStatusType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVSEStatusType
@@ -1824,53 +6005,51 @@ def _e_DC_EVSEStatusType(w, o):
         v_EVSEStatusCode = o.EVSEStatusCode
         v_NotificationMaxDelay = o.NotificationMaxDelay
         v_EVSENotification = o.EVSENotification
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_EVSEIsolationStatus is not None:
-                    el = 'EVSEIsolationStatus'
-                    _i1 = _I_din_msgdatatypes_isolationLevelType.get(v_EVSEIsolationStatus)
-                    if _i1 is None: raise EncodeError(f'{v_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                    if not (v_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
-                    el = 'EVSEStatusCode'
-                    _i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(v_EVSEStatusCode)
-                    if _i2 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 13) | (_i1 << 8) | (_i2 << 1)
-                    n += 13
-                    v_EVSEIsolationStatus = None
-                    v_EVSEStatusCode = None
-                    s = 2
-                elif v_EVSEStatusCode is not None:
-                    el = 'EVSEStatusCode'
-                    _i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(v_EVSEStatusCode)
-                    if _i3 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 8) | (1 << 6) | (_i3 << 1)
-                    n += 8
-                    v_EVSEStatusCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if s == 2:
-                if v_NotificationMaxDelay is not None:
-                    el = 'NotificationMaxDelay'
-                    if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 4294967295]')
-                    v <<= 2
-                    n += 2
-                    if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
-                    elif v_NotificationMaxDelay < 16384: v = (v << 16) | ((v_NotificationMaxDelay & 127) << 8) | 32768 | (v_NotificationMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'EVSENotification'
-                    _i4 = _I_din_msgdatatypes_EVSENotificationType.get(v_EVSENotification)
-                    if _i4 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 7) | (_i4 << 2)
-                    n += 7
-                    v_NotificationMaxDelay = None
-                    v_EVSENotification = None
-                    if v_EVSEIsolationStatus is not None or v_EVSEStatusCode is not None or v_NotificationMaxDelay is not None or v_EVSENotification is not None: raise _leftover(o)
-                    s = -1
-                else:
-                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
+        if v_EVSEIsolationStatus is not None:
+            el = 'EVSEIsolationStatus'
+            _i1 = _I_din_msgdatatypes_isolationLevelType.get(v_EVSEIsolationStatus)
+            if _i1 is None: raise EncodeError(f'{v_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+            if not (v_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+            el = 'EVSEStatusCode'
+            _i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(v_EVSEStatusCode)
+            if _i2 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+            v = (v << 13) | (_i1 << 8) | (_i2 << 1)
+            n += 13
+            v_EVSEIsolationStatus = None
+            v_EVSEStatusCode = None
+            s = 2
+        elif v_EVSEStatusCode is not None:
+            el = 'EVSEStatusCode'
+            _i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(v_EVSEStatusCode)
+            if _i3 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+            v = (v << 8) | (1 << 6) | (_i3 << 1)
+            n += 8
+            v_EVSEStatusCode = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+        if s == 2:
+            if v_NotificationMaxDelay is not None:
+                el = 'NotificationMaxDelay'
+                if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 4294967295]')
+                v <<= 2
+                n += 2
+                if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
+                elif v_NotificationMaxDelay < 16384: v = (v << 16) | ((v_NotificationMaxDelay & 127) << 8) | 32768 | (v_NotificationMaxDelay >> 7); n += 16
+                elif v_NotificationMaxDelay < 2097152: v = (v << 24) | ((v_NotificationMaxDelay & 127) << 16) | (((v_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (v_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
+                if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'EVSENotification'
+                _i4 = _I_din_msgdatatypes_EVSENotificationType.get(v_EVSENotification)
+                if _i4 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 7) | (_i4 << 2)
+                n += 7
+                v_NotificationMaxDelay = None
+                v_EVSENotification = None
+                if v_EVSEIsolationStatus is not None or v_EVSEStatusCode is not None or v_NotificationMaxDelay is not None or v_EVSENotification is not None: raise _leftover(o)
+                s = -1
+            else:
+                raise EncodeError('missing content: expected one of NotificationMaxDelay')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -1888,95 +6067,98 @@ def _d_DC_EVStatusType(r):
     f_EVErrorCode = None
     f_EVRESSSOC = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 13: raise r.deviation('DC_EVStatusType', p)
-                el = 'EVReady'
-                f_EVReady = ((x >> 1) & 1) == 1
-                s = 1
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('DC_EVStatusType', p)
-                    el = 'EVCabinConditioning'
-                    f_EVCabinConditioning = ((x >> 1) & 1) == 1
-                    s = 2
-                elif ec == 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('DC_EVStatusType', p)
-                    el = 'EVRESSConditioning'
-                    f_EVRESSConditioning = ((x >> 1) & 1) == 1
-                    s = 3
-                elif ec == 2:
-                    p += 6
-                    if p > E: V, E, p = r.slide(p, 6)
-                    x = (V >> (E - p)) & 63
-                    if x & 33: raise r.deviation('DC_EVStatusType', p)
-                    el = 'EVErrorCode'
-                    f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(p))
-                    else: f_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[f_EVErrorCode]
-                    s = 4
-                else:
-                    raise r.deviation('DC_EVStatusType', p)
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('DC_EVStatusType', p)
-                    el = 'EVRESSConditioning'
-                    f_EVRESSConditioning = ((x >> 1) & 1) == 1
-                    s = 3
-                elif ec == 1:
-                    p += 6
-                    if p > E: V, E, p = r.slide(p, 6)
-                    x = (V >> (E - p)) & 63
-                    if x & 33: raise r.deviation('DC_EVStatusType', p)
-                    el = 'EVErrorCode'
-                    f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(p))
-                    else: f_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[f_EVErrorCode]
-                    s = 4
-                else:
-                    raise r.deviation('DC_EVStatusType', p)
-            if s == 3:
-                p += 7
-                if p > E: V, E, p = r.slide(p, 7)
-                x = (V >> (E - p)) & 127
-                if x & 97: raise r.deviation('DC_EVStatusType', p)
+        p += 4
+        if p > E: V, E, p = r.slide(p, 4)
+        x = (V >> (E - p)) & 15
+        if x & 13: raise r.deviation('DC_EVStatusType', p)
+        el = 'EVReady'
+        f_EVReady = ((x >> 1) & 1) == 1
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'EVCabinConditioning'
+                f_EVCabinConditioning = ((x >> 1) & 1) == 1
+                s = 2
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'EVRESSConditioning'
+                f_EVRESSConditioning = ((x >> 1) & 1) == 1
+                s = 3
+            elif ec == 2:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', p)
                 el = 'EVErrorCode'
                 f_EVErrorCode = ((x >> 1) & 15)
                 if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(p))
                 else: f_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[f_EVErrorCode]
                 s = 4
-            if s == 4:
-                p += 11
-                if p > E: V, E, p = r.slide(p, 11)
-                x = (V >> (E - p)) & 2047
-                if x & 1539: raise r.deviation('DC_EVStatusType', p)
-                el = 'EVRESSSOC'
-                f_EVRESSSOC = ((x >> 2) & 127)
-                if f_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', f_EVRESSSOC, r.at(p))
-                s = -1
+            else:
+                raise r.deviation('DC_EVStatusType', p)
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'EVRESSConditioning'
+                f_EVRESSConditioning = ((x >> 1) & 1) == 1
+                s = 3
+            elif ec == 1:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                el = 'EVErrorCode'
+                f_EVErrorCode = ((x >> 1) & 15)
+                if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(p))
+                else: f_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[f_EVErrorCode]
+                s = 4
+            else:
+                raise r.deviation('DC_EVStatusType', p)
+        if s == 3:
+            p += 7
+            if p > E: V, E, p = r.slide(p, 7)
+            x = (V >> (E - p)) & 127
+            if x & 97: raise r.deviation('DC_EVStatusType', p)
+            el = 'EVErrorCode'
+            f_EVErrorCode = ((x >> 1) & 15)
+            if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(p))
+            else: f_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[f_EVErrorCode]
+            s = 4
+        if s == 4:
+            p += 11
+            if p > E: V, E, p = r.slide(p, 11)
+            x = (V >> (E - p)) & 2047
+            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+            el = 'EVRESSSOC'
+            f_EVRESSSOC = ((x >> 2) & 127)
+            if f_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', f_EVRESSSOC, r.at(p))
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.DC_EVStatusType(f_EVReady, f_EVCabinConditioning, f_EVRESSConditioning, f_EVErrorCode, f_EVRESSSOC)
+    _obj = _new(din_msgdatatypes.DC_EVStatusType)
+    _obj.EVReady = f_EVReady
+    _obj.EVCabinConditioning = f_EVCabinConditioning
+    _obj.EVRESSConditioning = f_EVRESSConditioning
+    _obj.EVErrorCode = f_EVErrorCode
+    _obj.EVRESSSOC = f_EVRESSSOC
+    return _obj
 
 def _e_DC_EVStatusType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVStatusType
@@ -1989,83 +6171,80 @@ def _e_DC_EVStatusType(w, o):
         v_EVRESSConditioning = o.EVRESSConditioning
         v_EVErrorCode = o.EVErrorCode
         v_EVRESSSOC = o.EVRESSSOC
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_EVReady is not None:
-                    el = 'EVReady'
-                    if v_EVReady is not True and v_EVReady is not False: raise EncodeError(f'expected a bool, got {v_EVReady!r}')
-                    v = (v << 4) | (v_EVReady << 1)
-                    n += 4
-                    v_EVReady = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of EVReady')
-            if s == 1:
-                if v_EVCabinConditioning is not None:
-                    el = 'EVCabinConditioning'
-                    if v_EVCabinConditioning is not True and v_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {v_EVCabinConditioning!r}')
-                    v = (v << 5) | (v_EVCabinConditioning << 1)
-                    n += 5
-                    v_EVCabinConditioning = None
-                    s = 2
-                elif v_EVRESSConditioning is not None:
-                    el = 'EVRESSConditioning'
-                    if v_EVRESSConditioning is not True and v_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {v_EVRESSConditioning!r}')
-                    v = (v << 5) | (1 << 3) | (v_EVRESSConditioning << 1)
-                    n += 5
-                    v_EVRESSConditioning = None
-                    s = 3
-                elif v_EVErrorCode is not None:
-                    el = 'EVErrorCode'
-                    _i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(v_EVErrorCode)
-                    if _i1 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 8) | (2 << 6) | (_i1 << 1)
-                    n += 8
-                    v_EVErrorCode = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
-            if s == 2:
-                if v_EVRESSConditioning is not None:
-                    el = 'EVRESSConditioning'
-                    if v_EVRESSConditioning is not True and v_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {v_EVRESSConditioning!r}')
-                    v = (v << 5) | (v_EVRESSConditioning << 1)
-                    n += 5
-                    v_EVRESSConditioning = None
-                    s = 3
-                elif v_EVErrorCode is not None:
-                    el = 'EVErrorCode'
-                    _i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(v_EVErrorCode)
-                    if _i2 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 8) | (1 << 6) | (_i2 << 1)
-                    n += 8
-                    v_EVErrorCode = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
-            if s == 3:
-                if v_EVErrorCode is not None:
-                    el = 'EVErrorCode'
-                    _i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(v_EVErrorCode)
-                    if _i3 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 7) | (_i3 << 1)
-                    n += 7
-                    v_EVErrorCode = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVErrorCode')
-            if s == 4:
-                if v_EVRESSSOC is not None:
-                    el = 'EVRESSSOC'
-                    if not 0 <= v_EVRESSSOC <= 100: raise EncodeError(f'value {v_EVRESSSOC!r} outside [0, 100]')
-                    v = (v << 11) | (v_EVRESSSOC << 2)
-                    n += 11
-                    v_EVRESSSOC = None
-                    if v_EVReady is not None or v_EVCabinConditioning is not None or v_EVRESSConditioning is not None or v_EVErrorCode is not None or v_EVRESSSOC is not None: raise _leftover(o)
-                    s = -1
-                else:
-                    raise EncodeError('missing content: expected one of EVRESSSOC')
+        if v_EVReady is not None:
+            el = 'EVReady'
+            if v_EVReady is not True and v_EVReady is not False: raise EncodeError(f'expected a bool, got {v_EVReady!r}')
+            v = (v << 4) | (v_EVReady << 1)
+            n += 4
+            v_EVReady = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of EVReady')
+        if s == 1:
+            if v_EVCabinConditioning is not None:
+                el = 'EVCabinConditioning'
+                if v_EVCabinConditioning is not True and v_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {v_EVCabinConditioning!r}')
+                v = (v << 5) | (v_EVCabinConditioning << 1)
+                n += 5
+                v_EVCabinConditioning = None
+                s = 2
+            elif v_EVRESSConditioning is not None:
+                el = 'EVRESSConditioning'
+                if v_EVRESSConditioning is not True and v_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {v_EVRESSConditioning!r}')
+                v = (v << 5) | (1 << 3) | (v_EVRESSConditioning << 1)
+                n += 5
+                v_EVRESSConditioning = None
+                s = 3
+            elif v_EVErrorCode is not None:
+                el = 'EVErrorCode'
+                _i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(v_EVErrorCode)
+                if _i1 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                v = (v << 8) | (2 << 6) | (_i1 << 1)
+                n += 8
+                v_EVErrorCode = None
+                s = 4
+            else:
+                raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+        if s == 2:
+            if v_EVRESSConditioning is not None:
+                el = 'EVRESSConditioning'
+                if v_EVRESSConditioning is not True and v_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {v_EVRESSConditioning!r}')
+                v = (v << 5) | (v_EVRESSConditioning << 1)
+                n += 5
+                v_EVRESSConditioning = None
+                s = 3
+            elif v_EVErrorCode is not None:
+                el = 'EVErrorCode'
+                _i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(v_EVErrorCode)
+                if _i2 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                v = (v << 8) | (1 << 6) | (_i2 << 1)
+                n += 8
+                v_EVErrorCode = None
+                s = 4
+            else:
+                raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
+        if s == 3:
+            if v_EVErrorCode is not None:
+                el = 'EVErrorCode'
+                _i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(v_EVErrorCode)
+                if _i3 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                v = (v << 7) | (_i3 << 1)
+                n += 7
+                v_EVErrorCode = None
+                s = 4
+            else:
+                raise EncodeError('missing content: expected one of EVErrorCode')
+        if s == 4:
+            if v_EVRESSSOC is not None:
+                el = 'EVRESSSOC'
+                if not 0 <= v_EVRESSSOC <= 100: raise EncodeError(f'value {v_EVRESSSOC!r} outside [0, 100]')
+                v = (v << 11) | (v_EVRESSSOC << 2)
+                n += 11
+                v_EVRESSSOC = None
+                if v_EVReady is not None or v_EVCabinConditioning is not None or v_EVRESSConditioning is not None or v_EVErrorCode is not None or v_EVRESSSOC is not None: raise _leftover(o)
+                s = -1
+            else:
+                raise EncodeError('missing content: expected one of EVRESSSOC')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2084,7 +6263,8 @@ def _d_EVChargeParameterType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.EVChargeParameterType()
+    _obj = _new(din_msgdatatypes.EVChargeParameterType)
+    return _obj
 
 def _e_EVChargeParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}EVChargeParameterType
@@ -2113,7 +6293,8 @@ def _d_EVPowerDeliveryParameterType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.EVPowerDeliveryParameterType()
+    _obj = _new(din_msgdatatypes.EVPowerDeliveryParameterType)
+    return _obj
 
 def _e_EVPowerDeliveryParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}EVPowerDeliveryParameterType
@@ -2142,7 +6323,8 @@ def _d_EVSEChargeParameterType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.EVSEChargeParameterType()
+    _obj = _new(din_msgdatatypes.EVSEChargeParameterType)
+    return _obj
 
 def _e_EVSEChargeParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}EVSEChargeParameterType
@@ -2171,7 +6353,8 @@ def _d_EVSEStatusType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.EVSEStatusType()
+    _obj = _new(din_msgdatatypes.EVSEStatusType)
+    return _obj
 
 def _e_EVSEStatusType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}EVSEStatusType
@@ -2200,7 +6383,8 @@ def _d_EVStatusType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.EVStatusType()
+    _obj = _new(din_msgdatatypes.EVStatusType)
+    return _obj
 
 def _e_EVStatusType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}EVStatusType
@@ -2225,36 +6409,102 @@ def _d_EntryType(r):
     f_RelativeTimeInterval = None
     f_TimeInterval = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = 'RelativeTimeInterval'
+            _c1_start = None
+            _c1_duration = None
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+            el = 'RelativeTimeInterval/start'
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    _c1_start = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c1_start = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+            if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(p))
+            _c1_s = 1
+            if _c1_s == 1:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    el = 'RelativeTimeInterval'
-                    r.pos = p
-                    f_RelativeTimeInterval = _d_RelativeTimeIntervalType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 1:
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('EntryType', p)
-                    el = 'TimeInterval'
-                    f_TimeInterval = din_msgdatatypes.IntervalType()
-                    s = 1
+                    if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                    el = 'RelativeTimeInterval/duration'
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c1_duration = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c1_duration = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+                    if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(p))
+                    _c1_s = -1
+                elif ec == 1:
+                    pass
+                    _c1_s = -1
                 else:
-                    raise r.deviation('EntryType', p)
-            if s == 1:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('EntryType', p)
-                s = -1
+                    raise r.deviation('RelativeTimeIntervalType', p)
+            f_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
+            f_RelativeTimeInterval.start = _c1_start
+            f_RelativeTimeInterval.duration = _c1_duration
+            s = 1
+        elif ec == 1:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('EntryType', p)
+            el = 'TimeInterval'
+            f_TimeInterval = _new(din_msgdatatypes.IntervalType)
+            s = 1
+        else:
+            raise r.deviation('EntryType', p)
+        if s == 1:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('EntryType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.EntryType(f_RelativeTimeInterval, f_TimeInterval)
+    _obj = _new(din_msgdatatypes.EntryType)
+    _obj.RelativeTimeInterval = f_RelativeTimeInterval
+    _obj.TimeInterval = f_TimeInterval
+    return _obj
 
 def _e_EntryType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}EntryType
@@ -2264,33 +6514,66 @@ def _e_EntryType(w, o):
     try:
         v_RelativeTimeInterval = o.RelativeTimeInterval
         v_TimeInterval = o.TimeInterval
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_RelativeTimeInterval is not None:
-                    el = 'RelativeTimeInterval'
+        if v_RelativeTimeInterval is not None:
+            el = 'RelativeTimeInterval'
+            v <<= 2
+            n += 2
+            _c1_o = v_RelativeTimeInterval
+            _c1_start = _c1_o.start
+            _c1_duration = _c1_o.duration
+            if _c1_start is not None:
+                el = 'RelativeTimeInterval/start'
+                if _c1_start < 0 or _c1_start > 4294967295: raise EncodeError(f'value {_c1_start!r} outside [0, 4294967295]')
+                v <<= 2
+                n += 2
+                if _c1_start < 128: v = (v << 8) | _c1_start; n += 8
+                elif _c1_start < 16384: v = (v << 16) | ((_c1_start & 127) << 8) | 32768 | (_c1_start >> 7); n += 16
+                elif _c1_start < 2097152: v = (v << 24) | ((_c1_start & 127) << 16) | (((_c1_start >> 7) & 127) << 8) | 8421376 | (_c1_start >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_start); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_start = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of start')
+            if _c1_s == 1:
+                if _c1_duration is not None:
+                    el = 'RelativeTimeInterval/duration'
+                    if _c1_duration < 0 or _c1_duration > 4294967295: raise EncodeError(f'value {_c1_duration!r} outside [0, 4294967295]')
+                    v <<= 3
+                    n += 3
+                    if _c1_duration < 128: v = (v << 8) | _c1_duration; n += 8
+                    elif _c1_duration < 16384: v = (v << 16) | ((_c1_duration & 127) << 8) | 32768 | (_c1_duration >> 7); n += 16
+                    elif _c1_duration < 2097152: v = (v << 24) | ((_c1_duration & 127) << 16) | (((_c1_duration >> 7) & 127) << 8) | 8421376 | (_c1_duration >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c1_duration); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RelativeTimeIntervalType(w, v_RelativeTimeInterval)
-                    v = w.v; n = w.n
-                    v_RelativeTimeInterval = None
-                    s = 1
-                elif v_TimeInterval is not None:
-                    el = 'TimeInterval'
-                    _o = v_TimeInterval
-                    v = (v << 3) | (1 << 1)
-                    n += 3
-                    v_TimeInterval = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
-            if s == 1:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_RelativeTimeInterval is not None or v_TimeInterval is not None: raise _leftover(o)
-                    s = -1
+                    _c1_duration = None
+                    if _c1_start is not None or _c1_duration is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_start is not None or _c1_duration is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_RelativeTimeInterval = None
+            s = 1
+        elif v_TimeInterval is not None:
+            el = 'TimeInterval'
+            _o = v_TimeInterval
+            v = (v << 3) | (1 << 1)
+            n += 3
+            v_TimeInterval = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
+        if s == 1:
+            if True:
+                v <<= 1
+                n += 1
+                if v_RelativeTimeInterval is not None or v_TimeInterval is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2309,7 +6592,8 @@ def _d_IntervalType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.IntervalType()
+    _obj = _new(din_msgdatatypes.IntervalType)
+    return _obj
 
 def _e_IntervalType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}IntervalType
@@ -2333,12 +6617,32 @@ def _d_ListOfRootCertificateIDsType(r):
     el = ''
     f_RootCertificateID = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
+        el = 'RootCertificateID'
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            if (V >> (E - p)) & 7: raise r.deviation('RootCertificateID', p)
+            _v = ''
+        else:
+            r.pos = p
+            _v = r.string('din_msgdatatypes:RootCertificateID')
+            if len(_v) > 40: r.facet('ListOfRootCertificateIDsType/_v', 'length [0, 40]', _v, r.at(r.pos))
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('RootCertificateID', p)
+        f_RootCertificateID.append(_v)
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
                 el = 'RootCertificateID'
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
@@ -2356,8 +6660,14 @@ def _d_ListOfRootCertificateIDsType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('RootCertificateID', p)
                 f_RootCertificateID.append(_v)
-                s = 1
-            if s == 1:
+                s = 2
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('ListOfRootCertificateIDsType', p)
+        if s == 2:
+            while True:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
@@ -2379,45 +6689,18 @@ def _d_ListOfRootCertificateIDsType(r):
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('RootCertificateID', p)
                     f_RootCertificateID.append(_v)
-                    s = 2
                 elif ec == 1:
                     pass
                     s = -1
+                    break
                 else:
                     raise r.deviation('ListOfRootCertificateIDsType', p)
-            if s == 2:
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        el = 'RootCertificateID'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('RootCertificateID', p)
-                            _v = ''
-                        else:
-                            r.pos = p
-                            _v = r.string('din_msgdatatypes:RootCertificateID')
-                            if len(_v) > 40: r.facet('ListOfRootCertificateIDsType/_v', 'length [0, 40]', _v, r.at(r.pos))
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('RootCertificateID', p)
-                        f_RootCertificateID.append(_v)
-                    elif ec == 1:
-                        pass
-                        s = -1
-                        break
-                    else:
-                        raise r.deviation('ListOfRootCertificateIDsType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.ListOfRootCertificateIDsType(f_RootCertificateID)
+    _obj = _new(din_msgdatatypes.ListOfRootCertificateIDsType)
+    _obj.RootCertificateID = f_RootCertificateID
+    return _obj
 
 def _e_ListOfRootCertificateIDsType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ListOfRootCertificateIDsType
@@ -2428,26 +6711,44 @@ def _e_ListOfRootCertificateIDsType(w, o):
         v_RootCertificateID = o.RootCertificateID
         n_RootCertificateID = len(v_RootCertificateID)
         i_RootCertificateID = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if i_RootCertificateID < n_RootCertificateID:
-                    el = 'RootCertificateID'
-                    v <<= 2
-                    n += 2
-                    if len(v_RootCertificateID[i_RootCertificateID]) > 40: raise EncodeError(f'length {len(v_RootCertificateID[i_RootCertificateID])} outside [0, 40]')
-                    _l = len(v_RootCertificateID[i_RootCertificateID])
-                    if _l < 126 and v_RootCertificateID[i_RootCertificateID].isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_RootCertificateID[i_RootCertificateID].encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_RootCertificateID[i_RootCertificateID]); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    i_RootCertificateID += 1
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of RootCertificateID')
-            if s == 1:
+        if i_RootCertificateID < n_RootCertificateID:
+            el = 'RootCertificateID'
+            v <<= 2
+            n += 2
+            if len(v_RootCertificateID[i_RootCertificateID]) > 40: raise EncodeError(f'length {len(v_RootCertificateID[i_RootCertificateID])} outside [0, 40]')
+            _l = len(v_RootCertificateID[i_RootCertificateID])
+            if _l < 126 and v_RootCertificateID[i_RootCertificateID].isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_RootCertificateID[i_RootCertificateID].encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_RootCertificateID[i_RootCertificateID]); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            i_RootCertificateID += 1
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of RootCertificateID')
+        if s == 1:
+            if i_RootCertificateID < n_RootCertificateID:
+                el = 'RootCertificateID'
+                v <<= 3
+                n += 3
+                if len(v_RootCertificateID[i_RootCertificateID]) > 40: raise EncodeError(f'length {len(v_RootCertificateID[i_RootCertificateID])} outside [0, 40]')
+                _l = len(v_RootCertificateID[i_RootCertificateID])
+                if _l < 126 and v_RootCertificateID[i_RootCertificateID].isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_RootCertificateID[i_RootCertificateID].encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_RootCertificateID[i_RootCertificateID]); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                i_RootCertificateID += 1
+                s = 2
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_RootCertificateID < n_RootCertificateID: raise _leftover(o)
+                s = -1
+        if s == 2:
+            while True:
                 if i_RootCertificateID < n_RootCertificateID:
                     el = 'RootCertificateID'
                     v <<= 3
@@ -2461,33 +6762,12 @@ def _e_ListOfRootCertificateIDsType(w, o):
                     v <<= 1
                     n += 1
                     i_RootCertificateID += 1
-                    s = 2
                 elif True:
                     v = (v << 2) | 1
                     n += 2
                     if i_RootCertificateID < n_RootCertificateID: raise _leftover(o)
                     s = -1
-            if s == 2:
-                while True:
-                    if i_RootCertificateID < n_RootCertificateID:
-                        el = 'RootCertificateID'
-                        v <<= 3
-                        n += 3
-                        if len(v_RootCertificateID[i_RootCertificateID]) > 40: raise EncodeError(f'length {len(v_RootCertificateID[i_RootCertificateID])} outside [0, 40]')
-                        _l = len(v_RootCertificateID[i_RootCertificateID])
-                        if _l < 126 and v_RootCertificateID[i_RootCertificateID].isascii():
-                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_RootCertificateID[i_RootCertificateID].encode(), 'big')
-                            n += (_l + 1) << 3
-                        else: w.v = v; w.n = n; w.string(v_RootCertificateID[i_RootCertificateID]); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        i_RootCertificateID += 1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if i_RootCertificateID < n_RootCertificateID: raise _leftover(o)
-                        s = -1
-                        break
+                    break
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2505,263 +6785,429 @@ def _d_MeterInfoType(r):
     f_MeterStatus = None
     f_TMeter = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                el = 'MeterID'
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+        el = 'MeterID'
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
+            f_MeterID = ''
+        else:
+            r.pos = p
+            f_MeterID = r.string('din_msgdatatypes:MeterID')
+            if len(f_MeterID) > 32: r.facet('MeterInfoType/MeterID', 'length [0, 32]', f_MeterID, r.at(r.pos))
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
+        s = 1
+        if s == 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                el = 'MeterReading'
+                _c1_Multiplier = None
+                _c1_Unit = None
+                _c1_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'MeterReading/Multiplier'
+                _c1_Multiplier = ((x >> 1) & 7) + -3
+                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
+                _c1_s = 1
+                if _c1_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'MeterReading/Unit'
+                        _c1_Unit = ((x >> 4) & 15)
+                        if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(p))
+                        else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
+                        el = 'MeterReading/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_Value = -_c1_Value - 1
+                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                        _c1_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'MeterReading/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_Value = -_c1_Value - 1
+                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                        _c1_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c1_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c1_s = -1
+                f_MeterReading = _new(din_msgdatatypes.PhysicalValueType)
+                f_MeterReading.Multiplier = _c1_Multiplier
+                f_MeterReading.Unit = _c1_Unit
+                f_MeterReading.Value = _c1_Value
+                s = 2
+            elif ec == 1:
+                el = 'SigMeterReading'
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
                     if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
-                    f_MeterID = ''
+                    if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
+                    f_SigMeterReading = b''
                 else:
-                    r.pos = p
-                    f_MeterID = r.string('din_msgdatatypes:MeterID')
-                    if len(f_MeterID) > 32: r.facet('MeterInfoType/MeterID', 'length [0, 32]', f_MeterID, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
-                s = 1
-            if s == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    el = 'MeterReading'
-                    r.pos = p
-                    f_MeterReading = _d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 2
-                elif ec == 1:
-                    el = 'SigMeterReading'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
-                        f_SigMeterReading = b''
+                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                        p += 8 + (_l << 3)
+                        f_SigMeterReading = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p
-                        f_SigMeterReading = r.binary()
-                        if len(f_SigMeterReading) > 32: r.facet('MeterInfoType/SigMeterReading', 'length [0, 32]', f_SigMeterReading, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
-                    s = 3
-                elif ec == 2:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('MeterInfoType', p)
-                    el = 'MeterStatus'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_MeterStatus = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
+                        r.pos = p; f_SigMeterReading = r.binary(); V = r.v; E = r.end; p = r.pos
+                    if len(f_SigMeterReading) > 32: r.facet('MeterInfoType/SigMeterReading', 'length [0, 32]', f_SigMeterReading, r.at(p))
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
-                    s = 4
-                elif ec == 3:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('MeterInfoType', p)
-                    el = 'TMeter'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_TMeter = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
-                    s = 5
-                elif ec == 4:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('MeterInfoType', p)
-            if s == 2:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    el = 'SigMeterReading'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
-                        f_SigMeterReading = b''
-                    else:
-                        r.pos = p
-                        f_SigMeterReading = r.binary()
-                        if len(f_SigMeterReading) > 32: r.facet('MeterInfoType/SigMeterReading', 'length [0, 32]', f_SigMeterReading, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
-                    s = 3
-                elif ec == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('MeterInfoType', p)
-                    el = 'MeterStatus'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_MeterStatus = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
-                    s = 4
-                elif ec == 2:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('MeterInfoType', p)
-                    el = 'TMeter'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_TMeter = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
-                    s = 5
-                elif ec == 3:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('MeterInfoType', p)
-            if s == 3:
+                    if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
+                s = 3
+            elif ec == 2:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('MeterInfoType', p)
-                    el = 'MeterStatus'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('MeterInfoType', p)
+                el = 'MeterStatus'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_MeterStatus = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        f_MeterStatus = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
-                    s = 4
-                elif ec == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('MeterInfoType', p)
-                    el = 'TMeter'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_TMeter = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
-                    s = 5
-                elif ec == 2:
-                    pass
-                    s = -1
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_MeterStatus = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('MeterInfoType', p)
-            if s == 4:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('MeterInfoType', p)
-                    el = 'TMeter'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_TMeter = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
-                    s = 5
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('MeterInfoType', p)
-            if s == 5:
+                    r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if _neg: f_MeterStatus = -f_MeterStatus - 1
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
+                s = 4
+            elif ec == 3:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('MeterInfoType', p)
+                el = 'TMeter'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_TMeter = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_TMeter = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if _neg: f_TMeter = -f_TMeter - 1
+                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
+                s = 5
+            elif ec == 4:
+                pass
                 s = -1
+            else:
+                raise r.deviation('MeterInfoType', p)
+        if s == 2:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                el = 'SigMeterReading'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
+                    f_SigMeterReading = b''
+                else:
+                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                        p += 8 + (_l << 3)
+                        f_SigMeterReading = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    else:
+                        r.pos = p; f_SigMeterReading = r.binary(); V = r.v; E = r.end; p = r.pos
+                    if len(f_SigMeterReading) > 32: r.facet('MeterInfoType/SigMeterReading', 'length [0, 32]', f_SigMeterReading, r.at(p))
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
+                s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('MeterInfoType', p)
+                el = 'MeterStatus'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_MeterStatus = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_MeterStatus = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if _neg: f_MeterStatus = -f_MeterStatus - 1
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
+                s = 4
+            elif ec == 2:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('MeterInfoType', p)
+                el = 'TMeter'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_TMeter = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_TMeter = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if _neg: f_TMeter = -f_TMeter - 1
+                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
+                s = 5
+            elif ec == 3:
+                pass
+                s = -1
+            else:
+                raise r.deviation('MeterInfoType', p)
+        if s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('MeterInfoType', p)
+                el = 'MeterStatus'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_MeterStatus = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_MeterStatus = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if _neg: f_MeterStatus = -f_MeterStatus - 1
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
+                s = 4
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('MeterInfoType', p)
+                el = 'TMeter'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_TMeter = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_TMeter = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if _neg: f_TMeter = -f_TMeter - 1
+                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
+                s = 5
+            elif ec == 2:
+                pass
+                s = -1
+            else:
+                raise r.deviation('MeterInfoType', p)
+        if s == 4:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('MeterInfoType', p)
+                el = 'TMeter'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_TMeter = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_TMeter = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if _neg: f_TMeter = -f_TMeter - 1
+                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
+                s = 5
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('MeterInfoType', p)
+        if s == 5:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.MeterInfoType(f_MeterID, f_MeterReading, f_SigMeterReading, f_MeterStatus, f_TMeter)
+    _obj = _new(din_msgdatatypes.MeterInfoType)
+    _obj.MeterID = f_MeterID
+    _obj.MeterReading = f_MeterReading
+    _obj.SigMeterReading = f_SigMeterReading
+    _obj.MeterStatus = f_MeterStatus
+    _obj.TMeter = f_TMeter
+    return _obj
 
 def _e_MeterInfoType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}MeterInfoType
@@ -2774,179 +7220,236 @@ def _e_MeterInfoType(w, o):
         v_SigMeterReading = o.SigMeterReading
         v_MeterStatus = o.MeterStatus
         v_TMeter = o.TMeter
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_MeterID is not None:
-                    el = 'MeterID'
-                    v <<= 2
-                    n += 2
-                    if len(v_MeterID) > 32: raise EncodeError(f'length {len(v_MeterID)} outside [0, 32]')
-                    _l = len(v_MeterID)
-                    if _l < 126 and v_MeterID.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MeterID.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_MeterID); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_MeterID = None
-                    s = 1
+        if v_MeterID is not None:
+            el = 'MeterID'
+            v <<= 2
+            n += 2
+            if len(v_MeterID) > 32: raise EncodeError(f'length {len(v_MeterID)} outside [0, 32]')
+            _l = len(v_MeterID)
+            if _l < 126 and v_MeterID.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MeterID.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_MeterID); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_MeterID = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of MeterID')
+        if s == 1:
+            if v_MeterReading is not None:
+                el = 'MeterReading'
+                v <<= 3
+                n += 3
+                _c1_o = v_MeterReading
+                _c1_Multiplier = _c1_o.Multiplier
+                _c1_Unit = _c1_o.Unit
+                _c1_Value = _c1_o.Value
+                if _c1_Multiplier is not None:
+                    el = 'MeterReading/Multiplier'
+                    if not -3 <= _c1_Multiplier <= 3: raise EncodeError(f'value {_c1_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c1_Multiplier - -3) << 1)
+                    n += 6
+                    _c1_Multiplier = None
+                    _c1_s = 1
                 else:
-                    raise EncodeError('missing content: expected one of MeterID')
-            if s == 1:
-                if v_MeterReading is not None:
-                    el = 'MeterReading'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_MeterReading)
-                    v = w.v; n = w.n
-                    v_MeterReading = None
-                    s = 2
-                elif v_SigMeterReading is not None:
-                    el = 'SigMeterReading'
-                    v = (v << 4) | (1 << 1)
-                    n += 4
-                    w.v = v; w.n = n
-                    if len(v_SigMeterReading) > 32: raise EncodeError(f'length {len(v_SigMeterReading)} outside [0, 32]')
-                    w.binary(v_SigMeterReading)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_SigMeterReading = None
-                    s = 3
-                elif v_MeterStatus is not None:
-                    el = 'MeterStatus'
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    v = (v << 5) | (2 << 2) | (v_MeterStatus < 0)
-                    n += 5
-                    _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_MeterStatus = None
-                    s = 4
-                elif v_TMeter is not None:
-                    el = 'TMeter'
-                    if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    v = (v << 5) | (3 << 2) | (v_TMeter < 0)
-                    n += 5
-                    _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_TMeter = None
-                    s = 5
-                elif True:
-                    v = (v << 3) | 4
-                    n += 3
-                    if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
-                    s = -1
-            if s == 2:
-                if v_SigMeterReading is not None:
-                    el = 'SigMeterReading'
-                    v <<= 4
-                    n += 4
-                    w.v = v; w.n = n
-                    if len(v_SigMeterReading) > 32: raise EncodeError(f'length {len(v_SigMeterReading)} outside [0, 32]')
-                    w.binary(v_SigMeterReading)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_SigMeterReading = None
-                    s = 3
-                elif v_MeterStatus is not None:
-                    el = 'MeterStatus'
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    v = (v << 5) | (1 << 2) | (v_MeterStatus < 0)
-                    n += 5
-                    _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_MeterStatus = None
-                    s = 4
-                elif v_TMeter is not None:
-                    el = 'TMeter'
-                    if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    v = (v << 5) | (2 << 2) | (v_TMeter < 0)
-                    n += 5
-                    _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_TMeter = None
-                    s = 5
-                elif True:
-                    v = (v << 3) | 3
-                    n += 3
-                    if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
-                    s = -1
-            if s == 3:
-                if v_MeterStatus is not None:
-                    el = 'MeterStatus'
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    v = (v << 4) | (v_MeterStatus < 0)
-                    n += 4
-                    _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_MeterStatus = None
-                    s = 4
-                elif v_TMeter is not None:
-                    el = 'TMeter'
-                    if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    v = (v << 4) | (1 << 2) | (v_TMeter < 0)
-                    n += 4
-                    _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_TMeter = None
-                    s = 5
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
-                    s = -1
-            if s == 4:
-                if v_TMeter is not None:
-                    el = 'TMeter'
-                    if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    v = (v << 4) | (v_TMeter < 0)
-                    n += 4
-                    _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_TMeter = None
-                    s = 5
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
-                    s = -1
-            if s == 5:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
-                    s = -1
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c1_s == 1:
+                    if _c1_Unit is not None:
+                        el = 'MeterReading/Unit'
+                        _c1_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c1_Unit)
+                        if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c1_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'MeterReading/Value'
+                        if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c1_i1 << 4) | (_c1_Value < 0)
+                        n += 11
+                        _c1_Unit = None
+                        _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c1_Value = None
+                        _c1_s = 3
+                    elif _c1_Value is not None:
+                        el = 'MeterReading/Value'
+                        if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c1_Value < 0)
+                        n += 4
+                        _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c1_Value = None
+                        _c1_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c1_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c1_Multiplier is not None or _c1_Unit is not None or _c1_Value is not None: raise _leftover(_c1_o)
+                        _c1_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_MeterReading = None
+                s = 2
+            elif v_SigMeterReading is not None:
+                el = 'SigMeterReading'
+                v = (v << 4) | (1 << 1)
+                n += 4
+                if len(v_SigMeterReading) > 32: raise EncodeError(f'length {len(v_SigMeterReading)} outside [0, 32]')
+                _l = len(v_SigMeterReading)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SigMeterReading, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(v_SigMeterReading); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_SigMeterReading = None
+                s = 3
+            elif v_MeterStatus is not None:
+                el = 'MeterStatus'
+                if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
+                v = (v << 5) | (2 << 2) | (v_MeterStatus < 0)
+                n += 5
+                _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_MeterStatus = None
+                s = 4
+            elif v_TMeter is not None:
+                el = 'TMeter'
+                if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
+                v = (v << 5) | (3 << 2) | (v_TMeter < 0)
+                n += 5
+                _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_TMeter = None
+                s = 5
+            elif True:
+                v = (v << 3) | 4
+                n += 3
+                if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
+                s = -1
+        if s == 2:
+            if v_SigMeterReading is not None:
+                el = 'SigMeterReading'
+                v <<= 4
+                n += 4
+                if len(v_SigMeterReading) > 32: raise EncodeError(f'length {len(v_SigMeterReading)} outside [0, 32]')
+                _l = len(v_SigMeterReading)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SigMeterReading, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(v_SigMeterReading); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_SigMeterReading = None
+                s = 3
+            elif v_MeterStatus is not None:
+                el = 'MeterStatus'
+                if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
+                v = (v << 5) | (1 << 2) | (v_MeterStatus < 0)
+                n += 5
+                _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_MeterStatus = None
+                s = 4
+            elif v_TMeter is not None:
+                el = 'TMeter'
+                if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
+                v = (v << 5) | (2 << 2) | (v_TMeter < 0)
+                n += 5
+                _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_TMeter = None
+                s = 5
+            elif True:
+                v = (v << 3) | 3
+                n += 3
+                if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
+                s = -1
+        if s == 3:
+            if v_MeterStatus is not None:
+                el = 'MeterStatus'
+                if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
+                v = (v << 4) | (v_MeterStatus < 0)
+                n += 4
+                _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_MeterStatus = None
+                s = 4
+            elif v_TMeter is not None:
+                el = 'TMeter'
+                if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
+                v = (v << 4) | (1 << 2) | (v_TMeter < 0)
+                n += 4
+                _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_TMeter = None
+                s = 5
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
+                s = -1
+        if s == 4:
+            if v_TMeter is not None:
+                el = 'TMeter'
+                if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
+                v = (v << 4) | (v_TMeter < 0)
+                n += 4
+                _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_TMeter = None
+                s = 5
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
+                s = -1
+        if s == 5:
+            if True:
+                v <<= 1
+                n += 1
+                if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2961,52 +7464,52 @@ def _d_NotificationType(r):
     f_FaultCode = None
     f_FaultMsg = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 5
-                if p > E: V, E, p = r.slide(p, 5)
-                x = (V >> (E - p)) & 31
-                if x & 25: raise r.deviation('NotificationType', p)
-                el = 'FaultCode'
-                f_FaultCode = ((x >> 1) & 3)
-                if f_FaultCode >= 3: f_FaultCode = r.enum_index('NotificationType/FaultCode', f_FaultCode, 3, r.at(p))
-                else: f_FaultCode = _E_din_msgdatatypes_faultCodeType[f_FaultCode]
-                s = 1
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'FaultMsg'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('FaultMsg', p)
-                        f_FaultMsg = ''
-                    else:
-                        r.pos = p
-                        f_FaultMsg = r.string('din_msgdatatypes:FaultMsg')
-                        if len(f_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', f_FaultMsg, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('NotificationType', p)
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
+        p += 5
+        if p > E: V, E, p = r.slide(p, 5)
+        x = (V >> (E - p)) & 31
+        if x & 25: raise r.deviation('NotificationType', p)
+        el = 'FaultCode'
+        f_FaultCode = ((x >> 1) & 3)
+        if f_FaultCode >= 3: f_FaultCode = r.enum_index('NotificationType/FaultCode', f_FaultCode, 3, r.at(p))
+        else: f_FaultCode = _E_din_msgdatatypes_faultCodeType[f_FaultCode]
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'FaultMsg'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('FaultMsg', p)
+                    f_FaultMsg = ''
                 else:
-                    raise r.deviation('NotificationType', p)
+                    r.pos = p
+                    f_FaultMsg = r.string('din_msgdatatypes:FaultMsg')
+                    if len(f_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', f_FaultMsg, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('NotificationType', p)
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('NotificationType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.NotificationType(f_FaultCode, f_FaultMsg)
+    _obj = _new(din_msgdatatypes.NotificationType)
+    _obj.FaultCode = f_FaultCode
+    _obj.FaultMsg = f_FaultMsg
+    return _obj
 
 def _e_NotificationType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}NotificationType
@@ -3016,40 +7519,37 @@ def _e_NotificationType(w, o):
     try:
         v_FaultCode = o.FaultCode
         v_FaultMsg = o.FaultMsg
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_FaultCode is not None:
-                    el = 'FaultCode'
-                    _i1 = _I_din_msgdatatypes_faultCodeType.get(v_FaultCode)
-                    if _i1 is None: raise EncodeError(f'{v_FaultCode!r} is not one of the enumeration faultCodeType')
-                    v = (v << 5) | (_i1 << 1)
-                    n += 5
-                    v_FaultCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of FaultCode')
-            if s == 1:
-                if v_FaultMsg is not None:
-                    el = 'FaultMsg'
-                    v <<= 3
-                    n += 3
-                    if len(v_FaultMsg) > 64: raise EncodeError(f'length {len(v_FaultMsg)} outside [0, 64]')
-                    _l = len(v_FaultMsg)
-                    if _l < 126 and v_FaultMsg.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_FaultMsg.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_FaultMsg); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    v_FaultMsg = None
-                    if v_FaultCode is not None or v_FaultMsg is not None: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_FaultCode is not None or v_FaultMsg is not None: raise _leftover(o)
-                    s = -1
+        if v_FaultCode is not None:
+            el = 'FaultCode'
+            _i1 = _I_din_msgdatatypes_faultCodeType.get(v_FaultCode)
+            if _i1 is None: raise EncodeError(f'{v_FaultCode!r} is not one of the enumeration faultCodeType')
+            v = (v << 5) | (_i1 << 1)
+            n += 5
+            v_FaultCode = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of FaultCode')
+        if s == 1:
+            if v_FaultMsg is not None:
+                el = 'FaultMsg'
+                v <<= 3
+                n += 3
+                if len(v_FaultMsg) > 64: raise EncodeError(f'length {len(v_FaultMsg)} outside [0, 64]')
+                _l = len(v_FaultMsg)
+                if _l < 126 and v_FaultMsg.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_FaultMsg.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_FaultMsg); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_FaultMsg = None
+                if v_FaultCode is not None or v_FaultMsg is not None: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_FaultCode is not None or v_FaultMsg is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -3065,53 +7565,129 @@ def _d_PMaxScheduleEntryType(r):
     f_TimeInterval = None
     f_PMax = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = 'RelativeTimeInterval'
+            _c1_start = None
+            _c1_duration = None
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+            el = 'RelativeTimeInterval/start'
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    _c1_start = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c1_start = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+            if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(p))
+            _c1_s = 1
+            if _c1_s == 1:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    el = 'RelativeTimeInterval'
-                    r.pos = p
-                    f_RelativeTimeInterval = _d_RelativeTimeIntervalType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 1:
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleEntryType', p)
-                    el = 'TimeInterval'
-                    f_TimeInterval = din_msgdatatypes.IntervalType()
-                    s = 1
+                    if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                    el = 'RelativeTimeInterval/duration'
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c1_duration = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c1_duration = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+                    if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(p))
+                    _c1_s = -1
+                elif ec == 1:
+                    pass
+                    _c1_s = -1
                 else:
-                    raise r.deviation('PMaxScheduleEntryType', p)
-            if s == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 6: raise r.deviation('PMaxScheduleEntryType', p)
-                el = 'PMax'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    raise r.deviation('RelativeTimeIntervalType', p)
+            f_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
+            f_RelativeTimeInterval.start = _c1_start
+            f_RelativeTimeInterval.duration = _c1_duration
+            s = 1
+        elif ec == 1:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleEntryType', p)
+            el = 'TimeInterval'
+            f_TimeInterval = _new(din_msgdatatypes.IntervalType)
+            s = 1
+        else:
+            raise r.deviation('PMaxScheduleEntryType', p)
+        if s == 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            x = (V >> (E - p)) & 7
+            if x & 6: raise r.deviation('PMaxScheduleEntryType', p)
+            el = 'PMax'
+            _neg = (x & 1)
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    f_PMax = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    f_PMax = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    f_PMax = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    f_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    f_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_PMax = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('PMaxScheduleEntryType', p)
-                if _neg: f_PMax = -f_PMax - 1
-                if f_PMax < -32768 or f_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', f_PMax, r.at(p))
-                s = -1
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                f_PMax = (V >> (E - p)) & 127
+            else:
+                r.pos = p; f_PMax = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('PMaxScheduleEntryType', p)
+            if _neg: f_PMax = -f_PMax - 1
+            if f_PMax < -32768 or f_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', f_PMax, r.at(p))
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.PMaxScheduleEntryType(f_RelativeTimeInterval, f_TimeInterval, f_PMax)
+    _obj = _new(din_msgdatatypes.PMaxScheduleEntryType)
+    _obj.RelativeTimeInterval = f_RelativeTimeInterval
+    _obj.TimeInterval = f_TimeInterval
+    _obj.PMax = f_PMax
+    return _obj
 
 def _e_PMaxScheduleEntryType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}PMaxScheduleEntryType
@@ -3122,44 +7698,78 @@ def _e_PMaxScheduleEntryType(w, o):
         v_RelativeTimeInterval = o.RelativeTimeInterval
         v_TimeInterval = o.TimeInterval
         v_PMax = o.PMax
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_RelativeTimeInterval is not None:
-                    el = 'RelativeTimeInterval'
+        if v_RelativeTimeInterval is not None:
+            el = 'RelativeTimeInterval'
+            v <<= 2
+            n += 2
+            _c1_o = v_RelativeTimeInterval
+            _c1_start = _c1_o.start
+            _c1_duration = _c1_o.duration
+            if _c1_start is not None:
+                el = 'RelativeTimeInterval/start'
+                if _c1_start < 0 or _c1_start > 4294967295: raise EncodeError(f'value {_c1_start!r} outside [0, 4294967295]')
+                v <<= 2
+                n += 2
+                if _c1_start < 128: v = (v << 8) | _c1_start; n += 8
+                elif _c1_start < 16384: v = (v << 16) | ((_c1_start & 127) << 8) | 32768 | (_c1_start >> 7); n += 16
+                elif _c1_start < 2097152: v = (v << 24) | ((_c1_start & 127) << 16) | (((_c1_start >> 7) & 127) << 8) | 8421376 | (_c1_start >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_start); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_start = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of start')
+            if _c1_s == 1:
+                if _c1_duration is not None:
+                    el = 'RelativeTimeInterval/duration'
+                    if _c1_duration < 0 or _c1_duration > 4294967295: raise EncodeError(f'value {_c1_duration!r} outside [0, 4294967295]')
+                    v <<= 3
+                    n += 3
+                    if _c1_duration < 128: v = (v << 8) | _c1_duration; n += 8
+                    elif _c1_duration < 16384: v = (v << 16) | ((_c1_duration & 127) << 8) | 32768 | (_c1_duration >> 7); n += 16
+                    elif _c1_duration < 2097152: v = (v << 24) | ((_c1_duration & 127) << 16) | (((_c1_duration >> 7) & 127) << 8) | 8421376 | (_c1_duration >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c1_duration); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RelativeTimeIntervalType(w, v_RelativeTimeInterval)
-                    v = w.v; n = w.n
-                    v_RelativeTimeInterval = None
-                    s = 1
-                elif v_TimeInterval is not None:
-                    el = 'TimeInterval'
-                    _o = v_TimeInterval
-                    v = (v << 3) | (1 << 1)
-                    n += 3
-                    v_TimeInterval = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
-            if s == 1:
-                if v_PMax is not None:
-                    el = 'PMax'
-                    if v_PMax < -32768 or v_PMax > 32767: raise EncodeError(f'value {v_PMax!r} outside [-32768, 32767]')
-                    v = (v << 3) | (v_PMax < 0)
-                    n += 3
-                    _m = (-v_PMax - 1 if v_PMax < 0 else v_PMax)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
+                    _c1_duration = None
+                    if _c1_start is not None or _c1_duration is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
                     n += 2
-                    v_PMax = None
-                    if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_PMax is not None: raise _leftover(o)
-                    s = -1
-                else:
-                    raise EncodeError('missing content: expected one of PMax')
+                    if _c1_start is not None or _c1_duration is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_RelativeTimeInterval = None
+            s = 1
+        elif v_TimeInterval is not None:
+            el = 'TimeInterval'
+            _o = v_TimeInterval
+            v = (v << 3) | (1 << 1)
+            n += 3
+            v_TimeInterval = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
+        if s == 1:
+            if v_PMax is not None:
+                el = 'PMax'
+                if v_PMax < -32768 or v_PMax > 32767: raise EncodeError(f'value {v_PMax!r} outside [-32768, 32767]')
+                v = (v << 3) | (v_PMax < 0)
+                n += 3
+                _m = (-v_PMax - 1 if v_PMax < 0 else v_PMax)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_PMax = None
+                if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_PMax is not None: raise _leftover(o)
+                s = -1
+            else:
+                raise EncodeError('missing content: expected one of PMax')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -3174,72 +7784,438 @@ def _d_PMaxScheduleType(r):
     f_PMaxScheduleID = None
     f_PMaxScheduleEntry = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 6: raise r.deviation('PMaxScheduleType', p)
-                el = 'PMaxScheduleID'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        x = (V >> (E - p)) & 7
+        if x & 6: raise r.deviation('PMaxScheduleType', p)
+        el = 'PMaxScheduleID'
+        _neg = (x & 1)
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_PMaxScheduleID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_PMaxScheduleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_PMaxScheduleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_PMaxScheduleID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            f_PMaxScheduleID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_PMaxScheduleID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('PMaxScheduleType', p)
+        if _neg: f_PMaxScheduleID = -f_PMaxScheduleID - 1
+        if f_PMaxScheduleID < -32768 or f_PMaxScheduleID > 32767: r.facet('PMaxScheduleType/PMaxScheduleID', 'range [-32768, 32767]', f_PMaxScheduleID, r.at(p))
+        el = 'PMaxScheduleEntry'
+        _c1_RelativeTimeInterval = None
+        _c1_TimeInterval = None
+        _c1_PMax = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = 'PMaxScheduleEntry/RelativeTimeInterval'
+            _c1_c1_start = None
+            _c1_c1_duration = None
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+            el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    f_PMaxScheduleID = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    _c1_c1_start = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    f_PMaxScheduleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    _c1_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c1_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; f_PMaxScheduleID = r.uint(); V = r.v; E = r.end; p = r.pos
+                    r.pos = p; _c1_c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c1_c1_start = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c1_c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+            if _c1_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_c1_start, r.at(p))
+            _c1_c1_s = 1
+            if _c1_c1_s == 1:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('PMaxScheduleType', p)
-                if _neg: f_PMaxScheduleID = -f_PMaxScheduleID - 1
-                if f_PMaxScheduleID < -32768 or f_PMaxScheduleID > 32767: r.facet('PMaxScheduleType/PMaxScheduleID', 'range [-32768, 32767]', f_PMaxScheduleID, r.at(p))
+                ec = (V >> (E - p)) & 3
+                if ec == 0:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                    el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c1_c1_duration = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c1_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c1_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c1_c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c1_c1_duration = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c1_c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+                    if _c1_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_c1_duration, r.at(p))
+                    _c1_c1_s = -1
+                elif ec == 1:
+                    pass
+                    _c1_c1_s = -1
+                else:
+                    raise r.deviation('RelativeTimeIntervalType', p)
+            _c1_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
+            _c1_RelativeTimeInterval.start = _c1_c1_start
+            _c1_RelativeTimeInterval.duration = _c1_c1_duration
+            _c1_s = 1
+        elif ec == 1:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleEntryType', p)
+            el = 'PMaxScheduleEntry/TimeInterval'
+            _c1_TimeInterval = _new(din_msgdatatypes.IntervalType)
+            _c1_s = 1
+        else:
+            raise r.deviation('PMaxScheduleEntryType', p)
+        if _c1_s == 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            x = (V >> (E - p)) & 7
+            if x & 6: raise r.deviation('PMaxScheduleEntryType', p)
+            el = 'PMaxScheduleEntry/PMax'
+            _neg = (x & 1)
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    _c1_PMax = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    _c1_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c1_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_PMax = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c1_PMax = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c1_PMax = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('PMaxScheduleEntryType', p)
+            if _neg: _c1_PMax = -_c1_PMax - 1
+            if _c1_PMax < -32768 or _c1_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c1_PMax, r.at(p))
+            _c1_s = -1
+        _v = _new(din_msgdatatypes.PMaxScheduleEntryType)
+        _v.RelativeTimeInterval = _c1_RelativeTimeInterval
+        _v.TimeInterval = _c1_TimeInterval
+        _v.PMax = _c1_PMax
+        f_PMaxScheduleEntry.append(_v)
+        s = 2
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
                 el = 'PMaxScheduleEntry'
-                r.pos = p
-                _v = _d_PMaxScheduleEntryType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c2_RelativeTimeInterval = None
+                _c2_TimeInterval = None
+                _c2_PMax = None
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                ec = (V >> (E - p)) & 3
+                if ec == 0:
+                    el = 'PMaxScheduleEntry/RelativeTimeInterval'
+                    _c2_c1_start = None
+                    _c2_c1_duration = None
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+                    el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c2_c1_start = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c2_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c2_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c2_c1_start = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c2_c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                    if _c2_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c2_c1_start, r.at(p))
+                    _c2_c1_s = 1
+                    if _c2_c1_s == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                            el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
+                            if p + 24 <= E:
+                                _y = (V >> (E - p - 24)) & 16777215
+                                if _y < 8388608:
+                                    p += 8
+                                    _c2_c1_duration = _y >> 16
+                                elif not _y & 32768:
+                                    p += 16
+                                    _c2_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                elif not _y & 128:
+                                    p += 24
+                                    _c2_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                else:
+                                    r.pos = p; _c2_c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                p += 8
+                                _c2_c1_duration = (V >> (E - p)) & 127
+                            else:
+                                r.pos = p; _c2_c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+                            if _c2_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c2_c1_duration, r.at(p))
+                            _c2_c1_s = -1
+                        elif ec == 1:
+                            pass
+                            _c2_c1_s = -1
+                        else:
+                            raise r.deviation('RelativeTimeIntervalType', p)
+                    _c2_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
+                    _c2_RelativeTimeInterval.start = _c2_c1_start
+                    _c2_RelativeTimeInterval.duration = _c2_c1_duration
+                    _c2_s = 1
+                elif ec == 1:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleEntryType', p)
+                    el = 'PMaxScheduleEntry/TimeInterval'
+                    _c2_TimeInterval = _new(din_msgdatatypes.IntervalType)
+                    _c2_s = 1
+                else:
+                    raise r.deviation('PMaxScheduleEntryType', p)
+                if _c2_s == 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('PMaxScheduleEntryType', p)
+                    el = 'PMaxScheduleEntry/PMax'
+                    _neg = (x & 1)
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c2_PMax = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c2_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c2_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_PMax = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c2_PMax = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c2_PMax = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    if (V >> (E - p)) & 3: raise r.deviation('PMaxScheduleEntryType', p)
+                    if _neg: _c2_PMax = -_c2_PMax - 1
+                    if _c2_PMax < -32768 or _c2_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c2_PMax, r.at(p))
+                    _c2_s = -1
+                _v = _new(din_msgdatatypes.PMaxScheduleEntryType)
+                _v.RelativeTimeInterval = _c2_RelativeTimeInterval
+                _v.TimeInterval = _c2_TimeInterval
+                _v.PMax = _c2_PMax
                 f_PMaxScheduleEntry.append(_v)
-                s = 2
-            if s == 2:
+                s = 3
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('PMaxScheduleType', p)
+        if s == 3:
+            while True:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'PMaxScheduleEntry'
-                    r.pos = p
-                    _v = _d_PMaxScheduleEntryType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_PMaxScheduleEntry.append(_v)
-                    s = 3
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('PMaxScheduleType', p)
-            if s == 3:
-                while True:
+                    _c3_RelativeTimeInterval = None
+                    _c3_TimeInterval = None
+                    _c3_PMax = None
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
-                        el = 'PMaxScheduleEntry'
-                        r.pos = p
-                        _v = _d_PMaxScheduleEntryType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        f_PMaxScheduleEntry.append(_v)
+                        el = 'PMaxScheduleEntry/RelativeTimeInterval'
+                        _c3_c1_start = None
+                        _c3_c1_duration = None
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+                        el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c3_c1_start = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c3_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c3_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c3_c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c3_c1_start = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c3_c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                        if _c3_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_c1_start, r.at(p))
+                        _c3_c1_s = 1
+                        if _c3_c1_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                                el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
+                                if p + 24 <= E:
+                                    _y = (V >> (E - p - 24)) & 16777215
+                                    if _y < 8388608:
+                                        p += 8
+                                        _c3_c1_duration = _y >> 16
+                                    elif not _y & 32768:
+                                        p += 16
+                                        _c3_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        p += 24
+                                        _c3_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = p; _c3_c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                    p += 8
+                                    _c3_c1_duration = (V >> (E - p)) & 127
+                                else:
+                                    r.pos = p; _c3_c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                                p += 2
+                                if p > E: V, E, p = r.slide(p, 2)
+                                if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+                                if _c3_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_c1_duration, r.at(p))
+                                _c3_c1_s = -1
+                            elif ec == 1:
+                                pass
+                                _c3_c1_s = -1
+                            else:
+                                raise r.deviation('RelativeTimeIntervalType', p)
+                        _c3_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
+                        _c3_RelativeTimeInterval.start = _c3_c1_start
+                        _c3_RelativeTimeInterval.duration = _c3_c1_duration
+                        _c3_s = 1
                     elif ec == 1:
-                        pass
-                        s = -1
-                        break
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleEntryType', p)
+                        el = 'PMaxScheduleEntry/TimeInterval'
+                        _c3_TimeInterval = _new(din_msgdatatypes.IntervalType)
+                        _c3_s = 1
                     else:
-                        raise r.deviation('PMaxScheduleType', p)
+                        raise r.deviation('PMaxScheduleEntryType', p)
+                    if _c3_s == 1:
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('PMaxScheduleEntryType', p)
+                        el = 'PMaxScheduleEntry/PMax'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c3_PMax = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c3_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c3_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c3_PMax = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c3_PMax = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c3_PMax = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        if (V >> (E - p)) & 3: raise r.deviation('PMaxScheduleEntryType', p)
+                        if _neg: _c3_PMax = -_c3_PMax - 1
+                        if _c3_PMax < -32768 or _c3_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c3_PMax, r.at(p))
+                        _c3_s = -1
+                    _v = _new(din_msgdatatypes.PMaxScheduleEntryType)
+                    _v.RelativeTimeInterval = _c3_RelativeTimeInterval
+                    _v.TimeInterval = _c3_TimeInterval
+                    _v.PMax = _c3_PMax
+                    f_PMaxScheduleEntry.append(_v)
+                elif ec == 1:
+                    pass
+                    s = -1
+                    break
+                else:
+                    raise r.deviation('PMaxScheduleType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.PMaxScheduleType(f_PMaxScheduleID, f_PMaxScheduleEntry)
+    _obj = _new(din_msgdatatypes.PMaxScheduleType)
+    _obj.PMaxScheduleID = f_PMaxScheduleID
+    _obj.PMaxScheduleEntry = f_PMaxScheduleEntry
+    return _obj
 
 def _e_PMaxScheduleType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}PMaxScheduleType
@@ -3251,61 +8227,281 @@ def _e_PMaxScheduleType(w, o):
         v_PMaxScheduleEntry = o.PMaxScheduleEntry
         n_PMaxScheduleEntry = len(v_PMaxScheduleEntry)
         i_PMaxScheduleEntry = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_PMaxScheduleID is not None:
-                    el = 'PMaxScheduleID'
-                    if v_PMaxScheduleID < -32768 or v_PMaxScheduleID > 32767: raise EncodeError(f'value {v_PMaxScheduleID!r} outside [-32768, 32767]')
-                    v = (v << 3) | (v_PMaxScheduleID < 0)
-                    n += 3
-                    _m = (-v_PMaxScheduleID - 1 if v_PMaxScheduleID < 0 else v_PMaxScheduleID)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (i_PMaxScheduleEntry < n_PMaxScheduleEntry): raise EncodeError('missing content: PMaxScheduleEntry')
-                    el = 'PMaxScheduleEntry'
+        if v_PMaxScheduleID is not None:
+            el = 'PMaxScheduleID'
+            if v_PMaxScheduleID < -32768 or v_PMaxScheduleID > 32767: raise EncodeError(f'value {v_PMaxScheduleID!r} outside [-32768, 32767]')
+            v = (v << 3) | (v_PMaxScheduleID < 0)
+            n += 3
+            _m = (-v_PMaxScheduleID - 1 if v_PMaxScheduleID < 0 else v_PMaxScheduleID)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if not (i_PMaxScheduleEntry < n_PMaxScheduleEntry): raise EncodeError('missing content: PMaxScheduleEntry')
+            el = 'PMaxScheduleEntry'
+            v <<= 2
+            n += 2
+            v_PMaxScheduleID = None
+            _c1_o = v_PMaxScheduleEntry[i_PMaxScheduleEntry]
+            _c1_RelativeTimeInterval = _c1_o.RelativeTimeInterval
+            _c1_TimeInterval = _c1_o.TimeInterval
+            _c1_PMax = _c1_o.PMax
+            if _c1_RelativeTimeInterval is not None:
+                el = 'PMaxScheduleEntry/RelativeTimeInterval'
+                v <<= 2
+                n += 2
+                _c1_c1_o = _c1_RelativeTimeInterval
+                _c1_c1_start = _c1_c1_o.start
+                _c1_c1_duration = _c1_c1_o.duration
+                if _c1_c1_start is not None:
+                    el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
+                    if _c1_c1_start < 0 or _c1_c1_start > 4294967295: raise EncodeError(f'value {_c1_c1_start!r} outside [0, 4294967295]')
                     v <<= 2
                     n += 2
-                    v_PMaxScheduleID = None
-                    w.v = v; w.n = n
-                    _e_PMaxScheduleEntryType(w, v_PMaxScheduleEntry[i_PMaxScheduleEntry])
-                    v = w.v; n = w.n
-                    i_PMaxScheduleEntry += 1
-                    s = 2
+                    if _c1_c1_start < 128: v = (v << 8) | _c1_c1_start; n += 8
+                    elif _c1_c1_start < 16384: v = (v << 16) | ((_c1_c1_start & 127) << 8) | 32768 | (_c1_c1_start >> 7); n += 16
+                    elif _c1_c1_start < 2097152: v = (v << 24) | ((_c1_c1_start & 127) << 16) | (((_c1_c1_start >> 7) & 127) << 8) | 8421376 | (_c1_c1_start >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c1_c1_start); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_c1_start = None
+                    _c1_c1_s = 1
                 else:
-                    raise EncodeError('missing content: expected one of PMaxScheduleID')
-            if s == 2:
+                    raise EncodeError('missing content: expected one of start')
+                if _c1_c1_s == 1:
+                    if _c1_c1_duration is not None:
+                        el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
+                        if _c1_c1_duration < 0 or _c1_c1_duration > 4294967295: raise EncodeError(f'value {_c1_c1_duration!r} outside [0, 4294967295]')
+                        v <<= 3
+                        n += 3
+                        if _c1_c1_duration < 128: v = (v << 8) | _c1_c1_duration; n += 8
+                        elif _c1_c1_duration < 16384: v = (v << 16) | ((_c1_c1_duration & 127) << 8) | 32768 | (_c1_c1_duration >> 7); n += 16
+                        elif _c1_c1_duration < 2097152: v = (v << 24) | ((_c1_c1_duration & 127) << 16) | (((_c1_c1_duration >> 7) & 127) << 8) | 8421376 | (_c1_c1_duration >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c1_c1_duration); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c1_c1_duration = None
+                        if _c1_c1_start is not None or _c1_c1_duration is not None: raise _leftover(_c1_c1_o)
+                        _c1_c1_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        if _c1_c1_start is not None or _c1_c1_duration is not None: raise _leftover(_c1_c1_o)
+                        _c1_c1_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                _c1_RelativeTimeInterval = None
+                _c1_s = 1
+            elif _c1_TimeInterval is not None:
+                el = 'PMaxScheduleEntry/TimeInterval'
+                _o = _c1_TimeInterval
+                v = (v << 3) | (1 << 1)
+                n += 3
+                _c1_TimeInterval = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
+            if _c1_s == 1:
+                if _c1_PMax is not None:
+                    el = 'PMaxScheduleEntry/PMax'
+                    if _c1_PMax < -32768 or _c1_PMax > 32767: raise EncodeError(f'value {_c1_PMax!r} outside [-32768, 32767]')
+                    v = (v << 3) | (_c1_PMax < 0)
+                    n += 3
+                    _m = (-_c1_PMax - 1 if _c1_PMax < 0 else _c1_PMax)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c1_PMax = None
+                    if _c1_RelativeTimeInterval is not None or _c1_TimeInterval is not None or _c1_PMax is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of PMax')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            i_PMaxScheduleEntry += 1
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of PMaxScheduleID')
+        if s == 2:
+            if i_PMaxScheduleEntry < n_PMaxScheduleEntry:
+                el = 'PMaxScheduleEntry'
+                v <<= 2
+                n += 2
+                _c2_o = v_PMaxScheduleEntry[i_PMaxScheduleEntry]
+                _c2_RelativeTimeInterval = _c2_o.RelativeTimeInterval
+                _c2_TimeInterval = _c2_o.TimeInterval
+                _c2_PMax = _c2_o.PMax
+                if _c2_RelativeTimeInterval is not None:
+                    el = 'PMaxScheduleEntry/RelativeTimeInterval'
+                    v <<= 2
+                    n += 2
+                    _c2_c1_o = _c2_RelativeTimeInterval
+                    _c2_c1_start = _c2_c1_o.start
+                    _c2_c1_duration = _c2_c1_o.duration
+                    if _c2_c1_start is not None:
+                        el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
+                        if _c2_c1_start < 0 or _c2_c1_start > 4294967295: raise EncodeError(f'value {_c2_c1_start!r} outside [0, 4294967295]')
+                        v <<= 2
+                        n += 2
+                        if _c2_c1_start < 128: v = (v << 8) | _c2_c1_start; n += 8
+                        elif _c2_c1_start < 16384: v = (v << 16) | ((_c2_c1_start & 127) << 8) | 32768 | (_c2_c1_start >> 7); n += 16
+                        elif _c2_c1_start < 2097152: v = (v << 24) | ((_c2_c1_start & 127) << 16) | (((_c2_c1_start >> 7) & 127) << 8) | 8421376 | (_c2_c1_start >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c2_c1_start); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c1_start = None
+                        _c2_c1_s = 1
+                    else:
+                        raise EncodeError('missing content: expected one of start')
+                    if _c2_c1_s == 1:
+                        if _c2_c1_duration is not None:
+                            el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
+                            if _c2_c1_duration < 0 or _c2_c1_duration > 4294967295: raise EncodeError(f'value {_c2_c1_duration!r} outside [0, 4294967295]')
+                            v <<= 3
+                            n += 3
+                            if _c2_c1_duration < 128: v = (v << 8) | _c2_c1_duration; n += 8
+                            elif _c2_c1_duration < 16384: v = (v << 16) | ((_c2_c1_duration & 127) << 8) | 32768 | (_c2_c1_duration >> 7); n += 16
+                            elif _c2_c1_duration < 2097152: v = (v << 24) | ((_c2_c1_duration & 127) << 16) | (((_c2_c1_duration >> 7) & 127) << 8) | 8421376 | (_c2_c1_duration >> 14); n += 24
+                            else: w.v = v; w.n = n; w.uint(_c2_c1_duration); v = w.v; n = w.n
+                            v <<= 2
+                            n += 2
+                            _c2_c1_duration = None
+                            if _c2_c1_start is not None or _c2_c1_duration is not None: raise _leftover(_c2_c1_o)
+                            _c2_c1_s = -1
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c2_c1_start is not None or _c2_c1_duration is not None: raise _leftover(_c2_c1_o)
+                            _c2_c1_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                    _c2_RelativeTimeInterval = None
+                    _c2_s = 1
+                elif _c2_TimeInterval is not None:
+                    el = 'PMaxScheduleEntry/TimeInterval'
+                    _o = _c2_TimeInterval
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    _c2_TimeInterval = None
+                    _c2_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
+                if _c2_s == 1:
+                    if _c2_PMax is not None:
+                        el = 'PMaxScheduleEntry/PMax'
+                        if _c2_PMax < -32768 or _c2_PMax > 32767: raise EncodeError(f'value {_c2_PMax!r} outside [-32768, 32767]')
+                        v = (v << 3) | (_c2_PMax < 0)
+                        n += 3
+                        _m = (-_c2_PMax - 1 if _c2_PMax < 0 else _c2_PMax)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c2_PMax = None
+                        if _c2_RelativeTimeInterval is not None or _c2_TimeInterval is not None or _c2_PMax is not None: raise _leftover(_c2_o)
+                        _c2_s = -1
+                    else:
+                        raise EncodeError('missing content: expected one of PMax')
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                i_PMaxScheduleEntry += 1
+                s = 3
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_PMaxScheduleID is not None or i_PMaxScheduleEntry < n_PMaxScheduleEntry: raise _leftover(o)
+                s = -1
+        if s == 3:
+            while True:
                 if i_PMaxScheduleEntry < n_PMaxScheduleEntry:
                     el = 'PMaxScheduleEntry'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_PMaxScheduleEntryType(w, v_PMaxScheduleEntry[i_PMaxScheduleEntry])
-                    v = w.v; n = w.n
+                    _c3_o = v_PMaxScheduleEntry[i_PMaxScheduleEntry]
+                    _c3_RelativeTimeInterval = _c3_o.RelativeTimeInterval
+                    _c3_TimeInterval = _c3_o.TimeInterval
+                    _c3_PMax = _c3_o.PMax
+                    if _c3_RelativeTimeInterval is not None:
+                        el = 'PMaxScheduleEntry/RelativeTimeInterval'
+                        v <<= 2
+                        n += 2
+                        _c3_c1_o = _c3_RelativeTimeInterval
+                        _c3_c1_start = _c3_c1_o.start
+                        _c3_c1_duration = _c3_c1_o.duration
+                        if _c3_c1_start is not None:
+                            el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
+                            if _c3_c1_start < 0 or _c3_c1_start > 4294967295: raise EncodeError(f'value {_c3_c1_start!r} outside [0, 4294967295]')
+                            v <<= 2
+                            n += 2
+                            if _c3_c1_start < 128: v = (v << 8) | _c3_c1_start; n += 8
+                            elif _c3_c1_start < 16384: v = (v << 16) | ((_c3_c1_start & 127) << 8) | 32768 | (_c3_c1_start >> 7); n += 16
+                            elif _c3_c1_start < 2097152: v = (v << 24) | ((_c3_c1_start & 127) << 16) | (((_c3_c1_start >> 7) & 127) << 8) | 8421376 | (_c3_c1_start >> 14); n += 24
+                            else: w.v = v; w.n = n; w.uint(_c3_c1_start); v = w.v; n = w.n
+                            v <<= 1
+                            n += 1
+                            _c3_c1_start = None
+                            _c3_c1_s = 1
+                        else:
+                            raise EncodeError('missing content: expected one of start')
+                        if _c3_c1_s == 1:
+                            if _c3_c1_duration is not None:
+                                el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
+                                if _c3_c1_duration < 0 or _c3_c1_duration > 4294967295: raise EncodeError(f'value {_c3_c1_duration!r} outside [0, 4294967295]')
+                                v <<= 3
+                                n += 3
+                                if _c3_c1_duration < 128: v = (v << 8) | _c3_c1_duration; n += 8
+                                elif _c3_c1_duration < 16384: v = (v << 16) | ((_c3_c1_duration & 127) << 8) | 32768 | (_c3_c1_duration >> 7); n += 16
+                                elif _c3_c1_duration < 2097152: v = (v << 24) | ((_c3_c1_duration & 127) << 16) | (((_c3_c1_duration >> 7) & 127) << 8) | 8421376 | (_c3_c1_duration >> 14); n += 24
+                                else: w.v = v; w.n = n; w.uint(_c3_c1_duration); v = w.v; n = w.n
+                                v <<= 2
+                                n += 2
+                                _c3_c1_duration = None
+                                if _c3_c1_start is not None or _c3_c1_duration is not None: raise _leftover(_c3_c1_o)
+                                _c3_c1_s = -1
+                            elif True:
+                                v = (v << 2) | 1
+                                n += 2
+                                if _c3_c1_start is not None or _c3_c1_duration is not None: raise _leftover(_c3_c1_o)
+                                _c3_c1_s = -1
+                        if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                        _c3_RelativeTimeInterval = None
+                        _c3_s = 1
+                    elif _c3_TimeInterval is not None:
+                        el = 'PMaxScheduleEntry/TimeInterval'
+                        _o = _c3_TimeInterval
+                        v = (v << 3) | (1 << 1)
+                        n += 3
+                        _c3_TimeInterval = None
+                        _c3_s = 1
+                    else:
+                        raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
+                    if _c3_s == 1:
+                        if _c3_PMax is not None:
+                            el = 'PMaxScheduleEntry/PMax'
+                            if _c3_PMax < -32768 or _c3_PMax > 32767: raise EncodeError(f'value {_c3_PMax!r} outside [-32768, 32767]')
+                            v = (v << 3) | (_c3_PMax < 0)
+                            n += 3
+                            _m = (-_c3_PMax - 1 if _c3_PMax < 0 else _c3_PMax)
+                            if _m < 128: v = (v << 8) | _m; n += 8
+                            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                            v <<= 2
+                            n += 2
+                            _c3_PMax = None
+                            if _c3_RelativeTimeInterval is not None or _c3_TimeInterval is not None or _c3_PMax is not None: raise _leftover(_c3_o)
+                            _c3_s = -1
+                        else:
+                            raise EncodeError('missing content: expected one of PMax')
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_PMaxScheduleEntry += 1
-                    s = 3
                 elif True:
                     v = (v << 2) | 1
                     n += 2
                     if v_PMaxScheduleID is not None or i_PMaxScheduleEntry < n_PMaxScheduleEntry: raise _leftover(o)
                     s = -1
-            if s == 3:
-                while True:
-                    if i_PMaxScheduleEntry < n_PMaxScheduleEntry:
-                        el = 'PMaxScheduleEntry'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_PMaxScheduleEntryType(w, v_PMaxScheduleEntry[i_PMaxScheduleEntry])
-                        v = w.v; n = w.n
-                        i_PMaxScheduleEntry += 1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if v_PMaxScheduleID is not None or i_PMaxScheduleEntry < n_PMaxScheduleEntry: raise _leftover(o)
-                        s = -1
-                        break
+                    break
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -3320,29 +8516,48 @@ def _d_ParameterSetType(r):
     f_ParameterSetID = None
     f_Parameter = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 6: raise r.deviation('ParameterSetType', p)
-                el = 'ParameterSetID'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    f_ParameterSetID = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ParameterSetType', p)
-                if _neg: f_ParameterSetID = -f_ParameterSetID - 1
-                if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('ParameterSetType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(p))
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        x = (V >> (E - p)) & 7
+        if x & 6: raise r.deviation('ParameterSetType', p)
+        el = 'ParameterSetID'
+        _neg = (x & 1)
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_ParameterSetID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            f_ParameterSetID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ParameterSetType', p)
+        if _neg: f_ParameterSetID = -f_ParameterSetID - 1
+        if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('ParameterSetType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(p))
+        el = 'Parameter'
+        r.pos = p
+        _v = _d_ParameterType(r)
+        V = r.v; E = r.end; p = r.pos
+        r.pos = p
+        f_Parameter.append(_v)
+        V = r.v; E = r.end; p = r.pos
+        s = 2
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
                 el = 'Parameter'
                 r.pos = p
                 _v = _d_ParameterType(r)
@@ -3350,8 +8565,14 @@ def _d_ParameterSetType(r):
                 r.pos = p
                 f_Parameter.append(_v)
                 V = r.v; E = r.end; p = r.pos
-                s = 2
-            if s == 2:
+                s = 3
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('ParameterSetType', p)
+        if s == 3:
+            while True:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
@@ -3363,35 +8584,19 @@ def _d_ParameterSetType(r):
                     r.pos = p
                     f_Parameter.append(_v)
                     V = r.v; E = r.end; p = r.pos
-                    s = 3
                 elif ec == 1:
                     pass
                     s = -1
+                    break
                 else:
                     raise r.deviation('ParameterSetType', p)
-            if s == 3:
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        el = 'Parameter'
-                        r.pos = p
-                        _v = _d_ParameterType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        r.pos = p
-                        f_Parameter.append(_v)
-                        V = r.v; E = r.end; p = r.pos
-                    elif ec == 1:
-                        pass
-                        s = -1
-                        break
-                    else:
-                        raise r.deviation('ParameterSetType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.ParameterSetType(f_ParameterSetID, f_Parameter)
+    _obj = _new(din_msgdatatypes.ParameterSetType)
+    _obj.ParameterSetID = f_ParameterSetID
+    _obj.Parameter = f_Parameter
+    return _obj
 
 def _e_ParameterSetType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ParameterSetType
@@ -3403,31 +8608,45 @@ def _e_ParameterSetType(w, o):
         v_Parameter = o.Parameter
         n_Parameter = len(v_Parameter)
         i_Parameter = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ParameterSetID is not None:
-                    el = 'ParameterSetID'
-                    if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
-                    v = (v << 3) | (v_ParameterSetID < 0)
-                    n += 3
-                    _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (i_Parameter < n_Parameter): raise EncodeError('missing content: Parameter')
-                    el = 'Parameter'
-                    v <<= 2
-                    n += 2
-                    v_ParameterSetID = None
-                    w.v = v; w.n = n
-                    _e_ParameterType(w, v_Parameter[i_Parameter])
-                    v = w.v; n = w.n
-                    i_Parameter += 1
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ParameterSetID')
-            if s == 2:
+        if v_ParameterSetID is not None:
+            el = 'ParameterSetID'
+            if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
+            v = (v << 3) | (v_ParameterSetID < 0)
+            n += 3
+            _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if not (i_Parameter < n_Parameter): raise EncodeError('missing content: Parameter')
+            el = 'Parameter'
+            v <<= 2
+            n += 2
+            v_ParameterSetID = None
+            w.v = v; w.n = n
+            _e_ParameterType(w, v_Parameter[i_Parameter])
+            v = w.v; n = w.n
+            i_Parameter += 1
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of ParameterSetID')
+        if s == 2:
+            if i_Parameter < n_Parameter:
+                el = 'Parameter'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_ParameterType(w, v_Parameter[i_Parameter])
+                v = w.v; n = w.n
+                i_Parameter += 1
+                s = 3
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_ParameterSetID is not None or i_Parameter < n_Parameter: raise _leftover(o)
+                s = -1
+        if s == 3:
+            while True:
                 if i_Parameter < n_Parameter:
                     el = 'Parameter'
                     v <<= 2
@@ -3436,28 +8655,12 @@ def _e_ParameterSetType(w, o):
                     _e_ParameterType(w, v_Parameter[i_Parameter])
                     v = w.v; n = w.n
                     i_Parameter += 1
-                    s = 3
                 elif True:
                     v = (v << 2) | 1
                     n += 2
                     if v_ParameterSetID is not None or i_Parameter < n_Parameter: raise _leftover(o)
                     s = -1
-            if s == 3:
-                while True:
-                    if i_Parameter < n_Parameter:
-                        el = 'Parameter'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_ParameterType(w, v_Parameter[i_Parameter])
-                        v = w.v; n = w.n
-                        i_Parameter += 1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if v_ParameterSetID is not None or i_Parameter < n_Parameter: raise _leftover(o)
-                        s = -1
-                        break
+                    break
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -3478,124 +8681,237 @@ def _d_ParameterType(r):
     f_physicalValue = None
     f_stringValue = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
-                el = '@Name'
-                r.pos = p
-                f_Name = r.string('Name')
-                V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
+        el = '@Name'
+        r.pos = p
+        f_Name = r.string('Name')
+        V = r.v; E = r.end; p = r.pos
+        p += 4
+        if p > E: V, E, p = r.slide(p, 4)
+        x = (V >> (E - p)) & 15
+        if x & 8: raise r.deviation('ParameterType', p)
+        el = '@ValueType'
+        f_ValueType = (x & 7)
+        if f_ValueType >= 6: f_ValueType = r.enum_index('ParameterType/ValueType', f_ValueType, 6, r.at(p))
+        else: f_ValueType = _E_din_msgdatatypes_valueType[f_ValueType]
+        s = 2
+        if s == 2:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
                 p += 4
                 if p > E: V, E, p = r.slide(p, 4)
                 x = (V >> (E - p)) & 15
-                if x & 8: raise r.deviation('ParameterType', p)
-                el = '@ValueType'
-                f_ValueType = (x & 7)
-                if f_ValueType >= 6: f_ValueType = r.enum_index('ParameterType/ValueType', f_ValueType, 6, r.at(p))
-                else: f_ValueType = _E_din_msgdatatypes_valueType[f_ValueType]
-                s = 2
-            if s == 2:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 4
-                    if p > E: V, E, p = r.slide(p, 4)
-                    x = (V >> (E - p)) & 15
-                    if x & 11: raise r.deviation('ParameterType', p)
-                    el = 'boolValue'
-                    f_boolValue = ((x >> 2) & 1) == 1
-                    s = -1
-                elif ec == 1:
-                    p += 11
-                    if p > E: V, E, p = r.slide(p, 11)
-                    x = (V >> (E - p)) & 2047
-                    if x & 1027: raise r.deviation('ParameterType', p)
-                    el = 'byteValue'
-                    f_byteValue = ((x >> 2) & 255) + -128
-                    s = -1
-                elif ec == 2:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('ParameterType', p)
-                    el = 'shortValue'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if x & 11: raise r.deviation('ParameterType', p)
+                el = 'boolValue'
+                f_boolValue = ((x >> 2) & 1) == 1
+                s = -1
+            elif ec == 1:
+                p += 11
+                if p > E: V, E, p = r.slide(p, 11)
+                x = (V >> (E - p)) & 2047
+                if x & 1027: raise r.deviation('ParameterType', p)
+                el = 'byteValue'
+                f_byteValue = ((x >> 2) & 255) + -128
+                s = -1
+            elif ec == 2:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('ParameterType', p)
+                el = 'shortValue'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_shortValue = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        f_shortValue = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_shortValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        f_shortValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_shortValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_shortValue = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('ParameterType', p)
-                    if _neg: f_shortValue = -f_shortValue - 1
-                    if f_shortValue < -32768 or f_shortValue > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', f_shortValue, r.at(p))
-                    s = -1
-                elif ec == 3:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('ParameterType', p)
-                    el = 'intValue'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_shortValue = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_shortValue = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('ParameterType', p)
+                if _neg: f_shortValue = -f_shortValue - 1
+                if f_shortValue < -32768 or f_shortValue > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', f_shortValue, r.at(p))
+                s = -1
+            elif ec == 3:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('ParameterType', p)
+                el = 'intValue'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_intValue = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        f_intValue = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_intValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        f_intValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_intValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_intValue = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_intValue = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_intValue = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('ParameterType', p)
+                if _neg: f_intValue = -f_intValue - 1
+                if f_intValue < -2147483648 or f_intValue > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', f_intValue, r.at(p))
+                s = -1
+            elif ec == 4:
+                el = 'physicalValue'
+                _c1_Multiplier = None
+                _c1_Unit = None
+                _c1_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'physicalValue/Multiplier'
+                _c1_Multiplier = ((x >> 1) & 7) + -3
+                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
+                _c1_s = 1
+                if _c1_s == 1:
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('ParameterType', p)
-                    if _neg: f_intValue = -f_intValue - 1
-                    if f_intValue < -2147483648 or f_intValue > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', f_intValue, r.at(p))
-                    s = -1
-                elif ec == 4:
-                    el = 'physicalValue'
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'physicalValue/Unit'
+                        _c1_Unit = ((x >> 4) & 15)
+                        if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(p))
+                        else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
+                        el = 'physicalValue/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_Value = -_c1_Value - 1
+                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                        _c1_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'physicalValue/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_Value = -_c1_Value - 1
+                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                        _c1_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c1_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c1_s = -1
+                f_physicalValue = _new(din_msgdatatypes.PhysicalValueType)
+                f_physicalValue.Multiplier = _c1_Multiplier
+                f_physicalValue.Unit = _c1_Unit
+                f_physicalValue.Value = _c1_Value
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
+                s = -1
+            elif ec == 5:
+                el = 'stringValue'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('stringValue', p)
+                    f_stringValue = ''
+                else:
                     r.pos = p
-                    f_physicalValue = _d_PhysicalValueType(r)
+                    f_stringValue = r.string('din_msgdatatypes:stringValue')
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
-                    s = -1
-                elif ec == 5:
-                    el = 'stringValue'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('stringValue', p)
-                        f_stringValue = ''
-                    else:
-                        r.pos = p
-                        f_stringValue = r.string('din_msgdatatypes:stringValue')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('stringValue', p)
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
-                    s = -1
-                else:
-                    raise r.deviation('ParameterType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('stringValue', p)
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
+                s = -1
+            else:
+                raise r.deviation('ParameterType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.ParameterType(f_Name, f_ValueType, f_boolValue, f_byteValue, f_shortValue, f_intValue, f_physicalValue, f_stringValue)
+    _obj = _new(din_msgdatatypes.ParameterType)
+    _obj.Name = f_Name
+    _obj.ValueType = f_ValueType
+    _obj.boolValue = f_boolValue
+    _obj.byteValue = f_byteValue
+    _obj.shortValue = f_shortValue
+    _obj.intValue = f_intValue
+    _obj.physicalValue = f_physicalValue
+    _obj.stringValue = f_stringValue
+    return _obj
 
 def _e_ParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ParameterType
@@ -3611,102 +8927,154 @@ def _e_ParameterType(w, o):
         v_intValue = o.intValue
         v_physicalValue = o.physicalValue
         v_stringValue = o.stringValue
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Name is not None:
-                    el = '@Name'
-                    v <<= 1
-                    n += 1
-                    _l = len(v_Name)
-                    if _l < 126 and v_Name.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Name.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Name); v = w.v; n = w.n
-                    if not (v_ValueType is not None): raise EncodeError('missing content: ValueType')
-                    el = '@ValueType'
-                    _i1 = _I_din_msgdatatypes_valueType.get(v_ValueType)
-                    if _i1 is None: raise EncodeError(f'{v_ValueType!r} is not one of the enumeration valueType')
-                    v = (v << 4) | _i1
-                    n += 4
-                    v_Name = None
-                    v_ValueType = None
-                    s = 2
+        if v_Name is not None:
+            el = '@Name'
+            v <<= 1
+            n += 1
+            _l = len(v_Name)
+            if _l < 126 and v_Name.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Name.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Name); v = w.v; n = w.n
+            if not (v_ValueType is not None): raise EncodeError('missing content: ValueType')
+            el = '@ValueType'
+            _i1 = _I_din_msgdatatypes_valueType.get(v_ValueType)
+            if _i1 is None: raise EncodeError(f'{v_ValueType!r} is not one of the enumeration valueType')
+            v = (v << 4) | _i1
+            n += 4
+            v_Name = None
+            v_ValueType = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of Name')
+        if s == 2:
+            if v_boolValue is not None:
+                el = 'boolValue'
+                if v_boolValue is not True and v_boolValue is not False: raise EncodeError(f'expected a bool, got {v_boolValue!r}')
+                v = (v << 7) | (v_boolValue << 2)
+                n += 7
+                v_boolValue = None
+                if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+                s = -1
+            elif v_byteValue is not None:
+                el = 'byteValue'
+                if not -128 <= v_byteValue <= 127: raise EncodeError(f'value {v_byteValue!r} outside [-128, 127]')
+                v = (v << 14) | (1 << 11) | ((v_byteValue - -128) << 2)
+                n += 14
+                v_byteValue = None
+                if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+                s = -1
+            elif v_shortValue is not None:
+                el = 'shortValue'
+                if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
+                v = (v << 5) | (2 << 2) | (v_shortValue < 0)
+                n += 5
+                _m = (-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_shortValue = None
+                if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+                s = -1
+            elif v_intValue is not None:
+                el = 'intValue'
+                if v_intValue < -2147483648 or v_intValue > 2147483647: raise EncodeError(f'value {v_intValue!r} outside [-2147483648, 2147483647]')
+                v = (v << 5) | (3 << 2) | (v_intValue < 0)
+                n += 5
+                _m = (-v_intValue - 1 if v_intValue < 0 else v_intValue)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_intValue = None
+                if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+                s = -1
+            elif v_physicalValue is not None:
+                el = 'physicalValue'
+                v = (v << 3) | 4
+                n += 3
+                _c2_o = v_physicalValue
+                _c2_Multiplier = _c2_o.Multiplier
+                _c2_Unit = _c2_o.Unit
+                _c2_Value = _c2_o.Value
+                if _c2_Multiplier is not None:
+                    el = 'physicalValue/Multiplier'
+                    if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c2_Multiplier - -3) << 1)
+                    n += 6
+                    _c2_Multiplier = None
+                    _c2_s = 1
                 else:
-                    raise EncodeError('missing content: expected one of Name')
-            if s == 2:
-                if v_boolValue is not None:
-                    el = 'boolValue'
-                    if v_boolValue is not True and v_boolValue is not False: raise EncodeError(f'expected a bool, got {v_boolValue!r}')
-                    v = (v << 7) | (v_boolValue << 2)
-                    n += 7
-                    v_boolValue = None
-                    if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                    s = -1
-                elif v_byteValue is not None:
-                    el = 'byteValue'
-                    if not -128 <= v_byteValue <= 127: raise EncodeError(f'value {v_byteValue!r} outside [-128, 127]')
-                    v = (v << 14) | (1 << 11) | ((v_byteValue - -128) << 2)
-                    n += 14
-                    v_byteValue = None
-                    if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                    s = -1
-                elif v_shortValue is not None:
-                    el = 'shortValue'
-                    if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
-                    v = (v << 5) | (2 << 2) | (v_shortValue < 0)
-                    n += 5
-                    _m = (-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    v_shortValue = None
-                    if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                    s = -1
-                elif v_intValue is not None:
-                    el = 'intValue'
-                    if v_intValue < -2147483648 or v_intValue > 2147483647: raise EncodeError(f'value {v_intValue!r} outside [-2147483648, 2147483647]')
-                    v = (v << 5) | (3 << 2) | (v_intValue < 0)
-                    n += 5
-                    _m = (-v_intValue - 1 if v_intValue < 0 else v_intValue)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    v_intValue = None
-                    if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                    s = -1
-                elif v_physicalValue is not None:
-                    el = 'physicalValue'
-                    v = (v << 3) | 4
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_physicalValue)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_physicalValue = None
-                    if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                    s = -1
-                elif v_stringValue is not None:
-                    el = 'stringValue'
-                    v = (v << 4) | (5 << 1)
-                    n += 4
-                    _l = len(v_stringValue)
-                    if _l < 126 and v_stringValue.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_stringValue.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_stringValue); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    v_stringValue = None
-                    if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                    s = -1
-                else:
-                    raise EncodeError('missing content: expected one of boolValue, byteValue, shortValue, intValue, physicalValue, stringValue')
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c2_s == 1:
+                    if _c2_Unit is not None:
+                        el = 'physicalValue/Unit'
+                        _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
+                        if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'physicalValue/Value'
+                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
+                        n += 11
+                        _c2_Unit = None
+                        _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_Value = None
+                        _c2_s = 3
+                    elif _c2_Value is not None:
+                        el = 'physicalValue/Value'
+                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c2_Value < 0)
+                        n += 4
+                        _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_Value = None
+                        _c2_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c2_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
+                        _c2_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_physicalValue = None
+                if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+                s = -1
+            elif v_stringValue is not None:
+                el = 'stringValue'
+                v = (v << 4) | (5 << 1)
+                n += 4
+                _l = len(v_stringValue)
+                if _l < 126 and v_stringValue.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_stringValue.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_stringValue); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_stringValue = None
+                if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+                s = -1
+            else:
+                raise EncodeError('missing content: expected one of boolValue, byteValue, shortValue, intValue, physicalValue, stringValue')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -3720,18 +9088,34 @@ def _d_PaymentOptionsType(r):
     el = ''
     f_PaymentOption = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 13: raise r.deviation('PaymentOptionsType', p)
+        p += 4
+        if p > E: V, E, p = r.slide(p, 4)
+        x = (V >> (E - p)) & 15
+        if x & 13: raise r.deviation('PaymentOptionsType', p)
+        el = 'PaymentOption'
+        _v = _E_din_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
+        f_PaymentOption.append(_v)
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('PaymentOptionsType', p)
                 el = 'PaymentOption'
                 _v = _E_din_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
                 f_PaymentOption.append(_v)
-                s = 1
-            if s == 1:
+                s = 2
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('PaymentOptionsType', p)
+        if s == 2:
+            while True:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
@@ -3743,35 +9127,18 @@ def _d_PaymentOptionsType(r):
                     el = 'PaymentOption'
                     _v = _E_din_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
                     f_PaymentOption.append(_v)
-                    s = 2
                 elif ec == 1:
                     pass
                     s = -1
+                    break
                 else:
                     raise r.deviation('PaymentOptionsType', p)
-            if s == 2:
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        x = (V >> (E - p)) & 7
-                        if x & 5: raise r.deviation('PaymentOptionsType', p)
-                        el = 'PaymentOption'
-                        _v = _E_din_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
-                        f_PaymentOption.append(_v)
-                    elif ec == 1:
-                        pass
-                        s = -1
-                        break
-                    else:
-                        raise r.deviation('PaymentOptionsType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.PaymentOptionsType(f_PaymentOption)
+    _obj = _new(din_msgdatatypes.PaymentOptionsType)
+    _obj.PaymentOption = f_PaymentOption
+    return _obj
 
 def _e_PaymentOptionsType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}PaymentOptionsType
@@ -3782,48 +9149,45 @@ def _e_PaymentOptionsType(w, o):
         v_PaymentOption = o.PaymentOption
         n_PaymentOption = len(v_PaymentOption)
         i_PaymentOption = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
+        if i_PaymentOption < n_PaymentOption:
+            el = 'PaymentOption'
+            _i1 = _I_din_msgdatatypes_paymentOptionType.get(v_PaymentOption[i_PaymentOption])
+            if _i1 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
+            v = (v << 4) | (_i1 << 1)
+            n += 4
+            i_PaymentOption += 1
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of PaymentOption')
+        if s == 1:
+            if i_PaymentOption < n_PaymentOption:
+                el = 'PaymentOption'
+                _i2 = _I_din_msgdatatypes_paymentOptionType.get(v_PaymentOption[i_PaymentOption])
+                if _i2 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
+                v = (v << 5) | (_i2 << 1)
+                n += 5
+                i_PaymentOption += 1
+                s = 2
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_PaymentOption < n_PaymentOption: raise _leftover(o)
+                s = -1
+        if s == 2:
+            while True:
                 if i_PaymentOption < n_PaymentOption:
                     el = 'PaymentOption'
-                    _i1 = _I_din_msgdatatypes_paymentOptionType.get(v_PaymentOption[i_PaymentOption])
-                    if _i1 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
-                    v = (v << 4) | (_i1 << 1)
-                    n += 4
-                    i_PaymentOption += 1
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of PaymentOption')
-            if s == 1:
-                if i_PaymentOption < n_PaymentOption:
-                    el = 'PaymentOption'
-                    _i2 = _I_din_msgdatatypes_paymentOptionType.get(v_PaymentOption[i_PaymentOption])
-                    if _i2 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
-                    v = (v << 5) | (_i2 << 1)
+                    _i3 = _I_din_msgdatatypes_paymentOptionType.get(v_PaymentOption[i_PaymentOption])
+                    if _i3 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
+                    v = (v << 5) | (_i3 << 1)
                     n += 5
                     i_PaymentOption += 1
-                    s = 2
                 elif True:
                     v = (v << 2) | 1
                     n += 2
                     if i_PaymentOption < n_PaymentOption: raise _leftover(o)
                     s = -1
-            if s == 2:
-                while True:
-                    if i_PaymentOption < n_PaymentOption:
-                        el = 'PaymentOption'
-                        _i3 = _I_din_msgdatatypes_paymentOptionType.get(v_PaymentOption[i_PaymentOption])
-                        if _i3 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
-                        v = (v << 5) | (_i3 << 1)
-                        n += 5
-                        i_PaymentOption += 1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if i_PaymentOption < n_PaymentOption: raise _leftover(o)
-                        s = -1
-                        break
+                    break
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -3839,78 +9203,99 @@ def _d_PhysicalValueType(r):
     f_Unit = None
     f_Value = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
-                el = 'Multiplier'
-                f_Multiplier = ((x >> 1) & 7) + -3
-                if f_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', f_Multiplier, r.at(p))
-                s = 1
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 270: raise r.deviation('PhysicalValueType', p)
-                    el = 'Unit'
-                    f_Unit = ((x >> 4) & 15)
-                    if f_Unit >= 10: f_Unit = r.enum_index('PhysicalValueType/Unit', f_Unit, 10, r.at(p))
-                    else: f_Unit = _E_din_msgdatatypes_unitSymbolType[f_Unit]
-                    el = 'Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'Multiplier'
+        f_Multiplier = ((x >> 1) & 7) + -3
+        if f_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', f_Multiplier, r.at(p))
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'Unit'
+                f_Unit = ((x >> 4) & 15)
+                if f_Unit >= 10: f_Unit = r.enum_index('PhysicalValueType/Unit', f_Unit, 10, r.at(p))
+                else: f_Unit = _E_din_msgdatatypes_unitSymbolType[f_Unit]
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        f_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    if _neg: f_Value = -f_Value - 1
-                    if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(p))
-                    s = 3
-                elif ec == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('PhysicalValueType', p)
-                    el = 'Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    if _neg: f_Value = -f_Value - 1
-                    if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(p))
-                    s = 3
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_Value = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('PhysicalValueType', p)
-            if s == 3:
+                    r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                s = -1
+                if _neg: f_Value = -f_Value - 1
+                if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(p))
+                s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: f_Value = -f_Value - 1
+                if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(p))
+                s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.PhysicalValueType(f_Multiplier, f_Unit, f_Value)
+    _obj = _new(din_msgdatatypes.PhysicalValueType)
+    _obj.Multiplier = f_Multiplier
+    _obj.Unit = f_Unit
+    _obj.Value = f_Value
+    return _obj
 
 def _e_PhysicalValueType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}PhysicalValueType
@@ -3921,58 +9306,57 @@ def _e_PhysicalValueType(w, o):
         v_Multiplier = o.Multiplier
         v_Unit = o.Unit
         v_Value = o.Value
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Multiplier is not None:
-                    el = 'Multiplier'
-                    if not -3 <= v_Multiplier <= 3: raise EncodeError(f'value {v_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((v_Multiplier - -3) << 1)
-                    n += 6
-                    v_Multiplier = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-            if s == 1:
-                if v_Unit is not None:
-                    el = 'Unit'
-                    _i1 = _I_din_msgdatatypes_unitSymbolType.get(v_Unit)
-                    if _i1 is None: raise EncodeError(f'{v_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (v_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
-                    if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_i1 << 4) | (v_Value < 0)
-                    n += 11
-                    v_Unit = None
-                    _m = (-v_Value - 1 if v_Value < 0 else v_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_Value = None
-                    s = 3
-                elif v_Value is not None:
-                    el = 'Value'
-                    if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (v_Value < 0)
-                    n += 4
-                    _m = (-v_Value - 1 if v_Value < 0 else v_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_Value = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_Multiplier is not None or v_Unit is not None or v_Value is not None: raise _leftover(o)
-                    s = -1
+        if v_Multiplier is not None:
+            el = 'Multiplier'
+            if not -3 <= v_Multiplier <= 3: raise EncodeError(f'value {v_Multiplier!r} outside [-3, 3]')
+            v = (v << 6) | ((v_Multiplier - -3) << 1)
+            n += 6
+            v_Multiplier = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of Multiplier')
+        if s == 1:
+            if v_Unit is not None:
+                el = 'Unit'
+                _i1 = _I_din_msgdatatypes_unitSymbolType.get(v_Unit)
+                if _i1 is None: raise EncodeError(f'{v_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (v_Value is not None): raise EncodeError('missing content: Value')
+                el = 'Value'
+                if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_i1 << 4) | (v_Value < 0)
+                n += 11
+                v_Unit = None
+                _m = (-v_Value - 1 if v_Value < 0 else v_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_Value = None
+                s = 3
+            elif v_Value is not None:
+                el = 'Value'
+                if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (v_Value < 0)
+                n += 4
+                _m = (-v_Value - 1 if v_Value < 0 else v_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_Value = None
+                s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+        if s == 3:
+            if True:
+                v <<= 1
+                n += 1
+                if v_Multiplier is not None or v_Unit is not None or v_Value is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -3989,15 +9373,24 @@ def _d_ProfileEntryType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ProfileEntryType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ProfileEntryType', p)
         el = 'ChargingProfileEntryStart'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_ChargingProfileEntryStart = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_ChargingProfileEntryStart = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_ChargingProfileEntryStart = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
@@ -4007,24 +9400,36 @@ def _d_ProfileEntryType(r):
         if f_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', f_ChargingProfileEntryStart, r.at(p))
         el = 'ChargingProfileEntryMaxPower'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_ChargingProfileEntryMaxPower = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_ChargingProfileEntryMaxPower = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_ChargingProfileEntryMaxPower = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ProfileEntryType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ProfileEntryType', p)
         if _neg: f_ChargingProfileEntryMaxPower = -f_ChargingProfileEntryMaxPower - 1
         if f_ChargingProfileEntryMaxPower < -32768 or f_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', f_ChargingProfileEntryMaxPower, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.ProfileEntryType(f_ChargingProfileEntryStart, f_ChargingProfileEntryMaxPower)
+    _obj = _new(din_msgdatatypes.ProfileEntryType)
+    _obj.ChargingProfileEntryStart = f_ChargingProfileEntryStart
+    _obj.ChargingProfileEntryMaxPower = f_ChargingProfileEntryMaxPower
+    return _obj
 
 def _e_ProfileEntryType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ProfileEntryType
@@ -4041,6 +9446,7 @@ def _e_ProfileEntryType(w, o):
             n += 2
             if v_ChargingProfileEntryStart < 128: v = (v << 8) | v_ChargingProfileEntryStart; n += 8
             elif v_ChargingProfileEntryStart < 16384: v = (v << 16) | ((v_ChargingProfileEntryStart & 127) << 8) | 32768 | (v_ChargingProfileEntryStart >> 7); n += 16
+            elif v_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((v_ChargingProfileEntryStart & 127) << 16) | (((v_ChargingProfileEntryStart >> 7) & 127) << 8) | 8421376 | (v_ChargingProfileEntryStart >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ChargingProfileEntryStart); v = w.v; n = w.n
             if not (v_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
             el = 'ChargingProfileEntryMaxPower'
@@ -4051,6 +9457,7 @@ def _e_ProfileEntryType(w, o):
             _m = (-v_ChargingProfileEntryMaxPower - 1 if v_ChargingProfileEntryMaxPower < 0 else v_ChargingProfileEntryMaxPower)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -4072,59 +9479,77 @@ def _d_RelativeTimeIntervalType(r):
     f_start = None
     f_duration = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('RelativeTimeIntervalType', p)
-                el = 'start'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    f_start = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_start = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; f_start = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+        el = 'start'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_start = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_start = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            f_start = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_start = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+        if f_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', f_start, r.at(p))
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
-                if f_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', f_start, r.at(p))
-                s = 1
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
-                    el = 'duration'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                el = 'duration'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_duration = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        f_duration = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        f_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('RelativeTimeIntervalType', p)
-                    if f_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', f_duration, r.at(p))
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_duration = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('RelativeTimeIntervalType', p)
+                    r.pos = p; f_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+                if f_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', f_duration, r.at(p))
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('RelativeTimeIntervalType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.RelativeTimeIntervalType(f_start, f_duration)
+    _obj = _new(din_msgdatatypes.RelativeTimeIntervalType)
+    _obj.start = f_start
+    _obj.duration = f_duration
+    return _obj
 
 def _e_RelativeTimeIntervalType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}RelativeTimeIntervalType
@@ -4134,42 +9559,41 @@ def _e_RelativeTimeIntervalType(w, o):
     try:
         v_start = o.start
         v_duration = o.duration
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_start is not None:
-                    el = 'start'
-                    if v_start < 0 or v_start > 4294967295: raise EncodeError(f'value {v_start!r} outside [0, 4294967295]')
-                    v <<= 2
-                    n += 2
-                    if v_start < 128: v = (v << 8) | v_start; n += 8
-                    elif v_start < 16384: v = (v << 16) | ((v_start & 127) << 8) | 32768 | (v_start >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_start); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_start = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of start')
-            if s == 1:
-                if v_duration is not None:
-                    el = 'duration'
-                    if v_duration < 0 or v_duration > 4294967295: raise EncodeError(f'value {v_duration!r} outside [0, 4294967295]')
-                    v <<= 3
-                    n += 3
-                    if v_duration < 128: v = (v << 8) | v_duration; n += 8
-                    elif v_duration < 16384: v = (v << 16) | ((v_duration & 127) << 8) | 32768 | (v_duration >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_duration); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    v_duration = None
-                    if v_start is not None or v_duration is not None: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_start is not None or v_duration is not None: raise _leftover(o)
-                    s = -1
+        if v_start is not None:
+            el = 'start'
+            if v_start < 0 or v_start > 4294967295: raise EncodeError(f'value {v_start!r} outside [0, 4294967295]')
+            v <<= 2
+            n += 2
+            if v_start < 128: v = (v << 8) | v_start; n += 8
+            elif v_start < 16384: v = (v << 16) | ((v_start & 127) << 8) | 32768 | (v_start >> 7); n += 16
+            elif v_start < 2097152: v = (v << 24) | ((v_start & 127) << 16) | (((v_start >> 7) & 127) << 8) | 8421376 | (v_start >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(v_start); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_start = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of start')
+        if s == 1:
+            if v_duration is not None:
+                el = 'duration'
+                if v_duration < 0 or v_duration > 4294967295: raise EncodeError(f'value {v_duration!r} outside [0, 4294967295]')
+                v <<= 3
+                n += 3
+                if v_duration < 128: v = (v << 8) | v_duration; n += 8
+                elif v_duration < 16384: v = (v << 16) | ((v_duration & 127) << 8) | 32768 | (v_duration >> 7); n += 16
+                elif v_duration < 2097152: v = (v << 24) | ((v_duration & 127) << 16) | (((v_duration >> 7) & 127) << 8) | 8421376 | (v_duration >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_duration); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_duration = None
+                if v_start is not None or v_duration is not None: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_start is not None or v_duration is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4183,55 +9607,222 @@ def _d_SAScheduleListType(r):
     el = ''
     f_SAScheduleTuple = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('SAScheduleListType', p)
+        el = 'SAScheduleTuple'
+        _c1_SAScheduleTupleID = None
+        _c1_PMaxSchedule = None
+        _c1_SalesTariff = None
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        x = (V >> (E - p)) & 7
+        if x & 6: raise r.deviation('SAScheduleTupleType', p)
+        el = 'SAScheduleTuple/SAScheduleTupleID'
+        _neg = (x & 1)
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_SAScheduleTupleID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_SAScheduleTupleID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('SAScheduleTupleType', p)
+        if _neg: _c1_SAScheduleTupleID = -_c1_SAScheduleTupleID - 1
+        if _c1_SAScheduleTupleID < -32768 or _c1_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _c1_SAScheduleTupleID, r.at(p))
+        el = 'SAScheduleTuple/PMaxSchedule'
+        r.pos = p
+        _c1_PMaxSchedule = _d_PMaxScheduleType(r)
+        V = r.v; E = r.end; p = r.pos
+        _c1_s = 2
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'SAScheduleTuple/SalesTariff'
+                r.pos = p
+                _c1_SalesTariff = _d_SalesTariffType(r)
+                V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SAScheduleListType', p)
+                if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleType', p)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('SAScheduleTupleType', p)
+        _v = _new(din_msgdatatypes.SAScheduleTupleType)
+        _v.SAScheduleTupleID = _c1_SAScheduleTupleID
+        _v.PMaxSchedule = _c1_PMaxSchedule
+        _v.SalesTariff = _c1_SalesTariff
+        f_SAScheduleTuple.append(_v)
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
                 el = 'SAScheduleTuple'
+                _c2_SAScheduleTupleID = None
+                _c2_PMaxSchedule = None
+                _c2_SalesTariff = None
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 6: raise r.deviation('SAScheduleTupleType', p)
+                el = 'SAScheduleTuple/SAScheduleTupleID'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_SAScheduleTupleID = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_SAScheduleTupleID = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('SAScheduleTupleType', p)
+                if _neg: _c2_SAScheduleTupleID = -_c2_SAScheduleTupleID - 1
+                if _c2_SAScheduleTupleID < -32768 or _c2_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _c2_SAScheduleTupleID, r.at(p))
+                el = 'SAScheduleTuple/PMaxSchedule'
                 r.pos = p
-                _v = _d_SAScheduleTupleType(r)
+                _c2_PMaxSchedule = _d_PMaxScheduleType(r)
                 V = r.v; E = r.end; p = r.pos
+                _c2_s = 2
+                if _c2_s == 2:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        el = 'SAScheduleTuple/SalesTariff'
+                        r.pos = p
+                        _c2_SalesTariff = _d_SalesTariffType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleType', p)
+                        _c2_s = -1
+                    elif ec == 1:
+                        pass
+                        _c2_s = -1
+                    else:
+                        raise r.deviation('SAScheduleTupleType', p)
+                _v = _new(din_msgdatatypes.SAScheduleTupleType)
+                _v.SAScheduleTupleID = _c2_SAScheduleTupleID
+                _v.PMaxSchedule = _c2_PMaxSchedule
+                _v.SalesTariff = _c2_SalesTariff
                 f_SAScheduleTuple.append(_v)
-                s = 1
-            if s == 1:
+                s = 2
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('SAScheduleListType', p)
+        if s == 2:
+            while True:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SAScheduleTuple'
+                    _c3_SAScheduleTupleID = None
+                    _c3_PMaxSchedule = None
+                    _c3_SalesTariff = None
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('SAScheduleTupleType', p)
+                    el = 'SAScheduleTuple/SAScheduleTupleID'
+                    _neg = (x & 1)
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c3_SAScheduleTupleID = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c3_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c3_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c3_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c3_SAScheduleTupleID = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c3_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    if (V >> (E - p)) & 3: raise r.deviation('SAScheduleTupleType', p)
+                    if _neg: _c3_SAScheduleTupleID = -_c3_SAScheduleTupleID - 1
+                    if _c3_SAScheduleTupleID < -32768 or _c3_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _c3_SAScheduleTupleID, r.at(p))
+                    el = 'SAScheduleTuple/PMaxSchedule'
                     r.pos = p
-                    _v = _d_SAScheduleTupleType(r)
+                    _c3_PMaxSchedule = _d_PMaxScheduleType(r)
                     V = r.v; E = r.end; p = r.pos
+                    _c3_s = 2
+                    if _c3_s == 2:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            el = 'SAScheduleTuple/SalesTariff'
+                            r.pos = p
+                            _c3_SalesTariff = _d_SalesTariffType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleType', p)
+                            _c3_s = -1
+                        elif ec == 1:
+                            pass
+                            _c3_s = -1
+                        else:
+                            raise r.deviation('SAScheduleTupleType', p)
+                    _v = _new(din_msgdatatypes.SAScheduleTupleType)
+                    _v.SAScheduleTupleID = _c3_SAScheduleTupleID
+                    _v.PMaxSchedule = _c3_PMaxSchedule
+                    _v.SalesTariff = _c3_SalesTariff
                     f_SAScheduleTuple.append(_v)
-                    s = 2
                 elif ec == 1:
                     pass
                     s = -1
+                    break
                 else:
                     raise r.deviation('SAScheduleListType', p)
-            if s == 2:
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        el = 'SAScheduleTuple'
-                        r.pos = p
-                        _v = _d_SAScheduleTupleType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        f_SAScheduleTuple.append(_v)
-                    elif ec == 1:
-                        pass
-                        s = -1
-                        break
-                    else:
-                        raise r.deviation('SAScheduleListType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.SAScheduleListType(f_SAScheduleTuple)
+    _obj = _new(din_msgdatatypes.SAScheduleListType)
+    _obj.SAScheduleTuple = f_SAScheduleTuple
+    return _obj
 
 def _e_SAScheduleListType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}SAScheduleListType
@@ -4242,51 +9833,174 @@ def _e_SAScheduleListType(w, o):
         v_SAScheduleTuple = o.SAScheduleTuple
         n_SAScheduleTuple = len(v_SAScheduleTuple)
         i_SAScheduleTuple = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if i_SAScheduleTuple < n_SAScheduleTuple:
-                    el = 'SAScheduleTuple'
+        if i_SAScheduleTuple < n_SAScheduleTuple:
+            el = 'SAScheduleTuple'
+            v <<= 1
+            n += 1
+            _c1_o = v_SAScheduleTuple[i_SAScheduleTuple]
+            _c1_SAScheduleTupleID = _c1_o.SAScheduleTupleID
+            _c1_PMaxSchedule = _c1_o.PMaxSchedule
+            _c1_SalesTariff = _c1_o.SalesTariff
+            if _c1_SAScheduleTupleID is not None:
+                el = 'SAScheduleTuple/SAScheduleTupleID'
+                if _c1_SAScheduleTupleID < -32768 or _c1_SAScheduleTupleID > 32767: raise EncodeError(f'value {_c1_SAScheduleTupleID!r} outside [-32768, 32767]')
+                v = (v << 3) | (_c1_SAScheduleTupleID < 0)
+                n += 3
+                _m = (-_c1_SAScheduleTupleID - 1 if _c1_SAScheduleTupleID < 0 else _c1_SAScheduleTupleID)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if not (_c1_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
+                el = 'SAScheduleTuple/PMaxSchedule'
+                v <<= 2
+                n += 2
+                _c1_SAScheduleTupleID = None
+                w.v = v; w.n = n
+                _e_PMaxScheduleType(w, _c1_PMaxSchedule)
+                v = w.v; n = w.n
+                _c1_PMaxSchedule = None
+                _c1_s = 2
+            else:
+                raise EncodeError('missing content: expected one of SAScheduleTupleID')
+            if _c1_s == 2:
+                if _c1_SalesTariff is not None:
+                    el = 'SAScheduleTuple/SalesTariff'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    _e_SalesTariffType(w, _c1_SalesTariff)
+                    v = w.v; n = w.n
                     v <<= 1
                     n += 1
+                    _c1_SalesTariff = None
+                    if _c1_SAScheduleTupleID is not None or _c1_PMaxSchedule is not None or _c1_SalesTariff is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_SAScheduleTupleID is not None or _c1_PMaxSchedule is not None or _c1_SalesTariff is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            i_SAScheduleTuple += 1
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of SAScheduleTuple')
+        if s == 1:
+            if i_SAScheduleTuple < n_SAScheduleTuple:
+                el = 'SAScheduleTuple'
+                v <<= 2
+                n += 2
+                _c2_o = v_SAScheduleTuple[i_SAScheduleTuple]
+                _c2_SAScheduleTupleID = _c2_o.SAScheduleTupleID
+                _c2_PMaxSchedule = _c2_o.PMaxSchedule
+                _c2_SalesTariff = _c2_o.SalesTariff
+                if _c2_SAScheduleTupleID is not None:
+                    el = 'SAScheduleTuple/SAScheduleTupleID'
+                    if _c2_SAScheduleTupleID < -32768 or _c2_SAScheduleTupleID > 32767: raise EncodeError(f'value {_c2_SAScheduleTupleID!r} outside [-32768, 32767]')
+                    v = (v << 3) | (_c2_SAScheduleTupleID < 0)
+                    n += 3
+                    _m = (-_c2_SAScheduleTupleID - 1 if _c2_SAScheduleTupleID < 0 else _c2_SAScheduleTupleID)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c2_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
+                    el = 'SAScheduleTuple/PMaxSchedule'
+                    v <<= 2
+                    n += 2
+                    _c2_SAScheduleTupleID = None
                     w.v = v; w.n = n
-                    _e_SAScheduleTupleType(w, v_SAScheduleTuple[i_SAScheduleTuple])
+                    _e_PMaxScheduleType(w, _c2_PMaxSchedule)
                     v = w.v; n = w.n
-                    i_SAScheduleTuple += 1
-                    s = 1
+                    _c2_PMaxSchedule = None
+                    _c2_s = 2
                 else:
-                    raise EncodeError('missing content: expected one of SAScheduleTuple')
-            if s == 1:
+                    raise EncodeError('missing content: expected one of SAScheduleTupleID')
+                if _c2_s == 2:
+                    if _c2_SalesTariff is not None:
+                        el = 'SAScheduleTuple/SalesTariff'
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
+                        _e_SalesTariffType(w, _c2_SalesTariff)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_SalesTariff = None
+                        if _c2_SAScheduleTupleID is not None or _c2_PMaxSchedule is not None or _c2_SalesTariff is not None: raise _leftover(_c2_o)
+                        _c2_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        if _c2_SAScheduleTupleID is not None or _c2_PMaxSchedule is not None or _c2_SalesTariff is not None: raise _leftover(_c2_o)
+                        _c2_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                i_SAScheduleTuple += 1
+                s = 2
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_SAScheduleTuple < n_SAScheduleTuple: raise _leftover(o)
+                s = -1
+        if s == 2:
+            while True:
                 if i_SAScheduleTuple < n_SAScheduleTuple:
                     el = 'SAScheduleTuple'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_SAScheduleTupleType(w, v_SAScheduleTuple[i_SAScheduleTuple])
-                    v = w.v; n = w.n
+                    _c3_o = v_SAScheduleTuple[i_SAScheduleTuple]
+                    _c3_SAScheduleTupleID = _c3_o.SAScheduleTupleID
+                    _c3_PMaxSchedule = _c3_o.PMaxSchedule
+                    _c3_SalesTariff = _c3_o.SalesTariff
+                    if _c3_SAScheduleTupleID is not None:
+                        el = 'SAScheduleTuple/SAScheduleTupleID'
+                        if _c3_SAScheduleTupleID < -32768 or _c3_SAScheduleTupleID > 32767: raise EncodeError(f'value {_c3_SAScheduleTupleID!r} outside [-32768, 32767]')
+                        v = (v << 3) | (_c3_SAScheduleTupleID < 0)
+                        n += 3
+                        _m = (-_c3_SAScheduleTupleID - 1 if _c3_SAScheduleTupleID < 0 else _c3_SAScheduleTupleID)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        if not (_c3_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
+                        el = 'SAScheduleTuple/PMaxSchedule'
+                        v <<= 2
+                        n += 2
+                        _c3_SAScheduleTupleID = None
+                        w.v = v; w.n = n
+                        _e_PMaxScheduleType(w, _c3_PMaxSchedule)
+                        v = w.v; n = w.n
+                        _c3_PMaxSchedule = None
+                        _c3_s = 2
+                    else:
+                        raise EncodeError('missing content: expected one of SAScheduleTupleID')
+                    if _c3_s == 2:
+                        if _c3_SalesTariff is not None:
+                            el = 'SAScheduleTuple/SalesTariff'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_SalesTariffType(w, _c3_SalesTariff)
+                            v = w.v; n = w.n
+                            v <<= 1
+                            n += 1
+                            _c3_SalesTariff = None
+                            if _c3_SAScheduleTupleID is not None or _c3_PMaxSchedule is not None or _c3_SalesTariff is not None: raise _leftover(_c3_o)
+                            _c3_s = -1
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c3_SAScheduleTupleID is not None or _c3_PMaxSchedule is not None or _c3_SalesTariff is not None: raise _leftover(_c3_o)
+                            _c3_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_SAScheduleTuple += 1
-                    s = 2
                 elif True:
                     v = (v << 2) | 1
                     n += 2
                     if i_SAScheduleTuple < n_SAScheduleTuple: raise _leftover(o)
                     s = -1
-            if s == 2:
-                while True:
-                    if i_SAScheduleTuple < n_SAScheduleTuple:
-                        el = 'SAScheduleTuple'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_SAScheduleTupleType(w, v_SAScheduleTuple[i_SAScheduleTuple])
-                        v = w.v; n = w.n
-                        i_SAScheduleTuple += 1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if i_SAScheduleTuple < n_SAScheduleTuple: raise _leftover(o)
-                        s = -1
-                        break
+                    break
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4302,56 +10016,66 @@ def _d_SAScheduleTupleType(r):
     f_PMaxSchedule = None
     f_SalesTariff = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 6: raise r.deviation('SAScheduleTupleType', p)
-                el = 'SAScheduleTupleID'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    f_SAScheduleTupleID = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_SAScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('SAScheduleTupleType', p)
-                if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
-                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(p))
-                el = 'PMaxSchedule'
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        x = (V >> (E - p)) & 7
+        if x & 6: raise r.deviation('SAScheduleTupleType', p)
+        el = 'SAScheduleTupleID'
+        _neg = (x & 1)
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_SAScheduleTupleID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            f_SAScheduleTupleID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('SAScheduleTupleType', p)
+        if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
+        if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(p))
+        el = 'PMaxSchedule'
+        r.pos = p
+        f_PMaxSchedule = _d_PMaxScheduleType(r)
+        V = r.v; E = r.end; p = r.pos
+        s = 2
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'SalesTariff'
                 r.pos = p
-                f_PMaxSchedule = _d_PMaxScheduleType(r)
+                f_SalesTariff = _d_SalesTariffType(r)
                 V = r.v; E = r.end; p = r.pos
-                s = 2
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'SalesTariff'
-                    r.pos = p
-                    f_SalesTariff = _d_SalesTariffType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleType', p)
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('SAScheduleTupleType', p)
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleType', p)
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('SAScheduleTupleType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.SAScheduleTupleType(f_SAScheduleTupleID, f_PMaxSchedule, f_SalesTariff)
+    _obj = _new(din_msgdatatypes.SAScheduleTupleType)
+    _obj.SAScheduleTupleID = f_SAScheduleTupleID
+    _obj.PMaxSchedule = f_PMaxSchedule
+    _obj.SalesTariff = f_SalesTariff
+    return _obj
 
 def _e_SAScheduleTupleType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}SAScheduleTupleType
@@ -4362,48 +10086,46 @@ def _e_SAScheduleTupleType(w, o):
         v_SAScheduleTupleID = o.SAScheduleTupleID
         v_PMaxSchedule = o.PMaxSchedule
         v_SalesTariff = o.SalesTariff
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_SAScheduleTupleID is not None:
-                    el = 'SAScheduleTupleID'
-                    if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
-                    v = (v << 3) | (v_SAScheduleTupleID < 0)
-                    n += 3
-                    _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (v_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
-                    el = 'PMaxSchedule'
-                    v <<= 2
-                    n += 2
-                    v_SAScheduleTupleID = None
-                    w.v = v; w.n = n
-                    _e_PMaxScheduleType(w, v_PMaxSchedule)
-                    v = w.v; n = w.n
-                    v_PMaxSchedule = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SAScheduleTupleID')
-            if s == 2:
-                if v_SalesTariff is not None:
-                    el = 'SalesTariff'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_SalesTariffType(w, v_SalesTariff)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_SalesTariff = None
-                    if v_SAScheduleTupleID is not None or v_PMaxSchedule is not None or v_SalesTariff is not None: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_SAScheduleTupleID is not None or v_PMaxSchedule is not None or v_SalesTariff is not None: raise _leftover(o)
-                    s = -1
+        if v_SAScheduleTupleID is not None:
+            el = 'SAScheduleTupleID'
+            if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
+            v = (v << 3) | (v_SAScheduleTupleID < 0)
+            n += 3
+            _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if not (v_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
+            el = 'PMaxSchedule'
+            v <<= 2
+            n += 2
+            v_SAScheduleTupleID = None
+            w.v = v; w.n = n
+            _e_PMaxScheduleType(w, v_PMaxSchedule)
+            v = w.v; n = w.n
+            v_PMaxSchedule = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of SAScheduleTupleID')
+        if s == 2:
+            if v_SalesTariff is not None:
+                el = 'SalesTariff'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_SalesTariffType(w, v_SalesTariff)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_SalesTariff = None
+                if v_SAScheduleTupleID is not None or v_PMaxSchedule is not None or v_SalesTariff is not None: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_SAScheduleTupleID is not None or v_PMaxSchedule is not None or v_SalesTariff is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4422,7 +10144,8 @@ def _d_SASchedulesType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.SASchedulesType()
+    _obj = _new(din_msgdatatypes.SASchedulesType)
+    return _obj
 
 def _e_SASchedulesType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}SASchedulesType
@@ -4449,36 +10172,116 @@ def _d_SalesTariffEntryType(r):
     f_EPriceLevel = None
     f_ConsumptionCost = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = 'RelativeTimeInterval'
+            _c1_start = None
+            _c1_duration = None
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+            el = 'RelativeTimeInterval/start'
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    _c1_start = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c1_start = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+            if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(p))
+            _c1_s = 1
+            if _c1_s == 1:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    el = 'RelativeTimeInterval'
-                    r.pos = p
-                    f_RelativeTimeInterval = _d_RelativeTimeIntervalType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 1:
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('SalesTariffEntryType', p)
-                    el = 'TimeInterval'
-                    f_TimeInterval = din_msgdatatypes.IntervalType()
-                    s = 1
+                    if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                    el = 'RelativeTimeInterval/duration'
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c1_duration = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c1_duration = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+                    if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(p))
+                    _c1_s = -1
+                elif ec == 1:
+                    pass
+                    _c1_s = -1
                 else:
-                    raise r.deviation('SalesTariffEntryType', p)
-            if s == 1:
-                p += 11
-                if p > E: V, E, p = r.slide(p, 11)
-                x = (V >> (E - p)) & 2047
-                if x & 1537: raise r.deviation('SalesTariffEntryType', p)
-                el = 'EPriceLevel'
-                f_EPriceLevel = ((x >> 1) & 255)
-                s = 2
-            if s == 2:
+                    raise r.deviation('RelativeTimeIntervalType', p)
+            f_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
+            f_RelativeTimeInterval.start = _c1_start
+            f_RelativeTimeInterval.duration = _c1_duration
+            s = 1
+        elif ec == 1:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('SalesTariffEntryType', p)
+            el = 'TimeInterval'
+            f_TimeInterval = _new(din_msgdatatypes.IntervalType)
+            s = 1
+        else:
+            raise r.deviation('SalesTariffEntryType', p)
+        if s == 1:
+            p += 11
+            if p > E: V, E, p = r.slide(p, 11)
+            x = (V >> (E - p)) & 2047
+            if x & 1537: raise r.deviation('SalesTariffEntryType', p)
+            el = 'EPriceLevel'
+            f_EPriceLevel = ((x >> 1) & 255)
+            s = 2
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ConsumptionCost'
+                r.pos = p
+                _v = _d_ConsumptionCostType(r)
+                V = r.v; E = r.end; p = r.pos
+                f_ConsumptionCost.append(_v)
+                s = 3
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('SalesTariffEntryType', p)
+        if s == 3:
+            while True:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
@@ -4488,33 +10291,21 @@ def _d_SalesTariffEntryType(r):
                     _v = _d_ConsumptionCostType(r)
                     V = r.v; E = r.end; p = r.pos
                     f_ConsumptionCost.append(_v)
-                    s = 3
                 elif ec == 1:
                     pass
                     s = -1
+                    break
                 else:
                     raise r.deviation('SalesTariffEntryType', p)
-            if s == 3:
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        el = 'ConsumptionCost'
-                        r.pos = p
-                        _v = _d_ConsumptionCostType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        f_ConsumptionCost.append(_v)
-                    elif ec == 1:
-                        pass
-                        s = -1
-                        break
-                    else:
-                        raise r.deviation('SalesTariffEntryType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.SalesTariffEntryType(f_RelativeTimeInterval, f_TimeInterval, f_EPriceLevel, f_ConsumptionCost)
+    _obj = _new(din_msgdatatypes.SalesTariffEntryType)
+    _obj.RelativeTimeInterval = f_RelativeTimeInterval
+    _obj.TimeInterval = f_TimeInterval
+    _obj.EPriceLevel = f_EPriceLevel
+    _obj.ConsumptionCost = f_ConsumptionCost
+    return _obj
 
 def _e_SalesTariffEntryType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}SalesTariffEntryType
@@ -4528,38 +10319,87 @@ def _e_SalesTariffEntryType(w, o):
         v_ConsumptionCost = o.ConsumptionCost
         n_ConsumptionCost = len(v_ConsumptionCost)
         i_ConsumptionCost = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_RelativeTimeInterval is not None:
-                    el = 'RelativeTimeInterval'
+        if v_RelativeTimeInterval is not None:
+            el = 'RelativeTimeInterval'
+            v <<= 2
+            n += 2
+            _c1_o = v_RelativeTimeInterval
+            _c1_start = _c1_o.start
+            _c1_duration = _c1_o.duration
+            if _c1_start is not None:
+                el = 'RelativeTimeInterval/start'
+                if _c1_start < 0 or _c1_start > 4294967295: raise EncodeError(f'value {_c1_start!r} outside [0, 4294967295]')
+                v <<= 2
+                n += 2
+                if _c1_start < 128: v = (v << 8) | _c1_start; n += 8
+                elif _c1_start < 16384: v = (v << 16) | ((_c1_start & 127) << 8) | 32768 | (_c1_start >> 7); n += 16
+                elif _c1_start < 2097152: v = (v << 24) | ((_c1_start & 127) << 16) | (((_c1_start >> 7) & 127) << 8) | 8421376 | (_c1_start >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_start); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_start = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of start')
+            if _c1_s == 1:
+                if _c1_duration is not None:
+                    el = 'RelativeTimeInterval/duration'
+                    if _c1_duration < 0 or _c1_duration > 4294967295: raise EncodeError(f'value {_c1_duration!r} outside [0, 4294967295]')
+                    v <<= 3
+                    n += 3
+                    if _c1_duration < 128: v = (v << 8) | _c1_duration; n += 8
+                    elif _c1_duration < 16384: v = (v << 16) | ((_c1_duration & 127) << 8) | 32768 | (_c1_duration >> 7); n += 16
+                    elif _c1_duration < 2097152: v = (v << 24) | ((_c1_duration & 127) << 16) | (((_c1_duration >> 7) & 127) << 8) | 8421376 | (_c1_duration >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c1_duration); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RelativeTimeIntervalType(w, v_RelativeTimeInterval)
-                    v = w.v; n = w.n
-                    v_RelativeTimeInterval = None
-                    s = 1
-                elif v_TimeInterval is not None:
-                    el = 'TimeInterval'
-                    _o = v_TimeInterval
-                    v = (v << 3) | (1 << 1)
-                    n += 3
-                    v_TimeInterval = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
-            if s == 1:
-                if v_EPriceLevel is not None:
-                    el = 'EPriceLevel'
-                    if not 0 <= v_EPriceLevel <= 255: raise EncodeError(f'value {v_EPriceLevel!r} outside [0, 255]')
-                    v = (v << 11) | (v_EPriceLevel << 1)
-                    n += 11
-                    v_EPriceLevel = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EPriceLevel')
-            if s == 2:
+                    _c1_duration = None
+                    if _c1_start is not None or _c1_duration is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_start is not None or _c1_duration is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_RelativeTimeInterval = None
+            s = 1
+        elif v_TimeInterval is not None:
+            el = 'TimeInterval'
+            _o = v_TimeInterval
+            v = (v << 3) | (1 << 1)
+            n += 3
+            v_TimeInterval = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
+        if s == 1:
+            if v_EPriceLevel is not None:
+                el = 'EPriceLevel'
+                if not 0 <= v_EPriceLevel <= 255: raise EncodeError(f'value {v_EPriceLevel!r} outside [0, 255]')
+                v = (v << 11) | (v_EPriceLevel << 1)
+                n += 11
+                v_EPriceLevel = None
+                s = 2
+            else:
+                raise EncodeError('missing content: expected one of EPriceLevel')
+        if s == 2:
+            if i_ConsumptionCost < n_ConsumptionCost:
+                el = 'ConsumptionCost'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_ConsumptionCostType(w, v_ConsumptionCost[i_ConsumptionCost])
+                v = w.v; n = w.n
+                i_ConsumptionCost += 1
+                s = 3
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_EPriceLevel is not None or i_ConsumptionCost < n_ConsumptionCost: raise _leftover(o)
+                s = -1
+        if s == 3:
+            while True:
                 if i_ConsumptionCost < n_ConsumptionCost:
                     el = 'ConsumptionCost'
                     v <<= 2
@@ -4568,28 +10408,12 @@ def _e_SalesTariffEntryType(w, o):
                     _e_ConsumptionCostType(w, v_ConsumptionCost[i_ConsumptionCost])
                     v = w.v; n = w.n
                     i_ConsumptionCost += 1
-                    s = 3
                 elif True:
                     v = (v << 2) | 1
                     n += 2
                     if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_EPriceLevel is not None or i_ConsumptionCost < n_ConsumptionCost: raise _leftover(o)
                     s = -1
-            if s == 3:
-                while True:
-                    if i_ConsumptionCost < n_ConsumptionCost:
-                        el = 'ConsumptionCost'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_ConsumptionCostType(w, v_ConsumptionCost[i_ConsumptionCost])
-                        v = w.v; n = w.n
-                        i_ConsumptionCost += 1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_EPriceLevel is not None or i_ConsumptionCost < n_ConsumptionCost: raise _leftover(o)
-                        s = -1
-                        break
+                    break
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4607,85 +10431,109 @@ def _d_SalesTariffType(r):
     f_NumEPriceLevels = None
     f_SalesTariffEntry = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
+        el = '@Id'
+        r.pos = p
+        f_Id = r.string('Id')
+        V = r.v; E = r.end; p = r.pos
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        x = (V >> (E - p)) & 7
+        if x & 6: raise r.deviation('SalesTariffType', p)
+        el = 'SalesTariffID'
+        _neg = (x & 1)
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_SalesTariffID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_SalesTariffID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_SalesTariffID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_SalesTariffID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            f_SalesTariffID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_SalesTariffID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
+        if _neg: f_SalesTariffID = -f_SalesTariffID - 1
+        if f_SalesTariffID < -32768 or f_SalesTariffID > 32767: r.facet('SalesTariffType/SalesTariffID', 'range [-32768, 32767]', f_SalesTariffID, r.at(p))
+        s = 2
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'SalesTariffDescription'
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
-                el = '@Id'
-                r.pos = p
-                f_Id = r.string('Id')
-                V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 6: raise r.deviation('SalesTariffType', p)
-                el = 'SalesTariffID'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    f_SalesTariffID = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_SalesTariffID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('SalesTariffDescription', p)
+                    f_SalesTariffDescription = ''
                 else:
-                    r.pos = p; f_SalesTariffID = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
-                if _neg: f_SalesTariffID = -f_SalesTariffID - 1
-                if f_SalesTariffID < -32768 or f_SalesTariffID > 32767: r.facet('SalesTariffType/SalesTariffID', 'range [-32768, 32767]', f_SalesTariffID, r.at(p))
-                s = 2
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'SalesTariffDescription'
+                    r.pos = p
+                    f_SalesTariffDescription = r.string('din_msgdatatypes:SalesTariffDescription')
+                    if len(f_SalesTariffDescription) > 32: r.facet('SalesTariffType/SalesTariffDescription', 'length [0, 32]', f_SalesTariffDescription, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('SalesTariffDescription', p)
-                        f_SalesTariffDescription = ''
-                    else:
-                        r.pos = p
-                        f_SalesTariffDescription = r.string('din_msgdatatypes:SalesTariffDescription')
-                        if len(f_SalesTariffDescription) > 32: r.facet('SalesTariffType/SalesTariffDescription', 'length [0, 32]', f_SalesTariffDescription, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('SalesTariffDescription', p)
-                    p += 11
-                    if p > E: V, E, p = r.slide(p, 11)
-                    x = (V >> (E - p)) & 2047
-                    if x & 1537: raise r.deviation('SalesTariffType', p)
-                    el = 'NumEPriceLevels'
-                    f_NumEPriceLevels = ((x >> 1) & 255)
-                    s = 4
-                elif ec == 1:
-                    p += 10
-                    if p > E: V, E, p = r.slide(p, 10)
-                    x = (V >> (E - p)) & 1023
-                    if x & 513: raise r.deviation('SalesTariffType', p)
-                    el = 'NumEPriceLevels'
-                    f_NumEPriceLevels = ((x >> 1) & 255)
-                    s = 4
-                else:
-                    raise r.deviation('SalesTariffType', p)
-            if s == 4:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SalesTariffDescription', p)
+                p += 11
+                if p > E: V, E, p = r.slide(p, 11)
+                x = (V >> (E - p)) & 2047
+                if x & 1537: raise r.deviation('SalesTariffType', p)
+                el = 'NumEPriceLevels'
+                f_NumEPriceLevels = ((x >> 1) & 255)
+                s = 4
+            elif ec == 1:
+                p += 10
+                if p > E: V, E, p = r.slide(p, 10)
+                x = (V >> (E - p)) & 1023
+                if x & 513: raise r.deviation('SalesTariffType', p)
+                el = 'NumEPriceLevels'
+                f_NumEPriceLevels = ((x >> 1) & 255)
+                s = 4
+            else:
+                raise r.deviation('SalesTariffType', p)
+        if s == 4:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
+            el = 'SalesTariffEntry'
+            r.pos = p
+            _v = _d_SalesTariffEntryType(r)
+            V = r.v; E = r.end; p = r.pos
+            f_SalesTariffEntry.append(_v)
+            s = 5
+        if s == 5:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
                 el = 'SalesTariffEntry'
                 r.pos = p
                 _v = _d_SalesTariffEntryType(r)
                 V = r.v; E = r.end; p = r.pos
                 f_SalesTariffEntry.append(_v)
-                s = 5
-            if s == 5:
+                s = 6
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('SalesTariffType', p)
+        if s == 6:
+            while True:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
@@ -4695,33 +10543,22 @@ def _d_SalesTariffType(r):
                     _v = _d_SalesTariffEntryType(r)
                     V = r.v; E = r.end; p = r.pos
                     f_SalesTariffEntry.append(_v)
-                    s = 6
                 elif ec == 1:
                     pass
                     s = -1
+                    break
                 else:
                     raise r.deviation('SalesTariffType', p)
-            if s == 6:
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        el = 'SalesTariffEntry'
-                        r.pos = p
-                        _v = _d_SalesTariffEntryType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        f_SalesTariffEntry.append(_v)
-                    elif ec == 1:
-                        pass
-                        s = -1
-                        break
-                    else:
-                        raise r.deviation('SalesTariffType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.SalesTariffType(f_Id, f_SalesTariffID, f_SalesTariffDescription, f_NumEPriceLevels, f_SalesTariffEntry)
+    _obj = _new(din_msgdatatypes.SalesTariffType)
+    _obj.Id = f_Id
+    _obj.SalesTariffID = f_SalesTariffID
+    _obj.SalesTariffDescription = f_SalesTariffDescription
+    _obj.NumEPriceLevels = f_NumEPriceLevels
+    _obj.SalesTariffEntry = f_SalesTariffEntry
+    return _obj
 
 def _e_SalesTariffType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}SalesTariffType
@@ -4736,75 +10573,89 @@ def _e_SalesTariffType(w, o):
         v_SalesTariffEntry = o.SalesTariffEntry
         n_SalesTariffEntry = len(v_SalesTariffEntry)
         i_SalesTariffEntry = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Id is not None:
-                    el = '@Id'
-                    v <<= 1
-                    n += 1
-                    _l = len(v_Id)
-                    if _l < 126 and v_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-                    if not (v_SalesTariffID is not None): raise EncodeError('missing content: SalesTariffID')
-                    el = 'SalesTariffID'
-                    if v_SalesTariffID < -32768 or v_SalesTariffID > 32767: raise EncodeError(f'value {v_SalesTariffID!r} outside [-32768, 32767]')
-                    v = (v << 3) | (v_SalesTariffID < 0)
-                    n += 3
-                    v_Id = None
-                    _m = (-v_SalesTariffID - 1 if v_SalesTariffID < 0 else v_SalesTariffID)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_SalesTariffID = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Id')
-            if s == 2:
-                if v_SalesTariffDescription is not None:
-                    el = 'SalesTariffDescription'
-                    v <<= 3
-                    n += 3
-                    if len(v_SalesTariffDescription) > 32: raise EncodeError(f'length {len(v_SalesTariffDescription)} outside [0, 32]')
-                    _l = len(v_SalesTariffDescription)
-                    if _l < 126 and v_SalesTariffDescription.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_SalesTariffDescription.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_SalesTariffDescription); v = w.v; n = w.n
-                    if not (v_NumEPriceLevels is not None): raise EncodeError('missing content: NumEPriceLevels')
-                    el = 'NumEPriceLevels'
-                    if not 0 <= v_NumEPriceLevels <= 255: raise EncodeError(f'value {v_NumEPriceLevels!r} outside [0, 255]')
-                    v = (v << 12) | (v_NumEPriceLevels << 1)
-                    n += 12
-                    v_SalesTariffDescription = None
-                    v_NumEPriceLevels = None
-                    s = 4
-                elif v_NumEPriceLevels is not None:
-                    el = 'NumEPriceLevels'
-                    if not 0 <= v_NumEPriceLevels <= 255: raise EncodeError(f'value {v_NumEPriceLevels!r} outside [0, 255]')
-                    v = (v << 12) | (1 << 10) | (v_NumEPriceLevels << 1)
-                    n += 12
-                    v_NumEPriceLevels = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of SalesTariffDescription, NumEPriceLevels')
-            if s == 4:
-                if i_SalesTariffEntry < n_SalesTariffEntry:
-                    el = 'SalesTariffEntry'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
-                    v = w.v; n = w.n
-                    i_SalesTariffEntry += 1
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of SalesTariffEntry')
-            if s == 5:
+        if v_Id is not None:
+            el = '@Id'
+            v <<= 1
+            n += 1
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
+            if not (v_SalesTariffID is not None): raise EncodeError('missing content: SalesTariffID')
+            el = 'SalesTariffID'
+            if v_SalesTariffID < -32768 or v_SalesTariffID > 32767: raise EncodeError(f'value {v_SalesTariffID!r} outside [-32768, 32767]')
+            v = (v << 3) | (v_SalesTariffID < 0)
+            n += 3
+            v_Id = None
+            _m = (-v_SalesTariffID - 1 if v_SalesTariffID < 0 else v_SalesTariffID)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_SalesTariffID = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of Id')
+        if s == 2:
+            if v_SalesTariffDescription is not None:
+                el = 'SalesTariffDescription'
+                v <<= 3
+                n += 3
+                if len(v_SalesTariffDescription) > 32: raise EncodeError(f'length {len(v_SalesTariffDescription)} outside [0, 32]')
+                _l = len(v_SalesTariffDescription)
+                if _l < 126 and v_SalesTariffDescription.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_SalesTariffDescription.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_SalesTariffDescription); v = w.v; n = w.n
+                if not (v_NumEPriceLevels is not None): raise EncodeError('missing content: NumEPriceLevels')
+                el = 'NumEPriceLevels'
+                if not 0 <= v_NumEPriceLevels <= 255: raise EncodeError(f'value {v_NumEPriceLevels!r} outside [0, 255]')
+                v = (v << 12) | (v_NumEPriceLevels << 1)
+                n += 12
+                v_SalesTariffDescription = None
+                v_NumEPriceLevels = None
+                s = 4
+            elif v_NumEPriceLevels is not None:
+                el = 'NumEPriceLevels'
+                if not 0 <= v_NumEPriceLevels <= 255: raise EncodeError(f'value {v_NumEPriceLevels!r} outside [0, 255]')
+                v = (v << 12) | (1 << 10) | (v_NumEPriceLevels << 1)
+                n += 12
+                v_NumEPriceLevels = None
+                s = 4
+            else:
+                raise EncodeError('missing content: expected one of SalesTariffDescription, NumEPriceLevels')
+        if s == 4:
+            if i_SalesTariffEntry < n_SalesTariffEntry:
+                el = 'SalesTariffEntry'
+                v <<= 1
+                n += 1
+                w.v = v; w.n = n
+                _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
+                v = w.v; n = w.n
+                i_SalesTariffEntry += 1
+                s = 5
+            else:
+                raise EncodeError('missing content: expected one of SalesTariffEntry')
+        if s == 5:
+            if i_SalesTariffEntry < n_SalesTariffEntry:
+                el = 'SalesTariffEntry'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
+                v = w.v; n = w.n
+                i_SalesTariffEntry += 1
+                s = 6
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Id is not None or v_SalesTariffID is not None or v_SalesTariffDescription is not None or v_NumEPriceLevels is not None or i_SalesTariffEntry < n_SalesTariffEntry: raise _leftover(o)
+                s = -1
+        if s == 6:
+            while True:
                 if i_SalesTariffEntry < n_SalesTariffEntry:
                     el = 'SalesTariffEntry'
                     v <<= 2
@@ -4813,28 +10664,12 @@ def _e_SalesTariffType(w, o):
                     _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
                     v = w.v; n = w.n
                     i_SalesTariffEntry += 1
-                    s = 6
                 elif True:
                     v = (v << 2) | 1
                     n += 2
                     if v_Id is not None or v_SalesTariffID is not None or v_SalesTariffDescription is not None or v_NumEPriceLevels is not None or i_SalesTariffEntry < n_SalesTariffEntry: raise _leftover(o)
                     s = -1
-            if s == 6:
-                while True:
-                    if i_SalesTariffEntry < n_SalesTariffEntry:
-                        el = 'SalesTariffEntry'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
-                        v = w.v; n = w.n
-                        i_SalesTariffEntry += 1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if v_Id is not None or v_SalesTariffID is not None or v_SalesTariffDescription is not None or v_NumEPriceLevels is not None or i_SalesTariffEntry < n_SalesTariffEntry: raise _leftover(o)
-                        s = -1
-                        break
+                    break
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4848,55 +10683,261 @@ def _d_SelectedServiceListType(r):
     el = ''
     f_SelectedService = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceListType', p)
+        el = 'SelectedService'
+        _c1_ServiceID = None
+        _c1_ParameterSetID = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+        el = 'SelectedService/ServiceID'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_ServiceID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_ServiceID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceType', p)
+        if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(p))
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('SelectedServiceType', p)
+                el = 'SelectedService/ParameterSetID'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c1_ParameterSetID = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c1_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c1_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c1_ParameterSetID = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c1_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+                if _neg: _c1_ParameterSetID = -_c1_ParameterSetID - 1
+                if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c1_ParameterSetID, r.at(p))
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('SelectedServiceType', p)
+        _v = _new(din_msgdatatypes.SelectedServiceType)
+        _v.ServiceID = _c1_ServiceID
+        _v.ParameterSetID = _c1_ParameterSetID
+        f_SelectedService.append(_v)
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'SelectedService'
+                _c2_ServiceID = None
+                _c2_ParameterSetID = None
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+                el = 'SelectedService/ServiceID'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_ServiceID = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_ServiceID = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceListType', p)
-                el = 'SelectedService'
-                r.pos = p
-                _v = _d_SelectedServiceType(r)
-                V = r.v; E = r.end; p = r.pos
+                if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceType', p)
+                if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(p))
+                _c2_s = 1
+                if _c2_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('SelectedServiceType', p)
+                        el = 'SelectedService/ParameterSetID'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c2_ParameterSetID = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c2_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c2_ParameterSetID = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c2_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+                        if _neg: _c2_ParameterSetID = -_c2_ParameterSetID - 1
+                        if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c2_ParameterSetID, r.at(p))
+                        _c2_s = -1
+                    elif ec == 1:
+                        pass
+                        _c2_s = -1
+                    else:
+                        raise r.deviation('SelectedServiceType', p)
+                _v = _new(din_msgdatatypes.SelectedServiceType)
+                _v.ServiceID = _c2_ServiceID
+                _v.ParameterSetID = _c2_ParameterSetID
                 f_SelectedService.append(_v)
-                s = 1
-            if s == 1:
+                s = 2
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('SelectedServiceListType', p)
+        if s == 2:
+            while True:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SelectedService'
-                    r.pos = p
-                    _v = _d_SelectedServiceType(r)
-                    V = r.v; E = r.end; p = r.pos
+                    _c3_ServiceID = None
+                    _c3_ParameterSetID = None
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+                    el = 'SelectedService/ServiceID'
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c3_ServiceID = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c3_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c3_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c3_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c3_ServiceID = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c3_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceType', p)
+                    if _c3_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c3_ServiceID, r.at(p))
+                    _c3_s = 1
+                    if _c3_s == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            x = (V >> (E - p)) & 3
+                            if x & 2: raise r.deviation('SelectedServiceType', p)
+                            el = 'SelectedService/ParameterSetID'
+                            _neg = (x & 1)
+                            if p + 24 <= E:
+                                _y = (V >> (E - p - 24)) & 16777215
+                                if _y < 8388608:
+                                    p += 8
+                                    _c3_ParameterSetID = _y >> 16
+                                elif not _y & 32768:
+                                    p += 16
+                                    _c3_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                elif not _y & 128:
+                                    p += 24
+                                    _c3_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                else:
+                                    r.pos = p; _c3_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
+                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                p += 8
+                                _c3_ParameterSetID = (V >> (E - p)) & 127
+                            else:
+                                r.pos = p; _c3_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+                            if _neg: _c3_ParameterSetID = -_c3_ParameterSetID - 1
+                            if _c3_ParameterSetID < -32768 or _c3_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c3_ParameterSetID, r.at(p))
+                            _c3_s = -1
+                        elif ec == 1:
+                            pass
+                            _c3_s = -1
+                        else:
+                            raise r.deviation('SelectedServiceType', p)
+                    _v = _new(din_msgdatatypes.SelectedServiceType)
+                    _v.ServiceID = _c3_ServiceID
+                    _v.ParameterSetID = _c3_ParameterSetID
                     f_SelectedService.append(_v)
-                    s = 2
                 elif ec == 1:
                     pass
                     s = -1
+                    break
                 else:
                     raise r.deviation('SelectedServiceListType', p)
-            if s == 2:
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        el = 'SelectedService'
-                        r.pos = p
-                        _v = _d_SelectedServiceType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        f_SelectedService.append(_v)
-                    elif ec == 1:
-                        pass
-                        s = -1
-                        break
-                    else:
-                        raise r.deviation('SelectedServiceListType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.SelectedServiceListType(f_SelectedService)
+    _obj = _new(din_msgdatatypes.SelectedServiceListType)
+    _obj.SelectedService = f_SelectedService
+    return _obj
 
 def _e_SelectedServiceListType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}SelectedServiceListType
@@ -4907,51 +10948,159 @@ def _e_SelectedServiceListType(w, o):
         v_SelectedService = o.SelectedService
         n_SelectedService = len(v_SelectedService)
         i_SelectedService = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if i_SelectedService < n_SelectedService:
-                    el = 'SelectedService'
+        if i_SelectedService < n_SelectedService:
+            el = 'SelectedService'
+            v <<= 1
+            n += 1
+            _c1_o = v_SelectedService[i_SelectedService]
+            _c1_ServiceID = _c1_o.ServiceID
+            _c1_ParameterSetID = _c1_o.ParameterSetID
+            if _c1_ServiceID is not None:
+                el = 'SelectedService/ServiceID'
+                if _c1_ServiceID < 0 or _c1_ServiceID > 65535: raise EncodeError(f'value {_c1_ServiceID!r} outside [0, 65535]')
+                v <<= 2
+                n += 2
+                if _c1_ServiceID < 128: v = (v << 8) | _c1_ServiceID; n += 8
+                elif _c1_ServiceID < 16384: v = (v << 16) | ((_c1_ServiceID & 127) << 8) | 32768 | (_c1_ServiceID >> 7); n += 16
+                elif _c1_ServiceID < 2097152: v = (v << 24) | ((_c1_ServiceID & 127) << 16) | (((_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c1_ServiceID >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_ServiceID = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of ServiceID')
+            if _c1_s == 1:
+                if _c1_ParameterSetID is not None:
+                    el = 'SelectedService/ParameterSetID'
+                    if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: raise EncodeError(f'value {_c1_ParameterSetID!r} outside [-32768, 32767]')
+                    v = (v << 4) | (_c1_ParameterSetID < 0)
+                    n += 4
+                    _m = (-_c1_ParameterSetID - 1 if _c1_ParameterSetID < 0 else _c1_ParameterSetID)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c1_ParameterSetID = None
+                    if _c1_ServiceID is not None or _c1_ParameterSetID is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_ServiceID is not None or _c1_ParameterSetID is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            i_SelectedService += 1
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of SelectedService')
+        if s == 1:
+            if i_SelectedService < n_SelectedService:
+                el = 'SelectedService'
+                v <<= 2
+                n += 2
+                _c2_o = v_SelectedService[i_SelectedService]
+                _c2_ServiceID = _c2_o.ServiceID
+                _c2_ParameterSetID = _c2_o.ParameterSetID
+                if _c2_ServiceID is not None:
+                    el = 'SelectedService/ServiceID'
+                    if _c2_ServiceID < 0 or _c2_ServiceID > 65535: raise EncodeError(f'value {_c2_ServiceID!r} outside [0, 65535]')
+                    v <<= 2
+                    n += 2
+                    if _c2_ServiceID < 128: v = (v << 8) | _c2_ServiceID; n += 8
+                    elif _c2_ServiceID < 16384: v = (v << 16) | ((_c2_ServiceID & 127) << 8) | 32768 | (_c2_ServiceID >> 7); n += 16
+                    elif _c2_ServiceID < 2097152: v = (v << 24) | ((_c2_ServiceID & 127) << 16) | (((_c2_ServiceID >> 7) & 127) << 8) | 8421376 | (_c2_ServiceID >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    _e_SelectedServiceType(w, v_SelectedService[i_SelectedService])
-                    v = w.v; n = w.n
-                    i_SelectedService += 1
-                    s = 1
+                    _c2_ServiceID = None
+                    _c2_s = 1
                 else:
-                    raise EncodeError('missing content: expected one of SelectedService')
-            if s == 1:
+                    raise EncodeError('missing content: expected one of ServiceID')
+                if _c2_s == 1:
+                    if _c2_ParameterSetID is not None:
+                        el = 'SelectedService/ParameterSetID'
+                        if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: raise EncodeError(f'value {_c2_ParameterSetID!r} outside [-32768, 32767]')
+                        v = (v << 4) | (_c2_ParameterSetID < 0)
+                        n += 4
+                        _m = (-_c2_ParameterSetID - 1 if _c2_ParameterSetID < 0 else _c2_ParameterSetID)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c2_ParameterSetID = None
+                        if _c2_ServiceID is not None or _c2_ParameterSetID is not None: raise _leftover(_c2_o)
+                        _c2_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        if _c2_ServiceID is not None or _c2_ParameterSetID is not None: raise _leftover(_c2_o)
+                        _c2_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                i_SelectedService += 1
+                s = 2
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_SelectedService < n_SelectedService: raise _leftover(o)
+                s = -1
+        if s == 2:
+            while True:
                 if i_SelectedService < n_SelectedService:
                     el = 'SelectedService'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_SelectedServiceType(w, v_SelectedService[i_SelectedService])
-                    v = w.v; n = w.n
+                    _c3_o = v_SelectedService[i_SelectedService]
+                    _c3_ServiceID = _c3_o.ServiceID
+                    _c3_ParameterSetID = _c3_o.ParameterSetID
+                    if _c3_ServiceID is not None:
+                        el = 'SelectedService/ServiceID'
+                        if _c3_ServiceID < 0 or _c3_ServiceID > 65535: raise EncodeError(f'value {_c3_ServiceID!r} outside [0, 65535]')
+                        v <<= 2
+                        n += 2
+                        if _c3_ServiceID < 128: v = (v << 8) | _c3_ServiceID; n += 8
+                        elif _c3_ServiceID < 16384: v = (v << 16) | ((_c3_ServiceID & 127) << 8) | 32768 | (_c3_ServiceID >> 7); n += 16
+                        elif _c3_ServiceID < 2097152: v = (v << 24) | ((_c3_ServiceID & 127) << 16) | (((_c3_ServiceID >> 7) & 127) << 8) | 8421376 | (_c3_ServiceID >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c3_ServiceID); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c3_ServiceID = None
+                        _c3_s = 1
+                    else:
+                        raise EncodeError('missing content: expected one of ServiceID')
+                    if _c3_s == 1:
+                        if _c3_ParameterSetID is not None:
+                            el = 'SelectedService/ParameterSetID'
+                            if _c3_ParameterSetID < -32768 or _c3_ParameterSetID > 32767: raise EncodeError(f'value {_c3_ParameterSetID!r} outside [-32768, 32767]')
+                            v = (v << 4) | (_c3_ParameterSetID < 0)
+                            n += 4
+                            _m = (-_c3_ParameterSetID - 1 if _c3_ParameterSetID < 0 else _c3_ParameterSetID)
+                            if _m < 128: v = (v << 8) | _m; n += 8
+                            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                            v <<= 2
+                            n += 2
+                            _c3_ParameterSetID = None
+                            if _c3_ServiceID is not None or _c3_ParameterSetID is not None: raise _leftover(_c3_o)
+                            _c3_s = -1
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c3_ServiceID is not None or _c3_ParameterSetID is not None: raise _leftover(_c3_o)
+                            _c3_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_SelectedService += 1
-                    s = 2
                 elif True:
                     v = (v << 2) | 1
                     n += 2
                     if i_SelectedService < n_SelectedService: raise _leftover(o)
                     s = -1
-            if s == 2:
-                while True:
-                    if i_SelectedService < n_SelectedService:
-                        el = 'SelectedService'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_SelectedServiceType(w, v_SelectedService[i_SelectedService])
-                        v = w.v; n = w.n
-                        i_SelectedService += 1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if i_SelectedService < n_SelectedService: raise _leftover(o)
-                        s = -1
-                        break
+                    break
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4966,62 +11115,80 @@ def _d_SelectedServiceType(r):
     f_ServiceID = None
     f_ParameterSetID = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+        el = 'ServiceID'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_ServiceID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            f_ServiceID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceType', p)
+        if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('SelectedServiceType', p)
-                el = 'ServiceID'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    f_ServiceID = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceType', p)
-                if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
-                s = 1
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('SelectedServiceType', p)
-                    el = 'ParameterSetID'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if x & 2: raise r.deviation('SelectedServiceType', p)
+                el = 'ParameterSetID'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_ParameterSetID = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        f_ParameterSetID = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('SelectedServiceType', p)
-                    if _neg: f_ParameterSetID = -f_ParameterSetID - 1
-                    if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(p))
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_ParameterSetID = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('SelectedServiceType', p)
+                    r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+                if _neg: f_ParameterSetID = -f_ParameterSetID - 1
+                if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(p))
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('SelectedServiceType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.SelectedServiceType(f_ServiceID, f_ParameterSetID)
+    _obj = _new(din_msgdatatypes.SelectedServiceType)
+    _obj.ServiceID = f_ServiceID
+    _obj.ParameterSetID = f_ParameterSetID
+    return _obj
 
 def _e_SelectedServiceType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}SelectedServiceType
@@ -5031,43 +11198,42 @@ def _e_SelectedServiceType(w, o):
     try:
         v_ServiceID = o.ServiceID
         v_ParameterSetID = o.ParameterSetID
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ServiceID is not None:
-                    el = 'ServiceID'
-                    if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
-                    v <<= 2
-                    n += 2
-                    if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-                    elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_ServiceID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ServiceID')
-            if s == 1:
-                if v_ParameterSetID is not None:
-                    el = 'ParameterSetID'
-                    if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
-                    v = (v << 4) | (v_ParameterSetID < 0)
-                    n += 4
-                    _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    v_ParameterSetID = None
-                    if v_ServiceID is not None or v_ParameterSetID is not None: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_ServiceID is not None or v_ParameterSetID is not None: raise _leftover(o)
-                    s = -1
+        if v_ServiceID is not None:
+            el = 'ServiceID'
+            if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
+            v <<= 2
+            n += 2
+            if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
+            elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
+            elif v_ServiceID < 2097152: v = (v << 24) | ((v_ServiceID & 127) << 16) | (((v_ServiceID >> 7) & 127) << 8) | 8421376 | (v_ServiceID >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_ServiceID = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of ServiceID')
+        if s == 1:
+            if v_ParameterSetID is not None:
+                el = 'ParameterSetID'
+                if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
+                v = (v << 4) | (v_ParameterSetID < 0)
+                n += 4
+                _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_ParameterSetID = None
+                if v_ServiceID is not None or v_ParameterSetID is not None: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_ServiceID is not None or v_ParameterSetID is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5087,9 +11253,110 @@ def _d_ServiceChargeType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ServiceChargeType', p)
         el = 'ServiceTag'
-        r.pos = p
-        f_ServiceTag = _d_ServiceTagType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_ServiceID = None
+        _c1_ServiceName = None
+        _c1_ServiceCategory = None
+        _c1_ServiceScope = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceTagType', p)
+        el = 'ServiceTag/ServiceID'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_ServiceID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_ServiceID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+        if _c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(p))
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ServiceTag/ServiceName'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                    _c1_ServiceName = ''
+                else:
+                    r.pos = p
+                    _c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
+                    if len(_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_ServiceName, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
+                p += 5
+                if p > E: V, E, p = r.slide(p, 5)
+                x = (V >> (E - p)) & 31
+                if x & 25: raise r.deviation('ServiceTagType', p)
+                el = 'ServiceTag/ServiceCategory'
+                _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_s = 3
+            elif ec == 1:
+                p += 4
+                if p > E: V, E, p = r.slide(p, 4)
+                x = (V >> (E - p)) & 15
+                if x & 9: raise r.deviation('ServiceTagType', p)
+                el = 'ServiceTag/ServiceCategory'
+                _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_s = 3
+            else:
+                raise r.deviation('ServiceTagType', p)
+        if _c1_s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ServiceTag/ServiceScope'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                    _c1_ServiceScope = ''
+                else:
+                    r.pos = p
+                    _c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
+                    if len(_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c1_ServiceScope, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('ServiceTagType', p)
+        f_ServiceTag = _new(din_msgdatatypes.ServiceTagType)
+        f_ServiceTag.ServiceID = _c1_ServiceID
+        f_ServiceTag.ServiceName = _c1_ServiceName
+        f_ServiceTag.ServiceCategory = _c1_ServiceCategory
+        f_ServiceTag.ServiceScope = _c1_ServiceScope
         p += 12
         if p > E: V, E, p = r.slide(p, 12)
         x = (V >> (E - p)) & 4095
@@ -5103,7 +11370,11 @@ def _d_ServiceChargeType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.ServiceChargeType(f_ServiceTag, f_FreeService, f_EnergyTransferType)
+    _obj = _new(din_msgdatatypes.ServiceChargeType)
+    _obj.ServiceTag = f_ServiceTag
+    _obj.FreeService = f_FreeService
+    _obj.EnergyTransferType = f_EnergyTransferType
+    return _obj
 
 def _e_ServiceChargeType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ServiceChargeType
@@ -5118,17 +11389,86 @@ def _e_ServiceChargeType(w, o):
             el = 'ServiceTag'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            _e_ServiceTagType(w, v_ServiceTag)
-            v = w.v; n = w.n
+            _c1_o = v_ServiceTag
+            _c1_ServiceID = _c1_o.ServiceID
+            _c1_ServiceName = _c1_o.ServiceName
+            _c1_ServiceCategory = _c1_o.ServiceCategory
+            _c1_ServiceScope = _c1_o.ServiceScope
+            if _c1_ServiceID is not None:
+                el = 'ServiceTag/ServiceID'
+                if _c1_ServiceID < 0 or _c1_ServiceID > 65535: raise EncodeError(f'value {_c1_ServiceID!r} outside [0, 65535]')
+                v <<= 2
+                n += 2
+                if _c1_ServiceID < 128: v = (v << 8) | _c1_ServiceID; n += 8
+                elif _c1_ServiceID < 16384: v = (v << 16) | ((_c1_ServiceID & 127) << 8) | 32768 | (_c1_ServiceID >> 7); n += 16
+                elif _c1_ServiceID < 2097152: v = (v << 24) | ((_c1_ServiceID & 127) << 16) | (((_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c1_ServiceID >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_ServiceID = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of ServiceID')
+            if _c1_s == 1:
+                if _c1_ServiceName is not None:
+                    el = 'ServiceTag/ServiceName'
+                    v <<= 3
+                    n += 3
+                    if len(_c1_ServiceName) > 32: raise EncodeError(f'length {len(_c1_ServiceName)} outside [0, 32]')
+                    _l = len(_c1_ServiceName)
+                    if _l < 126 and _c1_ServiceName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c1_ServiceName); v = w.v; n = w.n
+                    if not (_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                    el = 'ServiceTag/ServiceCategory'
+                    _c1_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
+                    if _c1_i1 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_c1_i1 << 1)
+                    n += 6
+                    _c1_ServiceName = None
+                    _c1_ServiceCategory = None
+                    _c1_s = 3
+                elif _c1_ServiceCategory is not None:
+                    el = 'ServiceTag/ServiceCategory'
+                    _c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
+                    if _c1_i2 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (1 << 4) | (_c1_i2 << 1)
+                    n += 6
+                    _c1_ServiceCategory = None
+                    _c1_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+            if _c1_s == 3:
+                if _c1_ServiceScope is not None:
+                    el = 'ServiceTag/ServiceScope'
+                    v <<= 3
+                    n += 3
+                    if len(_c1_ServiceScope) > 32: raise EncodeError(f'length {len(_c1_ServiceScope)} outside [0, 32]')
+                    _l = len(_c1_ServiceScope)
+                    if _l < 126 and _c1_ServiceScope.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceScope.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c1_ServiceScope); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c1_ServiceScope = None
+                    if _c1_ServiceID is not None or _c1_ServiceName is not None or _c1_ServiceCategory is not None or _c1_ServiceScope is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_ServiceID is not None or _c1_ServiceName is not None or _c1_ServiceCategory is not None or _c1_ServiceScope is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
             el = 'FreeService'
             if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
             if not (v_EnergyTransferType is not None): raise EncodeError('missing content: EnergyTransferType')
             el = 'EnergyTransferType'
-            _i1 = _I_din_msgdatatypes_EVSESupportedEnergyTransferType.get(v_EnergyTransferType)
-            if _i1 is None: raise EncodeError(f'{v_EnergyTransferType!r} is not one of the enumeration EVSESupportedEnergyTransferType')
-            v = (v << 12) | (v_FreeService << 9) | (_i1 << 2)
+            _i2 = _I_din_msgdatatypes_EVSESupportedEnergyTransferType.get(v_EnergyTransferType)
+            if _i2 is None: raise EncodeError(f'{v_EnergyTransferType!r} is not one of the enumeration EVSESupportedEnergyTransferType')
+            v = (v << 12) | (v_FreeService << 9) | (_i2 << 2)
             n += 12
             v_ServiceTag = None
             v_FreeService = None
@@ -5149,19 +11489,33 @@ def _d_ServiceParameterListType(r):
     el = ''
     f_ParameterSet = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ServiceParameterListType', p)
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ServiceParameterListType', p)
+        el = 'ParameterSet'
+        r.pos = p
+        _v = _d_ParameterSetType(r)
+        V = r.v; E = r.end; p = r.pos
+        f_ParameterSet.append(_v)
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
                 el = 'ParameterSet'
                 r.pos = p
                 _v = _d_ParameterSetType(r)
                 V = r.v; E = r.end; p = r.pos
                 f_ParameterSet.append(_v)
-                s = 1
-            if s == 1:
+                s = 2
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('ServiceParameterListType', p)
+        if s == 2:
+            while True:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
@@ -5171,33 +11525,18 @@ def _d_ServiceParameterListType(r):
                     _v = _d_ParameterSetType(r)
                     V = r.v; E = r.end; p = r.pos
                     f_ParameterSet.append(_v)
-                    s = 2
                 elif ec == 1:
                     pass
                     s = -1
+                    break
                 else:
                     raise r.deviation('ServiceParameterListType', p)
-            if s == 2:
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        el = 'ParameterSet'
-                        r.pos = p
-                        _v = _d_ParameterSetType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        f_ParameterSet.append(_v)
-                    elif ec == 1:
-                        pass
-                        s = -1
-                        break
-                    else:
-                        raise r.deviation('ServiceParameterListType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.ServiceParameterListType(f_ParameterSet)
+    _obj = _new(din_msgdatatypes.ServiceParameterListType)
+    _obj.ParameterSet = f_ParameterSet
+    return _obj
 
 def _e_ServiceParameterListType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ServiceParameterListType
@@ -5208,21 +11547,34 @@ def _e_ServiceParameterListType(w, o):
         v_ParameterSet = o.ParameterSet
         n_ParameterSet = len(v_ParameterSet)
         i_ParameterSet = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if i_ParameterSet < n_ParameterSet:
-                    el = 'ParameterSet'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_ParameterSetType(w, v_ParameterSet[i_ParameterSet])
-                    v = w.v; n = w.n
-                    i_ParameterSet += 1
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ParameterSet')
-            if s == 1:
+        if i_ParameterSet < n_ParameterSet:
+            el = 'ParameterSet'
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
+            _e_ParameterSetType(w, v_ParameterSet[i_ParameterSet])
+            v = w.v; n = w.n
+            i_ParameterSet += 1
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of ParameterSet')
+        if s == 1:
+            if i_ParameterSet < n_ParameterSet:
+                el = 'ParameterSet'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_ParameterSetType(w, v_ParameterSet[i_ParameterSet])
+                v = w.v; n = w.n
+                i_ParameterSet += 1
+                s = 2
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_ParameterSet < n_ParameterSet: raise _leftover(o)
+                s = -1
+        if s == 2:
+            while True:
                 if i_ParameterSet < n_ParameterSet:
                     el = 'ParameterSet'
                     v <<= 2
@@ -5231,28 +11583,12 @@ def _e_ServiceParameterListType(w, o):
                     _e_ParameterSetType(w, v_ParameterSet[i_ParameterSet])
                     v = w.v; n = w.n
                     i_ParameterSet += 1
-                    s = 2
                 elif True:
                     v = (v << 2) | 1
                     n += 2
                     if i_ParameterSet < n_ParameterSet: raise _leftover(o)
                     s = -1
-            if s == 2:
-                while True:
-                    if i_ParameterSet < n_ParameterSet:
-                        el = 'ParameterSet'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_ParameterSetType(w, v_ParameterSet[i_ParameterSet])
-                        v = w.v; n = w.n
-                        i_ParameterSet += 1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if i_ParameterSet < n_ParameterSet: raise _leftover(o)
-                        s = -1
-                        break
+                    break
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5266,28 +11602,256 @@ def _d_ServiceTagListType(r):
     el = ''
     f_Service = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceTagListType', p)
+        el = 'Service/ServiceTag'
+        _c1_c1_ServiceID = None
+        _c1_c1_ServiceName = None
+        _c1_c1_ServiceCategory = None
+        _c1_c1_ServiceScope = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceTagType', p)
+        el = 'Service/ServiceTag/ServiceID'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_c1_ServiceID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_c1_ServiceID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+        if _c1_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_c1_ServiceID, r.at(p))
+        _c1_c1_s = 1
+        if _c1_c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Service/ServiceTag/ServiceName'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                    _c1_c1_ServiceName = ''
+                else:
+                    r.pos = p
+                    _c1_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
+                    if len(_c1_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_c1_ServiceName, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
+                p += 5
+                if p > E: V, E, p = r.slide(p, 5)
+                x = (V >> (E - p)) & 31
+                if x & 25: raise r.deviation('ServiceTagType', p)
+                el = 'Service/ServiceTag/ServiceCategory'
+                _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_c1_s = 3
+            elif ec == 1:
+                p += 4
+                if p > E: V, E, p = r.slide(p, 4)
+                x = (V >> (E - p)) & 15
+                if x & 9: raise r.deviation('ServiceTagType', p)
+                el = 'Service/ServiceTag/ServiceCategory'
+                _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_c1_s = 3
+            else:
+                raise r.deviation('ServiceTagType', p)
+        if _c1_c1_s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Service/ServiceTag/ServiceScope'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                    _c1_c1_ServiceScope = ''
+                else:
+                    r.pos = p
+                    _c1_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
+                    if len(_c1_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c1_c1_ServiceScope, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+                _c1_c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_c1_s = -1
+            else:
+                raise r.deviation('ServiceTagType', p)
+        _c1_ServiceTag = _new(din_msgdatatypes.ServiceTagType)
+        _c1_ServiceTag.ServiceID = _c1_c1_ServiceID
+        _c1_ServiceTag.ServiceName = _c1_c1_ServiceName
+        _c1_ServiceTag.ServiceCategory = _c1_c1_ServiceCategory
+        _c1_ServiceTag.ServiceScope = _c1_c1_ServiceScope
+        p += 5
+        if p > E: V, E, p = r.slide(p, 5)
+        x = (V >> (E - p)) & 31
+        if x & 27: raise r.deviation('ServiceTagListType', p)
+        el = 'Service/FreeService'
+        _c1_FreeService = ((x >> 2) & 1) == 1
+        _v = _new(din_msgdatatypes.ServiceType)
+        _v.ServiceTag = _c1_ServiceTag
+        _v.FreeService = _c1_FreeService
+        f_Service.append(_v)
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('ServiceTagListType', p)
+                el = 'Service/ServiceTag'
+                _c2_c1_ServiceID = None
+                _c2_c1_ServiceName = None
+                _c2_c1_ServiceCategory = None
+                _c2_c1_ServiceScope = None
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ServiceTagListType', p)
-                el = 'Service'
-                el = 'Service/ServiceTag'
-                r.pos = p
-                _c1_ServiceTag = _d_ServiceTagType(r)
-                V = r.v; E = r.end; p = r.pos
+                if (V >> (E - p)) & 3: raise r.deviation('ServiceTagType', p)
+                el = 'Service/ServiceTag/ServiceID'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_c1_ServiceID = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_c1_ServiceID = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+                if _c2_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c2_c1_ServiceID, r.at(p))
+                _c2_c1_s = 1
+                if _c2_c1_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        el = 'Service/ServiceTag/ServiceName'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                            _c2_c1_ServiceName = ''
+                        else:
+                            r.pos = p
+                            _c2_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
+                            if len(_c2_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c2_c1_ServiceName, r.at(r.pos))
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
+                        p += 5
+                        if p > E: V, E, p = r.slide(p, 5)
+                        x = (V >> (E - p)) & 31
+                        if x & 25: raise r.deviation('ServiceTagType', p)
+                        el = 'Service/ServiceTag/ServiceCategory'
+                        _c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                        _c2_c1_s = 3
+                    elif ec == 1:
+                        p += 4
+                        if p > E: V, E, p = r.slide(p, 4)
+                        x = (V >> (E - p)) & 15
+                        if x & 9: raise r.deviation('ServiceTagType', p)
+                        el = 'Service/ServiceTag/ServiceCategory'
+                        _c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                        _c2_c1_s = 3
+                    else:
+                        raise r.deviation('ServiceTagType', p)
+                if _c2_c1_s == 3:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        el = 'Service/ServiceTag/ServiceScope'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                            _c2_c1_ServiceScope = ''
+                        else:
+                            r.pos = p
+                            _c2_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
+                            if len(_c2_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c2_c1_ServiceScope, r.at(r.pos))
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+                        _c2_c1_s = -1
+                    elif ec == 1:
+                        pass
+                        _c2_c1_s = -1
+                    else:
+                        raise r.deviation('ServiceTagType', p)
+                _c2_ServiceTag = _new(din_msgdatatypes.ServiceTagType)
+                _c2_ServiceTag.ServiceID = _c2_c1_ServiceID
+                _c2_ServiceTag.ServiceName = _c2_c1_ServiceName
+                _c2_ServiceTag.ServiceCategory = _c2_c1_ServiceCategory
+                _c2_ServiceTag.ServiceScope = _c2_c1_ServiceScope
                 p += 5
                 if p > E: V, E, p = r.slide(p, 5)
                 x = (V >> (E - p)) & 31
                 if x & 27: raise r.deviation('ServiceTagListType', p)
                 el = 'Service/FreeService'
-                _c1_FreeService = ((x >> 2) & 1) == 1
-                _v = din_msgdatatypes.ServiceType(_c1_ServiceTag, _c1_FreeService)
+                _c2_FreeService = ((x >> 2) & 1) == 1
+                _v = _new(din_msgdatatypes.ServiceType)
+                _v.ServiceTag = _c2_ServiceTag
+                _v.FreeService = _c2_FreeService
                 f_Service.append(_v)
-                s = 1
-            if s == 1:
+                s = 2
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('ServiceTagListType', p)
+        if s == 2:
+            while True:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
@@ -5295,57 +11859,133 @@ def _d_ServiceTagListType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ServiceTagListType', p)
-                    el = 'Service'
                     el = 'Service/ServiceTag'
-                    r.pos = p
-                    _c2_ServiceTag = _d_ServiceTagType(r)
-                    V = r.v; E = r.end; p = r.pos
+                    _c3_c1_ServiceID = None
+                    _c3_c1_ServiceName = None
+                    _c3_c1_ServiceCategory = None
+                    _c3_c1_ServiceScope = None
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    if (V >> (E - p)) & 3: raise r.deviation('ServiceTagType', p)
+                    el = 'Service/ServiceTag/ServiceID'
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c3_c1_ServiceID = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c3_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c3_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c3_c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c3_c1_ServiceID = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c3_c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+                    if _c3_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c3_c1_ServiceID, r.at(p))
+                    _c3_c1_s = 1
+                    if _c3_c1_s == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            el = 'Service/ServiceTag/ServiceName'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                                _c3_c1_ServiceName = ''
+                            else:
+                                r.pos = p
+                                _c3_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
+                                if len(_c3_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c3_c1_ServiceName, r.at(r.pos))
+                                V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
+                            p += 5
+                            if p > E: V, E, p = r.slide(p, 5)
+                            x = (V >> (E - p)) & 31
+                            if x & 25: raise r.deviation('ServiceTagType', p)
+                            el = 'Service/ServiceTag/ServiceCategory'
+                            _c3_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                            _c3_c1_s = 3
+                        elif ec == 1:
+                            p += 4
+                            if p > E: V, E, p = r.slide(p, 4)
+                            x = (V >> (E - p)) & 15
+                            if x & 9: raise r.deviation('ServiceTagType', p)
+                            el = 'Service/ServiceTag/ServiceCategory'
+                            _c3_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                            _c3_c1_s = 3
+                        else:
+                            raise r.deviation('ServiceTagType', p)
+                    if _c3_c1_s == 3:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            el = 'Service/ServiceTag/ServiceScope'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                                _c3_c1_ServiceScope = ''
+                            else:
+                                r.pos = p
+                                _c3_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
+                                if len(_c3_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c3_c1_ServiceScope, r.at(r.pos))
+                                V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+                            _c3_c1_s = -1
+                        elif ec == 1:
+                            pass
+                            _c3_c1_s = -1
+                        else:
+                            raise r.deviation('ServiceTagType', p)
+                    _c3_ServiceTag = _new(din_msgdatatypes.ServiceTagType)
+                    _c3_ServiceTag.ServiceID = _c3_c1_ServiceID
+                    _c3_ServiceTag.ServiceName = _c3_c1_ServiceName
+                    _c3_ServiceTag.ServiceCategory = _c3_c1_ServiceCategory
+                    _c3_ServiceTag.ServiceScope = _c3_c1_ServiceScope
                     p += 5
                     if p > E: V, E, p = r.slide(p, 5)
                     x = (V >> (E - p)) & 31
                     if x & 27: raise r.deviation('ServiceTagListType', p)
                     el = 'Service/FreeService'
-                    _c2_FreeService = ((x >> 2) & 1) == 1
-                    _v = din_msgdatatypes.ServiceType(_c2_ServiceTag, _c2_FreeService)
+                    _c3_FreeService = ((x >> 2) & 1) == 1
+                    _v = _new(din_msgdatatypes.ServiceType)
+                    _v.ServiceTag = _c3_ServiceTag
+                    _v.FreeService = _c3_FreeService
                     f_Service.append(_v)
-                    s = 2
                 elif ec == 1:
                     pass
                     s = -1
+                    break
                 else:
                     raise r.deviation('ServiceTagListType', p)
-            if s == 2:
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('ServiceTagListType', p)
-                        el = 'Service'
-                        el = 'Service/ServiceTag'
-                        r.pos = p
-                        _c3_ServiceTag = _d_ServiceTagType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        p += 5
-                        if p > E: V, E, p = r.slide(p, 5)
-                        x = (V >> (E - p)) & 31
-                        if x & 27: raise r.deviation('ServiceTagListType', p)
-                        el = 'Service/FreeService'
-                        _c3_FreeService = ((x >> 2) & 1) == 1
-                        _v = din_msgdatatypes.ServiceType(_c3_ServiceTag, _c3_FreeService)
-                        f_Service.append(_v)
-                    elif ec == 1:
-                        pass
-                        s = -1
-                        break
-                    else:
-                        raise r.deviation('ServiceTagListType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.ServiceTagListType(f_Service)
+    _obj = _new(din_msgdatatypes.ServiceTagListType)
+    _obj.Service = f_Service
+    return _obj
 
 def _e_ServiceTagListType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ServiceTagListType
@@ -5356,87 +11996,285 @@ def _e_ServiceTagListType(w, o):
         v_Service = o.Service
         n_Service = len(v_Service)
         i_Service = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if i_Service < n_Service:
-                    el = 'Service'
-                    _o = v_Service[i_Service]
-                    _c1_ServiceTag = _o.ServiceTag
-                    _c1_FreeService = _o.FreeService
-                    if not (_c1_ServiceTag is not None): raise EncodeError('missing content: ServiceTag')
-                    el = 'Service/ServiceTag'
+        if i_Service < n_Service:
+            el = 'Service'
+            _o = v_Service[i_Service]
+            _c1_ServiceTag = _o.ServiceTag
+            _c1_FreeService = _o.FreeService
+            if not (_c1_ServiceTag is not None): raise EncodeError('missing content: ServiceTag')
+            el = 'Service/ServiceTag'
+            v <<= 2
+            n += 2
+            _c1_c1_o = _c1_ServiceTag
+            _c1_c1_ServiceID = _c1_c1_o.ServiceID
+            _c1_c1_ServiceName = _c1_c1_o.ServiceName
+            _c1_c1_ServiceCategory = _c1_c1_o.ServiceCategory
+            _c1_c1_ServiceScope = _c1_c1_o.ServiceScope
+            if _c1_c1_ServiceID is not None:
+                el = 'Service/ServiceTag/ServiceID'
+                if _c1_c1_ServiceID < 0 or _c1_c1_ServiceID > 65535: raise EncodeError(f'value {_c1_c1_ServiceID!r} outside [0, 65535]')
+                v <<= 2
+                n += 2
+                if _c1_c1_ServiceID < 128: v = (v << 8) | _c1_c1_ServiceID; n += 8
+                elif _c1_c1_ServiceID < 16384: v = (v << 16) | ((_c1_c1_ServiceID & 127) << 8) | 32768 | (_c1_c1_ServiceID >> 7); n += 16
+                elif _c1_c1_ServiceID < 2097152: v = (v << 24) | ((_c1_c1_ServiceID & 127) << 16) | (((_c1_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c1_c1_ServiceID >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_c1_ServiceID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_c1_ServiceID = None
+                _c1_c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of ServiceID')
+            if _c1_c1_s == 1:
+                if _c1_c1_ServiceName is not None:
+                    el = 'Service/ServiceTag/ServiceName'
+                    v <<= 3
+                    n += 3
+                    if len(_c1_c1_ServiceName) > 32: raise EncodeError(f'length {len(_c1_c1_ServiceName)} outside [0, 32]')
+                    _l = len(_c1_c1_ServiceName)
+                    if _l < 126 and _c1_c1_ServiceName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_c1_ServiceName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c1_c1_ServiceName); v = w.v; n = w.n
+                    if not (_c1_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                    el = 'Service/ServiceTag/ServiceCategory'
+                    _c1_c1_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_c1_ServiceCategory)
+                    if _c1_c1_i1 is None: raise EncodeError(f'{_c1_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_c1_c1_i1 << 1)
+                    n += 6
+                    _c1_c1_ServiceName = None
+                    _c1_c1_ServiceCategory = None
+                    _c1_c1_s = 3
+                elif _c1_c1_ServiceCategory is not None:
+                    el = 'Service/ServiceTag/ServiceCategory'
+                    _c1_c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_c1_ServiceCategory)
+                    if _c1_c1_i2 is None: raise EncodeError(f'{_c1_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (1 << 4) | (_c1_c1_i2 << 1)
+                    n += 6
+                    _c1_c1_ServiceCategory = None
+                    _c1_c1_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+            if _c1_c1_s == 3:
+                if _c1_c1_ServiceScope is not None:
+                    el = 'Service/ServiceTag/ServiceScope'
+                    v <<= 3
+                    n += 3
+                    if len(_c1_c1_ServiceScope) > 32: raise EncodeError(f'length {len(_c1_c1_ServiceScope)} outside [0, 32]')
+                    _l = len(_c1_c1_ServiceScope)
+                    if _l < 126 and _c1_c1_ServiceScope.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_c1_ServiceScope.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c1_c1_ServiceScope); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_ServiceTagType(w, _c1_ServiceTag)
-                    v = w.v; n = w.n
-                    if not (_c1_FreeService is not None): raise EncodeError('missing content: FreeService')
-                    el = 'Service/FreeService'
-                    if _c1_FreeService is not True and _c1_FreeService is not False: raise EncodeError(f'expected a bool, got {_c1_FreeService!r}')
-                    v = (v << 5) | (_c1_FreeService << 2)
-                    n += 5
-                    _c1_ServiceTag = None
-                    _c1_FreeService = None
-                    i_Service += 1
-                    s = 1
+                    _c1_c1_ServiceScope = None
+                    if _c1_c1_ServiceID is not None or _c1_c1_ServiceName is not None or _c1_c1_ServiceCategory is not None or _c1_c1_ServiceScope is not None: raise _leftover(_c1_c1_o)
+                    _c1_c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_c1_ServiceID is not None or _c1_c1_ServiceName is not None or _c1_c1_ServiceCategory is not None or _c1_c1_ServiceScope is not None: raise _leftover(_c1_c1_o)
+                    _c1_c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c1_FreeService is not None): raise EncodeError('missing content: FreeService')
+            el = 'Service/FreeService'
+            if _c1_FreeService is not True and _c1_FreeService is not False: raise EncodeError(f'expected a bool, got {_c1_FreeService!r}')
+            v = (v << 5) | (_c1_FreeService << 2)
+            n += 5
+            i_Service += 1
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of Service')
+        if s == 1:
+            if i_Service < n_Service:
+                el = 'Service'
+                _o = v_Service[i_Service]
+                _c2_ServiceTag = _o.ServiceTag
+                _c2_FreeService = _o.FreeService
+                if not (_c2_ServiceTag is not None): raise EncodeError('missing content: ServiceTag')
+                el = 'Service/ServiceTag'
+                v <<= 3
+                n += 3
+                _c2_c1_o = _c2_ServiceTag
+                _c2_c1_ServiceID = _c2_c1_o.ServiceID
+                _c2_c1_ServiceName = _c2_c1_o.ServiceName
+                _c2_c1_ServiceCategory = _c2_c1_o.ServiceCategory
+                _c2_c1_ServiceScope = _c2_c1_o.ServiceScope
+                if _c2_c1_ServiceID is not None:
+                    el = 'Service/ServiceTag/ServiceID'
+                    if _c2_c1_ServiceID < 0 or _c2_c1_ServiceID > 65535: raise EncodeError(f'value {_c2_c1_ServiceID!r} outside [0, 65535]')
+                    v <<= 2
+                    n += 2
+                    if _c2_c1_ServiceID < 128: v = (v << 8) | _c2_c1_ServiceID; n += 8
+                    elif _c2_c1_ServiceID < 16384: v = (v << 16) | ((_c2_c1_ServiceID & 127) << 8) | 32768 | (_c2_c1_ServiceID >> 7); n += 16
+                    elif _c2_c1_ServiceID < 2097152: v = (v << 24) | ((_c2_c1_ServiceID & 127) << 16) | (((_c2_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c2_c1_ServiceID >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c2_c1_ServiceID); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c1_ServiceID = None
+                    _c2_c1_s = 1
                 else:
-                    raise EncodeError('missing content: expected one of Service')
-            if s == 1:
+                    raise EncodeError('missing content: expected one of ServiceID')
+                if _c2_c1_s == 1:
+                    if _c2_c1_ServiceName is not None:
+                        el = 'Service/ServiceTag/ServiceName'
+                        v <<= 3
+                        n += 3
+                        if len(_c2_c1_ServiceName) > 32: raise EncodeError(f'length {len(_c2_c1_ServiceName)} outside [0, 32]')
+                        _l = len(_c2_c1_ServiceName)
+                        if _l < 126 and _c2_c1_ServiceName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c1_ServiceName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c2_c1_ServiceName); v = w.v; n = w.n
+                        if not (_c2_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                        el = 'Service/ServiceTag/ServiceCategory'
+                        _c2_c1_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c2_c1_ServiceCategory)
+                        if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                        v = (v << 6) | (_c2_c1_i1 << 1)
+                        n += 6
+                        _c2_c1_ServiceName = None
+                        _c2_c1_ServiceCategory = None
+                        _c2_c1_s = 3
+                    elif _c2_c1_ServiceCategory is not None:
+                        el = 'Service/ServiceTag/ServiceCategory'
+                        _c2_c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c2_c1_ServiceCategory)
+                        if _c2_c1_i2 is None: raise EncodeError(f'{_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                        v = (v << 6) | (1 << 4) | (_c2_c1_i2 << 1)
+                        n += 6
+                        _c2_c1_ServiceCategory = None
+                        _c2_c1_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+                if _c2_c1_s == 3:
+                    if _c2_c1_ServiceScope is not None:
+                        el = 'Service/ServiceTag/ServiceScope'
+                        v <<= 3
+                        n += 3
+                        if len(_c2_c1_ServiceScope) > 32: raise EncodeError(f'length {len(_c2_c1_ServiceScope)} outside [0, 32]')
+                        _l = len(_c2_c1_ServiceScope)
+                        if _l < 126 and _c2_c1_ServiceScope.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c1_ServiceScope.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c2_c1_ServiceScope); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c2_c1_ServiceScope = None
+                        if _c2_c1_ServiceID is not None or _c2_c1_ServiceName is not None or _c2_c1_ServiceCategory is not None or _c2_c1_ServiceScope is not None: raise _leftover(_c2_c1_o)
+                        _c2_c1_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        if _c2_c1_ServiceID is not None or _c2_c1_ServiceName is not None or _c2_c1_ServiceCategory is not None or _c2_c1_ServiceScope is not None: raise _leftover(_c2_c1_o)
+                        _c2_c1_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
+                el = 'Service/FreeService'
+                if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
+                v = (v << 5) | (_c2_FreeService << 2)
+                n += 5
+                i_Service += 1
+                s = 2
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_Service < n_Service: raise _leftover(o)
+                s = -1
+        if s == 2:
+            while True:
                 if i_Service < n_Service:
                     el = 'Service'
                     _o = v_Service[i_Service]
-                    _c2_ServiceTag = _o.ServiceTag
-                    _c2_FreeService = _o.FreeService
-                    if not (_c2_ServiceTag is not None): raise EncodeError('missing content: ServiceTag')
+                    _c3_ServiceTag = _o.ServiceTag
+                    _c3_FreeService = _o.FreeService
+                    if not (_c3_ServiceTag is not None): raise EncodeError('missing content: ServiceTag')
                     el = 'Service/ServiceTag'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_ServiceTagType(w, _c2_ServiceTag)
-                    v = w.v; n = w.n
-                    if not (_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
+                    _c3_c1_o = _c3_ServiceTag
+                    _c3_c1_ServiceID = _c3_c1_o.ServiceID
+                    _c3_c1_ServiceName = _c3_c1_o.ServiceName
+                    _c3_c1_ServiceCategory = _c3_c1_o.ServiceCategory
+                    _c3_c1_ServiceScope = _c3_c1_o.ServiceScope
+                    if _c3_c1_ServiceID is not None:
+                        el = 'Service/ServiceTag/ServiceID'
+                        if _c3_c1_ServiceID < 0 or _c3_c1_ServiceID > 65535: raise EncodeError(f'value {_c3_c1_ServiceID!r} outside [0, 65535]')
+                        v <<= 2
+                        n += 2
+                        if _c3_c1_ServiceID < 128: v = (v << 8) | _c3_c1_ServiceID; n += 8
+                        elif _c3_c1_ServiceID < 16384: v = (v << 16) | ((_c3_c1_ServiceID & 127) << 8) | 32768 | (_c3_c1_ServiceID >> 7); n += 16
+                        elif _c3_c1_ServiceID < 2097152: v = (v << 24) | ((_c3_c1_ServiceID & 127) << 16) | (((_c3_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c3_c1_ServiceID >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c3_c1_ServiceID); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c3_c1_ServiceID = None
+                        _c3_c1_s = 1
+                    else:
+                        raise EncodeError('missing content: expected one of ServiceID')
+                    if _c3_c1_s == 1:
+                        if _c3_c1_ServiceName is not None:
+                            el = 'Service/ServiceTag/ServiceName'
+                            v <<= 3
+                            n += 3
+                            if len(_c3_c1_ServiceName) > 32: raise EncodeError(f'length {len(_c3_c1_ServiceName)} outside [0, 32]')
+                            _l = len(_c3_c1_ServiceName)
+                            if _l < 126 and _c3_c1_ServiceName.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c3_c1_ServiceName.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c3_c1_ServiceName); v = w.v; n = w.n
+                            if not (_c3_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                            el = 'Service/ServiceTag/ServiceCategory'
+                            _c3_c1_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c3_c1_ServiceCategory)
+                            if _c3_c1_i1 is None: raise EncodeError(f'{_c3_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                            v = (v << 6) | (_c3_c1_i1 << 1)
+                            n += 6
+                            _c3_c1_ServiceName = None
+                            _c3_c1_ServiceCategory = None
+                            _c3_c1_s = 3
+                        elif _c3_c1_ServiceCategory is not None:
+                            el = 'Service/ServiceTag/ServiceCategory'
+                            _c3_c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c3_c1_ServiceCategory)
+                            if _c3_c1_i2 is None: raise EncodeError(f'{_c3_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                            v = (v << 6) | (1 << 4) | (_c3_c1_i2 << 1)
+                            n += 6
+                            _c3_c1_ServiceCategory = None
+                            _c3_c1_s = 3
+                        else:
+                            raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+                    if _c3_c1_s == 3:
+                        if _c3_c1_ServiceScope is not None:
+                            el = 'Service/ServiceTag/ServiceScope'
+                            v <<= 3
+                            n += 3
+                            if len(_c3_c1_ServiceScope) > 32: raise EncodeError(f'length {len(_c3_c1_ServiceScope)} outside [0, 32]')
+                            _l = len(_c3_c1_ServiceScope)
+                            if _l < 126 and _c3_c1_ServiceScope.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c3_c1_ServiceScope.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c3_c1_ServiceScope); v = w.v; n = w.n
+                            v <<= 2
+                            n += 2
+                            _c3_c1_ServiceScope = None
+                            if _c3_c1_ServiceID is not None or _c3_c1_ServiceName is not None or _c3_c1_ServiceCategory is not None or _c3_c1_ServiceScope is not None: raise _leftover(_c3_c1_o)
+                            _c3_c1_s = -1
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c3_c1_ServiceID is not None or _c3_c1_ServiceName is not None or _c3_c1_ServiceCategory is not None or _c3_c1_ServiceScope is not None: raise _leftover(_c3_c1_o)
+                            _c3_c1_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                    if not (_c3_FreeService is not None): raise EncodeError('missing content: FreeService')
                     el = 'Service/FreeService'
-                    if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
-                    v = (v << 5) | (_c2_FreeService << 2)
+                    if _c3_FreeService is not True and _c3_FreeService is not False: raise EncodeError(f'expected a bool, got {_c3_FreeService!r}')
+                    v = (v << 5) | (_c3_FreeService << 2)
                     n += 5
-                    _c2_ServiceTag = None
-                    _c2_FreeService = None
                     i_Service += 1
-                    s = 2
                 elif True:
                     v = (v << 2) | 1
                     n += 2
                     if i_Service < n_Service: raise _leftover(o)
                     s = -1
-            if s == 2:
-                while True:
-                    if i_Service < n_Service:
-                        el = 'Service'
-                        _o = v_Service[i_Service]
-                        _c3_ServiceTag = _o.ServiceTag
-                        _c3_FreeService = _o.FreeService
-                        if not (_c3_ServiceTag is not None): raise EncodeError('missing content: ServiceTag')
-                        el = 'Service/ServiceTag'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_ServiceTagType(w, _c3_ServiceTag)
-                        v = w.v; n = w.n
-                        if not (_c3_FreeService is not None): raise EncodeError('missing content: FreeService')
-                        el = 'Service/FreeService'
-                        if _c3_FreeService is not True and _c3_FreeService is not False: raise EncodeError(f'expected a bool, got {_c3_FreeService!r}')
-                        v = (v << 5) | (_c3_FreeService << 2)
-                        n += 5
-                        _c3_ServiceTag = None
-                        _c3_FreeService = None
-                        i_Service += 1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if i_Service < n_Service: raise _leftover(o)
-                        s = -1
-                        break
+                    break
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5453,99 +12291,110 @@ def _d_ServiceTagType(r):
     f_ServiceCategory = None
     f_ServiceScope = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ServiceTagType', p)
-                el = 'ServiceID'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    f_ServiceID = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceTagType', p)
+        el = 'ServiceID'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_ServiceID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            f_ServiceID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+        if f_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ServiceName'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                    f_ServiceName = ''
                 else:
-                    r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                    r.pos = p
+                    f_ServiceName = r.string('din_msgdatatypes:ServiceName')
+                    if len(f_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', f_ServiceName, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
+                p += 5
+                if p > E: V, E, p = r.slide(p, 5)
+                x = (V >> (E - p)) & 31
+                if x & 25: raise r.deviation('ServiceTagType', p)
+                el = 'ServiceCategory'
+                f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                s = 3
+            elif ec == 1:
+                p += 4
+                if p > E: V, E, p = r.slide(p, 4)
+                x = (V >> (E - p)) & 15
+                if x & 9: raise r.deviation('ServiceTagType', p)
+                el = 'ServiceCategory'
+                f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                s = 3
+            else:
+                raise r.deviation('ServiceTagType', p)
+        if s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ServiceScope'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                    f_ServiceScope = ''
+                else:
+                    r.pos = p
+                    f_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
+                    if len(f_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', f_ServiceScope, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
-                if f_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
-                s = 1
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'ServiceName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
-                        f_ServiceName = ''
-                    else:
-                        r.pos = p
-                        f_ServiceName = r.string('din_msgdatatypes:ServiceName')
-                        if len(f_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', f_ServiceName, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
-                    p += 5
-                    if p > E: V, E, p = r.slide(p, 5)
-                    x = (V >> (E - p)) & 31
-                    if x & 25: raise r.deviation('ServiceTagType', p)
-                    el = 'ServiceCategory'
-                    f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
-                    s = 3
-                elif ec == 1:
-                    p += 4
-                    if p > E: V, E, p = r.slide(p, 4)
-                    x = (V >> (E - p)) & 15
-                    if x & 9: raise r.deviation('ServiceTagType', p)
-                    el = 'ServiceCategory'
-                    f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
-                    s = 3
-                else:
-                    raise r.deviation('ServiceTagType', p)
-            if s == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'ServiceScope'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
-                        f_ServiceScope = ''
-                    else:
-                        r.pos = p
-                        f_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
-                        if len(f_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', f_ServiceScope, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('ServiceTagType', p)
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('ServiceTagType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.ServiceTagType(f_ServiceID, f_ServiceName, f_ServiceCategory, f_ServiceScope)
+    _obj = _new(din_msgdatatypes.ServiceTagType)
+    _obj.ServiceID = f_ServiceID
+    _obj.ServiceName = f_ServiceName
+    _obj.ServiceCategory = f_ServiceCategory
+    _obj.ServiceScope = f_ServiceScope
+    return _obj
 
 def _e_ServiceTagType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ServiceTagType
@@ -5557,74 +12406,72 @@ def _e_ServiceTagType(w, o):
         v_ServiceName = o.ServiceName
         v_ServiceCategory = o.ServiceCategory
         v_ServiceScope = o.ServiceScope
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ServiceID is not None:
-                    el = 'ServiceID'
-                    if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
-                    v <<= 2
-                    n += 2
-                    if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-                    elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_ServiceID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ServiceID')
-            if s == 1:
-                if v_ServiceName is not None:
-                    el = 'ServiceName'
-                    v <<= 3
-                    n += 3
-                    if len(v_ServiceName) > 32: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 32]')
-                    _l = len(v_ServiceName)
-                    if _l < 126 and v_ServiceName.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceName.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_ServiceName); v = w.v; n = w.n
-                    if not (v_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
-                    el = 'ServiceCategory'
-                    _i1 = _I_din_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
-                    if _i1 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (_i1 << 1)
-                    n += 6
-                    v_ServiceName = None
-                    v_ServiceCategory = None
-                    s = 3
-                elif v_ServiceCategory is not None:
-                    el = 'ServiceCategory'
-                    _i2 = _I_din_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
-                    if _i2 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (1 << 4) | (_i2 << 1)
-                    n += 6
-                    v_ServiceCategory = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
-            if s == 3:
-                if v_ServiceScope is not None:
-                    el = 'ServiceScope'
-                    v <<= 3
-                    n += 3
-                    if len(v_ServiceScope) > 32: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 32]')
-                    _l = len(v_ServiceScope)
-                    if _l < 126 and v_ServiceScope.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceScope.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_ServiceScope); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    v_ServiceScope = None
-                    if v_ServiceID is not None or v_ServiceName is not None or v_ServiceCategory is not None or v_ServiceScope is not None: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_ServiceID is not None or v_ServiceName is not None or v_ServiceCategory is not None or v_ServiceScope is not None: raise _leftover(o)
-                    s = -1
+        if v_ServiceID is not None:
+            el = 'ServiceID'
+            if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
+            v <<= 2
+            n += 2
+            if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
+            elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
+            elif v_ServiceID < 2097152: v = (v << 24) | ((v_ServiceID & 127) << 16) | (((v_ServiceID >> 7) & 127) << 8) | 8421376 | (v_ServiceID >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_ServiceID = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of ServiceID')
+        if s == 1:
+            if v_ServiceName is not None:
+                el = 'ServiceName'
+                v <<= 3
+                n += 3
+                if len(v_ServiceName) > 32: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 32]')
+                _l = len(v_ServiceName)
+                if _l < 126 and v_ServiceName.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceName.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_ServiceName); v = w.v; n = w.n
+                if not (v_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                el = 'ServiceCategory'
+                _i1 = _I_din_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
+                if _i1 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (_i1 << 1)
+                n += 6
+                v_ServiceName = None
+                v_ServiceCategory = None
+                s = 3
+            elif v_ServiceCategory is not None:
+                el = 'ServiceCategory'
+                _i2 = _I_din_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
+                if _i2 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (1 << 4) | (_i2 << 1)
+                n += 6
+                v_ServiceCategory = None
+                s = 3
+            else:
+                raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+        if s == 3:
+            if v_ServiceScope is not None:
+                el = 'ServiceScope'
+                v <<= 3
+                n += 3
+                if len(v_ServiceScope) > 32: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 32]')
+                _l = len(v_ServiceScope)
+                if _l < 126 and v_ServiceScope.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceScope.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_ServiceScope); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_ServiceScope = None
+                if v_ServiceID is not None or v_ServiceName is not None or v_ServiceCategory is not None or v_ServiceScope is not None: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_ServiceID is not None or v_ServiceName is not None or v_ServiceCategory is not None or v_ServiceScope is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5643,9 +12490,110 @@ def _d_ServiceType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
         el = 'ServiceTag'
-        r.pos = p
-        f_ServiceTag = _d_ServiceTagType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_ServiceID = None
+        _c1_ServiceName = None
+        _c1_ServiceCategory = None
+        _c1_ServiceScope = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceTagType', p)
+        el = 'ServiceTag/ServiceID'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_ServiceID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_ServiceID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+        if _c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(p))
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ServiceTag/ServiceName'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                    _c1_ServiceName = ''
+                else:
+                    r.pos = p
+                    _c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
+                    if len(_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_ServiceName, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
+                p += 5
+                if p > E: V, E, p = r.slide(p, 5)
+                x = (V >> (E - p)) & 31
+                if x & 25: raise r.deviation('ServiceTagType', p)
+                el = 'ServiceTag/ServiceCategory'
+                _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_s = 3
+            elif ec == 1:
+                p += 4
+                if p > E: V, E, p = r.slide(p, 4)
+                x = (V >> (E - p)) & 15
+                if x & 9: raise r.deviation('ServiceTagType', p)
+                el = 'ServiceTag/ServiceCategory'
+                _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_s = 3
+            else:
+                raise r.deviation('ServiceTagType', p)
+        if _c1_s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ServiceTag/ServiceScope'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                    _c1_ServiceScope = ''
+                else:
+                    r.pos = p
+                    _c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
+                    if len(_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c1_ServiceScope, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('ServiceTagType', p)
+        f_ServiceTag = _new(din_msgdatatypes.ServiceTagType)
+        f_ServiceTag.ServiceID = _c1_ServiceID
+        f_ServiceTag.ServiceName = _c1_ServiceName
+        f_ServiceTag.ServiceCategory = _c1_ServiceCategory
+        f_ServiceTag.ServiceScope = _c1_ServiceScope
         p += 5
         if p > E: V, E, p = r.slide(p, 5)
         x = (V >> (E - p)) & 31
@@ -5655,7 +12603,10 @@ def _d_ServiceType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.ServiceType(f_ServiceTag, f_FreeService)
+    _obj = _new(din_msgdatatypes.ServiceType)
+    _obj.ServiceTag = f_ServiceTag
+    _obj.FreeService = f_FreeService
+    return _obj
 
 def _e_ServiceType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ServiceType
@@ -5669,9 +12620,78 @@ def _e_ServiceType(w, o):
             el = 'ServiceTag'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            _e_ServiceTagType(w, v_ServiceTag)
-            v = w.v; n = w.n
+            _c1_o = v_ServiceTag
+            _c1_ServiceID = _c1_o.ServiceID
+            _c1_ServiceName = _c1_o.ServiceName
+            _c1_ServiceCategory = _c1_o.ServiceCategory
+            _c1_ServiceScope = _c1_o.ServiceScope
+            if _c1_ServiceID is not None:
+                el = 'ServiceTag/ServiceID'
+                if _c1_ServiceID < 0 or _c1_ServiceID > 65535: raise EncodeError(f'value {_c1_ServiceID!r} outside [0, 65535]')
+                v <<= 2
+                n += 2
+                if _c1_ServiceID < 128: v = (v << 8) | _c1_ServiceID; n += 8
+                elif _c1_ServiceID < 16384: v = (v << 16) | ((_c1_ServiceID & 127) << 8) | 32768 | (_c1_ServiceID >> 7); n += 16
+                elif _c1_ServiceID < 2097152: v = (v << 24) | ((_c1_ServiceID & 127) << 16) | (((_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c1_ServiceID >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_ServiceID = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of ServiceID')
+            if _c1_s == 1:
+                if _c1_ServiceName is not None:
+                    el = 'ServiceTag/ServiceName'
+                    v <<= 3
+                    n += 3
+                    if len(_c1_ServiceName) > 32: raise EncodeError(f'length {len(_c1_ServiceName)} outside [0, 32]')
+                    _l = len(_c1_ServiceName)
+                    if _l < 126 and _c1_ServiceName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c1_ServiceName); v = w.v; n = w.n
+                    if not (_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                    el = 'ServiceTag/ServiceCategory'
+                    _c1_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
+                    if _c1_i1 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_c1_i1 << 1)
+                    n += 6
+                    _c1_ServiceName = None
+                    _c1_ServiceCategory = None
+                    _c1_s = 3
+                elif _c1_ServiceCategory is not None:
+                    el = 'ServiceTag/ServiceCategory'
+                    _c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
+                    if _c1_i2 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (1 << 4) | (_c1_i2 << 1)
+                    n += 6
+                    _c1_ServiceCategory = None
+                    _c1_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+            if _c1_s == 3:
+                if _c1_ServiceScope is not None:
+                    el = 'ServiceTag/ServiceScope'
+                    v <<= 3
+                    n += 3
+                    if len(_c1_ServiceScope) > 32: raise EncodeError(f'length {len(_c1_ServiceScope)} outside [0, 32]')
+                    _l = len(_c1_ServiceScope)
+                    if _l < 126 and _c1_ServiceScope.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceScope.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c1_ServiceScope); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c1_ServiceScope = None
+                    if _c1_ServiceID is not None or _c1_ServiceName is not None or _c1_ServiceCategory is not None or _c1_ServiceScope is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_ServiceID is not None or _c1_ServiceName is not None or _c1_ServiceCategory is not None or _c1_ServiceScope is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
             el = 'FreeService'
             if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
@@ -5695,12 +12715,34 @@ def _d_SubCertificatesType(r):
     el = ''
     f_Certificate = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SubCertificatesType', p)
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('SubCertificatesType', p)
+        el = 'Certificate'
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+            _v = b''
+        else:
+            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                p += 8 + (_l << 3)
+                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
+            if len(_v) > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(p))
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+        f_Certificate.append(_v)
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
                 el = 'Certificate'
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
@@ -5710,16 +12752,24 @@ def _d_SubCertificatesType(r):
                     if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
                     _v = b''
                 else:
-                    r.pos = p
-                    _v = r.binary()
-                    if len(_v) > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
+                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                        p += 8 + (_l << 3)
+                        _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    else:
+                        r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
+                    if len(_v) > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(p))
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
                 f_Certificate.append(_v)
-                s = 1
-            if s == 1:
+                s = 2
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('SubCertificatesType', p)
+        if s == 2:
+            while True:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
@@ -5733,53 +12783,28 @@ def _d_SubCertificatesType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        if len(_v) > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
+                        if len(_v) > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(p))
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
                     f_Certificate.append(_v)
-                    s = 2
                 elif ec == 1:
                     pass
                     s = -1
+                    break
                 else:
                     raise r.deviation('SubCertificatesType', p)
-            if s == 2:
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        el = 'Certificate'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
-                            _v = b''
-                        else:
-                            r.pos = p
-                            _v = r.binary()
-                            if len(_v) > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(r.pos))
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
-                        f_Certificate.append(_v)
-                    elif ec == 1:
-                        pass
-                        s = -1
-                        break
-                    else:
-                        raise r.deviation('SubCertificatesType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdatatypes.SubCertificatesType(f_Certificate)
+    _obj = _new(din_msgdatatypes.SubCertificatesType)
+    _obj.Certificate = f_Certificate
+    return _obj
 
 def _e_SubCertificatesType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}SubCertificatesType
@@ -5790,60 +12815,57 @@ def _e_SubCertificatesType(w, o):
         v_Certificate = o.Certificate
         n_Certificate = len(v_Certificate)
         i_Certificate = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if i_Certificate < n_Certificate:
-                    el = 'Certificate'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    if len(v_Certificate[i_Certificate]) > 1200: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1200]')
-                    w.binary(v_Certificate[i_Certificate])
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    i_Certificate += 1
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Certificate')
-            if s == 1:
+        if i_Certificate < n_Certificate:
+            el = 'Certificate'
+            v <<= 2
+            n += 2
+            if len(v_Certificate[i_Certificate]) > 1200: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1200]')
+            _l = len(v_Certificate[i_Certificate])
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate[i_Certificate], 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_Certificate[i_Certificate]); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            i_Certificate += 1
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of Certificate')
+        if s == 1:
+            if i_Certificate < n_Certificate:
+                el = 'Certificate'
+                v <<= 3
+                n += 3
+                if len(v_Certificate[i_Certificate]) > 1200: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1200]')
+                _l = len(v_Certificate[i_Certificate])
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate[i_Certificate], 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(v_Certificate[i_Certificate]); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                i_Certificate += 1
+                s = 2
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_Certificate < n_Certificate: raise _leftover(o)
+                s = -1
+        if s == 2:
+            while True:
                 if i_Certificate < n_Certificate:
                     el = 'Certificate'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
                     if len(v_Certificate[i_Certificate]) > 1200: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1200]')
-                    w.binary(v_Certificate[i_Certificate])
-                    v = w.v; n = w.n
+                    _l = len(v_Certificate[i_Certificate])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate[i_Certificate], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_Certificate[i_Certificate]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_Certificate += 1
-                    s = 2
                 elif True:
                     v = (v << 2) | 1
                     n += 2
                     if i_Certificate < n_Certificate: raise _leftover(o)
                     s = -1
-            if s == 2:
-                while True:
-                    if i_Certificate < n_Certificate:
-                        el = 'Certificate'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        if len(v_Certificate[i_Certificate]) > 1200: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1200]')
-                        w.binary(v_Certificate[i_Certificate])
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        i_Certificate += 1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if i_Certificate < n_Certificate: raise _leftover(o)
-                        s = -1
-                        break
+                    break
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:

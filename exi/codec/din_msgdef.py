@@ -9,6 +9,7 @@ from exi.codec import din_msgdatatypes as c_din_msgdatatypes
 from exi.codec import din_msgheader as c_din_msgheader
 from exi.codec import xmldsig as c_xmldsig
 
+_new = object.__new__
 _E_din_msgdatatypes_DC_EVErrorCodeType = tuple(din_msgdatatypes.DC_EVErrorCodeType)
 _E_din_msgdatatypes_DC_EVSEStatusCodeType = tuple(din_msgdatatypes.DC_EVSEStatusCodeType)
 _E_din_msgdatatypes_EVRequestedEnergyTransferType = tuple(din_msgdatatypes.EVRequestedEnergyTransferType)
@@ -49,7 +50,8 @@ def _d_BodyBaseType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdef.BodyBaseType()
+    _obj = _new(din_msgdef.BodyBaseType)
+    return _obj
 
 def _e_BodyBaseType(w, o):
     # {urn:din:70121:2012:MsgDef}BodyBaseType
@@ -71,705 +73,2292 @@ def _d_BodyType(r):
     E = r.end
     p = r.pos
     el = ''
-    f_BodyElement = None
-    f_CableCheckReq = None
-    f_CableCheckRes = None
-    f_CertificateInstallationReq = None
-    f_CertificateInstallationRes = None
-    f_CertificateUpdateReq = None
-    f_CertificateUpdateRes = None
-    f_ChargeParameterDiscoveryReq = None
-    f_ChargeParameterDiscoveryRes = None
-    f_ChargingStatusReq = None
-    f_ChargingStatusRes = None
-    f_ContractAuthenticationReq = None
-    f_ContractAuthenticationRes = None
-    f_CurrentDemandReq = None
-    f_CurrentDemandRes = None
-    f_MeteringReceiptReq = None
-    f_MeteringReceiptRes = None
-    f_PaymentDetailsReq = None
-    f_PaymentDetailsRes = None
-    f_PowerDeliveryReq = None
-    f_PowerDeliveryRes = None
-    f_PreChargeReq = None
-    f_PreChargeRes = None
-    f_ServiceDetailReq = None
-    f_ServiceDetailRes = None
-    f_ServiceDiscoveryReq = None
-    f_ServiceDiscoveryRes = None
-    f_ServicePaymentSelectionReq = None
-    f_ServicePaymentSelectionRes = None
-    f_SessionSetupReq = None
-    f_SessionSetupRes = None
-    f_SessionStopReq = None
-    f_SessionStopRes = None
-    f_WeldingDetectionReq = None
-    f_WeldingDetectionRes = None
+    _cf = None
+    _cv = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                ec = (V >> (E - p)) & 63
-                if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'BodyElement'
-                    f_BodyElement = din_msgdef.BodyBaseType()
-                    s = 1
-                elif ec == 1:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'CableCheckReq'
-                    el = 'CableCheckReq/DC_EVStatus'
-                    r.pos = p
-                    _c2_DC_EVStatus = c_din_msgdatatypes._d_DC_EVStatusType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    f_CableCheckReq = din_msgbody.CableCheckReqType(_c2_DC_EVStatus)
-                    s = 1
-                elif ec == 2:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 387: raise r.deviation('BodyType', p)
-                    el = 'CableCheckRes'
-                    el = 'CableCheckRes/ResponseCode'
-                    _c3_ResponseCode = ((x >> 2) & 31)
-                    if _c3_ResponseCode >= 23: _c3_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', _c3_ResponseCode, 23, r.at(p))
-                    else: _c3_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c3_ResponseCode]
-                    el = 'CableCheckRes/DC_EVSEStatus'
-                    r.pos = p
-                    _c3_DC_EVSEStatus = c_din_msgdatatypes._d_DC_EVSEStatusType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 5
-                    if p > E: V, E, p = r.slide(p, 5)
-                    x = (V >> (E - p)) & 31
-                    if x & 27: raise r.deviation('BodyType', p)
-                    el = 'CableCheckRes/EVSEProcessing'
-                    _c3_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 2) & 1)]
-                    f_CableCheckRes = din_msgbody.CableCheckResType(_c3_ResponseCode, _c3_DC_EVSEStatus, _c3_EVSEProcessing)
-                    s = 1
-                elif ec == 3:
-                    el = 'CertificateInstallationReq'
-                    r.pos = p
-                    f_CertificateInstallationReq = c_din_msgbody._d_CertificateInstallationReqType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 4:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'CertificateInstallationRes'
-                    el = 'CertificateInstallationRes/@Id'
-                    r.pos = p
-                    _c4_Id = r.string('Id')
-                    V = r.v; E = r.end; p = r.pos
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 387: raise r.deviation('BodyType', p)
-                    el = 'CertificateInstallationRes/ResponseCode'
-                    _c4_ResponseCode = ((x >> 2) & 31)
-                    if _c4_ResponseCode >= 23: _c4_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', _c4_ResponseCode, 23, r.at(p))
-                    else: _c4_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c4_ResponseCode]
-                    el = 'CertificateInstallationRes/ContractSignatureCertChain'
-                    r.pos = p
-                    _c4_ContractSignatureCertChain = c_din_msgdatatypes._d_CertificateChainType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
-                        _c4_ContractSignatureEncryptedPrivateKey = b''
-                    else:
-                        r.pos = p
-                        _c4_ContractSignatureEncryptedPrivateKey = r.binary()
-                        if len(_c4_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateInstallationResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c4_ContractSignatureEncryptedPrivateKey, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        ec = (V >> (E - p)) & 63
+        if ec < 18:
+            if ec < 9:
+                if ec < 4:
+                    if ec == 0:
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'CertificateInstallationRes/DHParams'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
-                        _c4_DHParams = b''
-                    else:
-                        r.pos = p
-                        _c4_DHParams = r.binary()
-                        if len(_c4_DHParams) > 256: r.facet('CertificateInstallationResType/DHParams', 'length [0, 256]', _c4_DHParams, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'BodyElement'
+                        _cf = 'BodyElement'
+                        _cv = _new(din_msgdef.BodyBaseType)
+                        s = 1
+                    elif ec == 1:
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'CertificateInstallationRes/ContractID'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
-                        _c4_ContractID = ''
-                    else:
-                        r.pos = p
-                        _c4_ContractID = r.string('din_msgbody:ContractID')
-                        if len(_c4_ContractID) > 24: r.facet('CertificateInstallationResType/ContractID', 'length [0, 24]', _c4_ContractID, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CableCheckReq'
+                        _cf = 'CableCheckReq'
+                        el = 'CableCheckReq/DC_EVStatus'
+                        _c2_c1_EVReady = None
+                        _c2_c1_EVCabinConditioning = None
+                        _c2_c1_EVRESSConditioning = None
+                        _c2_c1_EVErrorCode = None
+                        _c2_c1_EVRESSSOC = None
+                        p += 4
+                        if p > E: V, E, p = r.slide(p, 4)
+                        x = (V >> (E - p)) & 15
+                        if x & 13: raise r.deviation('DC_EVStatusType', p)
+                        el = 'CableCheckReq/DC_EVStatus/EVReady'
+                        _c2_c1_EVReady = ((x >> 1) & 1) == 1
+                        _c2_c1_s = 1
+                        if _c2_c1_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                x = (V >> (E - p)) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                el = 'CableCheckReq/DC_EVStatus/EVCabinConditioning'
+                                _c2_c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                                _c2_c1_s = 2
+                            elif ec == 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                x = (V >> (E - p)) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                el = 'CableCheckReq/DC_EVStatus/EVRESSConditioning'
+                                _c2_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                                _c2_c1_s = 3
+                            elif ec == 2:
+                                p += 6
+                                if p > E: V, E, p = r.slide(p, 6)
+                                x = (V >> (E - p)) & 63
+                                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                                el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
+                                _c2_c1_EVErrorCode = ((x >> 1) & 15)
+                                if _c2_c1_EVErrorCode >= 12: _c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c1_EVErrorCode, 12, r.at(p))
+                                else: _c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c1_EVErrorCode]
+                                _c2_c1_s = 4
+                            else:
+                                raise r.deviation('DC_EVStatusType', p)
+                        if _c2_c1_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                x = (V >> (E - p)) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                el = 'CableCheckReq/DC_EVStatus/EVRESSConditioning'
+                                _c2_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                                _c2_c1_s = 3
+                            elif ec == 1:
+                                p += 6
+                                if p > E: V, E, p = r.slide(p, 6)
+                                x = (V >> (E - p)) & 63
+                                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                                el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
+                                _c2_c1_EVErrorCode = ((x >> 1) & 15)
+                                if _c2_c1_EVErrorCode >= 12: _c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c1_EVErrorCode, 12, r.at(p))
+                                else: _c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c1_EVErrorCode]
+                                _c2_c1_s = 4
+                            else:
+                                raise r.deviation('DC_EVStatusType', p)
+                        if _c2_c1_s == 3:
+                            p += 7
+                            if p > E: V, E, p = r.slide(p, 7)
+                            x = (V >> (E - p)) & 127
+                            if x & 97: raise r.deviation('DC_EVStatusType', p)
+                            el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
+                            _c2_c1_EVErrorCode = ((x >> 1) & 15)
+                            if _c2_c1_EVErrorCode >= 12: _c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c1_EVErrorCode, 12, r.at(p))
+                            else: _c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c1_EVErrorCode]
+                            _c2_c1_s = 4
+                        if _c2_c1_s == 4:
+                            p += 11
+                            if p > E: V, E, p = r.slide(p, 11)
+                            x = (V >> (E - p)) & 2047
+                            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+                            el = 'CableCheckReq/DC_EVStatus/EVRESSSOC'
+                            _c2_c1_EVRESSSOC = ((x >> 2) & 127)
+                            if _c2_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c1_EVRESSSOC, r.at(p))
+                            _c2_c1_s = -1
+                        _c2_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+                        _c2_DC_EVStatus.EVReady = _c2_c1_EVReady
+                        _c2_DC_EVStatus.EVCabinConditioning = _c2_c1_EVCabinConditioning
+                        _c2_DC_EVStatus.EVRESSConditioning = _c2_c1_EVRESSConditioning
+                        _c2_DC_EVStatus.EVErrorCode = _c2_c1_EVErrorCode
+                        _c2_DC_EVStatus.EVRESSSOC = _c2_c1_EVRESSSOC
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    f_CertificateInstallationRes = din_msgbody.CertificateInstallationResType(_c4_Id, _c4_ResponseCode, _c4_ContractSignatureCertChain, _c4_ContractSignatureEncryptedPrivateKey, _c4_DHParams, _c4_ContractID)
-                    s = 1
-                elif ec == 5:
-                    el = 'CertificateUpdateReq'
-                    r.pos = p
-                    f_CertificateUpdateReq = c_din_msgbody._d_CertificateUpdateReqType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 6:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'CertificateUpdateRes'
-                    el = 'CertificateUpdateRes/@Id'
-                    r.pos = p
-                    _c5_Id = r.string('Id')
-                    V = r.v; E = r.end; p = r.pos
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 387: raise r.deviation('BodyType', p)
-                    el = 'CertificateUpdateRes/ResponseCode'
-                    _c5_ResponseCode = ((x >> 2) & 31)
-                    if _c5_ResponseCode >= 23: _c5_ResponseCode = r.enum_index('CertificateUpdateResType/ResponseCode', _c5_ResponseCode, 23, r.at(p))
-                    else: _c5_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c5_ResponseCode]
-                    el = 'CertificateUpdateRes/ContractSignatureCertChain'
-                    r.pos = p
-                    _c5_ContractSignatureCertChain = c_din_msgdatatypes._d_CertificateChainType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'CertificateUpdateRes/ContractSignatureEncryptedPrivateKey'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
-                        _c5_ContractSignatureEncryptedPrivateKey = b''
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        _cv = _new(din_msgbody.CableCheckReqType)
+                        _cv.DC_EVStatus = _c2_DC_EVStatus
+                        s = 1
+                    elif ec == 2:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 387: raise r.deviation('BodyType', p)
+                        el = 'CableCheckRes'
+                        _cf = 'CableCheckRes'
+                        el = 'CableCheckRes/ResponseCode'
+                        _c3_ResponseCode = ((x >> 2) & 31)
+                        if _c3_ResponseCode >= 23: _c3_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', _c3_ResponseCode, 23, r.at(p))
+                        else: _c3_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c3_ResponseCode]
+                        el = 'CableCheckRes/DC_EVSEStatus'
+                        _c3_c1_EVSEIsolationStatus = None
+                        _c3_c1_EVSEStatusCode = None
+                        _c3_c1_NotificationMaxDelay = None
+                        _c3_c1_EVSENotification = None
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            p += 11
+                            if p > E: V, E, p = r.slide(p, 11)
+                            x = (V >> (E - p)) & 2047
+                            if x & 1249: raise r.deviation('DC_EVSEStatusType', p)
+                            el = 'CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
+                            _c3_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+                            el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                            _c3_c1_EVSEStatusCode = ((x >> 1) & 15)
+                            if _c3_c1_EVSEStatusCode >= 12: _c3_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c3_c1_EVSEStatusCode, 12, r.at(p))
+                            else: _c3_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c3_c1_EVSEStatusCode]
+                            _c3_c1_s = 2
+                        elif ec == 1:
+                            p += 6
+                            if p > E: V, E, p = r.slide(p, 6)
+                            x = (V >> (E - p)) & 63
+                            if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                            el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                            _c3_c1_EVSEStatusCode = ((x >> 1) & 15)
+                            if _c3_c1_EVSEStatusCode >= 12: _c3_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c3_c1_EVSEStatusCode, 12, r.at(p))
+                            else: _c3_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c3_c1_EVSEStatusCode]
+                            _c3_c1_s = 2
+                        else:
+                            raise r.deviation('DC_EVSEStatusType', p)
+                        if _c3_c1_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+                            el = 'CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
+                            if p + 24 <= E:
+                                _y = (V >> (E - p - 24)) & 16777215
+                                if _y < 8388608:
+                                    p += 8
+                                    _c3_c1_NotificationMaxDelay = _y >> 16
+                                elif not _y & 32768:
+                                    p += 16
+                                    _c3_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                elif not _y & 128:
+                                    p += 24
+                                    _c3_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                else:
+                                    r.pos = p; _c3_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                p += 8
+                                _c3_c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                            else:
+                                r.pos = p; _c3_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                            p += 7
+                            if p > E: V, E, p = r.slide(p, 7)
+                            x = (V >> (E - p)) & 127
+                            if x & 115: raise r.deviation('DC_EVSEStatusType', p)
+                            if _c3_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c3_c1_NotificationMaxDelay, r.at(p))
+                            el = 'CableCheckRes/DC_EVSEStatus/EVSENotification'
+                            _c3_c1_EVSENotification = ((x >> 2) & 3)
+                            if _c3_c1_EVSENotification >= 3: _c3_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c3_c1_EVSENotification, 3, r.at(p))
+                            else: _c3_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c3_c1_EVSENotification]
+                            _c3_c1_s = -1
+                        _c3_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+                        _c3_DC_EVSEStatus.EVSEIsolationStatus = _c3_c1_EVSEIsolationStatus
+                        _c3_DC_EVSEStatus.EVSEStatusCode = _c3_c1_EVSEStatusCode
+                        _c3_DC_EVSEStatus.NotificationMaxDelay = _c3_c1_NotificationMaxDelay
+                        _c3_DC_EVSEStatus.EVSENotification = _c3_c1_EVSENotification
+                        p += 5
+                        if p > E: V, E, p = r.slide(p, 5)
+                        x = (V >> (E - p)) & 31
+                        if x & 27: raise r.deviation('BodyType', p)
+                        el = 'CableCheckRes/EVSEProcessing'
+                        _c3_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 2) & 1)]
+                        _cv = _new(din_msgbody.CableCheckResType)
+                        _cv.ResponseCode = _c3_ResponseCode
+                        _cv.DC_EVSEStatus = _c3_DC_EVSEStatus
+                        _cv.EVSEProcessing = _c3_EVSEProcessing
+                        s = 1
+                    elif ec == 3:
+                        el = 'CertificateInstallationReq'
+                        _cf = 'CertificateInstallationReq'
+                        _c4_Id = None
+                        _c4_OEMProvisioningCert = None
+                        _c4_ListOfRootCertificateIDs = None
+                        _c4_DHParams = None
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            el = 'CertificateInstallationReq/@Id'
+                            r.pos = p
+                            _c4_Id = r.string('Id')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
+                            el = 'CertificateInstallationReq/OEMProvisioningCert'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
+                                _c4_OEMProvisioningCert = b''
+                            else:
+                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                    p += 8 + (_l << 3)
+                                    _c4_OEMProvisioningCert = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = p; _c4_OEMProvisioningCert = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c4_OEMProvisioningCert) > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', _c4_OEMProvisioningCert, r.at(p))
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
+                            _c4_s = 2
+                        elif ec == 1:
+                            el = 'CertificateInstallationReq/OEMProvisioningCert'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
+                                _c4_OEMProvisioningCert = b''
+                            else:
+                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                    p += 8 + (_l << 3)
+                                    _c4_OEMProvisioningCert = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = p; _c4_OEMProvisioningCert = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c4_OEMProvisioningCert) > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', _c4_OEMProvisioningCert, r.at(p))
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
+                            _c4_s = 2
+                        else:
+                            raise r.deviation('CertificateInstallationReqType', p)
+                        if _c4_s == 2:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
+                            el = 'CertificateInstallationReq/ListOfRootCertificateIDs'
+                            r.pos = p
+                            _c4_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
+                            el = 'CertificateInstallationReq/DHParams'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
+                                _c4_DHParams = b''
+                            else:
+                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                    p += 8 + (_l << 3)
+                                    _c4_DHParams = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = p; _c4_DHParams = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c4_DHParams) > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', _c4_DHParams, r.at(p))
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
+                            _c4_s = -1
+                        _cv = _new(din_msgbody.CertificateInstallationReqType)
+                        _cv.Id = _c4_Id
+                        _cv.OEMProvisioningCert = _c4_OEMProvisioningCert
+                        _cv.ListOfRootCertificateIDs = _c4_ListOfRootCertificateIDs
+                        _cv.DHParams = _c4_DHParams
+                        s = 1
                     else:
-                        r.pos = p
-                        _c5_ContractSignatureEncryptedPrivateKey = r.binary()
-                        if len(_c5_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateUpdateResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c5_ContractSignatureEncryptedPrivateKey, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'CertificateUpdateRes/DHParams'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
-                        _c5_DHParams = b''
-                    else:
-                        r.pos = p
-                        _c5_DHParams = r.binary()
-                        if len(_c5_DHParams) > 256: r.facet('CertificateUpdateResType/DHParams', 'length [0, 256]', _c5_DHParams, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'CertificateUpdateRes/ContractID'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
-                        _c5_ContractID = ''
-                    else:
-                        r.pos = p
-                        _c5_ContractID = r.string('din_msgbody:ContractID')
-                        if len(_c5_ContractID) > 24: r.facet('CertificateUpdateResType/ContractID', 'length [0, 24]', _c5_ContractID, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 6: raise r.deviation('BodyType', p)
-                    el = 'CertificateUpdateRes/RetryCounter'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c5_RetryCounter = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c5_RetryCounter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c5_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BodyType', p)
-                    if _neg: _c5_RetryCounter = -_c5_RetryCounter - 1
-                    if _c5_RetryCounter < -32768 or _c5_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', _c5_RetryCounter, r.at(p))
-                    f_CertificateUpdateRes = din_msgbody.CertificateUpdateResType(_c5_Id, _c5_ResponseCode, _c5_ContractSignatureCertChain, _c5_ContractSignatureEncryptedPrivateKey, _c5_DHParams, _c5_ContractID, _c5_RetryCounter)
-                    s = 1
-                elif ec == 7:
-                    el = 'ChargeParameterDiscoveryReq'
-                    r.pos = p
-                    f_ChargeParameterDiscoveryReq = c_din_msgbody._d_ChargeParameterDiscoveryReqType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 8:
-                    el = 'ChargeParameterDiscoveryRes'
-                    r.pos = p
-                    f_ChargeParameterDiscoveryRes = c_din_msgbody._d_ChargeParameterDiscoveryResType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 9:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'ChargingStatusReq'
-                    f_ChargingStatusReq = din_msgbody.ChargingStatusReqType()
-                    s = 1
-                elif ec == 10:
-                    el = 'ChargingStatusRes'
-                    r.pos = p
-                    f_ChargingStatusRes = c_din_msgbody._d_ChargingStatusResType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 11:
-                    el = 'ContractAuthenticationReq'
-                    r.pos = p
-                    f_ContractAuthenticationReq = c_din_msgbody._d_ContractAuthenticationReqType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 12:
-                    p += 13
-                    if p > E: V, E, p = r.slide(p, 13)
-                    x = (V >> (E - p)) & 8191
-                    if x & 6203: raise r.deviation('BodyType', p)
-                    el = 'ContractAuthenticationRes'
-                    el = 'ContractAuthenticationRes/ResponseCode'
-                    _c7_ResponseCode = ((x >> 6) & 31)
-                    if _c7_ResponseCode >= 23: _c7_ResponseCode = r.enum_index('ContractAuthenticationResType/ResponseCode', _c7_ResponseCode, 23, r.at(p))
-                    else: _c7_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c7_ResponseCode]
-                    el = 'ContractAuthenticationRes/EVSEProcessing'
-                    _c7_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 2) & 1)]
-                    f_ContractAuthenticationRes = din_msgbody.ContractAuthenticationResType(_c7_ResponseCode, _c7_EVSEProcessing)
-                    s = 1
-                elif ec == 13:
-                    el = 'CurrentDemandReq'
-                    r.pos = p
-                    f_CurrentDemandReq = c_din_msgbody._d_CurrentDemandReqType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 14:
-                    el = 'CurrentDemandRes'
-                    r.pos = p
-                    f_CurrentDemandRes = c_din_msgbody._d_CurrentDemandResType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 15:
-                    el = 'MeteringReceiptReq'
-                    r.pos = p
-                    f_MeteringReceiptReq = c_din_msgbody._d_MeteringReceiptReqType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 16:
-                    p += 19
-                    if p > E: V, E, p = r.slide(p, 19)
-                    x = (V >> (E - p)) & 524287
-                    if x & 397175: raise r.deviation('BodyType', p)
-                    el = 'MeteringReceiptRes'
-                    el = 'MeteringReceiptRes/ResponseCode'
-                    _c8_ResponseCode = ((x >> 12) & 31)
-                    if _c8_ResponseCode >= 23: _c8_ResponseCode = r.enum_index('MeteringReceiptResType/ResponseCode', _c8_ResponseCode, 23, r.at(p))
-                    else: _c8_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c8_ResponseCode]
-                    el = 'MeteringReceiptRes/AC_EVSEStatus'
-                    el = 'MeteringReceiptRes/AC_EVSEStatus/PowerSwitchClosed'
-                    _c8_c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
-                    el = 'MeteringReceiptRes/AC_EVSEStatus/RCD'
-                    _c8_c1_RCD = ((x >> 3) & 1) == 1
-                    el = 'MeteringReceiptRes/AC_EVSEStatus/NotificationMaxDelay'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c8_c1_NotificationMaxDelay = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c8_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c8_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 8
-                    if p > E: V, E, p = r.slide(p, 8)
-                    x = (V >> (E - p)) & 255
-                    if x & 231: raise r.deviation('BodyType', p)
-                    if _c8_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c8_c1_NotificationMaxDelay, r.at(p))
-                    el = 'MeteringReceiptRes/AC_EVSEStatus/EVSENotification'
-                    _c8_c1_EVSENotification = ((x >> 3) & 3)
-                    if _c8_c1_EVSENotification >= 3: _c8_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c8_c1_EVSENotification, 3, r.at(p))
-                    else: _c8_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c8_c1_EVSENotification]
-                    _c8_AC_EVSEStatus = din_msgdatatypes.AC_EVSEStatusType(_c8_c1_PowerSwitchClosed, _c8_c1_RCD, _c8_c1_NotificationMaxDelay, _c8_c1_EVSENotification)
-                    f_MeteringReceiptRes = din_msgbody.MeteringReceiptResType(_c8_ResponseCode, _c8_AC_EVSEStatus)
-                    s = 1
-                elif ec == 17:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'PaymentDetailsReq'
-                    el = 'PaymentDetailsReq/ContractID'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
-                        _c9_ContractID = ''
-                    else:
-                        r.pos = p
-                        _c9_ContractID = r.string('din_msgbody:ContractID')
-                        if len(_c9_ContractID) > 24: r.facet('PaymentDetailsReqType/ContractID', 'length [0, 24]', _c9_ContractID, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'PaymentDetailsReq/ContractSignatureCertChain'
-                    r.pos = p
-                    _c9_ContractSignatureCertChain = c_din_msgdatatypes._d_CertificateChainType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    f_PaymentDetailsReq = din_msgbody.PaymentDetailsReqType(_c9_ContractID, _c9_ContractSignatureCertChain)
-                    s = 1
-                elif ec == 18:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 387: raise r.deviation('BodyType', p)
-                    el = 'PaymentDetailsRes'
-                    el = 'PaymentDetailsRes/ResponseCode'
-                    _c10_ResponseCode = ((x >> 2) & 31)
-                    if _c10_ResponseCode >= 23: _c10_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', _c10_ResponseCode, 23, r.at(p))
-                    else: _c10_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c10_ResponseCode]
-                    el = 'PaymentDetailsRes/GenChallenge'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
-                        _c10_GenChallenge = ''
-                    else:
-                        r.pos = p
-                        _c10_GenChallenge = r.string('din_msgbody:GenChallenge')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 6: raise r.deviation('BodyType', p)
-                    el = 'PaymentDetailsRes/DateTimeNow'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c10_DateTimeNow = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c10_DateTimeNow = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c10_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BodyType', p)
-                    if _neg: _c10_DateTimeNow = -_c10_DateTimeNow - 1
-                    if _c10_DateTimeNow < -9223372036854775808 or _c10_DateTimeNow > 9223372036854775807: r.facet('PaymentDetailsResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c10_DateTimeNow, r.at(p))
-                    f_PaymentDetailsRes = din_msgbody.PaymentDetailsResType(_c10_ResponseCode, _c10_GenChallenge, _c10_DateTimeNow)
-                    s = 1
-                elif ec == 19:
-                    el = 'PowerDeliveryReq'
-                    r.pos = p
-                    f_PowerDeliveryReq = c_din_msgbody._d_PowerDeliveryReqType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 20:
-                    el = 'PowerDeliveryRes'
-                    r.pos = p
-                    f_PowerDeliveryRes = c_din_msgbody._d_PowerDeliveryResType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 21:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'PreChargeReq'
-                    el = 'PreChargeReq/DC_EVStatus'
-                    r.pos = p
-                    _c11_DC_EVStatus = c_din_msgdatatypes._d_DC_EVStatusType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'PreChargeReq/EVTargetVoltage'
-                    r.pos = p
-                    _c11_EVTargetVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'PreChargeReq/EVTargetCurrent'
-                    r.pos = p
-                    _c11_EVTargetCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    f_PreChargeReq = din_msgbody.PreChargeReqType(_c11_DC_EVStatus, _c11_EVTargetVoltage, _c11_EVTargetCurrent)
-                    s = 1
-                elif ec == 22:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 387: raise r.deviation('BodyType', p)
-                    el = 'PreChargeRes'
-                    el = 'PreChargeRes/ResponseCode'
-                    _c12_ResponseCode = ((x >> 2) & 31)
-                    if _c12_ResponseCode >= 23: _c12_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c12_ResponseCode, 23, r.at(p))
-                    else: _c12_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c12_ResponseCode]
-                    el = 'PreChargeRes/DC_EVSEStatus'
-                    r.pos = p
-                    _c12_DC_EVSEStatus = c_din_msgdatatypes._d_DC_EVSEStatusType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'PreChargeRes/EVSEPresentVoltage'
-                    r.pos = p
-                    _c12_EVSEPresentVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    f_PreChargeRes = din_msgbody.PreChargeResType(_c12_ResponseCode, _c12_DC_EVSEStatus, _c12_EVSEPresentVoltage)
-                    s = 1
-                elif ec == 23:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BodyType', p)
-                    el = 'ServiceDetailReq'
-                    el = 'ServiceDetailReq/ServiceID'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c13_ServiceID = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c13_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c13_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BodyType', p)
-                    if _c13_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c13_ServiceID, r.at(p))
-                    f_ServiceDetailReq = din_msgbody.ServiceDetailReqType(_c13_ServiceID)
-                    s = 1
-                elif ec == 24:
-                    el = 'ServiceDetailRes'
-                    r.pos = p
-                    f_ServiceDetailRes = c_din_msgbody._d_ServiceDetailResType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 25:
-                    el = 'ServiceDiscoveryReq'
-                    r.pos = p
-                    f_ServiceDiscoveryReq = c_din_msgbody._d_ServiceDiscoveryReqType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 26:
-                    el = 'ServiceDiscoveryRes'
-                    r.pos = p
-                    f_ServiceDiscoveryRes = c_din_msgbody._d_ServiceDiscoveryResType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 27:
-                    p += 5
-                    if p > E: V, E, p = r.slide(p, 5)
-                    x = (V >> (E - p)) & 31
-                    if x & 27: raise r.deviation('BodyType', p)
-                    el = 'ServicePaymentSelectionReq'
-                    el = 'ServicePaymentSelectionReq/SelectedPaymentOption'
-                    _c14_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
-                    el = 'ServicePaymentSelectionReq/SelectedServiceList'
-                    r.pos = p
-                    _c14_SelectedServiceList = c_din_msgdatatypes._d_SelectedServiceListType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    f_ServicePaymentSelectionReq = din_msgbody.ServicePaymentSelectionReqType(_c14_SelectedPaymentOption, _c14_SelectedServiceList)
-                    s = 1
-                elif ec == 28:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 387: raise r.deviation('BodyType', p)
-                    el = 'ServicePaymentSelectionRes'
-                    el = 'ServicePaymentSelectionRes/ResponseCode'
-                    _c15_ResponseCode = ((x >> 2) & 31)
-                    if _c15_ResponseCode >= 23: _c15_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', _c15_ResponseCode, 23, r.at(p))
-                    else: _c15_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c15_ResponseCode]
-                    f_ServicePaymentSelectionRes = din_msgbody.ServicePaymentSelectionResType(_c15_ResponseCode)
-                    s = 1
-                elif ec == 29:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'SessionSetupReq'
-                    el = 'SessionSetupReq/EVCCID'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
-                        _c16_EVCCID = b''
-                    else:
-                        r.pos = p
-                        _c16_EVCCID = r.binary()
-                        if len(_c16_EVCCID) > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', _c16_EVCCID, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    f_SessionSetupReq = din_msgbody.SessionSetupReqType(_c16_EVCCID)
-                    s = 1
-                elif ec == 30:
-                    el = 'SessionSetupRes'
-                    r.pos = p
-                    f_SessionSetupRes = c_din_msgbody._d_SessionSetupResType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 31:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'SessionStopReq'
-                    f_SessionStopReq = din_msgbody.SessionStopType()
-                    s = 1
-                elif ec == 32:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 387: raise r.deviation('BodyType', p)
-                    el = 'SessionStopRes'
-                    el = 'SessionStopRes/ResponseCode'
-                    _c18_ResponseCode = ((x >> 2) & 31)
-                    if _c18_ResponseCode >= 23: _c18_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c18_ResponseCode, 23, r.at(p))
-                    else: _c18_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c18_ResponseCode]
-                    f_SessionStopRes = din_msgbody.SessionStopResType(_c18_ResponseCode)
-                    s = 1
-                elif ec == 33:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'WeldingDetectionReq'
-                    el = 'WeldingDetectionReq/DC_EVStatus'
-                    r.pos = p
-                    _c19_DC_EVStatus = c_din_msgdatatypes._d_DC_EVStatusType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    f_WeldingDetectionReq = din_msgbody.WeldingDetectionReqType(_c19_DC_EVStatus)
-                    s = 1
-                elif ec == 34:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 387: raise r.deviation('BodyType', p)
-                    el = 'WeldingDetectionRes'
-                    el = 'WeldingDetectionRes/ResponseCode'
-                    _c20_ResponseCode = ((x >> 2) & 31)
-                    if _c20_ResponseCode >= 23: _c20_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c20_ResponseCode, 23, r.at(p))
-                    else: _c20_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c20_ResponseCode]
-                    el = 'WeldingDetectionRes/DC_EVSEStatus'
-                    r.pos = p
-                    _c20_DC_EVSEStatus = c_din_msgdatatypes._d_DC_EVSEStatusType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'WeldingDetectionRes/EVSEPresentVoltage'
-                    r.pos = p
-                    _c20_EVSEPresentVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    f_WeldingDetectionRes = din_msgbody.WeldingDetectionResType(_c20_ResponseCode, _c20_DC_EVSEStatus, _c20_EVSEPresentVoltage)
-                    s = 1
-                elif ec == 35:
-                    pass
-                    s = -1
+                        raise r.deviation('BodyType', p)
                 else:
-                    raise r.deviation('BodyType', p)
-            if s == 1:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                s = -1
+                    if ec == 4:
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CertificateInstallationRes'
+                        _cf = 'CertificateInstallationRes'
+                        el = 'CertificateInstallationRes/@Id'
+                        r.pos = p
+                        _c5_Id = r.string('Id')
+                        V = r.v; E = r.end; p = r.pos
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 387: raise r.deviation('BodyType', p)
+                        el = 'CertificateInstallationRes/ResponseCode'
+                        _c5_ResponseCode = ((x >> 2) & 31)
+                        if _c5_ResponseCode >= 23: _c5_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', _c5_ResponseCode, 23, r.at(p))
+                        else: _c5_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c5_ResponseCode]
+                        el = 'CertificateInstallationRes/ContractSignatureCertChain'
+                        _c5_c1_Certificate = None
+                        _c5_c1_SubCertificates = None
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                        el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                            _c5_c1_Certificate = b''
+                        else:
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _c5_c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _c5_c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                            if len(_c5_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c5_c1_Certificate, r.at(p))
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                        _c5_c1_s = 1
+                        if _c5_c1_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
+                                r.pos = p
+                                _c5_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                                _c5_c1_s = -1
+                            elif ec == 1:
+                                pass
+                                _c5_c1_s = -1
+                            else:
+                                raise r.deviation('CertificateChainType', p)
+                        _c5_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
+                        _c5_ContractSignatureCertChain.Certificate = _c5_c1_Certificate
+                        _c5_ContractSignatureCertChain.SubCertificates = _c5_c1_SubCertificates
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
+                            _c5_ContractSignatureEncryptedPrivateKey = b''
+                        else:
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _c5_ContractSignatureEncryptedPrivateKey = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _c5_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; E = r.end; p = r.pos
+                            if len(_c5_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateInstallationResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c5_ContractSignatureEncryptedPrivateKey, r.at(p))
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CertificateInstallationRes/DHParams'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
+                            _c5_DHParams = b''
+                        else:
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _c5_DHParams = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _c5_DHParams = r.binary(); V = r.v; E = r.end; p = r.pos
+                            if len(_c5_DHParams) > 256: r.facet('CertificateInstallationResType/DHParams', 'length [0, 256]', _c5_DHParams, r.at(p))
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CertificateInstallationRes/ContractID'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
+                            _c5_ContractID = ''
+                        else:
+                            r.pos = p
+                            _c5_ContractID = r.string('din_msgbody:ContractID')
+                            if len(_c5_ContractID) > 24: r.facet('CertificateInstallationResType/ContractID', 'length [0, 24]', _c5_ContractID, r.at(r.pos))
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        _cv = _new(din_msgbody.CertificateInstallationResType)
+                        _cv.Id = _c5_Id
+                        _cv.ResponseCode = _c5_ResponseCode
+                        _cv.ContractSignatureCertChain = _c5_ContractSignatureCertChain
+                        _cv.ContractSignatureEncryptedPrivateKey = _c5_ContractSignatureEncryptedPrivateKey
+                        _cv.DHParams = _c5_DHParams
+                        _cv.ContractID = _c5_ContractID
+                        s = 1
+                    elif ec == 5:
+                        el = 'CertificateUpdateReq'
+                        _cf = 'CertificateUpdateReq'
+                        r.pos = p
+                        _cv = c_din_msgbody._d_CertificateUpdateReqType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        s = 1
+                    elif ec == 6:
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CertificateUpdateRes'
+                        _cf = 'CertificateUpdateRes'
+                        el = 'CertificateUpdateRes/@Id'
+                        r.pos = p
+                        _c6_Id = r.string('Id')
+                        V = r.v; E = r.end; p = r.pos
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 387: raise r.deviation('BodyType', p)
+                        el = 'CertificateUpdateRes/ResponseCode'
+                        _c6_ResponseCode = ((x >> 2) & 31)
+                        if _c6_ResponseCode >= 23: _c6_ResponseCode = r.enum_index('CertificateUpdateResType/ResponseCode', _c6_ResponseCode, 23, r.at(p))
+                        else: _c6_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c6_ResponseCode]
+                        el = 'CertificateUpdateRes/ContractSignatureCertChain'
+                        _c6_c1_Certificate = None
+                        _c6_c1_SubCertificates = None
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                        el = 'CertificateUpdateRes/ContractSignatureCertChain/Certificate'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                            _c6_c1_Certificate = b''
+                        else:
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _c6_c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _c6_c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                            if len(_c6_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c6_c1_Certificate, r.at(p))
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                        _c6_c1_s = 1
+                        if _c6_c1_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'CertificateUpdateRes/ContractSignatureCertChain/SubCertificates'
+                                r.pos = p
+                                _c6_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                                _c6_c1_s = -1
+                            elif ec == 1:
+                                pass
+                                _c6_c1_s = -1
+                            else:
+                                raise r.deviation('CertificateChainType', p)
+                        _c6_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
+                        _c6_ContractSignatureCertChain.Certificate = _c6_c1_Certificate
+                        _c6_ContractSignatureCertChain.SubCertificates = _c6_c1_SubCertificates
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CertificateUpdateRes/ContractSignatureEncryptedPrivateKey'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
+                            _c6_ContractSignatureEncryptedPrivateKey = b''
+                        else:
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _c6_ContractSignatureEncryptedPrivateKey = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _c6_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; E = r.end; p = r.pos
+                            if len(_c6_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateUpdateResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c6_ContractSignatureEncryptedPrivateKey, r.at(p))
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CertificateUpdateRes/DHParams'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
+                            _c6_DHParams = b''
+                        else:
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _c6_DHParams = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _c6_DHParams = r.binary(); V = r.v; E = r.end; p = r.pos
+                            if len(_c6_DHParams) > 256: r.facet('CertificateUpdateResType/DHParams', 'length [0, 256]', _c6_DHParams, r.at(p))
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CertificateUpdateRes/ContractID'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
+                            _c6_ContractID = ''
+                        else:
+                            r.pos = p
+                            _c6_ContractID = r.string('din_msgbody:ContractID')
+                            if len(_c6_ContractID) > 24: r.facet('CertificateUpdateResType/ContractID', 'length [0, 24]', _c6_ContractID, r.at(r.pos))
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('BodyType', p)
+                        el = 'CertificateUpdateRes/RetryCounter'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c6_RetryCounter = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c6_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c6_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c6_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c6_RetryCounter = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c6_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
+                        if _neg: _c6_RetryCounter = -_c6_RetryCounter - 1
+                        if _c6_RetryCounter < -32768 or _c6_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', _c6_RetryCounter, r.at(p))
+                        _cv = _new(din_msgbody.CertificateUpdateResType)
+                        _cv.Id = _c6_Id
+                        _cv.ResponseCode = _c6_ResponseCode
+                        _cv.ContractSignatureCertChain = _c6_ContractSignatureCertChain
+                        _cv.ContractSignatureEncryptedPrivateKey = _c6_ContractSignatureEncryptedPrivateKey
+                        _cv.DHParams = _c6_DHParams
+                        _cv.ContractID = _c6_ContractID
+                        _cv.RetryCounter = _c6_RetryCounter
+                        s = 1
+                    elif ec == 7:
+                        el = 'ChargeParameterDiscoveryReq'
+                        _cf = 'ChargeParameterDiscoveryReq'
+                        r.pos = p
+                        _cv = c_din_msgbody._d_ChargeParameterDiscoveryReqType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        s = 1
+                    elif ec == 8:
+                        el = 'ChargeParameterDiscoveryRes'
+                        _cf = 'ChargeParameterDiscoveryRes'
+                        r.pos = p
+                        _cv = c_din_msgbody._d_ChargeParameterDiscoveryResType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        s = 1
+                    else:
+                        raise r.deviation('BodyType', p)
+            else:
+                if ec < 13:
+                    if ec == 9:
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'ChargingStatusReq'
+                        _cf = 'ChargingStatusReq'
+                        _cv = _new(din_msgbody.ChargingStatusReqType)
+                        s = 1
+                    elif ec == 10:
+                        el = 'ChargingStatusRes'
+                        _cf = 'ChargingStatusRes'
+                        r.pos = p
+                        _cv = c_din_msgbody._d_ChargingStatusResType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        s = 1
+                    elif ec == 11:
+                        el = 'ContractAuthenticationReq'
+                        _cf = 'ContractAuthenticationReq'
+                        _c8_Id = None
+                        _c8_GenChallenge = None
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            el = 'ContractAuthenticationReq/@Id'
+                            r.pos = p
+                            _c8_Id = r.string('Id')
+                            V = r.v; E = r.end; p = r.pos
+                            _c8_s = 1
+                        elif ec == 1:
+                            el = 'ContractAuthenticationReq/GenChallenge'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
+                                _c8_GenChallenge = ''
+                            else:
+                                r.pos = p
+                                _c8_GenChallenge = r.string('din_msgbody:GenChallenge')
+                                V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
+                            _c8_s = 2
+                        elif ec == 2:
+                            pass
+                            _c8_s = -1
+                        else:
+                            raise r.deviation('ContractAuthenticationReqType', p)
+                        if _c8_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'ContractAuthenticationReq/GenChallenge'
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1:
+                                    p += 3
+                                    if p > E: V, E, p = r.slide(p, 3)
+                                    if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
+                                    _c8_GenChallenge = ''
+                                else:
+                                    r.pos = p
+                                    _c8_GenChallenge = r.string('din_msgbody:GenChallenge')
+                                    V = r.v; E = r.end; p = r.pos
+                                    p += 1
+                                    if p > E: V, E, p = r.slide(p, 1)
+                                    if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
+                                _c8_s = 2
+                            elif ec == 1:
+                                pass
+                                _c8_s = -1
+                            else:
+                                raise r.deviation('ContractAuthenticationReqType', p)
+                        if _c8_s == 2:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('ContractAuthenticationReqType', p)
+                            _c8_s = -1
+                        _cv = _new(din_msgbody.ContractAuthenticationReqType)
+                        _cv.Id = _c8_Id
+                        _cv.GenChallenge = _c8_GenChallenge
+                        s = 1
+                    elif ec == 12:
+                        p += 13
+                        if p > E: V, E, p = r.slide(p, 13)
+                        x = (V >> (E - p)) & 8191
+                        if x & 6203: raise r.deviation('BodyType', p)
+                        el = 'ContractAuthenticationRes'
+                        _cf = 'ContractAuthenticationRes'
+                        el = 'ContractAuthenticationRes/ResponseCode'
+                        _c9_ResponseCode = ((x >> 6) & 31)
+                        if _c9_ResponseCode >= 23: _c9_ResponseCode = r.enum_index('ContractAuthenticationResType/ResponseCode', _c9_ResponseCode, 23, r.at(p))
+                        else: _c9_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c9_ResponseCode]
+                        el = 'ContractAuthenticationRes/EVSEProcessing'
+                        _c9_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 2) & 1)]
+                        _cv = _new(din_msgbody.ContractAuthenticationResType)
+                        _cv.ResponseCode = _c9_ResponseCode
+                        _cv.EVSEProcessing = _c9_EVSEProcessing
+                        s = 1
+                    else:
+                        raise r.deviation('BodyType', p)
+                else:
+                    if ec == 13:
+                        el = 'CurrentDemandReq'
+                        _cf = 'CurrentDemandReq'
+                        r.pos = p
+                        _cv = c_din_msgbody._d_CurrentDemandReqType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        s = 1
+                    elif ec == 14:
+                        el = 'CurrentDemandRes'
+                        _cf = 'CurrentDemandRes'
+                        r.pos = p
+                        _cv = c_din_msgbody._d_CurrentDemandResType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        s = 1
+                    elif ec == 15:
+                        el = 'MeteringReceiptReq'
+                        _cf = 'MeteringReceiptReq'
+                        _c10_Id = None
+                        _c10_SessionID = None
+                        _c10_SAScheduleTupleID = None
+                        _c10_MeterInfo = None
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            el = 'MeteringReceiptReq/@Id'
+                            r.pos = p
+                            _c10_Id = r.string('Id')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
+                            el = 'MeteringReceiptReq/SessionID'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+                                _c10_SessionID = b''
+                            else:
+                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                    p += 8 + (_l << 3)
+                                    _c10_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = p; _c10_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c10_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c10_SessionID, r.at(p))
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+                            _c10_s = 2
+                        elif ec == 1:
+                            el = 'MeteringReceiptReq/SessionID'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+                                _c10_SessionID = b''
+                            else:
+                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                    p += 8 + (_l << 3)
+                                    _c10_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = p; _c10_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c10_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c10_SessionID, r.at(p))
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+                            _c10_s = 2
+                        else:
+                            raise r.deviation('MeteringReceiptReqType', p)
+                        if _c10_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 2
+                                if p > E: V, E, p = r.slide(p, 2)
+                                x = (V >> (E - p)) & 3
+                                if x & 2: raise r.deviation('MeteringReceiptReqType', p)
+                                el = 'MeteringReceiptReq/SAScheduleTupleID'
+                                _neg = (x & 1)
+                                if p + 24 <= E:
+                                    _y = (V >> (E - p - 24)) & 16777215
+                                    if _y < 8388608:
+                                        p += 8
+                                        _c10_SAScheduleTupleID = _y >> 16
+                                    elif not _y & 32768:
+                                        p += 16
+                                        _c10_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        p += 24
+                                        _c10_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = p; _c10_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
+                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                    p += 8
+                                    _c10_SAScheduleTupleID = (V >> (E - p)) & 127
+                                else:
+                                    r.pos = p; _c10_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
+                                p += 2
+                                if p > E: V, E, p = r.slide(p, 2)
+                                if (V >> (E - p)) & 3: raise r.deviation('MeteringReceiptReqType', p)
+                                if _neg: _c10_SAScheduleTupleID = -_c10_SAScheduleTupleID - 1
+                                if _c10_SAScheduleTupleID < -32768 or _c10_SAScheduleTupleID > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', _c10_SAScheduleTupleID, r.at(p))
+                                el = 'MeteringReceiptReq/MeterInfo'
+                                r.pos = p
+                                _c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c10_s = 4
+                            elif ec == 1:
+                                el = 'MeteringReceiptReq/MeterInfo'
+                                r.pos = p
+                                _c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c10_s = 4
+                            else:
+                                raise r.deviation('MeteringReceiptReqType', p)
+                        if _c10_s == 4:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
+                            _c10_s = -1
+                        _cv = _new(din_msgbody.MeteringReceiptReqType)
+                        _cv.Id = _c10_Id
+                        _cv.SessionID = _c10_SessionID
+                        _cv.SAScheduleTupleID = _c10_SAScheduleTupleID
+                        _cv.MeterInfo = _c10_MeterInfo
+                        s = 1
+                    elif ec == 16:
+                        p += 19
+                        if p > E: V, E, p = r.slide(p, 19)
+                        x = (V >> (E - p)) & 524287
+                        if x & 397175: raise r.deviation('BodyType', p)
+                        el = 'MeteringReceiptRes'
+                        _cf = 'MeteringReceiptRes'
+                        el = 'MeteringReceiptRes/ResponseCode'
+                        _c11_ResponseCode = ((x >> 12) & 31)
+                        if _c11_ResponseCode >= 23: _c11_ResponseCode = r.enum_index('MeteringReceiptResType/ResponseCode', _c11_ResponseCode, 23, r.at(p))
+                        else: _c11_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c11_ResponseCode]
+                        el = 'MeteringReceiptRes/AC_EVSEStatus/PowerSwitchClosed'
+                        _c11_c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
+                        el = 'MeteringReceiptRes/AC_EVSEStatus/RCD'
+                        _c11_c1_RCD = ((x >> 3) & 1) == 1
+                        el = 'MeteringReceiptRes/AC_EVSEStatus/NotificationMaxDelay'
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c11_c1_NotificationMaxDelay = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c11_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c11_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c11_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c11_c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c11_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 8
+                        if p > E: V, E, p = r.slide(p, 8)
+                        x = (V >> (E - p)) & 255
+                        if x & 231: raise r.deviation('BodyType', p)
+                        if _c11_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c11_c1_NotificationMaxDelay, r.at(p))
+                        el = 'MeteringReceiptRes/AC_EVSEStatus/EVSENotification'
+                        _c11_c1_EVSENotification = ((x >> 3) & 3)
+                        if _c11_c1_EVSENotification >= 3: _c11_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c11_c1_EVSENotification, 3, r.at(p))
+                        else: _c11_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c11_c1_EVSENotification]
+                        _c11_AC_EVSEStatus = _new(din_msgdatatypes.AC_EVSEStatusType)
+                        _c11_AC_EVSEStatus.PowerSwitchClosed = _c11_c1_PowerSwitchClosed
+                        _c11_AC_EVSEStatus.RCD = _c11_c1_RCD
+                        _c11_AC_EVSEStatus.NotificationMaxDelay = _c11_c1_NotificationMaxDelay
+                        _c11_AC_EVSEStatus.EVSENotification = _c11_c1_EVSENotification
+                        _cv = _new(din_msgbody.MeteringReceiptResType)
+                        _cv.ResponseCode = _c11_ResponseCode
+                        _cv.AC_EVSEStatus = _c11_AC_EVSEStatus
+                        s = 1
+                    elif ec == 17:
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'PaymentDetailsReq'
+                        _cf = 'PaymentDetailsReq'
+                        el = 'PaymentDetailsReq/ContractID'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
+                            _c12_ContractID = ''
+                        else:
+                            r.pos = p
+                            _c12_ContractID = r.string('din_msgbody:ContractID')
+                            if len(_c12_ContractID) > 24: r.facet('PaymentDetailsReqType/ContractID', 'length [0, 24]', _c12_ContractID, r.at(r.pos))
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'PaymentDetailsReq/ContractSignatureCertChain'
+                        _c12_c1_Certificate = None
+                        _c12_c1_SubCertificates = None
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                        el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                            _c12_c1_Certificate = b''
+                        else:
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _c12_c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _c12_c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                            if len(_c12_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c12_c1_Certificate, r.at(p))
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                        _c12_c1_s = 1
+                        if _c12_c1_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
+                                r.pos = p
+                                _c12_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                                _c12_c1_s = -1
+                            elif ec == 1:
+                                pass
+                                _c12_c1_s = -1
+                            else:
+                                raise r.deviation('CertificateChainType', p)
+                        _c12_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
+                        _c12_ContractSignatureCertChain.Certificate = _c12_c1_Certificate
+                        _c12_ContractSignatureCertChain.SubCertificates = _c12_c1_SubCertificates
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        _cv = _new(din_msgbody.PaymentDetailsReqType)
+                        _cv.ContractID = _c12_ContractID
+                        _cv.ContractSignatureCertChain = _c12_ContractSignatureCertChain
+                        s = 1
+                    else:
+                        raise r.deviation('BodyType', p)
+        else:
+            if ec < 27:
+                if ec < 22:
+                    if ec == 18:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 387: raise r.deviation('BodyType', p)
+                        el = 'PaymentDetailsRes'
+                        _cf = 'PaymentDetailsRes'
+                        el = 'PaymentDetailsRes/ResponseCode'
+                        _c13_ResponseCode = ((x >> 2) & 31)
+                        if _c13_ResponseCode >= 23: _c13_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', _c13_ResponseCode, 23, r.at(p))
+                        else: _c13_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c13_ResponseCode]
+                        el = 'PaymentDetailsRes/GenChallenge'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
+                            _c13_GenChallenge = ''
+                        else:
+                            r.pos = p
+                            _c13_GenChallenge = r.string('din_msgbody:GenChallenge')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('BodyType', p)
+                        el = 'PaymentDetailsRes/DateTimeNow'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c13_DateTimeNow = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c13_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c13_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c13_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c13_DateTimeNow = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c13_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
+                        if _neg: _c13_DateTimeNow = -_c13_DateTimeNow - 1
+                        if _c13_DateTimeNow < -9223372036854775808 or _c13_DateTimeNow > 9223372036854775807: r.facet('PaymentDetailsResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c13_DateTimeNow, r.at(p))
+                        _cv = _new(din_msgbody.PaymentDetailsResType)
+                        _cv.ResponseCode = _c13_ResponseCode
+                        _cv.GenChallenge = _c13_GenChallenge
+                        _cv.DateTimeNow = _c13_DateTimeNow
+                        s = 1
+                    elif ec == 19:
+                        el = 'PowerDeliveryReq'
+                        _cf = 'PowerDeliveryReq'
+                        _c14_ReadyToChargeState = None
+                        _c14_ChargingProfile = None
+                        _c14_DC_EVPowerDeliveryParameter = None
+                        _c14_EVPowerDeliveryParameter = None
+                        p += 4
+                        if p > E: V, E, p = r.slide(p, 4)
+                        x = (V >> (E - p)) & 15
+                        if x & 13: raise r.deviation('PowerDeliveryReqType', p)
+                        el = 'PowerDeliveryReq/ReadyToChargeState'
+                        _c14_ReadyToChargeState = ((x >> 1) & 1) == 1
+                        _c14_s = 1
+                        if _c14_s == 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            ec = (V >> (E - p)) & 7
+                            if ec == 0:
+                                el = 'PowerDeliveryReq/ChargingProfile'
+                                r.pos = p
+                                _c14_ChargingProfile = c_din_msgdatatypes._d_ChargingProfileType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c14_s = 2
+                            elif ec == 1:
+                                el = 'PowerDeliveryReq/DC_EVPowerDeliveryParameter'
+                                r.pos = p
+                                _c14_DC_EVPowerDeliveryParameter = c_din_msgdatatypes._d_DC_EVPowerDeliveryParameterType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c14_s = 3
+                            elif ec == 2:
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
+                                el = 'PowerDeliveryReq/EVPowerDeliveryParameter'
+                                _c14_EVPowerDeliveryParameter = _new(din_msgdatatypes.EVPowerDeliveryParameterType)
+                                _c14_s = 3
+                            elif ec == 3:
+                                pass
+                                _c14_s = -1
+                            else:
+                                raise r.deviation('PowerDeliveryReqType', p)
+                        if _c14_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'PowerDeliveryReq/DC_EVPowerDeliveryParameter'
+                                r.pos = p
+                                _c14_DC_EVPowerDeliveryParameter = c_din_msgdatatypes._d_DC_EVPowerDeliveryParameterType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c14_s = 3
+                            elif ec == 1:
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
+                                el = 'PowerDeliveryReq/EVPowerDeliveryParameter'
+                                _c14_EVPowerDeliveryParameter = _new(din_msgdatatypes.EVPowerDeliveryParameterType)
+                                _c14_s = 3
+                            elif ec == 2:
+                                pass
+                                _c14_s = -1
+                            else:
+                                raise r.deviation('PowerDeliveryReqType', p)
+                        if _c14_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
+                            _c14_s = -1
+                        _cv = _new(din_msgbody.PowerDeliveryReqType)
+                        _cv.ReadyToChargeState = _c14_ReadyToChargeState
+                        _cv.ChargingProfile = _c14_ChargingProfile
+                        _cv.DC_EVPowerDeliveryParameter = _c14_DC_EVPowerDeliveryParameter
+                        _cv.EVPowerDeliveryParameter = _c14_EVPowerDeliveryParameter
+                        s = 1
+                    elif ec == 20:
+                        el = 'PowerDeliveryRes'
+                        _cf = 'PowerDeliveryRes'
+                        r.pos = p
+                        _cv = c_din_msgbody._d_PowerDeliveryResType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        s = 1
+                    elif ec == 21:
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'PreChargeReq'
+                        _cf = 'PreChargeReq'
+                        el = 'PreChargeReq/DC_EVStatus'
+                        _c15_c1_EVReady = None
+                        _c15_c1_EVCabinConditioning = None
+                        _c15_c1_EVRESSConditioning = None
+                        _c15_c1_EVErrorCode = None
+                        _c15_c1_EVRESSSOC = None
+                        p += 4
+                        if p > E: V, E, p = r.slide(p, 4)
+                        x = (V >> (E - p)) & 15
+                        if x & 13: raise r.deviation('DC_EVStatusType', p)
+                        el = 'PreChargeReq/DC_EVStatus/EVReady'
+                        _c15_c1_EVReady = ((x >> 1) & 1) == 1
+                        _c15_c1_s = 1
+                        if _c15_c1_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                x = (V >> (E - p)) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                el = 'PreChargeReq/DC_EVStatus/EVCabinConditioning'
+                                _c15_c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                                _c15_c1_s = 2
+                            elif ec == 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                x = (V >> (E - p)) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
+                                _c15_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                                _c15_c1_s = 3
+                            elif ec == 2:
+                                p += 6
+                                if p > E: V, E, p = r.slide(p, 6)
+                                x = (V >> (E - p)) & 63
+                                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                                el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
+                                _c15_c1_EVErrorCode = ((x >> 1) & 15)
+                                if _c15_c1_EVErrorCode >= 12: _c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c15_c1_EVErrorCode, 12, r.at(p))
+                                else: _c15_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c15_c1_EVErrorCode]
+                                _c15_c1_s = 4
+                            else:
+                                raise r.deviation('DC_EVStatusType', p)
+                        if _c15_c1_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                x = (V >> (E - p)) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
+                                _c15_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                                _c15_c1_s = 3
+                            elif ec == 1:
+                                p += 6
+                                if p > E: V, E, p = r.slide(p, 6)
+                                x = (V >> (E - p)) & 63
+                                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                                el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
+                                _c15_c1_EVErrorCode = ((x >> 1) & 15)
+                                if _c15_c1_EVErrorCode >= 12: _c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c15_c1_EVErrorCode, 12, r.at(p))
+                                else: _c15_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c15_c1_EVErrorCode]
+                                _c15_c1_s = 4
+                            else:
+                                raise r.deviation('DC_EVStatusType', p)
+                        if _c15_c1_s == 3:
+                            p += 7
+                            if p > E: V, E, p = r.slide(p, 7)
+                            x = (V >> (E - p)) & 127
+                            if x & 97: raise r.deviation('DC_EVStatusType', p)
+                            el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
+                            _c15_c1_EVErrorCode = ((x >> 1) & 15)
+                            if _c15_c1_EVErrorCode >= 12: _c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c15_c1_EVErrorCode, 12, r.at(p))
+                            else: _c15_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c15_c1_EVErrorCode]
+                            _c15_c1_s = 4
+                        if _c15_c1_s == 4:
+                            p += 11
+                            if p > E: V, E, p = r.slide(p, 11)
+                            x = (V >> (E - p)) & 2047
+                            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+                            el = 'PreChargeReq/DC_EVStatus/EVRESSSOC'
+                            _c15_c1_EVRESSSOC = ((x >> 2) & 127)
+                            if _c15_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c15_c1_EVRESSSOC, r.at(p))
+                            _c15_c1_s = -1
+                        _c15_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+                        _c15_DC_EVStatus.EVReady = _c15_c1_EVReady
+                        _c15_DC_EVStatus.EVCabinConditioning = _c15_c1_EVCabinConditioning
+                        _c15_DC_EVStatus.EVRESSConditioning = _c15_c1_EVRESSConditioning
+                        _c15_DC_EVStatus.EVErrorCode = _c15_c1_EVErrorCode
+                        _c15_DC_EVStatus.EVRESSSOC = _c15_c1_EVRESSSOC
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'PreChargeReq/EVTargetVoltage'
+                        _c15_c2_Multiplier = None
+                        _c15_c2_Unit = None
+                        _c15_c2_Value = None
+                        p += 6
+                        if p > E: V, E, p = r.slide(p, 6)
+                        x = (V >> (E - p)) & 63
+                        if x & 49: raise r.deviation('PhysicalValueType', p)
+                        el = 'PreChargeReq/EVTargetVoltage/Multiplier'
+                        _c15_c2_Multiplier = ((x >> 1) & 7) + -3
+                        if _c15_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_c2_Multiplier, r.at(p))
+                        _c15_c2_s = 1
+                        if _c15_c2_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 9
+                                if p > E: V, E, p = r.slide(p, 9)
+                                x = (V >> (E - p)) & 511
+                                if x & 270: raise r.deviation('PhysicalValueType', p)
+                                el = 'PreChargeReq/EVTargetVoltage/Unit'
+                                _c15_c2_Unit = ((x >> 4) & 15)
+                                if _c15_c2_Unit >= 10: _c15_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c15_c2_Unit, 10, r.at(p))
+                                else: _c15_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c15_c2_Unit]
+                                el = 'PreChargeReq/EVTargetVoltage/Value'
+                                _neg = (x & 1)
+                                if p + 24 <= E:
+                                    _y = (V >> (E - p - 24)) & 16777215
+                                    if _y < 8388608:
+                                        p += 8
+                                        _c15_c2_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        p += 16
+                                        _c15_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        p += 24
+                                        _c15_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = p; _c15_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                    p += 8
+                                    _c15_c2_Value = (V >> (E - p)) & 127
+                                else:
+                                    r.pos = p; _c15_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                                if _neg: _c15_c2_Value = -_c15_c2_Value - 1
+                                if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c2_Value, r.at(p))
+                                _c15_c2_s = 3
+                            elif ec == 1:
+                                p += 2
+                                if p > E: V, E, p = r.slide(p, 2)
+                                x = (V >> (E - p)) & 3
+                                if x & 2: raise r.deviation('PhysicalValueType', p)
+                                el = 'PreChargeReq/EVTargetVoltage/Value'
+                                _neg = (x & 1)
+                                if p + 24 <= E:
+                                    _y = (V >> (E - p - 24)) & 16777215
+                                    if _y < 8388608:
+                                        p += 8
+                                        _c15_c2_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        p += 16
+                                        _c15_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        p += 24
+                                        _c15_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = p; _c15_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                    p += 8
+                                    _c15_c2_Value = (V >> (E - p)) & 127
+                                else:
+                                    r.pos = p; _c15_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                                if _neg: _c15_c2_Value = -_c15_c2_Value - 1
+                                if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c2_Value, r.at(p))
+                                _c15_c2_s = 3
+                            else:
+                                raise r.deviation('PhysicalValueType', p)
+                        if _c15_c2_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            _c15_c2_s = -1
+                        _c15_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                        _c15_EVTargetVoltage.Multiplier = _c15_c2_Multiplier
+                        _c15_EVTargetVoltage.Unit = _c15_c2_Unit
+                        _c15_EVTargetVoltage.Value = _c15_c2_Value
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'PreChargeReq/EVTargetCurrent'
+                        _c15_c3_Multiplier = None
+                        _c15_c3_Unit = None
+                        _c15_c3_Value = None
+                        p += 6
+                        if p > E: V, E, p = r.slide(p, 6)
+                        x = (V >> (E - p)) & 63
+                        if x & 49: raise r.deviation('PhysicalValueType', p)
+                        el = 'PreChargeReq/EVTargetCurrent/Multiplier'
+                        _c15_c3_Multiplier = ((x >> 1) & 7) + -3
+                        if _c15_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_c3_Multiplier, r.at(p))
+                        _c15_c3_s = 1
+                        if _c15_c3_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 9
+                                if p > E: V, E, p = r.slide(p, 9)
+                                x = (V >> (E - p)) & 511
+                                if x & 270: raise r.deviation('PhysicalValueType', p)
+                                el = 'PreChargeReq/EVTargetCurrent/Unit'
+                                _c15_c3_Unit = ((x >> 4) & 15)
+                                if _c15_c3_Unit >= 10: _c15_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c15_c3_Unit, 10, r.at(p))
+                                else: _c15_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c15_c3_Unit]
+                                el = 'PreChargeReq/EVTargetCurrent/Value'
+                                _neg = (x & 1)
+                                if p + 24 <= E:
+                                    _y = (V >> (E - p - 24)) & 16777215
+                                    if _y < 8388608:
+                                        p += 8
+                                        _c15_c3_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        p += 16
+                                        _c15_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        p += 24
+                                        _c15_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = p; _c15_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                    p += 8
+                                    _c15_c3_Value = (V >> (E - p)) & 127
+                                else:
+                                    r.pos = p; _c15_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                                if _neg: _c15_c3_Value = -_c15_c3_Value - 1
+                                if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c3_Value, r.at(p))
+                                _c15_c3_s = 3
+                            elif ec == 1:
+                                p += 2
+                                if p > E: V, E, p = r.slide(p, 2)
+                                x = (V >> (E - p)) & 3
+                                if x & 2: raise r.deviation('PhysicalValueType', p)
+                                el = 'PreChargeReq/EVTargetCurrent/Value'
+                                _neg = (x & 1)
+                                if p + 24 <= E:
+                                    _y = (V >> (E - p - 24)) & 16777215
+                                    if _y < 8388608:
+                                        p += 8
+                                        _c15_c3_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        p += 16
+                                        _c15_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        p += 24
+                                        _c15_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = p; _c15_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                    p += 8
+                                    _c15_c3_Value = (V >> (E - p)) & 127
+                                else:
+                                    r.pos = p; _c15_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                                if _neg: _c15_c3_Value = -_c15_c3_Value - 1
+                                if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c3_Value, r.at(p))
+                                _c15_c3_s = 3
+                            else:
+                                raise r.deviation('PhysicalValueType', p)
+                        if _c15_c3_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            _c15_c3_s = -1
+                        _c15_EVTargetCurrent = _new(din_msgdatatypes.PhysicalValueType)
+                        _c15_EVTargetCurrent.Multiplier = _c15_c3_Multiplier
+                        _c15_EVTargetCurrent.Unit = _c15_c3_Unit
+                        _c15_EVTargetCurrent.Value = _c15_c3_Value
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        _cv = _new(din_msgbody.PreChargeReqType)
+                        _cv.DC_EVStatus = _c15_DC_EVStatus
+                        _cv.EVTargetVoltage = _c15_EVTargetVoltage
+                        _cv.EVTargetCurrent = _c15_EVTargetCurrent
+                        s = 1
+                    else:
+                        raise r.deviation('BodyType', p)
+                else:
+                    if ec == 22:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 387: raise r.deviation('BodyType', p)
+                        el = 'PreChargeRes'
+                        _cf = 'PreChargeRes'
+                        el = 'PreChargeRes/ResponseCode'
+                        _c16_ResponseCode = ((x >> 2) & 31)
+                        if _c16_ResponseCode >= 23: _c16_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c16_ResponseCode, 23, r.at(p))
+                        else: _c16_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c16_ResponseCode]
+                        el = 'PreChargeRes/DC_EVSEStatus'
+                        _c16_c1_EVSEIsolationStatus = None
+                        _c16_c1_EVSEStatusCode = None
+                        _c16_c1_NotificationMaxDelay = None
+                        _c16_c1_EVSENotification = None
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            p += 11
+                            if p > E: V, E, p = r.slide(p, 11)
+                            x = (V >> (E - p)) & 2047
+                            if x & 1249: raise r.deviation('DC_EVSEStatusType', p)
+                            el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
+                            _c16_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+                            el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                            _c16_c1_EVSEStatusCode = ((x >> 1) & 15)
+                            if _c16_c1_EVSEStatusCode >= 12: _c16_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c16_c1_EVSEStatusCode, 12, r.at(p))
+                            else: _c16_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c16_c1_EVSEStatusCode]
+                            _c16_c1_s = 2
+                        elif ec == 1:
+                            p += 6
+                            if p > E: V, E, p = r.slide(p, 6)
+                            x = (V >> (E - p)) & 63
+                            if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                            el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                            _c16_c1_EVSEStatusCode = ((x >> 1) & 15)
+                            if _c16_c1_EVSEStatusCode >= 12: _c16_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c16_c1_EVSEStatusCode, 12, r.at(p))
+                            else: _c16_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c16_c1_EVSEStatusCode]
+                            _c16_c1_s = 2
+                        else:
+                            raise r.deviation('DC_EVSEStatusType', p)
+                        if _c16_c1_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+                            el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
+                            if p + 24 <= E:
+                                _y = (V >> (E - p - 24)) & 16777215
+                                if _y < 8388608:
+                                    p += 8
+                                    _c16_c1_NotificationMaxDelay = _y >> 16
+                                elif not _y & 32768:
+                                    p += 16
+                                    _c16_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                elif not _y & 128:
+                                    p += 24
+                                    _c16_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                else:
+                                    r.pos = p; _c16_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                p += 8
+                                _c16_c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                            else:
+                                r.pos = p; _c16_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                            p += 7
+                            if p > E: V, E, p = r.slide(p, 7)
+                            x = (V >> (E - p)) & 127
+                            if x & 115: raise r.deviation('DC_EVSEStatusType', p)
+                            if _c16_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c16_c1_NotificationMaxDelay, r.at(p))
+                            el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
+                            _c16_c1_EVSENotification = ((x >> 2) & 3)
+                            if _c16_c1_EVSENotification >= 3: _c16_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c16_c1_EVSENotification, 3, r.at(p))
+                            else: _c16_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c16_c1_EVSENotification]
+                            _c16_c1_s = -1
+                        _c16_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+                        _c16_DC_EVSEStatus.EVSEIsolationStatus = _c16_c1_EVSEIsolationStatus
+                        _c16_DC_EVSEStatus.EVSEStatusCode = _c16_c1_EVSEStatusCode
+                        _c16_DC_EVSEStatus.NotificationMaxDelay = _c16_c1_NotificationMaxDelay
+                        _c16_DC_EVSEStatus.EVSENotification = _c16_c1_EVSENotification
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'PreChargeRes/EVSEPresentVoltage'
+                        _c16_c2_Multiplier = None
+                        _c16_c2_Unit = None
+                        _c16_c2_Value = None
+                        p += 6
+                        if p > E: V, E, p = r.slide(p, 6)
+                        x = (V >> (E - p)) & 63
+                        if x & 49: raise r.deviation('PhysicalValueType', p)
+                        el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
+                        _c16_c2_Multiplier = ((x >> 1) & 7) + -3
+                        if _c16_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c16_c2_Multiplier, r.at(p))
+                        _c16_c2_s = 1
+                        if _c16_c2_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 9
+                                if p > E: V, E, p = r.slide(p, 9)
+                                x = (V >> (E - p)) & 511
+                                if x & 270: raise r.deviation('PhysicalValueType', p)
+                                el = 'PreChargeRes/EVSEPresentVoltage/Unit'
+                                _c16_c2_Unit = ((x >> 4) & 15)
+                                if _c16_c2_Unit >= 10: _c16_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c16_c2_Unit, 10, r.at(p))
+                                else: _c16_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c16_c2_Unit]
+                                el = 'PreChargeRes/EVSEPresentVoltage/Value'
+                                _neg = (x & 1)
+                                if p + 24 <= E:
+                                    _y = (V >> (E - p - 24)) & 16777215
+                                    if _y < 8388608:
+                                        p += 8
+                                        _c16_c2_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        p += 16
+                                        _c16_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        p += 24
+                                        _c16_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = p; _c16_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                    p += 8
+                                    _c16_c2_Value = (V >> (E - p)) & 127
+                                else:
+                                    r.pos = p; _c16_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                                if _neg: _c16_c2_Value = -_c16_c2_Value - 1
+                                if _c16_c2_Value < -32768 or _c16_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_c2_Value, r.at(p))
+                                _c16_c2_s = 3
+                            elif ec == 1:
+                                p += 2
+                                if p > E: V, E, p = r.slide(p, 2)
+                                x = (V >> (E - p)) & 3
+                                if x & 2: raise r.deviation('PhysicalValueType', p)
+                                el = 'PreChargeRes/EVSEPresentVoltage/Value'
+                                _neg = (x & 1)
+                                if p + 24 <= E:
+                                    _y = (V >> (E - p - 24)) & 16777215
+                                    if _y < 8388608:
+                                        p += 8
+                                        _c16_c2_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        p += 16
+                                        _c16_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        p += 24
+                                        _c16_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = p; _c16_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                    p += 8
+                                    _c16_c2_Value = (V >> (E - p)) & 127
+                                else:
+                                    r.pos = p; _c16_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                                if _neg: _c16_c2_Value = -_c16_c2_Value - 1
+                                if _c16_c2_Value < -32768 or _c16_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_c2_Value, r.at(p))
+                                _c16_c2_s = 3
+                            else:
+                                raise r.deviation('PhysicalValueType', p)
+                        if _c16_c2_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            _c16_c2_s = -1
+                        _c16_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                        _c16_EVSEPresentVoltage.Multiplier = _c16_c2_Multiplier
+                        _c16_EVSEPresentVoltage.Unit = _c16_c2_Unit
+                        _c16_EVSEPresentVoltage.Value = _c16_c2_Value
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        _cv = _new(din_msgbody.PreChargeResType)
+                        _cv.ResponseCode = _c16_ResponseCode
+                        _cv.DC_EVSEStatus = _c16_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c16_EVSEPresentVoltage
+                        s = 1
+                    elif ec == 23:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
+                        el = 'ServiceDetailReq'
+                        _cf = 'ServiceDetailReq'
+                        el = 'ServiceDetailReq/ServiceID'
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c17_ServiceID = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c17_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c17_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c17_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c17_ServiceID = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c17_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
+                        if _c17_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c17_ServiceID, r.at(p))
+                        _cv = _new(din_msgbody.ServiceDetailReqType)
+                        _cv.ServiceID = _c17_ServiceID
+                        s = 1
+                    elif ec == 24:
+                        el = 'ServiceDetailRes'
+                        _cf = 'ServiceDetailRes'
+                        _c18_ResponseCode = None
+                        _c18_ServiceID = None
+                        _c18_ServiceParameterList = None
+                        p += 10
+                        if p > E: V, E, p = r.slide(p, 10)
+                        x = (V >> (E - p)) & 1023
+                        if x & 775: raise r.deviation('ServiceDetailResType', p)
+                        el = 'ServiceDetailRes/ResponseCode'
+                        _c18_ResponseCode = ((x >> 3) & 31)
+                        if _c18_ResponseCode >= 23: _c18_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', _c18_ResponseCode, 23, r.at(p))
+                        else: _c18_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c18_ResponseCode]
+                        el = 'ServiceDetailRes/ServiceID'
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c18_ServiceID = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c18_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c18_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c18_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c18_ServiceID = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c18_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
+                        if _c18_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c18_ServiceID, r.at(p))
+                        _c18_s = 2
+                        if _c18_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'ServiceDetailRes/ServiceParameterList'
+                                r.pos = p
+                                _c18_ServiceParameterList = c_din_msgdatatypes._d_ServiceParameterListType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
+                                _c18_s = -1
+                            elif ec == 1:
+                                pass
+                                _c18_s = -1
+                            else:
+                                raise r.deviation('ServiceDetailResType', p)
+                        _cv = _new(din_msgbody.ServiceDetailResType)
+                        _cv.ResponseCode = _c18_ResponseCode
+                        _cv.ServiceID = _c18_ServiceID
+                        _cv.ServiceParameterList = _c18_ServiceParameterList
+                        s = 1
+                    elif ec == 25:
+                        el = 'ServiceDiscoveryReq'
+                        _cf = 'ServiceDiscoveryReq'
+                        _c19_ServiceScope = None
+                        _c19_ServiceCategory = None
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            el = 'ServiceDiscoveryReq/ServiceScope'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                                _c19_ServiceScope = ''
+                            else:
+                                r.pos = p
+                                _c19_ServiceScope = r.string('din_msgbody:ServiceScope')
+                                if len(_c19_ServiceScope) > 32: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 32]', _c19_ServiceScope, r.at(r.pos))
+                                V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+                            _c19_s = 1
+                        elif ec == 1:
+                            p += 4
+                            if p > E: V, E, p = r.slide(p, 4)
+                            x = (V >> (E - p)) & 15
+                            if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
+                            el = 'ServiceDiscoveryReq/ServiceCategory'
+                            _c19_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                            _c19_s = 2
+                        elif ec == 2:
+                            pass
+                            _c19_s = -1
+                        else:
+                            raise r.deviation('ServiceDiscoveryReqType', p)
+                        if _c19_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 4
+                                if p > E: V, E, p = r.slide(p, 4)
+                                x = (V >> (E - p)) & 15
+                                if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
+                                el = 'ServiceDiscoveryReq/ServiceCategory'
+                                _c19_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                                _c19_s = 2
+                            elif ec == 1:
+                                pass
+                                _c19_s = -1
+                            else:
+                                raise r.deviation('ServiceDiscoveryReqType', p)
+                        if _c19_s == 2:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryReqType', p)
+                            _c19_s = -1
+                        _cv = _new(din_msgbody.ServiceDiscoveryReqType)
+                        _cv.ServiceScope = _c19_ServiceScope
+                        _cv.ServiceCategory = _c19_ServiceCategory
+                        s = 1
+                    elif ec == 26:
+                        el = 'ServiceDiscoveryRes'
+                        _cf = 'ServiceDiscoveryRes'
+                        r.pos = p
+                        _cv = c_din_msgbody._d_ServiceDiscoveryResType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        s = 1
+                    else:
+                        raise r.deviation('BodyType', p)
+            else:
+                if ec < 31:
+                    if ec == 27:
+                        p += 5
+                        if p > E: V, E, p = r.slide(p, 5)
+                        x = (V >> (E - p)) & 31
+                        if x & 27: raise r.deviation('BodyType', p)
+                        el = 'ServicePaymentSelectionReq'
+                        _cf = 'ServicePaymentSelectionReq'
+                        el = 'ServicePaymentSelectionReq/SelectedPaymentOption'
+                        _c20_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
+                        el = 'ServicePaymentSelectionReq/SelectedServiceList'
+                        r.pos = p
+                        _c20_SelectedServiceList = c_din_msgdatatypes._d_SelectedServiceListType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        _cv = _new(din_msgbody.ServicePaymentSelectionReqType)
+                        _cv.SelectedPaymentOption = _c20_SelectedPaymentOption
+                        _cv.SelectedServiceList = _c20_SelectedServiceList
+                        s = 1
+                    elif ec == 28:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 387: raise r.deviation('BodyType', p)
+                        el = 'ServicePaymentSelectionRes'
+                        _cf = 'ServicePaymentSelectionRes'
+                        el = 'ServicePaymentSelectionRes/ResponseCode'
+                        _c21_ResponseCode = ((x >> 2) & 31)
+                        if _c21_ResponseCode >= 23: _c21_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', _c21_ResponseCode, 23, r.at(p))
+                        else: _c21_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c21_ResponseCode]
+                        _cv = _new(din_msgbody.ServicePaymentSelectionResType)
+                        _cv.ResponseCode = _c21_ResponseCode
+                        s = 1
+                    elif ec == 29:
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'SessionSetupReq'
+                        _cf = 'SessionSetupReq'
+                        el = 'SessionSetupReq/EVCCID'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
+                            _c22_EVCCID = b''
+                        else:
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _c22_EVCCID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _c22_EVCCID = r.binary(); V = r.v; E = r.end; p = r.pos
+                            if len(_c22_EVCCID) > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', _c22_EVCCID, r.at(p))
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        _cv = _new(din_msgbody.SessionSetupReqType)
+                        _cv.EVCCID = _c22_EVCCID
+                        s = 1
+                    elif ec == 30:
+                        el = 'SessionSetupRes'
+                        _cf = 'SessionSetupRes'
+                        _c23_ResponseCode = None
+                        _c23_EVSEID = None
+                        _c23_DateTimeNow = None
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 387: raise r.deviation('SessionSetupResType', p)
+                        el = 'SessionSetupRes/ResponseCode'
+                        _c23_ResponseCode = ((x >> 2) & 31)
+                        if _c23_ResponseCode >= 23: _c23_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c23_ResponseCode, 23, r.at(p))
+                        else: _c23_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c23_ResponseCode]
+                        el = 'SessionSetupRes/EVSEID'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('EVSEID', p)
+                            _c23_EVSEID = b''
+                        else:
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _c23_EVSEID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _c23_EVSEID = r.binary(); V = r.v; E = r.end; p = r.pos
+                            if len(_c23_EVSEID) > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', _c23_EVSEID, r.at(p))
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('EVSEID', p)
+                        _c23_s = 2
+                        if _c23_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 2
+                                if p > E: V, E, p = r.slide(p, 2)
+                                x = (V >> (E - p)) & 3
+                                if x & 2: raise r.deviation('SessionSetupResType', p)
+                                el = 'SessionSetupRes/DateTimeNow'
+                                _neg = (x & 1)
+                                if p + 24 <= E:
+                                    _y = (V >> (E - p - 24)) & 16777215
+                                    if _y < 8388608:
+                                        p += 8
+                                        _c23_DateTimeNow = _y >> 16
+                                    elif not _y & 32768:
+                                        p += 16
+                                        _c23_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        p += 24
+                                        _c23_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = p; _c23_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
+                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                    p += 8
+                                    _c23_DateTimeNow = (V >> (E - p)) & 127
+                                else:
+                                    r.pos = p; _c23_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
+                                p += 2
+                                if p > E: V, E, p = r.slide(p, 2)
+                                if (V >> (E - p)) & 3: raise r.deviation('SessionSetupResType', p)
+                                if _neg: _c23_DateTimeNow = -_c23_DateTimeNow - 1
+                                if _c23_DateTimeNow < -9223372036854775808 or _c23_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c23_DateTimeNow, r.at(p))
+                                _c23_s = -1
+                            elif ec == 1:
+                                pass
+                                _c23_s = -1
+                            else:
+                                raise r.deviation('SessionSetupResType', p)
+                        _cv = _new(din_msgbody.SessionSetupResType)
+                        _cv.ResponseCode = _c23_ResponseCode
+                        _cv.EVSEID = _c23_EVSEID
+                        _cv.DateTimeNow = _c23_DateTimeNow
+                        s = 1
+                    else:
+                        raise r.deviation('BodyType', p)
+                else:
+                    if ec == 31:
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'SessionStopReq'
+                        _cf = 'SessionStopReq'
+                        _cv = _new(din_msgbody.SessionStopType)
+                        s = 1
+                    elif ec == 32:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 387: raise r.deviation('BodyType', p)
+                        el = 'SessionStopRes'
+                        _cf = 'SessionStopRes'
+                        el = 'SessionStopRes/ResponseCode'
+                        _c25_ResponseCode = ((x >> 2) & 31)
+                        if _c25_ResponseCode >= 23: _c25_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c25_ResponseCode, 23, r.at(p))
+                        else: _c25_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c25_ResponseCode]
+                        _cv = _new(din_msgbody.SessionStopResType)
+                        _cv.ResponseCode = _c25_ResponseCode
+                        s = 1
+                    elif ec == 33:
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'WeldingDetectionReq'
+                        _cf = 'WeldingDetectionReq'
+                        el = 'WeldingDetectionReq/DC_EVStatus'
+                        _c26_c1_EVReady = None
+                        _c26_c1_EVCabinConditioning = None
+                        _c26_c1_EVRESSConditioning = None
+                        _c26_c1_EVErrorCode = None
+                        _c26_c1_EVRESSSOC = None
+                        p += 4
+                        if p > E: V, E, p = r.slide(p, 4)
+                        x = (V >> (E - p)) & 15
+                        if x & 13: raise r.deviation('DC_EVStatusType', p)
+                        el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
+                        _c26_c1_EVReady = ((x >> 1) & 1) == 1
+                        _c26_c1_s = 1
+                        if _c26_c1_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                x = (V >> (E - p)) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                el = 'WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
+                                _c26_c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                                _c26_c1_s = 2
+                            elif ec == 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                x = (V >> (E - p)) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
+                                _c26_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                                _c26_c1_s = 3
+                            elif ec == 2:
+                                p += 6
+                                if p > E: V, E, p = r.slide(p, 6)
+                                x = (V >> (E - p)) & 63
+                                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                                el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+                                _c26_c1_EVErrorCode = ((x >> 1) & 15)
+                                if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(p))
+                                else: _c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c26_c1_EVErrorCode]
+                                _c26_c1_s = 4
+                            else:
+                                raise r.deviation('DC_EVStatusType', p)
+                        if _c26_c1_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                x = (V >> (E - p)) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
+                                _c26_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                                _c26_c1_s = 3
+                            elif ec == 1:
+                                p += 6
+                                if p > E: V, E, p = r.slide(p, 6)
+                                x = (V >> (E - p)) & 63
+                                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                                el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+                                _c26_c1_EVErrorCode = ((x >> 1) & 15)
+                                if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(p))
+                                else: _c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c26_c1_EVErrorCode]
+                                _c26_c1_s = 4
+                            else:
+                                raise r.deviation('DC_EVStatusType', p)
+                        if _c26_c1_s == 3:
+                            p += 7
+                            if p > E: V, E, p = r.slide(p, 7)
+                            x = (V >> (E - p)) & 127
+                            if x & 97: raise r.deviation('DC_EVStatusType', p)
+                            el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+                            _c26_c1_EVErrorCode = ((x >> 1) & 15)
+                            if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(p))
+                            else: _c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c26_c1_EVErrorCode]
+                            _c26_c1_s = 4
+                        if _c26_c1_s == 4:
+                            p += 11
+                            if p > E: V, E, p = r.slide(p, 11)
+                            x = (V >> (E - p)) & 2047
+                            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+                            el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
+                            _c26_c1_EVRESSSOC = ((x >> 2) & 127)
+                            if _c26_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c26_c1_EVRESSSOC, r.at(p))
+                            _c26_c1_s = -1
+                        _c26_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+                        _c26_DC_EVStatus.EVReady = _c26_c1_EVReady
+                        _c26_DC_EVStatus.EVCabinConditioning = _c26_c1_EVCabinConditioning
+                        _c26_DC_EVStatus.EVRESSConditioning = _c26_c1_EVRESSConditioning
+                        _c26_DC_EVStatus.EVErrorCode = _c26_c1_EVErrorCode
+                        _c26_DC_EVStatus.EVRESSSOC = _c26_c1_EVRESSSOC
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        _cv = _new(din_msgbody.WeldingDetectionReqType)
+                        _cv.DC_EVStatus = _c26_DC_EVStatus
+                        s = 1
+                    elif ec == 34:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 387: raise r.deviation('BodyType', p)
+                        el = 'WeldingDetectionRes'
+                        _cf = 'WeldingDetectionRes'
+                        el = 'WeldingDetectionRes/ResponseCode'
+                        _c27_ResponseCode = ((x >> 2) & 31)
+                        if _c27_ResponseCode >= 23: _c27_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c27_ResponseCode, 23, r.at(p))
+                        else: _c27_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c27_ResponseCode]
+                        el = 'WeldingDetectionRes/DC_EVSEStatus'
+                        _c27_c1_EVSEIsolationStatus = None
+                        _c27_c1_EVSEStatusCode = None
+                        _c27_c1_NotificationMaxDelay = None
+                        _c27_c1_EVSENotification = None
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            p += 11
+                            if p > E: V, E, p = r.slide(p, 11)
+                            x = (V >> (E - p)) & 2047
+                            if x & 1249: raise r.deviation('DC_EVSEStatusType', p)
+                            el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
+                            _c27_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+                            el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                            _c27_c1_EVSEStatusCode = ((x >> 1) & 15)
+                            if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(p))
+                            else: _c27_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c27_c1_EVSEStatusCode]
+                            _c27_c1_s = 2
+                        elif ec == 1:
+                            p += 6
+                            if p > E: V, E, p = r.slide(p, 6)
+                            x = (V >> (E - p)) & 63
+                            if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                            el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                            _c27_c1_EVSEStatusCode = ((x >> 1) & 15)
+                            if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(p))
+                            else: _c27_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c27_c1_EVSEStatusCode]
+                            _c27_c1_s = 2
+                        else:
+                            raise r.deviation('DC_EVSEStatusType', p)
+                        if _c27_c1_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+                            el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
+                            if p + 24 <= E:
+                                _y = (V >> (E - p - 24)) & 16777215
+                                if _y < 8388608:
+                                    p += 8
+                                    _c27_c1_NotificationMaxDelay = _y >> 16
+                                elif not _y & 32768:
+                                    p += 16
+                                    _c27_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                elif not _y & 128:
+                                    p += 24
+                                    _c27_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                else:
+                                    r.pos = p; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                p += 8
+                                _c27_c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                            else:
+                                r.pos = p; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                            p += 7
+                            if p > E: V, E, p = r.slide(p, 7)
+                            x = (V >> (E - p)) & 127
+                            if x & 115: raise r.deviation('DC_EVSEStatusType', p)
+                            if _c27_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c27_c1_NotificationMaxDelay, r.at(p))
+                            el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
+                            _c27_c1_EVSENotification = ((x >> 2) & 3)
+                            if _c27_c1_EVSENotification >= 3: _c27_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c27_c1_EVSENotification, 3, r.at(p))
+                            else: _c27_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c27_c1_EVSENotification]
+                            _c27_c1_s = -1
+                        _c27_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+                        _c27_DC_EVSEStatus.EVSEIsolationStatus = _c27_c1_EVSEIsolationStatus
+                        _c27_DC_EVSEStatus.EVSEStatusCode = _c27_c1_EVSEStatusCode
+                        _c27_DC_EVSEStatus.NotificationMaxDelay = _c27_c1_NotificationMaxDelay
+                        _c27_DC_EVSEStatus.EVSENotification = _c27_c1_EVSENotification
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'WeldingDetectionRes/EVSEPresentVoltage'
+                        _c27_c2_Multiplier = None
+                        _c27_c2_Unit = None
+                        _c27_c2_Value = None
+                        p += 6
+                        if p > E: V, E, p = r.slide(p, 6)
+                        x = (V >> (E - p)) & 63
+                        if x & 49: raise r.deviation('PhysicalValueType', p)
+                        el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
+                        _c27_c2_Multiplier = ((x >> 1) & 7) + -3
+                        if _c27_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c27_c2_Multiplier, r.at(p))
+                        _c27_c2_s = 1
+                        if _c27_c2_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 9
+                                if p > E: V, E, p = r.slide(p, 9)
+                                x = (V >> (E - p)) & 511
+                                if x & 270: raise r.deviation('PhysicalValueType', p)
+                                el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
+                                _c27_c2_Unit = ((x >> 4) & 15)
+                                if _c27_c2_Unit >= 10: _c27_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c27_c2_Unit, 10, r.at(p))
+                                else: _c27_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c27_c2_Unit]
+                                el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
+                                _neg = (x & 1)
+                                if p + 24 <= E:
+                                    _y = (V >> (E - p - 24)) & 16777215
+                                    if _y < 8388608:
+                                        p += 8
+                                        _c27_c2_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        p += 16
+                                        _c27_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        p += 24
+                                        _c27_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = p; _c27_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                    p += 8
+                                    _c27_c2_Value = (V >> (E - p)) & 127
+                                else:
+                                    r.pos = p; _c27_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                                if _neg: _c27_c2_Value = -_c27_c2_Value - 1
+                                if _c27_c2_Value < -32768 or _c27_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c27_c2_Value, r.at(p))
+                                _c27_c2_s = 3
+                            elif ec == 1:
+                                p += 2
+                                if p > E: V, E, p = r.slide(p, 2)
+                                x = (V >> (E - p)) & 3
+                                if x & 2: raise r.deviation('PhysicalValueType', p)
+                                el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
+                                _neg = (x & 1)
+                                if p + 24 <= E:
+                                    _y = (V >> (E - p - 24)) & 16777215
+                                    if _y < 8388608:
+                                        p += 8
+                                        _c27_c2_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        p += 16
+                                        _c27_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        p += 24
+                                        _c27_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = p; _c27_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                    p += 8
+                                    _c27_c2_Value = (V >> (E - p)) & 127
+                                else:
+                                    r.pos = p; _c27_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                                if _neg: _c27_c2_Value = -_c27_c2_Value - 1
+                                if _c27_c2_Value < -32768 or _c27_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c27_c2_Value, r.at(p))
+                                _c27_c2_s = 3
+                            else:
+                                raise r.deviation('PhysicalValueType', p)
+                        if _c27_c2_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            _c27_c2_s = -1
+                        _c27_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                        _c27_EVSEPresentVoltage.Multiplier = _c27_c2_Multiplier
+                        _c27_EVSEPresentVoltage.Unit = _c27_c2_Unit
+                        _c27_EVSEPresentVoltage.Value = _c27_c2_Value
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        _cv = _new(din_msgbody.WeldingDetectionResType)
+                        _cv.ResponseCode = _c27_ResponseCode
+                        _cv.DC_EVSEStatus = _c27_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c27_EVSEPresentVoltage
+                        s = 1
+                    elif ec == 35:
+                        pass
+                        s = -1
+                    else:
+                        raise r.deviation('BodyType', p)
+        if s == 1:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdef.BodyType(f_BodyElement, f_CableCheckReq, f_CableCheckRes, f_CertificateInstallationReq, f_CertificateInstallationRes, f_CertificateUpdateReq, f_CertificateUpdateRes, f_ChargeParameterDiscoveryReq, f_ChargeParameterDiscoveryRes, f_ChargingStatusReq, f_ChargingStatusRes, f_ContractAuthenticationReq, f_ContractAuthenticationRes, f_CurrentDemandReq, f_CurrentDemandRes, f_MeteringReceiptReq, f_MeteringReceiptRes, f_PaymentDetailsReq, f_PaymentDetailsRes, f_PowerDeliveryReq, f_PowerDeliveryRes, f_PreChargeReq, f_PreChargeRes, f_ServiceDetailReq, f_ServiceDetailRes, f_ServiceDiscoveryReq, f_ServiceDiscoveryRes, f_ServicePaymentSelectionReq, f_ServicePaymentSelectionRes, f_SessionSetupReq, f_SessionSetupRes, f_SessionStopReq, f_SessionStopRes, f_WeldingDetectionReq, f_WeldingDetectionRes)
+    _obj = _new(din_msgdef.BodyType)
+    _obj.BodyElement = _obj.CableCheckReq = _obj.CableCheckRes = _obj.CertificateInstallationReq = _obj.CertificateInstallationRes = _obj.CertificateUpdateReq = _obj.CertificateUpdateRes = _obj.ChargeParameterDiscoveryReq = _obj.ChargeParameterDiscoveryRes = _obj.ChargingStatusReq = _obj.ChargingStatusRes = _obj.ContractAuthenticationReq = _obj.ContractAuthenticationRes = _obj.CurrentDemandReq = _obj.CurrentDemandRes = _obj.MeteringReceiptReq = _obj.MeteringReceiptRes = _obj.PaymentDetailsReq = _obj.PaymentDetailsRes = _obj.PowerDeliveryReq = _obj.PowerDeliveryRes = _obj.PreChargeReq = _obj.PreChargeRes = _obj.ServiceDetailReq = _obj.ServiceDetailRes = _obj.ServiceDiscoveryReq = _obj.ServiceDiscoveryRes = _obj.ServicePaymentSelectionReq = _obj.ServicePaymentSelectionRes = _obj.SessionSetupReq = _obj.SessionSetupRes = _obj.SessionStopReq = _obj.SessionStopRes = _obj.WeldingDetectionReq = _obj.WeldingDetectionRes = None
+    if _cf is not None: setattr(_obj, _cf, _cv)
+    return _obj
 
 def _e_BodyType(w, o):
     # {urn:din:70121:2012:MsgDef}BodyType
@@ -812,681 +2401,1721 @@ def _e_BodyType(w, o):
         v_SessionStopRes = o.SessionStopRes
         v_WeldingDetectionReq = o.WeldingDetectionReq
         v_WeldingDetectionRes = o.WeldingDetectionRes
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_BodyElement is not None:
-                    el = 'BodyElement'
-                    _o = v_BodyElement
-                    v <<= 7
-                    n += 7
-                    v_BodyElement = None
-                    s = 1
-                elif v_CableCheckReq is not None:
-                    el = 'CableCheckReq'
-                    _o = v_CableCheckReq
-                    _c2_DC_EVStatus = _o.DC_EVStatus
-                    if not (_c2_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
-                    el = 'CableCheckReq/DC_EVStatus'
-                    v = (v << 7) | (1 << 1)
-                    n += 7
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_DC_EVStatusType(w, _c2_DC_EVStatus)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c2_DC_EVStatus = None
-                    v_CableCheckReq = None
-                    s = 1
-                elif v_CableCheckRes is not None:
-                    el = 'CableCheckRes'
-                    _o = v_CableCheckRes
-                    _c3_ResponseCode = _o.ResponseCode
-                    _c3_DC_EVSEStatus = _o.DC_EVSEStatus
-                    _c3_EVSEProcessing = _o.EVSEProcessing
-                    if not (_c3_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'CableCheckRes/ResponseCode'
-                    _c3_i1 = _I_din_msgdatatypes_responseCodeType.get(_c3_ResponseCode)
-                    if _c3_i1 is None: raise EncodeError(f'{_c3_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (_c3_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
-                    el = 'CableCheckRes/DC_EVSEStatus'
-                    v = (v << 15) | (2 << 9) | (_c3_i1 << 2)
-                    n += 15
-                    _c3_ResponseCode = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_DC_EVSEStatusType(w, _c3_DC_EVSEStatus)
-                    v = w.v; n = w.n
-                    if not (_c3_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
-                    el = 'CableCheckRes/EVSEProcessing'
-                    _c3_i2 = _I_din_msgdatatypes_EVSEProcessingType.get(_c3_EVSEProcessing)
-                    if _c3_i2 is None: raise EncodeError(f'{_c3_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-                    v = (v << 5) | (_c3_i2 << 2)
+        if v_BodyElement is not None:
+            el = 'BodyElement'
+            _o = v_BodyElement
+            v <<= 7
+            n += 7
+            v_BodyElement = None
+            s = 1
+        elif v_CableCheckReq is not None:
+            el = 'CableCheckReq'
+            _o = v_CableCheckReq
+            _c2_DC_EVStatus = _o.DC_EVStatus
+            if not (_c2_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+            el = 'CableCheckReq/DC_EVStatus'
+            v = (v << 7) | (1 << 1)
+            n += 7
+            _c2_c1_o = _c2_DC_EVStatus
+            _c2_c1_EVReady = _c2_c1_o.EVReady
+            _c2_c1_EVCabinConditioning = _c2_c1_o.EVCabinConditioning
+            _c2_c1_EVRESSConditioning = _c2_c1_o.EVRESSConditioning
+            _c2_c1_EVErrorCode = _c2_c1_o.EVErrorCode
+            _c2_c1_EVRESSSOC = _c2_c1_o.EVRESSSOC
+            if _c2_c1_EVReady is not None:
+                el = 'CableCheckReq/DC_EVStatus/EVReady'
+                if _c2_c1_EVReady is not True and _c2_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c2_c1_EVReady!r}')
+                v = (v << 4) | (_c2_c1_EVReady << 1)
+                n += 4
+                _c2_c1_EVReady = None
+                _c2_c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of EVReady')
+            if _c2_c1_s == 1:
+                if _c2_c1_EVCabinConditioning is not None:
+                    el = 'CableCheckReq/DC_EVStatus/EVCabinConditioning'
+                    if _c2_c1_EVCabinConditioning is not True and _c2_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c2_c1_EVCabinConditioning << 1)
                     n += 5
-                    _c3_DC_EVSEStatus = None
-                    _c3_EVSEProcessing = None
-                    v_CableCheckRes = None
-                    s = 1
-                elif v_CertificateInstallationReq is not None:
-                    el = 'CertificateInstallationReq'
-                    v = (v << 6) | 3
-                    n += 6
-                    w.v = v; w.n = n
-                    c_din_msgbody._e_CertificateInstallationReqType(w, v_CertificateInstallationReq)
-                    v = w.v; n = w.n
-                    v_CertificateInstallationReq = None
-                    s = 1
-                elif v_CertificateInstallationRes is not None:
-                    el = 'CertificateInstallationRes'
-                    _o = v_CertificateInstallationRes
-                    _c4_Id = _o.Id
-                    _c4_ResponseCode = _o.ResponseCode
-                    _c4_ContractSignatureCertChain = _o.ContractSignatureCertChain
-                    _c4_ContractSignatureEncryptedPrivateKey = _o.ContractSignatureEncryptedPrivateKey
-                    _c4_DHParams = _o.DHParams
-                    _c4_ContractID = _o.ContractID
-                    if not (_c4_Id is not None): raise EncodeError('missing content: Id')
-                    el = 'CertificateInstallationRes/@Id'
-                    v = (v << 7) | (4 << 1)
+                    _c2_c1_EVCabinConditioning = None
+                    _c2_c1_s = 2
+                elif _c2_c1_EVRESSConditioning is not None:
+                    el = 'CableCheckReq/DC_EVStatus/EVRESSConditioning'
+                    if _c2_c1_EVRESSConditioning is not True and _c2_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c2_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c2_c1_EVRESSConditioning = None
+                    _c2_c1_s = 3
+                elif _c2_c1_EVErrorCode is not None:
+                    el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
+                    _c2_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c1_EVErrorCode)
+                    if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c2_c1_i1 << 1)
+                    n += 8
+                    _c2_c1_EVErrorCode = None
+                    _c2_c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c2_c1_s == 2:
+                if _c2_c1_EVRESSConditioning is not None:
+                    el = 'CableCheckReq/DC_EVStatus/EVRESSConditioning'
+                    if _c2_c1_EVRESSConditioning is not True and _c2_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (_c2_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c2_c1_EVRESSConditioning = None
+                    _c2_c1_s = 3
+                elif _c2_c1_EVErrorCode is not None:
+                    el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
+                    _c2_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c1_EVErrorCode)
+                    if _c2_c1_i2 is None: raise EncodeError(f'{_c2_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (1 << 6) | (_c2_c1_i2 << 1)
+                    n += 8
+                    _c2_c1_EVErrorCode = None
+                    _c2_c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
+            if _c2_c1_s == 3:
+                if _c2_c1_EVErrorCode is not None:
+                    el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
+                    _c2_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c1_EVErrorCode)
+                    if _c2_c1_i3 is None: raise EncodeError(f'{_c2_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 7) | (_c2_c1_i3 << 1)
                     n += 7
-                    _l = len(_c4_Id)
-                    if _l < 126 and _c4_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c4_Id); v = w.v; n = w.n
-                    if not (_c4_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'CertificateInstallationRes/ResponseCode'
-                    _c4_i1 = _I_din_msgdatatypes_responseCodeType.get(_c4_ResponseCode)
-                    if _c4_i1 is None: raise EncodeError(f'{_c4_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (_c4_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
-                    el = 'CertificateInstallationRes/ContractSignatureCertChain'
-                    v = (v << 9) | (_c4_i1 << 2)
-                    n += 9
-                    _c4_Id = None
-                    _c4_ResponseCode = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_CertificateChainType(w, _c4_ContractSignatureCertChain)
-                    v = w.v; n = w.n
-                    if not (_c4_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
-                    el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
+                    _c2_c1_EVErrorCode = None
+                    _c2_c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVErrorCode')
+            if _c2_c1_s == 4:
+                if _c2_c1_EVRESSSOC is not None:
+                    el = 'CableCheckReq/DC_EVStatus/EVRESSSOC'
+                    if not 0 <= _c2_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c2_c1_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 11) | (_c2_c1_EVRESSSOC << 2)
+                    n += 11
+                    _c2_c1_EVRESSSOC = None
+                    if _c2_c1_EVReady is not None or _c2_c1_EVCabinConditioning is not None or _c2_c1_EVRESSConditioning is not None or _c2_c1_EVErrorCode is not None or _c2_c1_EVRESSSOC is not None: raise _leftover(_c2_c1_o)
+                    _c2_c1_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSSOC')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_CableCheckReq = None
+            s = 1
+        elif v_CableCheckRes is not None:
+            el = 'CableCheckRes'
+            _o = v_CableCheckRes
+            _c3_ResponseCode = _o.ResponseCode
+            _c3_DC_EVSEStatus = _o.DC_EVSEStatus
+            _c3_EVSEProcessing = _o.EVSEProcessing
+            if not (_c3_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'CableCheckRes/ResponseCode'
+            _c3_i1 = _I_din_msgdatatypes_responseCodeType.get(_c3_ResponseCode)
+            if _c3_i1 is None: raise EncodeError(f'{_c3_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c3_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+            el = 'CableCheckRes/DC_EVSEStatus'
+            v = (v << 15) | (2 << 9) | (_c3_i1 << 2)
+            n += 15
+            _c3_c2_o = _c3_DC_EVSEStatus
+            _c3_c2_EVSEIsolationStatus = _c3_c2_o.EVSEIsolationStatus
+            _c3_c2_EVSEStatusCode = _c3_c2_o.EVSEStatusCode
+            _c3_c2_NotificationMaxDelay = _c3_c2_o.NotificationMaxDelay
+            _c3_c2_EVSENotification = _c3_c2_o.EVSENotification
+            if _c3_c2_EVSEIsolationStatus is not None:
+                el = 'CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
+                _c3_c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c3_c2_EVSEIsolationStatus)
+                if _c3_c2_i1 is None: raise EncodeError(f'{_c3_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c3_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                _c3_c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c3_c2_EVSEStatusCode)
+                if _c3_c2_i2 is None: raise EncodeError(f'{_c3_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 13) | (_c3_c2_i1 << 8) | (_c3_c2_i2 << 1)
+                n += 13
+                _c3_c2_EVSEIsolationStatus = None
+                _c3_c2_EVSEStatusCode = None
+                _c3_c2_s = 2
+            elif _c3_c2_EVSEStatusCode is not None:
+                el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                _c3_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c3_c2_EVSEStatusCode)
+                if _c3_c2_i3 is None: raise EncodeError(f'{_c3_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c3_c2_i3 << 1)
+                n += 8
+                _c3_c2_EVSEStatusCode = None
+                _c3_c2_s = 2
+            else:
+                raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if _c3_c2_s == 2:
+                if _c3_c2_NotificationMaxDelay is not None:
+                    el = 'CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
+                    if _c3_c2_NotificationMaxDelay < 0 or _c3_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c3_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
                     v <<= 2
                     n += 2
-                    _c4_ContractSignatureCertChain = None
+                    if _c3_c2_NotificationMaxDelay < 128: v = (v << 8) | _c3_c2_NotificationMaxDelay; n += 8
+                    elif _c3_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c3_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c3_c2_NotificationMaxDelay >> 7); n += 16
+                    elif _c3_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c3_c2_NotificationMaxDelay & 127) << 16) | (((_c3_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c3_c2_NotificationMaxDelay >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c3_c2_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c3_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'CableCheckRes/DC_EVSEStatus/EVSENotification'
+                    _c3_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c3_c2_EVSENotification)
+                    if _c3_c2_i4 is None: raise EncodeError(f'{_c3_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 7) | (_c3_c2_i4 << 2)
+                    n += 7
+                    _c3_c2_NotificationMaxDelay = None
+                    _c3_c2_EVSENotification = None
+                    if _c3_c2_EVSEIsolationStatus is not None or _c3_c2_EVSEStatusCode is not None or _c3_c2_NotificationMaxDelay is not None or _c3_c2_EVSENotification is not None: raise _leftover(_c3_c2_o)
+                    _c3_c2_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c3_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
+            el = 'CableCheckRes/EVSEProcessing'
+            _c3_i3 = _I_din_msgdatatypes_EVSEProcessingType.get(_c3_EVSEProcessing)
+            if _c3_i3 is None: raise EncodeError(f'{_c3_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+            v = (v << 5) | (_c3_i3 << 2)
+            n += 5
+            v_CableCheckRes = None
+            s = 1
+        elif v_CertificateInstallationReq is not None:
+            el = 'CertificateInstallationReq'
+            v = (v << 6) | 3
+            n += 6
+            _c4_o = v_CertificateInstallationReq
+            _c4_Id = _c4_o.Id
+            _c4_OEMProvisioningCert = _c4_o.OEMProvisioningCert
+            _c4_ListOfRootCertificateIDs = _c4_o.ListOfRootCertificateIDs
+            _c4_DHParams = _c4_o.DHParams
+            if _c4_Id is not None:
+                el = 'CertificateInstallationReq/@Id'
+                v <<= 2
+                n += 2
+                _l = len(_c4_Id)
+                if _l < 126 and _c4_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c4_Id); v = w.v; n = w.n
+                if not (_c4_OEMProvisioningCert is not None): raise EncodeError('missing content: OEMProvisioningCert')
+                el = 'CertificateInstallationReq/OEMProvisioningCert'
+                v <<= 2
+                n += 2
+                _c4_Id = None
+                if len(_c4_OEMProvisioningCert) > 1200: raise EncodeError(f'length {len(_c4_OEMProvisioningCert)} outside [0, 1200]')
+                _l = len(_c4_OEMProvisioningCert)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_OEMProvisioningCert, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c4_OEMProvisioningCert); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c4_OEMProvisioningCert = None
+                _c4_s = 2
+            elif _c4_OEMProvisioningCert is not None:
+                el = 'CertificateInstallationReq/OEMProvisioningCert'
+                v = (v << 3) | (1 << 1)
+                n += 3
+                if len(_c4_OEMProvisioningCert) > 1200: raise EncodeError(f'length {len(_c4_OEMProvisioningCert)} outside [0, 1200]')
+                _l = len(_c4_OEMProvisioningCert)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_OEMProvisioningCert, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c4_OEMProvisioningCert); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c4_OEMProvisioningCert = None
+                _c4_s = 2
+            else:
+                raise EncodeError('missing content: expected one of Id, OEMProvisioningCert')
+            if _c4_s == 2:
+                if _c4_ListOfRootCertificateIDs is not None:
+                    el = 'CertificateInstallationReq/ListOfRootCertificateIDs'
+                    v <<= 1
+                    n += 1
                     w.v = v; w.n = n
-                    if len(_c4_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(_c4_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
-                    w.binary(_c4_ContractSignatureEncryptedPrivateKey)
+                    c_din_msgdatatypes._e_ListOfRootCertificateIDsType(w, _c4_ListOfRootCertificateIDs)
                     v = w.v; n = w.n
                     if not (_c4_DHParams is not None): raise EncodeError('missing content: DHParams')
-                    el = 'CertificateInstallationRes/DHParams'
-                    v <<= 3
-                    n += 3
-                    _c4_ContractSignatureEncryptedPrivateKey = None
-                    w.v = v; w.n = n
+                    el = 'CertificateInstallationReq/DHParams'
+                    v <<= 2
+                    n += 2
+                    _c4_ListOfRootCertificateIDs = None
                     if len(_c4_DHParams) > 256: raise EncodeError(f'length {len(_c4_DHParams)} outside [0, 256]')
-                    w.binary(_c4_DHParams)
-                    v = w.v; n = w.n
-                    if not (_c4_ContractID is not None): raise EncodeError('missing content: ContractID')
-                    el = 'CertificateInstallationRes/ContractID'
-                    v <<= 3
-                    n += 3
+                    _l = len(_c4_DHParams)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_DHParams, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c4_DHParams); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
                     _c4_DHParams = None
-                    if len(_c4_ContractID) > 24: raise EncodeError(f'length {len(_c4_ContractID)} outside [0, 24]')
-                    _l = len(_c4_ContractID)
-                    if _l < 126 and _c4_ContractID.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_ContractID.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c4_ContractID); v = w.v; n = w.n
+                    if _c4_Id is not None or _c4_OEMProvisioningCert is not None or _c4_ListOfRootCertificateIDs is not None or _c4_DHParams is not None: raise _leftover(_c4_o)
+                    _c4_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of ListOfRootCertificateIDs')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_CertificateInstallationReq = None
+            s = 1
+        elif v_CertificateInstallationRes is not None:
+            el = 'CertificateInstallationRes'
+            _o = v_CertificateInstallationRes
+            _c5_Id = _o.Id
+            _c5_ResponseCode = _o.ResponseCode
+            _c5_ContractSignatureCertChain = _o.ContractSignatureCertChain
+            _c5_ContractSignatureEncryptedPrivateKey = _o.ContractSignatureEncryptedPrivateKey
+            _c5_DHParams = _o.DHParams
+            _c5_ContractID = _o.ContractID
+            if not (_c5_Id is not None): raise EncodeError('missing content: Id')
+            el = 'CertificateInstallationRes/@Id'
+            v = (v << 7) | (4 << 1)
+            n += 7
+            _l = len(_c5_Id)
+            if _l < 126 and _c5_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(_c5_Id); v = w.v; n = w.n
+            if not (_c5_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'CertificateInstallationRes/ResponseCode'
+            _c5_i1 = _I_din_msgdatatypes_responseCodeType.get(_c5_ResponseCode)
+            if _c5_i1 is None: raise EncodeError(f'{_c5_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c5_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+            el = 'CertificateInstallationRes/ContractSignatureCertChain'
+            v = (v << 9) | (_c5_i1 << 2)
+            n += 9
+            _c5_c2_o = _c5_ContractSignatureCertChain
+            _c5_c2_Certificate = _c5_c2_o.Certificate
+            _c5_c2_SubCertificates = _c5_c2_o.SubCertificates
+            if _c5_c2_Certificate is not None:
+                el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
+                v <<= 2
+                n += 2
+                if len(_c5_c2_Certificate) > 1200: raise EncodeError(f'length {len(_c5_c2_Certificate)} outside [0, 1200]')
+                _l = len(_c5_c2_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c5_c2_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c5_c2_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c5_c2_Certificate = None
+                _c5_c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Certificate')
+            if _c5_c2_s == 1:
+                if _c5_c2_SubCertificates is not None:
+                    el = 'CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
                     v <<= 2
                     n += 2
-                    _c4_ContractID = None
-                    v_CertificateInstallationRes = None
-                    s = 1
-                elif v_CertificateUpdateReq is not None:
-                    el = 'CertificateUpdateReq'
-                    v = (v << 6) | 5
-                    n += 6
                     w.v = v; w.n = n
-                    c_din_msgbody._e_CertificateUpdateReqType(w, v_CertificateUpdateReq)
-                    v = w.v; n = w.n
-                    v_CertificateUpdateReq = None
-                    s = 1
-                elif v_CertificateUpdateRes is not None:
-                    el = 'CertificateUpdateRes'
-                    _o = v_CertificateUpdateRes
-                    _c5_Id = _o.Id
-                    _c5_ResponseCode = _o.ResponseCode
-                    _c5_ContractSignatureCertChain = _o.ContractSignatureCertChain
-                    _c5_ContractSignatureEncryptedPrivateKey = _o.ContractSignatureEncryptedPrivateKey
-                    _c5_DHParams = _o.DHParams
-                    _c5_ContractID = _o.ContractID
-                    _c5_RetryCounter = _o.RetryCounter
-                    if not (_c5_Id is not None): raise EncodeError('missing content: Id')
-                    el = 'CertificateUpdateRes/@Id'
-                    v = (v << 7) | (6 << 1)
-                    n += 7
-                    _l = len(_c5_Id)
-                    if _l < 126 and _c5_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c5_Id); v = w.v; n = w.n
-                    if not (_c5_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'CertificateUpdateRes/ResponseCode'
-                    _c5_i1 = _I_din_msgdatatypes_responseCodeType.get(_c5_ResponseCode)
-                    if _c5_i1 is None: raise EncodeError(f'{_c5_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (_c5_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
-                    el = 'CertificateUpdateRes/ContractSignatureCertChain'
-                    v = (v << 9) | (_c5_i1 << 2)
-                    n += 9
-                    _c5_Id = None
-                    _c5_ResponseCode = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_CertificateChainType(w, _c5_ContractSignatureCertChain)
-                    v = w.v; n = w.n
-                    if not (_c5_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
-                    el = 'CertificateUpdateRes/ContractSignatureEncryptedPrivateKey'
-                    v <<= 2
-                    n += 2
-                    _c5_ContractSignatureCertChain = None
-                    w.v = v; w.n = n
-                    if len(_c5_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(_c5_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
-                    w.binary(_c5_ContractSignatureEncryptedPrivateKey)
-                    v = w.v; n = w.n
-                    if not (_c5_DHParams is not None): raise EncodeError('missing content: DHParams')
-                    el = 'CertificateUpdateRes/DHParams'
-                    v <<= 3
-                    n += 3
-                    _c5_ContractSignatureEncryptedPrivateKey = None
-                    w.v = v; w.n = n
-                    if len(_c5_DHParams) > 256: raise EncodeError(f'length {len(_c5_DHParams)} outside [0, 256]')
-                    w.binary(_c5_DHParams)
-                    v = w.v; n = w.n
-                    if not (_c5_ContractID is not None): raise EncodeError('missing content: ContractID')
-                    el = 'CertificateUpdateRes/ContractID'
-                    v <<= 3
-                    n += 3
-                    _c5_DHParams = None
-                    if len(_c5_ContractID) > 24: raise EncodeError(f'length {len(_c5_ContractID)} outside [0, 24]')
-                    _l = len(_c5_ContractID)
-                    if _l < 126 and _c5_ContractID.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_ContractID.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c5_ContractID); v = w.v; n = w.n
-                    if not (_c5_RetryCounter is not None): raise EncodeError('missing content: RetryCounter')
-                    el = 'CertificateUpdateRes/RetryCounter'
-                    if _c5_RetryCounter < -32768 or _c5_RetryCounter > 32767: raise EncodeError(f'value {_c5_RetryCounter!r} outside [-32768, 32767]')
-                    v = (v << 4) | (_c5_RetryCounter < 0)
-                    n += 4
-                    _c5_ContractID = None
-                    _m = (-_c5_RetryCounter - 1 if _c5_RetryCounter < 0 else _c5_RetryCounter)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c5_RetryCounter = None
-                    v_CertificateUpdateRes = None
-                    s = 1
-                elif v_ChargeParameterDiscoveryReq is not None:
-                    el = 'ChargeParameterDiscoveryReq'
-                    v = (v << 6) | 7
-                    n += 6
-                    w.v = v; w.n = n
-                    c_din_msgbody._e_ChargeParameterDiscoveryReqType(w, v_ChargeParameterDiscoveryReq)
-                    v = w.v; n = w.n
-                    v_ChargeParameterDiscoveryReq = None
-                    s = 1
-                elif v_ChargeParameterDiscoveryRes is not None:
-                    el = 'ChargeParameterDiscoveryRes'
-                    v = (v << 6) | 8
-                    n += 6
-                    w.v = v; w.n = n
-                    c_din_msgbody._e_ChargeParameterDiscoveryResType(w, v_ChargeParameterDiscoveryRes)
-                    v = w.v; n = w.n
-                    v_ChargeParameterDiscoveryRes = None
-                    s = 1
-                elif v_ChargingStatusReq is not None:
-                    el = 'ChargingStatusReq'
-                    _o = v_ChargingStatusReq
-                    v = (v << 7) | (9 << 1)
-                    n += 7
-                    v_ChargingStatusReq = None
-                    s = 1
-                elif v_ChargingStatusRes is not None:
-                    el = 'ChargingStatusRes'
-                    v = (v << 6) | 10
-                    n += 6
-                    w.v = v; w.n = n
-                    c_din_msgbody._e_ChargingStatusResType(w, v_ChargingStatusRes)
-                    v = w.v; n = w.n
-                    v_ChargingStatusRes = None
-                    s = 1
-                elif v_ContractAuthenticationReq is not None:
-                    el = 'ContractAuthenticationReq'
-                    v = (v << 6) | 11
-                    n += 6
-                    w.v = v; w.n = n
-                    c_din_msgbody._e_ContractAuthenticationReqType(w, v_ContractAuthenticationReq)
-                    v = w.v; n = w.n
-                    v_ContractAuthenticationReq = None
-                    s = 1
-                elif v_ContractAuthenticationRes is not None:
-                    el = 'ContractAuthenticationRes'
-                    _o = v_ContractAuthenticationRes
-                    _c7_ResponseCode = _o.ResponseCode
-                    _c7_EVSEProcessing = _o.EVSEProcessing
-                    if not (_c7_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'ContractAuthenticationRes/ResponseCode'
-                    _c7_i1 = _I_din_msgdatatypes_responseCodeType.get(_c7_ResponseCode)
-                    if _c7_i1 is None: raise EncodeError(f'{_c7_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (_c7_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
-                    el = 'ContractAuthenticationRes/EVSEProcessing'
-                    _c7_i2 = _I_din_msgdatatypes_EVSEProcessingType.get(_c7_EVSEProcessing)
-                    if _c7_i2 is None: raise EncodeError(f'{_c7_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-                    v = (v << 19) | (12 << 13) | (_c7_i1 << 6) | (_c7_i2 << 2)
-                    n += 19
-                    _c7_ResponseCode = None
-                    _c7_EVSEProcessing = None
-                    v_ContractAuthenticationRes = None
-                    s = 1
-                elif v_CurrentDemandReq is not None:
-                    el = 'CurrentDemandReq'
-                    v = (v << 6) | 13
-                    n += 6
-                    w.v = v; w.n = n
-                    c_din_msgbody._e_CurrentDemandReqType(w, v_CurrentDemandReq)
-                    v = w.v; n = w.n
-                    v_CurrentDemandReq = None
-                    s = 1
-                elif v_CurrentDemandRes is not None:
-                    el = 'CurrentDemandRes'
-                    v = (v << 6) | 14
-                    n += 6
-                    w.v = v; w.n = n
-                    c_din_msgbody._e_CurrentDemandResType(w, v_CurrentDemandRes)
-                    v = w.v; n = w.n
-                    v_CurrentDemandRes = None
-                    s = 1
-                elif v_MeteringReceiptReq is not None:
-                    el = 'MeteringReceiptReq'
-                    v = (v << 6) | 15
-                    n += 6
-                    w.v = v; w.n = n
-                    c_din_msgbody._e_MeteringReceiptReqType(w, v_MeteringReceiptReq)
-                    v = w.v; n = w.n
-                    v_MeteringReceiptReq = None
-                    s = 1
-                elif v_MeteringReceiptRes is not None:
-                    el = 'MeteringReceiptRes'
-                    _o = v_MeteringReceiptRes
-                    _c8_ResponseCode = _o.ResponseCode
-                    _c8_AC_EVSEStatus = _o.AC_EVSEStatus
-                    if not (_c8_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'MeteringReceiptRes/ResponseCode'
-                    _c8_i1 = _I_din_msgdatatypes_responseCodeType.get(_c8_ResponseCode)
-                    if _c8_i1 is None: raise EncodeError(f'{_c8_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (_c8_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
-                    el = 'MeteringReceiptRes/AC_EVSEStatus'
-                    _o = _c8_AC_EVSEStatus
-                    _c8_c2_PowerSwitchClosed = _o.PowerSwitchClosed
-                    _c8_c2_RCD = _o.RCD
-                    _c8_c2_NotificationMaxDelay = _o.NotificationMaxDelay
-                    _c8_c2_EVSENotification = _o.EVSENotification
-                    if not (_c8_c2_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
-                    el = 'MeteringReceiptRes/AC_EVSEStatus/PowerSwitchClosed'
-                    if _c8_c2_PowerSwitchClosed is not True and _c8_c2_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c8_c2_PowerSwitchClosed!r}')
-                    if not (_c8_c2_RCD is not None): raise EncodeError('missing content: RCD')
-                    el = 'MeteringReceiptRes/AC_EVSEStatus/RCD'
-                    if _c8_c2_RCD is not True and _c8_c2_RCD is not False: raise EncodeError(f'expected a bool, got {_c8_c2_RCD!r}')
-                    if not (_c8_c2_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'MeteringReceiptRes/AC_EVSEStatus/NotificationMaxDelay'
-                    if _c8_c2_NotificationMaxDelay < 0 or _c8_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c8_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
-                    v = (v << 25) | (16 << 19) | (_c8_i1 << 12) | (_c8_c2_PowerSwitchClosed << 7) | (_c8_c2_RCD << 3)
-                    n += 25
-                    _c8_ResponseCode = None
-                    _c8_c2_PowerSwitchClosed = None
-                    _c8_c2_RCD = None
-                    if _c8_c2_NotificationMaxDelay < 128: v = (v << 8) | _c8_c2_NotificationMaxDelay; n += 8
-                    elif _c8_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c8_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c8_c2_NotificationMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c8_c2_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c8_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'MeteringReceiptRes/AC_EVSEStatus/EVSENotification'
-                    _c8_c2_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c8_c2_EVSENotification)
-                    if _c8_c2_i1 is None: raise EncodeError(f'{_c8_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 8) | (_c8_c2_i1 << 3)
-                    n += 8
-                    _c8_c2_NotificationMaxDelay = None
-                    _c8_c2_EVSENotification = None
-                    _c8_AC_EVSEStatus = None
-                    v_MeteringReceiptRes = None
-                    s = 1
-                elif v_PaymentDetailsReq is not None:
-                    el = 'PaymentDetailsReq'
-                    _o = v_PaymentDetailsReq
-                    _c9_ContractID = _o.ContractID
-                    _c9_ContractSignatureCertChain = _o.ContractSignatureCertChain
-                    if not (_c9_ContractID is not None): raise EncodeError('missing content: ContractID')
-                    el = 'PaymentDetailsReq/ContractID'
-                    v = (v << 8) | (17 << 2)
-                    n += 8
-                    if len(_c9_ContractID) > 24: raise EncodeError(f'length {len(_c9_ContractID)} outside [0, 24]')
-                    _l = len(_c9_ContractID)
-                    if _l < 126 and _c9_ContractID.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c9_ContractID.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c9_ContractID); v = w.v; n = w.n
-                    if not (_c9_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
-                    el = 'PaymentDetailsReq/ContractSignatureCertChain'
-                    v <<= 2
-                    n += 2
-                    _c9_ContractID = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_CertificateChainType(w, _c9_ContractSignatureCertChain)
+                    c_din_msgdatatypes._e_SubCertificatesType(w, _c5_c2_SubCertificates)
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c9_ContractSignatureCertChain = None
-                    v_PaymentDetailsReq = None
-                    s = 1
-                elif v_PaymentDetailsRes is not None:
-                    el = 'PaymentDetailsRes'
-                    _o = v_PaymentDetailsRes
-                    _c10_ResponseCode = _o.ResponseCode
-                    _c10_GenChallenge = _o.GenChallenge
-                    _c10_DateTimeNow = _o.DateTimeNow
-                    if not (_c10_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'PaymentDetailsRes/ResponseCode'
-                    _c10_i1 = _I_din_msgdatatypes_responseCodeType.get(_c10_ResponseCode)
-                    if _c10_i1 is None: raise EncodeError(f'{_c10_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (_c10_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
-                    el = 'PaymentDetailsRes/GenChallenge'
-                    v = (v << 16) | (18 << 10) | (_c10_i1 << 3)
-                    n += 16
-                    _c10_ResponseCode = None
-                    _l = len(_c10_GenChallenge)
-                    if _l < 126 and _c10_GenChallenge.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c10_GenChallenge.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c10_GenChallenge); v = w.v; n = w.n
-                    if not (_c10_DateTimeNow is not None): raise EncodeError('missing content: DateTimeNow')
-                    el = 'PaymentDetailsRes/DateTimeNow'
-                    if _c10_DateTimeNow < -9223372036854775808 or _c10_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c10_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
-                    v = (v << 4) | (_c10_DateTimeNow < 0)
-                    n += 4
-                    _c10_GenChallenge = None
-                    _m = (-_c10_DateTimeNow - 1 if _c10_DateTimeNow < 0 else _c10_DateTimeNow)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c10_DateTimeNow = None
-                    v_PaymentDetailsRes = None
-                    s = 1
-                elif v_PowerDeliveryReq is not None:
-                    el = 'PowerDeliveryReq'
-                    v = (v << 6) | 19
-                    n += 6
-                    w.v = v; w.n = n
-                    c_din_msgbody._e_PowerDeliveryReqType(w, v_PowerDeliveryReq)
-                    v = w.v; n = w.n
-                    v_PowerDeliveryReq = None
-                    s = 1
-                elif v_PowerDeliveryRes is not None:
-                    el = 'PowerDeliveryRes'
-                    v = (v << 6) | 20
-                    n += 6
-                    w.v = v; w.n = n
-                    c_din_msgbody._e_PowerDeliveryResType(w, v_PowerDeliveryRes)
-                    v = w.v; n = w.n
-                    v_PowerDeliveryRes = None
-                    s = 1
-                elif v_PreChargeReq is not None:
-                    el = 'PreChargeReq'
-                    _o = v_PreChargeReq
-                    _c11_DC_EVStatus = _o.DC_EVStatus
-                    _c11_EVTargetVoltage = _o.EVTargetVoltage
-                    _c11_EVTargetCurrent = _o.EVTargetCurrent
-                    if not (_c11_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
-                    el = 'PreChargeReq/DC_EVStatus'
-                    v = (v << 7) | (21 << 1)
-                    n += 7
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_DC_EVStatusType(w, _c11_DC_EVStatus)
-                    v = w.v; n = w.n
-                    if not (_c11_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
-                    el = 'PreChargeReq/EVTargetVoltage'
-                    v <<= 1
-                    n += 1
-                    _c11_DC_EVStatus = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, _c11_EVTargetVoltage)
-                    v = w.v; n = w.n
-                    if not (_c11_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
-                    el = 'PreChargeReq/EVTargetCurrent'
-                    v <<= 1
-                    n += 1
-                    _c11_EVTargetVoltage = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, _c11_EVTargetCurrent)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c11_EVTargetCurrent = None
-                    v_PreChargeReq = None
-                    s = 1
-                elif v_PreChargeRes is not None:
-                    el = 'PreChargeRes'
-                    _o = v_PreChargeRes
-                    _c12_ResponseCode = _o.ResponseCode
-                    _c12_DC_EVSEStatus = _o.DC_EVSEStatus
-                    _c12_EVSEPresentVoltage = _o.EVSEPresentVoltage
-                    if not (_c12_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'PreChargeRes/ResponseCode'
-                    _c12_i1 = _I_din_msgdatatypes_responseCodeType.get(_c12_ResponseCode)
-                    if _c12_i1 is None: raise EncodeError(f'{_c12_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (_c12_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
-                    el = 'PreChargeRes/DC_EVSEStatus'
-                    v = (v << 15) | (22 << 9) | (_c12_i1 << 2)
-                    n += 15
-                    _c12_ResponseCode = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_DC_EVSEStatusType(w, _c12_DC_EVSEStatus)
-                    v = w.v; n = w.n
-                    if not (_c12_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
-                    el = 'PreChargeRes/EVSEPresentVoltage'
-                    v <<= 1
-                    n += 1
-                    _c12_DC_EVSEStatus = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, _c12_EVSEPresentVoltage)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c12_EVSEPresentVoltage = None
-                    v_PreChargeRes = None
-                    s = 1
-                elif v_ServiceDetailReq is not None:
-                    el = 'ServiceDetailReq'
-                    _o = v_ServiceDetailReq
-                    _c13_ServiceID = _o.ServiceID
-                    if not (_c13_ServiceID is not None): raise EncodeError('missing content: ServiceID')
-                    el = 'ServiceDetailReq/ServiceID'
-                    if _c13_ServiceID < 0 or _c13_ServiceID > 65535: raise EncodeError(f'value {_c13_ServiceID!r} outside [0, 65535]')
-                    v = (v << 8) | (23 << 2)
-                    n += 8
-                    if _c13_ServiceID < 128: v = (v << 8) | _c13_ServiceID; n += 8
-                    elif _c13_ServiceID < 16384: v = (v << 16) | ((_c13_ServiceID & 127) << 8) | 32768 | (_c13_ServiceID >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c13_ServiceID); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c13_ServiceID = None
-                    v_ServiceDetailReq = None
-                    s = 1
-                elif v_ServiceDetailRes is not None:
-                    el = 'ServiceDetailRes'
-                    v = (v << 6) | 24
-                    n += 6
-                    w.v = v; w.n = n
-                    c_din_msgbody._e_ServiceDetailResType(w, v_ServiceDetailRes)
-                    v = w.v; n = w.n
-                    v_ServiceDetailRes = None
-                    s = 1
-                elif v_ServiceDiscoveryReq is not None:
-                    el = 'ServiceDiscoveryReq'
-                    v = (v << 6) | 25
-                    n += 6
-                    w.v = v; w.n = n
-                    c_din_msgbody._e_ServiceDiscoveryReqType(w, v_ServiceDiscoveryReq)
-                    v = w.v; n = w.n
-                    v_ServiceDiscoveryReq = None
-                    s = 1
-                elif v_ServiceDiscoveryRes is not None:
-                    el = 'ServiceDiscoveryRes'
-                    v = (v << 6) | 26
-                    n += 6
-                    w.v = v; w.n = n
-                    c_din_msgbody._e_ServiceDiscoveryResType(w, v_ServiceDiscoveryRes)
-                    v = w.v; n = w.n
-                    v_ServiceDiscoveryRes = None
-                    s = 1
-                elif v_ServicePaymentSelectionReq is not None:
-                    el = 'ServicePaymentSelectionReq'
-                    _o = v_ServicePaymentSelectionReq
-                    _c14_SelectedPaymentOption = _o.SelectedPaymentOption
-                    _c14_SelectedServiceList = _o.SelectedServiceList
-                    if not (_c14_SelectedPaymentOption is not None): raise EncodeError('missing content: SelectedPaymentOption')
-                    el = 'ServicePaymentSelectionReq/SelectedPaymentOption'
-                    _c14_i1 = _I_din_msgdatatypes_paymentOptionType.get(_c14_SelectedPaymentOption)
-                    if _c14_i1 is None: raise EncodeError(f'{_c14_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
-                    if not (_c14_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
-                    el = 'ServicePaymentSelectionReq/SelectedServiceList'
-                    v = (v << 11) | (27 << 5) | (_c14_i1 << 2)
-                    n += 11
-                    _c14_SelectedPaymentOption = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_SelectedServiceListType(w, _c14_SelectedServiceList)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c14_SelectedServiceList = None
-                    v_ServicePaymentSelectionReq = None
-                    s = 1
-                elif v_ServicePaymentSelectionRes is not None:
-                    el = 'ServicePaymentSelectionRes'
-                    _o = v_ServicePaymentSelectionRes
-                    _c15_ResponseCode = _o.ResponseCode
-                    if not (_c15_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'ServicePaymentSelectionRes/ResponseCode'
-                    _c15_i1 = _I_din_msgdatatypes_responseCodeType.get(_c15_ResponseCode)
-                    if _c15_i1 is None: raise EncodeError(f'{_c15_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    v = (v << 15) | (28 << 9) | (_c15_i1 << 2)
-                    n += 15
-                    _c15_ResponseCode = None
-                    v_ServicePaymentSelectionRes = None
-                    s = 1
-                elif v_SessionSetupReq is not None:
-                    el = 'SessionSetupReq'
-                    _o = v_SessionSetupReq
-                    _c16_EVCCID = _o.EVCCID
-                    if not (_c16_EVCCID is not None): raise EncodeError('missing content: EVCCID')
-                    el = 'SessionSetupReq/EVCCID'
-                    v = (v << 8) | (29 << 2)
-                    n += 8
-                    w.v = v; w.n = n
-                    if len(_c16_EVCCID) > 8: raise EncodeError(f'length {len(_c16_EVCCID)} outside [0, 8]')
-                    w.binary(_c16_EVCCID)
-                    v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c16_EVCCID = None
-                    v_SessionSetupReq = None
-                    s = 1
-                elif v_SessionSetupRes is not None:
-                    el = 'SessionSetupRes'
-                    v = (v << 6) | 30
-                    n += 6
-                    w.v = v; w.n = n
-                    c_din_msgbody._e_SessionSetupResType(w, v_SessionSetupRes)
-                    v = w.v; n = w.n
-                    v_SessionSetupRes = None
-                    s = 1
-                elif v_SessionStopReq is not None:
-                    el = 'SessionStopReq'
-                    _o = v_SessionStopReq
-                    v = (v << 7) | (31 << 1)
-                    n += 7
-                    v_SessionStopReq = None
-                    s = 1
-                elif v_SessionStopRes is not None:
-                    el = 'SessionStopRes'
-                    _o = v_SessionStopRes
-                    _c18_ResponseCode = _o.ResponseCode
-                    if not (_c18_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'SessionStopRes/ResponseCode'
-                    _c18_i1 = _I_din_msgdatatypes_responseCodeType.get(_c18_ResponseCode)
-                    if _c18_i1 is None: raise EncodeError(f'{_c18_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    v = (v << 15) | (32 << 9) | (_c18_i1 << 2)
-                    n += 15
-                    _c18_ResponseCode = None
-                    v_SessionStopRes = None
-                    s = 1
-                elif v_WeldingDetectionReq is not None:
-                    el = 'WeldingDetectionReq'
-                    _o = v_WeldingDetectionReq
-                    _c19_DC_EVStatus = _o.DC_EVStatus
-                    if not (_c19_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
-                    el = 'WeldingDetectionReq/DC_EVStatus'
-                    v = (v << 7) | (33 << 1)
-                    n += 7
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_DC_EVStatusType(w, _c19_DC_EVStatus)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c19_DC_EVStatus = None
-                    v_WeldingDetectionReq = None
-                    s = 1
-                elif v_WeldingDetectionRes is not None:
-                    el = 'WeldingDetectionRes'
-                    _o = v_WeldingDetectionRes
-                    _c20_ResponseCode = _o.ResponseCode
-                    _c20_DC_EVSEStatus = _o.DC_EVSEStatus
-                    _c20_EVSEPresentVoltage = _o.EVSEPresentVoltage
-                    if not (_c20_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'WeldingDetectionRes/ResponseCode'
-                    _c20_i1 = _I_din_msgdatatypes_responseCodeType.get(_c20_ResponseCode)
-                    if _c20_i1 is None: raise EncodeError(f'{_c20_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (_c20_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
-                    el = 'WeldingDetectionRes/DC_EVSEStatus'
-                    v = (v << 15) | (34 << 9) | (_c20_i1 << 2)
-                    n += 15
-                    _c20_ResponseCode = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_DC_EVSEStatusType(w, _c20_DC_EVSEStatus)
-                    v = w.v; n = w.n
-                    if not (_c20_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
-                    el = 'WeldingDetectionRes/EVSEPresentVoltage'
-                    v <<= 1
-                    n += 1
-                    _c20_DC_EVSEStatus = None
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_PhysicalValueType(w, _c20_EVSEPresentVoltage)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c20_EVSEPresentVoltage = None
-                    v_WeldingDetectionRes = None
-                    s = 1
+                    _c5_c2_SubCertificates = None
+                    if _c5_c2_Certificate is not None or _c5_c2_SubCertificates is not None: raise _leftover(_c5_c2_o)
+                    _c5_c2_s = -1
                 elif True:
-                    v = (v << 6) | 35
-                    n += 6
-                    if v_BodyElement is not None or v_CableCheckReq is not None or v_CableCheckRes is not None or v_CertificateInstallationReq is not None or v_CertificateInstallationRes is not None or v_CertificateUpdateReq is not None or v_CertificateUpdateRes is not None or v_ChargeParameterDiscoveryReq is not None or v_ChargeParameterDiscoveryRes is not None or v_ChargingStatusReq is not None or v_ChargingStatusRes is not None or v_ContractAuthenticationReq is not None or v_ContractAuthenticationRes is not None or v_CurrentDemandReq is not None or v_CurrentDemandRes is not None or v_MeteringReceiptReq is not None or v_MeteringReceiptRes is not None or v_PaymentDetailsReq is not None or v_PaymentDetailsRes is not None or v_PowerDeliveryReq is not None or v_PowerDeliveryRes is not None or v_PreChargeReq is not None or v_PreChargeRes is not None or v_ServiceDetailReq is not None or v_ServiceDetailRes is not None or v_ServiceDiscoveryReq is not None or v_ServiceDiscoveryRes is not None or v_ServicePaymentSelectionReq is not None or v_ServicePaymentSelectionRes is not None or v_SessionSetupReq is not None or v_SessionSetupRes is not None or v_SessionStopReq is not None or v_SessionStopRes is not None or v_WeldingDetectionReq is not None or v_WeldingDetectionRes is not None: raise _leftover(o)
-                    s = -1
-            if s == 1:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c5_c2_Certificate is not None or _c5_c2_SubCertificates is not None: raise _leftover(_c5_c2_o)
+                    _c5_c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c5_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
+            el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
+            v <<= 2
+            n += 2
+            if len(_c5_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(_c5_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
+            _l = len(_c5_ContractSignatureEncryptedPrivateKey)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c5_ContractSignatureEncryptedPrivateKey, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(_c5_ContractSignatureEncryptedPrivateKey); v = w.v; n = w.n
+            if not (_c5_DHParams is not None): raise EncodeError('missing content: DHParams')
+            el = 'CertificateInstallationRes/DHParams'
+            v <<= 3
+            n += 3
+            if len(_c5_DHParams) > 256: raise EncodeError(f'length {len(_c5_DHParams)} outside [0, 256]')
+            _l = len(_c5_DHParams)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c5_DHParams, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(_c5_DHParams); v = w.v; n = w.n
+            if not (_c5_ContractID is not None): raise EncodeError('missing content: ContractID')
+            el = 'CertificateInstallationRes/ContractID'
+            v <<= 3
+            n += 3
+            if len(_c5_ContractID) > 24: raise EncodeError(f'length {len(_c5_ContractID)} outside [0, 24]')
+            _l = len(_c5_ContractID)
+            if _l < 126 and _c5_ContractID.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_ContractID.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(_c5_ContractID); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            v_CertificateInstallationRes = None
+            s = 1
+        elif v_CertificateUpdateReq is not None:
+            el = 'CertificateUpdateReq'
+            v = (v << 6) | 5
+            n += 6
+            w.v = v; w.n = n
+            c_din_msgbody._e_CertificateUpdateReqType(w, v_CertificateUpdateReq)
+            v = w.v; n = w.n
+            v_CertificateUpdateReq = None
+            s = 1
+        elif v_CertificateUpdateRes is not None:
+            el = 'CertificateUpdateRes'
+            _o = v_CertificateUpdateRes
+            _c6_Id = _o.Id
+            _c6_ResponseCode = _o.ResponseCode
+            _c6_ContractSignatureCertChain = _o.ContractSignatureCertChain
+            _c6_ContractSignatureEncryptedPrivateKey = _o.ContractSignatureEncryptedPrivateKey
+            _c6_DHParams = _o.DHParams
+            _c6_ContractID = _o.ContractID
+            _c6_RetryCounter = _o.RetryCounter
+            if not (_c6_Id is not None): raise EncodeError('missing content: Id')
+            el = 'CertificateUpdateRes/@Id'
+            v = (v << 7) | (6 << 1)
+            n += 7
+            _l = len(_c6_Id)
+            if _l < 126 and _c6_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c6_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(_c6_Id); v = w.v; n = w.n
+            if not (_c6_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'CertificateUpdateRes/ResponseCode'
+            _c6_i1 = _I_din_msgdatatypes_responseCodeType.get(_c6_ResponseCode)
+            if _c6_i1 is None: raise EncodeError(f'{_c6_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c6_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+            el = 'CertificateUpdateRes/ContractSignatureCertChain'
+            v = (v << 9) | (_c6_i1 << 2)
+            n += 9
+            _c6_c2_o = _c6_ContractSignatureCertChain
+            _c6_c2_Certificate = _c6_c2_o.Certificate
+            _c6_c2_SubCertificates = _c6_c2_o.SubCertificates
+            if _c6_c2_Certificate is not None:
+                el = 'CertificateUpdateRes/ContractSignatureCertChain/Certificate'
+                v <<= 2
+                n += 2
+                if len(_c6_c2_Certificate) > 1200: raise EncodeError(f'length {len(_c6_c2_Certificate)} outside [0, 1200]')
+                _l = len(_c6_c2_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c6_c2_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c6_c2_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c6_c2_Certificate = None
+                _c6_c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Certificate')
+            if _c6_c2_s == 1:
+                if _c6_c2_SubCertificates is not None:
+                    el = 'CertificateUpdateRes/ContractSignatureCertChain/SubCertificates'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_SubCertificatesType(w, _c6_c2_SubCertificates)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c6_c2_SubCertificates = None
+                    if _c6_c2_Certificate is not None or _c6_c2_SubCertificates is not None: raise _leftover(_c6_c2_o)
+                    _c6_c2_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c6_c2_Certificate is not None or _c6_c2_SubCertificates is not None: raise _leftover(_c6_c2_o)
+                    _c6_c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c6_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
+            el = 'CertificateUpdateRes/ContractSignatureEncryptedPrivateKey'
+            v <<= 2
+            n += 2
+            if len(_c6_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(_c6_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
+            _l = len(_c6_ContractSignatureEncryptedPrivateKey)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c6_ContractSignatureEncryptedPrivateKey, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(_c6_ContractSignatureEncryptedPrivateKey); v = w.v; n = w.n
+            if not (_c6_DHParams is not None): raise EncodeError('missing content: DHParams')
+            el = 'CertificateUpdateRes/DHParams'
+            v <<= 3
+            n += 3
+            if len(_c6_DHParams) > 256: raise EncodeError(f'length {len(_c6_DHParams)} outside [0, 256]')
+            _l = len(_c6_DHParams)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c6_DHParams, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(_c6_DHParams); v = w.v; n = w.n
+            if not (_c6_ContractID is not None): raise EncodeError('missing content: ContractID')
+            el = 'CertificateUpdateRes/ContractID'
+            v <<= 3
+            n += 3
+            if len(_c6_ContractID) > 24: raise EncodeError(f'length {len(_c6_ContractID)} outside [0, 24]')
+            _l = len(_c6_ContractID)
+            if _l < 126 and _c6_ContractID.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c6_ContractID.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(_c6_ContractID); v = w.v; n = w.n
+            if not (_c6_RetryCounter is not None): raise EncodeError('missing content: RetryCounter')
+            el = 'CertificateUpdateRes/RetryCounter'
+            if _c6_RetryCounter < -32768 or _c6_RetryCounter > 32767: raise EncodeError(f'value {_c6_RetryCounter!r} outside [-32768, 32767]')
+            v = (v << 4) | (_c6_RetryCounter < 0)
+            n += 4
+            _m = (-_c6_RetryCounter - 1 if _c6_RetryCounter < 0 else _c6_RetryCounter)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            v_CertificateUpdateRes = None
+            s = 1
+        elif v_ChargeParameterDiscoveryReq is not None:
+            el = 'ChargeParameterDiscoveryReq'
+            v = (v << 6) | 7
+            n += 6
+            w.v = v; w.n = n
+            c_din_msgbody._e_ChargeParameterDiscoveryReqType(w, v_ChargeParameterDiscoveryReq)
+            v = w.v; n = w.n
+            v_ChargeParameterDiscoveryReq = None
+            s = 1
+        elif v_ChargeParameterDiscoveryRes is not None:
+            el = 'ChargeParameterDiscoveryRes'
+            v = (v << 6) | 8
+            n += 6
+            w.v = v; w.n = n
+            c_din_msgbody._e_ChargeParameterDiscoveryResType(w, v_ChargeParameterDiscoveryRes)
+            v = w.v; n = w.n
+            v_ChargeParameterDiscoveryRes = None
+            s = 1
+        elif v_ChargingStatusReq is not None:
+            el = 'ChargingStatusReq'
+            _o = v_ChargingStatusReq
+            v = (v << 7) | (9 << 1)
+            n += 7
+            v_ChargingStatusReq = None
+            s = 1
+        elif v_ChargingStatusRes is not None:
+            el = 'ChargingStatusRes'
+            v = (v << 6) | 10
+            n += 6
+            w.v = v; w.n = n
+            c_din_msgbody._e_ChargingStatusResType(w, v_ChargingStatusRes)
+            v = w.v; n = w.n
+            v_ChargingStatusRes = None
+            s = 1
+        elif v_ContractAuthenticationReq is not None:
+            el = 'ContractAuthenticationReq'
+            v = (v << 6) | 11
+            n += 6
+            _c8_o = v_ContractAuthenticationReq
+            _c8_Id = _c8_o.Id
+            _c8_GenChallenge = _c8_o.GenChallenge
+            if _c8_Id is not None:
+                el = 'ContractAuthenticationReq/@Id'
+                v <<= 2
+                n += 2
+                _l = len(_c8_Id)
+                if _l < 126 and _c8_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c8_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c8_Id); v = w.v; n = w.n
+                _c8_Id = None
+                _c8_s = 1
+            elif _c8_GenChallenge is not None:
+                el = 'ContractAuthenticationReq/GenChallenge'
+                v = (v << 3) | (1 << 1)
+                n += 3
+                _l = len(_c8_GenChallenge)
+                if _l < 126 and _c8_GenChallenge.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c8_GenChallenge.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c8_GenChallenge); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c8_GenChallenge = None
+                _c8_s = 2
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                if _c8_Id is not None or _c8_GenChallenge is not None: raise _leftover(_c8_o)
+                _c8_s = -1
+            if _c8_s == 1:
+                if _c8_GenChallenge is not None:
+                    el = 'ContractAuthenticationReq/GenChallenge'
+                    v <<= 3
+                    n += 3
+                    _l = len(_c8_GenChallenge)
+                    if _l < 126 and _c8_GenChallenge.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c8_GenChallenge.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c8_GenChallenge); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c8_GenChallenge = None
+                    _c8_s = 2
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c8_Id is not None or _c8_GenChallenge is not None: raise _leftover(_c8_o)
+                    _c8_s = -1
+            if _c8_s == 2:
                 if True:
                     v <<= 1
                     n += 1
-                    if v_BodyElement is not None or v_CableCheckReq is not None or v_CableCheckRes is not None or v_CertificateInstallationReq is not None or v_CertificateInstallationRes is not None or v_CertificateUpdateReq is not None or v_CertificateUpdateRes is not None or v_ChargeParameterDiscoveryReq is not None or v_ChargeParameterDiscoveryRes is not None or v_ChargingStatusReq is not None or v_ChargingStatusRes is not None or v_ContractAuthenticationReq is not None or v_ContractAuthenticationRes is not None or v_CurrentDemandReq is not None or v_CurrentDemandRes is not None or v_MeteringReceiptReq is not None or v_MeteringReceiptRes is not None or v_PaymentDetailsReq is not None or v_PaymentDetailsRes is not None or v_PowerDeliveryReq is not None or v_PowerDeliveryRes is not None or v_PreChargeReq is not None or v_PreChargeRes is not None or v_ServiceDetailReq is not None or v_ServiceDetailRes is not None or v_ServiceDiscoveryReq is not None or v_ServiceDiscoveryRes is not None or v_ServicePaymentSelectionReq is not None or v_ServicePaymentSelectionRes is not None or v_SessionSetupReq is not None or v_SessionSetupRes is not None or v_SessionStopReq is not None or v_SessionStopRes is not None or v_WeldingDetectionReq is not None or v_WeldingDetectionRes is not None: raise _leftover(o)
-                    s = -1
+                    if _c8_Id is not None or _c8_GenChallenge is not None: raise _leftover(_c8_o)
+                    _c8_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_ContractAuthenticationReq = None
+            s = 1
+        elif v_ContractAuthenticationRes is not None:
+            el = 'ContractAuthenticationRes'
+            _o = v_ContractAuthenticationRes
+            _c9_ResponseCode = _o.ResponseCode
+            _c9_EVSEProcessing = _o.EVSEProcessing
+            if not (_c9_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ContractAuthenticationRes/ResponseCode'
+            _c9_i1 = _I_din_msgdatatypes_responseCodeType.get(_c9_ResponseCode)
+            if _c9_i1 is None: raise EncodeError(f'{_c9_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c9_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
+            el = 'ContractAuthenticationRes/EVSEProcessing'
+            _c9_i2 = _I_din_msgdatatypes_EVSEProcessingType.get(_c9_EVSEProcessing)
+            if _c9_i2 is None: raise EncodeError(f'{_c9_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+            v = (v << 19) | (12 << 13) | (_c9_i1 << 6) | (_c9_i2 << 2)
+            n += 19
+            v_ContractAuthenticationRes = None
+            s = 1
+        elif v_CurrentDemandReq is not None:
+            el = 'CurrentDemandReq'
+            v = (v << 6) | 13
+            n += 6
+            w.v = v; w.n = n
+            c_din_msgbody._e_CurrentDemandReqType(w, v_CurrentDemandReq)
+            v = w.v; n = w.n
+            v_CurrentDemandReq = None
+            s = 1
+        elif v_CurrentDemandRes is not None:
+            el = 'CurrentDemandRes'
+            v = (v << 6) | 14
+            n += 6
+            w.v = v; w.n = n
+            c_din_msgbody._e_CurrentDemandResType(w, v_CurrentDemandRes)
+            v = w.v; n = w.n
+            v_CurrentDemandRes = None
+            s = 1
+        elif v_MeteringReceiptReq is not None:
+            el = 'MeteringReceiptReq'
+            v = (v << 6) | 15
+            n += 6
+            _c10_o = v_MeteringReceiptReq
+            _c10_Id = _c10_o.Id
+            _c10_SessionID = _c10_o.SessionID
+            _c10_SAScheduleTupleID = _c10_o.SAScheduleTupleID
+            _c10_MeterInfo = _c10_o.MeterInfo
+            if _c10_Id is not None:
+                el = 'MeteringReceiptReq/@Id'
+                v <<= 2
+                n += 2
+                _l = len(_c10_Id)
+                if _l < 126 and _c10_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c10_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c10_Id); v = w.v; n = w.n
+                if not (_c10_SessionID is not None): raise EncodeError('missing content: SessionID')
+                el = 'MeteringReceiptReq/SessionID'
+                v <<= 2
+                n += 2
+                _c10_Id = None
+                if len(_c10_SessionID) > 8: raise EncodeError(f'length {len(_c10_SessionID)} outside [0, 8]')
+                _l = len(_c10_SessionID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c10_SessionID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c10_SessionID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c10_SessionID = None
+                _c10_s = 2
+            elif _c10_SessionID is not None:
+                el = 'MeteringReceiptReq/SessionID'
+                v = (v << 3) | (1 << 1)
+                n += 3
+                if len(_c10_SessionID) > 8: raise EncodeError(f'length {len(_c10_SessionID)} outside [0, 8]')
+                _l = len(_c10_SessionID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c10_SessionID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c10_SessionID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c10_SessionID = None
+                _c10_s = 2
+            else:
+                raise EncodeError('missing content: expected one of Id, SessionID')
+            if _c10_s == 2:
+                if _c10_SAScheduleTupleID is not None:
+                    el = 'MeteringReceiptReq/SAScheduleTupleID'
+                    if _c10_SAScheduleTupleID < -32768 or _c10_SAScheduleTupleID > 32767: raise EncodeError(f'value {_c10_SAScheduleTupleID!r} outside [-32768, 32767]')
+                    v = (v << 4) | (_c10_SAScheduleTupleID < 0)
+                    n += 4
+                    _m = (-_c10_SAScheduleTupleID - 1 if _c10_SAScheduleTupleID < 0 else _c10_SAScheduleTupleID)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c10_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
+                    el = 'MeteringReceiptReq/MeterInfo'
+                    v <<= 2
+                    n += 2
+                    _c10_SAScheduleTupleID = None
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_MeterInfoType(w, _c10_MeterInfo)
+                    v = w.v; n = w.n
+                    _c10_MeterInfo = None
+                    _c10_s = 4
+                elif _c10_MeterInfo is not None:
+                    el = 'MeteringReceiptReq/MeterInfo'
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_MeterInfoType(w, _c10_MeterInfo)
+                    v = w.v; n = w.n
+                    _c10_MeterInfo = None
+                    _c10_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
+            if _c10_s == 4:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c10_Id is not None or _c10_SessionID is not None or _c10_SAScheduleTupleID is not None or _c10_MeterInfo is not None: raise _leftover(_c10_o)
+                    _c10_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_MeteringReceiptReq = None
+            s = 1
+        elif v_MeteringReceiptRes is not None:
+            el = 'MeteringReceiptRes'
+            _o = v_MeteringReceiptRes
+            _c11_ResponseCode = _o.ResponseCode
+            _c11_AC_EVSEStatus = _o.AC_EVSEStatus
+            if not (_c11_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'MeteringReceiptRes/ResponseCode'
+            _c11_i1 = _I_din_msgdatatypes_responseCodeType.get(_c11_ResponseCode)
+            if _c11_i1 is None: raise EncodeError(f'{_c11_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c11_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
+            el = 'MeteringReceiptRes/AC_EVSEStatus'
+            _o = _c11_AC_EVSEStatus
+            _c11_c2_PowerSwitchClosed = _o.PowerSwitchClosed
+            _c11_c2_RCD = _o.RCD
+            _c11_c2_NotificationMaxDelay = _o.NotificationMaxDelay
+            _c11_c2_EVSENotification = _o.EVSENotification
+            if not (_c11_c2_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
+            el = 'MeteringReceiptRes/AC_EVSEStatus/PowerSwitchClosed'
+            if _c11_c2_PowerSwitchClosed is not True and _c11_c2_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c11_c2_PowerSwitchClosed!r}')
+            if not (_c11_c2_RCD is not None): raise EncodeError('missing content: RCD')
+            el = 'MeteringReceiptRes/AC_EVSEStatus/RCD'
+            if _c11_c2_RCD is not True and _c11_c2_RCD is not False: raise EncodeError(f'expected a bool, got {_c11_c2_RCD!r}')
+            if not (_c11_c2_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+            el = 'MeteringReceiptRes/AC_EVSEStatus/NotificationMaxDelay'
+            if _c11_c2_NotificationMaxDelay < 0 or _c11_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c11_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+            v = (v << 25) | (16 << 19) | (_c11_i1 << 12) | (_c11_c2_PowerSwitchClosed << 7) | (_c11_c2_RCD << 3)
+            n += 25
+            if _c11_c2_NotificationMaxDelay < 128: v = (v << 8) | _c11_c2_NotificationMaxDelay; n += 8
+            elif _c11_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c11_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c11_c2_NotificationMaxDelay >> 7); n += 16
+            elif _c11_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c11_c2_NotificationMaxDelay & 127) << 16) | (((_c11_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c11_c2_NotificationMaxDelay >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_c11_c2_NotificationMaxDelay); v = w.v; n = w.n
+            if not (_c11_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'MeteringReceiptRes/AC_EVSEStatus/EVSENotification'
+            _c11_c2_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c11_c2_EVSENotification)
+            if _c11_c2_i1 is None: raise EncodeError(f'{_c11_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+            v = (v << 8) | (_c11_c2_i1 << 3)
+            n += 8
+            v_MeteringReceiptRes = None
+            s = 1
+        elif v_PaymentDetailsReq is not None:
+            el = 'PaymentDetailsReq'
+            _o = v_PaymentDetailsReq
+            _c12_ContractID = _o.ContractID
+            _c12_ContractSignatureCertChain = _o.ContractSignatureCertChain
+            if not (_c12_ContractID is not None): raise EncodeError('missing content: ContractID')
+            el = 'PaymentDetailsReq/ContractID'
+            v = (v << 8) | (17 << 2)
+            n += 8
+            if len(_c12_ContractID) > 24: raise EncodeError(f'length {len(_c12_ContractID)} outside [0, 24]')
+            _l = len(_c12_ContractID)
+            if _l < 126 and _c12_ContractID.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c12_ContractID.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(_c12_ContractID); v = w.v; n = w.n
+            if not (_c12_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+            el = 'PaymentDetailsReq/ContractSignatureCertChain'
+            v <<= 2
+            n += 2
+            _c12_c1_o = _c12_ContractSignatureCertChain
+            _c12_c1_Certificate = _c12_c1_o.Certificate
+            _c12_c1_SubCertificates = _c12_c1_o.SubCertificates
+            if _c12_c1_Certificate is not None:
+                el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
+                v <<= 2
+                n += 2
+                if len(_c12_c1_Certificate) > 1200: raise EncodeError(f'length {len(_c12_c1_Certificate)} outside [0, 1200]')
+                _l = len(_c12_c1_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c12_c1_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c12_c1_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c12_c1_Certificate = None
+                _c12_c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Certificate')
+            if _c12_c1_s == 1:
+                if _c12_c1_SubCertificates is not None:
+                    el = 'PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_SubCertificatesType(w, _c12_c1_SubCertificates)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c12_c1_SubCertificates = None
+                    if _c12_c1_Certificate is not None or _c12_c1_SubCertificates is not None: raise _leftover(_c12_c1_o)
+                    _c12_c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c12_c1_Certificate is not None or _c12_c1_SubCertificates is not None: raise _leftover(_c12_c1_o)
+                    _c12_c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_PaymentDetailsReq = None
+            s = 1
+        elif v_PaymentDetailsRes is not None:
+            el = 'PaymentDetailsRes'
+            _o = v_PaymentDetailsRes
+            _c13_ResponseCode = _o.ResponseCode
+            _c13_GenChallenge = _o.GenChallenge
+            _c13_DateTimeNow = _o.DateTimeNow
+            if not (_c13_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'PaymentDetailsRes/ResponseCode'
+            _c13_i1 = _I_din_msgdatatypes_responseCodeType.get(_c13_ResponseCode)
+            if _c13_i1 is None: raise EncodeError(f'{_c13_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c13_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
+            el = 'PaymentDetailsRes/GenChallenge'
+            v = (v << 16) | (18 << 10) | (_c13_i1 << 3)
+            n += 16
+            _l = len(_c13_GenChallenge)
+            if _l < 126 and _c13_GenChallenge.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c13_GenChallenge.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(_c13_GenChallenge); v = w.v; n = w.n
+            if not (_c13_DateTimeNow is not None): raise EncodeError('missing content: DateTimeNow')
+            el = 'PaymentDetailsRes/DateTimeNow'
+            if _c13_DateTimeNow < -9223372036854775808 or _c13_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c13_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
+            v = (v << 4) | (_c13_DateTimeNow < 0)
+            n += 4
+            _m = (-_c13_DateTimeNow - 1 if _c13_DateTimeNow < 0 else _c13_DateTimeNow)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            v_PaymentDetailsRes = None
+            s = 1
+        elif v_PowerDeliveryReq is not None:
+            el = 'PowerDeliveryReq'
+            v = (v << 6) | 19
+            n += 6
+            _c14_o = v_PowerDeliveryReq
+            _c14_ReadyToChargeState = _c14_o.ReadyToChargeState
+            _c14_ChargingProfile = _c14_o.ChargingProfile
+            _c14_DC_EVPowerDeliveryParameter = _c14_o.DC_EVPowerDeliveryParameter
+            _c14_EVPowerDeliveryParameter = _c14_o.EVPowerDeliveryParameter
+            if _c14_ReadyToChargeState is not None:
+                el = 'PowerDeliveryReq/ReadyToChargeState'
+                if _c14_ReadyToChargeState is not True and _c14_ReadyToChargeState is not False: raise EncodeError(f'expected a bool, got {_c14_ReadyToChargeState!r}')
+                v = (v << 4) | (_c14_ReadyToChargeState << 1)
+                n += 4
+                _c14_ReadyToChargeState = None
+                _c14_s = 1
+            else:
+                raise EncodeError('missing content: expected one of ReadyToChargeState')
+            if _c14_s == 1:
+                if _c14_ChargingProfile is not None:
+                    el = 'PowerDeliveryReq/ChargingProfile'
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_ChargingProfileType(w, _c14_ChargingProfile)
+                    v = w.v; n = w.n
+                    _c14_ChargingProfile = None
+                    _c14_s = 2
+                elif _c14_DC_EVPowerDeliveryParameter is not None:
+                    el = 'PowerDeliveryReq/DC_EVPowerDeliveryParameter'
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_DC_EVPowerDeliveryParameterType(w, _c14_DC_EVPowerDeliveryParameter)
+                    v = w.v; n = w.n
+                    _c14_DC_EVPowerDeliveryParameter = None
+                    _c14_s = 3
+                elif _c14_EVPowerDeliveryParameter is not None:
+                    el = 'PowerDeliveryReq/EVPowerDeliveryParameter'
+                    _o = _c14_EVPowerDeliveryParameter
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    _c14_EVPowerDeliveryParameter = None
+                    _c14_s = 3
+                elif True:
+                    v = (v << 3) | 3
+                    n += 3
+                    if _c14_ReadyToChargeState is not None or _c14_ChargingProfile is not None or _c14_DC_EVPowerDeliveryParameter is not None or _c14_EVPowerDeliveryParameter is not None: raise _leftover(_c14_o)
+                    _c14_s = -1
+            if _c14_s == 2:
+                if _c14_DC_EVPowerDeliveryParameter is not None:
+                    el = 'PowerDeliveryReq/DC_EVPowerDeliveryParameter'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_DC_EVPowerDeliveryParameterType(w, _c14_DC_EVPowerDeliveryParameter)
+                    v = w.v; n = w.n
+                    _c14_DC_EVPowerDeliveryParameter = None
+                    _c14_s = 3
+                elif _c14_EVPowerDeliveryParameter is not None:
+                    el = 'PowerDeliveryReq/EVPowerDeliveryParameter'
+                    _o = _c14_EVPowerDeliveryParameter
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    _c14_EVPowerDeliveryParameter = None
+                    _c14_s = 3
+                elif True:
+                    v = (v << 2) | 2
+                    n += 2
+                    if _c14_ReadyToChargeState is not None or _c14_ChargingProfile is not None or _c14_DC_EVPowerDeliveryParameter is not None or _c14_EVPowerDeliveryParameter is not None: raise _leftover(_c14_o)
+                    _c14_s = -1
+            if _c14_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c14_ReadyToChargeState is not None or _c14_ChargingProfile is not None or _c14_DC_EVPowerDeliveryParameter is not None or _c14_EVPowerDeliveryParameter is not None: raise _leftover(_c14_o)
+                    _c14_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_PowerDeliveryReq = None
+            s = 1
+        elif v_PowerDeliveryRes is not None:
+            el = 'PowerDeliveryRes'
+            v = (v << 6) | 20
+            n += 6
+            w.v = v; w.n = n
+            c_din_msgbody._e_PowerDeliveryResType(w, v_PowerDeliveryRes)
+            v = w.v; n = w.n
+            v_PowerDeliveryRes = None
+            s = 1
+        elif v_PreChargeReq is not None:
+            el = 'PreChargeReq'
+            _o = v_PreChargeReq
+            _c15_DC_EVStatus = _o.DC_EVStatus
+            _c15_EVTargetVoltage = _o.EVTargetVoltage
+            _c15_EVTargetCurrent = _o.EVTargetCurrent
+            if not (_c15_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+            el = 'PreChargeReq/DC_EVStatus'
+            v = (v << 7) | (21 << 1)
+            n += 7
+            _c15_c1_o = _c15_DC_EVStatus
+            _c15_c1_EVReady = _c15_c1_o.EVReady
+            _c15_c1_EVCabinConditioning = _c15_c1_o.EVCabinConditioning
+            _c15_c1_EVRESSConditioning = _c15_c1_o.EVRESSConditioning
+            _c15_c1_EVErrorCode = _c15_c1_o.EVErrorCode
+            _c15_c1_EVRESSSOC = _c15_c1_o.EVRESSSOC
+            if _c15_c1_EVReady is not None:
+                el = 'PreChargeReq/DC_EVStatus/EVReady'
+                if _c15_c1_EVReady is not True and _c15_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c15_c1_EVReady!r}')
+                v = (v << 4) | (_c15_c1_EVReady << 1)
+                n += 4
+                _c15_c1_EVReady = None
+                _c15_c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of EVReady')
+            if _c15_c1_s == 1:
+                if _c15_c1_EVCabinConditioning is not None:
+                    el = 'PreChargeReq/DC_EVStatus/EVCabinConditioning'
+                    if _c15_c1_EVCabinConditioning is not True and _c15_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c15_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c15_c1_EVCabinConditioning << 1)
+                    n += 5
+                    _c15_c1_EVCabinConditioning = None
+                    _c15_c1_s = 2
+                elif _c15_c1_EVRESSConditioning is not None:
+                    el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
+                    if _c15_c1_EVRESSConditioning is not True and _c15_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c15_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c15_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c15_c1_EVRESSConditioning = None
+                    _c15_c1_s = 3
+                elif _c15_c1_EVErrorCode is not None:
+                    el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
+                    _c15_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c15_c1_EVErrorCode)
+                    if _c15_c1_i1 is None: raise EncodeError(f'{_c15_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c15_c1_i1 << 1)
+                    n += 8
+                    _c15_c1_EVErrorCode = None
+                    _c15_c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c15_c1_s == 2:
+                if _c15_c1_EVRESSConditioning is not None:
+                    el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
+                    if _c15_c1_EVRESSConditioning is not True and _c15_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c15_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (_c15_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c15_c1_EVRESSConditioning = None
+                    _c15_c1_s = 3
+                elif _c15_c1_EVErrorCode is not None:
+                    el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
+                    _c15_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c15_c1_EVErrorCode)
+                    if _c15_c1_i2 is None: raise EncodeError(f'{_c15_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (1 << 6) | (_c15_c1_i2 << 1)
+                    n += 8
+                    _c15_c1_EVErrorCode = None
+                    _c15_c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
+            if _c15_c1_s == 3:
+                if _c15_c1_EVErrorCode is not None:
+                    el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
+                    _c15_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c15_c1_EVErrorCode)
+                    if _c15_c1_i3 is None: raise EncodeError(f'{_c15_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 7) | (_c15_c1_i3 << 1)
+                    n += 7
+                    _c15_c1_EVErrorCode = None
+                    _c15_c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVErrorCode')
+            if _c15_c1_s == 4:
+                if _c15_c1_EVRESSSOC is not None:
+                    el = 'PreChargeReq/DC_EVStatus/EVRESSSOC'
+                    if not 0 <= _c15_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c15_c1_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 11) | (_c15_c1_EVRESSSOC << 2)
+                    n += 11
+                    _c15_c1_EVRESSSOC = None
+                    if _c15_c1_EVReady is not None or _c15_c1_EVCabinConditioning is not None or _c15_c1_EVRESSConditioning is not None or _c15_c1_EVErrorCode is not None or _c15_c1_EVRESSSOC is not None: raise _leftover(_c15_c1_o)
+                    _c15_c1_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSSOC')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c15_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
+            el = 'PreChargeReq/EVTargetVoltage'
+            v <<= 1
+            n += 1
+            _c15_c2_o = _c15_EVTargetVoltage
+            _c15_c2_Multiplier = _c15_c2_o.Multiplier
+            _c15_c2_Unit = _c15_c2_o.Unit
+            _c15_c2_Value = _c15_c2_o.Value
+            if _c15_c2_Multiplier is not None:
+                el = 'PreChargeReq/EVTargetVoltage/Multiplier'
+                if not -3 <= _c15_c2_Multiplier <= 3: raise EncodeError(f'value {_c15_c2_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c15_c2_Multiplier - -3) << 1)
+                n += 6
+                _c15_c2_Multiplier = None
+                _c15_c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c15_c2_s == 1:
+                if _c15_c2_Unit is not None:
+                    el = 'PreChargeReq/EVTargetVoltage/Unit'
+                    _c15_c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c15_c2_Unit)
+                    if _c15_c2_i1 is None: raise EncodeError(f'{_c15_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c15_c2_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'PreChargeReq/EVTargetVoltage/Value'
+                    if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: raise EncodeError(f'value {_c15_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c15_c2_i1 << 4) | (_c15_c2_Value < 0)
+                    n += 11
+                    _c15_c2_Unit = None
+                    _m = (-_c15_c2_Value - 1 if _c15_c2_Value < 0 else _c15_c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c15_c2_Value = None
+                    _c15_c2_s = 3
+                elif _c15_c2_Value is not None:
+                    el = 'PreChargeReq/EVTargetVoltage/Value'
+                    if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: raise EncodeError(f'value {_c15_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c15_c2_Value < 0)
+                    n += 4
+                    _m = (-_c15_c2_Value - 1 if _c15_c2_Value < 0 else _c15_c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c15_c2_Value = None
+                    _c15_c2_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c15_c2_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c15_c2_Multiplier is not None or _c15_c2_Unit is not None or _c15_c2_Value is not None: raise _leftover(_c15_c2_o)
+                    _c15_c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c15_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
+            el = 'PreChargeReq/EVTargetCurrent'
+            v <<= 1
+            n += 1
+            _c15_c3_o = _c15_EVTargetCurrent
+            _c15_c3_Multiplier = _c15_c3_o.Multiplier
+            _c15_c3_Unit = _c15_c3_o.Unit
+            _c15_c3_Value = _c15_c3_o.Value
+            if _c15_c3_Multiplier is not None:
+                el = 'PreChargeReq/EVTargetCurrent/Multiplier'
+                if not -3 <= _c15_c3_Multiplier <= 3: raise EncodeError(f'value {_c15_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c15_c3_Multiplier - -3) << 1)
+                n += 6
+                _c15_c3_Multiplier = None
+                _c15_c3_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c15_c3_s == 1:
+                if _c15_c3_Unit is not None:
+                    el = 'PreChargeReq/EVTargetCurrent/Unit'
+                    _c15_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c15_c3_Unit)
+                    if _c15_c3_i1 is None: raise EncodeError(f'{_c15_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c15_c3_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'PreChargeReq/EVTargetCurrent/Value'
+                    if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: raise EncodeError(f'value {_c15_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c15_c3_i1 << 4) | (_c15_c3_Value < 0)
+                    n += 11
+                    _c15_c3_Unit = None
+                    _m = (-_c15_c3_Value - 1 if _c15_c3_Value < 0 else _c15_c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c15_c3_Value = None
+                    _c15_c3_s = 3
+                elif _c15_c3_Value is not None:
+                    el = 'PreChargeReq/EVTargetCurrent/Value'
+                    if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: raise EncodeError(f'value {_c15_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c15_c3_Value < 0)
+                    n += 4
+                    _m = (-_c15_c3_Value - 1 if _c15_c3_Value < 0 else _c15_c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c15_c3_Value = None
+                    _c15_c3_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c15_c3_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c15_c3_Multiplier is not None or _c15_c3_Unit is not None or _c15_c3_Value is not None: raise _leftover(_c15_c3_o)
+                    _c15_c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_PreChargeReq = None
+            s = 1
+        elif v_PreChargeRes is not None:
+            el = 'PreChargeRes'
+            _o = v_PreChargeRes
+            _c16_ResponseCode = _o.ResponseCode
+            _c16_DC_EVSEStatus = _o.DC_EVSEStatus
+            _c16_EVSEPresentVoltage = _o.EVSEPresentVoltage
+            if not (_c16_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'PreChargeRes/ResponseCode'
+            _c16_i1 = _I_din_msgdatatypes_responseCodeType.get(_c16_ResponseCode)
+            if _c16_i1 is None: raise EncodeError(f'{_c16_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c16_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+            el = 'PreChargeRes/DC_EVSEStatus'
+            v = (v << 15) | (22 << 9) | (_c16_i1 << 2)
+            n += 15
+            _c16_c2_o = _c16_DC_EVSEStatus
+            _c16_c2_EVSEIsolationStatus = _c16_c2_o.EVSEIsolationStatus
+            _c16_c2_EVSEStatusCode = _c16_c2_o.EVSEStatusCode
+            _c16_c2_NotificationMaxDelay = _c16_c2_o.NotificationMaxDelay
+            _c16_c2_EVSENotification = _c16_c2_o.EVSENotification
+            if _c16_c2_EVSEIsolationStatus is not None:
+                el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
+                _c16_c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c16_c2_EVSEIsolationStatus)
+                if _c16_c2_i1 is None: raise EncodeError(f'{_c16_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c16_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                _c16_c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c16_c2_EVSEStatusCode)
+                if _c16_c2_i2 is None: raise EncodeError(f'{_c16_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 13) | (_c16_c2_i1 << 8) | (_c16_c2_i2 << 1)
+                n += 13
+                _c16_c2_EVSEIsolationStatus = None
+                _c16_c2_EVSEStatusCode = None
+                _c16_c2_s = 2
+            elif _c16_c2_EVSEStatusCode is not None:
+                el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                _c16_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c16_c2_EVSEStatusCode)
+                if _c16_c2_i3 is None: raise EncodeError(f'{_c16_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c16_c2_i3 << 1)
+                n += 8
+                _c16_c2_EVSEStatusCode = None
+                _c16_c2_s = 2
+            else:
+                raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if _c16_c2_s == 2:
+                if _c16_c2_NotificationMaxDelay is not None:
+                    el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
+                    if _c16_c2_NotificationMaxDelay < 0 or _c16_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c16_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                    v <<= 2
+                    n += 2
+                    if _c16_c2_NotificationMaxDelay < 128: v = (v << 8) | _c16_c2_NotificationMaxDelay; n += 8
+                    elif _c16_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c16_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c16_c2_NotificationMaxDelay >> 7); n += 16
+                    elif _c16_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c16_c2_NotificationMaxDelay & 127) << 16) | (((_c16_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c16_c2_NotificationMaxDelay >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c16_c2_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c16_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
+                    _c16_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c16_c2_EVSENotification)
+                    if _c16_c2_i4 is None: raise EncodeError(f'{_c16_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 7) | (_c16_c2_i4 << 2)
+                    n += 7
+                    _c16_c2_NotificationMaxDelay = None
+                    _c16_c2_EVSENotification = None
+                    if _c16_c2_EVSEIsolationStatus is not None or _c16_c2_EVSEStatusCode is not None or _c16_c2_NotificationMaxDelay is not None or _c16_c2_EVSENotification is not None: raise _leftover(_c16_c2_o)
+                    _c16_c2_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c16_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+            el = 'PreChargeRes/EVSEPresentVoltage'
+            v <<= 1
+            n += 1
+            _c16_c3_o = _c16_EVSEPresentVoltage
+            _c16_c3_Multiplier = _c16_c3_o.Multiplier
+            _c16_c3_Unit = _c16_c3_o.Unit
+            _c16_c3_Value = _c16_c3_o.Value
+            if _c16_c3_Multiplier is not None:
+                el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
+                if not -3 <= _c16_c3_Multiplier <= 3: raise EncodeError(f'value {_c16_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c16_c3_Multiplier - -3) << 1)
+                n += 6
+                _c16_c3_Multiplier = None
+                _c16_c3_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c16_c3_s == 1:
+                if _c16_c3_Unit is not None:
+                    el = 'PreChargeRes/EVSEPresentVoltage/Unit'
+                    _c16_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c16_c3_Unit)
+                    if _c16_c3_i1 is None: raise EncodeError(f'{_c16_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c16_c3_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'PreChargeRes/EVSEPresentVoltage/Value'
+                    if _c16_c3_Value < -32768 or _c16_c3_Value > 32767: raise EncodeError(f'value {_c16_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c16_c3_i1 << 4) | (_c16_c3_Value < 0)
+                    n += 11
+                    _c16_c3_Unit = None
+                    _m = (-_c16_c3_Value - 1 if _c16_c3_Value < 0 else _c16_c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c16_c3_Value = None
+                    _c16_c3_s = 3
+                elif _c16_c3_Value is not None:
+                    el = 'PreChargeRes/EVSEPresentVoltage/Value'
+                    if _c16_c3_Value < -32768 or _c16_c3_Value > 32767: raise EncodeError(f'value {_c16_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c16_c3_Value < 0)
+                    n += 4
+                    _m = (-_c16_c3_Value - 1 if _c16_c3_Value < 0 else _c16_c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c16_c3_Value = None
+                    _c16_c3_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c16_c3_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c16_c3_Multiplier is not None or _c16_c3_Unit is not None or _c16_c3_Value is not None: raise _leftover(_c16_c3_o)
+                    _c16_c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_PreChargeRes = None
+            s = 1
+        elif v_ServiceDetailReq is not None:
+            el = 'ServiceDetailReq'
+            _o = v_ServiceDetailReq
+            _c17_ServiceID = _o.ServiceID
+            if not (_c17_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+            el = 'ServiceDetailReq/ServiceID'
+            if _c17_ServiceID < 0 or _c17_ServiceID > 65535: raise EncodeError(f'value {_c17_ServiceID!r} outside [0, 65535]')
+            v = (v << 8) | (23 << 2)
+            n += 8
+            if _c17_ServiceID < 128: v = (v << 8) | _c17_ServiceID; n += 8
+            elif _c17_ServiceID < 16384: v = (v << 16) | ((_c17_ServiceID & 127) << 8) | 32768 | (_c17_ServiceID >> 7); n += 16
+            elif _c17_ServiceID < 2097152: v = (v << 24) | ((_c17_ServiceID & 127) << 16) | (((_c17_ServiceID >> 7) & 127) << 8) | 8421376 | (_c17_ServiceID >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_c17_ServiceID); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            v_ServiceDetailReq = None
+            s = 1
+        elif v_ServiceDetailRes is not None:
+            el = 'ServiceDetailRes'
+            v = (v << 6) | 24
+            n += 6
+            _c18_o = v_ServiceDetailRes
+            _c18_ResponseCode = _c18_o.ResponseCode
+            _c18_ServiceID = _c18_o.ServiceID
+            _c18_ServiceParameterList = _c18_o.ServiceParameterList
+            if _c18_ResponseCode is not None:
+                el = 'ServiceDetailRes/ResponseCode'
+                _c18_i1 = _I_din_msgdatatypes_responseCodeType.get(_c18_ResponseCode)
+                if _c18_i1 is None: raise EncodeError(f'{_c18_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c18_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+                el = 'ServiceDetailRes/ServiceID'
+                if _c18_ServiceID < 0 or _c18_ServiceID > 65535: raise EncodeError(f'value {_c18_ServiceID!r} outside [0, 65535]')
+                v = (v << 10) | (_c18_i1 << 3)
+                n += 10
+                _c18_ResponseCode = None
+                if _c18_ServiceID < 128: v = (v << 8) | _c18_ServiceID; n += 8
+                elif _c18_ServiceID < 16384: v = (v << 16) | ((_c18_ServiceID & 127) << 8) | 32768 | (_c18_ServiceID >> 7); n += 16
+                elif _c18_ServiceID < 2097152: v = (v << 24) | ((_c18_ServiceID & 127) << 16) | (((_c18_ServiceID >> 7) & 127) << 8) | 8421376 | (_c18_ServiceID >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c18_ServiceID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c18_ServiceID = None
+                _c18_s = 2
+            else:
+                raise EncodeError('missing content: expected one of ResponseCode')
+            if _c18_s == 2:
+                if _c18_ServiceParameterList is not None:
+                    el = 'ServiceDetailRes/ServiceParameterList'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_ServiceParameterListType(w, _c18_ServiceParameterList)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c18_ServiceParameterList = None
+                    if _c18_ResponseCode is not None or _c18_ServiceID is not None or _c18_ServiceParameterList is not None: raise _leftover(_c18_o)
+                    _c18_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c18_ResponseCode is not None or _c18_ServiceID is not None or _c18_ServiceParameterList is not None: raise _leftover(_c18_o)
+                    _c18_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_ServiceDetailRes = None
+            s = 1
+        elif v_ServiceDiscoveryReq is not None:
+            el = 'ServiceDiscoveryReq'
+            v = (v << 6) | 25
+            n += 6
+            _c19_o = v_ServiceDiscoveryReq
+            _c19_ServiceScope = _c19_o.ServiceScope
+            _c19_ServiceCategory = _c19_o.ServiceCategory
+            if _c19_ServiceScope is not None:
+                el = 'ServiceDiscoveryReq/ServiceScope'
+                v <<= 3
+                n += 3
+                if len(_c19_ServiceScope) > 32: raise EncodeError(f'length {len(_c19_ServiceScope)} outside [0, 32]')
+                _l = len(_c19_ServiceScope)
+                if _l < 126 and _c19_ServiceScope.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c19_ServiceScope.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c19_ServiceScope); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c19_ServiceScope = None
+                _c19_s = 1
+            elif _c19_ServiceCategory is not None:
+                el = 'ServiceDiscoveryReq/ServiceCategory'
+                _c19_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c19_ServiceCategory)
+                if _c19_i1 is None: raise EncodeError(f'{_c19_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (1 << 4) | (_c19_i1 << 1)
+                n += 6
+                _c19_ServiceCategory = None
+                _c19_s = 2
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                if _c19_ServiceScope is not None or _c19_ServiceCategory is not None: raise _leftover(_c19_o)
+                _c19_s = -1
+            if _c19_s == 1:
+                if _c19_ServiceCategory is not None:
+                    el = 'ServiceDiscoveryReq/ServiceCategory'
+                    _c19_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c19_ServiceCategory)
+                    if _c19_i2 is None: raise EncodeError(f'{_c19_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_c19_i2 << 1)
+                    n += 6
+                    _c19_ServiceCategory = None
+                    _c19_s = 2
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c19_ServiceScope is not None or _c19_ServiceCategory is not None: raise _leftover(_c19_o)
+                    _c19_s = -1
+            if _c19_s == 2:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c19_ServiceScope is not None or _c19_ServiceCategory is not None: raise _leftover(_c19_o)
+                    _c19_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_ServiceDiscoveryReq = None
+            s = 1
+        elif v_ServiceDiscoveryRes is not None:
+            el = 'ServiceDiscoveryRes'
+            v = (v << 6) | 26
+            n += 6
+            w.v = v; w.n = n
+            c_din_msgbody._e_ServiceDiscoveryResType(w, v_ServiceDiscoveryRes)
+            v = w.v; n = w.n
+            v_ServiceDiscoveryRes = None
+            s = 1
+        elif v_ServicePaymentSelectionReq is not None:
+            el = 'ServicePaymentSelectionReq'
+            _o = v_ServicePaymentSelectionReq
+            _c20_SelectedPaymentOption = _o.SelectedPaymentOption
+            _c20_SelectedServiceList = _o.SelectedServiceList
+            if not (_c20_SelectedPaymentOption is not None): raise EncodeError('missing content: SelectedPaymentOption')
+            el = 'ServicePaymentSelectionReq/SelectedPaymentOption'
+            _c20_i1 = _I_din_msgdatatypes_paymentOptionType.get(_c20_SelectedPaymentOption)
+            if _c20_i1 is None: raise EncodeError(f'{_c20_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
+            if not (_c20_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
+            el = 'ServicePaymentSelectionReq/SelectedServiceList'
+            v = (v << 11) | (27 << 5) | (_c20_i1 << 2)
+            n += 11
+            w.v = v; w.n = n
+            c_din_msgdatatypes._e_SelectedServiceListType(w, _c20_SelectedServiceList)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_ServicePaymentSelectionReq = None
+            s = 1
+        elif v_ServicePaymentSelectionRes is not None:
+            el = 'ServicePaymentSelectionRes'
+            _o = v_ServicePaymentSelectionRes
+            _c21_ResponseCode = _o.ResponseCode
+            if not (_c21_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ServicePaymentSelectionRes/ResponseCode'
+            _c21_i1 = _I_din_msgdatatypes_responseCodeType.get(_c21_ResponseCode)
+            if _c21_i1 is None: raise EncodeError(f'{_c21_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 15) | (28 << 9) | (_c21_i1 << 2)
+            n += 15
+            v_ServicePaymentSelectionRes = None
+            s = 1
+        elif v_SessionSetupReq is not None:
+            el = 'SessionSetupReq'
+            _o = v_SessionSetupReq
+            _c22_EVCCID = _o.EVCCID
+            if not (_c22_EVCCID is not None): raise EncodeError('missing content: EVCCID')
+            el = 'SessionSetupReq/EVCCID'
+            v = (v << 8) | (29 << 2)
+            n += 8
+            if len(_c22_EVCCID) > 8: raise EncodeError(f'length {len(_c22_EVCCID)} outside [0, 8]')
+            _l = len(_c22_EVCCID)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c22_EVCCID, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(_c22_EVCCID); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            v_SessionSetupReq = None
+            s = 1
+        elif v_SessionSetupRes is not None:
+            el = 'SessionSetupRes'
+            v = (v << 6) | 30
+            n += 6
+            _c23_o = v_SessionSetupRes
+            _c23_ResponseCode = _c23_o.ResponseCode
+            _c23_EVSEID = _c23_o.EVSEID
+            _c23_DateTimeNow = _c23_o.DateTimeNow
+            if _c23_ResponseCode is not None:
+                el = 'SessionSetupRes/ResponseCode'
+                _c23_i1 = _I_din_msgdatatypes_responseCodeType.get(_c23_ResponseCode)
+                if _c23_i1 is None: raise EncodeError(f'{_c23_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c23_EVSEID is not None): raise EncodeError('missing content: EVSEID')
+                el = 'SessionSetupRes/EVSEID'
+                v = (v << 10) | (_c23_i1 << 3)
+                n += 10
+                _c23_ResponseCode = None
+                if len(_c23_EVSEID) > 32: raise EncodeError(f'length {len(_c23_EVSEID)} outside [0, 32]')
+                _l = len(_c23_EVSEID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c23_EVSEID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c23_EVSEID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c23_EVSEID = None
+                _c23_s = 2
+            else:
+                raise EncodeError('missing content: expected one of ResponseCode')
+            if _c23_s == 2:
+                if _c23_DateTimeNow is not None:
+                    el = 'SessionSetupRes/DateTimeNow'
+                    if _c23_DateTimeNow < -9223372036854775808 or _c23_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c23_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
+                    v = (v << 4) | (_c23_DateTimeNow < 0)
+                    n += 4
+                    _m = (-_c23_DateTimeNow - 1 if _c23_DateTimeNow < 0 else _c23_DateTimeNow)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c23_DateTimeNow = None
+                    if _c23_ResponseCode is not None or _c23_EVSEID is not None or _c23_DateTimeNow is not None: raise _leftover(_c23_o)
+                    _c23_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c23_ResponseCode is not None or _c23_EVSEID is not None or _c23_DateTimeNow is not None: raise _leftover(_c23_o)
+                    _c23_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_SessionSetupRes = None
+            s = 1
+        elif v_SessionStopReq is not None:
+            el = 'SessionStopReq'
+            _o = v_SessionStopReq
+            v = (v << 7) | (31 << 1)
+            n += 7
+            v_SessionStopReq = None
+            s = 1
+        elif v_SessionStopRes is not None:
+            el = 'SessionStopRes'
+            _o = v_SessionStopRes
+            _c25_ResponseCode = _o.ResponseCode
+            if not (_c25_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'SessionStopRes/ResponseCode'
+            _c25_i1 = _I_din_msgdatatypes_responseCodeType.get(_c25_ResponseCode)
+            if _c25_i1 is None: raise EncodeError(f'{_c25_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 15) | (32 << 9) | (_c25_i1 << 2)
+            n += 15
+            v_SessionStopRes = None
+            s = 1
+        elif v_WeldingDetectionReq is not None:
+            el = 'WeldingDetectionReq'
+            _o = v_WeldingDetectionReq
+            _c26_DC_EVStatus = _o.DC_EVStatus
+            if not (_c26_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+            el = 'WeldingDetectionReq/DC_EVStatus'
+            v = (v << 7) | (33 << 1)
+            n += 7
+            _c26_c1_o = _c26_DC_EVStatus
+            _c26_c1_EVReady = _c26_c1_o.EVReady
+            _c26_c1_EVCabinConditioning = _c26_c1_o.EVCabinConditioning
+            _c26_c1_EVRESSConditioning = _c26_c1_o.EVRESSConditioning
+            _c26_c1_EVErrorCode = _c26_c1_o.EVErrorCode
+            _c26_c1_EVRESSSOC = _c26_c1_o.EVRESSSOC
+            if _c26_c1_EVReady is not None:
+                el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
+                if _c26_c1_EVReady is not True and _c26_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVReady!r}')
+                v = (v << 4) | (_c26_c1_EVReady << 1)
+                n += 4
+                _c26_c1_EVReady = None
+                _c26_c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of EVReady')
+            if _c26_c1_s == 1:
+                if _c26_c1_EVCabinConditioning is not None:
+                    el = 'WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
+                    if _c26_c1_EVCabinConditioning is not True and _c26_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c26_c1_EVCabinConditioning << 1)
+                    n += 5
+                    _c26_c1_EVCabinConditioning = None
+                    _c26_c1_s = 2
+                elif _c26_c1_EVRESSConditioning is not None:
+                    el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
+                    if _c26_c1_EVRESSConditioning is not True and _c26_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c26_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c26_c1_EVRESSConditioning = None
+                    _c26_c1_s = 3
+                elif _c26_c1_EVErrorCode is not None:
+                    el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+                    _c26_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c26_c1_EVErrorCode)
+                    if _c26_c1_i1 is None: raise EncodeError(f'{_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c26_c1_i1 << 1)
+                    n += 8
+                    _c26_c1_EVErrorCode = None
+                    _c26_c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c26_c1_s == 2:
+                if _c26_c1_EVRESSConditioning is not None:
+                    el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
+                    if _c26_c1_EVRESSConditioning is not True and _c26_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (_c26_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c26_c1_EVRESSConditioning = None
+                    _c26_c1_s = 3
+                elif _c26_c1_EVErrorCode is not None:
+                    el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+                    _c26_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c26_c1_EVErrorCode)
+                    if _c26_c1_i2 is None: raise EncodeError(f'{_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (1 << 6) | (_c26_c1_i2 << 1)
+                    n += 8
+                    _c26_c1_EVErrorCode = None
+                    _c26_c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
+            if _c26_c1_s == 3:
+                if _c26_c1_EVErrorCode is not None:
+                    el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+                    _c26_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c26_c1_EVErrorCode)
+                    if _c26_c1_i3 is None: raise EncodeError(f'{_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 7) | (_c26_c1_i3 << 1)
+                    n += 7
+                    _c26_c1_EVErrorCode = None
+                    _c26_c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVErrorCode')
+            if _c26_c1_s == 4:
+                if _c26_c1_EVRESSSOC is not None:
+                    el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
+                    if not 0 <= _c26_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c26_c1_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 11) | (_c26_c1_EVRESSSOC << 2)
+                    n += 11
+                    _c26_c1_EVRESSSOC = None
+                    if _c26_c1_EVReady is not None or _c26_c1_EVCabinConditioning is not None or _c26_c1_EVRESSConditioning is not None or _c26_c1_EVErrorCode is not None or _c26_c1_EVRESSSOC is not None: raise _leftover(_c26_c1_o)
+                    _c26_c1_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSSOC')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_WeldingDetectionReq = None
+            s = 1
+        elif v_WeldingDetectionRes is not None:
+            el = 'WeldingDetectionRes'
+            _o = v_WeldingDetectionRes
+            _c27_ResponseCode = _o.ResponseCode
+            _c27_DC_EVSEStatus = _o.DC_EVSEStatus
+            _c27_EVSEPresentVoltage = _o.EVSEPresentVoltage
+            if not (_c27_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'WeldingDetectionRes/ResponseCode'
+            _c27_i1 = _I_din_msgdatatypes_responseCodeType.get(_c27_ResponseCode)
+            if _c27_i1 is None: raise EncodeError(f'{_c27_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c27_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+            el = 'WeldingDetectionRes/DC_EVSEStatus'
+            v = (v << 15) | (34 << 9) | (_c27_i1 << 2)
+            n += 15
+            _c27_c2_o = _c27_DC_EVSEStatus
+            _c27_c2_EVSEIsolationStatus = _c27_c2_o.EVSEIsolationStatus
+            _c27_c2_EVSEStatusCode = _c27_c2_o.EVSEStatusCode
+            _c27_c2_NotificationMaxDelay = _c27_c2_o.NotificationMaxDelay
+            _c27_c2_EVSENotification = _c27_c2_o.EVSENotification
+            if _c27_c2_EVSEIsolationStatus is not None:
+                el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
+                _c27_c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c27_c2_EVSEIsolationStatus)
+                if _c27_c2_i1 is None: raise EncodeError(f'{_c27_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c27_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                _c27_c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c27_c2_EVSEStatusCode)
+                if _c27_c2_i2 is None: raise EncodeError(f'{_c27_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 13) | (_c27_c2_i1 << 8) | (_c27_c2_i2 << 1)
+                n += 13
+                _c27_c2_EVSEIsolationStatus = None
+                _c27_c2_EVSEStatusCode = None
+                _c27_c2_s = 2
+            elif _c27_c2_EVSEStatusCode is not None:
+                el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                _c27_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c27_c2_EVSEStatusCode)
+                if _c27_c2_i3 is None: raise EncodeError(f'{_c27_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c27_c2_i3 << 1)
+                n += 8
+                _c27_c2_EVSEStatusCode = None
+                _c27_c2_s = 2
+            else:
+                raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if _c27_c2_s == 2:
+                if _c27_c2_NotificationMaxDelay is not None:
+                    el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
+                    if _c27_c2_NotificationMaxDelay < 0 or _c27_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c27_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                    v <<= 2
+                    n += 2
+                    if _c27_c2_NotificationMaxDelay < 128: v = (v << 8) | _c27_c2_NotificationMaxDelay; n += 8
+                    elif _c27_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c27_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c27_c2_NotificationMaxDelay >> 7); n += 16
+                    elif _c27_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c27_c2_NotificationMaxDelay & 127) << 16) | (((_c27_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c27_c2_NotificationMaxDelay >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c27_c2_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c27_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
+                    _c27_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c27_c2_EVSENotification)
+                    if _c27_c2_i4 is None: raise EncodeError(f'{_c27_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 7) | (_c27_c2_i4 << 2)
+                    n += 7
+                    _c27_c2_NotificationMaxDelay = None
+                    _c27_c2_EVSENotification = None
+                    if _c27_c2_EVSEIsolationStatus is not None or _c27_c2_EVSEStatusCode is not None or _c27_c2_NotificationMaxDelay is not None or _c27_c2_EVSENotification is not None: raise _leftover(_c27_c2_o)
+                    _c27_c2_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c27_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+            el = 'WeldingDetectionRes/EVSEPresentVoltage'
+            v <<= 1
+            n += 1
+            _c27_c3_o = _c27_EVSEPresentVoltage
+            _c27_c3_Multiplier = _c27_c3_o.Multiplier
+            _c27_c3_Unit = _c27_c3_o.Unit
+            _c27_c3_Value = _c27_c3_o.Value
+            if _c27_c3_Multiplier is not None:
+                el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
+                if not -3 <= _c27_c3_Multiplier <= 3: raise EncodeError(f'value {_c27_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c27_c3_Multiplier - -3) << 1)
+                n += 6
+                _c27_c3_Multiplier = None
+                _c27_c3_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c27_c3_s == 1:
+                if _c27_c3_Unit is not None:
+                    el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
+                    _c27_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c27_c3_Unit)
+                    if _c27_c3_i1 is None: raise EncodeError(f'{_c27_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c27_c3_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
+                    if _c27_c3_Value < -32768 or _c27_c3_Value > 32767: raise EncodeError(f'value {_c27_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c27_c3_i1 << 4) | (_c27_c3_Value < 0)
+                    n += 11
+                    _c27_c3_Unit = None
+                    _m = (-_c27_c3_Value - 1 if _c27_c3_Value < 0 else _c27_c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c27_c3_Value = None
+                    _c27_c3_s = 3
+                elif _c27_c3_Value is not None:
+                    el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
+                    if _c27_c3_Value < -32768 or _c27_c3_Value > 32767: raise EncodeError(f'value {_c27_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c27_c3_Value < 0)
+                    n += 4
+                    _m = (-_c27_c3_Value - 1 if _c27_c3_Value < 0 else _c27_c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c27_c3_Value = None
+                    _c27_c3_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c27_c3_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c27_c3_Multiplier is not None or _c27_c3_Unit is not None or _c27_c3_Value is not None: raise _leftover(_c27_c3_o)
+                    _c27_c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_WeldingDetectionRes = None
+            s = 1
+        elif True:
+            v = (v << 6) | 35
+            n += 6
+            if v_BodyElement is not None or v_CableCheckReq is not None or v_CableCheckRes is not None or v_CertificateInstallationReq is not None or v_CertificateInstallationRes is not None or v_CertificateUpdateReq is not None or v_CertificateUpdateRes is not None or v_ChargeParameterDiscoveryReq is not None or v_ChargeParameterDiscoveryRes is not None or v_ChargingStatusReq is not None or v_ChargingStatusRes is not None or v_ContractAuthenticationReq is not None or v_ContractAuthenticationRes is not None or v_CurrentDemandReq is not None or v_CurrentDemandRes is not None or v_MeteringReceiptReq is not None or v_MeteringReceiptRes is not None or v_PaymentDetailsReq is not None or v_PaymentDetailsRes is not None or v_PowerDeliveryReq is not None or v_PowerDeliveryRes is not None or v_PreChargeReq is not None or v_PreChargeRes is not None or v_ServiceDetailReq is not None or v_ServiceDetailRes is not None or v_ServiceDiscoveryReq is not None or v_ServiceDiscoveryRes is not None or v_ServicePaymentSelectionReq is not None or v_ServicePaymentSelectionRes is not None or v_SessionSetupReq is not None or v_SessionSetupRes is not None or v_SessionStopReq is not None or v_SessionStopRes is not None or v_WeldingDetectionReq is not None or v_WeldingDetectionRes is not None: raise _leftover(o)
+            s = -1
+        if s == 1:
+            if True:
+                v <<= 1
+                n += 1
+                if v_BodyElement is not None or v_CableCheckReq is not None or v_CableCheckRes is not None or v_CertificateInstallationReq is not None or v_CertificateInstallationRes is not None or v_CertificateUpdateReq is not None or v_CertificateUpdateRes is not None or v_ChargeParameterDiscoveryReq is not None or v_ChargeParameterDiscoveryRes is not None or v_ChargingStatusReq is not None or v_ChargingStatusRes is not None or v_ContractAuthenticationReq is not None or v_ContractAuthenticationRes is not None or v_CurrentDemandReq is not None or v_CurrentDemandRes is not None or v_MeteringReceiptReq is not None or v_MeteringReceiptRes is not None or v_PaymentDetailsReq is not None or v_PaymentDetailsRes is not None or v_PowerDeliveryReq is not None or v_PowerDeliveryRes is not None or v_PreChargeReq is not None or v_PreChargeRes is not None or v_ServiceDetailReq is not None or v_ServiceDetailRes is not None or v_ServiceDiscoveryReq is not None or v_ServiceDiscoveryRes is not None or v_ServicePaymentSelectionReq is not None or v_ServicePaymentSelectionRes is not None or v_SessionSetupReq is not None or v_SessionSetupRes is not None or v_SessionStopReq is not None or v_SessionStopRes is not None or v_WeldingDetectionReq is not None or v_WeldingDetectionRes is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -1505,9 +4134,117 @@ def _d_V2G_Message(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('V2G_Message', p)
         el = 'Header'
-        r.pos = p
-        f_Header = c_din_msgheader._d_MessageHeaderType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_SessionID = None
+        _c1_Notification = None
+        _c1_Signature = None
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/SessionID'
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+            _c1_SessionID = b''
+        else:
+            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                p += 8 + (_l << 3)
+                _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+            if len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [0, 8]', _c1_SessionID, r.at(p))
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Header/Notification'
+                _c1_c1_FaultCode = None
+                _c1_c1_FaultMsg = None
+                p += 5
+                if p > E: V, E, p = r.slide(p, 5)
+                x = (V >> (E - p)) & 31
+                if x & 25: raise r.deviation('NotificationType', p)
+                el = 'Header/Notification/FaultCode'
+                _c1_c1_FaultCode = ((x >> 1) & 3)
+                if _c1_c1_FaultCode >= 3: _c1_c1_FaultCode = r.enum_index('NotificationType/FaultCode', _c1_c1_FaultCode, 3, r.at(p))
+                else: _c1_c1_FaultCode = _E_din_msgdatatypes_faultCodeType[_c1_c1_FaultCode]
+                _c1_c1_s = 1
+                if _c1_c1_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        el = 'Header/Notification/FaultMsg'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('FaultMsg', p)
+                            _c1_c1_FaultMsg = ''
+                        else:
+                            r.pos = p
+                            _c1_c1_FaultMsg = r.string('din_msgdatatypes:FaultMsg')
+                            if len(_c1_c1_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', _c1_c1_FaultMsg, r.at(r.pos))
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('NotificationType', p)
+                        _c1_c1_s = -1
+                    elif ec == 1:
+                        pass
+                        _c1_c1_s = -1
+                    else:
+                        raise r.deviation('NotificationType', p)
+                _c1_Notification = _new(din_msgdatatypes.NotificationType)
+                _c1_Notification.FaultCode = _c1_c1_FaultCode
+                _c1_Notification.FaultMsg = _c1_c1_FaultMsg
+                _c1_s = 2
+            elif ec == 1:
+                el = 'Header/Signature'
+                r.pos = p
+                _c1_Signature = c_xmldsig._d_SignatureType(r)
+                V = r.v; E = r.end; p = r.pos
+                _c1_s = 3
+            elif ec == 2:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('MessageHeaderType', p)
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Header/Signature'
+                r.pos = p
+                _c1_Signature = c_xmldsig._d_SignatureType(r)
+                V = r.v; E = r.end; p = r.pos
+                _c1_s = 3
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('MessageHeaderType', p)
+        if _c1_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+            _c1_s = -1
+        f_Header = _new(din_msgheader.MessageHeaderType)
+        f_Header.SessionID = _c1_SessionID
+        f_Header.Notification = _c1_Notification
+        f_Header.Signature = _c1_Signature
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('V2G_Message', p)
@@ -1521,7 +4258,10 @@ def _d_V2G_Message(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgdef.V2G_Message(f_Header, f_Body)
+    _obj = _new(din_msgdef.V2G_Message)
+    _obj.Header = f_Header
+    _obj.Body = f_Body
+    return _obj
 
 def _e_V2G_Message(w, o):
     # anonymous type of V2G_Message
@@ -1535,9 +4275,102 @@ def _e_V2G_Message(w, o):
             el = 'Header'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            c_din_msgheader._e_MessageHeaderType(w, v_Header)
-            v = w.v; n = w.n
+            _c1_o = v_Header
+            _c1_SessionID = _c1_o.SessionID
+            _c1_Notification = _c1_o.Notification
+            _c1_Signature = _c1_o.Signature
+            if _c1_SessionID is not None:
+                el = 'Header/SessionID'
+                v <<= 2
+                n += 2
+                if len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [0, 8]')
+                _l = len(_c1_SessionID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_SessionID = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of SessionID')
+            if _c1_s == 1:
+                if _c1_Notification is not None:
+                    el = 'Header/Notification'
+                    v <<= 2
+                    n += 2
+                    _c1_c1_o = _c1_Notification
+                    _c1_c1_FaultCode = _c1_c1_o.FaultCode
+                    _c1_c1_FaultMsg = _c1_c1_o.FaultMsg
+                    if _c1_c1_FaultCode is not None:
+                        el = 'Header/Notification/FaultCode'
+                        _c1_c1_i1 = _I_din_msgdatatypes_faultCodeType.get(_c1_c1_FaultCode)
+                        if _c1_c1_i1 is None: raise EncodeError(f'{_c1_c1_FaultCode!r} is not one of the enumeration faultCodeType')
+                        v = (v << 5) | (_c1_c1_i1 << 1)
+                        n += 5
+                        _c1_c1_FaultCode = None
+                        _c1_c1_s = 1
+                    else:
+                        raise EncodeError('missing content: expected one of FaultCode')
+                    if _c1_c1_s == 1:
+                        if _c1_c1_FaultMsg is not None:
+                            el = 'Header/Notification/FaultMsg'
+                            v <<= 3
+                            n += 3
+                            if len(_c1_c1_FaultMsg) > 64: raise EncodeError(f'length {len(_c1_c1_FaultMsg)} outside [0, 64]')
+                            _l = len(_c1_c1_FaultMsg)
+                            if _l < 126 and _c1_c1_FaultMsg.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_c1_FaultMsg.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c1_c1_FaultMsg); v = w.v; n = w.n
+                            v <<= 2
+                            n += 2
+                            _c1_c1_FaultMsg = None
+                            if _c1_c1_FaultCode is not None or _c1_c1_FaultMsg is not None: raise _leftover(_c1_c1_o)
+                            _c1_c1_s = -1
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c1_c1_FaultCode is not None or _c1_c1_FaultMsg is not None: raise _leftover(_c1_c1_o)
+                            _c1_c1_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                    _c1_Notification = None
+                    _c1_s = 2
+                elif _c1_Signature is not None:
+                    el = 'Header/Signature'
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
+                    c_xmldsig._e_SignatureType(w, _c1_Signature)
+                    v = w.v; n = w.n
+                    _c1_Signature = None
+                    _c1_s = 3
+                elif True:
+                    v = (v << 2) | 2
+                    n += 2
+                    if _c1_SessionID is not None or _c1_Notification is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if _c1_s == 2:
+                if _c1_Signature is not None:
+                    el = 'Header/Signature'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_xmldsig._e_SignatureType(w, _c1_Signature)
+                    v = w.v; n = w.n
+                    _c1_Signature = None
+                    _c1_s = 3
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_SessionID is not None or _c1_Notification is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if _c1_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c1_SessionID is not None or _c1_Notification is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_Body is not None): raise EncodeError('missing content: Body')
             el = 'Body'
             v <<= 1
@@ -1577,163 +4410,19 @@ TYPE_CONTENT = {
 
 NAMESPACES = ('http://www.w3.org/2000/09/xmldsig#', 'urn:din:70121:2012:MsgBody', 'urn:din:70121:2012:MsgDataTypes', 'urn:din:70121:2012:MsgDef', 'urn:din:70121:2012:MsgHeader')
 
-def _de0(r):  # AC_EVChargeParameter
-    return c_din_msgdatatypes._d_AC_EVChargeParameterType(r)
-
-def _ee0(w, o):  # AC_EVChargeParameter
-    c_din_msgdatatypes._e_AC_EVChargeParameterType(w, o)
-
-def _de1(r):  # AC_EVSEChargeParameter
-    return c_din_msgdatatypes._d_AC_EVSEChargeParameterType(r)
-
-def _ee1(w, o):  # AC_EVSEChargeParameter
-    c_din_msgdatatypes._e_AC_EVSEChargeParameterType(w, o)
-
-def _de2(r):  # AC_EVSEStatus
-    return c_din_msgdatatypes._d_AC_EVSEStatusType(r)
-
-def _ee2(w, o):  # AC_EVSEStatus
-    c_din_msgdatatypes._e_AC_EVSEStatusType(w, o)
-
-def _de3(r):  # BodyElement
-    return _d_BodyBaseType(r)
-
-def _ee3(w, o):  # BodyElement
-    _e_BodyBaseType(w, o)
-
-def _de4(r):  # CableCheckReq
-    return c_din_msgbody._d_CableCheckReqType(r)
-
-def _ee4(w, o):  # CableCheckReq
-    c_din_msgbody._e_CableCheckReqType(w, o)
-
-def _de5(r):  # CableCheckRes
-    return c_din_msgbody._d_CableCheckResType(r)
-
-def _ee5(w, o):  # CableCheckRes
-    c_din_msgbody._e_CableCheckResType(w, o)
-
-def _de6(r):  # CanonicalizationMethod
+def _de0(r):  # CanonicalizationMethod
     return c_xmldsig._d_CanonicalizationMethodType(r, 'xmldsig:CanonicalizationMethod')
 
-def _ee6(w, o):  # CanonicalizationMethod
+def _ee0(w, o):  # CanonicalizationMethod
     c_xmldsig._e_CanonicalizationMethodType(w, o)
 
-def _de7(r):  # CertificateInstallationReq
-    return c_din_msgbody._d_CertificateInstallationReqType(r)
-
-def _ee7(w, o):  # CertificateInstallationReq
-    c_din_msgbody._e_CertificateInstallationReqType(w, o)
-
-def _de8(r):  # CertificateInstallationRes
-    return c_din_msgbody._d_CertificateInstallationResType(r)
-
-def _ee8(w, o):  # CertificateInstallationRes
-    c_din_msgbody._e_CertificateInstallationResType(w, o)
-
-def _de9(r):  # CertificateUpdateReq
-    return c_din_msgbody._d_CertificateUpdateReqType(r)
-
-def _ee9(w, o):  # CertificateUpdateReq
-    c_din_msgbody._e_CertificateUpdateReqType(w, o)
-
-def _de10(r):  # CertificateUpdateRes
-    return c_din_msgbody._d_CertificateUpdateResType(r)
-
-def _ee10(w, o):  # CertificateUpdateRes
-    c_din_msgbody._e_CertificateUpdateResType(w, o)
-
-def _de11(r):  # ChargeParameterDiscoveryReq
-    return c_din_msgbody._d_ChargeParameterDiscoveryReqType(r)
-
-def _ee11(w, o):  # ChargeParameterDiscoveryReq
-    c_din_msgbody._e_ChargeParameterDiscoveryReqType(w, o)
-
-def _de12(r):  # ChargeParameterDiscoveryRes
-    return c_din_msgbody._d_ChargeParameterDiscoveryResType(r)
-
-def _ee12(w, o):  # ChargeParameterDiscoveryRes
-    c_din_msgbody._e_ChargeParameterDiscoveryResType(w, o)
-
-def _de13(r):  # ChargingStatusReq
-    return c_din_msgbody._d_ChargingStatusReqType(r)
-
-def _ee13(w, o):  # ChargingStatusReq
-    c_din_msgbody._e_ChargingStatusReqType(w, o)
-
-def _de14(r):  # ChargingStatusRes
-    return c_din_msgbody._d_ChargingStatusResType(r)
-
-def _ee14(w, o):  # ChargingStatusRes
-    c_din_msgbody._e_ChargingStatusResType(w, o)
-
-def _de15(r):  # ContractAuthenticationReq
-    return c_din_msgbody._d_ContractAuthenticationReqType(r)
-
-def _ee15(w, o):  # ContractAuthenticationReq
-    c_din_msgbody._e_ContractAuthenticationReqType(w, o)
-
-def _de16(r):  # ContractAuthenticationRes
-    return c_din_msgbody._d_ContractAuthenticationResType(r)
-
-def _ee16(w, o):  # ContractAuthenticationRes
-    c_din_msgbody._e_ContractAuthenticationResType(w, o)
-
-def _de17(r):  # CurrentDemandReq
-    return c_din_msgbody._d_CurrentDemandReqType(r)
-
-def _ee17(w, o):  # CurrentDemandReq
-    c_din_msgbody._e_CurrentDemandReqType(w, o)
-
-def _de18(r):  # CurrentDemandRes
-    return c_din_msgbody._d_CurrentDemandResType(r)
-
-def _ee18(w, o):  # CurrentDemandRes
-    c_din_msgbody._e_CurrentDemandResType(w, o)
-
-def _de19(r):  # DC_EVChargeParameter
-    return c_din_msgdatatypes._d_DC_EVChargeParameterType(r)
-
-def _ee19(w, o):  # DC_EVChargeParameter
-    c_din_msgdatatypes._e_DC_EVChargeParameterType(w, o)
-
-def _de20(r):  # DC_EVPowerDeliveryParameter
-    return c_din_msgdatatypes._d_DC_EVPowerDeliveryParameterType(r)
-
-def _ee20(w, o):  # DC_EVPowerDeliveryParameter
-    c_din_msgdatatypes._e_DC_EVPowerDeliveryParameterType(w, o)
-
-def _de21(r):  # DC_EVSEChargeParameter
-    return c_din_msgdatatypes._d_DC_EVSEChargeParameterType(r)
-
-def _ee21(w, o):  # DC_EVSEChargeParameter
-    c_din_msgdatatypes._e_DC_EVSEChargeParameterType(w, o)
-
-def _de22(r):  # DC_EVSEStatus
-    return c_din_msgdatatypes._d_DC_EVSEStatusType(r)
-
-def _ee22(w, o):  # DC_EVSEStatus
-    c_din_msgdatatypes._e_DC_EVSEStatusType(w, o)
-
-def _de23(r):  # DC_EVStatus
-    return c_din_msgdatatypes._d_DC_EVStatusType(r)
-
-def _ee23(w, o):  # DC_EVStatus
-    c_din_msgdatatypes._e_DC_EVStatusType(w, o)
-
-def _de24(r):  # DSAKeyValue
-    return c_xmldsig._d_DSAKeyValueType(r)
-
-def _ee24(w, o):  # DSAKeyValue
-    c_xmldsig._e_DSAKeyValueType(w, o)
-
-def _de25(r):  # DigestMethod
+def _de1(r):  # DigestMethod
     return c_xmldsig._d_DigestMethodType(r, 'xmldsig:DigestMethod')
 
-def _ee25(w, o):  # DigestMethod
+def _ee1(w, o):  # DigestMethod
     c_xmldsig._e_DigestMethodType(w, o)
 
-def _de26(r):  # DigestValue
+def _de2(r):  # DigestValue
     V = r.v
     E = r.end
     p = r.pos
@@ -1745,71 +4434,37 @@ def _de26(r):  # DigestValue
         if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
     r.pos = p
     return val
 
-def _ee26(w, o):  # DigestValue
+def _ee2(w, o):  # DigestValue
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de27(r):  # EVChargeParameter
-    return c_din_msgdatatypes._d_EVChargeParameterType(r)
-
-def _ee27(w, o):  # EVChargeParameter
-    c_din_msgdatatypes._e_EVChargeParameterType(w, o)
-
-def _de28(r):  # EVPowerDeliveryParameter
-    return c_din_msgdatatypes._d_EVPowerDeliveryParameterType(r)
-
-def _ee28(w, o):  # EVPowerDeliveryParameter
-    c_din_msgdatatypes._e_EVPowerDeliveryParameterType(w, o)
-
-def _de29(r):  # EVSEChargeParameter
-    return c_din_msgdatatypes._d_EVSEChargeParameterType(r)
-
-def _ee29(w, o):  # EVSEChargeParameter
-    c_din_msgdatatypes._e_EVSEChargeParameterType(w, o)
-
-def _de30(r):  # EVSEStatus
-    return c_din_msgdatatypes._d_EVSEStatusType(r)
-
-def _ee30(w, o):  # EVSEStatus
-    c_din_msgdatatypes._e_EVSEStatusType(w, o)
-
-def _de31(r):  # EVStatus
-    return c_din_msgdatatypes._d_EVStatusType(r)
-
-def _ee31(w, o):  # EVStatus
-    c_din_msgdatatypes._e_EVStatusType(w, o)
-
-def _de32(r):  # Entry
-    return c_din_msgdatatypes._d_EntryType(r)
-
-def _ee32(w, o):  # Entry
-    c_din_msgdatatypes._e_EntryType(w, o)
-
-def _de33(r):  # KeyInfo
+def _de3(r):  # KeyInfo
     return c_xmldsig._d_KeyInfoType(r, 'xmldsig:KeyInfo')
 
-def _ee33(w, o):  # KeyInfo
+def _ee3(w, o):  # KeyInfo
     c_xmldsig._e_KeyInfoType(w, o)
 
-def _de34(r):  # KeyName
+def _de4(r):  # KeyName
     V = r.v
     E = r.end
     p = r.pos
@@ -1830,7 +4485,7 @@ def _de34(r):  # KeyName
     r.pos = p
     return val
 
-def _ee34(w, o):  # KeyName
+def _ee4(w, o):  # KeyName
     v = w.v
     n = w.n
     v <<= 1
@@ -1845,31 +4500,13 @@ def _ee34(w, o):  # KeyName
     w.v = v
     w.n = n
 
-def _de35(r):  # KeyValue
+def _de5(r):  # KeyValue
     return c_xmldsig._d_KeyValueType(r, 'xmldsig:KeyValue')
 
-def _ee35(w, o):  # KeyValue
+def _ee5(w, o):  # KeyValue
     c_xmldsig._e_KeyValueType(w, o)
 
-def _de36(r):  # Manifest
-    return c_xmldsig._d_ManifestType(r)
-
-def _ee36(w, o):  # Manifest
-    c_xmldsig._e_ManifestType(w, o)
-
-def _de37(r):  # MeteringReceiptReq
-    return c_din_msgbody._d_MeteringReceiptReqType(r)
-
-def _ee37(w, o):  # MeteringReceiptReq
-    c_din_msgbody._e_MeteringReceiptReqType(w, o)
-
-def _de38(r):  # MeteringReceiptRes
-    return c_din_msgbody._d_MeteringReceiptResType(r)
-
-def _ee38(w, o):  # MeteringReceiptRes
-    c_din_msgbody._e_MeteringReceiptResType(w, o)
-
-def _de39(r):  # MgmtData
+def _de6(r):  # MgmtData
     V = r.v
     E = r.end
     p = r.pos
@@ -1890,7 +4527,7 @@ def _de39(r):  # MgmtData
     r.pos = p
     return val
 
-def _ee39(w, o):  # MgmtData
+def _ee6(w, o):  # MgmtData
     v = w.v
     n = w.n
     v <<= 1
@@ -1905,357 +4542,117 @@ def _ee39(w, o):  # MgmtData
     w.v = v
     w.n = n
 
-def _de40(r):  # Object
+def _de7(r):  # Object
     return c_xmldsig._d_ObjectType(r, 'xmldsig:Object')
 
-def _ee40(w, o):  # Object
+def _ee7(w, o):  # Object
     c_xmldsig._e_ObjectType(w, o)
 
-def _de41(r):  # PGPData
-    return c_xmldsig._d_PGPDataType(r)
-
-def _ee41(w, o):  # PGPData
-    c_xmldsig._e_PGPDataType(w, o)
-
-def _de42(r):  # PMaxScheduleEntry
-    return c_din_msgdatatypes._d_PMaxScheduleEntryType(r)
-
-def _ee42(w, o):  # PMaxScheduleEntry
-    c_din_msgdatatypes._e_PMaxScheduleEntryType(w, o)
-
-def _de43(r):  # PaymentDetailsReq
-    return c_din_msgbody._d_PaymentDetailsReqType(r)
-
-def _ee43(w, o):  # PaymentDetailsReq
-    c_din_msgbody._e_PaymentDetailsReqType(w, o)
-
-def _de44(r):  # PaymentDetailsRes
-    return c_din_msgbody._d_PaymentDetailsResType(r)
-
-def _ee44(w, o):  # PaymentDetailsRes
-    c_din_msgbody._e_PaymentDetailsResType(w, o)
-
-def _de45(r):  # PowerDeliveryReq
-    return c_din_msgbody._d_PowerDeliveryReqType(r)
-
-def _ee45(w, o):  # PowerDeliveryReq
-    c_din_msgbody._e_PowerDeliveryReqType(w, o)
-
-def _de46(r):  # PowerDeliveryRes
-    return c_din_msgbody._d_PowerDeliveryResType(r)
-
-def _ee46(w, o):  # PowerDeliveryRes
-    c_din_msgbody._e_PowerDeliveryResType(w, o)
-
-def _de47(r):  # PreChargeReq
-    return c_din_msgbody._d_PreChargeReqType(r)
-
-def _ee47(w, o):  # PreChargeReq
-    c_din_msgbody._e_PreChargeReqType(w, o)
-
-def _de48(r):  # PreChargeRes
-    return c_din_msgbody._d_PreChargeResType(r)
-
-def _ee48(w, o):  # PreChargeRes
-    c_din_msgbody._e_PreChargeResType(w, o)
-
-def _de49(r):  # RSAKeyValue
-    return c_xmldsig._d_RSAKeyValueType(r)
-
-def _ee49(w, o):  # RSAKeyValue
-    c_xmldsig._e_RSAKeyValueType(w, o)
-
-def _de50(r):  # Reference
-    return c_xmldsig._d_ReferenceType(r)
-
-def _ee50(w, o):  # Reference
-    c_xmldsig._e_ReferenceType(w, o)
-
-def _de51(r):  # RelativeTimeInterval
-    return c_din_msgdatatypes._d_RelativeTimeIntervalType(r)
-
-def _ee51(w, o):  # RelativeTimeInterval
-    c_din_msgdatatypes._e_RelativeTimeIntervalType(w, o)
-
-def _de52(r):  # RetrievalMethod
-    return c_xmldsig._d_RetrievalMethodType(r)
-
-def _ee52(w, o):  # RetrievalMethod
-    c_xmldsig._e_RetrievalMethodType(w, o)
-
-def _de53(r):  # SAScheduleList
-    return c_din_msgdatatypes._d_SAScheduleListType(r)
-
-def _ee53(w, o):  # SAScheduleList
-    c_din_msgdatatypes._e_SAScheduleListType(w, o)
-
-def _de54(r):  # SASchedules
-    return c_din_msgdatatypes._d_SASchedulesType(r)
-
-def _ee54(w, o):  # SASchedules
-    c_din_msgdatatypes._e_SASchedulesType(w, o)
-
-def _de55(r):  # SPKIData
-    return c_xmldsig._d_SPKIDataType(r)
-
-def _ee55(w, o):  # SPKIData
-    c_xmldsig._e_SPKIDataType(w, o)
-
-def _de56(r):  # SalesTariffEntry
-    return c_din_msgdatatypes._d_SalesTariffEntryType(r)
-
-def _ee56(w, o):  # SalesTariffEntry
-    c_din_msgdatatypes._e_SalesTariffEntryType(w, o)
-
-def _de57(r):  # ServiceCharge
-    return c_din_msgdatatypes._d_ServiceChargeType(r)
-
-def _ee57(w, o):  # ServiceCharge
-    c_din_msgdatatypes._e_ServiceChargeType(w, o)
-
-def _de58(r):  # ServiceDetailReq
-    return c_din_msgbody._d_ServiceDetailReqType(r)
-
-def _ee58(w, o):  # ServiceDetailReq
-    c_din_msgbody._e_ServiceDetailReqType(w, o)
-
-def _de59(r):  # ServiceDetailRes
-    return c_din_msgbody._d_ServiceDetailResType(r)
-
-def _ee59(w, o):  # ServiceDetailRes
-    c_din_msgbody._e_ServiceDetailResType(w, o)
-
-def _de60(r):  # ServiceDiscoveryReq
-    return c_din_msgbody._d_ServiceDiscoveryReqType(r)
-
-def _ee60(w, o):  # ServiceDiscoveryReq
-    c_din_msgbody._e_ServiceDiscoveryReqType(w, o)
-
-def _de61(r):  # ServiceDiscoveryRes
-    return c_din_msgbody._d_ServiceDiscoveryResType(r)
-
-def _ee61(w, o):  # ServiceDiscoveryRes
-    c_din_msgbody._e_ServiceDiscoveryResType(w, o)
-
-def _de62(r):  # ServicePaymentSelectionReq
-    return c_din_msgbody._d_ServicePaymentSelectionReqType(r)
-
-def _ee62(w, o):  # ServicePaymentSelectionReq
-    c_din_msgbody._e_ServicePaymentSelectionReqType(w, o)
-
-def _de63(r):  # ServicePaymentSelectionRes
-    return c_din_msgbody._d_ServicePaymentSelectionResType(r)
-
-def _ee63(w, o):  # ServicePaymentSelectionRes
-    c_din_msgbody._e_ServicePaymentSelectionResType(w, o)
-
-def _de64(r):  # SessionSetupReq
-    return c_din_msgbody._d_SessionSetupReqType(r)
-
-def _ee64(w, o):  # SessionSetupReq
-    c_din_msgbody._e_SessionSetupReqType(w, o)
-
-def _de65(r):  # SessionSetupRes
-    return c_din_msgbody._d_SessionSetupResType(r)
-
-def _ee65(w, o):  # SessionSetupRes
-    c_din_msgbody._e_SessionSetupResType(w, o)
-
-def _de66(r):  # SessionStopReq
-    return c_din_msgbody._d_SessionStopType(r)
-
-def _ee66(w, o):  # SessionStopReq
-    c_din_msgbody._e_SessionStopType(w, o)
-
-def _de67(r):  # SessionStopRes
-    return c_din_msgbody._d_SessionStopResType(r)
-
-def _ee67(w, o):  # SessionStopRes
-    c_din_msgbody._e_SessionStopResType(w, o)
-
-def _de68(r):  # Signature
-    return c_xmldsig._d_SignatureType(r)
-
-def _ee68(w, o):  # Signature
-    c_xmldsig._e_SignatureType(w, o)
-
-def _de69(r):  # SignatureMethod
+def _de8(r):  # SignatureMethod
     return c_xmldsig._d_SignatureMethodType(r, 'xmldsig:SignatureMethod')
 
-def _ee69(w, o):  # SignatureMethod
+def _ee8(w, o):  # SignatureMethod
     c_xmldsig._e_SignatureMethodType(w, o)
 
-def _de70(r):  # SignatureProperties
-    return c_xmldsig._d_SignaturePropertiesType(r)
-
-def _ee70(w, o):  # SignatureProperties
-    c_xmldsig._e_SignaturePropertiesType(w, o)
-
-def _de71(r):  # SignatureProperty
+def _de9(r):  # SignatureProperty
     return c_xmldsig._d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
 
-def _ee71(w, o):  # SignatureProperty
+def _ee9(w, o):  # SignatureProperty
     c_xmldsig._e_SignaturePropertyType(w, o)
 
-def _de72(r):  # SignatureValue
-    return c_xmldsig._d_SignatureValueType(r)
-
-def _ee72(w, o):  # SignatureValue
-    c_xmldsig._e_SignatureValueType(w, o)
-
-def _de73(r):  # SignedInfo
-    return c_xmldsig._d_SignedInfoType(r)
-
-def _ee73(w, o):  # SignedInfo
-    c_xmldsig._e_SignedInfoType(w, o)
-
-def _de74(r):  # TimeInterval
-    return c_din_msgdatatypes._d_IntervalType(r)
-
-def _ee74(w, o):  # TimeInterval
-    c_din_msgdatatypes._e_IntervalType(w, o)
-
-def _de75(r):  # Transform
+def _de10(r):  # Transform
     return c_xmldsig._d_TransformType(r, 'xmldsig:Transform')
 
-def _ee75(w, o):  # Transform
+def _ee10(w, o):  # Transform
     c_xmldsig._e_TransformType(w, o)
-
-def _de76(r):  # Transforms
-    return c_xmldsig._d_TransformsType(r)
-
-def _ee76(w, o):  # Transforms
-    c_xmldsig._e_TransformsType(w, o)
-
-def _de77(r):  # V2G_Message
-    return _d_V2G_Message(r)
-
-def _ee77(w, o):  # V2G_Message
-    _e_V2G_Message(w, o)
-
-def _de78(r):  # WeldingDetectionReq
-    return c_din_msgbody._d_WeldingDetectionReqType(r)
-
-def _ee78(w, o):  # WeldingDetectionReq
-    c_din_msgbody._e_WeldingDetectionReqType(w, o)
-
-def _de79(r):  # WeldingDetectionRes
-    return c_din_msgbody._d_WeldingDetectionResType(r)
-
-def _ee79(w, o):  # WeldingDetectionRes
-    c_din_msgbody._e_WeldingDetectionResType(w, o)
-
-def _de80(r):  # X509Data
-    return c_xmldsig._d_X509DataType(r)
-
-def _ee80(w, o):  # X509Data
-    c_xmldsig._e_X509DataType(w, o)
 
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 DOCUMENT = (
-    ('urn:din:70121:2012:MsgDataTypes', 'AC_EVChargeParameter', din_msgdatatypes.AC_EVChargeParameterType, _de0, _ee0),
-    ('urn:din:70121:2012:MsgDataTypes', 'AC_EVSEChargeParameter', din_msgdatatypes.AC_EVSEChargeParameterType, _de1, _ee1),
-    ('urn:din:70121:2012:MsgDataTypes', 'AC_EVSEStatus', din_msgdatatypes.AC_EVSEStatusType, _de2, _ee2),
-    ('urn:din:70121:2012:MsgDef', 'BodyElement', din_msgdef.BodyBaseType, _de3, _ee3),
-    ('urn:din:70121:2012:MsgBody', 'CableCheckReq', din_msgbody.CableCheckReqType, _de4, _ee4),
-    ('urn:din:70121:2012:MsgBody', 'CableCheckRes', din_msgbody.CableCheckResType, _de5, _ee5),
-    ('http://www.w3.org/2000/09/xmldsig#', 'CanonicalizationMethod', xmldsig.CanonicalizationMethodType, _de6, _ee6),
-    ('urn:din:70121:2012:MsgBody', 'CertificateInstallationReq', din_msgbody.CertificateInstallationReqType, _de7, _ee7),
-    ('urn:din:70121:2012:MsgBody', 'CertificateInstallationRes', din_msgbody.CertificateInstallationResType, _de8, _ee8),
-    ('urn:din:70121:2012:MsgBody', 'CertificateUpdateReq', din_msgbody.CertificateUpdateReqType, _de9, _ee9),
-    ('urn:din:70121:2012:MsgBody', 'CertificateUpdateRes', din_msgbody.CertificateUpdateResType, _de10, _ee10),
-    ('urn:din:70121:2012:MsgBody', 'ChargeParameterDiscoveryReq', din_msgbody.ChargeParameterDiscoveryReqType, _de11, _ee11),
-    ('urn:din:70121:2012:MsgBody', 'ChargeParameterDiscoveryRes', din_msgbody.ChargeParameterDiscoveryResType, _de12, _ee12),
-    ('urn:din:70121:2012:MsgBody', 'ChargingStatusReq', din_msgbody.ChargingStatusReqType, _de13, _ee13),
-    ('urn:din:70121:2012:MsgBody', 'ChargingStatusRes', din_msgbody.ChargingStatusResType, _de14, _ee14),
-    ('urn:din:70121:2012:MsgBody', 'ContractAuthenticationReq', din_msgbody.ContractAuthenticationReqType, _de15, _ee15),
-    ('urn:din:70121:2012:MsgBody', 'ContractAuthenticationRes', din_msgbody.ContractAuthenticationResType, _de16, _ee16),
-    ('urn:din:70121:2012:MsgBody', 'CurrentDemandReq', din_msgbody.CurrentDemandReqType, _de17, _ee17),
-    ('urn:din:70121:2012:MsgBody', 'CurrentDemandRes', din_msgbody.CurrentDemandResType, _de18, _ee18),
-    ('urn:din:70121:2012:MsgDataTypes', 'DC_EVChargeParameter', din_msgdatatypes.DC_EVChargeParameterType, _de19, _ee19),
-    ('urn:din:70121:2012:MsgDataTypes', 'DC_EVPowerDeliveryParameter', din_msgdatatypes.DC_EVPowerDeliveryParameterType, _de20, _ee20),
-    ('urn:din:70121:2012:MsgDataTypes', 'DC_EVSEChargeParameter', din_msgdatatypes.DC_EVSEChargeParameterType, _de21, _ee21),
-    ('urn:din:70121:2012:MsgDataTypes', 'DC_EVSEStatus', din_msgdatatypes.DC_EVSEStatusType, _de22, _ee22),
-    ('urn:din:70121:2012:MsgDataTypes', 'DC_EVStatus', din_msgdatatypes.DC_EVStatusType, _de23, _ee23),
-    ('http://www.w3.org/2000/09/xmldsig#', 'DSAKeyValue', xmldsig.DSAKeyValueType, _de24, _ee24),
-    ('http://www.w3.org/2000/09/xmldsig#', 'DigestMethod', xmldsig.DigestMethodType, _de25, _ee25),
-    ('http://www.w3.org/2000/09/xmldsig#', 'DigestValue', ('b64', None, None), _de26, _ee26),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVChargeParameter', din_msgdatatypes.EVChargeParameterType, _de27, _ee27),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVPowerDeliveryParameter', din_msgdatatypes.EVPowerDeliveryParameterType, _de28, _ee28),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVSEChargeParameter', din_msgdatatypes.EVSEChargeParameterType, _de29, _ee29),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVSEStatus', din_msgdatatypes.EVSEStatusType, _de30, _ee30),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVStatus', din_msgdatatypes.EVStatusType, _de31, _ee31),
-    ('urn:din:70121:2012:MsgDataTypes', 'Entry', din_msgdatatypes.EntryType, _de32, _ee32),
-    ('http://www.w3.org/2000/09/xmldsig#', 'KeyInfo', xmldsig.KeyInfoType, _de33, _ee33),
-    ('http://www.w3.org/2000/09/xmldsig#', 'KeyName', ('str', None, None), _de34, _ee34),
-    ('http://www.w3.org/2000/09/xmldsig#', 'KeyValue', xmldsig.KeyValueType, _de35, _ee35),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Manifest', xmldsig.ManifestType, _de36, _ee36),
-    ('urn:din:70121:2012:MsgBody', 'MeteringReceiptReq', din_msgbody.MeteringReceiptReqType, _de37, _ee37),
-    ('urn:din:70121:2012:MsgBody', 'MeteringReceiptRes', din_msgbody.MeteringReceiptResType, _de38, _ee38),
-    ('http://www.w3.org/2000/09/xmldsig#', 'MgmtData', ('str', None, None), _de39, _ee39),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Object', xmldsig.ObjectType, _de40, _ee40),
-    ('http://www.w3.org/2000/09/xmldsig#', 'PGPData', xmldsig.PGPDataType, _de41, _ee41),
-    ('urn:din:70121:2012:MsgDataTypes', 'PMaxScheduleEntry', din_msgdatatypes.PMaxScheduleEntryType, _de42, _ee42),
-    ('urn:din:70121:2012:MsgBody', 'PaymentDetailsReq', din_msgbody.PaymentDetailsReqType, _de43, _ee43),
-    ('urn:din:70121:2012:MsgBody', 'PaymentDetailsRes', din_msgbody.PaymentDetailsResType, _de44, _ee44),
-    ('urn:din:70121:2012:MsgBody', 'PowerDeliveryReq', din_msgbody.PowerDeliveryReqType, _de45, _ee45),
-    ('urn:din:70121:2012:MsgBody', 'PowerDeliveryRes', din_msgbody.PowerDeliveryResType, _de46, _ee46),
-    ('urn:din:70121:2012:MsgBody', 'PreChargeReq', din_msgbody.PreChargeReqType, _de47, _ee47),
-    ('urn:din:70121:2012:MsgBody', 'PreChargeRes', din_msgbody.PreChargeResType, _de48, _ee48),
-    ('http://www.w3.org/2000/09/xmldsig#', 'RSAKeyValue', xmldsig.RSAKeyValueType, _de49, _ee49),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Reference', xmldsig.ReferenceType, _de50, _ee50),
-    ('urn:din:70121:2012:MsgDataTypes', 'RelativeTimeInterval', din_msgdatatypes.RelativeTimeIntervalType, _de51, _ee51),
-    ('http://www.w3.org/2000/09/xmldsig#', 'RetrievalMethod', xmldsig.RetrievalMethodType, _de52, _ee52),
-    ('urn:din:70121:2012:MsgDataTypes', 'SAScheduleList', din_msgdatatypes.SAScheduleListType, _de53, _ee53),
-    ('urn:din:70121:2012:MsgDataTypes', 'SASchedules', din_msgdatatypes.SASchedulesType, _de54, _ee54),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SPKIData', xmldsig.SPKIDataType, _de55, _ee55),
-    ('urn:din:70121:2012:MsgDataTypes', 'SalesTariffEntry', din_msgdatatypes.SalesTariffEntryType, _de56, _ee56),
-    ('urn:din:70121:2012:MsgDataTypes', 'ServiceCharge', din_msgdatatypes.ServiceChargeType, _de57, _ee57),
-    ('urn:din:70121:2012:MsgBody', 'ServiceDetailReq', din_msgbody.ServiceDetailReqType, _de58, _ee58),
-    ('urn:din:70121:2012:MsgBody', 'ServiceDetailRes', din_msgbody.ServiceDetailResType, _de59, _ee59),
-    ('urn:din:70121:2012:MsgBody', 'ServiceDiscoveryReq', din_msgbody.ServiceDiscoveryReqType, _de60, _ee60),
-    ('urn:din:70121:2012:MsgBody', 'ServiceDiscoveryRes', din_msgbody.ServiceDiscoveryResType, _de61, _ee61),
-    ('urn:din:70121:2012:MsgBody', 'ServicePaymentSelectionReq', din_msgbody.ServicePaymentSelectionReqType, _de62, _ee62),
-    ('urn:din:70121:2012:MsgBody', 'ServicePaymentSelectionRes', din_msgbody.ServicePaymentSelectionResType, _de63, _ee63),
-    ('urn:din:70121:2012:MsgBody', 'SessionSetupReq', din_msgbody.SessionSetupReqType, _de64, _ee64),
-    ('urn:din:70121:2012:MsgBody', 'SessionSetupRes', din_msgbody.SessionSetupResType, _de65, _ee65),
-    ('urn:din:70121:2012:MsgBody', 'SessionStopReq', din_msgbody.SessionStopType, _de66, _ee66),
-    ('urn:din:70121:2012:MsgBody', 'SessionStopRes', din_msgbody.SessionStopResType, _de67, _ee67),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Signature', xmldsig.SignatureType, _de68, _ee68),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureMethod', xmldsig.SignatureMethodType, _de69, _ee69),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperties', xmldsig.SignaturePropertiesType, _de70, _ee70),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperty', xmldsig.SignaturePropertyType, _de71, _ee71),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureValue', xmldsig.SignatureValueType, _de72, _ee72),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignedInfo', xmldsig.SignedInfoType, _de73, _ee73),
-    ('urn:din:70121:2012:MsgDataTypes', 'TimeInterval', din_msgdatatypes.IntervalType, _de74, _ee74),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Transform', xmldsig.TransformType, _de75, _ee75),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Transforms', xmldsig.TransformsType, _de76, _ee76),
-    ('urn:din:70121:2012:MsgDef', 'V2G_Message', din_msgdef.V2G_Message, _de77, _ee77),
-    ('urn:din:70121:2012:MsgBody', 'WeldingDetectionReq', din_msgbody.WeldingDetectionReqType, _de78, _ee78),
-    ('urn:din:70121:2012:MsgBody', 'WeldingDetectionRes', din_msgbody.WeldingDetectionResType, _de79, _ee79),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509Data', xmldsig.X509DataType, _de80, _ee80),
+    ('urn:din:70121:2012:MsgDataTypes', 'AC_EVChargeParameter', din_msgdatatypes.AC_EVChargeParameterType, c_din_msgdatatypes._d_AC_EVChargeParameterType, c_din_msgdatatypes._e_AC_EVChargeParameterType),
+    ('urn:din:70121:2012:MsgDataTypes', 'AC_EVSEChargeParameter', din_msgdatatypes.AC_EVSEChargeParameterType, c_din_msgdatatypes._d_AC_EVSEChargeParameterType, c_din_msgdatatypes._e_AC_EVSEChargeParameterType),
+    ('urn:din:70121:2012:MsgDataTypes', 'AC_EVSEStatus', din_msgdatatypes.AC_EVSEStatusType, c_din_msgdatatypes._d_AC_EVSEStatusType, c_din_msgdatatypes._e_AC_EVSEStatusType),
+    ('urn:din:70121:2012:MsgDef', 'BodyElement', din_msgdef.BodyBaseType, _d_BodyBaseType, _e_BodyBaseType),
+    ('urn:din:70121:2012:MsgBody', 'CableCheckReq', din_msgbody.CableCheckReqType, c_din_msgbody._d_CableCheckReqType, c_din_msgbody._e_CableCheckReqType),
+    ('urn:din:70121:2012:MsgBody', 'CableCheckRes', din_msgbody.CableCheckResType, c_din_msgbody._d_CableCheckResType, c_din_msgbody._e_CableCheckResType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'CanonicalizationMethod', xmldsig.CanonicalizationMethodType, _de0, _ee0),
+    ('urn:din:70121:2012:MsgBody', 'CertificateInstallationReq', din_msgbody.CertificateInstallationReqType, c_din_msgbody._d_CertificateInstallationReqType, c_din_msgbody._e_CertificateInstallationReqType),
+    ('urn:din:70121:2012:MsgBody', 'CertificateInstallationRes', din_msgbody.CertificateInstallationResType, c_din_msgbody._d_CertificateInstallationResType, c_din_msgbody._e_CertificateInstallationResType),
+    ('urn:din:70121:2012:MsgBody', 'CertificateUpdateReq', din_msgbody.CertificateUpdateReqType, c_din_msgbody._d_CertificateUpdateReqType, c_din_msgbody._e_CertificateUpdateReqType),
+    ('urn:din:70121:2012:MsgBody', 'CertificateUpdateRes', din_msgbody.CertificateUpdateResType, c_din_msgbody._d_CertificateUpdateResType, c_din_msgbody._e_CertificateUpdateResType),
+    ('urn:din:70121:2012:MsgBody', 'ChargeParameterDiscoveryReq', din_msgbody.ChargeParameterDiscoveryReqType, c_din_msgbody._d_ChargeParameterDiscoveryReqType, c_din_msgbody._e_ChargeParameterDiscoveryReqType),
+    ('urn:din:70121:2012:MsgBody', 'ChargeParameterDiscoveryRes', din_msgbody.ChargeParameterDiscoveryResType, c_din_msgbody._d_ChargeParameterDiscoveryResType, c_din_msgbody._e_ChargeParameterDiscoveryResType),
+    ('urn:din:70121:2012:MsgBody', 'ChargingStatusReq', din_msgbody.ChargingStatusReqType, c_din_msgbody._d_ChargingStatusReqType, c_din_msgbody._e_ChargingStatusReqType),
+    ('urn:din:70121:2012:MsgBody', 'ChargingStatusRes', din_msgbody.ChargingStatusResType, c_din_msgbody._d_ChargingStatusResType, c_din_msgbody._e_ChargingStatusResType),
+    ('urn:din:70121:2012:MsgBody', 'ContractAuthenticationReq', din_msgbody.ContractAuthenticationReqType, c_din_msgbody._d_ContractAuthenticationReqType, c_din_msgbody._e_ContractAuthenticationReqType),
+    ('urn:din:70121:2012:MsgBody', 'ContractAuthenticationRes', din_msgbody.ContractAuthenticationResType, c_din_msgbody._d_ContractAuthenticationResType, c_din_msgbody._e_ContractAuthenticationResType),
+    ('urn:din:70121:2012:MsgBody', 'CurrentDemandReq', din_msgbody.CurrentDemandReqType, c_din_msgbody._d_CurrentDemandReqType, c_din_msgbody._e_CurrentDemandReqType),
+    ('urn:din:70121:2012:MsgBody', 'CurrentDemandRes', din_msgbody.CurrentDemandResType, c_din_msgbody._d_CurrentDemandResType, c_din_msgbody._e_CurrentDemandResType),
+    ('urn:din:70121:2012:MsgDataTypes', 'DC_EVChargeParameter', din_msgdatatypes.DC_EVChargeParameterType, c_din_msgdatatypes._d_DC_EVChargeParameterType, c_din_msgdatatypes._e_DC_EVChargeParameterType),
+    ('urn:din:70121:2012:MsgDataTypes', 'DC_EVPowerDeliveryParameter', din_msgdatatypes.DC_EVPowerDeliveryParameterType, c_din_msgdatatypes._d_DC_EVPowerDeliveryParameterType, c_din_msgdatatypes._e_DC_EVPowerDeliveryParameterType),
+    ('urn:din:70121:2012:MsgDataTypes', 'DC_EVSEChargeParameter', din_msgdatatypes.DC_EVSEChargeParameterType, c_din_msgdatatypes._d_DC_EVSEChargeParameterType, c_din_msgdatatypes._e_DC_EVSEChargeParameterType),
+    ('urn:din:70121:2012:MsgDataTypes', 'DC_EVSEStatus', din_msgdatatypes.DC_EVSEStatusType, c_din_msgdatatypes._d_DC_EVSEStatusType, c_din_msgdatatypes._e_DC_EVSEStatusType),
+    ('urn:din:70121:2012:MsgDataTypes', 'DC_EVStatus', din_msgdatatypes.DC_EVStatusType, c_din_msgdatatypes._d_DC_EVStatusType, c_din_msgdatatypes._e_DC_EVStatusType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'DSAKeyValue', xmldsig.DSAKeyValueType, c_xmldsig._d_DSAKeyValueType, c_xmldsig._e_DSAKeyValueType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'DigestMethod', xmldsig.DigestMethodType, _de1, _ee1),
+    ('http://www.w3.org/2000/09/xmldsig#', 'DigestValue', ('b64', None, None), _de2, _ee2),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVChargeParameter', din_msgdatatypes.EVChargeParameterType, c_din_msgdatatypes._d_EVChargeParameterType, c_din_msgdatatypes._e_EVChargeParameterType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVPowerDeliveryParameter', din_msgdatatypes.EVPowerDeliveryParameterType, c_din_msgdatatypes._d_EVPowerDeliveryParameterType, c_din_msgdatatypes._e_EVPowerDeliveryParameterType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVSEChargeParameter', din_msgdatatypes.EVSEChargeParameterType, c_din_msgdatatypes._d_EVSEChargeParameterType, c_din_msgdatatypes._e_EVSEChargeParameterType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVSEStatus', din_msgdatatypes.EVSEStatusType, c_din_msgdatatypes._d_EVSEStatusType, c_din_msgdatatypes._e_EVSEStatusType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVStatus', din_msgdatatypes.EVStatusType, c_din_msgdatatypes._d_EVStatusType, c_din_msgdatatypes._e_EVStatusType),
+    ('urn:din:70121:2012:MsgDataTypes', 'Entry', din_msgdatatypes.EntryType, c_din_msgdatatypes._d_EntryType, c_din_msgdatatypes._e_EntryType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'KeyInfo', xmldsig.KeyInfoType, _de3, _ee3),
+    ('http://www.w3.org/2000/09/xmldsig#', 'KeyName', ('str', None, None), _de4, _ee4),
+    ('http://www.w3.org/2000/09/xmldsig#', 'KeyValue', xmldsig.KeyValueType, _de5, _ee5),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Manifest', xmldsig.ManifestType, c_xmldsig._d_ManifestType, c_xmldsig._e_ManifestType),
+    ('urn:din:70121:2012:MsgBody', 'MeteringReceiptReq', din_msgbody.MeteringReceiptReqType, c_din_msgbody._d_MeteringReceiptReqType, c_din_msgbody._e_MeteringReceiptReqType),
+    ('urn:din:70121:2012:MsgBody', 'MeteringReceiptRes', din_msgbody.MeteringReceiptResType, c_din_msgbody._d_MeteringReceiptResType, c_din_msgbody._e_MeteringReceiptResType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'MgmtData', ('str', None, None), _de6, _ee6),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Object', xmldsig.ObjectType, _de7, _ee7),
+    ('http://www.w3.org/2000/09/xmldsig#', 'PGPData', xmldsig.PGPDataType, c_xmldsig._d_PGPDataType, c_xmldsig._e_PGPDataType),
+    ('urn:din:70121:2012:MsgDataTypes', 'PMaxScheduleEntry', din_msgdatatypes.PMaxScheduleEntryType, c_din_msgdatatypes._d_PMaxScheduleEntryType, c_din_msgdatatypes._e_PMaxScheduleEntryType),
+    ('urn:din:70121:2012:MsgBody', 'PaymentDetailsReq', din_msgbody.PaymentDetailsReqType, c_din_msgbody._d_PaymentDetailsReqType, c_din_msgbody._e_PaymentDetailsReqType),
+    ('urn:din:70121:2012:MsgBody', 'PaymentDetailsRes', din_msgbody.PaymentDetailsResType, c_din_msgbody._d_PaymentDetailsResType, c_din_msgbody._e_PaymentDetailsResType),
+    ('urn:din:70121:2012:MsgBody', 'PowerDeliveryReq', din_msgbody.PowerDeliveryReqType, c_din_msgbody._d_PowerDeliveryReqType, c_din_msgbody._e_PowerDeliveryReqType),
+    ('urn:din:70121:2012:MsgBody', 'PowerDeliveryRes', din_msgbody.PowerDeliveryResType, c_din_msgbody._d_PowerDeliveryResType, c_din_msgbody._e_PowerDeliveryResType),
+    ('urn:din:70121:2012:MsgBody', 'PreChargeReq', din_msgbody.PreChargeReqType, c_din_msgbody._d_PreChargeReqType, c_din_msgbody._e_PreChargeReqType),
+    ('urn:din:70121:2012:MsgBody', 'PreChargeRes', din_msgbody.PreChargeResType, c_din_msgbody._d_PreChargeResType, c_din_msgbody._e_PreChargeResType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'RSAKeyValue', xmldsig.RSAKeyValueType, c_xmldsig._d_RSAKeyValueType, c_xmldsig._e_RSAKeyValueType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Reference', xmldsig.ReferenceType, c_xmldsig._d_ReferenceType, c_xmldsig._e_ReferenceType),
+    ('urn:din:70121:2012:MsgDataTypes', 'RelativeTimeInterval', din_msgdatatypes.RelativeTimeIntervalType, c_din_msgdatatypes._d_RelativeTimeIntervalType, c_din_msgdatatypes._e_RelativeTimeIntervalType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'RetrievalMethod', xmldsig.RetrievalMethodType, c_xmldsig._d_RetrievalMethodType, c_xmldsig._e_RetrievalMethodType),
+    ('urn:din:70121:2012:MsgDataTypes', 'SAScheduleList', din_msgdatatypes.SAScheduleListType, c_din_msgdatatypes._d_SAScheduleListType, c_din_msgdatatypes._e_SAScheduleListType),
+    ('urn:din:70121:2012:MsgDataTypes', 'SASchedules', din_msgdatatypes.SASchedulesType, c_din_msgdatatypes._d_SASchedulesType, c_din_msgdatatypes._e_SASchedulesType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SPKIData', xmldsig.SPKIDataType, c_xmldsig._d_SPKIDataType, c_xmldsig._e_SPKIDataType),
+    ('urn:din:70121:2012:MsgDataTypes', 'SalesTariffEntry', din_msgdatatypes.SalesTariffEntryType, c_din_msgdatatypes._d_SalesTariffEntryType, c_din_msgdatatypes._e_SalesTariffEntryType),
+    ('urn:din:70121:2012:MsgDataTypes', 'ServiceCharge', din_msgdatatypes.ServiceChargeType, c_din_msgdatatypes._d_ServiceChargeType, c_din_msgdatatypes._e_ServiceChargeType),
+    ('urn:din:70121:2012:MsgBody', 'ServiceDetailReq', din_msgbody.ServiceDetailReqType, c_din_msgbody._d_ServiceDetailReqType, c_din_msgbody._e_ServiceDetailReqType),
+    ('urn:din:70121:2012:MsgBody', 'ServiceDetailRes', din_msgbody.ServiceDetailResType, c_din_msgbody._d_ServiceDetailResType, c_din_msgbody._e_ServiceDetailResType),
+    ('urn:din:70121:2012:MsgBody', 'ServiceDiscoveryReq', din_msgbody.ServiceDiscoveryReqType, c_din_msgbody._d_ServiceDiscoveryReqType, c_din_msgbody._e_ServiceDiscoveryReqType),
+    ('urn:din:70121:2012:MsgBody', 'ServiceDiscoveryRes', din_msgbody.ServiceDiscoveryResType, c_din_msgbody._d_ServiceDiscoveryResType, c_din_msgbody._e_ServiceDiscoveryResType),
+    ('urn:din:70121:2012:MsgBody', 'ServicePaymentSelectionReq', din_msgbody.ServicePaymentSelectionReqType, c_din_msgbody._d_ServicePaymentSelectionReqType, c_din_msgbody._e_ServicePaymentSelectionReqType),
+    ('urn:din:70121:2012:MsgBody', 'ServicePaymentSelectionRes', din_msgbody.ServicePaymentSelectionResType, c_din_msgbody._d_ServicePaymentSelectionResType, c_din_msgbody._e_ServicePaymentSelectionResType),
+    ('urn:din:70121:2012:MsgBody', 'SessionSetupReq', din_msgbody.SessionSetupReqType, c_din_msgbody._d_SessionSetupReqType, c_din_msgbody._e_SessionSetupReqType),
+    ('urn:din:70121:2012:MsgBody', 'SessionSetupRes', din_msgbody.SessionSetupResType, c_din_msgbody._d_SessionSetupResType, c_din_msgbody._e_SessionSetupResType),
+    ('urn:din:70121:2012:MsgBody', 'SessionStopReq', din_msgbody.SessionStopType, c_din_msgbody._d_SessionStopType, c_din_msgbody._e_SessionStopType),
+    ('urn:din:70121:2012:MsgBody', 'SessionStopRes', din_msgbody.SessionStopResType, c_din_msgbody._d_SessionStopResType, c_din_msgbody._e_SessionStopResType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Signature', xmldsig.SignatureType, c_xmldsig._d_SignatureType, c_xmldsig._e_SignatureType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureMethod', xmldsig.SignatureMethodType, _de8, _ee8),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperties', xmldsig.SignaturePropertiesType, c_xmldsig._d_SignaturePropertiesType, c_xmldsig._e_SignaturePropertiesType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperty', xmldsig.SignaturePropertyType, _de9, _ee9),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureValue', xmldsig.SignatureValueType, c_xmldsig._d_SignatureValueType, c_xmldsig._e_SignatureValueType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignedInfo', xmldsig.SignedInfoType, c_xmldsig._d_SignedInfoType, c_xmldsig._e_SignedInfoType),
+    ('urn:din:70121:2012:MsgDataTypes', 'TimeInterval', din_msgdatatypes.IntervalType, c_din_msgdatatypes._d_IntervalType, c_din_msgdatatypes._e_IntervalType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Transform', xmldsig.TransformType, _de10, _ee10),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Transforms', xmldsig.TransformsType, c_xmldsig._d_TransformsType, c_xmldsig._e_TransformsType),
+    ('urn:din:70121:2012:MsgDef', 'V2G_Message', din_msgdef.V2G_Message, _d_V2G_Message, _e_V2G_Message),
+    ('urn:din:70121:2012:MsgBody', 'WeldingDetectionReq', din_msgbody.WeldingDetectionReqType, c_din_msgbody._d_WeldingDetectionReqType, c_din_msgbody._e_WeldingDetectionReqType),
+    ('urn:din:70121:2012:MsgBody', 'WeldingDetectionRes', din_msgbody.WeldingDetectionResType, c_din_msgbody._d_WeldingDetectionResType, c_din_msgbody._e_WeldingDetectionResType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509Data', xmldsig.X509DataType, c_xmldsig._d_X509DataType, c_xmldsig._e_X509DataType),
 )
 DOCUMENT_WIDTH = 7
 
-def _de81(r):  # AC_EVSEStatus
-    return c_din_msgdatatypes._d_AC_EVSEStatusType(r)
-
-def _ee81(w, o):  # AC_EVSEStatus
-    c_din_msgdatatypes._e_AC_EVSEStatusType(w, o)
-
-def _de82(r):  # AC_EVSEStatus
-    return c_din_msgdatatypes._d_AC_EVSEStatusType(r)
-
-def _ee82(w, o):  # AC_EVSEStatus
-    c_din_msgdatatypes._e_AC_EVSEStatusType(w, o)
-
-def _de83(r):  # Body
-    return _d_BodyType(r)
-
-def _ee83(w, o):  # Body
-    _e_BodyType(w, o)
-
-def _de84(r):  # BulkChargingComplete
+def _de11(r):  # BulkChargingComplete
     V = r.v
     E = r.end
     p = r.pos
@@ -2267,7 +4664,7 @@ def _de84(r):  # BulkChargingComplete
     r.pos = p
     return val
 
-def _ee84(w, o):  # BulkChargingComplete
+def _ee11(w, o):  # BulkChargingComplete
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -2276,7 +4673,7 @@ def _ee84(w, o):  # BulkChargingComplete
     w.v = v
     w.n = n
 
-def _de85(r):  # BulkChargingComplete
+def _de12(r):  # BulkChargingComplete
     V = r.v
     E = r.end
     p = r.pos
@@ -2288,7 +4685,7 @@ def _de85(r):  # BulkChargingComplete
     r.pos = p
     return val
 
-def _ee85(w, o):  # BulkChargingComplete
+def _ee12(w, o):  # BulkChargingComplete
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -2297,7 +4694,7 @@ def _ee85(w, o):  # BulkChargingComplete
     w.v = v
     w.n = n
 
-def _de86(r):  # BulkSOC
+def _de13(r):  # BulkSOC
     V = r.v
     E = r.end
     p = r.pos
@@ -2310,7 +4707,7 @@ def _de86(r):  # BulkSOC
     r.pos = p
     return val
 
-def _ee86(w, o):  # BulkSOC
+def _ee13(w, o):  # BulkSOC
     v = w.v
     n = w.n
     if not 0 <= o <= 100: raise EncodeError(f'value {o!r} outside [0, 100]')
@@ -2319,7 +4716,7 @@ def _ee86(w, o):  # BulkSOC
     w.v = v
     w.n = n
 
-def _de87(r):  # Certificate
+def _de14(r):  # Certificate
     V = r.v
     E = r.end
     p = r.pos
@@ -2331,37 +4728,33 @@ def _de87(r):  # Certificate
         if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        if len(val) > 1200: r.facet('Certificate', 'length [0, 1200]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(val) > 1200: r.facet('Certificate', 'length [0, 1200]', val, r.at(p))
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
     r.pos = p
     return val
 
-def _ee87(w, o):  # Certificate
+def _ee14(w, o):  # Certificate
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 1200: raise EncodeError(f'length {len(o)} outside [0, 1200]')
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de88(r):  # ChargeService
-    return c_din_msgdatatypes._d_ServiceChargeType(r)
-
-def _ee88(w, o):  # ChargeService
-    c_din_msgdatatypes._e_ServiceChargeType(w, o)
-
-def _de89(r):  # ChargingComplete
+def _de15(r):  # ChargingComplete
     V = r.v
     E = r.end
     p = r.pos
@@ -2373,7 +4766,7 @@ def _de89(r):  # ChargingComplete
     r.pos = p
     return val
 
-def _ee89(w, o):  # ChargingComplete
+def _ee15(w, o):  # ChargingComplete
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -2382,7 +4775,7 @@ def _ee89(w, o):  # ChargingComplete
     w.v = v
     w.n = n
 
-def _de90(r):  # ChargingComplete
+def _de16(r):  # ChargingComplete
     V = r.v
     E = r.end
     p = r.pos
@@ -2394,7 +4787,7 @@ def _de90(r):  # ChargingComplete
     r.pos = p
     return val
 
-def _ee90(w, o):  # ChargingComplete
+def _ee16(w, o):  # ChargingComplete
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -2403,13 +4796,7 @@ def _ee90(w, o):  # ChargingComplete
     w.v = v
     w.n = n
 
-def _de91(r):  # ChargingProfile
-    return c_din_msgdatatypes._d_ChargingProfileType(r)
-
-def _ee91(w, o):  # ChargingProfile
-    c_din_msgdatatypes._e_ChargingProfileType(w, o)
-
-def _de92(r):  # ChargingProfileEntryMaxPower
+def _de17(r):  # ChargingProfileEntryMaxPower
     V = r.v
     E = r.end
     p = r.pos
@@ -2418,12 +4805,22 @@ def _de92(r):  # ChargingProfileEntryMaxPower
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('ChargingProfileEntryMaxPower', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2434,7 +4831,7 @@ def _de92(r):  # ChargingProfileEntryMaxPower
     r.pos = p
     return val
 
-def _ee92(w, o):  # ChargingProfileEntryMaxPower
+def _ee17(w, o):  # ChargingProfileEntryMaxPower
     v = w.v
     n = w.n
     if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
@@ -2443,25 +4840,36 @@ def _ee92(w, o):  # ChargingProfileEntryMaxPower
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de93(r):  # ChargingProfileEntryStart
+def _de18(r):  # ChargingProfileEntryStart
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileEntryStart', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2471,7 +4879,7 @@ def _de93(r):  # ChargingProfileEntryStart
     r.pos = p
     return val
 
-def _ee93(w, o):  # ChargingProfileEntryStart
+def _ee18(w, o):  # ChargingProfileEntryStart
     v = w.v
     n = w.n
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
@@ -2479,19 +4887,14 @@ def _ee93(w, o):  # ChargingProfileEntryStart
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de94(r):  # ConsumptionCost
-    return c_din_msgdatatypes._d_ConsumptionCostType(r)
-
-def _ee94(w, o):  # ConsumptionCost
-    c_din_msgdatatypes._e_ConsumptionCostType(w, o)
-
-def _de95(r):  # ContractID
+def _de19(r):  # ContractID
     V = r.v
     E = r.end
     p = r.pos
@@ -2513,7 +4916,7 @@ def _de95(r):  # ContractID
     r.pos = p
     return val
 
-def _ee95(w, o):  # ContractID
+def _ee19(w, o):  # ContractID
     v = w.v
     n = w.n
     v <<= 1
@@ -2529,13 +4932,7 @@ def _ee95(w, o):  # ContractID
     w.v = v
     w.n = n
 
-def _de96(r):  # ContractSignatureCertChain
-    return c_din_msgdatatypes._d_CertificateChainType(r)
-
-def _ee96(w, o):  # ContractSignatureCertChain
-    c_din_msgdatatypes._e_CertificateChainType(w, o)
-
-def _de97(r):  # ContractSignatureEncryptedPrivateKey
+def _de20(r):  # ContractSignatureEncryptedPrivateKey
     V = r.v
     E = r.end
     p = r.pos
@@ -2547,61 +4944,33 @@ def _de97(r):  # ContractSignatureEncryptedPrivateKey
         if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        if len(val) > 128: r.facet('ContractSignatureEncryptedPrivateKey', 'length [0, 128]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(val) > 128: r.facet('ContractSignatureEncryptedPrivateKey', 'length [0, 128]', val, r.at(p))
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
     r.pos = p
     return val
 
-def _ee97(w, o):  # ContractSignatureEncryptedPrivateKey
+def _ee20(w, o):  # ContractSignatureEncryptedPrivateKey
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 128: raise EncodeError(f'length {len(o)} outside [0, 128]')
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de98(r):  # Cost
-    return c_din_msgdatatypes._d_CostType(r)
-
-def _ee98(w, o):  # Cost
-    c_din_msgdatatypes._e_CostType(w, o)
-
-def _de99(r):  # DC_EVSEStatus
-    return c_din_msgdatatypes._d_DC_EVSEStatusType(r)
-
-def _ee99(w, o):  # DC_EVSEStatus
-    c_din_msgdatatypes._e_DC_EVSEStatusType(w, o)
-
-def _de100(r):  # DC_EVSEStatus
-    return c_din_msgdatatypes._d_DC_EVSEStatusType(r)
-
-def _ee100(w, o):  # DC_EVSEStatus
-    c_din_msgdatatypes._e_DC_EVSEStatusType(w, o)
-
-def _de101(r):  # DC_EVStatus
-    return c_din_msgdatatypes._d_DC_EVStatusType(r)
-
-def _ee101(w, o):  # DC_EVStatus
-    c_din_msgdatatypes._e_DC_EVStatusType(w, o)
-
-def _de102(r):  # DC_EVStatus
-    return c_din_msgdatatypes._d_DC_EVStatusType(r)
-
-def _ee102(w, o):  # DC_EVStatus
-    c_din_msgdatatypes._e_DC_EVStatusType(w, o)
-
-def _de103(r):  # DHParams
+def _de21(r):  # DHParams
     V = r.v
     E = r.end
     p = r.pos
@@ -2613,31 +4982,33 @@ def _de103(r):  # DHParams
         if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        if len(val) > 256: r.facet('DHParams', 'length [0, 256]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(val) > 256: r.facet('DHParams', 'length [0, 256]', val, r.at(p))
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
     r.pos = p
     return val
 
-def _ee103(w, o):  # DHParams
+def _ee21(w, o):  # DHParams
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 256: raise EncodeError(f'length {len(o)} outside [0, 256]')
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de104(r):  # DateTimeNow
+def _de22(r):  # DateTimeNow
     V = r.v
     E = r.end
     p = r.pos
@@ -2646,12 +5017,22 @@ def _de104(r):  # DateTimeNow
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('DateTimeNow', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2662,7 +5043,7 @@ def _de104(r):  # DateTimeNow
     r.pos = p
     return val
 
-def _ee104(w, o):  # DateTimeNow
+def _ee22(w, o):  # DateTimeNow
     v = w.v
     n = w.n
     if o < -9223372036854775808 or o > 9223372036854775807: raise EncodeError(f'value {o!r} outside [-9223372036854775808, 9223372036854775807]')
@@ -2671,25 +5052,36 @@ def _ee104(w, o):  # DateTimeNow
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de105(r):  # DepartureTime
+def _de23(r):  # DepartureTime
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2699,7 +5091,7 @@ def _de105(r):  # DepartureTime
     r.pos = p
     return val
 
-def _ee105(w, o):  # DepartureTime
+def _ee23(w, o):  # DepartureTime
     v = w.v
     n = w.n
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
@@ -2707,19 +5099,14 @@ def _ee105(w, o):  # DepartureTime
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de106(r):  # EAmount
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee106(w, o):  # EAmount
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de107(r):  # EPriceLevel
+def _de24(r):  # EPriceLevel
     V = r.v
     E = r.end
     p = r.pos
@@ -2731,7 +5118,7 @@ def _de107(r):  # EPriceLevel
     r.pos = p
     return val
 
-def _ee107(w, o):  # EPriceLevel
+def _ee24(w, o):  # EPriceLevel
     v = w.v
     n = w.n
     if not 0 <= o <= 255: raise EncodeError(f'value {o!r} outside [0, 255]')
@@ -2740,7 +5127,7 @@ def _ee107(w, o):  # EPriceLevel
     w.v = v
     w.n = n
 
-def _de108(r):  # EVCCID
+def _de25(r):  # EVCCID
     V = r.v
     E = r.end
     p = r.pos
@@ -2752,31 +5139,33 @@ def _de108(r):  # EVCCID
         if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        if len(val) > 8: r.facet('EVCCID', 'length [0, 8]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(val) > 8: r.facet('EVCCID', 'length [0, 8]', val, r.at(p))
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
     r.pos = p
     return val
 
-def _ee108(w, o):  # EVCCID
+def _ee25(w, o):  # EVCCID
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 8: raise EncodeError(f'length {len(o)} outside [0, 8]')
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de109(r):  # EVCabinConditioning
+def _de26(r):  # EVCabinConditioning
     V = r.v
     E = r.end
     p = r.pos
@@ -2788,7 +5177,7 @@ def _de109(r):  # EVCabinConditioning
     r.pos = p
     return val
 
-def _ee109(w, o):  # EVCabinConditioning
+def _ee26(w, o):  # EVCabinConditioning
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -2797,19 +5186,7 @@ def _ee109(w, o):  # EVCabinConditioning
     w.v = v
     w.n = n
 
-def _de110(r):  # EVEnergyCapacity
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee110(w, o):  # EVEnergyCapacity
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de111(r):  # EVEnergyRequest
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee111(w, o):  # EVEnergyRequest
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de112(r):  # EVErrorCode
+def _de27(r):  # EVErrorCode
     V = r.v
     E = r.end
     p = r.pos
@@ -2823,7 +5200,7 @@ def _de112(r):  # EVErrorCode
     r.pos = p
     return val
 
-def _ee112(w, o):  # EVErrorCode
+def _ee27(w, o):  # EVErrorCode
     v = w.v
     n = w.n
     _i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(o)
@@ -2833,61 +5210,7 @@ def _ee112(w, o):  # EVErrorCode
     w.v = v
     w.n = n
 
-def _de113(r):  # EVMaxCurrent
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee113(w, o):  # EVMaxCurrent
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de114(r):  # EVMaxVoltage
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee114(w, o):  # EVMaxVoltage
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de115(r):  # EVMaximumCurrentLimit
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee115(w, o):  # EVMaximumCurrentLimit
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de116(r):  # EVMaximumCurrentLimit
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee116(w, o):  # EVMaximumCurrentLimit
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de117(r):  # EVMaximumPowerLimit
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee117(w, o):  # EVMaximumPowerLimit
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de118(r):  # EVMaximumPowerLimit
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee118(w, o):  # EVMaximumPowerLimit
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de119(r):  # EVMaximumVoltageLimit
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee119(w, o):  # EVMaximumVoltageLimit
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de120(r):  # EVMaximumVoltageLimit
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee120(w, o):  # EVMaximumVoltageLimit
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de121(r):  # EVMinCurrent
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee121(w, o):  # EVMinCurrent
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de122(r):  # EVRESSConditioning
+def _de28(r):  # EVRESSConditioning
     V = r.v
     E = r.end
     p = r.pos
@@ -2899,7 +5222,7 @@ def _de122(r):  # EVRESSConditioning
     r.pos = p
     return val
 
-def _ee122(w, o):  # EVRESSConditioning
+def _ee28(w, o):  # EVRESSConditioning
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -2908,7 +5231,7 @@ def _ee122(w, o):  # EVRESSConditioning
     w.v = v
     w.n = n
 
-def _de123(r):  # EVRESSSOC
+def _de29(r):  # EVRESSSOC
     V = r.v
     E = r.end
     p = r.pos
@@ -2921,7 +5244,7 @@ def _de123(r):  # EVRESSSOC
     r.pos = p
     return val
 
-def _ee123(w, o):  # EVRESSSOC
+def _ee29(w, o):  # EVRESSSOC
     v = w.v
     n = w.n
     if not 0 <= o <= 100: raise EncodeError(f'value {o!r} outside [0, 100]')
@@ -2930,7 +5253,7 @@ def _ee123(w, o):  # EVRESSSOC
     w.v = v
     w.n = n
 
-def _de124(r):  # EVReady
+def _de30(r):  # EVReady
     V = r.v
     E = r.end
     p = r.pos
@@ -2942,7 +5265,7 @@ def _de124(r):  # EVReady
     r.pos = p
     return val
 
-def _ee124(w, o):  # EVReady
+def _ee30(w, o):  # EVReady
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -2951,7 +5274,7 @@ def _ee124(w, o):  # EVReady
     w.v = v
     w.n = n
 
-def _de125(r):  # EVRequestedEnergyTransferType
+def _de31(r):  # EVRequestedEnergyTransferType
     V = r.v
     E = r.end
     p = r.pos
@@ -2965,7 +5288,7 @@ def _de125(r):  # EVRequestedEnergyTransferType
     r.pos = p
     return val
 
-def _ee125(w, o):  # EVRequestedEnergyTransferType
+def _ee31(w, o):  # EVRequestedEnergyTransferType
     v = w.v
     n = w.n
     _i1 = _I_din_msgdatatypes_EVRequestedEnergyTransferType.get(o)
@@ -2975,7 +5298,7 @@ def _ee125(w, o):  # EVRequestedEnergyTransferType
     w.v = v
     w.n = n
 
-def _de126(r):  # EVSECurrentLimitAchieved
+def _de32(r):  # EVSECurrentLimitAchieved
     V = r.v
     E = r.end
     p = r.pos
@@ -2987,7 +5310,7 @@ def _de126(r):  # EVSECurrentLimitAchieved
     r.pos = p
     return val
 
-def _ee126(w, o):  # EVSECurrentLimitAchieved
+def _ee32(w, o):  # EVSECurrentLimitAchieved
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -2996,19 +5319,7 @@ def _ee126(w, o):  # EVSECurrentLimitAchieved
     w.v = v
     w.n = n
 
-def _de127(r):  # EVSECurrentRegulationTolerance
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee127(w, o):  # EVSECurrentRegulationTolerance
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de128(r):  # EVSEEnergyToBeDelivered
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee128(w, o):  # EVSEEnergyToBeDelivered
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de129(r):  # EVSEID
+def _de33(r):  # EVSEID
     V = r.v
     E = r.end
     p = r.pos
@@ -3020,31 +5331,33 @@ def _de129(r):  # EVSEID
         if (V >> (E - p)) & 7: raise r.deviation('EVSEID', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        if len(val) > 32: r.facet('EVSEID', 'length [0, 32]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(val) > 32: r.facet('EVSEID', 'length [0, 32]', val, r.at(p))
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('EVSEID', p)
     r.pos = p
     return val
 
-def _ee129(w, o):  # EVSEID
+def _ee33(w, o):  # EVSEID
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de130(r):  # EVSEIsolationStatus
+def _de34(r):  # EVSEIsolationStatus
     V = r.v
     E = r.end
     p = r.pos
@@ -3056,7 +5369,7 @@ def _de130(r):  # EVSEIsolationStatus
     r.pos = p
     return val
 
-def _ee130(w, o):  # EVSEIsolationStatus
+def _ee34(w, o):  # EVSEIsolationStatus
     v = w.v
     n = w.n
     _i1 = _I_din_msgdatatypes_isolationLevelType.get(o)
@@ -3066,79 +5379,7 @@ def _ee130(w, o):  # EVSEIsolationStatus
     w.v = v
     w.n = n
 
-def _de131(r):  # EVSEMaxCurrent
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee131(w, o):  # EVSEMaxCurrent
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de132(r):  # EVSEMaxCurrent
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee132(w, o):  # EVSEMaxCurrent
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de133(r):  # EVSEMaxVoltage
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee133(w, o):  # EVSEMaxVoltage
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de134(r):  # EVSEMaximumCurrentLimit
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee134(w, o):  # EVSEMaximumCurrentLimit
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de135(r):  # EVSEMaximumCurrentLimit
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee135(w, o):  # EVSEMaximumCurrentLimit
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de136(r):  # EVSEMaximumPowerLimit
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee136(w, o):  # EVSEMaximumPowerLimit
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de137(r):  # EVSEMaximumPowerLimit
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee137(w, o):  # EVSEMaximumPowerLimit
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de138(r):  # EVSEMaximumVoltageLimit
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee138(w, o):  # EVSEMaximumVoltageLimit
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de139(r):  # EVSEMaximumVoltageLimit
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee139(w, o):  # EVSEMaximumVoltageLimit
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de140(r):  # EVSEMinCurrent
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee140(w, o):  # EVSEMinCurrent
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de141(r):  # EVSEMinimumCurrentLimit
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee141(w, o):  # EVSEMinimumCurrentLimit
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de142(r):  # EVSEMinimumVoltageLimit
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee142(w, o):  # EVSEMinimumVoltageLimit
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de143(r):  # EVSENotification
+def _de35(r):  # EVSENotification
     V = r.v
     E = r.end
     p = r.pos
@@ -3152,7 +5393,7 @@ def _de143(r):  # EVSENotification
     r.pos = p
     return val
 
-def _ee143(w, o):  # EVSENotification
+def _ee35(w, o):  # EVSENotification
     v = w.v
     n = w.n
     _i1 = _I_din_msgdatatypes_EVSENotificationType.get(o)
@@ -3162,13 +5403,7 @@ def _ee143(w, o):  # EVSENotification
     w.v = v
     w.n = n
 
-def _de144(r):  # EVSEPeakCurrentRipple
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee144(w, o):  # EVSEPeakCurrentRipple
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de145(r):  # EVSEPowerLimitAchieved
+def _de36(r):  # EVSEPowerLimitAchieved
     V = r.v
     E = r.end
     p = r.pos
@@ -3180,7 +5415,7 @@ def _de145(r):  # EVSEPowerLimitAchieved
     r.pos = p
     return val
 
-def _ee145(w, o):  # EVSEPowerLimitAchieved
+def _ee36(w, o):  # EVSEPowerLimitAchieved
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -3189,19 +5424,7 @@ def _ee145(w, o):  # EVSEPowerLimitAchieved
     w.v = v
     w.n = n
 
-def _de146(r):  # EVSEPresentCurrent
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee146(w, o):  # EVSEPresentCurrent
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de147(r):  # EVSEPresentVoltage
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee147(w, o):  # EVSEPresentVoltage
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de148(r):  # EVSEProcessing
+def _de37(r):  # EVSEProcessing
     V = r.v
     E = r.end
     p = r.pos
@@ -3213,7 +5436,7 @@ def _de148(r):  # EVSEProcessing
     r.pos = p
     return val
 
-def _ee148(w, o):  # EVSEProcessing
+def _ee37(w, o):  # EVSEProcessing
     v = w.v
     n = w.n
     _i1 = _I_din_msgdatatypes_EVSEProcessingType.get(o)
@@ -3223,7 +5446,7 @@ def _ee148(w, o):  # EVSEProcessing
     w.v = v
     w.n = n
 
-def _de149(r):  # EVSEStatusCode
+def _de38(r):  # EVSEStatusCode
     V = r.v
     E = r.end
     p = r.pos
@@ -3237,7 +5460,7 @@ def _de149(r):  # EVSEStatusCode
     r.pos = p
     return val
 
-def _ee149(w, o):  # EVSEStatusCode
+def _ee38(w, o):  # EVSEStatusCode
     v = w.v
     n = w.n
     _i1 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(o)
@@ -3247,7 +5470,7 @@ def _ee149(w, o):  # EVSEStatusCode
     w.v = v
     w.n = n
 
-def _de150(r):  # EVSEVoltageLimitAchieved
+def _de39(r):  # EVSEVoltageLimitAchieved
     V = r.v
     E = r.end
     p = r.pos
@@ -3259,7 +5482,7 @@ def _de150(r):  # EVSEVoltageLimitAchieved
     r.pos = p
     return val
 
-def _ee150(w, o):  # EVSEVoltageLimitAchieved
+def _ee39(w, o):  # EVSEVoltageLimitAchieved
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -3268,19 +5491,7 @@ def _ee150(w, o):  # EVSEVoltageLimitAchieved
     w.v = v
     w.n = n
 
-def _de151(r):  # EVTargetCurrent
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee151(w, o):  # EVTargetCurrent
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de152(r):  # EVTargetVoltage
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee152(w, o):  # EVTargetVoltage
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de153(r):  # EnergyTransferType
+def _de40(r):  # EnergyTransferType
     V = r.v
     E = r.end
     p = r.pos
@@ -3294,7 +5505,7 @@ def _de153(r):  # EnergyTransferType
     r.pos = p
     return val
 
-def _ee153(w, o):  # EnergyTransferType
+def _ee40(w, o):  # EnergyTransferType
     v = w.v
     n = w.n
     _i1 = _I_din_msgdatatypes_EVSESupportedEnergyTransferType.get(o)
@@ -3304,7 +5515,7 @@ def _ee153(w, o):  # EnergyTransferType
     w.v = v
     w.n = n
 
-def _de154(r):  # Exponent
+def _de41(r):  # Exponent
     V = r.v
     E = r.end
     p = r.pos
@@ -3316,29 +5527,31 @@ def _de154(r):  # Exponent
         if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
     r.pos = p
     return val
 
-def _ee154(w, o):  # Exponent
+def _ee41(w, o):  # Exponent
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de155(r):  # FaultCode
+def _de42(r):  # FaultCode
     V = r.v
     E = r.end
     p = r.pos
@@ -3352,7 +5565,7 @@ def _de155(r):  # FaultCode
     r.pos = p
     return val
 
-def _ee155(w, o):  # FaultCode
+def _ee42(w, o):  # FaultCode
     v = w.v
     n = w.n
     _i1 = _I_din_msgdatatypes_faultCodeType.get(o)
@@ -3362,7 +5575,7 @@ def _ee155(w, o):  # FaultCode
     w.v = v
     w.n = n
 
-def _de156(r):  # FaultMsg
+def _de43(r):  # FaultMsg
     V = r.v
     E = r.end
     p = r.pos
@@ -3384,7 +5597,7 @@ def _de156(r):  # FaultMsg
     r.pos = p
     return val
 
-def _ee156(w, o):  # FaultMsg
+def _ee43(w, o):  # FaultMsg
     v = w.v
     n = w.n
     v <<= 1
@@ -3400,7 +5613,7 @@ def _ee156(w, o):  # FaultMsg
     w.v = v
     w.n = n
 
-def _de157(r):  # FreeService
+def _de44(r):  # FreeService
     V = r.v
     E = r.end
     p = r.pos
@@ -3412,7 +5625,7 @@ def _de157(r):  # FreeService
     r.pos = p
     return val
 
-def _ee157(w, o):  # FreeService
+def _ee44(w, o):  # FreeService
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -3421,7 +5634,7 @@ def _ee157(w, o):  # FreeService
     w.v = v
     w.n = n
 
-def _de158(r):  # FullSOC
+def _de45(r):  # FullSOC
     V = r.v
     E = r.end
     p = r.pos
@@ -3434,7 +5647,7 @@ def _de158(r):  # FullSOC
     r.pos = p
     return val
 
-def _ee158(w, o):  # FullSOC
+def _ee45(w, o):  # FullSOC
     v = w.v
     n = w.n
     if not 0 <= o <= 100: raise EncodeError(f'value {o!r} outside [0, 100]')
@@ -3443,7 +5656,7 @@ def _ee158(w, o):  # FullSOC
     w.v = v
     w.n = n
 
-def _de159(r):  # G
+def _de46(r):  # G
     V = r.v
     E = r.end
     p = r.pos
@@ -3455,29 +5668,31 @@ def _de159(r):  # G
         if (V >> (E - p)) & 7: raise r.deviation('G', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('G', p)
     r.pos = p
     return val
 
-def _ee159(w, o):  # G
+def _ee46(w, o):  # G
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de160(r):  # GenChallenge
+def _de47(r):  # GenChallenge
     V = r.v
     E = r.end
     p = r.pos
@@ -3498,7 +5713,7 @@ def _de160(r):  # GenChallenge
     r.pos = p
     return val
 
-def _ee160(w, o):  # GenChallenge
+def _ee47(w, o):  # GenChallenge
     v = w.v
     n = w.n
     v <<= 1
@@ -3513,7 +5728,7 @@ def _ee160(w, o):  # GenChallenge
     w.v = v
     w.n = n
 
-def _de161(r):  # HMACOutputLength
+def _de48(r):  # HMACOutputLength
     V = r.v
     E = r.end
     p = r.pos
@@ -3522,12 +5737,22 @@ def _de161(r):  # HMACOutputLength
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('HMACOutputLength', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3537,7 +5762,7 @@ def _de161(r):  # HMACOutputLength
     r.pos = p
     return val
 
-def _ee161(w, o):  # HMACOutputLength
+def _ee48(w, o):  # HMACOutputLength
     v = w.v
     n = w.n
     if type(o) is not int: raise EncodeError(f'expected an int, got {o!r}')
@@ -3546,19 +5771,14 @@ def _ee161(w, o):  # HMACOutputLength
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de162(r):  # Header
-    return c_din_msgheader._d_MessageHeaderType(r)
-
-def _ee162(w, o):  # Header
-    c_din_msgheader._e_MessageHeaderType(w, o)
-
-def _de163(r):  # J
+def _de49(r):  # J
     V = r.v
     E = r.end
     p = r.pos
@@ -3570,35 +5790,31 @@ def _de163(r):  # J
         if (V >> (E - p)) & 7: raise r.deviation('J', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('J', p)
     r.pos = p
     return val
 
-def _ee163(w, o):  # J
+def _ee49(w, o):  # J
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de164(r):  # ListOfRootCertificateIDs
-    return c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
-
-def _ee164(w, o):  # ListOfRootCertificateIDs
-    c_din_msgdatatypes._e_ListOfRootCertificateIDsType(w, o)
-
-def _de165(r):  # MeterID
+def _de50(r):  # MeterID
     V = r.v
     E = r.end
     p = r.pos
@@ -3620,7 +5836,7 @@ def _de165(r):  # MeterID
     r.pos = p
     return val
 
-def _ee165(w, o):  # MeterID
+def _ee50(w, o):  # MeterID
     v = w.v
     n = w.n
     v <<= 1
@@ -3636,19 +5852,7 @@ def _ee165(w, o):  # MeterID
     w.v = v
     w.n = n
 
-def _de166(r):  # MeterInfo
-    return c_din_msgdatatypes._d_MeterInfoType(r)
-
-def _ee166(w, o):  # MeterInfo
-    c_din_msgdatatypes._e_MeterInfoType(w, o)
-
-def _de167(r):  # MeterReading
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee167(w, o):  # MeterReading
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de168(r):  # MeterStatus
+def _de51(r):  # MeterStatus
     V = r.v
     E = r.end
     p = r.pos
@@ -3657,12 +5861,22 @@ def _de168(r):  # MeterStatus
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('MeterStatus', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3673,7 +5887,7 @@ def _de168(r):  # MeterStatus
     r.pos = p
     return val
 
-def _ee168(w, o):  # MeterStatus
+def _ee51(w, o):  # MeterStatus
     v = w.v
     n = w.n
     if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
@@ -3682,13 +5896,14 @@ def _ee168(w, o):  # MeterStatus
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de169(r):  # Modulus
+def _de52(r):  # Modulus
     V = r.v
     E = r.end
     p = r.pos
@@ -3700,29 +5915,31 @@ def _de169(r):  # Modulus
         if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
     r.pos = p
     return val
 
-def _ee169(w, o):  # Modulus
+def _ee52(w, o):  # Modulus
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de170(r):  # Multiplier
+def _de53(r):  # Multiplier
     V = r.v
     E = r.end
     p = r.pos
@@ -3735,7 +5952,7 @@ def _de170(r):  # Multiplier
     r.pos = p
     return val
 
-def _ee170(w, o):  # Multiplier
+def _ee53(w, o):  # Multiplier
     v = w.v
     n = w.n
     if not -3 <= o <= 3: raise EncodeError(f'value {o!r} outside [-3, 3]')
@@ -3744,25 +5961,29 @@ def _ee170(w, o):  # Multiplier
     w.v = v
     w.n = n
 
-def _de171(r):  # Notification
-    return c_din_msgdatatypes._d_NotificationType(r)
-
-def _ee171(w, o):  # Notification
-    c_din_msgdatatypes._e_NotificationType(w, o)
-
-def _de172(r):  # NotificationMaxDelay
+def _de54(r):  # NotificationMaxDelay
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3772,7 +5993,7 @@ def _de172(r):  # NotificationMaxDelay
     r.pos = p
     return val
 
-def _ee172(w, o):  # NotificationMaxDelay
+def _ee54(w, o):  # NotificationMaxDelay
     v = w.v
     n = w.n
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
@@ -3780,13 +6001,14 @@ def _ee172(w, o):  # NotificationMaxDelay
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de173(r):  # NumEPriceLevels
+def _de55(r):  # NumEPriceLevels
     V = r.v
     E = r.end
     p = r.pos
@@ -3798,7 +6020,7 @@ def _de173(r):  # NumEPriceLevels
     r.pos = p
     return val
 
-def _ee173(w, o):  # NumEPriceLevels
+def _ee55(w, o):  # NumEPriceLevels
     v = w.v
     n = w.n
     if not 0 <= o <= 255: raise EncodeError(f'value {o!r} outside [0, 255]')
@@ -3807,7 +6029,7 @@ def _ee173(w, o):  # NumEPriceLevels
     w.v = v
     w.n = n
 
-def _de174(r):  # OEMProvisioningCert
+def _de56(r):  # OEMProvisioningCert
     V = r.v
     E = r.end
     p = r.pos
@@ -3819,31 +6041,33 @@ def _de174(r):  # OEMProvisioningCert
         if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        if len(val) > 1200: r.facet('OEMProvisioningCert', 'length [0, 1200]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(val) > 1200: r.facet('OEMProvisioningCert', 'length [0, 1200]', val, r.at(p))
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
     r.pos = p
     return val
 
-def _ee174(w, o):  # OEMProvisioningCert
+def _ee56(w, o):  # OEMProvisioningCert
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 1200: raise EncodeError(f'length {len(o)} outside [0, 1200]')
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de175(r):  # P
+def _de57(r):  # P
     V = r.v
     E = r.end
     p = r.pos
@@ -3855,29 +6079,31 @@ def _de175(r):  # P
         if (V >> (E - p)) & 7: raise r.deviation('P', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('P', p)
     r.pos = p
     return val
 
-def _ee175(w, o):  # P
+def _ee57(w, o):  # P
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de176(r):  # PGPKeyID
+def _de58(r):  # PGPKeyID
     V = r.v
     E = r.end
     p = r.pos
@@ -3889,29 +6115,31 @@ def _de176(r):  # PGPKeyID
         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
     r.pos = p
     return val
 
-def _ee176(w, o):  # PGPKeyID
+def _ee58(w, o):  # PGPKeyID
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de177(r):  # PGPKeyPacket
+def _de59(r):  # PGPKeyPacket
     V = r.v
     E = r.end
     p = r.pos
@@ -3923,29 +6151,31 @@ def _de177(r):  # PGPKeyPacket
         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
     r.pos = p
     return val
 
-def _ee177(w, o):  # PGPKeyPacket
+def _ee59(w, o):  # PGPKeyPacket
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de178(r):  # PMax
+def _de60(r):  # PMax
     V = r.v
     E = r.end
     p = r.pos
@@ -3954,12 +6184,22 @@ def _de178(r):  # PMax
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('PMax', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3970,7 +6210,7 @@ def _de178(r):  # PMax
     r.pos = p
     return val
 
-def _ee178(w, o):  # PMax
+def _ee60(w, o):  # PMax
     v = w.v
     n = w.n
     if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
@@ -3979,19 +6219,14 @@ def _ee178(w, o):  # PMax
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de179(r):  # PMaxSchedule
-    return c_din_msgdatatypes._d_PMaxScheduleType(r)
-
-def _ee179(w, o):  # PMaxSchedule
-    c_din_msgdatatypes._e_PMaxScheduleType(w, o)
-
-def _de180(r):  # PMaxScheduleID
+def _de61(r):  # PMaxScheduleID
     V = r.v
     E = r.end
     p = r.pos
@@ -4000,12 +6235,22 @@ def _de180(r):  # PMaxScheduleID
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('PMaxScheduleID', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -4016,7 +6261,7 @@ def _de180(r):  # PMaxScheduleID
     r.pos = p
     return val
 
-def _ee180(w, o):  # PMaxScheduleID
+def _ee61(w, o):  # PMaxScheduleID
     v = w.v
     n = w.n
     if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
@@ -4025,25 +6270,14 @@ def _ee180(w, o):  # PMaxScheduleID
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de181(r):  # Parameter
-    return c_din_msgdatatypes._d_ParameterType(r)
-
-def _ee181(w, o):  # Parameter
-    c_din_msgdatatypes._e_ParameterType(w, o)
-
-def _de182(r):  # ParameterSet
-    return c_din_msgdatatypes._d_ParameterSetType(r)
-
-def _ee182(w, o):  # ParameterSet
-    c_din_msgdatatypes._e_ParameterSetType(w, o)
-
-def _de183(r):  # ParameterSetID
+def _de62(r):  # ParameterSetID
     V = r.v
     E = r.end
     p = r.pos
@@ -4052,12 +6286,22 @@ def _de183(r):  # ParameterSetID
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('ParameterSetID', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -4068,7 +6312,7 @@ def _de183(r):  # ParameterSetID
     r.pos = p
     return val
 
-def _ee183(w, o):  # ParameterSetID
+def _ee62(w, o):  # ParameterSetID
     v = w.v
     n = w.n
     if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
@@ -4077,13 +6321,14 @@ def _ee183(w, o):  # ParameterSetID
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de184(r):  # PaymentOption
+def _de63(r):  # PaymentOption
     V = r.v
     E = r.end
     p = r.pos
@@ -4095,7 +6340,7 @@ def _de184(r):  # PaymentOption
     r.pos = p
     return val
 
-def _ee184(w, o):  # PaymentOption
+def _ee63(w, o):  # PaymentOption
     v = w.v
     n = w.n
     _i1 = _I_din_msgdatatypes_paymentOptionType.get(o)
@@ -4105,13 +6350,7 @@ def _ee184(w, o):  # PaymentOption
     w.v = v
     w.n = n
 
-def _de185(r):  # PaymentOptions
-    return c_din_msgdatatypes._d_PaymentOptionsType(r)
-
-def _ee185(w, o):  # PaymentOptions
-    c_din_msgdatatypes._e_PaymentOptionsType(w, o)
-
-def _de186(r):  # PgenCounter
+def _de64(r):  # PgenCounter
     V = r.v
     E = r.end
     p = r.pos
@@ -4123,29 +6362,31 @@ def _de186(r):  # PgenCounter
         if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
     r.pos = p
     return val
 
-def _ee186(w, o):  # PgenCounter
+def _ee64(w, o):  # PgenCounter
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de187(r):  # PowerSwitchClosed
+def _de65(r):  # PowerSwitchClosed
     V = r.v
     E = r.end
     p = r.pos
@@ -4157,7 +6398,7 @@ def _de187(r):  # PowerSwitchClosed
     r.pos = p
     return val
 
-def _ee187(w, o):  # PowerSwitchClosed
+def _ee65(w, o):  # PowerSwitchClosed
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -4166,13 +6407,7 @@ def _ee187(w, o):  # PowerSwitchClosed
     w.v = v
     w.n = n
 
-def _de188(r):  # ProfileEntry
-    return c_din_msgdatatypes._d_ProfileEntryType(r)
-
-def _ee188(w, o):  # ProfileEntry
-    c_din_msgdatatypes._e_ProfileEntryType(w, o)
-
-def _de189(r):  # Q
+def _de66(r):  # Q
     V = r.v
     E = r.end
     p = r.pos
@@ -4184,29 +6419,31 @@ def _de189(r):  # Q
         if (V >> (E - p)) & 7: raise r.deviation('Q', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Q', p)
     r.pos = p
     return val
 
-def _ee189(w, o):  # Q
+def _ee66(w, o):  # Q
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de190(r):  # RCD
+def _de67(r):  # RCD
     V = r.v
     E = r.end
     p = r.pos
@@ -4218,7 +6455,7 @@ def _de190(r):  # RCD
     r.pos = p
     return val
 
-def _ee190(w, o):  # RCD
+def _ee67(w, o):  # RCD
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -4227,7 +6464,7 @@ def _ee190(w, o):  # RCD
     w.v = v
     w.n = n
 
-def _de191(r):  # ReadyToChargeState
+def _de68(r):  # ReadyToChargeState
     V = r.v
     E = r.end
     p = r.pos
@@ -4239,7 +6476,7 @@ def _de191(r):  # ReadyToChargeState
     r.pos = p
     return val
 
-def _ee191(w, o):  # ReadyToChargeState
+def _ee68(w, o):  # ReadyToChargeState
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -4248,7 +6485,7 @@ def _ee191(w, o):  # ReadyToChargeState
     w.v = v
     w.n = n
 
-def _de192(r):  # ReceiptRequired
+def _de69(r):  # ReceiptRequired
     V = r.v
     E = r.end
     p = r.pos
@@ -4260,7 +6497,7 @@ def _de192(r):  # ReceiptRequired
     r.pos = p
     return val
 
-def _ee192(w, o):  # ReceiptRequired
+def _ee69(w, o):  # ReceiptRequired
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -4269,19 +6506,7 @@ def _ee192(w, o):  # ReceiptRequired
     w.v = v
     w.n = n
 
-def _de193(r):  # RemainingTimeToBulkSoC
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee193(w, o):  # RemainingTimeToBulkSoC
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de194(r):  # RemainingTimeToFullSoC
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee194(w, o):  # RemainingTimeToFullSoC
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de195(r):  # ResponseCode
+def _de70(r):  # ResponseCode
     V = r.v
     E = r.end
     p = r.pos
@@ -4295,7 +6520,7 @@ def _de195(r):  # ResponseCode
     r.pos = p
     return val
 
-def _ee195(w, o):  # ResponseCode
+def _ee70(w, o):  # ResponseCode
     v = w.v
     n = w.n
     _i1 = _I_din_msgdatatypes_responseCodeType.get(o)
@@ -4305,7 +6530,7 @@ def _ee195(w, o):  # ResponseCode
     w.v = v
     w.n = n
 
-def _de196(r):  # RetryCounter
+def _de71(r):  # RetryCounter
     V = r.v
     E = r.end
     p = r.pos
@@ -4314,12 +6539,22 @@ def _de196(r):  # RetryCounter
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('RetryCounter', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -4330,7 +6565,7 @@ def _de196(r):  # RetryCounter
     r.pos = p
     return val
 
-def _ee196(w, o):  # RetryCounter
+def _ee71(w, o):  # RetryCounter
     v = w.v
     n = w.n
     if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
@@ -4339,13 +6574,14 @@ def _ee196(w, o):  # RetryCounter
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de197(r):  # RootCertificateID
+def _de72(r):  # RootCertificateID
     V = r.v
     E = r.end
     p = r.pos
@@ -4367,7 +6603,7 @@ def _de197(r):  # RootCertificateID
     r.pos = p
     return val
 
-def _ee197(w, o):  # RootCertificateID
+def _ee72(w, o):  # RootCertificateID
     v = w.v
     n = w.n
     v <<= 1
@@ -4383,13 +6619,7 @@ def _ee197(w, o):  # RootCertificateID
     w.v = v
     w.n = n
 
-def _de198(r):  # SAScheduleTuple
-    return c_din_msgdatatypes._d_SAScheduleTupleType(r)
-
-def _ee198(w, o):  # SAScheduleTuple
-    c_din_msgdatatypes._e_SAScheduleTupleType(w, o)
-
-def _de199(r):  # SAScheduleTupleID
+def _de73(r):  # SAScheduleTupleID
     V = r.v
     E = r.end
     p = r.pos
@@ -4398,12 +6628,22 @@ def _de199(r):  # SAScheduleTupleID
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('SAScheduleTupleID', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -4414,7 +6654,7 @@ def _de199(r):  # SAScheduleTupleID
     r.pos = p
     return val
 
-def _ee199(w, o):  # SAScheduleTupleID
+def _ee73(w, o):  # SAScheduleTupleID
     v = w.v
     n = w.n
     if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
@@ -4423,13 +6663,14 @@ def _ee199(w, o):  # SAScheduleTupleID
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de200(r):  # SAScheduleTupleID
+def _de74(r):  # SAScheduleTupleID
     V = r.v
     E = r.end
     p = r.pos
@@ -4438,12 +6679,22 @@ def _de200(r):  # SAScheduleTupleID
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('SAScheduleTupleID', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -4454,7 +6705,7 @@ def _de200(r):  # SAScheduleTupleID
     r.pos = p
     return val
 
-def _ee200(w, o):  # SAScheduleTupleID
+def _ee74(w, o):  # SAScheduleTupleID
     v = w.v
     n = w.n
     if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
@@ -4463,13 +6714,14 @@ def _ee200(w, o):  # SAScheduleTupleID
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de201(r):  # SPKISexp
+def _de75(r):  # SPKISexp
     V = r.v
     E = r.end
     p = r.pos
@@ -4481,35 +6733,31 @@ def _de201(r):  # SPKISexp
         if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
     r.pos = p
     return val
 
-def _ee201(w, o):  # SPKISexp
+def _ee75(w, o):  # SPKISexp
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de202(r):  # SalesTariff
-    return c_din_msgdatatypes._d_SalesTariffType(r)
-
-def _ee202(w, o):  # SalesTariff
-    c_din_msgdatatypes._e_SalesTariffType(w, o)
-
-def _de203(r):  # SalesTariffDescription
+def _de76(r):  # SalesTariffDescription
     V = r.v
     E = r.end
     p = r.pos
@@ -4531,7 +6779,7 @@ def _de203(r):  # SalesTariffDescription
     r.pos = p
     return val
 
-def _ee203(w, o):  # SalesTariffDescription
+def _ee76(w, o):  # SalesTariffDescription
     v = w.v
     n = w.n
     v <<= 1
@@ -4547,7 +6795,7 @@ def _ee203(w, o):  # SalesTariffDescription
     w.v = v
     w.n = n
 
-def _de204(r):  # SalesTariffID
+def _de77(r):  # SalesTariffID
     V = r.v
     E = r.end
     p = r.pos
@@ -4556,12 +6804,22 @@ def _de204(r):  # SalesTariffID
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('SalesTariffID', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -4572,7 +6830,7 @@ def _de204(r):  # SalesTariffID
     r.pos = p
     return val
 
-def _ee204(w, o):  # SalesTariffID
+def _ee77(w, o):  # SalesTariffID
     v = w.v
     n = w.n
     if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
@@ -4581,13 +6839,14 @@ def _ee204(w, o):  # SalesTariffID
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de205(r):  # Seed
+def _de78(r):  # Seed
     V = r.v
     E = r.end
     p = r.pos
@@ -4599,29 +6858,31 @@ def _de205(r):  # Seed
         if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
     r.pos = p
     return val
 
-def _ee205(w, o):  # Seed
+def _ee78(w, o):  # Seed
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de206(r):  # SelectedPaymentOption
+def _de79(r):  # SelectedPaymentOption
     V = r.v
     E = r.end
     p = r.pos
@@ -4633,7 +6894,7 @@ def _de206(r):  # SelectedPaymentOption
     r.pos = p
     return val
 
-def _ee206(w, o):  # SelectedPaymentOption
+def _ee79(w, o):  # SelectedPaymentOption
     v = w.v
     n = w.n
     _i1 = _I_din_msgdatatypes_paymentOptionType.get(o)
@@ -4643,25 +6904,7 @@ def _ee206(w, o):  # SelectedPaymentOption
     w.v = v
     w.n = n
 
-def _de207(r):  # SelectedService
-    return c_din_msgdatatypes._d_SelectedServiceType(r)
-
-def _ee207(w, o):  # SelectedService
-    c_din_msgdatatypes._e_SelectedServiceType(w, o)
-
-def _de208(r):  # SelectedServiceList
-    return c_din_msgdatatypes._d_SelectedServiceListType(r)
-
-def _ee208(w, o):  # SelectedServiceList
-    c_din_msgdatatypes._e_SelectedServiceListType(w, o)
-
-def _de209(r):  # Service
-    return c_din_msgdatatypes._d_ServiceType(r)
-
-def _ee209(w, o):  # Service
-    c_din_msgdatatypes._e_ServiceType(w, o)
-
-def _de210(r):  # ServiceCategory
+def _de80(r):  # ServiceCategory
     V = r.v
     E = r.end
     p = r.pos
@@ -4673,7 +6916,7 @@ def _de210(r):  # ServiceCategory
     r.pos = p
     return val
 
-def _ee210(w, o):  # ServiceCategory
+def _ee80(w, o):  # ServiceCategory
     v = w.v
     n = w.n
     _i1 = _I_din_msgdatatypes_serviceCategoryType.get(o)
@@ -4683,7 +6926,7 @@ def _ee210(w, o):  # ServiceCategory
     w.v = v
     w.n = n
 
-def _de211(r):  # ServiceCategory
+def _de81(r):  # ServiceCategory
     V = r.v
     E = r.end
     p = r.pos
@@ -4695,7 +6938,7 @@ def _de211(r):  # ServiceCategory
     r.pos = p
     return val
 
-def _ee211(w, o):  # ServiceCategory
+def _ee81(w, o):  # ServiceCategory
     v = w.v
     n = w.n
     _i1 = _I_din_msgdatatypes_serviceCategoryType.get(o)
@@ -4705,19 +6948,29 @@ def _ee211(w, o):  # ServiceCategory
     w.v = v
     w.n = n
 
-def _de212(r):  # ServiceID
+def _de82(r):  # ServiceID
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -4727,7 +6980,7 @@ def _de212(r):  # ServiceID
     r.pos = p
     return val
 
-def _ee212(w, o):  # ServiceID
+def _ee82(w, o):  # ServiceID
     v = w.v
     n = w.n
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
@@ -4735,25 +6988,36 @@ def _ee212(w, o):  # ServiceID
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de213(r):  # ServiceID
+def _de83(r):  # ServiceID
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -4763,7 +7027,7 @@ def _de213(r):  # ServiceID
     r.pos = p
     return val
 
-def _ee213(w, o):  # ServiceID
+def _ee83(w, o):  # ServiceID
     v = w.v
     n = w.n
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
@@ -4771,19 +7035,14 @@ def _ee213(w, o):  # ServiceID
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de214(r):  # ServiceList
-    return c_din_msgdatatypes._d_ServiceTagListType(r)
-
-def _ee214(w, o):  # ServiceList
-    c_din_msgdatatypes._e_ServiceTagListType(w, o)
-
-def _de215(r):  # ServiceName
+def _de84(r):  # ServiceName
     V = r.v
     E = r.end
     p = r.pos
@@ -4805,7 +7064,7 @@ def _de215(r):  # ServiceName
     r.pos = p
     return val
 
-def _ee215(w, o):  # ServiceName
+def _ee84(w, o):  # ServiceName
     v = w.v
     n = w.n
     v <<= 1
@@ -4821,13 +7080,7 @@ def _ee215(w, o):  # ServiceName
     w.v = v
     w.n = n
 
-def _de216(r):  # ServiceParameterList
-    return c_din_msgdatatypes._d_ServiceParameterListType(r)
-
-def _ee216(w, o):  # ServiceParameterList
-    c_din_msgdatatypes._e_ServiceParameterListType(w, o)
-
-def _de217(r):  # ServiceScope
+def _de85(r):  # ServiceScope
     V = r.v
     E = r.end
     p = r.pos
@@ -4849,7 +7102,7 @@ def _de217(r):  # ServiceScope
     r.pos = p
     return val
 
-def _ee217(w, o):  # ServiceScope
+def _ee85(w, o):  # ServiceScope
     v = w.v
     n = w.n
     v <<= 1
@@ -4865,7 +7118,7 @@ def _ee217(w, o):  # ServiceScope
     w.v = v
     w.n = n
 
-def _de218(r):  # ServiceScope
+def _de86(r):  # ServiceScope
     V = r.v
     E = r.end
     p = r.pos
@@ -4887,7 +7140,7 @@ def _de218(r):  # ServiceScope
     r.pos = p
     return val
 
-def _ee218(w, o):  # ServiceScope
+def _ee86(w, o):  # ServiceScope
     v = w.v
     n = w.n
     v <<= 1
@@ -4903,13 +7156,7 @@ def _ee218(w, o):  # ServiceScope
     w.v = v
     w.n = n
 
-def _de219(r):  # ServiceTag
-    return c_din_msgdatatypes._d_ServiceTagType(r)
-
-def _ee219(w, o):  # ServiceTag
-    c_din_msgdatatypes._e_ServiceTagType(w, o)
-
-def _de220(r):  # SessionID
+def _de87(r):  # SessionID
     V = r.v
     E = r.end
     p = r.pos
@@ -4921,31 +7168,33 @@ def _de220(r):  # SessionID
         if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        if len(val) > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(val) > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(p))
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
     r.pos = p
     return val
 
-def _ee220(w, o):  # SessionID
+def _ee87(w, o):  # SessionID
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 8: raise EncodeError(f'length {len(o)} outside [0, 8]')
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de221(r):  # SessionID
+def _de88(r):  # SessionID
     V = r.v
     E = r.end
     p = r.pos
@@ -4957,31 +7206,33 @@ def _de221(r):  # SessionID
         if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        if len(val) > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(val) > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(p))
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
     r.pos = p
     return val
 
-def _ee221(w, o):  # SessionID
+def _ee88(w, o):  # SessionID
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 8: raise EncodeError(f'length {len(o)} outside [0, 8]')
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de222(r):  # SigMeterReading
+def _de89(r):  # SigMeterReading
     V = r.v
     E = r.end
     p = r.pos
@@ -4993,37 +7244,33 @@ def _de222(r):  # SigMeterReading
         if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        if len(val) > 32: r.facet('SigMeterReading', 'length [0, 32]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(val) > 32: r.facet('SigMeterReading', 'length [0, 32]', val, r.at(p))
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
     r.pos = p
     return val
 
-def _ee222(w, o):  # SigMeterReading
+def _ee89(w, o):  # SigMeterReading
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de223(r):  # SubCertificates
-    return c_din_msgdatatypes._d_SubCertificatesType(r)
-
-def _ee223(w, o):  # SubCertificates
-    c_din_msgdatatypes._e_SubCertificatesType(w, o)
-
-def _de224(r):  # TMeter
+def _de90(r):  # TMeter
     V = r.v
     E = r.end
     p = r.pos
@@ -5032,12 +7279,22 @@ def _de224(r):  # TMeter
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('TMeter', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -5048,7 +7305,7 @@ def _de224(r):  # TMeter
     r.pos = p
     return val
 
-def _ee224(w, o):  # TMeter
+def _ee90(w, o):  # TMeter
     v = w.v
     n = w.n
     if o < -9223372036854775808 or o > 9223372036854775807: raise EncodeError(f'value {o!r} outside [-9223372036854775808, 9223372036854775807]')
@@ -5057,13 +7314,14 @@ def _ee224(w, o):  # TMeter
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de225(r):  # Unit
+def _de91(r):  # Unit
     V = r.v
     E = r.end
     p = r.pos
@@ -5077,7 +7335,7 @@ def _de225(r):  # Unit
     r.pos = p
     return val
 
-def _ee225(w, o):  # Unit
+def _ee91(w, o):  # Unit
     v = w.v
     n = w.n
     _i1 = _I_din_msgdatatypes_unitSymbolType.get(o)
@@ -5087,7 +7345,7 @@ def _ee225(w, o):  # Unit
     w.v = v
     w.n = n
 
-def _de226(r):  # Value
+def _de92(r):  # Value
     V = r.v
     E = r.end
     p = r.pos
@@ -5096,12 +7354,22 @@ def _de226(r):  # Value
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('Value', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -5112,7 +7380,7 @@ def _de226(r):  # Value
     r.pos = p
     return val
 
-def _ee226(w, o):  # Value
+def _ee92(w, o):  # Value
     v = w.v
     n = w.n
     if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
@@ -5121,13 +7389,14 @@ def _ee226(w, o):  # Value
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de227(r):  # X509CRL
+def _de93(r):  # X509CRL
     V = r.v
     E = r.end
     p = r.pos
@@ -5139,29 +7408,31 @@ def _de227(r):  # X509CRL
         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
     r.pos = p
     return val
 
-def _ee227(w, o):  # X509CRL
+def _ee93(w, o):  # X509CRL
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de228(r):  # X509Certificate
+def _de94(r):  # X509Certificate
     V = r.v
     E = r.end
     p = r.pos
@@ -5173,29 +7444,31 @@ def _de228(r):  # X509Certificate
         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
     r.pos = p
     return val
 
-def _ee228(w, o):  # X509Certificate
+def _ee94(w, o):  # X509Certificate
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de229(r):  # X509IssuerName
+def _de95(r):  # X509IssuerName
     V = r.v
     E = r.end
     p = r.pos
@@ -5216,7 +7489,7 @@ def _de229(r):  # X509IssuerName
     r.pos = p
     return val
 
-def _ee229(w, o):  # X509IssuerName
+def _ee95(w, o):  # X509IssuerName
     v = w.v
     n = w.n
     v <<= 1
@@ -5231,13 +7504,7 @@ def _ee229(w, o):  # X509IssuerName
     w.v = v
     w.n = n
 
-def _de230(r):  # X509IssuerSerial
-    return c_xmldsig._d_X509IssuerSerialType(r)
-
-def _ee230(w, o):  # X509IssuerSerial
-    c_xmldsig._e_X509IssuerSerialType(w, o)
-
-def _de231(r):  # X509SKI
+def _de96(r):  # X509SKI
     V = r.v
     E = r.end
     p = r.pos
@@ -5249,29 +7516,31 @@ def _de231(r):  # X509SKI
         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
     r.pos = p
     return val
 
-def _ee231(w, o):  # X509SKI
+def _ee96(w, o):  # X509SKI
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de232(r):  # X509SerialNumber
+def _de97(r):  # X509SerialNumber
     V = r.v
     E = r.end
     p = r.pos
@@ -5280,12 +7549,22 @@ def _de232(r):  # X509SerialNumber
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('X509SerialNumber', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -5295,7 +7574,7 @@ def _de232(r):  # X509SerialNumber
     r.pos = p
     return val
 
-def _ee232(w, o):  # X509SerialNumber
+def _ee97(w, o):  # X509SerialNumber
     v = w.v
     n = w.n
     if type(o) is not int: raise EncodeError(f'expected an int, got {o!r}')
@@ -5304,13 +7583,14 @@ def _ee232(w, o):  # X509SerialNumber
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de233(r):  # X509SubjectName
+def _de98(r):  # X509SubjectName
     V = r.v
     E = r.end
     p = r.pos
@@ -5331,7 +7611,7 @@ def _de233(r):  # X509SubjectName
     r.pos = p
     return val
 
-def _ee233(w, o):  # X509SubjectName
+def _ee98(w, o):  # X509SubjectName
     v = w.v
     n = w.n
     v <<= 1
@@ -5346,7 +7626,7 @@ def _ee233(w, o):  # X509SubjectName
     w.v = v
     w.n = n
 
-def _de234(r):  # XPath
+def _de99(r):  # XPath
     V = r.v
     E = r.end
     p = r.pos
@@ -5367,7 +7647,7 @@ def _de234(r):  # XPath
     r.pos = p
     return val
 
-def _ee234(w, o):  # XPath
+def _ee99(w, o):  # XPath
     v = w.v
     n = w.n
     v <<= 1
@@ -5382,7 +7662,7 @@ def _ee234(w, o):  # XPath
     w.v = v
     w.n = n
 
-def _de235(r):  # Y
+def _de100(r):  # Y
     V = r.v
     E = r.end
     p = r.pos
@@ -5394,41 +7674,53 @@ def _de235(r):  # Y
         if (V >> (E - p)) & 7: raise r.deviation('Y', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Y', p)
     r.pos = p
     return val
 
-def _ee235(w, o):  # Y
+def _ee100(w, o):  # Y
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de236(r):  # amount
+def _de101(r):  # amount
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('amount', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -5438,7 +7730,7 @@ def _de236(r):  # amount
     r.pos = p
     return val
 
-def _ee236(w, o):  # amount
+def _ee101(w, o):  # amount
     v = w.v
     n = w.n
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
@@ -5446,13 +7738,14 @@ def _ee236(w, o):  # amount
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de237(r):  # amountMultiplier
+def _de102(r):  # amountMultiplier
     V = r.v
     E = r.end
     p = r.pos
@@ -5465,7 +7758,7 @@ def _de237(r):  # amountMultiplier
     r.pos = p
     return val
 
-def _ee237(w, o):  # amountMultiplier
+def _ee102(w, o):  # amountMultiplier
     v = w.v
     n = w.n
     if not -3 <= o <= 3: raise EncodeError(f'value {o!r} outside [-3, 3]')
@@ -5474,7 +7767,7 @@ def _ee237(w, o):  # amountMultiplier
     w.v = v
     w.n = n
 
-def _de238(r):  # boolValue
+def _de103(r):  # boolValue
     V = r.v
     E = r.end
     p = r.pos
@@ -5486,7 +7779,7 @@ def _de238(r):  # boolValue
     r.pos = p
     return val
 
-def _ee238(w, o):  # boolValue
+def _ee103(w, o):  # boolValue
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -5495,7 +7788,7 @@ def _ee238(w, o):  # boolValue
     w.v = v
     w.n = n
 
-def _de239(r):  # byteValue
+def _de104(r):  # byteValue
     V = r.v
     E = r.end
     p = r.pos
@@ -5507,7 +7800,7 @@ def _de239(r):  # byteValue
     r.pos = p
     return val
 
-def _ee239(w, o):  # byteValue
+def _ee104(w, o):  # byteValue
     v = w.v
     n = w.n
     if not -128 <= o <= 127: raise EncodeError(f'value {o!r} outside [-128, 127]')
@@ -5516,7 +7809,7 @@ def _ee239(w, o):  # byteValue
     w.v = v
     w.n = n
 
-def _de240(r):  # costKind
+def _de105(r):  # costKind
     V = r.v
     E = r.end
     p = r.pos
@@ -5530,7 +7823,7 @@ def _de240(r):  # costKind
     r.pos = p
     return val
 
-def _ee240(w, o):  # costKind
+def _ee105(w, o):  # costKind
     v = w.v
     n = w.n
     _i1 = _I_din_msgdatatypes_costKindType.get(o)
@@ -5540,19 +7833,29 @@ def _ee240(w, o):  # costKind
     w.v = v
     w.n = n
 
-def _de241(r):  # duration
+def _de106(r):  # duration
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('duration', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -5562,7 +7865,7 @@ def _de241(r):  # duration
     r.pos = p
     return val
 
-def _ee241(w, o):  # duration
+def _ee106(w, o):  # duration
     v = w.v
     n = w.n
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
@@ -5570,13 +7873,14 @@ def _ee241(w, o):  # duration
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de242(r):  # intValue
+def _de107(r):  # intValue
     V = r.v
     E = r.end
     p = r.pos
@@ -5585,12 +7889,22 @@ def _de242(r):  # intValue
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('intValue', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -5601,7 +7915,7 @@ def _de242(r):  # intValue
     r.pos = p
     return val
 
-def _ee242(w, o):  # intValue
+def _ee107(w, o):  # intValue
     v = w.v
     n = w.n
     if o < -2147483648 or o > 2147483647: raise EncodeError(f'value {o!r} outside [-2147483648, 2147483647]')
@@ -5610,19 +7924,14 @@ def _ee242(w, o):  # intValue
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de243(r):  # physicalValue
-    return c_din_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee243(w, o):  # physicalValue
-    c_din_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de244(r):  # shortValue
+def _de108(r):  # shortValue
     V = r.v
     E = r.end
     p = r.pos
@@ -5631,12 +7940,22 @@ def _de244(r):  # shortValue
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('shortValue', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -5647,7 +7966,7 @@ def _de244(r):  # shortValue
     r.pos = p
     return val
 
-def _ee244(w, o):  # shortValue
+def _ee108(w, o):  # shortValue
     v = w.v
     n = w.n
     if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
@@ -5656,25 +7975,36 @@ def _ee244(w, o):  # shortValue
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de245(r):  # start
+def _de109(r):  # start
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('start', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -5684,7 +8014,7 @@ def _de245(r):  # start
     r.pos = p
     return val
 
-def _ee245(w, o):  # start
+def _ee109(w, o):  # start
     v = w.v
     n = w.n
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
@@ -5692,25 +8022,36 @@ def _ee245(w, o):  # start
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de246(r):  # startValue
+def _de110(r):  # startValue
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('startValue', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -5720,7 +8061,7 @@ def _de246(r):  # startValue
     r.pos = p
     return val
 
-def _ee246(w, o):  # startValue
+def _ee110(w, o):  # startValue
     v = w.v
     n = w.n
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
@@ -5728,13 +8069,14 @@ def _ee246(w, o):  # startValue
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de247(r):  # stringValue
+def _de111(r):  # stringValue
     V = r.v
     E = r.end
     p = r.pos
@@ -5755,7 +8097,7 @@ def _de247(r):  # stringValue
     r.pos = p
     return val
 
-def _ee247(w, o):  # stringValue
+def _ee111(w, o):  # stringValue
     v = w.v
     n = w.n
     v <<= 1
@@ -5772,251 +8114,251 @@ def _ee247(w, o):  # stringValue
 
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 FRAGMENT = (
-    ('urn:din:70121:2012:MsgDataTypes', 'AC_EVChargeParameter', din_msgdatatypes.AC_EVChargeParameterType, _de0, _ee0),
-    ('urn:din:70121:2012:MsgDataTypes', 'AC_EVSEChargeParameter', din_msgdatatypes.AC_EVSEChargeParameterType, _de1, _ee1),
-    ('urn:din:70121:2012:MsgBody', 'AC_EVSEStatus', din_msgdatatypes.AC_EVSEStatusType, _de81, _ee81),
-    ('urn:din:70121:2012:MsgDataTypes', 'AC_EVSEStatus', din_msgdatatypes.AC_EVSEStatusType, _de82, _ee82),
-    ('urn:din:70121:2012:MsgDef', 'Body', din_msgdef.BodyType, _de83, _ee83),
-    ('urn:din:70121:2012:MsgDef', 'BodyElement', din_msgdef.BodyBaseType, _de3, _ee3),
-    ('urn:din:70121:2012:MsgBody', 'BulkChargingComplete', ('bool',), _de84, _ee84),
-    ('urn:din:70121:2012:MsgDataTypes', 'BulkChargingComplete', ('bool',), _de85, _ee85),
-    ('urn:din:70121:2012:MsgDataTypes', 'BulkSOC', ('nbit', 0, 100), _de86, _ee86),
-    ('urn:din:70121:2012:MsgBody', 'CableCheckReq', din_msgbody.CableCheckReqType, _de4, _ee4),
-    ('urn:din:70121:2012:MsgBody', 'CableCheckRes', din_msgbody.CableCheckResType, _de5, _ee5),
-    ('http://www.w3.org/2000/09/xmldsig#', 'CanonicalizationMethod', xmldsig.CanonicalizationMethodType, _de6, _ee6),
-    ('urn:din:70121:2012:MsgDataTypes', 'Certificate', ('b64', None, 1200), _de87, _ee87),
-    ('urn:din:70121:2012:MsgBody', 'CertificateInstallationReq', din_msgbody.CertificateInstallationReqType, _de7, _ee7),
-    ('urn:din:70121:2012:MsgBody', 'CertificateInstallationRes', din_msgbody.CertificateInstallationResType, _de8, _ee8),
-    ('urn:din:70121:2012:MsgBody', 'CertificateUpdateReq', din_msgbody.CertificateUpdateReqType, _de9, _ee9),
-    ('urn:din:70121:2012:MsgBody', 'CertificateUpdateRes', din_msgbody.CertificateUpdateResType, _de10, _ee10),
-    ('urn:din:70121:2012:MsgBody', 'ChargeParameterDiscoveryReq', din_msgbody.ChargeParameterDiscoveryReqType, _de11, _ee11),
-    ('urn:din:70121:2012:MsgBody', 'ChargeParameterDiscoveryRes', din_msgbody.ChargeParameterDiscoveryResType, _de12, _ee12),
-    ('urn:din:70121:2012:MsgBody', 'ChargeService', din_msgdatatypes.ServiceChargeType, _de88, _ee88),
-    ('urn:din:70121:2012:MsgBody', 'ChargingComplete', ('bool',), _de89, _ee89),
-    ('urn:din:70121:2012:MsgDataTypes', 'ChargingComplete', ('bool',), _de90, _ee90),
-    ('urn:din:70121:2012:MsgBody', 'ChargingProfile', din_msgdatatypes.ChargingProfileType, _de91, _ee91),
-    ('urn:din:70121:2012:MsgDataTypes', 'ChargingProfileEntryMaxPower', ('int', -32768, 32767), _de92, _ee92),
-    ('urn:din:70121:2012:MsgDataTypes', 'ChargingProfileEntryStart', ('uint', 0, 4294967295), _de93, _ee93),
-    ('urn:din:70121:2012:MsgBody', 'ChargingStatusReq', din_msgbody.ChargingStatusReqType, _de13, _ee13),
-    ('urn:din:70121:2012:MsgBody', 'ChargingStatusRes', din_msgbody.ChargingStatusResType, _de14, _ee14),
-    ('urn:din:70121:2012:MsgDataTypes', 'ConsumptionCost', din_msgdatatypes.ConsumptionCostType, _de94, _ee94),
-    ('urn:din:70121:2012:MsgBody', 'ContractAuthenticationReq', din_msgbody.ContractAuthenticationReqType, _de15, _ee15),
-    ('urn:din:70121:2012:MsgBody', 'ContractAuthenticationRes', din_msgbody.ContractAuthenticationResType, _de16, _ee16),
-    ('urn:din:70121:2012:MsgBody', 'ContractID', ('str', None, 24), _de95, _ee95),
-    ('urn:din:70121:2012:MsgBody', 'ContractSignatureCertChain', din_msgdatatypes.CertificateChainType, _de96, _ee96),
-    ('urn:din:70121:2012:MsgBody', 'ContractSignatureEncryptedPrivateKey', ('b64', None, 128), _de97, _ee97),
-    ('urn:din:70121:2012:MsgDataTypes', 'Cost', din_msgdatatypes.CostType, _de98, _ee98),
-    ('urn:din:70121:2012:MsgBody', 'CurrentDemandReq', din_msgbody.CurrentDemandReqType, _de17, _ee17),
-    ('urn:din:70121:2012:MsgBody', 'CurrentDemandRes', din_msgbody.CurrentDemandResType, _de18, _ee18),
-    ('urn:din:70121:2012:MsgDataTypes', 'DC_EVChargeParameter', din_msgdatatypes.DC_EVChargeParameterType, _de19, _ee19),
-    ('urn:din:70121:2012:MsgDataTypes', 'DC_EVPowerDeliveryParameter', din_msgdatatypes.DC_EVPowerDeliveryParameterType, _de20, _ee20),
-    ('urn:din:70121:2012:MsgDataTypes', 'DC_EVSEChargeParameter', din_msgdatatypes.DC_EVSEChargeParameterType, _de21, _ee21),
-    ('urn:din:70121:2012:MsgBody', 'DC_EVSEStatus', din_msgdatatypes.DC_EVSEStatusType, _de99, _ee99),
-    ('urn:din:70121:2012:MsgDataTypes', 'DC_EVSEStatus', din_msgdatatypes.DC_EVSEStatusType, _de100, _ee100),
-    ('urn:din:70121:2012:MsgBody', 'DC_EVStatus', din_msgdatatypes.DC_EVStatusType, _de101, _ee101),
-    ('urn:din:70121:2012:MsgDataTypes', 'DC_EVStatus', din_msgdatatypes.DC_EVStatusType, _de102, _ee102),
-    ('urn:din:70121:2012:MsgBody', 'DHParams', ('b64', None, 256), _de103, _ee103),
-    ('http://www.w3.org/2000/09/xmldsig#', 'DSAKeyValue', xmldsig.DSAKeyValueType, _de24, _ee24),
-    ('urn:din:70121:2012:MsgBody', 'DateTimeNow', ('int', -9223372036854775808, 9223372036854775807), _de104, _ee104),
-    ('urn:din:70121:2012:MsgDataTypes', 'DepartureTime', ('uint', 0, 4294967295), _de105, _ee105),
-    ('http://www.w3.org/2000/09/xmldsig#', 'DigestMethod', xmldsig.DigestMethodType, _de25, _ee25),
-    ('http://www.w3.org/2000/09/xmldsig#', 'DigestValue', ('b64', None, None), _de26, _ee26),
-    ('urn:din:70121:2012:MsgDataTypes', 'EAmount', din_msgdatatypes.PhysicalValueType, _de106, _ee106),
-    ('urn:din:70121:2012:MsgDataTypes', 'EPriceLevel', ('nbit', 0, 255), _de107, _ee107),
-    ('urn:din:70121:2012:MsgBody', 'EVCCID', ('hex', None, 8), _de108, _ee108),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVCabinConditioning', ('bool',), _de109, _ee109),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVChargeParameter', din_msgdatatypes.EVChargeParameterType, _de27, _ee27),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVEnergyCapacity', din_msgdatatypes.PhysicalValueType, _de110, _ee110),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVEnergyRequest', din_msgdatatypes.PhysicalValueType, _de111, _ee111),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVErrorCode', ('enum', din_msgdatatypes.DC_EVErrorCodeType, 'str'), _de112, _ee112),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVMaxCurrent', din_msgdatatypes.PhysicalValueType, _de113, _ee113),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVMaxVoltage', din_msgdatatypes.PhysicalValueType, _de114, _ee114),
-    ('urn:din:70121:2012:MsgBody', 'EVMaximumCurrentLimit', din_msgdatatypes.PhysicalValueType, _de115, _ee115),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVMaximumCurrentLimit', din_msgdatatypes.PhysicalValueType, _de116, _ee116),
-    ('urn:din:70121:2012:MsgBody', 'EVMaximumPowerLimit', din_msgdatatypes.PhysicalValueType, _de117, _ee117),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVMaximumPowerLimit', din_msgdatatypes.PhysicalValueType, _de118, _ee118),
-    ('urn:din:70121:2012:MsgBody', 'EVMaximumVoltageLimit', din_msgdatatypes.PhysicalValueType, _de119, _ee119),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVMaximumVoltageLimit', din_msgdatatypes.PhysicalValueType, _de120, _ee120),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVMinCurrent', din_msgdatatypes.PhysicalValueType, _de121, _ee121),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVPowerDeliveryParameter', din_msgdatatypes.EVPowerDeliveryParameterType, _de28, _ee28),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVRESSConditioning', ('bool',), _de122, _ee122),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVRESSSOC', ('nbit', 0, 100), _de123, _ee123),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVReady', ('bool',), _de124, _ee124),
-    ('urn:din:70121:2012:MsgBody', 'EVRequestedEnergyTransferType', ('enum', din_msgdatatypes.EVRequestedEnergyTransferType, 'str'), _de125, _ee125),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVSEChargeParameter', din_msgdatatypes.EVSEChargeParameterType, _de29, _ee29),
-    ('urn:din:70121:2012:MsgBody', 'EVSECurrentLimitAchieved', ('bool',), _de126, _ee126),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVSECurrentRegulationTolerance', din_msgdatatypes.PhysicalValueType, _de127, _ee127),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVSEEnergyToBeDelivered', din_msgdatatypes.PhysicalValueType, _de128, _ee128),
-    ('urn:din:70121:2012:MsgBody', 'EVSEID', ('hex', None, 32), _de129, _ee129),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVSEIsolationStatus', ('enum', din_msgdatatypes.isolationLevelType, 'str'), _de130, _ee130),
-    ('urn:din:70121:2012:MsgBody', 'EVSEMaxCurrent', din_msgdatatypes.PhysicalValueType, _de131, _ee131),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVSEMaxCurrent', din_msgdatatypes.PhysicalValueType, _de132, _ee132),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVSEMaxVoltage', din_msgdatatypes.PhysicalValueType, _de133, _ee133),
-    ('urn:din:70121:2012:MsgBody', 'EVSEMaximumCurrentLimit', din_msgdatatypes.PhysicalValueType, _de134, _ee134),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVSEMaximumCurrentLimit', din_msgdatatypes.PhysicalValueType, _de135, _ee135),
-    ('urn:din:70121:2012:MsgBody', 'EVSEMaximumPowerLimit', din_msgdatatypes.PhysicalValueType, _de136, _ee136),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVSEMaximumPowerLimit', din_msgdatatypes.PhysicalValueType, _de137, _ee137),
-    ('urn:din:70121:2012:MsgBody', 'EVSEMaximumVoltageLimit', din_msgdatatypes.PhysicalValueType, _de138, _ee138),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVSEMaximumVoltageLimit', din_msgdatatypes.PhysicalValueType, _de139, _ee139),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVSEMinCurrent', din_msgdatatypes.PhysicalValueType, _de140, _ee140),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVSEMinimumCurrentLimit', din_msgdatatypes.PhysicalValueType, _de141, _ee141),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVSEMinimumVoltageLimit', din_msgdatatypes.PhysicalValueType, _de142, _ee142),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVSENotification', ('enum', din_msgdatatypes.EVSENotificationType, 'str'), _de143, _ee143),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVSEPeakCurrentRipple', din_msgdatatypes.PhysicalValueType, _de144, _ee144),
-    ('urn:din:70121:2012:MsgBody', 'EVSEPowerLimitAchieved', ('bool',), _de145, _ee145),
-    ('urn:din:70121:2012:MsgBody', 'EVSEPresentCurrent', din_msgdatatypes.PhysicalValueType, _de146, _ee146),
-    ('urn:din:70121:2012:MsgBody', 'EVSEPresentVoltage', din_msgdatatypes.PhysicalValueType, _de147, _ee147),
-    ('urn:din:70121:2012:MsgBody', 'EVSEProcessing', ('enum', din_msgdatatypes.EVSEProcessingType, 'str'), _de148, _ee148),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVSEStatus', din_msgdatatypes.EVSEStatusType, _de30, _ee30),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVSEStatusCode', ('enum', din_msgdatatypes.DC_EVSEStatusCodeType, 'str'), _de149, _ee149),
-    ('urn:din:70121:2012:MsgBody', 'EVSEVoltageLimitAchieved', ('bool',), _de150, _ee150),
-    ('urn:din:70121:2012:MsgDataTypes', 'EVStatus', din_msgdatatypes.EVStatusType, _de31, _ee31),
-    ('urn:din:70121:2012:MsgBody', 'EVTargetCurrent', din_msgdatatypes.PhysicalValueType, _de151, _ee151),
-    ('urn:din:70121:2012:MsgBody', 'EVTargetVoltage', din_msgdatatypes.PhysicalValueType, _de152, _ee152),
-    ('urn:din:70121:2012:MsgDataTypes', 'EnergyTransferType', ('enum', din_msgdatatypes.EVSESupportedEnergyTransferType, 'str'), _de153, _ee153),
-    ('urn:din:70121:2012:MsgDataTypes', 'Entry', din_msgdatatypes.EntryType, _de32, _ee32),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Exponent', ('b64', None, None), _de154, _ee154),
-    ('urn:din:70121:2012:MsgDataTypes', 'FaultCode', ('enum', din_msgdatatypes.faultCodeType, 'str'), _de155, _ee155),
-    ('urn:din:70121:2012:MsgDataTypes', 'FaultMsg', ('str', None, 64), _de156, _ee156),
-    ('urn:din:70121:2012:MsgDataTypes', 'FreeService', ('bool',), _de157, _ee157),
-    ('urn:din:70121:2012:MsgDataTypes', 'FullSOC', ('nbit', 0, 100), _de158, _ee158),
-    ('http://www.w3.org/2000/09/xmldsig#', 'G', ('b64', None, None), _de159, _ee159),
-    ('urn:din:70121:2012:MsgBody', 'GenChallenge', ('str', None, None), _de160, _ee160),
-    ('http://www.w3.org/2000/09/xmldsig#', 'HMACOutputLength', ('int', None, None), _de161, _ee161),
-    ('urn:din:70121:2012:MsgDef', 'Header', din_msgheader.MessageHeaderType, _de162, _ee162),
-    ('http://www.w3.org/2000/09/xmldsig#', 'J', ('b64', None, None), _de163, _ee163),
-    ('http://www.w3.org/2000/09/xmldsig#', 'KeyInfo', xmldsig.KeyInfoType, _de33, _ee33),
-    ('http://www.w3.org/2000/09/xmldsig#', 'KeyName', ('str', None, None), _de34, _ee34),
-    ('http://www.w3.org/2000/09/xmldsig#', 'KeyValue', xmldsig.KeyValueType, _de35, _ee35),
-    ('urn:din:70121:2012:MsgBody', 'ListOfRootCertificateIDs', din_msgdatatypes.ListOfRootCertificateIDsType, _de164, _ee164),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Manifest', xmldsig.ManifestType, _de36, _ee36),
-    ('urn:din:70121:2012:MsgDataTypes', 'MeterID', ('str', None, 32), _de165, _ee165),
-    ('urn:din:70121:2012:MsgBody', 'MeterInfo', din_msgdatatypes.MeterInfoType, _de166, _ee166),
-    ('urn:din:70121:2012:MsgDataTypes', 'MeterReading', din_msgdatatypes.PhysicalValueType, _de167, _ee167),
-    ('urn:din:70121:2012:MsgDataTypes', 'MeterStatus', ('int', -32768, 32767), _de168, _ee168),
-    ('urn:din:70121:2012:MsgBody', 'MeteringReceiptReq', din_msgbody.MeteringReceiptReqType, _de37, _ee37),
-    ('urn:din:70121:2012:MsgBody', 'MeteringReceiptRes', din_msgbody.MeteringReceiptResType, _de38, _ee38),
-    ('http://www.w3.org/2000/09/xmldsig#', 'MgmtData', ('str', None, None), _de39, _ee39),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Modulus', ('b64', None, None), _de169, _ee169),
-    ('urn:din:70121:2012:MsgDataTypes', 'Multiplier', ('nbit', -3, 3), _de170, _ee170),
-    ('urn:din:70121:2012:MsgHeader', 'Notification', din_msgdatatypes.NotificationType, _de171, _ee171),
-    ('urn:din:70121:2012:MsgDataTypes', 'NotificationMaxDelay', ('uint', 0, 4294967295), _de172, _ee172),
-    ('urn:din:70121:2012:MsgDataTypes', 'NumEPriceLevels', ('nbit', 0, 255), _de173, _ee173),
-    ('urn:din:70121:2012:MsgBody', 'OEMProvisioningCert', ('b64', None, 1200), _de174, _ee174),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Object', xmldsig.ObjectType, _de40, _ee40),
-    ('http://www.w3.org/2000/09/xmldsig#', 'P', ('b64', None, None), _de175, _ee175),
-    ('http://www.w3.org/2000/09/xmldsig#', 'PGPData', xmldsig.PGPDataType, _de41, _ee41),
-    ('http://www.w3.org/2000/09/xmldsig#', 'PGPKeyID', ('b64', None, None), _de176, _ee176),
-    ('http://www.w3.org/2000/09/xmldsig#', 'PGPKeyPacket', ('b64', None, None), _de177, _ee177),
-    ('urn:din:70121:2012:MsgDataTypes', 'PMax', ('int', -32768, 32767), _de178, _ee178),
-    ('urn:din:70121:2012:MsgDataTypes', 'PMaxSchedule', din_msgdatatypes.PMaxScheduleType, _de179, _ee179),
-    ('urn:din:70121:2012:MsgDataTypes', 'PMaxScheduleEntry', din_msgdatatypes.PMaxScheduleEntryType, _de42, _ee42),
-    ('urn:din:70121:2012:MsgDataTypes', 'PMaxScheduleID', ('int', -32768, 32767), _de180, _ee180),
-    ('urn:din:70121:2012:MsgDataTypes', 'Parameter', din_msgdatatypes.ParameterType, _de181, _ee181),
-    ('urn:din:70121:2012:MsgDataTypes', 'ParameterSet', din_msgdatatypes.ParameterSetType, _de182, _ee182),
-    ('urn:din:70121:2012:MsgDataTypes', 'ParameterSetID', ('int', -32768, 32767), _de183, _ee183),
-    ('urn:din:70121:2012:MsgBody', 'PaymentDetailsReq', din_msgbody.PaymentDetailsReqType, _de43, _ee43),
-    ('urn:din:70121:2012:MsgBody', 'PaymentDetailsRes', din_msgbody.PaymentDetailsResType, _de44, _ee44),
-    ('urn:din:70121:2012:MsgDataTypes', 'PaymentOption', ('enum', din_msgdatatypes.paymentOptionType, 'str'), _de184, _ee184),
-    ('urn:din:70121:2012:MsgBody', 'PaymentOptions', din_msgdatatypes.PaymentOptionsType, _de185, _ee185),
-    ('http://www.w3.org/2000/09/xmldsig#', 'PgenCounter', ('b64', None, None), _de186, _ee186),
-    ('urn:din:70121:2012:MsgBody', 'PowerDeliveryReq', din_msgbody.PowerDeliveryReqType, _de45, _ee45),
-    ('urn:din:70121:2012:MsgBody', 'PowerDeliveryRes', din_msgbody.PowerDeliveryResType, _de46, _ee46),
-    ('urn:din:70121:2012:MsgDataTypes', 'PowerSwitchClosed', ('bool',), _de187, _ee187),
-    ('urn:din:70121:2012:MsgBody', 'PreChargeReq', din_msgbody.PreChargeReqType, _de47, _ee47),
-    ('urn:din:70121:2012:MsgBody', 'PreChargeRes', din_msgbody.PreChargeResType, _de48, _ee48),
-    ('urn:din:70121:2012:MsgDataTypes', 'ProfileEntry', din_msgdatatypes.ProfileEntryType, _de188, _ee188),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Q', ('b64', None, None), _de189, _ee189),
-    ('urn:din:70121:2012:MsgDataTypes', 'RCD', ('bool',), _de190, _ee190),
-    ('http://www.w3.org/2000/09/xmldsig#', 'RSAKeyValue', xmldsig.RSAKeyValueType, _de49, _ee49),
-    ('urn:din:70121:2012:MsgBody', 'ReadyToChargeState', ('bool',), _de191, _ee191),
-    ('urn:din:70121:2012:MsgBody', 'ReceiptRequired', ('bool',), _de192, _ee192),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Reference', xmldsig.ReferenceType, _de50, _ee50),
-    ('urn:din:70121:2012:MsgDataTypes', 'RelativeTimeInterval', din_msgdatatypes.RelativeTimeIntervalType, _de51, _ee51),
-    ('urn:din:70121:2012:MsgBody', 'RemainingTimeToBulkSoC', din_msgdatatypes.PhysicalValueType, _de193, _ee193),
-    ('urn:din:70121:2012:MsgBody', 'RemainingTimeToFullSoC', din_msgdatatypes.PhysicalValueType, _de194, _ee194),
-    ('urn:din:70121:2012:MsgBody', 'ResponseCode', ('enum', din_msgdatatypes.responseCodeType, 'str'), _de195, _ee195),
-    ('http://www.w3.org/2000/09/xmldsig#', 'RetrievalMethod', xmldsig.RetrievalMethodType, _de52, _ee52),
-    ('urn:din:70121:2012:MsgBody', 'RetryCounter', ('int', -32768, 32767), _de196, _ee196),
-    ('urn:din:70121:2012:MsgDataTypes', 'RootCertificateID', ('str', None, 40), _de197, _ee197),
-    ('urn:din:70121:2012:MsgDataTypes', 'SAScheduleList', din_msgdatatypes.SAScheduleListType, _de53, _ee53),
-    ('urn:din:70121:2012:MsgDataTypes', 'SAScheduleTuple', din_msgdatatypes.SAScheduleTupleType, _de198, _ee198),
-    ('urn:din:70121:2012:MsgBody', 'SAScheduleTupleID', ('int', -32768, 32767), _de199, _ee199),
-    ('urn:din:70121:2012:MsgDataTypes', 'SAScheduleTupleID', ('int', -32768, 32767), _de200, _ee200),
-    ('urn:din:70121:2012:MsgDataTypes', 'SASchedules', din_msgdatatypes.SASchedulesType, _de54, _ee54),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SPKIData', xmldsig.SPKIDataType, _de55, _ee55),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SPKISexp', ('b64', None, None), _de201, _ee201),
-    ('urn:din:70121:2012:MsgDataTypes', 'SalesTariff', din_msgdatatypes.SalesTariffType, _de202, _ee202),
-    ('urn:din:70121:2012:MsgDataTypes', 'SalesTariffDescription', ('str', None, 32), _de203, _ee203),
-    ('urn:din:70121:2012:MsgDataTypes', 'SalesTariffEntry', din_msgdatatypes.SalesTariffEntryType, _de56, _ee56),
-    ('urn:din:70121:2012:MsgDataTypes', 'SalesTariffID', ('int', -32768, 32767), _de204, _ee204),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Seed', ('b64', None, None), _de205, _ee205),
-    ('urn:din:70121:2012:MsgBody', 'SelectedPaymentOption', ('enum', din_msgdatatypes.paymentOptionType, 'str'), _de206, _ee206),
-    ('urn:din:70121:2012:MsgDataTypes', 'SelectedService', din_msgdatatypes.SelectedServiceType, _de207, _ee207),
-    ('urn:din:70121:2012:MsgBody', 'SelectedServiceList', din_msgdatatypes.SelectedServiceListType, _de208, _ee208),
-    ('urn:din:70121:2012:MsgDataTypes', 'Service', din_msgdatatypes.ServiceType, _de209, _ee209),
-    ('urn:din:70121:2012:MsgBody', 'ServiceCategory', ('enum', din_msgdatatypes.serviceCategoryType, 'str'), _de210, _ee210),
-    ('urn:din:70121:2012:MsgDataTypes', 'ServiceCategory', ('enum', din_msgdatatypes.serviceCategoryType, 'str'), _de211, _ee211),
-    ('urn:din:70121:2012:MsgDataTypes', 'ServiceCharge', din_msgdatatypes.ServiceChargeType, _de57, _ee57),
-    ('urn:din:70121:2012:MsgBody', 'ServiceDetailReq', din_msgbody.ServiceDetailReqType, _de58, _ee58),
-    ('urn:din:70121:2012:MsgBody', 'ServiceDetailRes', din_msgbody.ServiceDetailResType, _de59, _ee59),
-    ('urn:din:70121:2012:MsgBody', 'ServiceDiscoveryReq', din_msgbody.ServiceDiscoveryReqType, _de60, _ee60),
-    ('urn:din:70121:2012:MsgBody', 'ServiceDiscoveryRes', din_msgbody.ServiceDiscoveryResType, _de61, _ee61),
-    ('urn:din:70121:2012:MsgBody', 'ServiceID', ('uint', 0, 65535), _de212, _ee212),
-    ('urn:din:70121:2012:MsgDataTypes', 'ServiceID', ('uint', 0, 65535), _de213, _ee213),
-    ('urn:din:70121:2012:MsgBody', 'ServiceList', din_msgdatatypes.ServiceTagListType, _de214, _ee214),
-    ('urn:din:70121:2012:MsgDataTypes', 'ServiceName', ('str', None, 32), _de215, _ee215),
-    ('urn:din:70121:2012:MsgBody', 'ServiceParameterList', din_msgdatatypes.ServiceParameterListType, _de216, _ee216),
-    ('urn:din:70121:2012:MsgBody', 'ServicePaymentSelectionReq', din_msgbody.ServicePaymentSelectionReqType, _de62, _ee62),
-    ('urn:din:70121:2012:MsgBody', 'ServicePaymentSelectionRes', din_msgbody.ServicePaymentSelectionResType, _de63, _ee63),
-    ('urn:din:70121:2012:MsgBody', 'ServiceScope', ('str', None, 32), _de217, _ee217),
-    ('urn:din:70121:2012:MsgDataTypes', 'ServiceScope', ('str', None, 32), _de218, _ee218),
-    ('urn:din:70121:2012:MsgDataTypes', 'ServiceTag', din_msgdatatypes.ServiceTagType, _de219, _ee219),
-    ('urn:din:70121:2012:MsgBody', 'SessionID', ('hex', None, 8), _de220, _ee220),
-    ('urn:din:70121:2012:MsgHeader', 'SessionID', ('hex', None, 8), _de221, _ee221),
-    ('urn:din:70121:2012:MsgBody', 'SessionSetupReq', din_msgbody.SessionSetupReqType, _de64, _ee64),
-    ('urn:din:70121:2012:MsgBody', 'SessionSetupRes', din_msgbody.SessionSetupResType, _de65, _ee65),
-    ('urn:din:70121:2012:MsgBody', 'SessionStopReq', din_msgbody.SessionStopType, _de66, _ee66),
-    ('urn:din:70121:2012:MsgBody', 'SessionStopRes', din_msgbody.SessionStopResType, _de67, _ee67),
-    ('urn:din:70121:2012:MsgDataTypes', 'SigMeterReading', ('b64', None, 32), _de222, _ee222),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Signature', xmldsig.SignatureType, _de68, _ee68),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureMethod', xmldsig.SignatureMethodType, _de69, _ee69),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperties', xmldsig.SignaturePropertiesType, _de70, _ee70),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperty', xmldsig.SignaturePropertyType, _de71, _ee71),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureValue', xmldsig.SignatureValueType, _de72, _ee72),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignedInfo', xmldsig.SignedInfoType, _de73, _ee73),
-    ('urn:din:70121:2012:MsgDataTypes', 'SubCertificates', din_msgdatatypes.SubCertificatesType, _de223, _ee223),
-    ('urn:din:70121:2012:MsgDataTypes', 'TMeter', ('int', -9223372036854775808, 9223372036854775807), _de224, _ee224),
-    ('urn:din:70121:2012:MsgDataTypes', 'TimeInterval', din_msgdatatypes.IntervalType, _de74, _ee74),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Transform', xmldsig.TransformType, _de75, _ee75),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Transforms', xmldsig.TransformsType, _de76, _ee76),
-    ('urn:din:70121:2012:MsgDataTypes', 'Unit', ('enum', din_msgdatatypes.unitSymbolType, 'str'), _de225, _ee225),
-    ('urn:din:70121:2012:MsgDef', 'V2G_Message', din_msgdef.V2G_Message, _de77, _ee77),
-    ('urn:din:70121:2012:MsgDataTypes', 'Value', ('int', -32768, 32767), _de226, _ee226),
-    ('urn:din:70121:2012:MsgBody', 'WeldingDetectionReq', din_msgbody.WeldingDetectionReqType, _de78, _ee78),
-    ('urn:din:70121:2012:MsgBody', 'WeldingDetectionRes', din_msgbody.WeldingDetectionResType, _de79, _ee79),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509CRL', ('b64', None, None), _de227, _ee227),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509Certificate', ('b64', None, None), _de228, _ee228),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509Data', xmldsig.X509DataType, _de80, _ee80),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509IssuerName', ('str', None, None), _de229, _ee229),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509IssuerSerial', xmldsig.X509IssuerSerialType, _de230, _ee230),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509SKI', ('b64', None, None), _de231, _ee231),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509SerialNumber', ('int', None, None), _de232, _ee232),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509SubjectName', ('str', None, None), _de233, _ee233),
-    ('http://www.w3.org/2000/09/xmldsig#', 'XPath', ('str', None, None), _de234, _ee234),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Y', ('b64', None, None), _de235, _ee235),
-    ('urn:din:70121:2012:MsgDataTypes', 'amount', ('uint', 0, 4294967295), _de236, _ee236),
-    ('urn:din:70121:2012:MsgDataTypes', 'amountMultiplier', ('nbit', -3, 3), _de237, _ee237),
-    ('urn:din:70121:2012:MsgDataTypes', 'boolValue', ('bool',), _de238, _ee238),
-    ('urn:din:70121:2012:MsgDataTypes', 'byteValue', ('nbit', -128, 127), _de239, _ee239),
-    ('urn:din:70121:2012:MsgDataTypes', 'costKind', ('enum', din_msgdatatypes.costKindType, 'str'), _de240, _ee240),
-    ('urn:din:70121:2012:MsgDataTypes', 'duration', ('uint', 0, 4294967295), _de241, _ee241),
-    ('urn:din:70121:2012:MsgDataTypes', 'intValue', ('int', -2147483648, 2147483647), _de242, _ee242),
-    ('urn:din:70121:2012:MsgDataTypes', 'physicalValue', din_msgdatatypes.PhysicalValueType, _de243, _ee243),
-    ('urn:din:70121:2012:MsgDataTypes', 'shortValue', ('int', -32768, 32767), _de244, _ee244),
-    ('urn:din:70121:2012:MsgDataTypes', 'start', ('uint', 0, 4294967295), _de245, _ee245),
-    ('urn:din:70121:2012:MsgDataTypes', 'startValue', ('uint', 0, 4294967295), _de246, _ee246),
-    ('urn:din:70121:2012:MsgDataTypes', 'stringValue', ('str', None, None), _de247, _ee247),
+    ('urn:din:70121:2012:MsgDataTypes', 'AC_EVChargeParameter', din_msgdatatypes.AC_EVChargeParameterType, c_din_msgdatatypes._d_AC_EVChargeParameterType, c_din_msgdatatypes._e_AC_EVChargeParameterType),
+    ('urn:din:70121:2012:MsgDataTypes', 'AC_EVSEChargeParameter', din_msgdatatypes.AC_EVSEChargeParameterType, c_din_msgdatatypes._d_AC_EVSEChargeParameterType, c_din_msgdatatypes._e_AC_EVSEChargeParameterType),
+    ('urn:din:70121:2012:MsgBody', 'AC_EVSEStatus', din_msgdatatypes.AC_EVSEStatusType, c_din_msgdatatypes._d_AC_EVSEStatusType, c_din_msgdatatypes._e_AC_EVSEStatusType),
+    ('urn:din:70121:2012:MsgDataTypes', 'AC_EVSEStatus', din_msgdatatypes.AC_EVSEStatusType, c_din_msgdatatypes._d_AC_EVSEStatusType, c_din_msgdatatypes._e_AC_EVSEStatusType),
+    ('urn:din:70121:2012:MsgDef', 'Body', din_msgdef.BodyType, _d_BodyType, _e_BodyType),
+    ('urn:din:70121:2012:MsgDef', 'BodyElement', din_msgdef.BodyBaseType, _d_BodyBaseType, _e_BodyBaseType),
+    ('urn:din:70121:2012:MsgBody', 'BulkChargingComplete', ('bool',), _de11, _ee11),
+    ('urn:din:70121:2012:MsgDataTypes', 'BulkChargingComplete', ('bool',), _de12, _ee12),
+    ('urn:din:70121:2012:MsgDataTypes', 'BulkSOC', ('nbit', 0, 100), _de13, _ee13),
+    ('urn:din:70121:2012:MsgBody', 'CableCheckReq', din_msgbody.CableCheckReqType, c_din_msgbody._d_CableCheckReqType, c_din_msgbody._e_CableCheckReqType),
+    ('urn:din:70121:2012:MsgBody', 'CableCheckRes', din_msgbody.CableCheckResType, c_din_msgbody._d_CableCheckResType, c_din_msgbody._e_CableCheckResType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'CanonicalizationMethod', xmldsig.CanonicalizationMethodType, _de0, _ee0),
+    ('urn:din:70121:2012:MsgDataTypes', 'Certificate', ('b64', None, 1200), _de14, _ee14),
+    ('urn:din:70121:2012:MsgBody', 'CertificateInstallationReq', din_msgbody.CertificateInstallationReqType, c_din_msgbody._d_CertificateInstallationReqType, c_din_msgbody._e_CertificateInstallationReqType),
+    ('urn:din:70121:2012:MsgBody', 'CertificateInstallationRes', din_msgbody.CertificateInstallationResType, c_din_msgbody._d_CertificateInstallationResType, c_din_msgbody._e_CertificateInstallationResType),
+    ('urn:din:70121:2012:MsgBody', 'CertificateUpdateReq', din_msgbody.CertificateUpdateReqType, c_din_msgbody._d_CertificateUpdateReqType, c_din_msgbody._e_CertificateUpdateReqType),
+    ('urn:din:70121:2012:MsgBody', 'CertificateUpdateRes', din_msgbody.CertificateUpdateResType, c_din_msgbody._d_CertificateUpdateResType, c_din_msgbody._e_CertificateUpdateResType),
+    ('urn:din:70121:2012:MsgBody', 'ChargeParameterDiscoveryReq', din_msgbody.ChargeParameterDiscoveryReqType, c_din_msgbody._d_ChargeParameterDiscoveryReqType, c_din_msgbody._e_ChargeParameterDiscoveryReqType),
+    ('urn:din:70121:2012:MsgBody', 'ChargeParameterDiscoveryRes', din_msgbody.ChargeParameterDiscoveryResType, c_din_msgbody._d_ChargeParameterDiscoveryResType, c_din_msgbody._e_ChargeParameterDiscoveryResType),
+    ('urn:din:70121:2012:MsgBody', 'ChargeService', din_msgdatatypes.ServiceChargeType, c_din_msgdatatypes._d_ServiceChargeType, c_din_msgdatatypes._e_ServiceChargeType),
+    ('urn:din:70121:2012:MsgBody', 'ChargingComplete', ('bool',), _de15, _ee15),
+    ('urn:din:70121:2012:MsgDataTypes', 'ChargingComplete', ('bool',), _de16, _ee16),
+    ('urn:din:70121:2012:MsgBody', 'ChargingProfile', din_msgdatatypes.ChargingProfileType, c_din_msgdatatypes._d_ChargingProfileType, c_din_msgdatatypes._e_ChargingProfileType),
+    ('urn:din:70121:2012:MsgDataTypes', 'ChargingProfileEntryMaxPower', ('int', -32768, 32767), _de17, _ee17),
+    ('urn:din:70121:2012:MsgDataTypes', 'ChargingProfileEntryStart', ('uint', 0, 4294967295), _de18, _ee18),
+    ('urn:din:70121:2012:MsgBody', 'ChargingStatusReq', din_msgbody.ChargingStatusReqType, c_din_msgbody._d_ChargingStatusReqType, c_din_msgbody._e_ChargingStatusReqType),
+    ('urn:din:70121:2012:MsgBody', 'ChargingStatusRes', din_msgbody.ChargingStatusResType, c_din_msgbody._d_ChargingStatusResType, c_din_msgbody._e_ChargingStatusResType),
+    ('urn:din:70121:2012:MsgDataTypes', 'ConsumptionCost', din_msgdatatypes.ConsumptionCostType, c_din_msgdatatypes._d_ConsumptionCostType, c_din_msgdatatypes._e_ConsumptionCostType),
+    ('urn:din:70121:2012:MsgBody', 'ContractAuthenticationReq', din_msgbody.ContractAuthenticationReqType, c_din_msgbody._d_ContractAuthenticationReqType, c_din_msgbody._e_ContractAuthenticationReqType),
+    ('urn:din:70121:2012:MsgBody', 'ContractAuthenticationRes', din_msgbody.ContractAuthenticationResType, c_din_msgbody._d_ContractAuthenticationResType, c_din_msgbody._e_ContractAuthenticationResType),
+    ('urn:din:70121:2012:MsgBody', 'ContractID', ('str', None, 24), _de19, _ee19),
+    ('urn:din:70121:2012:MsgBody', 'ContractSignatureCertChain', din_msgdatatypes.CertificateChainType, c_din_msgdatatypes._d_CertificateChainType, c_din_msgdatatypes._e_CertificateChainType),
+    ('urn:din:70121:2012:MsgBody', 'ContractSignatureEncryptedPrivateKey', ('b64', None, 128), _de20, _ee20),
+    ('urn:din:70121:2012:MsgDataTypes', 'Cost', din_msgdatatypes.CostType, c_din_msgdatatypes._d_CostType, c_din_msgdatatypes._e_CostType),
+    ('urn:din:70121:2012:MsgBody', 'CurrentDemandReq', din_msgbody.CurrentDemandReqType, c_din_msgbody._d_CurrentDemandReqType, c_din_msgbody._e_CurrentDemandReqType),
+    ('urn:din:70121:2012:MsgBody', 'CurrentDemandRes', din_msgbody.CurrentDemandResType, c_din_msgbody._d_CurrentDemandResType, c_din_msgbody._e_CurrentDemandResType),
+    ('urn:din:70121:2012:MsgDataTypes', 'DC_EVChargeParameter', din_msgdatatypes.DC_EVChargeParameterType, c_din_msgdatatypes._d_DC_EVChargeParameterType, c_din_msgdatatypes._e_DC_EVChargeParameterType),
+    ('urn:din:70121:2012:MsgDataTypes', 'DC_EVPowerDeliveryParameter', din_msgdatatypes.DC_EVPowerDeliveryParameterType, c_din_msgdatatypes._d_DC_EVPowerDeliveryParameterType, c_din_msgdatatypes._e_DC_EVPowerDeliveryParameterType),
+    ('urn:din:70121:2012:MsgDataTypes', 'DC_EVSEChargeParameter', din_msgdatatypes.DC_EVSEChargeParameterType, c_din_msgdatatypes._d_DC_EVSEChargeParameterType, c_din_msgdatatypes._e_DC_EVSEChargeParameterType),
+    ('urn:din:70121:2012:MsgBody', 'DC_EVSEStatus', din_msgdatatypes.DC_EVSEStatusType, c_din_msgdatatypes._d_DC_EVSEStatusType, c_din_msgdatatypes._e_DC_EVSEStatusType),
+    ('urn:din:70121:2012:MsgDataTypes', 'DC_EVSEStatus', din_msgdatatypes.DC_EVSEStatusType, c_din_msgdatatypes._d_DC_EVSEStatusType, c_din_msgdatatypes._e_DC_EVSEStatusType),
+    ('urn:din:70121:2012:MsgBody', 'DC_EVStatus', din_msgdatatypes.DC_EVStatusType, c_din_msgdatatypes._d_DC_EVStatusType, c_din_msgdatatypes._e_DC_EVStatusType),
+    ('urn:din:70121:2012:MsgDataTypes', 'DC_EVStatus', din_msgdatatypes.DC_EVStatusType, c_din_msgdatatypes._d_DC_EVStatusType, c_din_msgdatatypes._e_DC_EVStatusType),
+    ('urn:din:70121:2012:MsgBody', 'DHParams', ('b64', None, 256), _de21, _ee21),
+    ('http://www.w3.org/2000/09/xmldsig#', 'DSAKeyValue', xmldsig.DSAKeyValueType, c_xmldsig._d_DSAKeyValueType, c_xmldsig._e_DSAKeyValueType),
+    ('urn:din:70121:2012:MsgBody', 'DateTimeNow', ('int', -9223372036854775808, 9223372036854775807), _de22, _ee22),
+    ('urn:din:70121:2012:MsgDataTypes', 'DepartureTime', ('uint', 0, 4294967295), _de23, _ee23),
+    ('http://www.w3.org/2000/09/xmldsig#', 'DigestMethod', xmldsig.DigestMethodType, _de1, _ee1),
+    ('http://www.w3.org/2000/09/xmldsig#', 'DigestValue', ('b64', None, None), _de2, _ee2),
+    ('urn:din:70121:2012:MsgDataTypes', 'EAmount', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EPriceLevel', ('nbit', 0, 255), _de24, _ee24),
+    ('urn:din:70121:2012:MsgBody', 'EVCCID', ('hex', None, 8), _de25, _ee25),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVCabinConditioning', ('bool',), _de26, _ee26),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVChargeParameter', din_msgdatatypes.EVChargeParameterType, c_din_msgdatatypes._d_EVChargeParameterType, c_din_msgdatatypes._e_EVChargeParameterType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVEnergyCapacity', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVEnergyRequest', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVErrorCode', ('enum', din_msgdatatypes.DC_EVErrorCodeType, 'str'), _de27, _ee27),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVMaxCurrent', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVMaxVoltage', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgBody', 'EVMaximumCurrentLimit', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVMaximumCurrentLimit', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgBody', 'EVMaximumPowerLimit', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVMaximumPowerLimit', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgBody', 'EVMaximumVoltageLimit', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVMaximumVoltageLimit', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVMinCurrent', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVPowerDeliveryParameter', din_msgdatatypes.EVPowerDeliveryParameterType, c_din_msgdatatypes._d_EVPowerDeliveryParameterType, c_din_msgdatatypes._e_EVPowerDeliveryParameterType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVRESSConditioning', ('bool',), _de28, _ee28),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVRESSSOC', ('nbit', 0, 100), _de29, _ee29),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVReady', ('bool',), _de30, _ee30),
+    ('urn:din:70121:2012:MsgBody', 'EVRequestedEnergyTransferType', ('enum', din_msgdatatypes.EVRequestedEnergyTransferType, 'str'), _de31, _ee31),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVSEChargeParameter', din_msgdatatypes.EVSEChargeParameterType, c_din_msgdatatypes._d_EVSEChargeParameterType, c_din_msgdatatypes._e_EVSEChargeParameterType),
+    ('urn:din:70121:2012:MsgBody', 'EVSECurrentLimitAchieved', ('bool',), _de32, _ee32),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVSECurrentRegulationTolerance', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVSEEnergyToBeDelivered', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgBody', 'EVSEID', ('hex', None, 32), _de33, _ee33),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVSEIsolationStatus', ('enum', din_msgdatatypes.isolationLevelType, 'str'), _de34, _ee34),
+    ('urn:din:70121:2012:MsgBody', 'EVSEMaxCurrent', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVSEMaxCurrent', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVSEMaxVoltage', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgBody', 'EVSEMaximumCurrentLimit', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVSEMaximumCurrentLimit', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgBody', 'EVSEMaximumPowerLimit', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVSEMaximumPowerLimit', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgBody', 'EVSEMaximumVoltageLimit', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVSEMaximumVoltageLimit', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVSEMinCurrent', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVSEMinimumCurrentLimit', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVSEMinimumVoltageLimit', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVSENotification', ('enum', din_msgdatatypes.EVSENotificationType, 'str'), _de35, _ee35),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVSEPeakCurrentRipple', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgBody', 'EVSEPowerLimitAchieved', ('bool',), _de36, _ee36),
+    ('urn:din:70121:2012:MsgBody', 'EVSEPresentCurrent', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgBody', 'EVSEPresentVoltage', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgBody', 'EVSEProcessing', ('enum', din_msgdatatypes.EVSEProcessingType, 'str'), _de37, _ee37),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVSEStatus', din_msgdatatypes.EVSEStatusType, c_din_msgdatatypes._d_EVSEStatusType, c_din_msgdatatypes._e_EVSEStatusType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVSEStatusCode', ('enum', din_msgdatatypes.DC_EVSEStatusCodeType, 'str'), _de38, _ee38),
+    ('urn:din:70121:2012:MsgBody', 'EVSEVoltageLimitAchieved', ('bool',), _de39, _ee39),
+    ('urn:din:70121:2012:MsgDataTypes', 'EVStatus', din_msgdatatypes.EVStatusType, c_din_msgdatatypes._d_EVStatusType, c_din_msgdatatypes._e_EVStatusType),
+    ('urn:din:70121:2012:MsgBody', 'EVTargetCurrent', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgBody', 'EVTargetVoltage', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgDataTypes', 'EnergyTransferType', ('enum', din_msgdatatypes.EVSESupportedEnergyTransferType, 'str'), _de40, _ee40),
+    ('urn:din:70121:2012:MsgDataTypes', 'Entry', din_msgdatatypes.EntryType, c_din_msgdatatypes._d_EntryType, c_din_msgdatatypes._e_EntryType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Exponent', ('b64', None, None), _de41, _ee41),
+    ('urn:din:70121:2012:MsgDataTypes', 'FaultCode', ('enum', din_msgdatatypes.faultCodeType, 'str'), _de42, _ee42),
+    ('urn:din:70121:2012:MsgDataTypes', 'FaultMsg', ('str', None, 64), _de43, _ee43),
+    ('urn:din:70121:2012:MsgDataTypes', 'FreeService', ('bool',), _de44, _ee44),
+    ('urn:din:70121:2012:MsgDataTypes', 'FullSOC', ('nbit', 0, 100), _de45, _ee45),
+    ('http://www.w3.org/2000/09/xmldsig#', 'G', ('b64', None, None), _de46, _ee46),
+    ('urn:din:70121:2012:MsgBody', 'GenChallenge', ('str', None, None), _de47, _ee47),
+    ('http://www.w3.org/2000/09/xmldsig#', 'HMACOutputLength', ('int', None, None), _de48, _ee48),
+    ('urn:din:70121:2012:MsgDef', 'Header', din_msgheader.MessageHeaderType, c_din_msgheader._d_MessageHeaderType, c_din_msgheader._e_MessageHeaderType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'J', ('b64', None, None), _de49, _ee49),
+    ('http://www.w3.org/2000/09/xmldsig#', 'KeyInfo', xmldsig.KeyInfoType, _de3, _ee3),
+    ('http://www.w3.org/2000/09/xmldsig#', 'KeyName', ('str', None, None), _de4, _ee4),
+    ('http://www.w3.org/2000/09/xmldsig#', 'KeyValue', xmldsig.KeyValueType, _de5, _ee5),
+    ('urn:din:70121:2012:MsgBody', 'ListOfRootCertificateIDs', din_msgdatatypes.ListOfRootCertificateIDsType, c_din_msgdatatypes._d_ListOfRootCertificateIDsType, c_din_msgdatatypes._e_ListOfRootCertificateIDsType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Manifest', xmldsig.ManifestType, c_xmldsig._d_ManifestType, c_xmldsig._e_ManifestType),
+    ('urn:din:70121:2012:MsgDataTypes', 'MeterID', ('str', None, 32), _de50, _ee50),
+    ('urn:din:70121:2012:MsgBody', 'MeterInfo', din_msgdatatypes.MeterInfoType, c_din_msgdatatypes._d_MeterInfoType, c_din_msgdatatypes._e_MeterInfoType),
+    ('urn:din:70121:2012:MsgDataTypes', 'MeterReading', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgDataTypes', 'MeterStatus', ('int', -32768, 32767), _de51, _ee51),
+    ('urn:din:70121:2012:MsgBody', 'MeteringReceiptReq', din_msgbody.MeteringReceiptReqType, c_din_msgbody._d_MeteringReceiptReqType, c_din_msgbody._e_MeteringReceiptReqType),
+    ('urn:din:70121:2012:MsgBody', 'MeteringReceiptRes', din_msgbody.MeteringReceiptResType, c_din_msgbody._d_MeteringReceiptResType, c_din_msgbody._e_MeteringReceiptResType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'MgmtData', ('str', None, None), _de6, _ee6),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Modulus', ('b64', None, None), _de52, _ee52),
+    ('urn:din:70121:2012:MsgDataTypes', 'Multiplier', ('nbit', -3, 3), _de53, _ee53),
+    ('urn:din:70121:2012:MsgHeader', 'Notification', din_msgdatatypes.NotificationType, c_din_msgdatatypes._d_NotificationType, c_din_msgdatatypes._e_NotificationType),
+    ('urn:din:70121:2012:MsgDataTypes', 'NotificationMaxDelay', ('uint', 0, 4294967295), _de54, _ee54),
+    ('urn:din:70121:2012:MsgDataTypes', 'NumEPriceLevels', ('nbit', 0, 255), _de55, _ee55),
+    ('urn:din:70121:2012:MsgBody', 'OEMProvisioningCert', ('b64', None, 1200), _de56, _ee56),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Object', xmldsig.ObjectType, _de7, _ee7),
+    ('http://www.w3.org/2000/09/xmldsig#', 'P', ('b64', None, None), _de57, _ee57),
+    ('http://www.w3.org/2000/09/xmldsig#', 'PGPData', xmldsig.PGPDataType, c_xmldsig._d_PGPDataType, c_xmldsig._e_PGPDataType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'PGPKeyID', ('b64', None, None), _de58, _ee58),
+    ('http://www.w3.org/2000/09/xmldsig#', 'PGPKeyPacket', ('b64', None, None), _de59, _ee59),
+    ('urn:din:70121:2012:MsgDataTypes', 'PMax', ('int', -32768, 32767), _de60, _ee60),
+    ('urn:din:70121:2012:MsgDataTypes', 'PMaxSchedule', din_msgdatatypes.PMaxScheduleType, c_din_msgdatatypes._d_PMaxScheduleType, c_din_msgdatatypes._e_PMaxScheduleType),
+    ('urn:din:70121:2012:MsgDataTypes', 'PMaxScheduleEntry', din_msgdatatypes.PMaxScheduleEntryType, c_din_msgdatatypes._d_PMaxScheduleEntryType, c_din_msgdatatypes._e_PMaxScheduleEntryType),
+    ('urn:din:70121:2012:MsgDataTypes', 'PMaxScheduleID', ('int', -32768, 32767), _de61, _ee61),
+    ('urn:din:70121:2012:MsgDataTypes', 'Parameter', din_msgdatatypes.ParameterType, c_din_msgdatatypes._d_ParameterType, c_din_msgdatatypes._e_ParameterType),
+    ('urn:din:70121:2012:MsgDataTypes', 'ParameterSet', din_msgdatatypes.ParameterSetType, c_din_msgdatatypes._d_ParameterSetType, c_din_msgdatatypes._e_ParameterSetType),
+    ('urn:din:70121:2012:MsgDataTypes', 'ParameterSetID', ('int', -32768, 32767), _de62, _ee62),
+    ('urn:din:70121:2012:MsgBody', 'PaymentDetailsReq', din_msgbody.PaymentDetailsReqType, c_din_msgbody._d_PaymentDetailsReqType, c_din_msgbody._e_PaymentDetailsReqType),
+    ('urn:din:70121:2012:MsgBody', 'PaymentDetailsRes', din_msgbody.PaymentDetailsResType, c_din_msgbody._d_PaymentDetailsResType, c_din_msgbody._e_PaymentDetailsResType),
+    ('urn:din:70121:2012:MsgDataTypes', 'PaymentOption', ('enum', din_msgdatatypes.paymentOptionType, 'str'), _de63, _ee63),
+    ('urn:din:70121:2012:MsgBody', 'PaymentOptions', din_msgdatatypes.PaymentOptionsType, c_din_msgdatatypes._d_PaymentOptionsType, c_din_msgdatatypes._e_PaymentOptionsType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'PgenCounter', ('b64', None, None), _de64, _ee64),
+    ('urn:din:70121:2012:MsgBody', 'PowerDeliveryReq', din_msgbody.PowerDeliveryReqType, c_din_msgbody._d_PowerDeliveryReqType, c_din_msgbody._e_PowerDeliveryReqType),
+    ('urn:din:70121:2012:MsgBody', 'PowerDeliveryRes', din_msgbody.PowerDeliveryResType, c_din_msgbody._d_PowerDeliveryResType, c_din_msgbody._e_PowerDeliveryResType),
+    ('urn:din:70121:2012:MsgDataTypes', 'PowerSwitchClosed', ('bool',), _de65, _ee65),
+    ('urn:din:70121:2012:MsgBody', 'PreChargeReq', din_msgbody.PreChargeReqType, c_din_msgbody._d_PreChargeReqType, c_din_msgbody._e_PreChargeReqType),
+    ('urn:din:70121:2012:MsgBody', 'PreChargeRes', din_msgbody.PreChargeResType, c_din_msgbody._d_PreChargeResType, c_din_msgbody._e_PreChargeResType),
+    ('urn:din:70121:2012:MsgDataTypes', 'ProfileEntry', din_msgdatatypes.ProfileEntryType, c_din_msgdatatypes._d_ProfileEntryType, c_din_msgdatatypes._e_ProfileEntryType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Q', ('b64', None, None), _de66, _ee66),
+    ('urn:din:70121:2012:MsgDataTypes', 'RCD', ('bool',), _de67, _ee67),
+    ('http://www.w3.org/2000/09/xmldsig#', 'RSAKeyValue', xmldsig.RSAKeyValueType, c_xmldsig._d_RSAKeyValueType, c_xmldsig._e_RSAKeyValueType),
+    ('urn:din:70121:2012:MsgBody', 'ReadyToChargeState', ('bool',), _de68, _ee68),
+    ('urn:din:70121:2012:MsgBody', 'ReceiptRequired', ('bool',), _de69, _ee69),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Reference', xmldsig.ReferenceType, c_xmldsig._d_ReferenceType, c_xmldsig._e_ReferenceType),
+    ('urn:din:70121:2012:MsgDataTypes', 'RelativeTimeInterval', din_msgdatatypes.RelativeTimeIntervalType, c_din_msgdatatypes._d_RelativeTimeIntervalType, c_din_msgdatatypes._e_RelativeTimeIntervalType),
+    ('urn:din:70121:2012:MsgBody', 'RemainingTimeToBulkSoC', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgBody', 'RemainingTimeToFullSoC', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgBody', 'ResponseCode', ('enum', din_msgdatatypes.responseCodeType, 'str'), _de70, _ee70),
+    ('http://www.w3.org/2000/09/xmldsig#', 'RetrievalMethod', xmldsig.RetrievalMethodType, c_xmldsig._d_RetrievalMethodType, c_xmldsig._e_RetrievalMethodType),
+    ('urn:din:70121:2012:MsgBody', 'RetryCounter', ('int', -32768, 32767), _de71, _ee71),
+    ('urn:din:70121:2012:MsgDataTypes', 'RootCertificateID', ('str', None, 40), _de72, _ee72),
+    ('urn:din:70121:2012:MsgDataTypes', 'SAScheduleList', din_msgdatatypes.SAScheduleListType, c_din_msgdatatypes._d_SAScheduleListType, c_din_msgdatatypes._e_SAScheduleListType),
+    ('urn:din:70121:2012:MsgDataTypes', 'SAScheduleTuple', din_msgdatatypes.SAScheduleTupleType, c_din_msgdatatypes._d_SAScheduleTupleType, c_din_msgdatatypes._e_SAScheduleTupleType),
+    ('urn:din:70121:2012:MsgBody', 'SAScheduleTupleID', ('int', -32768, 32767), _de73, _ee73),
+    ('urn:din:70121:2012:MsgDataTypes', 'SAScheduleTupleID', ('int', -32768, 32767), _de74, _ee74),
+    ('urn:din:70121:2012:MsgDataTypes', 'SASchedules', din_msgdatatypes.SASchedulesType, c_din_msgdatatypes._d_SASchedulesType, c_din_msgdatatypes._e_SASchedulesType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SPKIData', xmldsig.SPKIDataType, c_xmldsig._d_SPKIDataType, c_xmldsig._e_SPKIDataType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SPKISexp', ('b64', None, None), _de75, _ee75),
+    ('urn:din:70121:2012:MsgDataTypes', 'SalesTariff', din_msgdatatypes.SalesTariffType, c_din_msgdatatypes._d_SalesTariffType, c_din_msgdatatypes._e_SalesTariffType),
+    ('urn:din:70121:2012:MsgDataTypes', 'SalesTariffDescription', ('str', None, 32), _de76, _ee76),
+    ('urn:din:70121:2012:MsgDataTypes', 'SalesTariffEntry', din_msgdatatypes.SalesTariffEntryType, c_din_msgdatatypes._d_SalesTariffEntryType, c_din_msgdatatypes._e_SalesTariffEntryType),
+    ('urn:din:70121:2012:MsgDataTypes', 'SalesTariffID', ('int', -32768, 32767), _de77, _ee77),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Seed', ('b64', None, None), _de78, _ee78),
+    ('urn:din:70121:2012:MsgBody', 'SelectedPaymentOption', ('enum', din_msgdatatypes.paymentOptionType, 'str'), _de79, _ee79),
+    ('urn:din:70121:2012:MsgDataTypes', 'SelectedService', din_msgdatatypes.SelectedServiceType, c_din_msgdatatypes._d_SelectedServiceType, c_din_msgdatatypes._e_SelectedServiceType),
+    ('urn:din:70121:2012:MsgBody', 'SelectedServiceList', din_msgdatatypes.SelectedServiceListType, c_din_msgdatatypes._d_SelectedServiceListType, c_din_msgdatatypes._e_SelectedServiceListType),
+    ('urn:din:70121:2012:MsgDataTypes', 'Service', din_msgdatatypes.ServiceType, c_din_msgdatatypes._d_ServiceType, c_din_msgdatatypes._e_ServiceType),
+    ('urn:din:70121:2012:MsgBody', 'ServiceCategory', ('enum', din_msgdatatypes.serviceCategoryType, 'str'), _de80, _ee80),
+    ('urn:din:70121:2012:MsgDataTypes', 'ServiceCategory', ('enum', din_msgdatatypes.serviceCategoryType, 'str'), _de81, _ee81),
+    ('urn:din:70121:2012:MsgDataTypes', 'ServiceCharge', din_msgdatatypes.ServiceChargeType, c_din_msgdatatypes._d_ServiceChargeType, c_din_msgdatatypes._e_ServiceChargeType),
+    ('urn:din:70121:2012:MsgBody', 'ServiceDetailReq', din_msgbody.ServiceDetailReqType, c_din_msgbody._d_ServiceDetailReqType, c_din_msgbody._e_ServiceDetailReqType),
+    ('urn:din:70121:2012:MsgBody', 'ServiceDetailRes', din_msgbody.ServiceDetailResType, c_din_msgbody._d_ServiceDetailResType, c_din_msgbody._e_ServiceDetailResType),
+    ('urn:din:70121:2012:MsgBody', 'ServiceDiscoveryReq', din_msgbody.ServiceDiscoveryReqType, c_din_msgbody._d_ServiceDiscoveryReqType, c_din_msgbody._e_ServiceDiscoveryReqType),
+    ('urn:din:70121:2012:MsgBody', 'ServiceDiscoveryRes', din_msgbody.ServiceDiscoveryResType, c_din_msgbody._d_ServiceDiscoveryResType, c_din_msgbody._e_ServiceDiscoveryResType),
+    ('urn:din:70121:2012:MsgBody', 'ServiceID', ('uint', 0, 65535), _de82, _ee82),
+    ('urn:din:70121:2012:MsgDataTypes', 'ServiceID', ('uint', 0, 65535), _de83, _ee83),
+    ('urn:din:70121:2012:MsgBody', 'ServiceList', din_msgdatatypes.ServiceTagListType, c_din_msgdatatypes._d_ServiceTagListType, c_din_msgdatatypes._e_ServiceTagListType),
+    ('urn:din:70121:2012:MsgDataTypes', 'ServiceName', ('str', None, 32), _de84, _ee84),
+    ('urn:din:70121:2012:MsgBody', 'ServiceParameterList', din_msgdatatypes.ServiceParameterListType, c_din_msgdatatypes._d_ServiceParameterListType, c_din_msgdatatypes._e_ServiceParameterListType),
+    ('urn:din:70121:2012:MsgBody', 'ServicePaymentSelectionReq', din_msgbody.ServicePaymentSelectionReqType, c_din_msgbody._d_ServicePaymentSelectionReqType, c_din_msgbody._e_ServicePaymentSelectionReqType),
+    ('urn:din:70121:2012:MsgBody', 'ServicePaymentSelectionRes', din_msgbody.ServicePaymentSelectionResType, c_din_msgbody._d_ServicePaymentSelectionResType, c_din_msgbody._e_ServicePaymentSelectionResType),
+    ('urn:din:70121:2012:MsgBody', 'ServiceScope', ('str', None, 32), _de85, _ee85),
+    ('urn:din:70121:2012:MsgDataTypes', 'ServiceScope', ('str', None, 32), _de86, _ee86),
+    ('urn:din:70121:2012:MsgDataTypes', 'ServiceTag', din_msgdatatypes.ServiceTagType, c_din_msgdatatypes._d_ServiceTagType, c_din_msgdatatypes._e_ServiceTagType),
+    ('urn:din:70121:2012:MsgBody', 'SessionID', ('hex', None, 8), _de87, _ee87),
+    ('urn:din:70121:2012:MsgHeader', 'SessionID', ('hex', None, 8), _de88, _ee88),
+    ('urn:din:70121:2012:MsgBody', 'SessionSetupReq', din_msgbody.SessionSetupReqType, c_din_msgbody._d_SessionSetupReqType, c_din_msgbody._e_SessionSetupReqType),
+    ('urn:din:70121:2012:MsgBody', 'SessionSetupRes', din_msgbody.SessionSetupResType, c_din_msgbody._d_SessionSetupResType, c_din_msgbody._e_SessionSetupResType),
+    ('urn:din:70121:2012:MsgBody', 'SessionStopReq', din_msgbody.SessionStopType, c_din_msgbody._d_SessionStopType, c_din_msgbody._e_SessionStopType),
+    ('urn:din:70121:2012:MsgBody', 'SessionStopRes', din_msgbody.SessionStopResType, c_din_msgbody._d_SessionStopResType, c_din_msgbody._e_SessionStopResType),
+    ('urn:din:70121:2012:MsgDataTypes', 'SigMeterReading', ('b64', None, 32), _de89, _ee89),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Signature', xmldsig.SignatureType, c_xmldsig._d_SignatureType, c_xmldsig._e_SignatureType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureMethod', xmldsig.SignatureMethodType, _de8, _ee8),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperties', xmldsig.SignaturePropertiesType, c_xmldsig._d_SignaturePropertiesType, c_xmldsig._e_SignaturePropertiesType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperty', xmldsig.SignaturePropertyType, _de9, _ee9),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureValue', xmldsig.SignatureValueType, c_xmldsig._d_SignatureValueType, c_xmldsig._e_SignatureValueType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignedInfo', xmldsig.SignedInfoType, c_xmldsig._d_SignedInfoType, c_xmldsig._e_SignedInfoType),
+    ('urn:din:70121:2012:MsgDataTypes', 'SubCertificates', din_msgdatatypes.SubCertificatesType, c_din_msgdatatypes._d_SubCertificatesType, c_din_msgdatatypes._e_SubCertificatesType),
+    ('urn:din:70121:2012:MsgDataTypes', 'TMeter', ('int', -9223372036854775808, 9223372036854775807), _de90, _ee90),
+    ('urn:din:70121:2012:MsgDataTypes', 'TimeInterval', din_msgdatatypes.IntervalType, c_din_msgdatatypes._d_IntervalType, c_din_msgdatatypes._e_IntervalType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Transform', xmldsig.TransformType, _de10, _ee10),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Transforms', xmldsig.TransformsType, c_xmldsig._d_TransformsType, c_xmldsig._e_TransformsType),
+    ('urn:din:70121:2012:MsgDataTypes', 'Unit', ('enum', din_msgdatatypes.unitSymbolType, 'str'), _de91, _ee91),
+    ('urn:din:70121:2012:MsgDef', 'V2G_Message', din_msgdef.V2G_Message, _d_V2G_Message, _e_V2G_Message),
+    ('urn:din:70121:2012:MsgDataTypes', 'Value', ('int', -32768, 32767), _de92, _ee92),
+    ('urn:din:70121:2012:MsgBody', 'WeldingDetectionReq', din_msgbody.WeldingDetectionReqType, c_din_msgbody._d_WeldingDetectionReqType, c_din_msgbody._e_WeldingDetectionReqType),
+    ('urn:din:70121:2012:MsgBody', 'WeldingDetectionRes', din_msgbody.WeldingDetectionResType, c_din_msgbody._d_WeldingDetectionResType, c_din_msgbody._e_WeldingDetectionResType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509CRL', ('b64', None, None), _de93, _ee93),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509Certificate', ('b64', None, None), _de94, _ee94),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509Data', xmldsig.X509DataType, c_xmldsig._d_X509DataType, c_xmldsig._e_X509DataType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509IssuerName', ('str', None, None), _de95, _ee95),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509IssuerSerial', xmldsig.X509IssuerSerialType, c_xmldsig._d_X509IssuerSerialType, c_xmldsig._e_X509IssuerSerialType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509SKI', ('b64', None, None), _de96, _ee96),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509SerialNumber', ('int', None, None), _de97, _ee97),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509SubjectName', ('str', None, None), _de98, _ee98),
+    ('http://www.w3.org/2000/09/xmldsig#', 'XPath', ('str', None, None), _de99, _ee99),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Y', ('b64', None, None), _de100, _ee100),
+    ('urn:din:70121:2012:MsgDataTypes', 'amount', ('uint', 0, 4294967295), _de101, _ee101),
+    ('urn:din:70121:2012:MsgDataTypes', 'amountMultiplier', ('nbit', -3, 3), _de102, _ee102),
+    ('urn:din:70121:2012:MsgDataTypes', 'boolValue', ('bool',), _de103, _ee103),
+    ('urn:din:70121:2012:MsgDataTypes', 'byteValue', ('nbit', -128, 127), _de104, _ee104),
+    ('urn:din:70121:2012:MsgDataTypes', 'costKind', ('enum', din_msgdatatypes.costKindType, 'str'), _de105, _ee105),
+    ('urn:din:70121:2012:MsgDataTypes', 'duration', ('uint', 0, 4294967295), _de106, _ee106),
+    ('urn:din:70121:2012:MsgDataTypes', 'intValue', ('int', -2147483648, 2147483647), _de107, _ee107),
+    ('urn:din:70121:2012:MsgDataTypes', 'physicalValue', din_msgdatatypes.PhysicalValueType, c_din_msgdatatypes._d_PhysicalValueType, c_din_msgdatatypes._e_PhysicalValueType),
+    ('urn:din:70121:2012:MsgDataTypes', 'shortValue', ('int', -32768, 32767), _de108, _ee108),
+    ('urn:din:70121:2012:MsgDataTypes', 'start', ('uint', 0, 4294967295), _de109, _ee109),
+    ('urn:din:70121:2012:MsgDataTypes', 'startValue', ('uint', 0, 4294967295), _de110, _ee110),
+    ('urn:din:70121:2012:MsgDataTypes', 'stringValue', ('str', None, None), _de111, _ee111),
 )
 FRAGMENT_WIDTH = 8
 

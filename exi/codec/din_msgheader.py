@@ -3,9 +3,11 @@
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _leftover
 from exi.model import din_msgdatatypes, din_msgheader, xmldsig
-from exi.codec import din_msgdatatypes as c_din_msgdatatypes
 from exi.codec import xmldsig as c_xmldsig
 
+_new = object.__new__
+_E_din_msgdatatypes_faultCodeType = tuple(din_msgdatatypes.faultCodeType)
+_I_din_msgdatatypes_faultCodeType = {v: i for i, v in enumerate(din_msgdatatypes.faultCodeType)}
 
 def _d_MessageHeaderType(r):
     # {urn:din:70121:2012:MsgHeader}MessageHeaderType
@@ -17,74 +19,118 @@ def _d_MessageHeaderType(r):
     f_Notification = None
     f_Signature = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-                el = 'SessionID'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
-                    f_SessionID = b''
-                else:
-                    r.pos = p
-                    f_SessionID = r.binary()
-                    if len(f_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
-                s = 1
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'Notification'
-                    r.pos = p
-                    f_Notification = c_din_msgdatatypes._d_NotificationType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 2
-                elif ec == 1:
-                    el = 'Signature'
-                    r.pos = p
-                    f_Signature = c_xmldsig._d_SignatureType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 3
-                elif ec == 2:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('MessageHeaderType', p)
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'Signature'
-                    r.pos = p
-                    f_Signature = c_xmldsig._d_SignatureType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 3
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('MessageHeaderType', p)
-            if s == 3:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+        el = 'SessionID'
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+            f_SessionID = b''
+        else:
+            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                p += 8 + (_l << 3)
+                f_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = p; f_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+            if len(f_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [0, 8]', f_SessionID, r.at(p))
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Notification'
+                _c1_FaultCode = None
+                _c1_FaultMsg = None
+                p += 5
+                if p > E: V, E, p = r.slide(p, 5)
+                x = (V >> (E - p)) & 31
+                if x & 25: raise r.deviation('NotificationType', p)
+                el = 'Notification/FaultCode'
+                _c1_FaultCode = ((x >> 1) & 3)
+                if _c1_FaultCode >= 3: _c1_FaultCode = r.enum_index('NotificationType/FaultCode', _c1_FaultCode, 3, r.at(p))
+                else: _c1_FaultCode = _E_din_msgdatatypes_faultCodeType[_c1_FaultCode]
+                _c1_s = 1
+                if _c1_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        el = 'Notification/FaultMsg'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('FaultMsg', p)
+                            _c1_FaultMsg = ''
+                        else:
+                            r.pos = p
+                            _c1_FaultMsg = r.string('din_msgdatatypes:FaultMsg')
+                            if len(_c1_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', _c1_FaultMsg, r.at(r.pos))
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('NotificationType', p)
+                        _c1_s = -1
+                    elif ec == 1:
+                        pass
+                        _c1_s = -1
+                    else:
+                        raise r.deviation('NotificationType', p)
+                f_Notification = _new(din_msgdatatypes.NotificationType)
+                f_Notification.FaultCode = _c1_FaultCode
+                f_Notification.FaultMsg = _c1_FaultMsg
+                s = 2
+            elif ec == 1:
+                el = 'Signature'
+                r.pos = p
+                f_Signature = c_xmldsig._d_SignatureType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 3
+            elif ec == 2:
+                pass
                 s = -1
+            else:
+                raise r.deviation('MessageHeaderType', p)
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Signature'
+                r.pos = p
+                f_Signature = c_xmldsig._d_SignatureType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 3
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('MessageHeaderType', p)
+        if s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return din_msgheader.MessageHeaderType(f_SessionID, f_Notification, f_Signature)
+    _obj = _new(din_msgheader.MessageHeaderType)
+    _obj.SessionID = f_SessionID
+    _obj.Notification = f_Notification
+    _obj.Signature = f_Signature
+    return _obj
 
 def _e_MessageHeaderType(w, o):
     # {urn:din:70121:2012:MsgHeader}MessageHeaderType
@@ -95,68 +141,97 @@ def _e_MessageHeaderType(w, o):
         v_SessionID = o.SessionID
         v_Notification = o.Notification
         v_Signature = o.Signature
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_SessionID is not None:
-                    el = 'SessionID'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
-                    w.binary(v_SessionID)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_SessionID = None
-                    s = 1
+        if v_SessionID is not None:
+            el = 'SessionID'
+            v <<= 2
+            n += 2
+            if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
+            _l = len(v_SessionID)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SessionID, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_SessionID); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_SessionID = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of SessionID')
+        if s == 1:
+            if v_Notification is not None:
+                el = 'Notification'
+                v <<= 2
+                n += 2
+                _c1_o = v_Notification
+                _c1_FaultCode = _c1_o.FaultCode
+                _c1_FaultMsg = _c1_o.FaultMsg
+                if _c1_FaultCode is not None:
+                    el = 'Notification/FaultCode'
+                    _c1_i1 = _I_din_msgdatatypes_faultCodeType.get(_c1_FaultCode)
+                    if _c1_i1 is None: raise EncodeError(f'{_c1_FaultCode!r} is not one of the enumeration faultCodeType')
+                    v = (v << 5) | (_c1_i1 << 1)
+                    n += 5
+                    _c1_FaultCode = None
+                    _c1_s = 1
                 else:
-                    raise EncodeError('missing content: expected one of SessionID')
-            if s == 1:
-                if v_Notification is not None:
-                    el = 'Notification'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_NotificationType(w, v_Notification)
-                    v = w.v; n = w.n
-                    v_Notification = None
-                    s = 2
-                elif v_Signature is not None:
-                    el = 'Signature'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, v_Signature)
-                    v = w.v; n = w.n
-                    v_Signature = None
-                    s = 3
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if v_SessionID is not None or v_Notification is not None or v_Signature is not None: raise _leftover(o)
-                    s = -1
-            if s == 2:
-                if v_Signature is not None:
-                    el = 'Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, v_Signature)
-                    v = w.v; n = w.n
-                    v_Signature = None
-                    s = 3
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_SessionID is not None or v_Notification is not None or v_Signature is not None: raise _leftover(o)
-                    s = -1
-            if s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_SessionID is not None or v_Notification is not None or v_Signature is not None: raise _leftover(o)
-                    s = -1
+                    raise EncodeError('missing content: expected one of FaultCode')
+                if _c1_s == 1:
+                    if _c1_FaultMsg is not None:
+                        el = 'Notification/FaultMsg'
+                        v <<= 3
+                        n += 3
+                        if len(_c1_FaultMsg) > 64: raise EncodeError(f'length {len(_c1_FaultMsg)} outside [0, 64]')
+                        _l = len(_c1_FaultMsg)
+                        if _l < 126 and _c1_FaultMsg.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_FaultMsg.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c1_FaultMsg); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c1_FaultMsg = None
+                        if _c1_FaultCode is not None or _c1_FaultMsg is not None: raise _leftover(_c1_o)
+                        _c1_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        if _c1_FaultCode is not None or _c1_FaultMsg is not None: raise _leftover(_c1_o)
+                        _c1_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_Notification = None
+                s = 2
+            elif v_Signature is not None:
+                el = 'Signature'
+                v = (v << 2) | 1
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, v_Signature)
+                v = w.v; n = w.n
+                v_Signature = None
+                s = 3
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                if v_SessionID is not None or v_Notification is not None or v_Signature is not None: raise _leftover(o)
+                s = -1
+        if s == 2:
+            if v_Signature is not None:
+                el = 'Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, v_Signature)
+                v = w.v; n = w.n
+                v_Signature = None
+                s = 3
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_SessionID is not None or v_Notification is not None or v_Signature is not None: raise _leftover(o)
+                s = -1
+        if s == 3:
+            if True:
+                v <<= 1
+                n += 1
+                if v_SessionID is not None or v_Notification is not None or v_Signature is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:

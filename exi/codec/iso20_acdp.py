@@ -7,6 +7,7 @@ from exi.model import iso20_acdp, iso20_commontypes, xmldsig
 from exi.codec import iso20_commontypes as c_iso20_commontypes
 from exi.codec import xmldsig as c_xmldsig
 
+_new = object.__new__
 _E_iso20_acdp_cpStatusType = tuple(iso20_acdp.cpStatusType)
 _E_iso20_acdp_electricalChargingDeviceStatusType = tuple(iso20_acdp.electricalChargingDeviceStatusType)
 _E_iso20_acdp_errorCodeType = tuple(iso20_acdp.errorCodeType)
@@ -37,9 +38,68 @@ def _d_ACDP_ConnectReqType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ACDP_ConnectReqType', p)
         el = 'Header'
-        r.pos = p
-        f_Header = c_iso20_commontypes._d_MessageHeaderType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_SessionID = None
+        _c1_TimeStamp = None
+        _c1_Signature = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/SessionID'
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/TimeStamp'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_TimeStamp = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+        _c1_s = 2
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Header/Signature'
+                r.pos = p
+                _c1_Signature = c_xmldsig._d_SignatureType(r)
+                V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('MessageHeaderType', p)
+        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        f_Header.SessionID = _c1_SessionID
+        f_Header.TimeStamp = _c1_TimeStamp
+        f_Header.Signature = _c1_Signature
         p += 6
         if p > E: V, E, p = r.slide(p, 6)
         x = (V >> (E - p)) & 63
@@ -49,7 +109,10 @@ def _d_ACDP_ConnectReqType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_acdp.ACDP_ConnectReqType(f_Header, f_EVElectricalChargingDeviceStatus)
+    _obj = _new(iso20_acdp.ACDP_ConnectReqType)
+    _obj.Header = f_Header
+    _obj.EVElectricalChargingDeviceStatus = f_EVElectricalChargingDeviceStatus
+    return _obj
 
 def _e_ACDP_ConnectReqType(w, o):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_ConnectReqType
@@ -63,14 +126,58 @@ def _e_ACDP_ConnectReqType(w, o):
             el = 'Header'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            c_iso20_commontypes._e_MessageHeaderType(w, v_Header)
-            v = w.v; n = w.n
+            _c1_o = v_Header
+            _c1_SessionID = _c1_o.SessionID
+            _c1_TimeStamp = _c1_o.TimeStamp
+            _c1_Signature = _c1_o.Signature
+            if _c1_SessionID is not None:
+                el = 'Header/SessionID'
+                v <<= 2
+                n += 2
+                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
+                _l = len(_c1_SessionID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
+                if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
+                el = 'Header/TimeStamp'
+                if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
+                v <<= 3
+                n += 3
+                _c1_SessionID = None
+                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
+                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_TimeStamp = None
+                _c1_s = 2
+            else:
+                raise EncodeError('missing content: expected one of SessionID')
+            if _c1_s == 2:
+                if _c1_Signature is not None:
+                    el = 'Header/Signature'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_xmldsig._e_SignatureType(w, _c1_Signature)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_Signature = None
+                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVElectricalChargingDeviceStatus is not None): raise EncodeError('missing content: EVElectricalChargingDeviceStatus')
             el = 'EVElectricalChargingDeviceStatus'
-            _i1 = _I_iso20_acdp_electricalChargingDeviceStatusType.get(v_EVElectricalChargingDeviceStatus)
-            if _i1 is None: raise EncodeError(f'{v_EVElectricalChargingDeviceStatus!r} is not one of the enumeration electricalChargingDeviceStatusType')
-            v = (v << 6) | (_i1 << 2)
+            _i2 = _I_iso20_acdp_electricalChargingDeviceStatusType.get(v_EVElectricalChargingDeviceStatus)
+            if _i2 is None: raise EncodeError(f'{v_EVElectricalChargingDeviceStatus!r} is not one of the enumeration electricalChargingDeviceStatusType')
+            v = (v << 6) | (_i2 << 2)
             n += 6
             v_Header = None
             v_EVElectricalChargingDeviceStatus = None
@@ -98,9 +205,68 @@ def _d_ACDP_ConnectResType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ACDP_ConnectResType', p)
         el = 'Header'
-        r.pos = p
-        f_Header = c_iso20_commontypes._d_MessageHeaderType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_SessionID = None
+        _c1_TimeStamp = None
+        _c1_Signature = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/SessionID'
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/TimeStamp'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_TimeStamp = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+        _c1_s = 2
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Header/Signature'
+                r.pos = p
+                _c1_Signature = c_xmldsig._d_SignatureType(r)
+                V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('MessageHeaderType', p)
+        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        f_Header.SessionID = _c1_SessionID
+        f_Header.TimeStamp = _c1_TimeStamp
+        f_Header.Signature = _c1_Signature
         p += 25
         if p > E: V, E, p = r.slide(p, 25)
         x = (V >> (E - p)) & 33554431
@@ -122,7 +288,13 @@ def _d_ACDP_ConnectResType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_acdp.ACDP_ConnectResType(f_Header, f_ResponseCode, f_EVSEProcessing, f_EVSEElectricalChargingDeviceStatus, f_EVSEMechanicalChargingDeviceStatus)
+    _obj = _new(iso20_acdp.ACDP_ConnectResType)
+    _obj.Header = f_Header
+    _obj.ResponseCode = f_ResponseCode
+    _obj.EVSEProcessing = f_EVSEProcessing
+    _obj.EVSEElectricalChargingDeviceStatus = f_EVSEElectricalChargingDeviceStatus
+    _obj.EVSEMechanicalChargingDeviceStatus = f_EVSEMechanicalChargingDeviceStatus
+    return _obj
 
 def _e_ACDP_ConnectResType(w, o):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_ConnectResType
@@ -139,26 +311,70 @@ def _e_ACDP_ConnectResType(w, o):
             el = 'Header'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            c_iso20_commontypes._e_MessageHeaderType(w, v_Header)
-            v = w.v; n = w.n
+            _c1_o = v_Header
+            _c1_SessionID = _c1_o.SessionID
+            _c1_TimeStamp = _c1_o.TimeStamp
+            _c1_Signature = _c1_o.Signature
+            if _c1_SessionID is not None:
+                el = 'Header/SessionID'
+                v <<= 2
+                n += 2
+                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
+                _l = len(_c1_SessionID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
+                if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
+                el = 'Header/TimeStamp'
+                if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
+                v <<= 3
+                n += 3
+                _c1_SessionID = None
+                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
+                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_TimeStamp = None
+                _c1_s = 2
+            else:
+                raise EncodeError('missing content: expected one of SessionID')
+            if _c1_s == 2:
+                if _c1_Signature is not None:
+                    el = 'Header/Signature'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_xmldsig._e_SignatureType(w, _c1_Signature)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_Signature = None
+                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
-            _i1 = _I_iso20_commontypes_responseCodeType.get(v_ResponseCode)
-            if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i2 = _I_iso20_commontypes_responseCodeType.get(v_ResponseCode)
+            if _i2 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
             el = 'EVSEProcessing'
-            _i2 = _I_iso20_commontypes_processingType.get(v_EVSEProcessing)
-            if _i2 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
+            _i3 = _I_iso20_commontypes_processingType.get(v_EVSEProcessing)
+            if _i3 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
             if not (v_EVSEElectricalChargingDeviceStatus is not None): raise EncodeError('missing content: EVSEElectricalChargingDeviceStatus')
             el = 'EVSEElectricalChargingDeviceStatus'
-            _i3 = _I_iso20_acdp_electricalChargingDeviceStatusType.get(v_EVSEElectricalChargingDeviceStatus)
-            if _i3 is None: raise EncodeError(f'{v_EVSEElectricalChargingDeviceStatus!r} is not one of the enumeration electricalChargingDeviceStatusType')
+            _i4 = _I_iso20_acdp_electricalChargingDeviceStatusType.get(v_EVSEElectricalChargingDeviceStatus)
+            if _i4 is None: raise EncodeError(f'{v_EVSEElectricalChargingDeviceStatus!r} is not one of the enumeration electricalChargingDeviceStatusType')
             if not (v_EVSEMechanicalChargingDeviceStatus is not None): raise EncodeError('missing content: EVSEMechanicalChargingDeviceStatus')
             el = 'EVSEMechanicalChargingDeviceStatus'
-            _i4 = _I_iso20_acdp_mechanicalChargingDeviceStatusType.get(v_EVSEMechanicalChargingDeviceStatus)
-            if _i4 is None: raise EncodeError(f'{v_EVSEMechanicalChargingDeviceStatus!r} is not one of the enumeration mechanicalChargingDeviceStatusType')
-            v = (v << 25) | (_i1 << 17) | (_i2 << 12) | (_i3 << 7) | (_i4 << 2)
+            _i5 = _I_iso20_acdp_mechanicalChargingDeviceStatusType.get(v_EVSEMechanicalChargingDeviceStatus)
+            if _i5 is None: raise EncodeError(f'{v_EVSEMechanicalChargingDeviceStatus!r} is not one of the enumeration mechanicalChargingDeviceStatusType')
+            v = (v << 25) | (_i2 << 17) | (_i3 << 12) | (_i4 << 7) | (_i5 << 2)
             n += 25
             v_Header = None
             v_ResponseCode = None
@@ -186,9 +402,68 @@ def _d_ACDP_SystemStatusReqType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ACDP_SystemStatusReqType', p)
         el = 'Header'
-        r.pos = p
-        f_Header = c_iso20_commontypes._d_MessageHeaderType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_SessionID = None
+        _c1_TimeStamp = None
+        _c1_Signature = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/SessionID'
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/TimeStamp'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_TimeStamp = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+        _c1_s = 2
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Header/Signature'
+                r.pos = p
+                _c1_Signature = c_xmldsig._d_SignatureType(r)
+                V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('MessageHeaderType', p)
+        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        f_Header.SessionID = _c1_SessionID
+        f_Header.TimeStamp = _c1_TimeStamp
+        f_Header.Signature = _c1_Signature
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ACDP_SystemStatusReqType', p)
@@ -202,7 +477,10 @@ def _d_ACDP_SystemStatusReqType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_acdp.ACDP_SystemStatusReqType(f_Header, f_EVTechnicalStatus)
+    _obj = _new(iso20_acdp.ACDP_SystemStatusReqType)
+    _obj.Header = f_Header
+    _obj.EVTechnicalStatus = f_EVTechnicalStatus
+    return _obj
 
 def _e_ACDP_SystemStatusReqType(w, o):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_SystemStatusReqType
@@ -216,9 +494,53 @@ def _e_ACDP_SystemStatusReqType(w, o):
             el = 'Header'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            c_iso20_commontypes._e_MessageHeaderType(w, v_Header)
-            v = w.v; n = w.n
+            _c1_o = v_Header
+            _c1_SessionID = _c1_o.SessionID
+            _c1_TimeStamp = _c1_o.TimeStamp
+            _c1_Signature = _c1_o.Signature
+            if _c1_SessionID is not None:
+                el = 'Header/SessionID'
+                v <<= 2
+                n += 2
+                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
+                _l = len(_c1_SessionID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
+                if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
+                el = 'Header/TimeStamp'
+                if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
+                v <<= 3
+                n += 3
+                _c1_SessionID = None
+                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
+                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_TimeStamp = None
+                _c1_s = 2
+            else:
+                raise EncodeError('missing content: expected one of SessionID')
+            if _c1_s == 2:
+                if _c1_Signature is not None:
+                    el = 'Header/Signature'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_xmldsig._e_SignatureType(w, _c1_Signature)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_Signature = None
+                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVTechnicalStatus is not None): raise EncodeError('missing content: EVTechnicalStatus')
             el = 'EVTechnicalStatus'
             v <<= 1
@@ -260,9 +582,68 @@ def _d_ACDP_SystemStatusResType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ACDP_SystemStatusResType', p)
         el = 'Header'
-        r.pos = p
-        f_Header = c_iso20_commontypes._d_MessageHeaderType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_SessionID = None
+        _c1_TimeStamp = None
+        _c1_Signature = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/SessionID'
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/TimeStamp'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_TimeStamp = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+        _c1_s = 2
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Header/Signature'
+                r.pos = p
+                _c1_Signature = c_xmldsig._d_SignatureType(r)
+                V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('MessageHeaderType', p)
+        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        f_Header.SessionID = _c1_SessionID
+        f_Header.TimeStamp = _c1_TimeStamp
+        f_Header.Signature = _c1_Signature
         p += 48
         if p > E: V, E, p = r.slide(p, 48)
         x = (V >> (E - p)) & 281474976710655
@@ -294,7 +675,19 @@ def _d_ACDP_SystemStatusResType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_acdp.ACDP_SystemStatusResType(f_Header, f_ResponseCode, f_EVSEMechanicalChargingDeviceStatus, f_EVSEReadyToCharge, f_EVSEIsolationStatus, f_EVSEDisabled, f_EVSEUtilityInterruptEvent, f_EVSEEmergencyShutdown, f_EVSEMalfunction, f_EVInChargePosition, f_EVAssociationStatus)
+    _obj = _new(iso20_acdp.ACDP_SystemStatusResType)
+    _obj.Header = f_Header
+    _obj.ResponseCode = f_ResponseCode
+    _obj.EVSEMechanicalChargingDeviceStatus = f_EVSEMechanicalChargingDeviceStatus
+    _obj.EVSEReadyToCharge = f_EVSEReadyToCharge
+    _obj.EVSEIsolationStatus = f_EVSEIsolationStatus
+    _obj.EVSEDisabled = f_EVSEDisabled
+    _obj.EVSEUtilityInterruptEvent = f_EVSEUtilityInterruptEvent
+    _obj.EVSEEmergencyShutdown = f_EVSEEmergencyShutdown
+    _obj.EVSEMalfunction = f_EVSEMalfunction
+    _obj.EVInChargePosition = f_EVInChargePosition
+    _obj.EVAssociationStatus = f_EVAssociationStatus
+    return _obj
 
 def _e_ACDP_SystemStatusResType(w, o):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_SystemStatusResType
@@ -317,24 +710,68 @@ def _e_ACDP_SystemStatusResType(w, o):
             el = 'Header'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            c_iso20_commontypes._e_MessageHeaderType(w, v_Header)
-            v = w.v; n = w.n
+            _c1_o = v_Header
+            _c1_SessionID = _c1_o.SessionID
+            _c1_TimeStamp = _c1_o.TimeStamp
+            _c1_Signature = _c1_o.Signature
+            if _c1_SessionID is not None:
+                el = 'Header/SessionID'
+                v <<= 2
+                n += 2
+                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
+                _l = len(_c1_SessionID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
+                if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
+                el = 'Header/TimeStamp'
+                if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
+                v <<= 3
+                n += 3
+                _c1_SessionID = None
+                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
+                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_TimeStamp = None
+                _c1_s = 2
+            else:
+                raise EncodeError('missing content: expected one of SessionID')
+            if _c1_s == 2:
+                if _c1_Signature is not None:
+                    el = 'Header/Signature'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_xmldsig._e_SignatureType(w, _c1_Signature)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_Signature = None
+                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
-            _i1 = _I_iso20_commontypes_responseCodeType.get(v_ResponseCode)
-            if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i2 = _I_iso20_commontypes_responseCodeType.get(v_ResponseCode)
+            if _i2 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_EVSEMechanicalChargingDeviceStatus is not None): raise EncodeError('missing content: EVSEMechanicalChargingDeviceStatus')
             el = 'EVSEMechanicalChargingDeviceStatus'
-            _i2 = _I_iso20_acdp_mechanicalChargingDeviceStatusType.get(v_EVSEMechanicalChargingDeviceStatus)
-            if _i2 is None: raise EncodeError(f'{v_EVSEMechanicalChargingDeviceStatus!r} is not one of the enumeration mechanicalChargingDeviceStatusType')
+            _i3 = _I_iso20_acdp_mechanicalChargingDeviceStatusType.get(v_EVSEMechanicalChargingDeviceStatus)
+            if _i3 is None: raise EncodeError(f'{v_EVSEMechanicalChargingDeviceStatus!r} is not one of the enumeration mechanicalChargingDeviceStatusType')
             if not (v_EVSEReadyToCharge is not None): raise EncodeError('missing content: EVSEReadyToCharge')
             el = 'EVSEReadyToCharge'
             if v_EVSEReadyToCharge is not True and v_EVSEReadyToCharge is not False: raise EncodeError(f'expected a bool, got {v_EVSEReadyToCharge!r}')
             if not (v_EVSEIsolationStatus is not None): raise EncodeError('missing content: EVSEIsolationStatus')
             el = 'EVSEIsolationStatus'
-            _i3 = _I_iso20_acdp_isolationStatusType.get(v_EVSEIsolationStatus)
-            if _i3 is None: raise EncodeError(f'{v_EVSEIsolationStatus!r} is not one of the enumeration isolationStatusType')
+            _i4 = _I_iso20_acdp_isolationStatusType.get(v_EVSEIsolationStatus)
+            if _i4 is None: raise EncodeError(f'{v_EVSEIsolationStatus!r} is not one of the enumeration isolationStatusType')
             if not (v_EVSEDisabled is not None): raise EncodeError('missing content: EVSEDisabled')
             el = 'EVSEDisabled'
             if v_EVSEDisabled is not True and v_EVSEDisabled is not False: raise EncodeError(f'expected a bool, got {v_EVSEDisabled!r}')
@@ -353,7 +790,7 @@ def _e_ACDP_SystemStatusResType(w, o):
             if not (v_EVAssociationStatus is not None): raise EncodeError('missing content: EVAssociationStatus')
             el = 'EVAssociationStatus'
             if v_EVAssociationStatus is not True and v_EVAssociationStatus is not False: raise EncodeError(f'expected a bool, got {v_EVAssociationStatus!r}')
-            v = (v << 48) | (_i1 << 40) | (_i2 << 35) | (v_EVSEReadyToCharge << 31) | (_i3 << 26) | (v_EVSEDisabled << 22) | (v_EVSEUtilityInterruptEvent << 18) | (v_EVSEEmergencyShutdown << 14) | (v_EVSEMalfunction << 10) | (v_EVInChargePosition << 6) | (v_EVAssociationStatus << 2)
+            v = (v << 48) | (_i2 << 40) | (_i3 << 35) | (v_EVSEReadyToCharge << 31) | (_i4 << 26) | (v_EVSEDisabled << 22) | (v_EVSEUtilityInterruptEvent << 18) | (v_EVSEEmergencyShutdown << 14) | (v_EVSEMalfunction << 10) | (v_EVInChargePosition << 6) | (v_EVAssociationStatus << 2)
             n += 48
             v_Header = None
             v_ResponseCode = None
@@ -388,9 +825,68 @@ def _d_ACDP_VehiclePositioningReqType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ACDP_VehiclePositioningReqType', p)
         el = 'Header'
-        r.pos = p
-        f_Header = c_iso20_commontypes._d_MessageHeaderType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_SessionID = None
+        _c1_TimeStamp = None
+        _c1_Signature = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/SessionID'
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/TimeStamp'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_TimeStamp = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+        _c1_s = 2
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Header/Signature'
+                r.pos = p
+                _c1_Signature = c_xmldsig._d_SignatureType(r)
+                V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('MessageHeaderType', p)
+        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        f_Header.SessionID = _c1_SessionID
+        f_Header.TimeStamp = _c1_TimeStamp
+        f_Header.Signature = _c1_Signature
         p += 9
         if p > E: V, E, p = r.slide(p, 9)
         x = (V >> (E - p)) & 511
@@ -402,7 +898,11 @@ def _d_ACDP_VehiclePositioningReqType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_acdp.ACDP_VehiclePositioningReqType(f_Header, f_EVMobilityStatus, f_EVPositioningSupport)
+    _obj = _new(iso20_acdp.ACDP_VehiclePositioningReqType)
+    _obj.Header = f_Header
+    _obj.EVMobilityStatus = f_EVMobilityStatus
+    _obj.EVPositioningSupport = f_EVPositioningSupport
+    return _obj
 
 def _e_ACDP_VehiclePositioningReqType(w, o):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_VehiclePositioningReqType
@@ -417,9 +917,53 @@ def _e_ACDP_VehiclePositioningReqType(w, o):
             el = 'Header'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            c_iso20_commontypes._e_MessageHeaderType(w, v_Header)
-            v = w.v; n = w.n
+            _c1_o = v_Header
+            _c1_SessionID = _c1_o.SessionID
+            _c1_TimeStamp = _c1_o.TimeStamp
+            _c1_Signature = _c1_o.Signature
+            if _c1_SessionID is not None:
+                el = 'Header/SessionID'
+                v <<= 2
+                n += 2
+                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
+                _l = len(_c1_SessionID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
+                if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
+                el = 'Header/TimeStamp'
+                if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
+                v <<= 3
+                n += 3
+                _c1_SessionID = None
+                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
+                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_TimeStamp = None
+                _c1_s = 2
+            else:
+                raise EncodeError('missing content: expected one of SessionID')
+            if _c1_s == 2:
+                if _c1_Signature is not None:
+                    el = 'Header/Signature'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_xmldsig._e_SignatureType(w, _c1_Signature)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_Signature = None
+                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVMobilityStatus is not None): raise EncodeError('missing content: EVMobilityStatus')
             el = 'EVMobilityStatus'
             if v_EVMobilityStatus is not True and v_EVMobilityStatus is not False: raise EncodeError(f'expected a bool, got {v_EVMobilityStatus!r}')
@@ -459,9 +1003,68 @@ def _d_ACDP_VehiclePositioningResType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ACDP_VehiclePositioningResType', p)
         el = 'Header'
-        r.pos = p
-        f_Header = c_iso20_commontypes._d_MessageHeaderType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_SessionID = None
+        _c1_TimeStamp = None
+        _c1_Signature = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/SessionID'
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/TimeStamp'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_TimeStamp = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+        _c1_s = 2
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Header/Signature'
+                r.pos = p
+                _c1_Signature = c_xmldsig._d_SignatureType(r)
+                V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('MessageHeaderType', p)
+        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        f_Header.SessionID = _c1_SessionID
+        f_Header.TimeStamp = _c1_TimeStamp
+        f_Header.Signature = _c1_Signature
         p += 21
         if p > E: V, E, p = r.slide(p, 21)
         x = (V >> (E - p)) & 2097151
@@ -478,12 +1081,22 @@ def _d_ACDP_VehiclePositioningResType(r):
         f_EVSEPositioningSupport = ((x >> 4) & 1) == 1
         el = 'EVRelativeXDeviation'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_EVRelativeXDeviation = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_EVRelativeXDeviation = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_EVRelativeXDeviation = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_EVRelativeXDeviation = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_EVRelativeXDeviation = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_EVRelativeXDeviation = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_EVRelativeXDeviation = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
@@ -494,12 +1107,22 @@ def _d_ACDP_VehiclePositioningResType(r):
         if f_EVRelativeXDeviation < -32768 or f_EVRelativeXDeviation > 32767: r.facet('ACDP_VehiclePositioningResType/EVRelativeXDeviation', 'range [-32768, 32767]', f_EVRelativeXDeviation, r.at(p))
         el = 'EVRelativeYDeviation'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_EVRelativeYDeviation = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_EVRelativeYDeviation = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_EVRelativeYDeviation = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_EVRelativeYDeviation = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_EVRelativeYDeviation = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_EVRelativeYDeviation = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_EVRelativeYDeviation = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
@@ -510,12 +1133,22 @@ def _d_ACDP_VehiclePositioningResType(r):
         if f_EVRelativeYDeviation < -32768 or f_EVRelativeYDeviation > 32767: r.facet('ACDP_VehiclePositioningResType/EVRelativeYDeviation', 'range [-32768, 32767]', f_EVRelativeYDeviation, r.at(p))
         el = 'ContactWindowXc'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_ContactWindowXc = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_ContactWindowXc = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_ContactWindowXc = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ContactWindowXc = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_ContactWindowXc = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_ContactWindowXc = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_ContactWindowXc = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
@@ -526,12 +1159,22 @@ def _d_ACDP_VehiclePositioningResType(r):
         if f_ContactWindowXc < -32768 or f_ContactWindowXc > 32767: r.facet('ACDP_VehiclePositioningResType/ContactWindowXc', 'range [-32768, 32767]', f_ContactWindowXc, r.at(p))
         el = 'ContactWindowYc'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_ContactWindowYc = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_ContactWindowYc = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_ContactWindowYc = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ContactWindowYc = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_ContactWindowYc = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_ContactWindowYc = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_ContactWindowYc = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 6
@@ -545,7 +1188,17 @@ def _d_ACDP_VehiclePositioningResType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_acdp.ACDP_VehiclePositioningResType(f_Header, f_ResponseCode, f_EVSEProcessing, f_EVSEPositioningSupport, f_EVRelativeXDeviation, f_EVRelativeYDeviation, f_ContactWindowXc, f_ContactWindowYc, f_EVInChargePosition)
+    _obj = _new(iso20_acdp.ACDP_VehiclePositioningResType)
+    _obj.Header = f_Header
+    _obj.ResponseCode = f_ResponseCode
+    _obj.EVSEProcessing = f_EVSEProcessing
+    _obj.EVSEPositioningSupport = f_EVSEPositioningSupport
+    _obj.EVRelativeXDeviation = f_EVRelativeXDeviation
+    _obj.EVRelativeYDeviation = f_EVRelativeYDeviation
+    _obj.ContactWindowXc = f_ContactWindowXc
+    _obj.ContactWindowYc = f_ContactWindowYc
+    _obj.EVInChargePosition = f_EVInChargePosition
+    return _obj
 
 def _e_ACDP_VehiclePositioningResType(w, o):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_VehiclePositioningResType
@@ -566,24 +1219,68 @@ def _e_ACDP_VehiclePositioningResType(w, o):
             el = 'Header'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            c_iso20_commontypes._e_MessageHeaderType(w, v_Header)
-            v = w.v; n = w.n
+            _c1_o = v_Header
+            _c1_SessionID = _c1_o.SessionID
+            _c1_TimeStamp = _c1_o.TimeStamp
+            _c1_Signature = _c1_o.Signature
+            if _c1_SessionID is not None:
+                el = 'Header/SessionID'
+                v <<= 2
+                n += 2
+                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
+                _l = len(_c1_SessionID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
+                if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
+                el = 'Header/TimeStamp'
+                if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
+                v <<= 3
+                n += 3
+                _c1_SessionID = None
+                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
+                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_TimeStamp = None
+                _c1_s = 2
+            else:
+                raise EncodeError('missing content: expected one of SessionID')
+            if _c1_s == 2:
+                if _c1_Signature is not None:
+                    el = 'Header/Signature'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_xmldsig._e_SignatureType(w, _c1_Signature)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_Signature = None
+                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
-            _i1 = _I_iso20_commontypes_responseCodeType.get(v_ResponseCode)
-            if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i2 = _I_iso20_commontypes_responseCodeType.get(v_ResponseCode)
+            if _i2 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
             el = 'EVSEProcessing'
-            _i2 = _I_iso20_commontypes_processingType.get(v_EVSEProcessing)
-            if _i2 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
+            _i3 = _I_iso20_commontypes_processingType.get(v_EVSEProcessing)
+            if _i3 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
             if not (v_EVSEPositioningSupport is not None): raise EncodeError('missing content: EVSEPositioningSupport')
             el = 'EVSEPositioningSupport'
             if v_EVSEPositioningSupport is not True and v_EVSEPositioningSupport is not False: raise EncodeError(f'expected a bool, got {v_EVSEPositioningSupport!r}')
             if not (v_EVRelativeXDeviation is not None): raise EncodeError('missing content: EVRelativeXDeviation')
             el = 'EVRelativeXDeviation'
             if v_EVRelativeXDeviation < -32768 or v_EVRelativeXDeviation > 32767: raise EncodeError(f'value {v_EVRelativeXDeviation!r} outside [-32768, 32767]')
-            v = (v << 21) | (_i1 << 13) | (_i2 << 8) | (v_EVSEPositioningSupport << 4) | (v_EVRelativeXDeviation < 0)
+            v = (v << 21) | (_i2 << 13) | (_i3 << 8) | (v_EVSEPositioningSupport << 4) | (v_EVRelativeXDeviation < 0)
             n += 21
             v_Header = None
             v_ResponseCode = None
@@ -592,6 +1289,7 @@ def _e_ACDP_VehiclePositioningResType(w, o):
             _m = (-v_EVRelativeXDeviation - 1 if v_EVRelativeXDeviation < 0 else v_EVRelativeXDeviation)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVRelativeYDeviation is not None): raise EncodeError('missing content: EVRelativeYDeviation')
             el = 'EVRelativeYDeviation'
@@ -602,6 +1300,7 @@ def _e_ACDP_VehiclePositioningResType(w, o):
             _m = (-v_EVRelativeYDeviation - 1 if v_EVRelativeYDeviation < 0 else v_EVRelativeYDeviation)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_ContactWindowXc is not None): raise EncodeError('missing content: ContactWindowXc')
             el = 'ContactWindowXc'
@@ -612,6 +1311,7 @@ def _e_ACDP_VehiclePositioningResType(w, o):
             _m = (-v_ContactWindowXc - 1 if v_ContactWindowXc < 0 else v_ContactWindowXc)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_ContactWindowYc is not None): raise EncodeError('missing content: ContactWindowYc')
             el = 'ContactWindowYc'
@@ -622,6 +1322,7 @@ def _e_ACDP_VehiclePositioningResType(w, o):
             _m = (-v_ContactWindowYc - 1 if v_ContactWindowYc < 0 else v_ContactWindowYc)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVInChargePosition is not None): raise EncodeError('missing content: EVInChargePosition')
             el = 'EVInChargePosition'
@@ -653,305 +1354,331 @@ def _d_EVTechnicalStatusType(r):
     f_EVErrorCode = None
     f_EVTimeout = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 8
-                if p > E: V, E, p = r.slide(p, 8)
-                x = (V >> (E - p)) & 255
-                if x & 221: raise r.deviation('EVTechnicalStatusType', p)
-                el = 'EVReadyToCharge'
-                f_EVReadyToCharge = ((x >> 5) & 1) == 1
-                el = 'EVImmobilizationRequest'
-                f_EVImmobilizationRequest = ((x >> 1) & 1) == 1
-                s = 2
-            if s == 2:
+        p += 8
+        if p > E: V, E, p = r.slide(p, 8)
+        x = (V >> (E - p)) & 255
+        if x & 221: raise r.deviation('EVTechnicalStatusType', p)
+        el = 'EVReadyToCharge'
+        f_EVReadyToCharge = ((x >> 5) & 1) == 1
+        el = 'EVImmobilizationRequest'
+        f_EVImmobilizationRequest = ((x >> 1) & 1) == 1
+        s = 2
+        if s == 2:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('EVTechnicalStatusType', p)
-                    el = 'EVImmobilized'
-                    f_EVImmobilized = ((x >> 1) & 1) == 1
-                    s = 3
-                elif ec == 1:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12302: raise r.deviation('EVTechnicalStatusType', p)
-                    el = 'EVWLANStrength'
-                    el = 'EVWLANStrength/Exponent'
-                    _c1_Exponent = ((x >> 4) & 255) + -128
-                    el = 'EVWLANStrength/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('EVTechnicalStatusType', p)
+                el = 'EVImmobilized'
+                f_EVImmobilized = ((x >> 1) & 1) == 1
+                s = 3
+            elif ec == 1:
+                p += 14
+                if p > E: V, E, p = r.slide(p, 14)
+                x = (V >> (E - p)) & 16383
+                if x & 12302: raise r.deviation('EVTechnicalStatusType', p)
+                el = 'EVWLANStrength/Exponent'
+                _c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVWLANStrength/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('EVTechnicalStatusType', p)
-                    if _neg: _c1_Value = -_c1_Value - 1
-                    if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
-                    f_EVWLANStrength = iso20_commontypes.RationalNumberType(_c1_Exponent, _c1_Value)
-                    s = 4
-                elif ec == 2:
-                    p += 5
-                    if p > E: V, E, p = r.slide(p, 5)
-                    x = (V >> (E - p)) & 31
-                    if x & 17: raise r.deviation('EVTechnicalStatusType', p)
-                    el = 'EVCPStatus'
-                    f_EVCPStatus = ((x >> 1) & 7)
-                    if f_EVCPStatus >= 5: f_EVCPStatus = r.enum_index('EVTechnicalStatusType/EVCPStatus', f_EVCPStatus, 5, r.at(p))
-                    else: f_EVCPStatus = _E_iso20_acdp_cpStatusType[f_EVCPStatus]
-                    s = 5
-                elif ec == 3:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('EVTechnicalStatusType', p)
-                    el = 'EVSOC'
-                    f_EVSOC = ((x >> 1) & 127)
-                    if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(p))
-                    s = 6
-                elif ec == 4:
-                    p += 6
-                    if p > E: V, E, p = r.slide(p, 6)
-                    x = (V >> (E - p)) & 63
-                    if x & 33: raise r.deviation('EVTechnicalStatusType', p)
-                    el = 'EVErrorCode'
-                    f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(p))
-                    else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
-                    s = 7
-                elif ec == 5:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('EVTechnicalStatusType', p)
-                    el = 'EVTimeout'
-                    f_EVTimeout = ((x >> 1) & 1) == 1
-                    s = 8
-                elif ec == 6:
-                    pass
-                    s = -1
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c1_Value = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('EVTechnicalStatusType', p)
-            if s == 3:
+                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('EVTechnicalStatusType', p)
+                if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                f_EVWLANStrength = _new(iso20_commontypes.RationalNumberType)
+                f_EVWLANStrength.Exponent = _c1_Exponent
+                f_EVWLANStrength.Value = _c1_Value
+                s = 4
+            elif ec == 2:
+                p += 5
+                if p > E: V, E, p = r.slide(p, 5)
+                x = (V >> (E - p)) & 31
+                if x & 17: raise r.deviation('EVTechnicalStatusType', p)
+                el = 'EVCPStatus'
+                f_EVCPStatus = ((x >> 1) & 7)
+                if f_EVCPStatus >= 5: f_EVCPStatus = r.enum_index('EVTechnicalStatusType/EVCPStatus', f_EVCPStatus, 5, r.at(p))
+                else: f_EVCPStatus = _E_iso20_acdp_cpStatusType[f_EVCPStatus]
+                s = 5
+            elif ec == 3:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 257: raise r.deviation('EVTechnicalStatusType', p)
+                el = 'EVSOC'
+                f_EVSOC = ((x >> 1) & 127)
+                if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(p))
+                s = 6
+            elif ec == 4:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('EVTechnicalStatusType', p)
+                el = 'EVErrorCode'
+                f_EVErrorCode = ((x >> 1) & 15)
+                if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(p))
+                else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
+                s = 7
+            elif ec == 5:
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12302: raise r.deviation('EVTechnicalStatusType', p)
-                    el = 'EVWLANStrength'
-                    el = 'EVWLANStrength/Exponent'
-                    _c2_Exponent = ((x >> 4) & 255) + -128
-                    el = 'EVWLANStrength/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('EVTechnicalStatusType', p)
+                el = 'EVTimeout'
+                f_EVTimeout = ((x >> 1) & 1) == 1
+                s = 8
+            elif ec == 6:
+                pass
+                s = -1
+            else:
+                raise r.deviation('EVTechnicalStatusType', p)
+        if s == 3:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                p += 14
+                if p > E: V, E, p = r.slide(p, 14)
+                x = (V >> (E - p)) & 16383
+                if x & 12302: raise r.deviation('EVTechnicalStatusType', p)
+                el = 'EVWLANStrength/Exponent'
+                _c2_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVWLANStrength/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('EVTechnicalStatusType', p)
-                    if _neg: _c2_Value = -_c2_Value - 1
-                    if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
-                    f_EVWLANStrength = iso20_commontypes.RationalNumberType(_c2_Exponent, _c2_Value)
-                    s = 4
-                elif ec == 1:
-                    p += 5
-                    if p > E: V, E, p = r.slide(p, 5)
-                    x = (V >> (E - p)) & 31
-                    if x & 17: raise r.deviation('EVTechnicalStatusType', p)
-                    el = 'EVCPStatus'
-                    f_EVCPStatus = ((x >> 1) & 7)
-                    if f_EVCPStatus >= 5: f_EVCPStatus = r.enum_index('EVTechnicalStatusType/EVCPStatus', f_EVCPStatus, 5, r.at(p))
-                    else: f_EVCPStatus = _E_iso20_acdp_cpStatusType[f_EVCPStatus]
-                    s = 5
-                elif ec == 2:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('EVTechnicalStatusType', p)
-                    el = 'EVSOC'
-                    f_EVSOC = ((x >> 1) & 127)
-                    if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(p))
-                    s = 6
-                elif ec == 3:
-                    p += 6
-                    if p > E: V, E, p = r.slide(p, 6)
-                    x = (V >> (E - p)) & 63
-                    if x & 33: raise r.deviation('EVTechnicalStatusType', p)
-                    el = 'EVErrorCode'
-                    f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(p))
-                    else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
-                    s = 7
-                elif ec == 4:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('EVTechnicalStatusType', p)
-                    el = 'EVTimeout'
-                    f_EVTimeout = ((x >> 1) & 1) == 1
-                    s = 8
-                elif ec == 5:
-                    pass
-                    s = -1
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('EVTechnicalStatusType', p)
-            if s == 4:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 5
-                    if p > E: V, E, p = r.slide(p, 5)
-                    x = (V >> (E - p)) & 31
-                    if x & 17: raise r.deviation('EVTechnicalStatusType', p)
-                    el = 'EVCPStatus'
-                    f_EVCPStatus = ((x >> 1) & 7)
-                    if f_EVCPStatus >= 5: f_EVCPStatus = r.enum_index('EVTechnicalStatusType/EVCPStatus', f_EVCPStatus, 5, r.at(p))
-                    else: f_EVCPStatus = _E_iso20_acdp_cpStatusType[f_EVCPStatus]
-                    s = 5
-                elif ec == 1:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('EVTechnicalStatusType', p)
-                    el = 'EVSOC'
-                    f_EVSOC = ((x >> 1) & 127)
-                    if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(p))
-                    s = 6
-                elif ec == 2:
-                    p += 6
-                    if p > E: V, E, p = r.slide(p, 6)
-                    x = (V >> (E - p)) & 63
-                    if x & 33: raise r.deviation('EVTechnicalStatusType', p)
-                    el = 'EVErrorCode'
-                    f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(p))
-                    else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
-                    s = 7
-                elif ec == 3:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('EVTechnicalStatusType', p)
-                    el = 'EVTimeout'
-                    f_EVTimeout = ((x >> 1) & 1) == 1
-                    s = 8
-                elif ec == 4:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('EVTechnicalStatusType', p)
-            if s == 5:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('EVTechnicalStatusType', p)
-                    el = 'EVSOC'
-                    f_EVSOC = ((x >> 1) & 127)
-                    if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(p))
-                    s = 6
-                elif ec == 1:
-                    p += 6
-                    if p > E: V, E, p = r.slide(p, 6)
-                    x = (V >> (E - p)) & 63
-                    if x & 33: raise r.deviation('EVTechnicalStatusType', p)
-                    el = 'EVErrorCode'
-                    f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(p))
-                    else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
-                    s = 7
-                elif ec == 2:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('EVTechnicalStatusType', p)
-                    el = 'EVTimeout'
-                    f_EVTimeout = ((x >> 1) & 1) == 1
-                    s = 8
-                elif ec == 3:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('EVTechnicalStatusType', p)
-            if s == 6:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 6
-                    if p > E: V, E, p = r.slide(p, 6)
-                    x = (V >> (E - p)) & 63
-                    if x & 33: raise r.deviation('EVTechnicalStatusType', p)
-                    el = 'EVErrorCode'
-                    f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(p))
-                    else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
-                    s = 7
-                elif ec == 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('EVTechnicalStatusType', p)
-                    el = 'EVTimeout'
-                    f_EVTimeout = ((x >> 1) & 1) == 1
-                    s = 8
-                elif ec == 2:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('EVTechnicalStatusType', p)
-            if s == 7:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('EVTechnicalStatusType', p)
-                    el = 'EVTimeout'
-                    f_EVTimeout = ((x >> 1) & 1) == 1
-                    s = 8
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('EVTechnicalStatusType', p)
-            if s == 8:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('EVTechnicalStatusType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('EVTechnicalStatusType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                f_EVWLANStrength = _new(iso20_commontypes.RationalNumberType)
+                f_EVWLANStrength.Exponent = _c2_Exponent
+                f_EVWLANStrength.Value = _c2_Value
+                s = 4
+            elif ec == 1:
+                p += 5
+                if p > E: V, E, p = r.slide(p, 5)
+                x = (V >> (E - p)) & 31
+                if x & 17: raise r.deviation('EVTechnicalStatusType', p)
+                el = 'EVCPStatus'
+                f_EVCPStatus = ((x >> 1) & 7)
+                if f_EVCPStatus >= 5: f_EVCPStatus = r.enum_index('EVTechnicalStatusType/EVCPStatus', f_EVCPStatus, 5, r.at(p))
+                else: f_EVCPStatus = _E_iso20_acdp_cpStatusType[f_EVCPStatus]
+                s = 5
+            elif ec == 2:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 257: raise r.deviation('EVTechnicalStatusType', p)
+                el = 'EVSOC'
+                f_EVSOC = ((x >> 1) & 127)
+                if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(p))
+                s = 6
+            elif ec == 3:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('EVTechnicalStatusType', p)
+                el = 'EVErrorCode'
+                f_EVErrorCode = ((x >> 1) & 15)
+                if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(p))
+                else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
+                s = 7
+            elif ec == 4:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('EVTechnicalStatusType', p)
+                el = 'EVTimeout'
+                f_EVTimeout = ((x >> 1) & 1) == 1
+                s = 8
+            elif ec == 5:
+                pass
                 s = -1
+            else:
+                raise r.deviation('EVTechnicalStatusType', p)
+        if s == 4:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                p += 5
+                if p > E: V, E, p = r.slide(p, 5)
+                x = (V >> (E - p)) & 31
+                if x & 17: raise r.deviation('EVTechnicalStatusType', p)
+                el = 'EVCPStatus'
+                f_EVCPStatus = ((x >> 1) & 7)
+                if f_EVCPStatus >= 5: f_EVCPStatus = r.enum_index('EVTechnicalStatusType/EVCPStatus', f_EVCPStatus, 5, r.at(p))
+                else: f_EVCPStatus = _E_iso20_acdp_cpStatusType[f_EVCPStatus]
+                s = 5
+            elif ec == 1:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 257: raise r.deviation('EVTechnicalStatusType', p)
+                el = 'EVSOC'
+                f_EVSOC = ((x >> 1) & 127)
+                if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(p))
+                s = 6
+            elif ec == 2:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('EVTechnicalStatusType', p)
+                el = 'EVErrorCode'
+                f_EVErrorCode = ((x >> 1) & 15)
+                if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(p))
+                else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
+                s = 7
+            elif ec == 3:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('EVTechnicalStatusType', p)
+                el = 'EVTimeout'
+                f_EVTimeout = ((x >> 1) & 1) == 1
+                s = 8
+            elif ec == 4:
+                pass
+                s = -1
+            else:
+                raise r.deviation('EVTechnicalStatusType', p)
+        if s == 5:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 257: raise r.deviation('EVTechnicalStatusType', p)
+                el = 'EVSOC'
+                f_EVSOC = ((x >> 1) & 127)
+                if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(p))
+                s = 6
+            elif ec == 1:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('EVTechnicalStatusType', p)
+                el = 'EVErrorCode'
+                f_EVErrorCode = ((x >> 1) & 15)
+                if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(p))
+                else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
+                s = 7
+            elif ec == 2:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('EVTechnicalStatusType', p)
+                el = 'EVTimeout'
+                f_EVTimeout = ((x >> 1) & 1) == 1
+                s = 8
+            elif ec == 3:
+                pass
+                s = -1
+            else:
+                raise r.deviation('EVTechnicalStatusType', p)
+        if s == 6:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('EVTechnicalStatusType', p)
+                el = 'EVErrorCode'
+                f_EVErrorCode = ((x >> 1) & 15)
+                if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(p))
+                else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
+                s = 7
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('EVTechnicalStatusType', p)
+                el = 'EVTimeout'
+                f_EVTimeout = ((x >> 1) & 1) == 1
+                s = 8
+            elif ec == 2:
+                pass
+                s = -1
+            else:
+                raise r.deviation('EVTechnicalStatusType', p)
+        if s == 7:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('EVTechnicalStatusType', p)
+                el = 'EVTimeout'
+                f_EVTimeout = ((x >> 1) & 1) == 1
+                s = 8
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('EVTechnicalStatusType', p)
+        if s == 8:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('EVTechnicalStatusType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_acdp.EVTechnicalStatusType(f_EVReadyToCharge, f_EVImmobilizationRequest, f_EVImmobilized, f_EVWLANStrength, f_EVCPStatus, f_EVSOC, f_EVErrorCode, f_EVTimeout)
+    _obj = _new(iso20_acdp.EVTechnicalStatusType)
+    _obj.EVReadyToCharge = f_EVReadyToCharge
+    _obj.EVImmobilizationRequest = f_EVImmobilizationRequest
+    _obj.EVImmobilized = f_EVImmobilized
+    _obj.EVWLANStrength = f_EVWLANStrength
+    _obj.EVCPStatus = f_EVCPStatus
+    _obj.EVSOC = f_EVSOC
+    _obj.EVErrorCode = f_EVErrorCode
+    _obj.EVTimeout = f_EVTimeout
+    return _obj
 
 def _e_EVTechnicalStatusType(w, o):
     # {urn:iso:std:iso:15118:-20:ACDP}EVTechnicalStatusType
@@ -967,251 +1694,246 @@ def _e_EVTechnicalStatusType(w, o):
         v_EVSOC = o.EVSOC
         v_EVErrorCode = o.EVErrorCode
         v_EVTimeout = o.EVTimeout
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_EVReadyToCharge is not None:
-                    el = 'EVReadyToCharge'
-                    if v_EVReadyToCharge is not True and v_EVReadyToCharge is not False: raise EncodeError(f'expected a bool, got {v_EVReadyToCharge!r}')
-                    if not (v_EVImmobilizationRequest is not None): raise EncodeError('missing content: EVImmobilizationRequest')
-                    el = 'EVImmobilizationRequest'
-                    if v_EVImmobilizationRequest is not True and v_EVImmobilizationRequest is not False: raise EncodeError(f'expected a bool, got {v_EVImmobilizationRequest!r}')
-                    v = (v << 8) | (v_EVReadyToCharge << 5) | (v_EVImmobilizationRequest << 1)
-                    n += 8
-                    v_EVReadyToCharge = None
-                    v_EVImmobilizationRequest = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVReadyToCharge')
-            if s == 2:
-                if v_EVImmobilized is not None:
-                    el = 'EVImmobilized'
-                    if v_EVImmobilized is not True and v_EVImmobilized is not False: raise EncodeError(f'expected a bool, got {v_EVImmobilized!r}')
-                    v = (v << 6) | (v_EVImmobilized << 1)
-                    n += 6
-                    v_EVImmobilized = None
-                    s = 3
-                elif v_EVWLANStrength is not None:
-                    el = 'EVWLANStrength'
-                    _o = v_EVWLANStrength
-                    _c1_Exponent = _o.Exponent
-                    _c1_Value = _o.Value
-                    if not (_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'EVWLANStrength/Exponent'
-                    if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
-                    if not (_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVWLANStrength/Value'
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | (1 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
-                    n += 17
-                    _c1_Exponent = None
-                    _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c1_Value = None
-                    v_EVWLANStrength = None
-                    s = 4
-                elif v_EVCPStatus is not None:
-                    el = 'EVCPStatus'
-                    _i2 = _I_iso20_acdp_cpStatusType.get(v_EVCPStatus)
-                    if _i2 is None: raise EncodeError(f'{v_EVCPStatus!r} is not one of the enumeration cpStatusType')
-                    v = (v << 8) | (2 << 5) | (_i2 << 1)
-                    n += 8
-                    v_EVCPStatus = None
-                    s = 5
-                elif v_EVSOC is not None:
-                    el = 'EVSOC'
-                    if not 0 <= v_EVSOC <= 100: raise EncodeError(f'value {v_EVSOC!r} outside [0, 100]')
-                    v = (v << 12) | (3 << 9) | (v_EVSOC << 1)
-                    n += 12
-                    v_EVSOC = None
-                    s = 6
-                elif v_EVErrorCode is not None:
-                    el = 'EVErrorCode'
-                    _i3 = _I_iso20_acdp_errorCodeType.get(v_EVErrorCode)
-                    if _i3 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
-                    v = (v << 9) | (4 << 6) | (_i3 << 1)
-                    n += 9
-                    v_EVErrorCode = None
-                    s = 7
-                elif v_EVTimeout is not None:
-                    el = 'EVTimeout'
-                    if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
-                    v = (v << 6) | (5 << 3) | (v_EVTimeout << 1)
-                    n += 6
-                    v_EVTimeout = None
-                    s = 8
-                elif True:
-                    v = (v << 3) | 6
-                    n += 3
-                    if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
-                    s = -1
-            if s == 3:
-                if v_EVWLANStrength is not None:
-                    el = 'EVWLANStrength'
-                    _o = v_EVWLANStrength
-                    _c4_Exponent = _o.Exponent
-                    _c4_Value = _o.Value
-                    if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'EVWLANStrength/Exponent'
-                    if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
-                    if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVWLANStrength/Value'
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-                    n += 17
-                    _c4_Exponent = None
-                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c4_Value = None
-                    v_EVWLANStrength = None
-                    s = 4
-                elif v_EVCPStatus is not None:
-                    el = 'EVCPStatus'
-                    _i5 = _I_iso20_acdp_cpStatusType.get(v_EVCPStatus)
-                    if _i5 is None: raise EncodeError(f'{v_EVCPStatus!r} is not one of the enumeration cpStatusType')
-                    v = (v << 8) | (1 << 5) | (_i5 << 1)
-                    n += 8
-                    v_EVCPStatus = None
-                    s = 5
-                elif v_EVSOC is not None:
-                    el = 'EVSOC'
-                    if not 0 <= v_EVSOC <= 100: raise EncodeError(f'value {v_EVSOC!r} outside [0, 100]')
-                    v = (v << 12) | (2 << 9) | (v_EVSOC << 1)
-                    n += 12
-                    v_EVSOC = None
-                    s = 6
-                elif v_EVErrorCode is not None:
-                    el = 'EVErrorCode'
-                    _i6 = _I_iso20_acdp_errorCodeType.get(v_EVErrorCode)
-                    if _i6 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
-                    v = (v << 9) | (3 << 6) | (_i6 << 1)
-                    n += 9
-                    v_EVErrorCode = None
-                    s = 7
-                elif v_EVTimeout is not None:
-                    el = 'EVTimeout'
-                    if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
-                    v = (v << 6) | (4 << 3) | (v_EVTimeout << 1)
-                    n += 6
-                    v_EVTimeout = None
-                    s = 8
-                elif True:
-                    v = (v << 3) | 5
-                    n += 3
-                    if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
-                    s = -1
-            if s == 4:
-                if v_EVCPStatus is not None:
-                    el = 'EVCPStatus'
-                    _i7 = _I_iso20_acdp_cpStatusType.get(v_EVCPStatus)
-                    if _i7 is None: raise EncodeError(f'{v_EVCPStatus!r} is not one of the enumeration cpStatusType')
-                    v = (v << 8) | (_i7 << 1)
-                    n += 8
-                    v_EVCPStatus = None
-                    s = 5
-                elif v_EVSOC is not None:
-                    el = 'EVSOC'
-                    if not 0 <= v_EVSOC <= 100: raise EncodeError(f'value {v_EVSOC!r} outside [0, 100]')
-                    v = (v << 12) | (1 << 9) | (v_EVSOC << 1)
-                    n += 12
-                    v_EVSOC = None
-                    s = 6
-                elif v_EVErrorCode is not None:
-                    el = 'EVErrorCode'
-                    _i8 = _I_iso20_acdp_errorCodeType.get(v_EVErrorCode)
-                    if _i8 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
-                    v = (v << 9) | (2 << 6) | (_i8 << 1)
-                    n += 9
-                    v_EVErrorCode = None
-                    s = 7
-                elif v_EVTimeout is not None:
-                    el = 'EVTimeout'
-                    if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
-                    v = (v << 6) | (3 << 3) | (v_EVTimeout << 1)
-                    n += 6
-                    v_EVTimeout = None
-                    s = 8
-                elif True:
-                    v = (v << 3) | 4
-                    n += 3
-                    if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
-                    s = -1
-            if s == 5:
-                if v_EVSOC is not None:
-                    el = 'EVSOC'
-                    if not 0 <= v_EVSOC <= 100: raise EncodeError(f'value {v_EVSOC!r} outside [0, 100]')
-                    v = (v << 12) | (v_EVSOC << 1)
-                    n += 12
-                    v_EVSOC = None
-                    s = 6
-                elif v_EVErrorCode is not None:
-                    el = 'EVErrorCode'
-                    _i9 = _I_iso20_acdp_errorCodeType.get(v_EVErrorCode)
-                    if _i9 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
-                    v = (v << 9) | (1 << 6) | (_i9 << 1)
-                    n += 9
-                    v_EVErrorCode = None
-                    s = 7
-                elif v_EVTimeout is not None:
-                    el = 'EVTimeout'
-                    if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
-                    v = (v << 6) | (2 << 3) | (v_EVTimeout << 1)
-                    n += 6
-                    v_EVTimeout = None
-                    s = 8
-                elif True:
-                    v = (v << 3) | 3
-                    n += 3
-                    if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
-                    s = -1
-            if s == 6:
-                if v_EVErrorCode is not None:
-                    el = 'EVErrorCode'
-                    _i10 = _I_iso20_acdp_errorCodeType.get(v_EVErrorCode)
-                    if _i10 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
-                    v = (v << 8) | (_i10 << 1)
-                    n += 8
-                    v_EVErrorCode = None
-                    s = 7
-                elif v_EVTimeout is not None:
-                    el = 'EVTimeout'
-                    if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
-                    v = (v << 5) | (1 << 3) | (v_EVTimeout << 1)
-                    n += 5
-                    v_EVTimeout = None
-                    s = 8
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
-                    s = -1
-            if s == 7:
-                if v_EVTimeout is not None:
-                    el = 'EVTimeout'
-                    if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
-                    v = (v << 5) | (v_EVTimeout << 1)
-                    n += 5
-                    v_EVTimeout = None
-                    s = 8
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
-                    s = -1
-            if s == 8:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
-                    s = -1
+        if v_EVReadyToCharge is not None:
+            el = 'EVReadyToCharge'
+            if v_EVReadyToCharge is not True and v_EVReadyToCharge is not False: raise EncodeError(f'expected a bool, got {v_EVReadyToCharge!r}')
+            if not (v_EVImmobilizationRequest is not None): raise EncodeError('missing content: EVImmobilizationRequest')
+            el = 'EVImmobilizationRequest'
+            if v_EVImmobilizationRequest is not True and v_EVImmobilizationRequest is not False: raise EncodeError(f'expected a bool, got {v_EVImmobilizationRequest!r}')
+            v = (v << 8) | (v_EVReadyToCharge << 5) | (v_EVImmobilizationRequest << 1)
+            n += 8
+            v_EVReadyToCharge = None
+            v_EVImmobilizationRequest = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of EVReadyToCharge')
+        if s == 2:
+            if v_EVImmobilized is not None:
+                el = 'EVImmobilized'
+                if v_EVImmobilized is not True and v_EVImmobilized is not False: raise EncodeError(f'expected a bool, got {v_EVImmobilized!r}')
+                v = (v << 6) | (v_EVImmobilized << 1)
+                n += 6
+                v_EVImmobilized = None
+                s = 3
+            elif v_EVWLANStrength is not None:
+                el = 'EVWLANStrength'
+                _o = v_EVWLANStrength
+                _c1_Exponent = _o.Exponent
+                _c1_Value = _o.Value
+                if not (_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'EVWLANStrength/Exponent'
+                if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
+                if not (_c1_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVWLANStrength/Value'
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | (1 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
+                n += 17
+                _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVWLANStrength = None
+                s = 4
+            elif v_EVCPStatus is not None:
+                el = 'EVCPStatus'
+                _i2 = _I_iso20_acdp_cpStatusType.get(v_EVCPStatus)
+                if _i2 is None: raise EncodeError(f'{v_EVCPStatus!r} is not one of the enumeration cpStatusType')
+                v = (v << 8) | (2 << 5) | (_i2 << 1)
+                n += 8
+                v_EVCPStatus = None
+                s = 5
+            elif v_EVSOC is not None:
+                el = 'EVSOC'
+                if not 0 <= v_EVSOC <= 100: raise EncodeError(f'value {v_EVSOC!r} outside [0, 100]')
+                v = (v << 12) | (3 << 9) | (v_EVSOC << 1)
+                n += 12
+                v_EVSOC = None
+                s = 6
+            elif v_EVErrorCode is not None:
+                el = 'EVErrorCode'
+                _i3 = _I_iso20_acdp_errorCodeType.get(v_EVErrorCode)
+                if _i3 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
+                v = (v << 9) | (4 << 6) | (_i3 << 1)
+                n += 9
+                v_EVErrorCode = None
+                s = 7
+            elif v_EVTimeout is not None:
+                el = 'EVTimeout'
+                if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
+                v = (v << 6) | (5 << 3) | (v_EVTimeout << 1)
+                n += 6
+                v_EVTimeout = None
+                s = 8
+            elif True:
+                v = (v << 3) | 6
+                n += 3
+                if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
+                s = -1
+        if s == 3:
+            if v_EVWLANStrength is not None:
+                el = 'EVWLANStrength'
+                _o = v_EVWLANStrength
+                _c4_Exponent = _o.Exponent
+                _c4_Value = _o.Value
+                if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'EVWLANStrength/Exponent'
+                if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
+                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVWLANStrength/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+                n += 17
+                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVWLANStrength = None
+                s = 4
+            elif v_EVCPStatus is not None:
+                el = 'EVCPStatus'
+                _i5 = _I_iso20_acdp_cpStatusType.get(v_EVCPStatus)
+                if _i5 is None: raise EncodeError(f'{v_EVCPStatus!r} is not one of the enumeration cpStatusType')
+                v = (v << 8) | (1 << 5) | (_i5 << 1)
+                n += 8
+                v_EVCPStatus = None
+                s = 5
+            elif v_EVSOC is not None:
+                el = 'EVSOC'
+                if not 0 <= v_EVSOC <= 100: raise EncodeError(f'value {v_EVSOC!r} outside [0, 100]')
+                v = (v << 12) | (2 << 9) | (v_EVSOC << 1)
+                n += 12
+                v_EVSOC = None
+                s = 6
+            elif v_EVErrorCode is not None:
+                el = 'EVErrorCode'
+                _i6 = _I_iso20_acdp_errorCodeType.get(v_EVErrorCode)
+                if _i6 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
+                v = (v << 9) | (3 << 6) | (_i6 << 1)
+                n += 9
+                v_EVErrorCode = None
+                s = 7
+            elif v_EVTimeout is not None:
+                el = 'EVTimeout'
+                if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
+                v = (v << 6) | (4 << 3) | (v_EVTimeout << 1)
+                n += 6
+                v_EVTimeout = None
+                s = 8
+            elif True:
+                v = (v << 3) | 5
+                n += 3
+                if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
+                s = -1
+        if s == 4:
+            if v_EVCPStatus is not None:
+                el = 'EVCPStatus'
+                _i7 = _I_iso20_acdp_cpStatusType.get(v_EVCPStatus)
+                if _i7 is None: raise EncodeError(f'{v_EVCPStatus!r} is not one of the enumeration cpStatusType')
+                v = (v << 8) | (_i7 << 1)
+                n += 8
+                v_EVCPStatus = None
+                s = 5
+            elif v_EVSOC is not None:
+                el = 'EVSOC'
+                if not 0 <= v_EVSOC <= 100: raise EncodeError(f'value {v_EVSOC!r} outside [0, 100]')
+                v = (v << 12) | (1 << 9) | (v_EVSOC << 1)
+                n += 12
+                v_EVSOC = None
+                s = 6
+            elif v_EVErrorCode is not None:
+                el = 'EVErrorCode'
+                _i8 = _I_iso20_acdp_errorCodeType.get(v_EVErrorCode)
+                if _i8 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
+                v = (v << 9) | (2 << 6) | (_i8 << 1)
+                n += 9
+                v_EVErrorCode = None
+                s = 7
+            elif v_EVTimeout is not None:
+                el = 'EVTimeout'
+                if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
+                v = (v << 6) | (3 << 3) | (v_EVTimeout << 1)
+                n += 6
+                v_EVTimeout = None
+                s = 8
+            elif True:
+                v = (v << 3) | 4
+                n += 3
+                if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
+                s = -1
+        if s == 5:
+            if v_EVSOC is not None:
+                el = 'EVSOC'
+                if not 0 <= v_EVSOC <= 100: raise EncodeError(f'value {v_EVSOC!r} outside [0, 100]')
+                v = (v << 12) | (v_EVSOC << 1)
+                n += 12
+                v_EVSOC = None
+                s = 6
+            elif v_EVErrorCode is not None:
+                el = 'EVErrorCode'
+                _i9 = _I_iso20_acdp_errorCodeType.get(v_EVErrorCode)
+                if _i9 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
+                v = (v << 9) | (1 << 6) | (_i9 << 1)
+                n += 9
+                v_EVErrorCode = None
+                s = 7
+            elif v_EVTimeout is not None:
+                el = 'EVTimeout'
+                if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
+                v = (v << 6) | (2 << 3) | (v_EVTimeout << 1)
+                n += 6
+                v_EVTimeout = None
+                s = 8
+            elif True:
+                v = (v << 3) | 3
+                n += 3
+                if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
+                s = -1
+        if s == 6:
+            if v_EVErrorCode is not None:
+                el = 'EVErrorCode'
+                _i10 = _I_iso20_acdp_errorCodeType.get(v_EVErrorCode)
+                if _i10 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
+                v = (v << 8) | (_i10 << 1)
+                n += 8
+                v_EVErrorCode = None
+                s = 7
+            elif v_EVTimeout is not None:
+                el = 'EVTimeout'
+                if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
+                v = (v << 5) | (1 << 3) | (v_EVTimeout << 1)
+                n += 5
+                v_EVTimeout = None
+                s = 8
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
+                s = -1
+        if s == 7:
+            if v_EVTimeout is not None:
+                el = 'EVTimeout'
+                if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
+                v = (v << 5) | (v_EVTimeout << 1)
+                n += 5
+                v_EVTimeout = None
+                s = 8
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
+                s = -1
+        if s == 8:
+            if True:
+                v <<= 1
+                n += 1
+                if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -1245,85 +1967,19 @@ TYPE_CONTENT = {
 
 NAMESPACES = ('http://www.w3.org/2000/09/xmldsig#', 'urn:iso:std:iso:15118:-20:ACDP', 'urn:iso:std:iso:15118:-20:CommonTypes')
 
-def _de0(r):  # ACDP_ConnectReq
-    return _d_ACDP_ConnectReqType(r)
-
-def _ee0(w, o):  # ACDP_ConnectReq
-    _e_ACDP_ConnectReqType(w, o)
-
-def _de1(r):  # ACDP_ConnectRes
-    return _d_ACDP_ConnectResType(r)
-
-def _ee1(w, o):  # ACDP_ConnectRes
-    _e_ACDP_ConnectResType(w, o)
-
-def _de2(r):  # ACDP_DisconnectReq
-    return _d_ACDP_ConnectReqType(r)
-
-def _ee2(w, o):  # ACDP_DisconnectReq
-    _e_ACDP_ConnectReqType(w, o)
-
-def _de3(r):  # ACDP_DisconnectRes
-    return _d_ACDP_ConnectResType(r)
-
-def _ee3(w, o):  # ACDP_DisconnectRes
-    _e_ACDP_ConnectResType(w, o)
-
-def _de4(r):  # ACDP_SystemStatusReq
-    return _d_ACDP_SystemStatusReqType(r)
-
-def _ee4(w, o):  # ACDP_SystemStatusReq
-    _e_ACDP_SystemStatusReqType(w, o)
-
-def _de5(r):  # ACDP_SystemStatusRes
-    return _d_ACDP_SystemStatusResType(r)
-
-def _ee5(w, o):  # ACDP_SystemStatusRes
-    _e_ACDP_SystemStatusResType(w, o)
-
-def _de6(r):  # ACDP_VehiclePositioningReq
-    return _d_ACDP_VehiclePositioningReqType(r)
-
-def _ee6(w, o):  # ACDP_VehiclePositioningReq
-    _e_ACDP_VehiclePositioningReqType(w, o)
-
-def _de7(r):  # ACDP_VehiclePositioningRes
-    return _d_ACDP_VehiclePositioningResType(r)
-
-def _ee7(w, o):  # ACDP_VehiclePositioningRes
-    _e_ACDP_VehiclePositioningResType(w, o)
-
-def _de8(r):  # CLReqControlMode
-    return c_iso20_commontypes._d_CLReqControlModeType(r)
-
-def _ee8(w, o):  # CLReqControlMode
-    c_iso20_commontypes._e_CLReqControlModeType(w, o)
-
-def _de9(r):  # CLResControlMode
-    return c_iso20_commontypes._d_CLResControlModeType(r)
-
-def _ee9(w, o):  # CLResControlMode
-    c_iso20_commontypes._e_CLResControlModeType(w, o)
-
-def _de10(r):  # CanonicalizationMethod
+def _de0(r):  # CanonicalizationMethod
     return c_xmldsig._d_CanonicalizationMethodType(r, 'xmldsig:CanonicalizationMethod')
 
-def _ee10(w, o):  # CanonicalizationMethod
+def _ee0(w, o):  # CanonicalizationMethod
     c_xmldsig._e_CanonicalizationMethodType(w, o)
 
-def _de11(r):  # DSAKeyValue
-    return c_xmldsig._d_DSAKeyValueType(r)
-
-def _ee11(w, o):  # DSAKeyValue
-    c_xmldsig._e_DSAKeyValueType(w, o)
-
-def _de12(r):  # DigestMethod
+def _de1(r):  # DigestMethod
     return c_xmldsig._d_DigestMethodType(r, 'xmldsig:DigestMethod')
 
-def _ee12(w, o):  # DigestMethod
+def _ee1(w, o):  # DigestMethod
     c_xmldsig._e_DigestMethodType(w, o)
 
-def _de13(r):  # DigestValue
+def _de2(r):  # DigestValue
     V = r.v
     E = r.end
     p = r.pos
@@ -1335,35 +1991,37 @@ def _de13(r):  # DigestValue
         if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
     r.pos = p
     return val
 
-def _ee13(w, o):  # DigestValue
+def _ee2(w, o):  # DigestValue
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de14(r):  # KeyInfo
+def _de3(r):  # KeyInfo
     return c_xmldsig._d_KeyInfoType(r, 'xmldsig:KeyInfo')
 
-def _ee14(w, o):  # KeyInfo
+def _ee3(w, o):  # KeyInfo
     c_xmldsig._e_KeyInfoType(w, o)
 
-def _de15(r):  # KeyName
+def _de4(r):  # KeyName
     V = r.v
     E = r.end
     p = r.pos
@@ -1384,7 +2042,7 @@ def _de15(r):  # KeyName
     r.pos = p
     return val
 
-def _ee15(w, o):  # KeyName
+def _ee4(w, o):  # KeyName
     v = w.v
     n = w.n
     v <<= 1
@@ -1399,19 +2057,13 @@ def _ee15(w, o):  # KeyName
     w.v = v
     w.n = n
 
-def _de16(r):  # KeyValue
+def _de5(r):  # KeyValue
     return c_xmldsig._d_KeyValueType(r, 'xmldsig:KeyValue')
 
-def _ee16(w, o):  # KeyValue
+def _ee5(w, o):  # KeyValue
     c_xmldsig._e_KeyValueType(w, o)
 
-def _de17(r):  # Manifest
-    return c_xmldsig._d_ManifestType(r)
-
-def _ee17(w, o):  # Manifest
-    c_xmldsig._e_ManifestType(w, o)
-
-def _de18(r):  # MgmtData
+def _de6(r):  # MgmtData
     V = r.v
     E = r.end
     p = r.pos
@@ -1432,7 +2084,7 @@ def _de18(r):  # MgmtData
     r.pos = p
     return val
 
-def _ee18(w, o):  # MgmtData
+def _ee6(w, o):  # MgmtData
     v = w.v
     n = w.n
     v <<= 1
@@ -1447,148 +2099,92 @@ def _ee18(w, o):  # MgmtData
     w.v = v
     w.n = n
 
-def _de19(r):  # Object
+def _de7(r):  # Object
     return c_xmldsig._d_ObjectType(r, 'xmldsig:Object')
 
-def _ee19(w, o):  # Object
+def _ee7(w, o):  # Object
     c_xmldsig._e_ObjectType(w, o)
 
-def _de20(r):  # PGPData
-    return c_xmldsig._d_PGPDataType(r)
-
-def _ee20(w, o):  # PGPData
-    c_xmldsig._e_PGPDataType(w, o)
-
-def _de21(r):  # RSAKeyValue
-    return c_xmldsig._d_RSAKeyValueType(r)
-
-def _ee21(w, o):  # RSAKeyValue
-    c_xmldsig._e_RSAKeyValueType(w, o)
-
-def _de22(r):  # Reference
-    return c_xmldsig._d_ReferenceType(r)
-
-def _ee22(w, o):  # Reference
-    c_xmldsig._e_ReferenceType(w, o)
-
-def _de23(r):  # RetrievalMethod
-    return c_xmldsig._d_RetrievalMethodType(r)
-
-def _ee23(w, o):  # RetrievalMethod
-    c_xmldsig._e_RetrievalMethodType(w, o)
-
-def _de24(r):  # SPKIData
-    return c_xmldsig._d_SPKIDataType(r)
-
-def _ee24(w, o):  # SPKIData
-    c_xmldsig._e_SPKIDataType(w, o)
-
-def _de25(r):  # Signature
-    return c_xmldsig._d_SignatureType(r)
-
-def _ee25(w, o):  # Signature
-    c_xmldsig._e_SignatureType(w, o)
-
-def _de26(r):  # SignatureMethod
+def _de8(r):  # SignatureMethod
     return c_xmldsig._d_SignatureMethodType(r, 'xmldsig:SignatureMethod')
 
-def _ee26(w, o):  # SignatureMethod
+def _ee8(w, o):  # SignatureMethod
     c_xmldsig._e_SignatureMethodType(w, o)
 
-def _de27(r):  # SignatureProperties
-    return c_xmldsig._d_SignaturePropertiesType(r)
-
-def _ee27(w, o):  # SignatureProperties
-    c_xmldsig._e_SignaturePropertiesType(w, o)
-
-def _de28(r):  # SignatureProperty
+def _de9(r):  # SignatureProperty
     return c_xmldsig._d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
 
-def _ee28(w, o):  # SignatureProperty
+def _ee9(w, o):  # SignatureProperty
     c_xmldsig._e_SignaturePropertyType(w, o)
 
-def _de29(r):  # SignatureValue
-    return c_xmldsig._d_SignatureValueType(r)
-
-def _ee29(w, o):  # SignatureValue
-    c_xmldsig._e_SignatureValueType(w, o)
-
-def _de30(r):  # SignedInfo
-    return c_xmldsig._d_SignedInfoType(r)
-
-def _ee30(w, o):  # SignedInfo
-    c_xmldsig._e_SignedInfoType(w, o)
-
-def _de31(r):  # Transform
+def _de10(r):  # Transform
     return c_xmldsig._d_TransformType(r, 'xmldsig:Transform')
 
-def _ee31(w, o):  # Transform
+def _ee10(w, o):  # Transform
     c_xmldsig._e_TransformType(w, o)
-
-def _de32(r):  # Transforms
-    return c_xmldsig._d_TransformsType(r)
-
-def _ee32(w, o):  # Transforms
-    c_xmldsig._e_TransformsType(w, o)
-
-def _de33(r):  # X509Data
-    return c_xmldsig._d_X509DataType(r)
-
-def _ee33(w, o):  # X509Data
-    c_xmldsig._e_X509DataType(w, o)
 
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 DOCUMENT = (
-    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_ConnectReq', iso20_acdp.ACDP_ConnectReqType, _de0, _ee0),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_ConnectRes', iso20_acdp.ACDP_ConnectResType, _de1, _ee1),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_DisconnectReq', iso20_acdp.ACDP_ConnectReqType, _de2, _ee2),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_DisconnectRes', iso20_acdp.ACDP_ConnectResType, _de3, _ee3),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_SystemStatusReq', iso20_acdp.ACDP_SystemStatusReqType, _de4, _ee4),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_SystemStatusRes', iso20_acdp.ACDP_SystemStatusResType, _de5, _ee5),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_VehiclePositioningReq', iso20_acdp.ACDP_VehiclePositioningReqType, _de6, _ee6),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_VehiclePositioningRes', iso20_acdp.ACDP_VehiclePositioningResType, _de7, _ee7),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'CLReqControlMode', iso20_commontypes.CLReqControlModeType, _de8, _ee8),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'CLResControlMode', iso20_commontypes.CLResControlModeType, _de9, _ee9),
-    ('http://www.w3.org/2000/09/xmldsig#', 'CanonicalizationMethod', xmldsig.CanonicalizationMethodType, _de10, _ee10),
-    ('http://www.w3.org/2000/09/xmldsig#', 'DSAKeyValue', xmldsig.DSAKeyValueType, _de11, _ee11),
-    ('http://www.w3.org/2000/09/xmldsig#', 'DigestMethod', xmldsig.DigestMethodType, _de12, _ee12),
-    ('http://www.w3.org/2000/09/xmldsig#', 'DigestValue', ('b64', None, None), _de13, _ee13),
-    ('http://www.w3.org/2000/09/xmldsig#', 'KeyInfo', xmldsig.KeyInfoType, _de14, _ee14),
-    ('http://www.w3.org/2000/09/xmldsig#', 'KeyName', ('str', None, None), _de15, _ee15),
-    ('http://www.w3.org/2000/09/xmldsig#', 'KeyValue', xmldsig.KeyValueType, _de16, _ee16),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Manifest', xmldsig.ManifestType, _de17, _ee17),
-    ('http://www.w3.org/2000/09/xmldsig#', 'MgmtData', ('str', None, None), _de18, _ee18),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Object', xmldsig.ObjectType, _de19, _ee19),
-    ('http://www.w3.org/2000/09/xmldsig#', 'PGPData', xmldsig.PGPDataType, _de20, _ee20),
-    ('http://www.w3.org/2000/09/xmldsig#', 'RSAKeyValue', xmldsig.RSAKeyValueType, _de21, _ee21),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Reference', xmldsig.ReferenceType, _de22, _ee22),
-    ('http://www.w3.org/2000/09/xmldsig#', 'RetrievalMethod', xmldsig.RetrievalMethodType, _de23, _ee23),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SPKIData', xmldsig.SPKIDataType, _de24, _ee24),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Signature', xmldsig.SignatureType, _de25, _ee25),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureMethod', xmldsig.SignatureMethodType, _de26, _ee26),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperties', xmldsig.SignaturePropertiesType, _de27, _ee27),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperty', xmldsig.SignaturePropertyType, _de28, _ee28),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureValue', xmldsig.SignatureValueType, _de29, _ee29),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignedInfo', xmldsig.SignedInfoType, _de30, _ee30),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Transform', xmldsig.TransformType, _de31, _ee31),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Transforms', xmldsig.TransformsType, _de32, _ee32),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509Data', xmldsig.X509DataType, _de33, _ee33),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_ConnectReq', iso20_acdp.ACDP_ConnectReqType, _d_ACDP_ConnectReqType, _e_ACDP_ConnectReqType),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_ConnectRes', iso20_acdp.ACDP_ConnectResType, _d_ACDP_ConnectResType, _e_ACDP_ConnectResType),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_DisconnectReq', iso20_acdp.ACDP_ConnectReqType, _d_ACDP_ConnectReqType, _e_ACDP_ConnectReqType),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_DisconnectRes', iso20_acdp.ACDP_ConnectResType, _d_ACDP_ConnectResType, _e_ACDP_ConnectResType),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_SystemStatusReq', iso20_acdp.ACDP_SystemStatusReqType, _d_ACDP_SystemStatusReqType, _e_ACDP_SystemStatusReqType),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_SystemStatusRes', iso20_acdp.ACDP_SystemStatusResType, _d_ACDP_SystemStatusResType, _e_ACDP_SystemStatusResType),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_VehiclePositioningReq', iso20_acdp.ACDP_VehiclePositioningReqType, _d_ACDP_VehiclePositioningReqType, _e_ACDP_VehiclePositioningReqType),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_VehiclePositioningRes', iso20_acdp.ACDP_VehiclePositioningResType, _d_ACDP_VehiclePositioningResType, _e_ACDP_VehiclePositioningResType),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'CLReqControlMode', iso20_commontypes.CLReqControlModeType, c_iso20_commontypes._d_CLReqControlModeType, c_iso20_commontypes._e_CLReqControlModeType),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'CLResControlMode', iso20_commontypes.CLResControlModeType, c_iso20_commontypes._d_CLResControlModeType, c_iso20_commontypes._e_CLResControlModeType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'CanonicalizationMethod', xmldsig.CanonicalizationMethodType, _de0, _ee0),
+    ('http://www.w3.org/2000/09/xmldsig#', 'DSAKeyValue', xmldsig.DSAKeyValueType, c_xmldsig._d_DSAKeyValueType, c_xmldsig._e_DSAKeyValueType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'DigestMethod', xmldsig.DigestMethodType, _de1, _ee1),
+    ('http://www.w3.org/2000/09/xmldsig#', 'DigestValue', ('b64', None, None), _de2, _ee2),
+    ('http://www.w3.org/2000/09/xmldsig#', 'KeyInfo', xmldsig.KeyInfoType, _de3, _ee3),
+    ('http://www.w3.org/2000/09/xmldsig#', 'KeyName', ('str', None, None), _de4, _ee4),
+    ('http://www.w3.org/2000/09/xmldsig#', 'KeyValue', xmldsig.KeyValueType, _de5, _ee5),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Manifest', xmldsig.ManifestType, c_xmldsig._d_ManifestType, c_xmldsig._e_ManifestType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'MgmtData', ('str', None, None), _de6, _ee6),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Object', xmldsig.ObjectType, _de7, _ee7),
+    ('http://www.w3.org/2000/09/xmldsig#', 'PGPData', xmldsig.PGPDataType, c_xmldsig._d_PGPDataType, c_xmldsig._e_PGPDataType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'RSAKeyValue', xmldsig.RSAKeyValueType, c_xmldsig._d_RSAKeyValueType, c_xmldsig._e_RSAKeyValueType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Reference', xmldsig.ReferenceType, c_xmldsig._d_ReferenceType, c_xmldsig._e_ReferenceType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'RetrievalMethod', xmldsig.RetrievalMethodType, c_xmldsig._d_RetrievalMethodType, c_xmldsig._e_RetrievalMethodType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SPKIData', xmldsig.SPKIDataType, c_xmldsig._d_SPKIDataType, c_xmldsig._e_SPKIDataType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Signature', xmldsig.SignatureType, c_xmldsig._d_SignatureType, c_xmldsig._e_SignatureType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureMethod', xmldsig.SignatureMethodType, _de8, _ee8),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperties', xmldsig.SignaturePropertiesType, c_xmldsig._d_SignaturePropertiesType, c_xmldsig._e_SignaturePropertiesType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperty', xmldsig.SignaturePropertyType, _de9, _ee9),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureValue', xmldsig.SignatureValueType, c_xmldsig._d_SignatureValueType, c_xmldsig._e_SignatureValueType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignedInfo', xmldsig.SignedInfoType, c_xmldsig._d_SignedInfoType, c_xmldsig._e_SignedInfoType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Transform', xmldsig.TransformType, _de10, _ee10),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Transforms', xmldsig.TransformsType, c_xmldsig._d_TransformsType, c_xmldsig._e_TransformsType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509Data', xmldsig.X509DataType, c_xmldsig._d_X509DataType, c_xmldsig._e_X509DataType),
 )
 DOCUMENT_WIDTH = 6
 
-def _de34(r):  # AckMaxDelay
+def _de11(r):  # AckMaxDelay
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('AckMaxDelay', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -1598,7 +2194,7 @@ def _de34(r):  # AckMaxDelay
     r.pos = p
     return val
 
-def _ee34(w, o):  # AckMaxDelay
+def _ee11(w, o):  # AckMaxDelay
     v = w.v
     n = w.n
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
@@ -1606,37 +2202,36 @@ def _ee34(w, o):  # AckMaxDelay
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de35(r):  # AdditionalServicesCosts
-    return c_iso20_commontypes._d_DetailedCostType(r)
-
-def _ee35(w, o):  # AdditionalServicesCosts
-    c_iso20_commontypes._e_DetailedCostType(w, o)
-
-def _de36(r):  # Amount
-    return c_iso20_commontypes._d_RationalNumberType(r)
-
-def _ee36(w, o):  # Amount
-    c_iso20_commontypes._e_RationalNumberType(w, o)
-
-def _de37(r):  # BPT_DischargedEnergyReadingWh
+def _de12(r):  # BPT_DischargedEnergyReadingWh
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -1646,7 +2241,7 @@ def _de37(r):  # BPT_DischargedEnergyReadingWh
     r.pos = p
     return val
 
-def _ee37(w, o):  # BPT_DischargedEnergyReadingWh
+def _ee12(w, o):  # BPT_DischargedEnergyReadingWh
     v = w.v
     n = w.n
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
@@ -1654,25 +2249,36 @@ def _ee37(w, o):  # BPT_DischargedEnergyReadingWh
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de38(r):  # BPT_InductiveEnergyReadingVARh
+def _de13(r):  # BPT_InductiveEnergyReadingVARh
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -1682,7 +2288,7 @@ def _de38(r):  # BPT_InductiveEnergyReadingVARh
     r.pos = p
     return val
 
-def _ee38(w, o):  # BPT_InductiveEnergyReadingVARh
+def _ee13(w, o):  # BPT_InductiveEnergyReadingVARh
     v = w.v
     n = w.n
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
@@ -1690,31 +2296,36 @@ def _ee38(w, o):  # BPT_InductiveEnergyReadingVARh
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de39(r):  # BatteryEnergyCapacity
-    return c_iso20_commontypes._d_RationalNumberType(r)
-
-def _ee39(w, o):  # BatteryEnergyCapacity
-    c_iso20_commontypes._e_RationalNumberType(w, o)
-
-def _de40(r):  # CapacitiveEnergyReadingVARh
+def _de14(r):  # CapacitiveEnergyReadingVARh
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -1724,7 +2335,7 @@ def _de40(r):  # CapacitiveEnergyReadingVARh
     r.pos = p
     return val
 
-def _ee40(w, o):  # CapacitiveEnergyReadingVARh
+def _ee14(w, o):  # CapacitiveEnergyReadingVARh
     v = w.v
     n = w.n
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
@@ -1732,25 +2343,36 @@ def _ee40(w, o):  # CapacitiveEnergyReadingVARh
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de41(r):  # ChargedEnergyReadingWh
+def _de15(r):  # ChargedEnergyReadingWh
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargedEnergyReadingWh', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -1760,7 +2382,7 @@ def _de41(r):  # ChargedEnergyReadingWh
     r.pos = p
     return val
 
-def _ee41(w, o):  # ChargedEnergyReadingWh
+def _ee15(w, o):  # ChargedEnergyReadingWh
     v = w.v
     n = w.n
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
@@ -1768,13 +2390,14 @@ def _ee41(w, o):  # ChargedEnergyReadingWh
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de42(r):  # ChargingComplete
+def _de16(r):  # ChargingComplete
     V = r.v
     E = r.end
     p = r.pos
@@ -1786,7 +2409,7 @@ def _de42(r):  # ChargingComplete
     r.pos = p
     return val
 
-def _ee42(w, o):  # ChargingComplete
+def _ee16(w, o):  # ChargingComplete
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -1795,7 +2418,7 @@ def _ee42(w, o):  # ChargingComplete
     w.v = v
     w.n = n
 
-def _de43(r):  # ContactWindowXc
+def _de17(r):  # ContactWindowXc
     V = r.v
     E = r.end
     p = r.pos
@@ -1804,12 +2427,22 @@ def _de43(r):  # ContactWindowXc
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('ContactWindowXc', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -1820,7 +2453,7 @@ def _de43(r):  # ContactWindowXc
     r.pos = p
     return val
 
-def _ee43(w, o):  # ContactWindowXc
+def _ee17(w, o):  # ContactWindowXc
     v = w.v
     n = w.n
     if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
@@ -1829,13 +2462,14 @@ def _ee43(w, o):  # ContactWindowXc
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de44(r):  # ContactWindowYc
+def _de18(r):  # ContactWindowYc
     V = r.v
     E = r.end
     p = r.pos
@@ -1844,12 +2478,22 @@ def _de44(r):  # ContactWindowYc
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('ContactWindowYc', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -1860,7 +2504,7 @@ def _de44(r):  # ContactWindowYc
     r.pos = p
     return val
 
-def _ee44(w, o):  # ContactWindowYc
+def _ee18(w, o):  # ContactWindowYc
     v = w.v
     n = w.n
     if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
@@ -1869,31 +2513,36 @@ def _ee44(w, o):  # ContactWindowYc
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de45(r):  # CostPerUnit
-    return c_iso20_commontypes._d_RationalNumberType(r)
-
-def _ee45(w, o):  # CostPerUnit
-    c_iso20_commontypes._e_RationalNumberType(w, o)
-
-def _de46(r):  # DepartureTime
+def _de19(r):  # DepartureTime
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -1903,7 +2552,7 @@ def _de46(r):  # DepartureTime
     r.pos = p
     return val
 
-def _ee46(w, o):  # DepartureTime
+def _ee19(w, o):  # DepartureTime
     v = w.v
     n = w.n
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
@@ -1911,19 +2560,14 @@ def _ee46(w, o):  # DepartureTime
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de47(r):  # DisplayParameters
-    return c_iso20_commontypes._d_DisplayParametersType(r)
-
-def _ee47(w, o):  # DisplayParameters
-    c_iso20_commontypes._e_DisplayParametersType(w, o)
-
-def _de48(r):  # EVAssociationStatus
+def _de20(r):  # EVAssociationStatus
     V = r.v
     E = r.end
     p = r.pos
@@ -1935,7 +2579,7 @@ def _de48(r):  # EVAssociationStatus
     r.pos = p
     return val
 
-def _ee48(w, o):  # EVAssociationStatus
+def _ee20(w, o):  # EVAssociationStatus
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -1944,7 +2588,7 @@ def _ee48(w, o):  # EVAssociationStatus
     w.v = v
     w.n = n
 
-def _de49(r):  # EVCPStatus
+def _de21(r):  # EVCPStatus
     V = r.v
     E = r.end
     p = r.pos
@@ -1958,7 +2602,7 @@ def _de49(r):  # EVCPStatus
     r.pos = p
     return val
 
-def _ee49(w, o):  # EVCPStatus
+def _ee21(w, o):  # EVCPStatus
     v = w.v
     n = w.n
     _i1 = _I_iso20_acdp_cpStatusType.get(o)
@@ -1968,7 +2612,7 @@ def _ee49(w, o):  # EVCPStatus
     w.v = v
     w.n = n
 
-def _de50(r):  # EVElectricalChargingDeviceStatus
+def _de22(r):  # EVElectricalChargingDeviceStatus
     V = r.v
     E = r.end
     p = r.pos
@@ -1980,7 +2624,7 @@ def _de50(r):  # EVElectricalChargingDeviceStatus
     r.pos = p
     return val
 
-def _ee50(w, o):  # EVElectricalChargingDeviceStatus
+def _ee22(w, o):  # EVElectricalChargingDeviceStatus
     v = w.v
     n = w.n
     _i1 = _I_iso20_acdp_electricalChargingDeviceStatusType.get(o)
@@ -1990,7 +2634,7 @@ def _ee50(w, o):  # EVElectricalChargingDeviceStatus
     w.v = v
     w.n = n
 
-def _de51(r):  # EVErrorCode
+def _de23(r):  # EVErrorCode
     V = r.v
     E = r.end
     p = r.pos
@@ -2004,7 +2648,7 @@ def _de51(r):  # EVErrorCode
     r.pos = p
     return val
 
-def _ee51(w, o):  # EVErrorCode
+def _ee23(w, o):  # EVErrorCode
     v = w.v
     n = w.n
     _i1 = _I_iso20_acdp_errorCodeType.get(o)
@@ -2014,7 +2658,7 @@ def _ee51(w, o):  # EVErrorCode
     w.v = v
     w.n = n
 
-def _de52(r):  # EVImmobilizationRequest
+def _de24(r):  # EVImmobilizationRequest
     V = r.v
     E = r.end
     p = r.pos
@@ -2026,7 +2670,7 @@ def _de52(r):  # EVImmobilizationRequest
     r.pos = p
     return val
 
-def _ee52(w, o):  # EVImmobilizationRequest
+def _ee24(w, o):  # EVImmobilizationRequest
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -2035,7 +2679,7 @@ def _ee52(w, o):  # EVImmobilizationRequest
     w.v = v
     w.n = n
 
-def _de53(r):  # EVImmobilized
+def _de25(r):  # EVImmobilized
     V = r.v
     E = r.end
     p = r.pos
@@ -2047,7 +2691,7 @@ def _de53(r):  # EVImmobilized
     r.pos = p
     return val
 
-def _ee53(w, o):  # EVImmobilized
+def _ee25(w, o):  # EVImmobilized
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -2056,7 +2700,7 @@ def _ee53(w, o):  # EVImmobilized
     w.v = v
     w.n = n
 
-def _de54(r):  # EVInChargePosition
+def _de26(r):  # EVInChargePosition
     V = r.v
     E = r.end
     p = r.pos
@@ -2068,7 +2712,7 @@ def _de54(r):  # EVInChargePosition
     r.pos = p
     return val
 
-def _ee54(w, o):  # EVInChargePosition
+def _ee26(w, o):  # EVInChargePosition
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -2077,19 +2721,7 @@ def _ee54(w, o):  # EVInChargePosition
     w.v = v
     w.n = n
 
-def _de55(r):  # EVMaximumEnergyRequest
-    return c_iso20_commontypes._d_RationalNumberType(r)
-
-def _ee55(w, o):  # EVMaximumEnergyRequest
-    c_iso20_commontypes._e_RationalNumberType(w, o)
-
-def _de56(r):  # EVMinimumEnergyRequest
-    return c_iso20_commontypes._d_RationalNumberType(r)
-
-def _ee56(w, o):  # EVMinimumEnergyRequest
-    c_iso20_commontypes._e_RationalNumberType(w, o)
-
-def _de57(r):  # EVMobilityStatus
+def _de27(r):  # EVMobilityStatus
     V = r.v
     E = r.end
     p = r.pos
@@ -2101,7 +2733,7 @@ def _de57(r):  # EVMobilityStatus
     r.pos = p
     return val
 
-def _ee57(w, o):  # EVMobilityStatus
+def _ee27(w, o):  # EVMobilityStatus
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -2110,7 +2742,7 @@ def _ee57(w, o):  # EVMobilityStatus
     w.v = v
     w.n = n
 
-def _de58(r):  # EVPositioningSupport
+def _de28(r):  # EVPositioningSupport
     V = r.v
     E = r.end
     p = r.pos
@@ -2122,7 +2754,7 @@ def _de58(r):  # EVPositioningSupport
     r.pos = p
     return val
 
-def _ee58(w, o):  # EVPositioningSupport
+def _ee28(w, o):  # EVPositioningSupport
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -2131,7 +2763,7 @@ def _ee58(w, o):  # EVPositioningSupport
     w.v = v
     w.n = n
 
-def _de59(r):  # EVReadyToCharge
+def _de29(r):  # EVReadyToCharge
     V = r.v
     E = r.end
     p = r.pos
@@ -2143,7 +2775,7 @@ def _de59(r):  # EVReadyToCharge
     r.pos = p
     return val
 
-def _ee59(w, o):  # EVReadyToCharge
+def _ee29(w, o):  # EVReadyToCharge
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -2152,7 +2784,7 @@ def _ee59(w, o):  # EVReadyToCharge
     w.v = v
     w.n = n
 
-def _de60(r):  # EVRelativeXDeviation
+def _de30(r):  # EVRelativeXDeviation
     V = r.v
     E = r.end
     p = r.pos
@@ -2161,12 +2793,22 @@ def _de60(r):  # EVRelativeXDeviation
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('EVRelativeXDeviation', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2177,7 +2819,7 @@ def _de60(r):  # EVRelativeXDeviation
     r.pos = p
     return val
 
-def _ee60(w, o):  # EVRelativeXDeviation
+def _ee30(w, o):  # EVRelativeXDeviation
     v = w.v
     n = w.n
     if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
@@ -2186,13 +2828,14 @@ def _ee60(w, o):  # EVRelativeXDeviation
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de61(r):  # EVRelativeYDeviation
+def _de31(r):  # EVRelativeYDeviation
     V = r.v
     E = r.end
     p = r.pos
@@ -2201,12 +2844,22 @@ def _de61(r):  # EVRelativeYDeviation
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('EVRelativeYDeviation', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2217,7 +2870,7 @@ def _de61(r):  # EVRelativeYDeviation
     r.pos = p
     return val
 
-def _ee61(w, o):  # EVRelativeYDeviation
+def _ee31(w, o):  # EVRelativeYDeviation
     v = w.v
     n = w.n
     if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
@@ -2226,13 +2879,14 @@ def _ee61(w, o):  # EVRelativeYDeviation
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de62(r):  # EVSEDisabled
+def _de32(r):  # EVSEDisabled
     V = r.v
     E = r.end
     p = r.pos
@@ -2244,7 +2898,7 @@ def _de62(r):  # EVSEDisabled
     r.pos = p
     return val
 
-def _ee62(w, o):  # EVSEDisabled
+def _ee32(w, o):  # EVSEDisabled
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -2253,7 +2907,7 @@ def _ee62(w, o):  # EVSEDisabled
     w.v = v
     w.n = n
 
-def _de63(r):  # EVSEElectricalChargingDeviceStatus
+def _de33(r):  # EVSEElectricalChargingDeviceStatus
     V = r.v
     E = r.end
     p = r.pos
@@ -2265,7 +2919,7 @@ def _de63(r):  # EVSEElectricalChargingDeviceStatus
     r.pos = p
     return val
 
-def _ee63(w, o):  # EVSEElectricalChargingDeviceStatus
+def _ee33(w, o):  # EVSEElectricalChargingDeviceStatus
     v = w.v
     n = w.n
     _i1 = _I_iso20_acdp_electricalChargingDeviceStatusType.get(o)
@@ -2275,7 +2929,7 @@ def _ee63(w, o):  # EVSEElectricalChargingDeviceStatus
     w.v = v
     w.n = n
 
-def _de64(r):  # EVSEEmergencyShutdown
+def _de34(r):  # EVSEEmergencyShutdown
     V = r.v
     E = r.end
     p = r.pos
@@ -2287,7 +2941,7 @@ def _de64(r):  # EVSEEmergencyShutdown
     r.pos = p
     return val
 
-def _ee64(w, o):  # EVSEEmergencyShutdown
+def _ee34(w, o):  # EVSEEmergencyShutdown
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -2296,7 +2950,7 @@ def _ee64(w, o):  # EVSEEmergencyShutdown
     w.v = v
     w.n = n
 
-def _de65(r):  # EVSEIsolationStatus
+def _de35(r):  # EVSEIsolationStatus
     V = r.v
     E = r.end
     p = r.pos
@@ -2308,7 +2962,7 @@ def _de65(r):  # EVSEIsolationStatus
     r.pos = p
     return val
 
-def _ee65(w, o):  # EVSEIsolationStatus
+def _ee35(w, o):  # EVSEIsolationStatus
     v = w.v
     n = w.n
     _i1 = _I_iso20_acdp_isolationStatusType.get(o)
@@ -2318,7 +2972,7 @@ def _ee65(w, o):  # EVSEIsolationStatus
     w.v = v
     w.n = n
 
-def _de66(r):  # EVSEMalfunction
+def _de36(r):  # EVSEMalfunction
     V = r.v
     E = r.end
     p = r.pos
@@ -2330,7 +2984,7 @@ def _de66(r):  # EVSEMalfunction
     r.pos = p
     return val
 
-def _ee66(w, o):  # EVSEMalfunction
+def _ee36(w, o):  # EVSEMalfunction
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -2339,7 +2993,7 @@ def _ee66(w, o):  # EVSEMalfunction
     w.v = v
     w.n = n
 
-def _de67(r):  # EVSEMechanicalChargingDeviceStatus
+def _de37(r):  # EVSEMechanicalChargingDeviceStatus
     V = r.v
     E = r.end
     p = r.pos
@@ -2353,7 +3007,7 @@ def _de67(r):  # EVSEMechanicalChargingDeviceStatus
     r.pos = p
     return val
 
-def _ee67(w, o):  # EVSEMechanicalChargingDeviceStatus
+def _ee37(w, o):  # EVSEMechanicalChargingDeviceStatus
     v = w.v
     n = w.n
     _i1 = _I_iso20_acdp_mechanicalChargingDeviceStatusType.get(o)
@@ -2363,7 +3017,7 @@ def _ee67(w, o):  # EVSEMechanicalChargingDeviceStatus
     w.v = v
     w.n = n
 
-def _de68(r):  # EVSENotification
+def _de38(r):  # EVSENotification
     V = r.v
     E = r.end
     p = r.pos
@@ -2377,7 +3031,7 @@ def _de68(r):  # EVSENotification
     r.pos = p
     return val
 
-def _ee68(w, o):  # EVSENotification
+def _ee38(w, o):  # EVSENotification
     v = w.v
     n = w.n
     _i1 = _I_iso20_commontypes_evseNotificationType.get(o)
@@ -2387,7 +3041,7 @@ def _ee68(w, o):  # EVSENotification
     w.v = v
     w.n = n
 
-def _de69(r):  # EVSEPositioningSupport
+def _de39(r):  # EVSEPositioningSupport
     V = r.v
     E = r.end
     p = r.pos
@@ -2399,7 +3053,7 @@ def _de69(r):  # EVSEPositioningSupport
     r.pos = p
     return val
 
-def _ee69(w, o):  # EVSEPositioningSupport
+def _ee39(w, o):  # EVSEPositioningSupport
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -2408,7 +3062,7 @@ def _ee69(w, o):  # EVSEPositioningSupport
     w.v = v
     w.n = n
 
-def _de70(r):  # EVSEProcessing
+def _de40(r):  # EVSEProcessing
     V = r.v
     E = r.end
     p = r.pos
@@ -2422,7 +3076,7 @@ def _de70(r):  # EVSEProcessing
     r.pos = p
     return val
 
-def _ee70(w, o):  # EVSEProcessing
+def _ee40(w, o):  # EVSEProcessing
     v = w.v
     n = w.n
     _i1 = _I_iso20_commontypes_processingType.get(o)
@@ -2432,7 +3086,7 @@ def _ee70(w, o):  # EVSEProcessing
     w.v = v
     w.n = n
 
-def _de71(r):  # EVSEReadyToCharge
+def _de41(r):  # EVSEReadyToCharge
     V = r.v
     E = r.end
     p = r.pos
@@ -2444,7 +3098,7 @@ def _de71(r):  # EVSEReadyToCharge
     r.pos = p
     return val
 
-def _ee71(w, o):  # EVSEReadyToCharge
+def _ee41(w, o):  # EVSEReadyToCharge
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -2453,13 +3107,7 @@ def _ee71(w, o):  # EVSEReadyToCharge
     w.v = v
     w.n = n
 
-def _de72(r):  # EVSEStatus
-    return c_iso20_commontypes._d_EVSEStatusType(r)
-
-def _ee72(w, o):  # EVSEStatus
-    c_iso20_commontypes._e_EVSEStatusType(w, o)
-
-def _de73(r):  # EVSEUtilityInterruptEvent
+def _de42(r):  # EVSEUtilityInterruptEvent
     V = r.v
     E = r.end
     p = r.pos
@@ -2471,7 +3119,7 @@ def _de73(r):  # EVSEUtilityInterruptEvent
     r.pos = p
     return val
 
-def _ee73(w, o):  # EVSEUtilityInterruptEvent
+def _ee42(w, o):  # EVSEUtilityInterruptEvent
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -2480,7 +3128,7 @@ def _ee73(w, o):  # EVSEUtilityInterruptEvent
     w.v = v
     w.n = n
 
-def _de74(r):  # EVSOC
+def _de43(r):  # EVSOC
     V = r.v
     E = r.end
     p = r.pos
@@ -2493,7 +3141,7 @@ def _de74(r):  # EVSOC
     r.pos = p
     return val
 
-def _ee74(w, o):  # EVSOC
+def _ee43(w, o):  # EVSOC
     v = w.v
     n = w.n
     if not 0 <= o <= 100: raise EncodeError(f'value {o!r} outside [0, 100]')
@@ -2502,19 +3150,7 @@ def _ee74(w, o):  # EVSOC
     w.v = v
     w.n = n
 
-def _de75(r):  # EVTargetEnergyRequest
-    return c_iso20_commontypes._d_RationalNumberType(r)
-
-def _ee75(w, o):  # EVTargetEnergyRequest
-    c_iso20_commontypes._e_RationalNumberType(w, o)
-
-def _de76(r):  # EVTechnicalStatus
-    return _d_EVTechnicalStatusType(r)
-
-def _ee76(w, o):  # EVTechnicalStatus
-    _e_EVTechnicalStatusType(w, o)
-
-def _de77(r):  # EVTimeout
+def _de44(r):  # EVTimeout
     V = r.v
     E = r.end
     p = r.pos
@@ -2526,7 +3162,7 @@ def _de77(r):  # EVTimeout
     r.pos = p
     return val
 
-def _ee77(w, o):  # EVTimeout
+def _ee44(w, o):  # EVTimeout
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -2535,19 +3171,7 @@ def _ee77(w, o):  # EVTimeout
     w.v = v
     w.n = n
 
-def _de78(r):  # EVWLANStrength
-    return c_iso20_commontypes._d_RationalNumberType(r)
-
-def _ee78(w, o):  # EVWLANStrength
-    c_iso20_commontypes._e_RationalNumberType(w, o)
-
-def _de79(r):  # EnergyCosts
-    return c_iso20_commontypes._d_DetailedCostType(r)
-
-def _ee79(w, o):  # EnergyCosts
-    c_iso20_commontypes._e_DetailedCostType(w, o)
-
-def _de80(r):  # Exponent
+def _de45(r):  # Exponent
     V = r.v
     E = r.end
     p = r.pos
@@ -2559,29 +3183,31 @@ def _de80(r):  # Exponent
         if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
     r.pos = p
     return val
 
-def _ee80(w, o):  # Exponent
+def _ee45(w, o):  # Exponent
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de81(r):  # Exponent
+def _de46(r):  # Exponent
     V = r.v
     E = r.end
     p = r.pos
@@ -2593,7 +3219,7 @@ def _de81(r):  # Exponent
     r.pos = p
     return val
 
-def _ee81(w, o):  # Exponent
+def _ee46(w, o):  # Exponent
     v = w.v
     n = w.n
     if not -128 <= o <= 127: raise EncodeError(f'value {o!r} outside [-128, 127]')
@@ -2602,7 +3228,7 @@ def _ee81(w, o):  # Exponent
     w.v = v
     w.n = n
 
-def _de82(r):  # G
+def _de47(r):  # G
     V = r.v
     E = r.end
     p = r.pos
@@ -2614,29 +3240,31 @@ def _de82(r):  # G
         if (V >> (E - p)) & 7: raise r.deviation('G', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('G', p)
     r.pos = p
     return val
 
-def _ee82(w, o):  # G
+def _ee47(w, o):  # G
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de83(r):  # HMACOutputLength
+def _de48(r):  # HMACOutputLength
     V = r.v
     E = r.end
     p = r.pos
@@ -2645,12 +3273,22 @@ def _de83(r):  # HMACOutputLength
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('HMACOutputLength', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2660,7 +3298,7 @@ def _de83(r):  # HMACOutputLength
     r.pos = p
     return val
 
-def _ee83(w, o):  # HMACOutputLength
+def _ee48(w, o):  # HMACOutputLength
     v = w.v
     n = w.n
     if type(o) is not int: raise EncodeError(f'expected an int, got {o!r}')
@@ -2669,19 +3307,14 @@ def _ee83(w, o):  # HMACOutputLength
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de84(r):  # Header
-    return c_iso20_commontypes._d_MessageHeaderType(r)
-
-def _ee84(w, o):  # Header
-    c_iso20_commontypes._e_MessageHeaderType(w, o)
-
-def _de85(r):  # InletHot
+def _de49(r):  # InletHot
     V = r.v
     E = r.end
     p = r.pos
@@ -2693,7 +3326,7 @@ def _de85(r):  # InletHot
     r.pos = p
     return val
 
-def _ee85(w, o):  # InletHot
+def _ee49(w, o):  # InletHot
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -2702,7 +3335,7 @@ def _ee85(w, o):  # InletHot
     w.v = v
     w.n = n
 
-def _de86(r):  # J
+def _de50(r):  # J
     V = r.v
     E = r.end
     p = r.pos
@@ -2714,29 +3347,31 @@ def _de86(r):  # J
         if (V >> (E - p)) & 7: raise r.deviation('J', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('J', p)
     r.pos = p
     return val
 
-def _ee86(w, o):  # J
+def _ee50(w, o):  # J
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de87(r):  # MaximumSOC
+def _de51(r):  # MaximumSOC
     V = r.v
     E = r.end
     p = r.pos
@@ -2749,7 +3384,7 @@ def _de87(r):  # MaximumSOC
     r.pos = p
     return val
 
-def _ee87(w, o):  # MaximumSOC
+def _ee51(w, o):  # MaximumSOC
     v = w.v
     n = w.n
     if not 0 <= o <= 100: raise EncodeError(f'value {o!r} outside [0, 100]')
@@ -2758,7 +3393,7 @@ def _ee87(w, o):  # MaximumSOC
     w.v = v
     w.n = n
 
-def _de88(r):  # MeterID
+def _de52(r):  # MeterID
     V = r.v
     E = r.end
     p = r.pos
@@ -2780,7 +3415,7 @@ def _de88(r):  # MeterID
     r.pos = p
     return val
 
-def _ee88(w, o):  # MeterID
+def _ee52(w, o):  # MeterID
     v = w.v
     n = w.n
     v <<= 1
@@ -2796,13 +3431,7 @@ def _ee88(w, o):  # MeterID
     w.v = v
     w.n = n
 
-def _de89(r):  # MeterInfo
-    return c_iso20_commontypes._d_MeterInfoType(r)
-
-def _ee89(w, o):  # MeterInfo
-    c_iso20_commontypes._e_MeterInfoType(w, o)
-
-def _de90(r):  # MeterInfoRequested
+def _de53(r):  # MeterInfoRequested
     V = r.v
     E = r.end
     p = r.pos
@@ -2814,7 +3443,7 @@ def _de90(r):  # MeterInfoRequested
     r.pos = p
     return val
 
-def _ee90(w, o):  # MeterInfoRequested
+def _ee53(w, o):  # MeterInfoRequested
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -2823,7 +3452,7 @@ def _ee90(w, o):  # MeterInfoRequested
     w.v = v
     w.n = n
 
-def _de91(r):  # MeterSignature
+def _de54(r):  # MeterSignature
     V = r.v
     E = r.end
     p = r.pos
@@ -2835,31 +3464,33 @@ def _de91(r):  # MeterSignature
         if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        if len(val) > 64: r.facet('MeterSignature', 'length [0, 64]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(val) > 64: r.facet('MeterSignature', 'length [0, 64]', val, r.at(p))
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
     r.pos = p
     return val
 
-def _ee91(w, o):  # MeterSignature
+def _ee54(w, o):  # MeterSignature
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 64: raise EncodeError(f'length {len(o)} outside [0, 64]')
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de92(r):  # MeterStatus
+def _de55(r):  # MeterStatus
     V = r.v
     E = r.end
     p = r.pos
@@ -2868,12 +3499,22 @@ def _de92(r):  # MeterStatus
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('MeterStatus', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2884,7 +3525,7 @@ def _de92(r):  # MeterStatus
     r.pos = p
     return val
 
-def _ee92(w, o):  # MeterStatus
+def _ee55(w, o):  # MeterStatus
     v = w.v
     n = w.n
     if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
@@ -2893,25 +3534,36 @@ def _ee92(w, o):  # MeterStatus
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de93(r):  # MeterTimestamp
+def _de56(r):  # MeterTimestamp
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterTimestamp', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2921,7 +3573,7 @@ def _de93(r):  # MeterTimestamp
     r.pos = p
     return val
 
-def _ee93(w, o):  # MeterTimestamp
+def _ee56(w, o):  # MeterTimestamp
     v = w.v
     n = w.n
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
@@ -2929,13 +3581,14 @@ def _ee93(w, o):  # MeterTimestamp
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de94(r):  # MinimumSOC
+def _de57(r):  # MinimumSOC
     V = r.v
     E = r.end
     p = r.pos
@@ -2948,7 +3601,7 @@ def _de94(r):  # MinimumSOC
     r.pos = p
     return val
 
-def _ee94(w, o):  # MinimumSOC
+def _ee57(w, o):  # MinimumSOC
     v = w.v
     n = w.n
     if not 0 <= o <= 100: raise EncodeError(f'value {o!r} outside [0, 100]')
@@ -2957,7 +3610,7 @@ def _ee94(w, o):  # MinimumSOC
     w.v = v
     w.n = n
 
-def _de95(r):  # Modulus
+def _de58(r):  # Modulus
     V = r.v
     E = r.end
     p = r.pos
@@ -2969,41 +3622,53 @@ def _de95(r):  # Modulus
         if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
     r.pos = p
     return val
 
-def _ee95(w, o):  # Modulus
+def _ee58(w, o):  # Modulus
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de96(r):  # NotificationMaxDelay
+def _de59(r):  # NotificationMaxDelay
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3013,7 +3678,7 @@ def _de96(r):  # NotificationMaxDelay
     r.pos = p
     return val
 
-def _ee96(w, o):  # NotificationMaxDelay
+def _ee59(w, o):  # NotificationMaxDelay
     v = w.v
     n = w.n
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
@@ -3021,25 +3686,14 @@ def _ee96(w, o):  # NotificationMaxDelay
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de97(r):  # OccupancyCosts
-    return c_iso20_commontypes._d_DetailedCostType(r)
-
-def _ee97(w, o):  # OccupancyCosts
-    c_iso20_commontypes._e_DetailedCostType(w, o)
-
-def _de98(r):  # OverstayCosts
-    return c_iso20_commontypes._d_DetailedCostType(r)
-
-def _ee98(w, o):  # OverstayCosts
-    c_iso20_commontypes._e_DetailedCostType(w, o)
-
-def _de99(r):  # P
+def _de60(r):  # P
     V = r.v
     E = r.end
     p = r.pos
@@ -3051,29 +3705,31 @@ def _de99(r):  # P
         if (V >> (E - p)) & 7: raise r.deviation('P', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('P', p)
     r.pos = p
     return val
 
-def _ee99(w, o):  # P
+def _ee60(w, o):  # P
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de100(r):  # PGPKeyID
+def _de61(r):  # PGPKeyID
     V = r.v
     E = r.end
     p = r.pos
@@ -3085,29 +3741,31 @@ def _de100(r):  # PGPKeyID
         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
     r.pos = p
     return val
 
-def _ee100(w, o):  # PGPKeyID
+def _ee61(w, o):  # PGPKeyID
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de101(r):  # PGPKeyPacket
+def _de62(r):  # PGPKeyPacket
     V = r.v
     E = r.end
     p = r.pos
@@ -3119,29 +3777,31 @@ def _de101(r):  # PGPKeyPacket
         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
     r.pos = p
     return val
 
-def _ee101(w, o):  # PGPKeyPacket
+def _ee62(w, o):  # PGPKeyPacket
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de102(r):  # PgenCounter
+def _de63(r):  # PgenCounter
     V = r.v
     E = r.end
     p = r.pos
@@ -3153,29 +3813,31 @@ def _de102(r):  # PgenCounter
         if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
     r.pos = p
     return val
 
-def _ee102(w, o):  # PgenCounter
+def _ee63(w, o):  # PgenCounter
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de103(r):  # PresentSOC
+def _de64(r):  # PresentSOC
     V = r.v
     E = r.end
     p = r.pos
@@ -3188,7 +3850,7 @@ def _de103(r):  # PresentSOC
     r.pos = p
     return val
 
-def _ee103(w, o):  # PresentSOC
+def _ee64(w, o):  # PresentSOC
     v = w.v
     n = w.n
     if not 0 <= o <= 100: raise EncodeError(f'value {o!r} outside [0, 100]')
@@ -3197,7 +3859,7 @@ def _ee103(w, o):  # PresentSOC
     w.v = v
     w.n = n
 
-def _de104(r):  # Q
+def _de65(r):  # Q
     V = r.v
     E = r.end
     p = r.pos
@@ -3209,47 +3871,53 @@ def _de104(r):  # Q
         if (V >> (E - p)) & 7: raise r.deviation('Q', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Q', p)
     r.pos = p
     return val
 
-def _ee104(w, o):  # Q
+def _ee65(w, o):  # Q
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de105(r):  # Receipt
-    return c_iso20_commontypes._d_ReceiptType(r)
-
-def _ee105(w, o):  # Receipt
-    c_iso20_commontypes._e_ReceiptType(w, o)
-
-def _de106(r):  # RemainingTimeToMaximumSOC
+def _de66(r):  # RemainingTimeToMaximumSOC
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMaximumSOC', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3259,7 +3927,7 @@ def _de106(r):  # RemainingTimeToMaximumSOC
     r.pos = p
     return val
 
-def _ee106(w, o):  # RemainingTimeToMaximumSOC
+def _ee66(w, o):  # RemainingTimeToMaximumSOC
     v = w.v
     n = w.n
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
@@ -3267,25 +3935,36 @@ def _ee106(w, o):  # RemainingTimeToMaximumSOC
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de107(r):  # RemainingTimeToMinimumSOC
+def _de67(r):  # RemainingTimeToMinimumSOC
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMinimumSOC', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3295,7 +3974,7 @@ def _de107(r):  # RemainingTimeToMinimumSOC
     r.pos = p
     return val
 
-def _ee107(w, o):  # RemainingTimeToMinimumSOC
+def _ee67(w, o):  # RemainingTimeToMinimumSOC
     v = w.v
     n = w.n
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
@@ -3303,25 +3982,36 @@ def _ee107(w, o):  # RemainingTimeToMinimumSOC
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de108(r):  # RemainingTimeToTargetSOC
+def _de68(r):  # RemainingTimeToTargetSOC
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToTargetSOC', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3331,7 +4021,7 @@ def _de108(r):  # RemainingTimeToTargetSOC
     r.pos = p
     return val
 
-def _ee108(w, o):  # RemainingTimeToTargetSOC
+def _ee68(w, o):  # RemainingTimeToTargetSOC
     v = w.v
     n = w.n
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
@@ -3339,13 +4029,14 @@ def _ee108(w, o):  # RemainingTimeToTargetSOC
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de109(r):  # ResponseCode
+def _de69(r):  # ResponseCode
     V = r.v
     E = r.end
     p = r.pos
@@ -3359,7 +4050,7 @@ def _de109(r):  # ResponseCode
     r.pos = p
     return val
 
-def _ee109(w, o):  # ResponseCode
+def _ee69(w, o):  # ResponseCode
     v = w.v
     n = w.n
     _i1 = _I_iso20_commontypes_responseCodeType.get(o)
@@ -3369,13 +4060,7 @@ def _ee109(w, o):  # ResponseCode
     w.v = v
     w.n = n
 
-def _de110(r):  # RootCertificateID
-    return c_xmldsig._d_X509IssuerSerialType(r)
-
-def _ee110(w, o):  # RootCertificateID
-    c_xmldsig._e_X509IssuerSerialType(w, o)
-
-def _de111(r):  # SPKISexp
+def _de70(r):  # SPKISexp
     V = r.v
     E = r.end
     p = r.pos
@@ -3387,29 +4072,31 @@ def _de111(r):  # SPKISexp
         if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
     r.pos = p
     return val
 
-def _ee111(w, o):  # SPKISexp
+def _ee70(w, o):  # SPKISexp
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de112(r):  # Seed
+def _de71(r):  # Seed
     V = r.v
     E = r.end
     p = r.pos
@@ -3421,60 +4108,64 @@ def _de112(r):  # Seed
         if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
     r.pos = p
     return val
 
-def _ee112(w, o):  # Seed
+def _ee71(w, o):  # Seed
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de113(r):  # SessionID
+def _de72(r):  # SessionID
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
-    r.pos = p
-    val = r.binary()
-    if len(val) < 8 or len(val) > 8: r.facet('SessionID', 'length [8, 8]', val, r.at(r.pos))
-    V = r.v; E = r.end; p = r.pos
+    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+        p += 8 + (_l << 3)
+        val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+    else:
+        r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
+    if len(val) < 8 or len(val) > 8: r.facet('SessionID', 'length [8, 8]', val, r.at(p))
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
     r.pos = p
     return val
 
-def _ee113(w, o):  # SessionID
+def _ee72(w, o):  # SessionID
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) < 8 or len(o) > 8: raise EncodeError(f'length {len(o)} outside [8, 8]')
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de114(r):  # TargetSOC
+def _de73(r):  # TargetSOC
     V = r.v
     E = r.end
     p = r.pos
@@ -3487,7 +4178,7 @@ def _de114(r):  # TargetSOC
     r.pos = p
     return val
 
-def _ee114(w, o):  # TargetSOC
+def _ee73(w, o):  # TargetSOC
     v = w.v
     n = w.n
     if not 0 <= o <= 100: raise EncodeError(f'value {o!r} outside [0, 100]')
@@ -3496,25 +4187,29 @@ def _ee114(w, o):  # TargetSOC
     w.v = v
     w.n = n
 
-def _de115(r):  # TaxCosts
-    return c_iso20_commontypes._d_DetailedTaxType(r)
-
-def _ee115(w, o):  # TaxCosts
-    c_iso20_commontypes._e_DetailedTaxType(w, o)
-
-def _de116(r):  # TaxRuleID
+def _de74(r):  # TaxRuleID
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TaxRuleID', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3524,7 +4219,7 @@ def _de116(r):  # TaxRuleID
     r.pos = p
     return val
 
-def _ee116(w, o):  # TaxRuleID
+def _ee74(w, o):  # TaxRuleID
     v = w.v
     n = w.n
     if o < 1 or o > 4294967295: raise EncodeError(f'value {o!r} outside [1, 4294967295]')
@@ -3532,25 +4227,36 @@ def _ee116(w, o):  # TaxRuleID
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de117(r):  # TimeAnchor
+def _de75(r):  # TimeAnchor
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeAnchor', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3560,7 +4266,7 @@ def _de117(r):  # TimeAnchor
     r.pos = p
     return val
 
-def _ee117(w, o):  # TimeAnchor
+def _ee75(w, o):  # TimeAnchor
     v = w.v
     n = w.n
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
@@ -3568,25 +4274,36 @@ def _ee117(w, o):  # TimeAnchor
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de118(r):  # TimeStamp
+def _de76(r):  # TimeStamp
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeStamp', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3596,7 +4313,7 @@ def _de118(r):  # TimeStamp
     r.pos = p
     return val
 
-def _ee118(w, o):  # TimeStamp
+def _ee76(w, o):  # TimeStamp
     v = w.v
     n = w.n
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
@@ -3604,13 +4321,14 @@ def _ee118(w, o):  # TimeStamp
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de119(r):  # Value
+def _de77(r):  # Value
     V = r.v
     E = r.end
     p = r.pos
@@ -3619,12 +4337,22 @@ def _de119(r):  # Value
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('Value', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3635,7 +4363,7 @@ def _de119(r):  # Value
     r.pos = p
     return val
 
-def _ee119(w, o):  # Value
+def _ee77(w, o):  # Value
     v = w.v
     n = w.n
     if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
@@ -3644,13 +4372,14 @@ def _ee119(w, o):  # Value
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de120(r):  # X509CRL
+def _de78(r):  # X509CRL
     V = r.v
     E = r.end
     p = r.pos
@@ -3662,29 +4391,31 @@ def _de120(r):  # X509CRL
         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
     r.pos = p
     return val
 
-def _ee120(w, o):  # X509CRL
+def _ee78(w, o):  # X509CRL
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de121(r):  # X509Certificate
+def _de79(r):  # X509Certificate
     V = r.v
     E = r.end
     p = r.pos
@@ -3696,29 +4427,31 @@ def _de121(r):  # X509Certificate
         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
     r.pos = p
     return val
 
-def _ee121(w, o):  # X509Certificate
+def _ee79(w, o):  # X509Certificate
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de122(r):  # X509IssuerName
+def _de80(r):  # X509IssuerName
     V = r.v
     E = r.end
     p = r.pos
@@ -3739,7 +4472,7 @@ def _de122(r):  # X509IssuerName
     r.pos = p
     return val
 
-def _ee122(w, o):  # X509IssuerName
+def _ee80(w, o):  # X509IssuerName
     v = w.v
     n = w.n
     v <<= 1
@@ -3754,13 +4487,7 @@ def _ee122(w, o):  # X509IssuerName
     w.v = v
     w.n = n
 
-def _de123(r):  # X509IssuerSerial
-    return c_xmldsig._d_X509IssuerSerialType(r)
-
-def _ee123(w, o):  # X509IssuerSerial
-    c_xmldsig._e_X509IssuerSerialType(w, o)
-
-def _de124(r):  # X509SKI
+def _de81(r):  # X509SKI
     V = r.v
     E = r.end
     p = r.pos
@@ -3772,29 +4499,31 @@ def _de124(r):  # X509SKI
         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
     r.pos = p
     return val
 
-def _ee124(w, o):  # X509SKI
+def _ee81(w, o):  # X509SKI
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de125(r):  # X509SerialNumber
+def _de82(r):  # X509SerialNumber
     V = r.v
     E = r.end
     p = r.pos
@@ -3803,12 +4532,22 @@ def _de125(r):  # X509SerialNumber
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('X509SerialNumber', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3818,7 +4557,7 @@ def _de125(r):  # X509SerialNumber
     r.pos = p
     return val
 
-def _ee125(w, o):  # X509SerialNumber
+def _ee82(w, o):  # X509SerialNumber
     v = w.v
     n = w.n
     if type(o) is not int: raise EncodeError(f'expected an int, got {o!r}')
@@ -3827,13 +4566,14 @@ def _ee125(w, o):  # X509SerialNumber
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de126(r):  # X509SubjectName
+def _de83(r):  # X509SubjectName
     V = r.v
     E = r.end
     p = r.pos
@@ -3854,7 +4594,7 @@ def _de126(r):  # X509SubjectName
     r.pos = p
     return val
 
-def _ee126(w, o):  # X509SubjectName
+def _ee83(w, o):  # X509SubjectName
     v = w.v
     n = w.n
     v <<= 1
@@ -3869,7 +4609,7 @@ def _ee126(w, o):  # X509SubjectName
     w.v = v
     w.n = n
 
-def _de127(r):  # XPath
+def _de84(r):  # XPath
     V = r.v
     E = r.end
     p = r.pos
@@ -3890,7 +4630,7 @@ def _de127(r):  # XPath
     r.pos = p
     return val
 
-def _ee127(w, o):  # XPath
+def _ee84(w, o):  # XPath
     v = w.v
     n = w.n
     v <<= 1
@@ -3905,7 +4645,7 @@ def _ee127(w, o):  # XPath
     w.v = v
     w.n = n
 
-def _de128(r):  # Y
+def _de85(r):  # Y
     V = r.v
     E = r.end
     p = r.pos
@@ -3917,23 +4657,25 @@ def _de128(r):  # Y
         if (V >> (E - p)) & 7: raise r.deviation('Y', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Y', p)
     r.pos = p
     return val
 
-def _ee128(w, o):  # Y
+def _ee85(w, o):  # Y
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -3941,135 +4683,135 @@ def _ee128(w, o):  # Y
 
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 FRAGMENT = (
-    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_ConnectReq', iso20_acdp.ACDP_ConnectReqType, _de0, _ee0),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_ConnectRes', iso20_acdp.ACDP_ConnectResType, _de1, _ee1),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_DisconnectReq', iso20_acdp.ACDP_ConnectReqType, _de2, _ee2),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_DisconnectRes', iso20_acdp.ACDP_ConnectResType, _de3, _ee3),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_SystemStatusReq', iso20_acdp.ACDP_SystemStatusReqType, _de4, _ee4),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_SystemStatusRes', iso20_acdp.ACDP_SystemStatusResType, _de5, _ee5),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_VehiclePositioningReq', iso20_acdp.ACDP_VehiclePositioningReqType, _de6, _ee6),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_VehiclePositioningRes', iso20_acdp.ACDP_VehiclePositioningResType, _de7, _ee7),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'AckMaxDelay', ('uint', 0, 65535), _de34, _ee34),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'AdditionalServicesCosts', iso20_commontypes.DetailedCostType, _de35, _ee35),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'Amount', iso20_commontypes.RationalNumberType, _de36, _ee36),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'BPT_DischargedEnergyReadingWh', ('uint', 0, 18446744073709551615), _de37, _ee37),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'BPT_InductiveEnergyReadingVARh', ('uint', 0, 18446744073709551615), _de38, _ee38),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'BatteryEnergyCapacity', iso20_commontypes.RationalNumberType, _de39, _ee39),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'CLReqControlMode', iso20_commontypes.CLReqControlModeType, _de8, _ee8),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'CLResControlMode', iso20_commontypes.CLResControlModeType, _de9, _ee9),
-    ('http://www.w3.org/2000/09/xmldsig#', 'CanonicalizationMethod', xmldsig.CanonicalizationMethodType, _de10, _ee10),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'CapacitiveEnergyReadingVARh', ('uint', 0, 18446744073709551615), _de40, _ee40),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'ChargedEnergyReadingWh', ('uint', 0, 18446744073709551615), _de41, _ee41),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'ChargingComplete', ('bool',), _de42, _ee42),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'ContactWindowXc', ('int', -32768, 32767), _de43, _ee43),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'ContactWindowYc', ('int', -32768, 32767), _de44, _ee44),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'CostPerUnit', iso20_commontypes.RationalNumberType, _de45, _ee45),
-    ('http://www.w3.org/2000/09/xmldsig#', 'DSAKeyValue', xmldsig.DSAKeyValueType, _de11, _ee11),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'DepartureTime', ('uint', 0, 4294967295), _de46, _ee46),
-    ('http://www.w3.org/2000/09/xmldsig#', 'DigestMethod', xmldsig.DigestMethodType, _de12, _ee12),
-    ('http://www.w3.org/2000/09/xmldsig#', 'DigestValue', ('b64', None, None), _de13, _ee13),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'DisplayParameters', iso20_commontypes.DisplayParametersType, _de47, _ee47),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'EVAssociationStatus', ('bool',), _de48, _ee48),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'EVCPStatus', ('enum', iso20_acdp.cpStatusType, 'str'), _de49, _ee49),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'EVElectricalChargingDeviceStatus', ('enum', iso20_acdp.electricalChargingDeviceStatusType, 'str'), _de50, _ee50),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'EVErrorCode', ('enum', iso20_acdp.errorCodeType, 'str'), _de51, _ee51),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'EVImmobilizationRequest', ('bool',), _de52, _ee52),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'EVImmobilized', ('bool',), _de53, _ee53),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'EVInChargePosition', ('bool',), _de54, _ee54),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'EVMaximumEnergyRequest', iso20_commontypes.RationalNumberType, _de55, _ee55),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'EVMinimumEnergyRequest', iso20_commontypes.RationalNumberType, _de56, _ee56),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'EVMobilityStatus', ('bool',), _de57, _ee57),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'EVPositioningSupport', ('bool',), _de58, _ee58),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'EVReadyToCharge', ('bool',), _de59, _ee59),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'EVRelativeXDeviation', ('int', -32768, 32767), _de60, _ee60),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'EVRelativeYDeviation', ('int', -32768, 32767), _de61, _ee61),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'EVSEDisabled', ('bool',), _de62, _ee62),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'EVSEElectricalChargingDeviceStatus', ('enum', iso20_acdp.electricalChargingDeviceStatusType, 'str'), _de63, _ee63),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'EVSEEmergencyShutdown', ('bool',), _de64, _ee64),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'EVSEIsolationStatus', ('enum', iso20_acdp.isolationStatusType, 'str'), _de65, _ee65),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'EVSEMalfunction', ('bool',), _de66, _ee66),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'EVSEMechanicalChargingDeviceStatus', ('enum', iso20_acdp.mechanicalChargingDeviceStatusType, 'str'), _de67, _ee67),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'EVSENotification', ('enum', iso20_commontypes.evseNotificationType, 'str'), _de68, _ee68),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'EVSEPositioningSupport', ('bool',), _de69, _ee69),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'EVSEProcessing', ('enum', iso20_commontypes.processingType, 'str'), _de70, _ee70),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'EVSEReadyToCharge', ('bool',), _de71, _ee71),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'EVSEStatus', iso20_commontypes.EVSEStatusType, _de72, _ee72),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'EVSEUtilityInterruptEvent', ('bool',), _de73, _ee73),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'EVSOC', ('nbit', 0, 100), _de74, _ee74),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'EVTargetEnergyRequest', iso20_commontypes.RationalNumberType, _de75, _ee75),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'EVTechnicalStatus', iso20_acdp.EVTechnicalStatusType, _de76, _ee76),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'EVTimeout', ('bool',), _de77, _ee77),
-    ('urn:iso:std:iso:15118:-20:ACDP', 'EVWLANStrength', iso20_commontypes.RationalNumberType, _de78, _ee78),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'EnergyCosts', iso20_commontypes.DetailedCostType, _de79, _ee79),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Exponent', ('b64', None, None), _de80, _ee80),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'Exponent', ('nbit', -128, 127), _de81, _ee81),
-    ('http://www.w3.org/2000/09/xmldsig#', 'G', ('b64', None, None), _de82, _ee82),
-    ('http://www.w3.org/2000/09/xmldsig#', 'HMACOutputLength', ('int', None, None), _de83, _ee83),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'Header', iso20_commontypes.MessageHeaderType, _de84, _ee84),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'InletHot', ('bool',), _de85, _ee85),
-    ('http://www.w3.org/2000/09/xmldsig#', 'J', ('b64', None, None), _de86, _ee86),
-    ('http://www.w3.org/2000/09/xmldsig#', 'KeyInfo', xmldsig.KeyInfoType, _de14, _ee14),
-    ('http://www.w3.org/2000/09/xmldsig#', 'KeyName', ('str', None, None), _de15, _ee15),
-    ('http://www.w3.org/2000/09/xmldsig#', 'KeyValue', xmldsig.KeyValueType, _de16, _ee16),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Manifest', xmldsig.ManifestType, _de17, _ee17),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'MaximumSOC', ('nbit', 0, 100), _de87, _ee87),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'MeterID', ('str', None, 32), _de88, _ee88),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'MeterInfo', iso20_commontypes.MeterInfoType, _de89, _ee89),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'MeterInfoRequested', ('bool',), _de90, _ee90),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'MeterSignature', ('b64', None, 64), _de91, _ee91),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'MeterStatus', ('int', -32768, 32767), _de92, _ee92),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'MeterTimestamp', ('uint', 0, 18446744073709551615), _de93, _ee93),
-    ('http://www.w3.org/2000/09/xmldsig#', 'MgmtData', ('str', None, None), _de18, _ee18),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'MinimumSOC', ('nbit', 0, 100), _de94, _ee94),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Modulus', ('b64', None, None), _de95, _ee95),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'NotificationMaxDelay', ('uint', 0, 65535), _de96, _ee96),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Object', xmldsig.ObjectType, _de19, _ee19),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'OccupancyCosts', iso20_commontypes.DetailedCostType, _de97, _ee97),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'OverstayCosts', iso20_commontypes.DetailedCostType, _de98, _ee98),
-    ('http://www.w3.org/2000/09/xmldsig#', 'P', ('b64', None, None), _de99, _ee99),
-    ('http://www.w3.org/2000/09/xmldsig#', 'PGPData', xmldsig.PGPDataType, _de20, _ee20),
-    ('http://www.w3.org/2000/09/xmldsig#', 'PGPKeyID', ('b64', None, None), _de100, _ee100),
-    ('http://www.w3.org/2000/09/xmldsig#', 'PGPKeyPacket', ('b64', None, None), _de101, _ee101),
-    ('http://www.w3.org/2000/09/xmldsig#', 'PgenCounter', ('b64', None, None), _de102, _ee102),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'PresentSOC', ('nbit', 0, 100), _de103, _ee103),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Q', ('b64', None, None), _de104, _ee104),
-    ('http://www.w3.org/2000/09/xmldsig#', 'RSAKeyValue', xmldsig.RSAKeyValueType, _de21, _ee21),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'Receipt', iso20_commontypes.ReceiptType, _de105, _ee105),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Reference', xmldsig.ReferenceType, _de22, _ee22),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'RemainingTimeToMaximumSOC', ('uint', 0, 4294967295), _de106, _ee106),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'RemainingTimeToMinimumSOC', ('uint', 0, 4294967295), _de107, _ee107),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'RemainingTimeToTargetSOC', ('uint', 0, 4294967295), _de108, _ee108),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'ResponseCode', ('enum', iso20_commontypes.responseCodeType, 'str'), _de109, _ee109),
-    ('http://www.w3.org/2000/09/xmldsig#', 'RetrievalMethod', xmldsig.RetrievalMethodType, _de23, _ee23),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'RootCertificateID', xmldsig.X509IssuerSerialType, _de110, _ee110),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SPKIData', xmldsig.SPKIDataType, _de24, _ee24),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SPKISexp', ('b64', None, None), _de111, _ee111),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Seed', ('b64', None, None), _de112, _ee112),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'SessionID', ('hex', 8, 8), _de113, _ee113),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Signature', xmldsig.SignatureType, _de25, _ee25),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureMethod', xmldsig.SignatureMethodType, _de26, _ee26),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperties', xmldsig.SignaturePropertiesType, _de27, _ee27),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperty', xmldsig.SignaturePropertyType, _de28, _ee28),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureValue', xmldsig.SignatureValueType, _de29, _ee29),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignedInfo', xmldsig.SignedInfoType, _de30, _ee30),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'TargetSOC', ('nbit', 0, 100), _de114, _ee114),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'TaxCosts', iso20_commontypes.DetailedTaxType, _de115, _ee115),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'TaxRuleID', ('uint', 1, 4294967295), _de116, _ee116),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'TimeAnchor', ('uint', 0, 18446744073709551615), _de117, _ee117),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'TimeStamp', ('uint', 0, 18446744073709551615), _de118, _ee118),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Transform', xmldsig.TransformType, _de31, _ee31),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Transforms', xmldsig.TransformsType, _de32, _ee32),
-    ('urn:iso:std:iso:15118:-20:CommonTypes', 'Value', ('int', -32768, 32767), _de119, _ee119),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509CRL', ('b64', None, None), _de120, _ee120),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509Certificate', ('b64', None, None), _de121, _ee121),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509Data', xmldsig.X509DataType, _de33, _ee33),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509IssuerName', ('str', None, None), _de122, _ee122),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509IssuerSerial', xmldsig.X509IssuerSerialType, _de123, _ee123),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509SKI', ('b64', None, None), _de124, _ee124),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509SerialNumber', ('int', None, None), _de125, _ee125),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509SubjectName', ('str', None, None), _de126, _ee126),
-    ('http://www.w3.org/2000/09/xmldsig#', 'XPath', ('str', None, None), _de127, _ee127),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Y', ('b64', None, None), _de128, _ee128),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_ConnectReq', iso20_acdp.ACDP_ConnectReqType, _d_ACDP_ConnectReqType, _e_ACDP_ConnectReqType),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_ConnectRes', iso20_acdp.ACDP_ConnectResType, _d_ACDP_ConnectResType, _e_ACDP_ConnectResType),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_DisconnectReq', iso20_acdp.ACDP_ConnectReqType, _d_ACDP_ConnectReqType, _e_ACDP_ConnectReqType),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_DisconnectRes', iso20_acdp.ACDP_ConnectResType, _d_ACDP_ConnectResType, _e_ACDP_ConnectResType),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_SystemStatusReq', iso20_acdp.ACDP_SystemStatusReqType, _d_ACDP_SystemStatusReqType, _e_ACDP_SystemStatusReqType),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_SystemStatusRes', iso20_acdp.ACDP_SystemStatusResType, _d_ACDP_SystemStatusResType, _e_ACDP_SystemStatusResType),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_VehiclePositioningReq', iso20_acdp.ACDP_VehiclePositioningReqType, _d_ACDP_VehiclePositioningReqType, _e_ACDP_VehiclePositioningReqType),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'ACDP_VehiclePositioningRes', iso20_acdp.ACDP_VehiclePositioningResType, _d_ACDP_VehiclePositioningResType, _e_ACDP_VehiclePositioningResType),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'AckMaxDelay', ('uint', 0, 65535), _de11, _ee11),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'AdditionalServicesCosts', iso20_commontypes.DetailedCostType, c_iso20_commontypes._d_DetailedCostType, c_iso20_commontypes._e_DetailedCostType),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'Amount', iso20_commontypes.RationalNumberType, c_iso20_commontypes._d_RationalNumberType, c_iso20_commontypes._e_RationalNumberType),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'BPT_DischargedEnergyReadingWh', ('uint', 0, 18446744073709551615), _de12, _ee12),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'BPT_InductiveEnergyReadingVARh', ('uint', 0, 18446744073709551615), _de13, _ee13),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'BatteryEnergyCapacity', iso20_commontypes.RationalNumberType, c_iso20_commontypes._d_RationalNumberType, c_iso20_commontypes._e_RationalNumberType),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'CLReqControlMode', iso20_commontypes.CLReqControlModeType, c_iso20_commontypes._d_CLReqControlModeType, c_iso20_commontypes._e_CLReqControlModeType),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'CLResControlMode', iso20_commontypes.CLResControlModeType, c_iso20_commontypes._d_CLResControlModeType, c_iso20_commontypes._e_CLResControlModeType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'CanonicalizationMethod', xmldsig.CanonicalizationMethodType, _de0, _ee0),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'CapacitiveEnergyReadingVARh', ('uint', 0, 18446744073709551615), _de14, _ee14),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'ChargedEnergyReadingWh', ('uint', 0, 18446744073709551615), _de15, _ee15),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'ChargingComplete', ('bool',), _de16, _ee16),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'ContactWindowXc', ('int', -32768, 32767), _de17, _ee17),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'ContactWindowYc', ('int', -32768, 32767), _de18, _ee18),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'CostPerUnit', iso20_commontypes.RationalNumberType, c_iso20_commontypes._d_RationalNumberType, c_iso20_commontypes._e_RationalNumberType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'DSAKeyValue', xmldsig.DSAKeyValueType, c_xmldsig._d_DSAKeyValueType, c_xmldsig._e_DSAKeyValueType),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'DepartureTime', ('uint', 0, 4294967295), _de19, _ee19),
+    ('http://www.w3.org/2000/09/xmldsig#', 'DigestMethod', xmldsig.DigestMethodType, _de1, _ee1),
+    ('http://www.w3.org/2000/09/xmldsig#', 'DigestValue', ('b64', None, None), _de2, _ee2),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'DisplayParameters', iso20_commontypes.DisplayParametersType, c_iso20_commontypes._d_DisplayParametersType, c_iso20_commontypes._e_DisplayParametersType),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'EVAssociationStatus', ('bool',), _de20, _ee20),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'EVCPStatus', ('enum', iso20_acdp.cpStatusType, 'str'), _de21, _ee21),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'EVElectricalChargingDeviceStatus', ('enum', iso20_acdp.electricalChargingDeviceStatusType, 'str'), _de22, _ee22),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'EVErrorCode', ('enum', iso20_acdp.errorCodeType, 'str'), _de23, _ee23),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'EVImmobilizationRequest', ('bool',), _de24, _ee24),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'EVImmobilized', ('bool',), _de25, _ee25),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'EVInChargePosition', ('bool',), _de26, _ee26),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'EVMaximumEnergyRequest', iso20_commontypes.RationalNumberType, c_iso20_commontypes._d_RationalNumberType, c_iso20_commontypes._e_RationalNumberType),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'EVMinimumEnergyRequest', iso20_commontypes.RationalNumberType, c_iso20_commontypes._d_RationalNumberType, c_iso20_commontypes._e_RationalNumberType),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'EVMobilityStatus', ('bool',), _de27, _ee27),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'EVPositioningSupport', ('bool',), _de28, _ee28),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'EVReadyToCharge', ('bool',), _de29, _ee29),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'EVRelativeXDeviation', ('int', -32768, 32767), _de30, _ee30),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'EVRelativeYDeviation', ('int', -32768, 32767), _de31, _ee31),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'EVSEDisabled', ('bool',), _de32, _ee32),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'EVSEElectricalChargingDeviceStatus', ('enum', iso20_acdp.electricalChargingDeviceStatusType, 'str'), _de33, _ee33),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'EVSEEmergencyShutdown', ('bool',), _de34, _ee34),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'EVSEIsolationStatus', ('enum', iso20_acdp.isolationStatusType, 'str'), _de35, _ee35),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'EVSEMalfunction', ('bool',), _de36, _ee36),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'EVSEMechanicalChargingDeviceStatus', ('enum', iso20_acdp.mechanicalChargingDeviceStatusType, 'str'), _de37, _ee37),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'EVSENotification', ('enum', iso20_commontypes.evseNotificationType, 'str'), _de38, _ee38),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'EVSEPositioningSupport', ('bool',), _de39, _ee39),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'EVSEProcessing', ('enum', iso20_commontypes.processingType, 'str'), _de40, _ee40),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'EVSEReadyToCharge', ('bool',), _de41, _ee41),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'EVSEStatus', iso20_commontypes.EVSEStatusType, c_iso20_commontypes._d_EVSEStatusType, c_iso20_commontypes._e_EVSEStatusType),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'EVSEUtilityInterruptEvent', ('bool',), _de42, _ee42),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'EVSOC', ('nbit', 0, 100), _de43, _ee43),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'EVTargetEnergyRequest', iso20_commontypes.RationalNumberType, c_iso20_commontypes._d_RationalNumberType, c_iso20_commontypes._e_RationalNumberType),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'EVTechnicalStatus', iso20_acdp.EVTechnicalStatusType, _d_EVTechnicalStatusType, _e_EVTechnicalStatusType),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'EVTimeout', ('bool',), _de44, _ee44),
+    ('urn:iso:std:iso:15118:-20:ACDP', 'EVWLANStrength', iso20_commontypes.RationalNumberType, c_iso20_commontypes._d_RationalNumberType, c_iso20_commontypes._e_RationalNumberType),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'EnergyCosts', iso20_commontypes.DetailedCostType, c_iso20_commontypes._d_DetailedCostType, c_iso20_commontypes._e_DetailedCostType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Exponent', ('b64', None, None), _de45, _ee45),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'Exponent', ('nbit', -128, 127), _de46, _ee46),
+    ('http://www.w3.org/2000/09/xmldsig#', 'G', ('b64', None, None), _de47, _ee47),
+    ('http://www.w3.org/2000/09/xmldsig#', 'HMACOutputLength', ('int', None, None), _de48, _ee48),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'Header', iso20_commontypes.MessageHeaderType, c_iso20_commontypes._d_MessageHeaderType, c_iso20_commontypes._e_MessageHeaderType),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'InletHot', ('bool',), _de49, _ee49),
+    ('http://www.w3.org/2000/09/xmldsig#', 'J', ('b64', None, None), _de50, _ee50),
+    ('http://www.w3.org/2000/09/xmldsig#', 'KeyInfo', xmldsig.KeyInfoType, _de3, _ee3),
+    ('http://www.w3.org/2000/09/xmldsig#', 'KeyName', ('str', None, None), _de4, _ee4),
+    ('http://www.w3.org/2000/09/xmldsig#', 'KeyValue', xmldsig.KeyValueType, _de5, _ee5),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Manifest', xmldsig.ManifestType, c_xmldsig._d_ManifestType, c_xmldsig._e_ManifestType),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'MaximumSOC', ('nbit', 0, 100), _de51, _ee51),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'MeterID', ('str', None, 32), _de52, _ee52),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'MeterInfo', iso20_commontypes.MeterInfoType, c_iso20_commontypes._d_MeterInfoType, c_iso20_commontypes._e_MeterInfoType),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'MeterInfoRequested', ('bool',), _de53, _ee53),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'MeterSignature', ('b64', None, 64), _de54, _ee54),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'MeterStatus', ('int', -32768, 32767), _de55, _ee55),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'MeterTimestamp', ('uint', 0, 18446744073709551615), _de56, _ee56),
+    ('http://www.w3.org/2000/09/xmldsig#', 'MgmtData', ('str', None, None), _de6, _ee6),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'MinimumSOC', ('nbit', 0, 100), _de57, _ee57),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Modulus', ('b64', None, None), _de58, _ee58),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'NotificationMaxDelay', ('uint', 0, 65535), _de59, _ee59),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Object', xmldsig.ObjectType, _de7, _ee7),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'OccupancyCosts', iso20_commontypes.DetailedCostType, c_iso20_commontypes._d_DetailedCostType, c_iso20_commontypes._e_DetailedCostType),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'OverstayCosts', iso20_commontypes.DetailedCostType, c_iso20_commontypes._d_DetailedCostType, c_iso20_commontypes._e_DetailedCostType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'P', ('b64', None, None), _de60, _ee60),
+    ('http://www.w3.org/2000/09/xmldsig#', 'PGPData', xmldsig.PGPDataType, c_xmldsig._d_PGPDataType, c_xmldsig._e_PGPDataType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'PGPKeyID', ('b64', None, None), _de61, _ee61),
+    ('http://www.w3.org/2000/09/xmldsig#', 'PGPKeyPacket', ('b64', None, None), _de62, _ee62),
+    ('http://www.w3.org/2000/09/xmldsig#', 'PgenCounter', ('b64', None, None), _de63, _ee63),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'PresentSOC', ('nbit', 0, 100), _de64, _ee64),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Q', ('b64', None, None), _de65, _ee65),
+    ('http://www.w3.org/2000/09/xmldsig#', 'RSAKeyValue', xmldsig.RSAKeyValueType, c_xmldsig._d_RSAKeyValueType, c_xmldsig._e_RSAKeyValueType),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'Receipt', iso20_commontypes.ReceiptType, c_iso20_commontypes._d_ReceiptType, c_iso20_commontypes._e_ReceiptType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Reference', xmldsig.ReferenceType, c_xmldsig._d_ReferenceType, c_xmldsig._e_ReferenceType),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'RemainingTimeToMaximumSOC', ('uint', 0, 4294967295), _de66, _ee66),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'RemainingTimeToMinimumSOC', ('uint', 0, 4294967295), _de67, _ee67),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'RemainingTimeToTargetSOC', ('uint', 0, 4294967295), _de68, _ee68),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'ResponseCode', ('enum', iso20_commontypes.responseCodeType, 'str'), _de69, _ee69),
+    ('http://www.w3.org/2000/09/xmldsig#', 'RetrievalMethod', xmldsig.RetrievalMethodType, c_xmldsig._d_RetrievalMethodType, c_xmldsig._e_RetrievalMethodType),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'RootCertificateID', xmldsig.X509IssuerSerialType, c_xmldsig._d_X509IssuerSerialType, c_xmldsig._e_X509IssuerSerialType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SPKIData', xmldsig.SPKIDataType, c_xmldsig._d_SPKIDataType, c_xmldsig._e_SPKIDataType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SPKISexp', ('b64', None, None), _de70, _ee70),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Seed', ('b64', None, None), _de71, _ee71),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'SessionID', ('hex', 8, 8), _de72, _ee72),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Signature', xmldsig.SignatureType, c_xmldsig._d_SignatureType, c_xmldsig._e_SignatureType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureMethod', xmldsig.SignatureMethodType, _de8, _ee8),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperties', xmldsig.SignaturePropertiesType, c_xmldsig._d_SignaturePropertiesType, c_xmldsig._e_SignaturePropertiesType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperty', xmldsig.SignaturePropertyType, _de9, _ee9),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureValue', xmldsig.SignatureValueType, c_xmldsig._d_SignatureValueType, c_xmldsig._e_SignatureValueType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignedInfo', xmldsig.SignedInfoType, c_xmldsig._d_SignedInfoType, c_xmldsig._e_SignedInfoType),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'TargetSOC', ('nbit', 0, 100), _de73, _ee73),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'TaxCosts', iso20_commontypes.DetailedTaxType, c_iso20_commontypes._d_DetailedTaxType, c_iso20_commontypes._e_DetailedTaxType),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'TaxRuleID', ('uint', 1, 4294967295), _de74, _ee74),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'TimeAnchor', ('uint', 0, 18446744073709551615), _de75, _ee75),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'TimeStamp', ('uint', 0, 18446744073709551615), _de76, _ee76),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Transform', xmldsig.TransformType, _de10, _ee10),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Transforms', xmldsig.TransformsType, c_xmldsig._d_TransformsType, c_xmldsig._e_TransformsType),
+    ('urn:iso:std:iso:15118:-20:CommonTypes', 'Value', ('int', -32768, 32767), _de77, _ee77),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509CRL', ('b64', None, None), _de78, _ee78),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509Certificate', ('b64', None, None), _de79, _ee79),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509Data', xmldsig.X509DataType, c_xmldsig._d_X509DataType, c_xmldsig._e_X509DataType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509IssuerName', ('str', None, None), _de80, _ee80),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509IssuerSerial', xmldsig.X509IssuerSerialType, c_xmldsig._d_X509IssuerSerialType, c_xmldsig._e_X509IssuerSerialType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509SKI', ('b64', None, None), _de81, _ee81),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509SerialNumber', ('int', None, None), _de82, _ee82),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509SubjectName', ('str', None, None), _de83, _ee83),
+    ('http://www.w3.org/2000/09/xmldsig#', 'XPath', ('str', None, None), _de84, _ee84),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Y', ('b64', None, None), _de85, _ee85),
 )
 FRAGMENT_WIDTH = 8
 

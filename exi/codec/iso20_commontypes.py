@@ -5,6 +5,7 @@ from exi.runtime import DecodeError, EncodeError, _ctx, _leftover
 from exi.model import iso20_commontypes, xmldsig
 from exi.codec import xmldsig as c_xmldsig
 
+_new = object.__new__
 _E_iso20_commontypes_evseNotificationType = tuple(iso20_commontypes.evseNotificationType)
 _E_iso20_commontypes_responseCodeType = tuple(iso20_commontypes.responseCodeType)
 _I_iso20_commontypes_evseNotificationType = {v: i for i, v in enumerate(iso20_commontypes.evseNotificationType)}
@@ -23,7 +24,8 @@ def _d_CLReqControlModeType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_commontypes.CLReqControlModeType()
+    _obj = _new(iso20_commontypes.CLReqControlModeType)
+    return _obj
 
 def _e_CLReqControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}CLReqControlModeType
@@ -52,7 +54,8 @@ def _d_CLResControlModeType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_commontypes.CLResControlModeType()
+    _obj = _new(iso20_commontypes.CLResControlModeType)
+    return _obj
 
 def _e_CLResControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}CLResControlModeType
@@ -78,52 +81,112 @@ def _d_ChargeLoopReqType(r):
     f_DisplayParameters = None
     f_MeterInfoRequested = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargeLoopReqType', p)
-                el = 'Header'
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ChargeLoopReqType', p)
+        el = 'Header'
+        _c1_SessionID = None
+        _c1_TimeStamp = None
+        _c1_Signature = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/SessionID'
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/TimeStamp'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_TimeStamp = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+        _c1_s = 2
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Header/Signature'
                 r.pos = p
-                f_Header = _d_MessageHeaderType(r)
+                _c1_Signature = c_xmldsig._d_SignatureType(r)
                 V = r.v; E = r.end; p = r.pos
-                s = 1
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'DisplayParameters'
-                    r.pos = p
-                    f_DisplayParameters = _d_DisplayParametersType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 4
-                    if p > E: V, E, p = r.slide(p, 4)
-                    x = (V >> (E - p)) & 15
-                    if x & 13: raise r.deviation('ChargeLoopReqType', p)
-                    el = 'MeterInfoRequested'
-                    f_MeterInfoRequested = ((x >> 1) & 1) == 1
-                    s = 3
-                elif ec == 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('ChargeLoopReqType', p)
-                    el = 'MeterInfoRequested'
-                    f_MeterInfoRequested = ((x >> 1) & 1) == 1
-                    s = 3
-                else:
-                    raise r.deviation('ChargeLoopReqType', p)
-            if s == 3:
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargeLoopReqType', p)
-                s = -1
+                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('MessageHeaderType', p)
+        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        f_Header.SessionID = _c1_SessionID
+        f_Header.TimeStamp = _c1_TimeStamp
+        f_Header.Signature = _c1_Signature
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'DisplayParameters'
+                r.pos = p
+                f_DisplayParameters = _d_DisplayParametersType(r)
+                V = r.v; E = r.end; p = r.pos
+                p += 4
+                if p > E: V, E, p = r.slide(p, 4)
+                x = (V >> (E - p)) & 15
+                if x & 13: raise r.deviation('ChargeLoopReqType', p)
+                el = 'MeterInfoRequested'
+                f_MeterInfoRequested = ((x >> 1) & 1) == 1
+                s = 3
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('ChargeLoopReqType', p)
+                el = 'MeterInfoRequested'
+                f_MeterInfoRequested = ((x >> 1) & 1) == 1
+                s = 3
+            else:
+                raise r.deviation('ChargeLoopReqType', p)
+        if s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ChargeLoopReqType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_commontypes.ChargeLoopReqType(f_Header, f_DisplayParameters, f_MeterInfoRequested)
+    _obj = _new(iso20_commontypes.ChargeLoopReqType)
+    _obj.Header = f_Header
+    _obj.DisplayParameters = f_DisplayParameters
+    _obj.MeterInfoRequested = f_MeterInfoRequested
+    return _obj
 
 def _e_ChargeLoopReqType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ChargeLoopReqType
@@ -134,51 +197,92 @@ def _e_ChargeLoopReqType(w, o):
         v_Header = o.Header
         v_DisplayParameters = o.DisplayParameters
         v_MeterInfoRequested = o.MeterInfoRequested
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    el = 'Header'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_MessageHeaderType(w, v_Header)
-                    v = w.v; n = w.n
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_DisplayParameters is not None:
-                    el = 'DisplayParameters'
+        if v_Header is not None:
+            el = 'Header'
+            v <<= 1
+            n += 1
+            _c1_o = v_Header
+            _c1_SessionID = _c1_o.SessionID
+            _c1_TimeStamp = _c1_o.TimeStamp
+            _c1_Signature = _c1_o.Signature
+            if _c1_SessionID is not None:
+                el = 'Header/SessionID'
+                v <<= 2
+                n += 2
+                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
+                _l = len(_c1_SessionID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
+                if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
+                el = 'Header/TimeStamp'
+                if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
+                v <<= 3
+                n += 3
+                _c1_SessionID = None
+                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
+                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_TimeStamp = None
+                _c1_s = 2
+            else:
+                raise EncodeError('missing content: expected one of SessionID')
+            if _c1_s == 2:
+                if _c1_Signature is not None:
+                    el = 'Header/Signature'
                     v <<= 2
                     n += 2
                     w.v = v; w.n = n
-                    _e_DisplayParametersType(w, v_DisplayParameters)
+                    c_xmldsig._e_SignatureType(w, _c1_Signature)
                     v = w.v; n = w.n
-                    if not (v_MeterInfoRequested is not None): raise EncodeError('missing content: MeterInfoRequested')
-                    el = 'MeterInfoRequested'
-                    if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                    v = (v << 4) | (v_MeterInfoRequested << 1)
-                    n += 4
-                    v_DisplayParameters = None
-                    v_MeterInfoRequested = None
-                    s = 3
-                elif v_MeterInfoRequested is not None:
-                    el = 'MeterInfoRequested'
-                    if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                    v = (v << 5) | (1 << 3) | (v_MeterInfoRequested << 1)
-                    n += 5
-                    v_MeterInfoRequested = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of DisplayParameters, MeterInfoRequested')
-            if s == 3:
-                if True:
                     v <<= 1
                     n += 1
-                    if v_Header is not None or v_DisplayParameters is not None or v_MeterInfoRequested is not None: raise _leftover(o)
-                    s = -1
+                    _c1_Signature = None
+                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_Header = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of Header')
+        if s == 1:
+            if v_DisplayParameters is not None:
+                el = 'DisplayParameters'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_DisplayParametersType(w, v_DisplayParameters)
+                v = w.v; n = w.n
+                if not (v_MeterInfoRequested is not None): raise EncodeError('missing content: MeterInfoRequested')
+                el = 'MeterInfoRequested'
+                if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
+                v = (v << 4) | (v_MeterInfoRequested << 1)
+                n += 4
+                v_DisplayParameters = None
+                v_MeterInfoRequested = None
+                s = 3
+            elif v_MeterInfoRequested is not None:
+                el = 'MeterInfoRequested'
+                if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
+                v = (v << 5) | (1 << 3) | (v_MeterInfoRequested << 1)
+                n += 5
+                v_MeterInfoRequested = None
+                s = 3
+            else:
+                raise EncodeError('missing content: expected one of DisplayParameters, MeterInfoRequested')
+        if s == 3:
+            if True:
+                v <<= 1
+                n += 1
+                if v_Header is not None or v_DisplayParameters is not None or v_MeterInfoRequested is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -196,117 +300,189 @@ def _d_ChargeLoopResType(r):
     f_MeterInfo = None
     f_Receipt = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargeLoopResType', p)
-                el = 'Header'
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ChargeLoopResType', p)
+        el = 'Header'
+        _c1_SessionID = None
+        _c1_TimeStamp = None
+        _c1_Signature = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/SessionID'
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/TimeStamp'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_TimeStamp = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+        _c1_s = 2
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Header/Signature'
                 r.pos = p
-                f_Header = _d_MessageHeaderType(r)
+                _c1_Signature = c_xmldsig._d_SignatureType(r)
                 V = r.v; E = r.end; p = r.pos
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 385: raise r.deviation('ChargeLoopResType', p)
-                el = 'ResponseCode'
-                f_ResponseCode = ((x >> 1) & 63)
-                if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(p))
-                else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
-                s = 2
-            if s == 2:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('ChargeLoopResType', p)
-                    el = 'EVSEStatus'
-                    el = 'EVSEStatus/NotificationMaxDelay'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c1_NotificationMaxDelay = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 8
-                    if p > E: V, E, p = r.slide(p, 8)
-                    x = (V >> (E - p)) & 255
-                    if x & 227: raise r.deviation('ChargeLoopResType', p)
-                    if _c1_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(p))
-                    el = 'EVSEStatus/EVSENotification'
-                    _c1_EVSENotification = ((x >> 2) & 7)
-                    if _c1_EVSENotification >= 6: _c1_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c1_EVSENotification, 6, r.at(p))
-                    else: _c1_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c1_EVSENotification]
-                    f_EVSEStatus = iso20_commontypes.EVSEStatusType(_c1_NotificationMaxDelay, _c1_EVSENotification)
-                    s = 3
-                elif ec == 1:
-                    el = 'MeterInfo'
-                    r.pos = p
-                    f_MeterInfo = _d_MeterInfoType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 4
-                elif ec == 2:
-                    el = 'Receipt'
-                    r.pos = p
-                    f_Receipt = _d_ReceiptType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 5
-                elif ec == 3:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('ChargeLoopResType', p)
-            if s == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'MeterInfo'
-                    r.pos = p
-                    f_MeterInfo = _d_MeterInfoType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 4
-                elif ec == 1:
-                    el = 'Receipt'
-                    r.pos = p
-                    f_Receipt = _d_ReceiptType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 5
-                elif ec == 2:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('ChargeLoopResType', p)
-            if s == 4:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'Receipt'
-                    r.pos = p
-                    f_Receipt = _d_ReceiptType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 5
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('ChargeLoopResType', p)
-            if s == 5:
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargeLoopResType', p)
+                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('MessageHeaderType', p)
+        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        f_Header.SessionID = _c1_SessionID
+        f_Header.TimeStamp = _c1_TimeStamp
+        f_Header.Signature = _c1_Signature
+        p += 9
+        if p > E: V, E, p = r.slide(p, 9)
+        x = (V >> (E - p)) & 511
+        if x & 385: raise r.deviation('ChargeLoopResType', p)
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 1) & 63)
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
+        s = 2
+        if s == 2:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('ChargeLoopResType', p)
+                el = 'EVSEStatus/NotificationMaxDelay'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_NotificationMaxDelay = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 8
+                if p > E: V, E, p = r.slide(p, 8)
+                x = (V >> (E - p)) & 255
+                if x & 227: raise r.deviation('ChargeLoopResType', p)
+                if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(p))
+                el = 'EVSEStatus/EVSENotification'
+                _c2_EVSENotification = ((x >> 2) & 7)
+                if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(p))
+                else: _c2_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c2_EVSENotification]
+                f_EVSEStatus = _new(iso20_commontypes.EVSEStatusType)
+                f_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
+                f_EVSEStatus.EVSENotification = _c2_EVSENotification
+                s = 3
+            elif ec == 1:
+                el = 'MeterInfo'
+                r.pos = p
+                f_MeterInfo = _d_MeterInfoType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 4
+            elif ec == 2:
+                el = 'Receipt'
+                r.pos = p
+                f_Receipt = _d_ReceiptType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 5
+            elif ec == 3:
+                pass
                 s = -1
+            else:
+                raise r.deviation('ChargeLoopResType', p)
+        if s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'MeterInfo'
+                r.pos = p
+                f_MeterInfo = _d_MeterInfoType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 4
+            elif ec == 1:
+                el = 'Receipt'
+                r.pos = p
+                f_Receipt = _d_ReceiptType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 5
+            elif ec == 2:
+                pass
+                s = -1
+            else:
+                raise r.deviation('ChargeLoopResType', p)
+        if s == 4:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Receipt'
+                r.pos = p
+                f_Receipt = _d_ReceiptType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 5
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('ChargeLoopResType', p)
+        if s == 5:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ChargeLoopResType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_commontypes.ChargeLoopResType(f_Header, f_ResponseCode, f_EVSEStatus, f_MeterInfo, f_Receipt)
+    _obj = _new(iso20_commontypes.ChargeLoopResType)
+    _obj.Header = f_Header
+    _obj.ResponseCode = f_ResponseCode
+    _obj.EVSEStatus = f_EVSEStatus
+    _obj.MeterInfo = f_MeterInfo
+    _obj.Receipt = f_Receipt
+    return _obj
 
 def _e_ChargeLoopResType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ChargeLoopResType
@@ -319,119 +495,159 @@ def _e_ChargeLoopResType(w, o):
         v_EVSEStatus = o.EVSEStatus
         v_MeterInfo = o.MeterInfo
         v_Receipt = o.Receipt
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    el = 'Header'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_MessageHeaderType(w, v_Header)
-                    v = w.v; n = w.n
-                    if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'ResponseCode'
-                    _i1 = _I_iso20_commontypes_responseCodeType.get(v_ResponseCode)
-                    if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    v = (v << 9) | (_i1 << 1)
-                    n += 9
-                    v_Header = None
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 2:
-                if v_EVSEStatus is not None:
-                    el = 'EVSEStatus'
-                    _o = v_EVSEStatus
-                    _c2_NotificationMaxDelay = _o.NotificationMaxDelay
-                    _c2_EVSENotification = _o.EVSENotification
-                    if not (_c2_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'EVSEStatus/NotificationMaxDelay'
-                    if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 65535]')
-                    v <<= 5
-                    n += 5
-                    if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                    elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'EVSEStatus/EVSENotification'
-                    _c2_i1 = _I_iso20_commontypes_evseNotificationType.get(_c2_EVSENotification)
-                    if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration evseNotificationType')
-                    v = (v << 8) | (_c2_i1 << 2)
-                    n += 8
-                    _c2_NotificationMaxDelay = None
-                    _c2_EVSENotification = None
-                    v_EVSEStatus = None
-                    s = 3
-                elif v_MeterInfo is not None:
-                    el = 'MeterInfo'
-                    v = (v << 3) | 1
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_MeterInfoType(w, v_MeterInfo)
-                    v = w.v; n = w.n
-                    v_MeterInfo = None
-                    s = 4
-                elif v_Receipt is not None:
-                    el = 'Receipt'
-                    v = (v << 3) | 2
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_ReceiptType(w, v_Receipt)
-                    v = w.v; n = w.n
-                    v_Receipt = None
-                    s = 5
-                elif True:
-                    v = (v << 3) | 3
-                    n += 3
-                    if v_Header is not None or v_ResponseCode is not None or v_EVSEStatus is not None or v_MeterInfo is not None or v_Receipt is not None: raise _leftover(o)
-                    s = -1
-            if s == 3:
-                if v_MeterInfo is not None:
-                    el = 'MeterInfo'
+        if v_Header is not None:
+            el = 'Header'
+            v <<= 1
+            n += 1
+            _c1_o = v_Header
+            _c1_SessionID = _c1_o.SessionID
+            _c1_TimeStamp = _c1_o.TimeStamp
+            _c1_Signature = _c1_o.Signature
+            if _c1_SessionID is not None:
+                el = 'Header/SessionID'
+                v <<= 2
+                n += 2
+                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
+                _l = len(_c1_SessionID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
+                if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
+                el = 'Header/TimeStamp'
+                if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
+                v <<= 3
+                n += 3
+                _c1_SessionID = None
+                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
+                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_TimeStamp = None
+                _c1_s = 2
+            else:
+                raise EncodeError('missing content: expected one of SessionID')
+            if _c1_s == 2:
+                if _c1_Signature is not None:
+                    el = 'Header/Signature'
                     v <<= 2
                     n += 2
                     w.v = v; w.n = n
-                    _e_MeterInfoType(w, v_MeterInfo)
+                    c_xmldsig._e_SignatureType(w, _c1_Signature)
                     v = w.v; n = w.n
-                    v_MeterInfo = None
-                    s = 4
-                elif v_Receipt is not None:
-                    el = 'Receipt'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_ReceiptType(w, v_Receipt)
-                    v = w.v; n = w.n
-                    v_Receipt = None
-                    s = 5
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if v_Header is not None or v_ResponseCode is not None or v_EVSEStatus is not None or v_MeterInfo is not None or v_Receipt is not None: raise _leftover(o)
-                    s = -1
-            if s == 4:
-                if v_Receipt is not None:
-                    el = 'Receipt'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_ReceiptType(w, v_Receipt)
-                    v = w.v; n = w.n
-                    v_Receipt = None
-                    s = 5
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_Header is not None or v_ResponseCode is not None or v_EVSEStatus is not None or v_MeterInfo is not None or v_Receipt is not None: raise _leftover(o)
-                    s = -1
-            if s == 5:
-                if True:
                     v <<= 1
                     n += 1
-                    if v_Header is not None or v_ResponseCode is not None or v_EVSEStatus is not None or v_MeterInfo is not None or v_Receipt is not None: raise _leftover(o)
-                    s = -1
+                    _c1_Signature = None
+                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i2 = _I_iso20_commontypes_responseCodeType.get(v_ResponseCode)
+            if _i2 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 9) | (_i2 << 1)
+            n += 9
+            v_Header = None
+            v_ResponseCode = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of Header')
+        if s == 2:
+            if v_EVSEStatus is not None:
+                el = 'EVSEStatus'
+                _o = v_EVSEStatus
+                _c3_NotificationMaxDelay = _o.NotificationMaxDelay
+                _c3_EVSENotification = _o.EVSENotification
+                if not (_c3_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                el = 'EVSEStatus/NotificationMaxDelay'
+                if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
+                v <<= 5
+                n += 5
+                if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
+                elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | ((_c3_NotificationMaxDelay & 127) << 8) | 32768 | (_c3_NotificationMaxDelay >> 7); n += 16
+                elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c3_NotificationMaxDelay & 127) << 16) | (((_c3_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c3_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'EVSEStatus/EVSENotification'
+                _c3_i1 = _I_iso20_commontypes_evseNotificationType.get(_c3_EVSENotification)
+                if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration evseNotificationType')
+                v = (v << 8) | (_c3_i1 << 2)
+                n += 8
+                v_EVSEStatus = None
+                s = 3
+            elif v_MeterInfo is not None:
+                el = 'MeterInfo'
+                v = (v << 3) | 1
+                n += 3
+                w.v = v; w.n = n
+                _e_MeterInfoType(w, v_MeterInfo)
+                v = w.v; n = w.n
+                v_MeterInfo = None
+                s = 4
+            elif v_Receipt is not None:
+                el = 'Receipt'
+                v = (v << 3) | 2
+                n += 3
+                w.v = v; w.n = n
+                _e_ReceiptType(w, v_Receipt)
+                v = w.v; n = w.n
+                v_Receipt = None
+                s = 5
+            elif True:
+                v = (v << 3) | 3
+                n += 3
+                if v_Header is not None or v_ResponseCode is not None or v_EVSEStatus is not None or v_MeterInfo is not None or v_Receipt is not None: raise _leftover(o)
+                s = -1
+        if s == 3:
+            if v_MeterInfo is not None:
+                el = 'MeterInfo'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_MeterInfoType(w, v_MeterInfo)
+                v = w.v; n = w.n
+                v_MeterInfo = None
+                s = 4
+            elif v_Receipt is not None:
+                el = 'Receipt'
+                v = (v << 2) | 1
+                n += 2
+                w.v = v; w.n = n
+                _e_ReceiptType(w, v_Receipt)
+                v = w.v; n = w.n
+                v_Receipt = None
+                s = 5
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                if v_Header is not None or v_ResponseCode is not None or v_EVSEStatus is not None or v_MeterInfo is not None or v_Receipt is not None: raise _leftover(o)
+                s = -1
+        if s == 4:
+            if v_Receipt is not None:
+                el = 'Receipt'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_ReceiptType(w, v_Receipt)
+                v = w.v; n = w.n
+                v_Receipt = None
+                s = 5
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Header is not None or v_ResponseCode is not None or v_EVSEStatus is not None or v_MeterInfo is not None or v_Receipt is not None: raise _leftover(o)
+                s = -1
+        if s == 5:
+            if True:
+                v <<= 1
+                n += 1
+                if v_Header is not None or v_ResponseCode is not None or v_EVSEStatus is not None or v_MeterInfo is not None or v_Receipt is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -449,16 +665,77 @@ def _d_ChargeParameterDiscoveryReqType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
         el = 'Header'
-        r.pos = p
-        f_Header = _d_MessageHeaderType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_SessionID = None
+        _c1_TimeStamp = None
+        _c1_Signature = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/SessionID'
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/TimeStamp'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_TimeStamp = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+        _c1_s = 2
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Header/Signature'
+                r.pos = p
+                _c1_Signature = c_xmldsig._d_SignatureType(r)
+                V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('MessageHeaderType', p)
+        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        f_Header.SessionID = _c1_SessionID
+        f_Header.TimeStamp = _c1_TimeStamp
+        f_Header.Signature = _c1_Signature
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_commontypes.ChargeParameterDiscoveryReqType(f_Header)
+    _obj = _new(iso20_commontypes.ChargeParameterDiscoveryReqType)
+    _obj.Header = f_Header
+    return _obj
 
 def _e_ChargeParameterDiscoveryReqType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ChargeParameterDiscoveryReqType
@@ -471,9 +748,53 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
             el = 'Header'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            _e_MessageHeaderType(w, v_Header)
-            v = w.v; n = w.n
+            _c1_o = v_Header
+            _c1_SessionID = _c1_o.SessionID
+            _c1_TimeStamp = _c1_o.TimeStamp
+            _c1_Signature = _c1_o.Signature
+            if _c1_SessionID is not None:
+                el = 'Header/SessionID'
+                v <<= 2
+                n += 2
+                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
+                _l = len(_c1_SessionID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
+                if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
+                el = 'Header/TimeStamp'
+                if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
+                v <<= 3
+                n += 3
+                _c1_SessionID = None
+                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
+                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_TimeStamp = None
+                _c1_s = 2
+            else:
+                raise EncodeError('missing content: expected one of SessionID')
+            if _c1_s == 2:
+                if _c1_Signature is not None:
+                    el = 'Header/Signature'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_xmldsig._e_SignatureType(w, _c1_Signature)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_Signature = None
+                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_Header = None
@@ -498,9 +819,68 @@ def _d_ChargeParameterDiscoveryResType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
         el = 'Header'
-        r.pos = p
-        f_Header = _d_MessageHeaderType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_SessionID = None
+        _c1_TimeStamp = None
+        _c1_Signature = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/SessionID'
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/TimeStamp'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_TimeStamp = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+        _c1_s = 2
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Header/Signature'
+                r.pos = p
+                _c1_Signature = c_xmldsig._d_SignatureType(r)
+                V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('MessageHeaderType', p)
+        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        f_Header.SessionID = _c1_SessionID
+        f_Header.TimeStamp = _c1_TimeStamp
+        f_Header.Signature = _c1_Signature
         p += 10
         if p > E: V, E, p = r.slide(p, 10)
         x = (V >> (E - p)) & 1023
@@ -512,7 +892,10 @@ def _d_ChargeParameterDiscoveryResType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_commontypes.ChargeParameterDiscoveryResType(f_Header, f_ResponseCode)
+    _obj = _new(iso20_commontypes.ChargeParameterDiscoveryResType)
+    _obj.Header = f_Header
+    _obj.ResponseCode = f_ResponseCode
+    return _obj
 
 def _e_ChargeParameterDiscoveryResType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ChargeParameterDiscoveryResType
@@ -526,14 +909,58 @@ def _e_ChargeParameterDiscoveryResType(w, o):
             el = 'Header'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            _e_MessageHeaderType(w, v_Header)
-            v = w.v; n = w.n
+            _c1_o = v_Header
+            _c1_SessionID = _c1_o.SessionID
+            _c1_TimeStamp = _c1_o.TimeStamp
+            _c1_Signature = _c1_o.Signature
+            if _c1_SessionID is not None:
+                el = 'Header/SessionID'
+                v <<= 2
+                n += 2
+                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
+                _l = len(_c1_SessionID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
+                if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
+                el = 'Header/TimeStamp'
+                if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
+                v <<= 3
+                n += 3
+                _c1_SessionID = None
+                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
+                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_TimeStamp = None
+                _c1_s = 2
+            else:
+                raise EncodeError('missing content: expected one of SessionID')
+            if _c1_s == 2:
+                if _c1_Signature is not None:
+                    el = 'Header/Signature'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_xmldsig._e_SignatureType(w, _c1_Signature)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_Signature = None
+                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
-            _i1 = _I_iso20_commontypes_responseCodeType.get(v_ResponseCode)
-            if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 10) | (_i1 << 2)
+            _i2 = _I_iso20_commontypes_responseCodeType.get(v_ResponseCode)
+            if _i2 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 10) | (_i2 << 2)
             n += 10
             v_Header = None
             v_ResponseCode = None
@@ -558,17 +985,26 @@ def _d_DetailedCostType(r):
         if p > E: V, E, p = r.slide(p, 15)
         x = (V >> (E - p)) & 32767
         if x & 28686: raise r.deviation('DetailedCostType', p)
-        el = 'Amount'
         el = 'Amount/Exponent'
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'Amount/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_Value = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -577,31 +1013,46 @@ def _d_DetailedCostType(r):
         if x & 126990: raise r.deviation('DetailedCostType', p)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
-        f_Amount = iso20_commontypes.RationalNumberType(_c1_Exponent, _c1_Value)
-        el = 'CostPerUnit'
+        f_Amount = _new(iso20_commontypes.RationalNumberType)
+        f_Amount.Exponent = _c1_Exponent
+        f_Amount.Value = _c1_Value
         el = 'CostPerUnit/Exponent'
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'CostPerUnit/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('DetailedCostType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('DetailedCostType', p)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
-        f_CostPerUnit = iso20_commontypes.RationalNumberType(_c2_Exponent, _c2_Value)
+        f_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
+        f_CostPerUnit.Exponent = _c2_Exponent
+        f_CostPerUnit.Value = _c2_Value
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_commontypes.DetailedCostType(f_Amount, f_CostPerUnit)
+    _obj = _new(iso20_commontypes.DetailedCostType)
+    _obj.Amount = f_Amount
+    _obj.CostPerUnit = f_CostPerUnit
+    return _obj
 
 def _e_DetailedCostType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}DetailedCostType
@@ -624,10 +1075,10 @@ def _e_DetailedCostType(w, o):
             if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
-            _c1_Exponent = None
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
             el = 'CostPerUnit'
@@ -642,16 +1093,14 @@ def _e_DetailedCostType(w, o):
             if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
-            _c1_Value = None
             v_Amount = None
-            _c2_Exponent = None
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
-            _c2_Value = None
             v_CostPerUnit = None
             if v_Amount is not None or v_CostPerUnit is not None: raise _leftover(o)
         else:
@@ -672,15 +1121,24 @@ def _d_DetailedTaxType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('DetailedTaxType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('DetailedTaxType', p)
         el = 'TaxRuleID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_TaxRuleID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_TaxRuleID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 16
@@ -688,30 +1146,43 @@ def _d_DetailedTaxType(r):
         x = (V >> (E - p)) & 65535
         if x & 61454: raise r.deviation('DetailedTaxType', p)
         if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', f_TaxRuleID, r.at(p))
-        el = 'Amount'
         el = 'Amount/Exponent'
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'Amount/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_Value = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('DetailedTaxType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('DetailedTaxType', p)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
-        f_Amount = iso20_commontypes.RationalNumberType(_c1_Exponent, _c1_Value)
+        f_Amount = _new(iso20_commontypes.RationalNumberType)
+        f_Amount.Exponent = _c1_Exponent
+        f_Amount.Value = _c1_Value
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_commontypes.DetailedTaxType(f_TaxRuleID, f_Amount)
+    _obj = _new(iso20_commontypes.DetailedTaxType)
+    _obj.TaxRuleID = f_TaxRuleID
+    _obj.Amount = f_Amount
+    return _obj
 
 def _e_DetailedTaxType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}DetailedTaxType
@@ -728,6 +1199,7 @@ def _e_DetailedTaxType(w, o):
             n += 2
             if v_TaxRuleID < 128: v = (v << 8) | v_TaxRuleID; n += 8
             elif v_TaxRuleID < 16384: v = (v << 16) | ((v_TaxRuleID & 127) << 8) | 32768 | (v_TaxRuleID >> 7); n += 16
+            elif v_TaxRuleID < 2097152: v = (v << 24) | ((v_TaxRuleID & 127) << 16) | (((v_TaxRuleID >> 7) & 127) << 8) | 8421376 | (v_TaxRuleID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_TaxRuleID); v = w.v; n = w.n
             if not (v_Amount is not None): raise EncodeError('missing content: Amount')
             el = 'Amount'
@@ -743,14 +1215,13 @@ def _e_DetailedTaxType(w, o):
             v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
             v_TaxRuleID = None
-            _c1_Exponent = None
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
-            _c1_Value = None
             v_Amount = None
             if v_TaxRuleID is not None or v_Amount is not None: raise _leftover(o)
         else:
@@ -777,153 +1248,195 @@ def _d_DisplayParametersType(r):
     f_BatteryEnergyCapacity = None
     f_InletHot = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                ec = (V >> (E - p)) & 15
-                if ec == 0:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('DisplayParametersType', p)
-                    el = 'PresentSOC'
-                    f_PresentSOC = ((x >> 1) & 127)
-                    if f_PresentSOC > 100: r.facet('DisplayParametersType/PresentSOC', 'maxInclusive 100', f_PresentSOC, r.at(p))
-                    s = 1
-                elif ec == 1:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('DisplayParametersType', p)
-                    el = 'MinimumSOC'
-                    f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: r.facet('DisplayParametersType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
-                    s = 2
-                elif ec == 2:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('DisplayParametersType', p)
-                    el = 'TargetSOC'
-                    f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
-                    s = 3
-                elif ec == 3:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('DisplayParametersType', p)
-                    el = 'MaximumSOC'
-                    f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
-                    s = 4
-                elif ec == 4:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    el = 'RemainingTimeToMinimumSOC'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 4
+        if p > E: V, E, p = r.slide(p, 4)
+        ec = (V >> (E - p)) & 15
+        if ec < 5:
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 257: raise r.deviation('DisplayParametersType', p)
+                el = 'PresentSOC'
+                f_PresentSOC = ((x >> 1) & 127)
+                if f_PresentSOC > 100: r.facet('DisplayParametersType/PresentSOC', 'maxInclusive 100', f_PresentSOC, r.at(p))
+                s = 1
+            elif ec == 1:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 257: raise r.deviation('DisplayParametersType', p)
+                el = 'MinimumSOC'
+                f_MinimumSOC = ((x >> 1) & 127)
+                if f_MinimumSOC > 100: r.facet('DisplayParametersType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
+                s = 2
+            elif ec == 2:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 257: raise r.deviation('DisplayParametersType', p)
+                el = 'TargetSOC'
+                f_TargetSOC = ((x >> 1) & 127)
+                if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
+                s = 3
+            elif ec == 3:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 257: raise r.deviation('DisplayParametersType', p)
+                el = 'MaximumSOC'
+                f_MaximumSOC = ((x >> 1) & 127)
+                if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
+                s = 4
+            elif ec == 4:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                el = 'RemainingTimeToMinimumSOC'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        f_RemainingTimeToMinimumSOC = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
-                    s = 5
-                elif ec == 5:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    el = 'RemainingTimeToTargetSOC'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
+                s = 5
+            else:
+                raise r.deviation('DisplayParametersType', p)
+        else:
+            if ec == 5:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                el = 'RemainingTimeToTargetSOC'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        f_RemainingTimeToTargetSOC = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
-                    s = 6
-                elif ec == 6:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    el = 'RemainingTimeToMaximumSOC'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
+                s = 6
+            elif ec == 6:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                el = 'RemainingTimeToMaximumSOC'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        f_RemainingTimeToMaximumSOC = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
-                    s = 7
-                elif ec == 7:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('DisplayParametersType', p)
-                    el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 1) & 1) == 1
-                    s = 8
-                elif ec == 8:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12302: raise r.deviation('DisplayParametersType', p)
-                    el = 'BatteryEnergyCapacity'
-                    el = 'BatteryEnergyCapacity/Exponent'
-                    _c1_Exponent = ((x >> 4) & 255) + -128
-                    el = 'BatteryEnergyCapacity/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
+                s = 7
+            elif ec == 7:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', p)
+                el = 'ChargingComplete'
+                f_ChargingComplete = ((x >> 1) & 1) == 1
+                s = 8
+            elif ec == 8:
+                p += 14
+                if p > E: V, E, p = r.slide(p, 14)
+                x = (V >> (E - p)) & 16383
+                if x & 12302: raise r.deviation('DisplayParametersType', p)
+                el = 'BatteryEnergyCapacity/Exponent'
+                _c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'BatteryEnergyCapacity/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('DisplayParametersType', p)
-                    if _neg: _c1_Value = -_c1_Value - 1
-                    if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
-                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c1_Exponent, _c1_Value)
-                    s = 9
-                elif ec == 9:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('DisplayParametersType', p)
-                    el = 'InletHot'
-                    f_InletHot = ((x >> 1) & 1) == 1
-                    s = 10
-                elif ec == 10:
-                    pass
-                    s = -1
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c1_Value = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('DisplayParametersType', p)
-            if s == 1:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                ec = (V >> (E - p)) & 15
+                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('DisplayParametersType', p)
+                if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
+                f_BatteryEnergyCapacity.Exponent = _c1_Exponent
+                f_BatteryEnergyCapacity.Value = _c1_Value
+                s = 9
+            elif ec == 9:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', p)
+                el = 'InletHot'
+                f_InletHot = ((x >> 1) & 1) == 1
+                s = 10
+            elif ec == 10:
+                pass
+                s = -1
+            else:
+                raise r.deviation('DisplayParametersType', p)
+        if s == 1:
+            p += 4
+            if p > E: V, E, p = r.slide(p, 4)
+            ec = (V >> (E - p)) & 15
+            if ec < 5:
                 if ec == 0:
                     p += 9
                     if p > E: V, E, p = r.slide(p, 9)
@@ -956,12 +1469,22 @@ def _d_DisplayParametersType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMinimumSOC'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            f_RemainingTimeToMinimumSOC = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
@@ -974,12 +1497,22 @@ def _d_DisplayParametersType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToTargetSOC'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            f_RemainingTimeToTargetSOC = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
@@ -987,17 +1520,30 @@ def _d_DisplayParametersType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
-                elif ec == 5:
+                else:
+                    raise r.deviation('DisplayParametersType', p)
+            else:
+                if ec == 5:
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMaximumSOC'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            f_RemainingTimeToMaximumSOC = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
@@ -1018,26 +1564,36 @@ def _d_DisplayParametersType(r):
                     if p > E: V, E, p = r.slide(p, 14)
                     x = (V >> (E - p)) & 16383
                     if x & 12302: raise r.deviation('DisplayParametersType', p)
-                    el = 'BatteryEnergyCapacity'
                     el = 'BatteryEnergyCapacity/Exponent'
                     _c2_Exponent = ((x >> 4) & 255) + -128
                     el = 'BatteryEnergyCapacity/Value'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c2_Value = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c2_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c2_Value = -_c2_Value - 1
                     if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
-                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c2_Exponent, _c2_Value)
+                    f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
+                    f_BatteryEnergyCapacity.Exponent = _c2_Exponent
+                    f_BatteryEnergyCapacity.Value = _c2_Value
                     s = 9
                 elif ec == 8:
                     p += 3
@@ -1052,10 +1608,11 @@ def _d_DisplayParametersType(r):
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType', p)
-            if s == 2:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                ec = (V >> (E - p)) & 15
+        if s == 2:
+            p += 4
+            if p > E: V, E, p = r.slide(p, 4)
+            ec = (V >> (E - p)) & 15
+            if ec < 4:
                 if ec == 0:
                     p += 9
                     if p > E: V, E, p = r.slide(p, 9)
@@ -1079,12 +1636,22 @@ def _d_DisplayParametersType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMinimumSOC'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            f_RemainingTimeToMinimumSOC = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
@@ -1097,12 +1664,22 @@ def _d_DisplayParametersType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToTargetSOC'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            f_RemainingTimeToTargetSOC = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
@@ -1110,17 +1687,30 @@ def _d_DisplayParametersType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
-                elif ec == 4:
+                else:
+                    raise r.deviation('DisplayParametersType', p)
+            else:
+                if ec == 4:
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMaximumSOC'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            f_RemainingTimeToMaximumSOC = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
@@ -1141,26 +1731,36 @@ def _d_DisplayParametersType(r):
                     if p > E: V, E, p = r.slide(p, 14)
                     x = (V >> (E - p)) & 16383
                     if x & 12302: raise r.deviation('DisplayParametersType', p)
-                    el = 'BatteryEnergyCapacity'
                     el = 'BatteryEnergyCapacity/Exponent'
                     _c3_Exponent = ((x >> 4) & 255) + -128
                     el = 'BatteryEnergyCapacity/Value'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c3_Value = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c3_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c3_Value = -_c3_Value - 1
                     if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
-                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c3_Exponent, _c3_Value)
+                    f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
+                    f_BatteryEnergyCapacity.Exponent = _c3_Exponent
+                    f_BatteryEnergyCapacity.Value = _c3_Value
                     s = 9
                 elif ec == 7:
                     p += 3
@@ -1175,501 +1775,662 @@ def _d_DisplayParametersType(r):
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType', p)
-            if s == 3:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                ec = (V >> (E - p)) & 15
-                if ec == 0:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('DisplayParametersType', p)
-                    el = 'MaximumSOC'
-                    f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
-                    s = 4
-                elif ec == 1:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    el = 'RemainingTimeToMinimumSOC'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
-                    s = 5
-                elif ec == 2:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    el = 'RemainingTimeToTargetSOC'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
-                    s = 6
-                elif ec == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    el = 'RemainingTimeToMaximumSOC'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
-                    s = 7
-                elif ec == 4:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('DisplayParametersType', p)
-                    el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 1) & 1) == 1
-                    s = 8
-                elif ec == 5:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12302: raise r.deviation('DisplayParametersType', p)
-                    el = 'BatteryEnergyCapacity'
-                    el = 'BatteryEnergyCapacity/Exponent'
-                    _c4_Exponent = ((x >> 4) & 255) + -128
-                    el = 'BatteryEnergyCapacity/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c4_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('DisplayParametersType', p)
-                    if _neg: _c4_Value = -_c4_Value - 1
-                    if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
-                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c4_Exponent, _c4_Value)
-                    s = 9
-                elif ec == 6:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('DisplayParametersType', p)
-                    el = 'InletHot'
-                    f_InletHot = ((x >> 1) & 1) == 1
-                    s = 10
-                elif ec == 7:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('DisplayParametersType', p)
-            if s == 4:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    el = 'RemainingTimeToMinimumSOC'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
-                    s = 5
-                elif ec == 1:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    el = 'RemainingTimeToTargetSOC'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
-                    s = 6
-                elif ec == 2:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    el = 'RemainingTimeToMaximumSOC'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
-                    s = 7
-                elif ec == 3:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('DisplayParametersType', p)
-                    el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 1) & 1) == 1
-                    s = 8
-                elif ec == 4:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12302: raise r.deviation('DisplayParametersType', p)
-                    el = 'BatteryEnergyCapacity'
-                    el = 'BatteryEnergyCapacity/Exponent'
-                    _c5_Exponent = ((x >> 4) & 255) + -128
-                    el = 'BatteryEnergyCapacity/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c5_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('DisplayParametersType', p)
-                    if _neg: _c5_Value = -_c5_Value - 1
-                    if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
-                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c5_Exponent, _c5_Value)
-                    s = 9
-                elif ec == 5:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('DisplayParametersType', p)
-                    el = 'InletHot'
-                    f_InletHot = ((x >> 1) & 1) == 1
-                    s = 10
-                elif ec == 6:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('DisplayParametersType', p)
-            if s == 5:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    el = 'RemainingTimeToTargetSOC'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
-                    s = 6
-                elif ec == 1:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    el = 'RemainingTimeToMaximumSOC'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
-                    s = 7
-                elif ec == 2:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('DisplayParametersType', p)
-                    el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 1) & 1) == 1
-                    s = 8
-                elif ec == 3:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12302: raise r.deviation('DisplayParametersType', p)
-                    el = 'BatteryEnergyCapacity'
-                    el = 'BatteryEnergyCapacity/Exponent'
-                    _c6_Exponent = ((x >> 4) & 255) + -128
-                    el = 'BatteryEnergyCapacity/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c6_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('DisplayParametersType', p)
-                    if _neg: _c6_Value = -_c6_Value - 1
-                    if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
-                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c6_Exponent, _c6_Value)
-                    s = 9
-                elif ec == 4:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('DisplayParametersType', p)
-                    el = 'InletHot'
-                    f_InletHot = ((x >> 1) & 1) == 1
-                    s = 10
-                elif ec == 5:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('DisplayParametersType', p)
-            if s == 6:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    el = 'RemainingTimeToMaximumSOC'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
-                    s = 7
-                elif ec == 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('DisplayParametersType', p)
-                    el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 1) & 1) == 1
-                    s = 8
-                elif ec == 2:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12302: raise r.deviation('DisplayParametersType', p)
-                    el = 'BatteryEnergyCapacity'
-                    el = 'BatteryEnergyCapacity/Exponent'
-                    _c7_Exponent = ((x >> 4) & 255) + -128
-                    el = 'BatteryEnergyCapacity/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c7_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('DisplayParametersType', p)
-                    if _neg: _c7_Value = -_c7_Value - 1
-                    if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
-                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c7_Exponent, _c7_Value)
-                    s = 9
-                elif ec == 3:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('DisplayParametersType', p)
-                    el = 'InletHot'
-                    f_InletHot = ((x >> 1) & 1) == 1
-                    s = 10
-                elif ec == 4:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('DisplayParametersType', p)
-            if s == 7:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('DisplayParametersType', p)
-                    el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 1) & 1) == 1
-                    s = 8
-                elif ec == 1:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12302: raise r.deviation('DisplayParametersType', p)
-                    el = 'BatteryEnergyCapacity'
-                    el = 'BatteryEnergyCapacity/Exponent'
-                    _c8_Exponent = ((x >> 4) & 255) + -128
-                    el = 'BatteryEnergyCapacity/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c8_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('DisplayParametersType', p)
-                    if _neg: _c8_Value = -_c8_Value - 1
-                    if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
-                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c8_Exponent, _c8_Value)
-                    s = 9
-                elif ec == 2:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('DisplayParametersType', p)
-                    el = 'InletHot'
-                    f_InletHot = ((x >> 1) & 1) == 1
-                    s = 10
-                elif ec == 3:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('DisplayParametersType', p)
-            if s == 8:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12302: raise r.deviation('DisplayParametersType', p)
-                    el = 'BatteryEnergyCapacity'
-                    el = 'BatteryEnergyCapacity/Exponent'
-                    _c9_Exponent = ((x >> 4) & 255) + -128
-                    el = 'BatteryEnergyCapacity/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c9_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('DisplayParametersType', p)
-                    if _neg: _c9_Value = -_c9_Value - 1
-                    if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
-                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c9_Exponent, _c9_Value)
-                    s = 9
-                elif ec == 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('DisplayParametersType', p)
-                    el = 'InletHot'
-                    f_InletHot = ((x >> 1) & 1) == 1
-                    s = 10
-                elif ec == 2:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('DisplayParametersType', p)
-            if s == 9:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('DisplayParametersType', p)
-                    el = 'InletHot'
-                    f_InletHot = ((x >> 1) & 1) == 1
-                    s = 10
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('DisplayParametersType', p)
-            if s == 10:
+        if s == 3:
+            p += 4
+            if p > E: V, E, p = r.slide(p, 4)
+            ec = (V >> (E - p)) & 15
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 257: raise r.deviation('DisplayParametersType', p)
+                el = 'MaximumSOC'
+                f_MaximumSOC = ((x >> 1) & 127)
+                if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
+                s = 4
+            elif ec == 1:
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                el = 'RemainingTimeToMinimumSOC'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_RemainingTimeToMinimumSOC = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
+                s = 5
+            elif ec == 2:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                el = 'RemainingTimeToTargetSOC'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_RemainingTimeToTargetSOC = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
+                s = 6
+            elif ec == 3:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                el = 'RemainingTimeToMaximumSOC'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_RemainingTimeToMaximumSOC = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
+                s = 7
+            elif ec == 4:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', p)
+                el = 'ChargingComplete'
+                f_ChargingComplete = ((x >> 1) & 1) == 1
+                s = 8
+            elif ec == 5:
+                p += 14
+                if p > E: V, E, p = r.slide(p, 14)
+                x = (V >> (E - p)) & 16383
+                if x & 12302: raise r.deviation('DisplayParametersType', p)
+                el = 'BatteryEnergyCapacity/Exponent'
+                _c4_Exponent = ((x >> 4) & 255) + -128
+                el = 'BatteryEnergyCapacity/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c4_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('DisplayParametersType', p)
+                if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
+                f_BatteryEnergyCapacity.Exponent = _c4_Exponent
+                f_BatteryEnergyCapacity.Value = _c4_Value
+                s = 9
+            elif ec == 6:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', p)
+                el = 'InletHot'
+                f_InletHot = ((x >> 1) & 1) == 1
+                s = 10
+            elif ec == 7:
+                pass
                 s = -1
+            else:
+                raise r.deviation('DisplayParametersType', p)
+        if s == 4:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                el = 'RemainingTimeToMinimumSOC'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_RemainingTimeToMinimumSOC = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
+                s = 5
+            elif ec == 1:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                el = 'RemainingTimeToTargetSOC'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_RemainingTimeToTargetSOC = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
+                s = 6
+            elif ec == 2:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                el = 'RemainingTimeToMaximumSOC'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_RemainingTimeToMaximumSOC = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
+                s = 7
+            elif ec == 3:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', p)
+                el = 'ChargingComplete'
+                f_ChargingComplete = ((x >> 1) & 1) == 1
+                s = 8
+            elif ec == 4:
+                p += 14
+                if p > E: V, E, p = r.slide(p, 14)
+                x = (V >> (E - p)) & 16383
+                if x & 12302: raise r.deviation('DisplayParametersType', p)
+                el = 'BatteryEnergyCapacity/Exponent'
+                _c5_Exponent = ((x >> 4) & 255) + -128
+                el = 'BatteryEnergyCapacity/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c5_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c5_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('DisplayParametersType', p)
+                if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
+                f_BatteryEnergyCapacity.Exponent = _c5_Exponent
+                f_BatteryEnergyCapacity.Value = _c5_Value
+                s = 9
+            elif ec == 5:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', p)
+                el = 'InletHot'
+                f_InletHot = ((x >> 1) & 1) == 1
+                s = 10
+            elif ec == 6:
+                pass
+                s = -1
+            else:
+                raise r.deviation('DisplayParametersType', p)
+        if s == 5:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                el = 'RemainingTimeToTargetSOC'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_RemainingTimeToTargetSOC = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
+                s = 6
+            elif ec == 1:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                el = 'RemainingTimeToMaximumSOC'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_RemainingTimeToMaximumSOC = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
+                s = 7
+            elif ec == 2:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', p)
+                el = 'ChargingComplete'
+                f_ChargingComplete = ((x >> 1) & 1) == 1
+                s = 8
+            elif ec == 3:
+                p += 14
+                if p > E: V, E, p = r.slide(p, 14)
+                x = (V >> (E - p)) & 16383
+                if x & 12302: raise r.deviation('DisplayParametersType', p)
+                el = 'BatteryEnergyCapacity/Exponent'
+                _c6_Exponent = ((x >> 4) & 255) + -128
+                el = 'BatteryEnergyCapacity/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c6_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c6_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('DisplayParametersType', p)
+                if _neg: _c6_Value = -_c6_Value - 1
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
+                f_BatteryEnergyCapacity.Exponent = _c6_Exponent
+                f_BatteryEnergyCapacity.Value = _c6_Value
+                s = 9
+            elif ec == 4:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', p)
+                el = 'InletHot'
+                f_InletHot = ((x >> 1) & 1) == 1
+                s = 10
+            elif ec == 5:
+                pass
+                s = -1
+            else:
+                raise r.deviation('DisplayParametersType', p)
+        if s == 6:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                el = 'RemainingTimeToMaximumSOC'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_RemainingTimeToMaximumSOC = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
+                s = 7
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', p)
+                el = 'ChargingComplete'
+                f_ChargingComplete = ((x >> 1) & 1) == 1
+                s = 8
+            elif ec == 2:
+                p += 14
+                if p > E: V, E, p = r.slide(p, 14)
+                x = (V >> (E - p)) & 16383
+                if x & 12302: raise r.deviation('DisplayParametersType', p)
+                el = 'BatteryEnergyCapacity/Exponent'
+                _c7_Exponent = ((x >> 4) & 255) + -128
+                el = 'BatteryEnergyCapacity/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c7_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c7_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('DisplayParametersType', p)
+                if _neg: _c7_Value = -_c7_Value - 1
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
+                f_BatteryEnergyCapacity.Exponent = _c7_Exponent
+                f_BatteryEnergyCapacity.Value = _c7_Value
+                s = 9
+            elif ec == 3:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', p)
+                el = 'InletHot'
+                f_InletHot = ((x >> 1) & 1) == 1
+                s = 10
+            elif ec == 4:
+                pass
+                s = -1
+            else:
+                raise r.deviation('DisplayParametersType', p)
+        if s == 7:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', p)
+                el = 'ChargingComplete'
+                f_ChargingComplete = ((x >> 1) & 1) == 1
+                s = 8
+            elif ec == 1:
+                p += 14
+                if p > E: V, E, p = r.slide(p, 14)
+                x = (V >> (E - p)) & 16383
+                if x & 12302: raise r.deviation('DisplayParametersType', p)
+                el = 'BatteryEnergyCapacity/Exponent'
+                _c8_Exponent = ((x >> 4) & 255) + -128
+                el = 'BatteryEnergyCapacity/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c8_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c8_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('DisplayParametersType', p)
+                if _neg: _c8_Value = -_c8_Value - 1
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
+                f_BatteryEnergyCapacity.Exponent = _c8_Exponent
+                f_BatteryEnergyCapacity.Value = _c8_Value
+                s = 9
+            elif ec == 2:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', p)
+                el = 'InletHot'
+                f_InletHot = ((x >> 1) & 1) == 1
+                s = 10
+            elif ec == 3:
+                pass
+                s = -1
+            else:
+                raise r.deviation('DisplayParametersType', p)
+        if s == 8:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 14
+                if p > E: V, E, p = r.slide(p, 14)
+                x = (V >> (E - p)) & 16383
+                if x & 12302: raise r.deviation('DisplayParametersType', p)
+                el = 'BatteryEnergyCapacity/Exponent'
+                _c9_Exponent = ((x >> 4) & 255) + -128
+                el = 'BatteryEnergyCapacity/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c9_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c9_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('DisplayParametersType', p)
+                if _neg: _c9_Value = -_c9_Value - 1
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
+                f_BatteryEnergyCapacity.Exponent = _c9_Exponent
+                f_BatteryEnergyCapacity.Value = _c9_Value
+                s = 9
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', p)
+                el = 'InletHot'
+                f_InletHot = ((x >> 1) & 1) == 1
+                s = 10
+            elif ec == 2:
+                pass
+                s = -1
+            else:
+                raise r.deviation('DisplayParametersType', p)
+        if s == 9:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', p)
+                el = 'InletHot'
+                f_InletHot = ((x >> 1) & 1) == 1
+                s = 10
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('DisplayParametersType', p)
+        if s == 10:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_commontypes.DisplayParametersType(f_PresentSOC, f_MinimumSOC, f_TargetSOC, f_MaximumSOC, f_RemainingTimeToMinimumSOC, f_RemainingTimeToTargetSOC, f_RemainingTimeToMaximumSOC, f_ChargingComplete, f_BatteryEnergyCapacity, f_InletHot)
+    _obj = _new(iso20_commontypes.DisplayParametersType)
+    _obj.PresentSOC = f_PresentSOC
+    _obj.MinimumSOC = f_MinimumSOC
+    _obj.TargetSOC = f_TargetSOC
+    _obj.MaximumSOC = f_MaximumSOC
+    _obj.RemainingTimeToMinimumSOC = f_RemainingTimeToMinimumSOC
+    _obj.RemainingTimeToTargetSOC = f_RemainingTimeToTargetSOC
+    _obj.RemainingTimeToMaximumSOC = f_RemainingTimeToMaximumSOC
+    _obj.ChargingComplete = f_ChargingComplete
+    _obj.BatteryEnergyCapacity = f_BatteryEnergyCapacity
+    _obj.InletHot = f_InletHot
+    return _obj
 
 def _e_DisplayParametersType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}DisplayParametersType
@@ -1687,693 +2448,699 @@ def _e_DisplayParametersType(w, o):
         v_ChargingComplete = o.ChargingComplete
         v_BatteryEnergyCapacity = o.BatteryEnergyCapacity
         v_InletHot = o.InletHot
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_PresentSOC is not None:
-                    el = 'PresentSOC'
-                    if not 0 <= v_PresentSOC <= 100: raise EncodeError(f'value {v_PresentSOC!r} outside [0, 100]')
-                    v = (v << 13) | (v_PresentSOC << 1)
-                    n += 13
-                    v_PresentSOC = None
-                    s = 1
-                elif v_MinimumSOC is not None:
-                    el = 'MinimumSOC'
-                    if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    v = (v << 13) | (1 << 9) | (v_MinimumSOC << 1)
-                    n += 13
-                    v_MinimumSOC = None
-                    s = 2
-                elif v_TargetSOC is not None:
-                    el = 'TargetSOC'
-                    if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    v = (v << 13) | (2 << 9) | (v_TargetSOC << 1)
-                    n += 13
-                    v_TargetSOC = None
-                    s = 3
-                elif v_MaximumSOC is not None:
-                    el = 'MaximumSOC'
-                    if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    v = (v << 13) | (3 << 9) | (v_MaximumSOC << 1)
-                    n += 13
-                    v_MaximumSOC = None
-                    s = 4
-                elif v_RemainingTimeToMinimumSOC is not None:
-                    el = 'RemainingTimeToMinimumSOC'
-                    if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
-                    v = (v << 5) | (4 << 1)
-                    n += 5
-                    if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
-                    elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_RemainingTimeToMinimumSOC = None
-                    s = 5
-                elif v_RemainingTimeToTargetSOC is not None:
-                    el = 'RemainingTimeToTargetSOC'
-                    if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
-                    v = (v << 5) | (5 << 1)
-                    n += 5
-                    if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
-                    elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_RemainingTimeToTargetSOC = None
-                    s = 6
-                elif v_RemainingTimeToMaximumSOC is not None:
-                    el = 'RemainingTimeToMaximumSOC'
-                    if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
-                    v = (v << 5) | (6 << 1)
-                    n += 5
-                    if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
-                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_RemainingTimeToMaximumSOC = None
-                    s = 7
-                elif v_ChargingComplete is not None:
-                    el = 'ChargingComplete'
-                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    v = (v << 7) | (7 << 3) | (v_ChargingComplete << 1)
-                    n += 7
-                    v_ChargingComplete = None
-                    s = 8
-                elif v_BatteryEnergyCapacity is not None:
-                    el = 'BatteryEnergyCapacity'
-                    _o = v_BatteryEnergyCapacity
-                    _c1_Exponent = _o.Exponent
-                    _c1_Value = _o.Value
-                    if not (_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'BatteryEnergyCapacity/Exponent'
-                    if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
-                    if not (_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'BatteryEnergyCapacity/Value'
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | (8 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
-                    n += 18
-                    _c1_Exponent = None
-                    _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c1_Value = None
-                    v_BatteryEnergyCapacity = None
-                    s = 9
-                elif v_InletHot is not None:
-                    el = 'InletHot'
-                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    v = (v << 7) | (9 << 3) | (v_InletHot << 1)
-                    n += 7
-                    v_InletHot = None
-                    s = 10
-                elif True:
-                    v = (v << 4) | 10
-                    n += 4
-                    if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
-                    s = -1
-            if s == 1:
-                if v_MinimumSOC is not None:
-                    el = 'MinimumSOC'
-                    if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    v = (v << 13) | (v_MinimumSOC << 1)
-                    n += 13
-                    v_MinimumSOC = None
-                    s = 2
-                elif v_TargetSOC is not None:
-                    el = 'TargetSOC'
-                    if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    v = (v << 13) | (1 << 9) | (v_TargetSOC << 1)
-                    n += 13
-                    v_TargetSOC = None
-                    s = 3
-                elif v_MaximumSOC is not None:
-                    el = 'MaximumSOC'
-                    if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    v = (v << 13) | (2 << 9) | (v_MaximumSOC << 1)
-                    n += 13
-                    v_MaximumSOC = None
-                    s = 4
-                elif v_RemainingTimeToMinimumSOC is not None:
-                    el = 'RemainingTimeToMinimumSOC'
-                    if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
-                    v = (v << 5) | (3 << 1)
-                    n += 5
-                    if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
-                    elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_RemainingTimeToMinimumSOC = None
-                    s = 5
-                elif v_RemainingTimeToTargetSOC is not None:
-                    el = 'RemainingTimeToTargetSOC'
-                    if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
-                    v = (v << 5) | (4 << 1)
-                    n += 5
-                    if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
-                    elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_RemainingTimeToTargetSOC = None
-                    s = 6
-                elif v_RemainingTimeToMaximumSOC is not None:
-                    el = 'RemainingTimeToMaximumSOC'
-                    if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
-                    v = (v << 5) | (5 << 1)
-                    n += 5
-                    if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
-                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_RemainingTimeToMaximumSOC = None
-                    s = 7
-                elif v_ChargingComplete is not None:
-                    el = 'ChargingComplete'
-                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    v = (v << 7) | (6 << 3) | (v_ChargingComplete << 1)
-                    n += 7
-                    v_ChargingComplete = None
-                    s = 8
-                elif v_BatteryEnergyCapacity is not None:
-                    el = 'BatteryEnergyCapacity'
-                    _o = v_BatteryEnergyCapacity
-                    _c2_Exponent = _o.Exponent
-                    _c2_Value = _o.Value
-                    if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'BatteryEnergyCapacity/Exponent'
-                    if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
-                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'BatteryEnergyCapacity/Value'
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | (7 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
-                    n += 18
-                    _c2_Exponent = None
-                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c2_Value = None
-                    v_BatteryEnergyCapacity = None
-                    s = 9
-                elif v_InletHot is not None:
-                    el = 'InletHot'
-                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    v = (v << 7) | (8 << 3) | (v_InletHot << 1)
-                    n += 7
-                    v_InletHot = None
-                    s = 10
-                elif True:
-                    v = (v << 4) | 9
-                    n += 4
-                    if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
-                    s = -1
-            if s == 2:
-                if v_TargetSOC is not None:
-                    el = 'TargetSOC'
-                    if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    v = (v << 13) | (v_TargetSOC << 1)
-                    n += 13
-                    v_TargetSOC = None
-                    s = 3
-                elif v_MaximumSOC is not None:
-                    el = 'MaximumSOC'
-                    if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    v = (v << 13) | (1 << 9) | (v_MaximumSOC << 1)
-                    n += 13
-                    v_MaximumSOC = None
-                    s = 4
-                elif v_RemainingTimeToMinimumSOC is not None:
-                    el = 'RemainingTimeToMinimumSOC'
-                    if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
-                    v = (v << 5) | (2 << 1)
-                    n += 5
-                    if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
-                    elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_RemainingTimeToMinimumSOC = None
-                    s = 5
-                elif v_RemainingTimeToTargetSOC is not None:
-                    el = 'RemainingTimeToTargetSOC'
-                    if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
-                    v = (v << 5) | (3 << 1)
-                    n += 5
-                    if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
-                    elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_RemainingTimeToTargetSOC = None
-                    s = 6
-                elif v_RemainingTimeToMaximumSOC is not None:
-                    el = 'RemainingTimeToMaximumSOC'
-                    if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
-                    v = (v << 5) | (4 << 1)
-                    n += 5
-                    if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
-                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_RemainingTimeToMaximumSOC = None
-                    s = 7
-                elif v_ChargingComplete is not None:
-                    el = 'ChargingComplete'
-                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    v = (v << 7) | (5 << 3) | (v_ChargingComplete << 1)
-                    n += 7
-                    v_ChargingComplete = None
-                    s = 8
-                elif v_BatteryEnergyCapacity is not None:
-                    el = 'BatteryEnergyCapacity'
-                    _o = v_BatteryEnergyCapacity
-                    _c3_Exponent = _o.Exponent
-                    _c3_Value = _o.Value
-                    if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'BatteryEnergyCapacity/Exponent'
-                    if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
-                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'BatteryEnergyCapacity/Value'
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | (6 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
-                    n += 18
-                    _c3_Exponent = None
-                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c3_Value = None
-                    v_BatteryEnergyCapacity = None
-                    s = 9
-                elif v_InletHot is not None:
-                    el = 'InletHot'
-                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    v = (v << 7) | (7 << 3) | (v_InletHot << 1)
-                    n += 7
-                    v_InletHot = None
-                    s = 10
-                elif True:
-                    v = (v << 4) | 8
-                    n += 4
-                    if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
-                    s = -1
-            if s == 3:
-                if v_MaximumSOC is not None:
-                    el = 'MaximumSOC'
-                    if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    v = (v << 13) | (v_MaximumSOC << 1)
-                    n += 13
-                    v_MaximumSOC = None
-                    s = 4
-                elif v_RemainingTimeToMinimumSOC is not None:
-                    el = 'RemainingTimeToMinimumSOC'
-                    if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
-                    v = (v << 5) | (1 << 1)
-                    n += 5
-                    if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
-                    elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_RemainingTimeToMinimumSOC = None
-                    s = 5
-                elif v_RemainingTimeToTargetSOC is not None:
-                    el = 'RemainingTimeToTargetSOC'
-                    if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
-                    v = (v << 5) | (2 << 1)
-                    n += 5
-                    if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
-                    elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_RemainingTimeToTargetSOC = None
-                    s = 6
-                elif v_RemainingTimeToMaximumSOC is not None:
-                    el = 'RemainingTimeToMaximumSOC'
-                    if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
-                    v = (v << 5) | (3 << 1)
-                    n += 5
-                    if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
-                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_RemainingTimeToMaximumSOC = None
-                    s = 7
-                elif v_ChargingComplete is not None:
-                    el = 'ChargingComplete'
-                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    v = (v << 7) | (4 << 3) | (v_ChargingComplete << 1)
-                    n += 7
-                    v_ChargingComplete = None
-                    s = 8
-                elif v_BatteryEnergyCapacity is not None:
-                    el = 'BatteryEnergyCapacity'
-                    _o = v_BatteryEnergyCapacity
-                    _c4_Exponent = _o.Exponent
-                    _c4_Value = _o.Value
-                    if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'BatteryEnergyCapacity/Exponent'
-                    if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
-                    if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'BatteryEnergyCapacity/Value'
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | (5 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-                    n += 18
-                    _c4_Exponent = None
-                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c4_Value = None
-                    v_BatteryEnergyCapacity = None
-                    s = 9
-                elif v_InletHot is not None:
-                    el = 'InletHot'
-                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    v = (v << 7) | (6 << 3) | (v_InletHot << 1)
-                    n += 7
-                    v_InletHot = None
-                    s = 10
-                elif True:
-                    v = (v << 4) | 7
-                    n += 4
-                    if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
-                    s = -1
-            if s == 4:
-                if v_RemainingTimeToMinimumSOC is not None:
-                    el = 'RemainingTimeToMinimumSOC'
-                    if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
-                    v <<= 4
-                    n += 4
-                    if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
-                    elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_RemainingTimeToMinimumSOC = None
-                    s = 5
-                elif v_RemainingTimeToTargetSOC is not None:
-                    el = 'RemainingTimeToTargetSOC'
-                    if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
-                    v = (v << 4) | (1 << 1)
-                    n += 4
-                    if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
-                    elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_RemainingTimeToTargetSOC = None
-                    s = 6
-                elif v_RemainingTimeToMaximumSOC is not None:
-                    el = 'RemainingTimeToMaximumSOC'
-                    if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
-                    v = (v << 4) | (2 << 1)
-                    n += 4
-                    if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
-                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_RemainingTimeToMaximumSOC = None
-                    s = 7
-                elif v_ChargingComplete is not None:
-                    el = 'ChargingComplete'
-                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    v = (v << 6) | (3 << 3) | (v_ChargingComplete << 1)
-                    n += 6
-                    v_ChargingComplete = None
-                    s = 8
-                elif v_BatteryEnergyCapacity is not None:
-                    el = 'BatteryEnergyCapacity'
-                    _o = v_BatteryEnergyCapacity
-                    _c5_Exponent = _o.Exponent
-                    _c5_Value = _o.Value
-                    if not (_c5_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'BatteryEnergyCapacity/Exponent'
-                    if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
-                    if not (_c5_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'BatteryEnergyCapacity/Value'
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | (4 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
-                    n += 17
-                    _c5_Exponent = None
-                    _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c5_Value = None
-                    v_BatteryEnergyCapacity = None
-                    s = 9
-                elif v_InletHot is not None:
-                    el = 'InletHot'
-                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    v = (v << 6) | (5 << 3) | (v_InletHot << 1)
-                    n += 6
-                    v_InletHot = None
-                    s = 10
-                elif True:
-                    v = (v << 3) | 6
-                    n += 3
-                    if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
-                    s = -1
-            if s == 5:
-                if v_RemainingTimeToTargetSOC is not None:
-                    el = 'RemainingTimeToTargetSOC'
-                    if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
-                    v <<= 4
-                    n += 4
-                    if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
-                    elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_RemainingTimeToTargetSOC = None
-                    s = 6
-                elif v_RemainingTimeToMaximumSOC is not None:
-                    el = 'RemainingTimeToMaximumSOC'
-                    if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
-                    v = (v << 4) | (1 << 1)
-                    n += 4
-                    if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
-                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_RemainingTimeToMaximumSOC = None
-                    s = 7
-                elif v_ChargingComplete is not None:
-                    el = 'ChargingComplete'
-                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    v = (v << 6) | (2 << 3) | (v_ChargingComplete << 1)
-                    n += 6
-                    v_ChargingComplete = None
-                    s = 8
-                elif v_BatteryEnergyCapacity is not None:
-                    el = 'BatteryEnergyCapacity'
-                    _o = v_BatteryEnergyCapacity
-                    _c6_Exponent = _o.Exponent
-                    _c6_Value = _o.Value
-                    if not (_c6_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'BatteryEnergyCapacity/Exponent'
-                    if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
-                    if not (_c6_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'BatteryEnergyCapacity/Value'
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | (3 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
-                    n += 17
-                    _c6_Exponent = None
-                    _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c6_Value = None
-                    v_BatteryEnergyCapacity = None
-                    s = 9
-                elif v_InletHot is not None:
-                    el = 'InletHot'
-                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    v = (v << 6) | (4 << 3) | (v_InletHot << 1)
-                    n += 6
-                    v_InletHot = None
-                    s = 10
-                elif True:
-                    v = (v << 3) | 5
-                    n += 3
-                    if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
-                    s = -1
-            if s == 6:
-                if v_RemainingTimeToMaximumSOC is not None:
-                    el = 'RemainingTimeToMaximumSOC'
-                    if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
-                    v <<= 4
-                    n += 4
-                    if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
-                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_RemainingTimeToMaximumSOC = None
-                    s = 7
-                elif v_ChargingComplete is not None:
-                    el = 'ChargingComplete'
-                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    v = (v << 6) | (1 << 3) | (v_ChargingComplete << 1)
-                    n += 6
-                    v_ChargingComplete = None
-                    s = 8
-                elif v_BatteryEnergyCapacity is not None:
-                    el = 'BatteryEnergyCapacity'
-                    _o = v_BatteryEnergyCapacity
-                    _c7_Exponent = _o.Exponent
-                    _c7_Value = _o.Value
-                    if not (_c7_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'BatteryEnergyCapacity/Exponent'
-                    if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
-                    if not (_c7_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'BatteryEnergyCapacity/Value'
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | (2 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
-                    n += 17
-                    _c7_Exponent = None
-                    _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c7_Value = None
-                    v_BatteryEnergyCapacity = None
-                    s = 9
-                elif v_InletHot is not None:
-                    el = 'InletHot'
-                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    v = (v << 6) | (3 << 3) | (v_InletHot << 1)
-                    n += 6
-                    v_InletHot = None
-                    s = 10
-                elif True:
-                    v = (v << 3) | 4
-                    n += 3
-                    if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
-                    s = -1
-            if s == 7:
-                if v_ChargingComplete is not None:
-                    el = 'ChargingComplete'
-                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    v = (v << 6) | (v_ChargingComplete << 1)
-                    n += 6
-                    v_ChargingComplete = None
-                    s = 8
-                elif v_BatteryEnergyCapacity is not None:
-                    el = 'BatteryEnergyCapacity'
-                    _o = v_BatteryEnergyCapacity
-                    _c8_Exponent = _o.Exponent
-                    _c8_Value = _o.Value
-                    if not (_c8_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'BatteryEnergyCapacity/Exponent'
-                    if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
-                    if not (_c8_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'BatteryEnergyCapacity/Value'
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | (1 << 14) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
-                    n += 17
-                    _c8_Exponent = None
-                    _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c8_Value = None
-                    v_BatteryEnergyCapacity = None
-                    s = 9
-                elif v_InletHot is not None:
-                    el = 'InletHot'
-                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    v = (v << 6) | (2 << 3) | (v_InletHot << 1)
-                    n += 6
-                    v_InletHot = None
-                    s = 10
-                elif True:
-                    v = (v << 3) | 3
-                    n += 3
-                    if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
-                    s = -1
-            if s == 8:
-                if v_BatteryEnergyCapacity is not None:
-                    el = 'BatteryEnergyCapacity'
-                    _o = v_BatteryEnergyCapacity
-                    _c9_Exponent = _o.Exponent
-                    _c9_Value = _o.Value
-                    if not (_c9_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'BatteryEnergyCapacity/Exponent'
-                    if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
-                    if not (_c9_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'BatteryEnergyCapacity/Value'
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
-                    n += 16
-                    _c9_Exponent = None
-                    _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c9_Value = None
-                    v_BatteryEnergyCapacity = None
-                    s = 9
-                elif v_InletHot is not None:
-                    el = 'InletHot'
-                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    v = (v << 5) | (1 << 3) | (v_InletHot << 1)
-                    n += 5
-                    v_InletHot = None
-                    s = 10
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
-                    s = -1
-            if s == 9:
-                if v_InletHot is not None:
-                    el = 'InletHot'
-                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    v = (v << 5) | (v_InletHot << 1)
-                    n += 5
-                    v_InletHot = None
-                    s = 10
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
-                    s = -1
-            if s == 10:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
-                    s = -1
+        if v_PresentSOC is not None:
+            el = 'PresentSOC'
+            if not 0 <= v_PresentSOC <= 100: raise EncodeError(f'value {v_PresentSOC!r} outside [0, 100]')
+            v = (v << 13) | (v_PresentSOC << 1)
+            n += 13
+            v_PresentSOC = None
+            s = 1
+        elif v_MinimumSOC is not None:
+            el = 'MinimumSOC'
+            if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
+            v = (v << 13) | (1 << 9) | (v_MinimumSOC << 1)
+            n += 13
+            v_MinimumSOC = None
+            s = 2
+        elif v_TargetSOC is not None:
+            el = 'TargetSOC'
+            if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
+            v = (v << 13) | (2 << 9) | (v_TargetSOC << 1)
+            n += 13
+            v_TargetSOC = None
+            s = 3
+        elif v_MaximumSOC is not None:
+            el = 'MaximumSOC'
+            if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
+            v = (v << 13) | (3 << 9) | (v_MaximumSOC << 1)
+            n += 13
+            v_MaximumSOC = None
+            s = 4
+        elif v_RemainingTimeToMinimumSOC is not None:
+            el = 'RemainingTimeToMinimumSOC'
+            if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
+            v = (v << 5) | (4 << 1)
+            n += 5
+            if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
+            elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
+            elif v_RemainingTimeToMinimumSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToMinimumSOC & 127) << 16) | (((v_RemainingTimeToMinimumSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToMinimumSOC >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_RemainingTimeToMinimumSOC = None
+            s = 5
+        elif v_RemainingTimeToTargetSOC is not None:
+            el = 'RemainingTimeToTargetSOC'
+            if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
+            v = (v << 5) | (5 << 1)
+            n += 5
+            if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+            elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
+            elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToTargetSOC & 127) << 16) | (((v_RemainingTimeToTargetSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToTargetSOC >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_RemainingTimeToTargetSOC = None
+            s = 6
+        elif v_RemainingTimeToMaximumSOC is not None:
+            el = 'RemainingTimeToMaximumSOC'
+            if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
+            v = (v << 5) | (6 << 1)
+            n += 5
+            if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+            elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
+            elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToMaximumSOC & 127) << 16) | (((v_RemainingTimeToMaximumSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToMaximumSOC >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_RemainingTimeToMaximumSOC = None
+            s = 7
+        elif v_ChargingComplete is not None:
+            el = 'ChargingComplete'
+            if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+            v = (v << 7) | (7 << 3) | (v_ChargingComplete << 1)
+            n += 7
+            v_ChargingComplete = None
+            s = 8
+        elif v_BatteryEnergyCapacity is not None:
+            el = 'BatteryEnergyCapacity'
+            _o = v_BatteryEnergyCapacity
+            _c1_Exponent = _o.Exponent
+            _c1_Value = _o.Value
+            if not (_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'BatteryEnergyCapacity/Exponent'
+            if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
+            if not (_c1_Value is not None): raise EncodeError('missing content: Value')
+            el = 'BatteryEnergyCapacity/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | (8 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
+            n += 18
+            _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            v_BatteryEnergyCapacity = None
+            s = 9
+        elif v_InletHot is not None:
+            el = 'InletHot'
+            if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+            v = (v << 7) | (9 << 3) | (v_InletHot << 1)
+            n += 7
+            v_InletHot = None
+            s = 10
+        elif True:
+            v = (v << 4) | 10
+            n += 4
+            if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
+            s = -1
+        if s == 1:
+            if v_MinimumSOC is not None:
+                el = 'MinimumSOC'
+                if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
+                v = (v << 13) | (v_MinimumSOC << 1)
+                n += 13
+                v_MinimumSOC = None
+                s = 2
+            elif v_TargetSOC is not None:
+                el = 'TargetSOC'
+                if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
+                v = (v << 13) | (1 << 9) | (v_TargetSOC << 1)
+                n += 13
+                v_TargetSOC = None
+                s = 3
+            elif v_MaximumSOC is not None:
+                el = 'MaximumSOC'
+                if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
+                v = (v << 13) | (2 << 9) | (v_MaximumSOC << 1)
+                n += 13
+                v_MaximumSOC = None
+                s = 4
+            elif v_RemainingTimeToMinimumSOC is not None:
+                el = 'RemainingTimeToMinimumSOC'
+                if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
+                v = (v << 5) | (3 << 1)
+                n += 5
+                if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
+                elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
+                elif v_RemainingTimeToMinimumSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToMinimumSOC & 127) << 16) | (((v_RemainingTimeToMinimumSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToMinimumSOC >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_RemainingTimeToMinimumSOC = None
+                s = 5
+            elif v_RemainingTimeToTargetSOC is not None:
+                el = 'RemainingTimeToTargetSOC'
+                if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
+                v = (v << 5) | (4 << 1)
+                n += 5
+                if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
+                elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToTargetSOC & 127) << 16) | (((v_RemainingTimeToTargetSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToTargetSOC >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_RemainingTimeToTargetSOC = None
+                s = 6
+            elif v_RemainingTimeToMaximumSOC is not None:
+                el = 'RemainingTimeToMaximumSOC'
+                if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
+                v = (v << 5) | (5 << 1)
+                n += 5
+                if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
+                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToMaximumSOC & 127) << 16) | (((v_RemainingTimeToMaximumSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToMaximumSOC >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_RemainingTimeToMaximumSOC = None
+                s = 7
+            elif v_ChargingComplete is not None:
+                el = 'ChargingComplete'
+                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                v = (v << 7) | (6 << 3) | (v_ChargingComplete << 1)
+                n += 7
+                v_ChargingComplete = None
+                s = 8
+            elif v_BatteryEnergyCapacity is not None:
+                el = 'BatteryEnergyCapacity'
+                _o = v_BatteryEnergyCapacity
+                _c2_Exponent = _o.Exponent
+                _c2_Value = _o.Value
+                if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'BatteryEnergyCapacity/Exponent'
+                if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
+                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'BatteryEnergyCapacity/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | (7 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
+                n += 18
+                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_BatteryEnergyCapacity = None
+                s = 9
+            elif v_InletHot is not None:
+                el = 'InletHot'
+                if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                v = (v << 7) | (8 << 3) | (v_InletHot << 1)
+                n += 7
+                v_InletHot = None
+                s = 10
+            elif True:
+                v = (v << 4) | 9
+                n += 4
+                if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
+                s = -1
+        if s == 2:
+            if v_TargetSOC is not None:
+                el = 'TargetSOC'
+                if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
+                v = (v << 13) | (v_TargetSOC << 1)
+                n += 13
+                v_TargetSOC = None
+                s = 3
+            elif v_MaximumSOC is not None:
+                el = 'MaximumSOC'
+                if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
+                v = (v << 13) | (1 << 9) | (v_MaximumSOC << 1)
+                n += 13
+                v_MaximumSOC = None
+                s = 4
+            elif v_RemainingTimeToMinimumSOC is not None:
+                el = 'RemainingTimeToMinimumSOC'
+                if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
+                v = (v << 5) | (2 << 1)
+                n += 5
+                if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
+                elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
+                elif v_RemainingTimeToMinimumSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToMinimumSOC & 127) << 16) | (((v_RemainingTimeToMinimumSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToMinimumSOC >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_RemainingTimeToMinimumSOC = None
+                s = 5
+            elif v_RemainingTimeToTargetSOC is not None:
+                el = 'RemainingTimeToTargetSOC'
+                if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
+                v = (v << 5) | (3 << 1)
+                n += 5
+                if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
+                elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToTargetSOC & 127) << 16) | (((v_RemainingTimeToTargetSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToTargetSOC >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_RemainingTimeToTargetSOC = None
+                s = 6
+            elif v_RemainingTimeToMaximumSOC is not None:
+                el = 'RemainingTimeToMaximumSOC'
+                if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
+                v = (v << 5) | (4 << 1)
+                n += 5
+                if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
+                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToMaximumSOC & 127) << 16) | (((v_RemainingTimeToMaximumSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToMaximumSOC >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_RemainingTimeToMaximumSOC = None
+                s = 7
+            elif v_ChargingComplete is not None:
+                el = 'ChargingComplete'
+                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                v = (v << 7) | (5 << 3) | (v_ChargingComplete << 1)
+                n += 7
+                v_ChargingComplete = None
+                s = 8
+            elif v_BatteryEnergyCapacity is not None:
+                el = 'BatteryEnergyCapacity'
+                _o = v_BatteryEnergyCapacity
+                _c3_Exponent = _o.Exponent
+                _c3_Value = _o.Value
+                if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'BatteryEnergyCapacity/Exponent'
+                if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
+                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'BatteryEnergyCapacity/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | (6 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
+                n += 18
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_BatteryEnergyCapacity = None
+                s = 9
+            elif v_InletHot is not None:
+                el = 'InletHot'
+                if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                v = (v << 7) | (7 << 3) | (v_InletHot << 1)
+                n += 7
+                v_InletHot = None
+                s = 10
+            elif True:
+                v = (v << 4) | 8
+                n += 4
+                if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
+                s = -1
+        if s == 3:
+            if v_MaximumSOC is not None:
+                el = 'MaximumSOC'
+                if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
+                v = (v << 13) | (v_MaximumSOC << 1)
+                n += 13
+                v_MaximumSOC = None
+                s = 4
+            elif v_RemainingTimeToMinimumSOC is not None:
+                el = 'RemainingTimeToMinimumSOC'
+                if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
+                v = (v << 5) | (1 << 1)
+                n += 5
+                if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
+                elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
+                elif v_RemainingTimeToMinimumSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToMinimumSOC & 127) << 16) | (((v_RemainingTimeToMinimumSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToMinimumSOC >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_RemainingTimeToMinimumSOC = None
+                s = 5
+            elif v_RemainingTimeToTargetSOC is not None:
+                el = 'RemainingTimeToTargetSOC'
+                if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
+                v = (v << 5) | (2 << 1)
+                n += 5
+                if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
+                elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToTargetSOC & 127) << 16) | (((v_RemainingTimeToTargetSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToTargetSOC >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_RemainingTimeToTargetSOC = None
+                s = 6
+            elif v_RemainingTimeToMaximumSOC is not None:
+                el = 'RemainingTimeToMaximumSOC'
+                if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
+                v = (v << 5) | (3 << 1)
+                n += 5
+                if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
+                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToMaximumSOC & 127) << 16) | (((v_RemainingTimeToMaximumSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToMaximumSOC >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_RemainingTimeToMaximumSOC = None
+                s = 7
+            elif v_ChargingComplete is not None:
+                el = 'ChargingComplete'
+                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                v = (v << 7) | (4 << 3) | (v_ChargingComplete << 1)
+                n += 7
+                v_ChargingComplete = None
+                s = 8
+            elif v_BatteryEnergyCapacity is not None:
+                el = 'BatteryEnergyCapacity'
+                _o = v_BatteryEnergyCapacity
+                _c4_Exponent = _o.Exponent
+                _c4_Value = _o.Value
+                if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'BatteryEnergyCapacity/Exponent'
+                if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
+                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+                el = 'BatteryEnergyCapacity/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | (5 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+                n += 18
+                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_BatteryEnergyCapacity = None
+                s = 9
+            elif v_InletHot is not None:
+                el = 'InletHot'
+                if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                v = (v << 7) | (6 << 3) | (v_InletHot << 1)
+                n += 7
+                v_InletHot = None
+                s = 10
+            elif True:
+                v = (v << 4) | 7
+                n += 4
+                if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
+                s = -1
+        if s == 4:
+            if v_RemainingTimeToMinimumSOC is not None:
+                el = 'RemainingTimeToMinimumSOC'
+                if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
+                v <<= 4
+                n += 4
+                if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
+                elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
+                elif v_RemainingTimeToMinimumSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToMinimumSOC & 127) << 16) | (((v_RemainingTimeToMinimumSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToMinimumSOC >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_RemainingTimeToMinimumSOC = None
+                s = 5
+            elif v_RemainingTimeToTargetSOC is not None:
+                el = 'RemainingTimeToTargetSOC'
+                if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
+                v = (v << 4) | (1 << 1)
+                n += 4
+                if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
+                elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToTargetSOC & 127) << 16) | (((v_RemainingTimeToTargetSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToTargetSOC >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_RemainingTimeToTargetSOC = None
+                s = 6
+            elif v_RemainingTimeToMaximumSOC is not None:
+                el = 'RemainingTimeToMaximumSOC'
+                if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
+                v = (v << 4) | (2 << 1)
+                n += 4
+                if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
+                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToMaximumSOC & 127) << 16) | (((v_RemainingTimeToMaximumSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToMaximumSOC >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_RemainingTimeToMaximumSOC = None
+                s = 7
+            elif v_ChargingComplete is not None:
+                el = 'ChargingComplete'
+                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                v = (v << 6) | (3 << 3) | (v_ChargingComplete << 1)
+                n += 6
+                v_ChargingComplete = None
+                s = 8
+            elif v_BatteryEnergyCapacity is not None:
+                el = 'BatteryEnergyCapacity'
+                _o = v_BatteryEnergyCapacity
+                _c5_Exponent = _o.Exponent
+                _c5_Value = _o.Value
+                if not (_c5_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'BatteryEnergyCapacity/Exponent'
+                if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
+                if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+                el = 'BatteryEnergyCapacity/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | (4 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
+                n += 17
+                _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_BatteryEnergyCapacity = None
+                s = 9
+            elif v_InletHot is not None:
+                el = 'InletHot'
+                if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                v = (v << 6) | (5 << 3) | (v_InletHot << 1)
+                n += 6
+                v_InletHot = None
+                s = 10
+            elif True:
+                v = (v << 3) | 6
+                n += 3
+                if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
+                s = -1
+        if s == 5:
+            if v_RemainingTimeToTargetSOC is not None:
+                el = 'RemainingTimeToTargetSOC'
+                if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
+                v <<= 4
+                n += 4
+                if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
+                elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToTargetSOC & 127) << 16) | (((v_RemainingTimeToTargetSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToTargetSOC >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_RemainingTimeToTargetSOC = None
+                s = 6
+            elif v_RemainingTimeToMaximumSOC is not None:
+                el = 'RemainingTimeToMaximumSOC'
+                if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
+                v = (v << 4) | (1 << 1)
+                n += 4
+                if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
+                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToMaximumSOC & 127) << 16) | (((v_RemainingTimeToMaximumSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToMaximumSOC >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_RemainingTimeToMaximumSOC = None
+                s = 7
+            elif v_ChargingComplete is not None:
+                el = 'ChargingComplete'
+                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                v = (v << 6) | (2 << 3) | (v_ChargingComplete << 1)
+                n += 6
+                v_ChargingComplete = None
+                s = 8
+            elif v_BatteryEnergyCapacity is not None:
+                el = 'BatteryEnergyCapacity'
+                _o = v_BatteryEnergyCapacity
+                _c6_Exponent = _o.Exponent
+                _c6_Value = _o.Value
+                if not (_c6_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'BatteryEnergyCapacity/Exponent'
+                if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
+                if not (_c6_Value is not None): raise EncodeError('missing content: Value')
+                el = 'BatteryEnergyCapacity/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | (3 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
+                n += 17
+                _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_BatteryEnergyCapacity = None
+                s = 9
+            elif v_InletHot is not None:
+                el = 'InletHot'
+                if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                v = (v << 6) | (4 << 3) | (v_InletHot << 1)
+                n += 6
+                v_InletHot = None
+                s = 10
+            elif True:
+                v = (v << 3) | 5
+                n += 3
+                if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
+                s = -1
+        if s == 6:
+            if v_RemainingTimeToMaximumSOC is not None:
+                el = 'RemainingTimeToMaximumSOC'
+                if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
+                v <<= 4
+                n += 4
+                if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
+                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((v_RemainingTimeToMaximumSOC & 127) << 16) | (((v_RemainingTimeToMaximumSOC >> 7) & 127) << 8) | 8421376 | (v_RemainingTimeToMaximumSOC >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_RemainingTimeToMaximumSOC = None
+                s = 7
+            elif v_ChargingComplete is not None:
+                el = 'ChargingComplete'
+                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                v = (v << 6) | (1 << 3) | (v_ChargingComplete << 1)
+                n += 6
+                v_ChargingComplete = None
+                s = 8
+            elif v_BatteryEnergyCapacity is not None:
+                el = 'BatteryEnergyCapacity'
+                _o = v_BatteryEnergyCapacity
+                _c7_Exponent = _o.Exponent
+                _c7_Value = _o.Value
+                if not (_c7_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'BatteryEnergyCapacity/Exponent'
+                if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
+                if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+                el = 'BatteryEnergyCapacity/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | (2 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
+                n += 17
+                _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_BatteryEnergyCapacity = None
+                s = 9
+            elif v_InletHot is not None:
+                el = 'InletHot'
+                if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                v = (v << 6) | (3 << 3) | (v_InletHot << 1)
+                n += 6
+                v_InletHot = None
+                s = 10
+            elif True:
+                v = (v << 3) | 4
+                n += 3
+                if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
+                s = -1
+        if s == 7:
+            if v_ChargingComplete is not None:
+                el = 'ChargingComplete'
+                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                v = (v << 6) | (v_ChargingComplete << 1)
+                n += 6
+                v_ChargingComplete = None
+                s = 8
+            elif v_BatteryEnergyCapacity is not None:
+                el = 'BatteryEnergyCapacity'
+                _o = v_BatteryEnergyCapacity
+                _c8_Exponent = _o.Exponent
+                _c8_Value = _o.Value
+                if not (_c8_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'BatteryEnergyCapacity/Exponent'
+                if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
+                if not (_c8_Value is not None): raise EncodeError('missing content: Value')
+                el = 'BatteryEnergyCapacity/Value'
+                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | (1 << 14) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
+                n += 17
+                _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_BatteryEnergyCapacity = None
+                s = 9
+            elif v_InletHot is not None:
+                el = 'InletHot'
+                if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                v = (v << 6) | (2 << 3) | (v_InletHot << 1)
+                n += 6
+                v_InletHot = None
+                s = 10
+            elif True:
+                v = (v << 3) | 3
+                n += 3
+                if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
+                s = -1
+        if s == 8:
+            if v_BatteryEnergyCapacity is not None:
+                el = 'BatteryEnergyCapacity'
+                _o = v_BatteryEnergyCapacity
+                _c9_Exponent = _o.Exponent
+                _c9_Value = _o.Value
+                if not (_c9_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'BatteryEnergyCapacity/Exponent'
+                if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
+                if not (_c9_Value is not None): raise EncodeError('missing content: Value')
+                el = 'BatteryEnergyCapacity/Value'
+                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                v = (v << 16) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
+                n += 16
+                _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_BatteryEnergyCapacity = None
+                s = 9
+            elif v_InletHot is not None:
+                el = 'InletHot'
+                if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                v = (v << 5) | (1 << 3) | (v_InletHot << 1)
+                n += 5
+                v_InletHot = None
+                s = 10
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
+                s = -1
+        if s == 9:
+            if v_InletHot is not None:
+                el = 'InletHot'
+                if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                v = (v << 5) | (v_InletHot << 1)
+                n += 5
+                v_InletHot = None
+                s = 10
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
+                s = -1
+        if s == 10:
+            if True:
+                v <<= 1
+                n += 1
+                if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2390,129 +3157,182 @@ def _d_Dynamic_CLReqControlModeType(r):
     f_EVMaximumEnergyRequest = None
     f_EVMinimumEnergyRequest = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLReqControlModeType', p)
-                    el = 'DepartureTime'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_DepartureTime = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 16
-                    if p > E: V, E, p = r.slide(p, 16)
-                    x = (V >> (E - p)) & 65535
-                    if x & 61454: raise r.deviation('Dynamic_CLReqControlModeType', p)
-                    if f_DepartureTime > 4294967295: r.facet('Dynamic_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
-                    el = 'EVTargetEnergyRequest'
-                    el = 'EVTargetEnergyRequest/Exponent'
-                    _c1_Exponent = ((x >> 4) & 255) + -128
-                    el = 'EVTargetEnergyRequest/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('Dynamic_CLReqControlModeType', p)
-                    if _neg: _c1_Value = -_c1_Value - 1
-                    if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
-                    f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c1_Exponent, _c1_Value)
-                    s = 2
-                elif ec == 1:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12302: raise r.deviation('Dynamic_CLReqControlModeType', p)
-                    el = 'EVTargetEnergyRequest'
-                    el = 'EVTargetEnergyRequest/Exponent'
-                    _c2_Exponent = ((x >> 4) & 255) + -128
-                    el = 'EVTargetEnergyRequest/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c2_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('Dynamic_CLReqControlModeType', p)
-                    if _neg: _c2_Value = -_c2_Value - 1
-                    if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
-                    f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c2_Exponent, _c2_Value)
-                    s = 2
-                else:
-                    raise r.deviation('Dynamic_CLReqControlModeType', p)
-            if s == 2:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 28686: raise r.deviation('Dynamic_CLReqControlModeType', p)
-                el = 'EVMaximumEnergyRequest'
-                el = 'EVMaximumEnergyRequest/Exponent'
-                _c3_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVMaximumEnergyRequest/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLReqControlModeType', p)
+            el = 'DepartureTime'
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c3_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    f_DepartureTime = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                f_DepartureTime = (V >> (E - p)) & 127
+            else:
+                r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 16
+            if p > E: V, E, p = r.slide(p, 16)
+            x = (V >> (E - p)) & 65535
+            if x & 61454: raise r.deviation('Dynamic_CLReqControlModeType', p)
+            if f_DepartureTime > 4294967295: r.facet('Dynamic_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
+            el = 'EVTargetEnergyRequest/Exponent'
+            _c1_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVTargetEnergyRequest/Value'
+            _neg = (x & 1)
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    _c1_Value = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c1_Value = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('Dynamic_CLReqControlModeType', p)
+            if _neg: _c1_Value = -_c1_Value - 1
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+            f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVTargetEnergyRequest.Exponent = _c1_Exponent
+            f_EVTargetEnergyRequest.Value = _c1_Value
+            s = 2
+        elif ec == 1:
+            p += 14
+            if p > E: V, E, p = r.slide(p, 14)
+            x = (V >> (E - p)) & 16383
+            if x & 12302: raise r.deviation('Dynamic_CLReqControlModeType', p)
+            el = 'EVTargetEnergyRequest/Exponent'
+            _c2_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVTargetEnergyRequest/Value'
+            _neg = (x & 1)
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c2_Value = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('Dynamic_CLReqControlModeType', p)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+            f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVTargetEnergyRequest.Exponent = _c2_Exponent
+            f_EVTargetEnergyRequest.Value = _c2_Value
+            s = 2
+        else:
+            raise r.deviation('Dynamic_CLReqControlModeType', p)
+        if s == 2:
+            p += 15
+            if p > E: V, E, p = r.slide(p, 15)
+            x = (V >> (E - p)) & 32767
+            if x & 28686: raise r.deviation('Dynamic_CLReqControlModeType', p)
+            el = 'EVMaximumEnergyRequest/Exponent'
+            _c3_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVMaximumEnergyRequest/Value'
+            _neg = (x & 1)
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 17
-                if p > E: V, E, p = r.slide(p, 17)
-                x = (V >> (E - p)) & 131071
-                if x & 126990: raise r.deviation('Dynamic_CLReqControlModeType', p)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
-                f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c3_Exponent, _c3_Value)
-                el = 'EVMinimumEnergyRequest'
-                el = 'EVMinimumEnergyRequest/Exponent'
-                _c4_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVMinimumEnergyRequest/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c3_Value = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 17
+            if p > E: V, E, p = r.slide(p, 17)
+            x = (V >> (E - p)) & 131071
+            if x & 126990: raise r.deviation('Dynamic_CLReqControlModeType', p)
+            if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+            f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVMaximumEnergyRequest.Exponent = _c3_Exponent
+            f_EVMaximumEnergyRequest.Value = _c3_Value
+            el = 'EVMinimumEnergyRequest/Exponent'
+            _c4_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVMinimumEnergyRequest/Value'
+            _neg = (x & 1)
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c4_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    _c4_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('Dynamic_CLReqControlModeType', p)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
-                f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c4_Exponent, _c4_Value)
-                s = -1
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c4_Value = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            if (V >> (E - p)) & 7: raise r.deviation('Dynamic_CLReqControlModeType', p)
+            if _neg: _c4_Value = -_c4_Value - 1
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+            f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVMinimumEnergyRequest.Exponent = _c4_Exponent
+            f_EVMinimumEnergyRequest.Value = _c4_Value
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_commontypes.Dynamic_CLReqControlModeType(f_DepartureTime, f_EVTargetEnergyRequest, f_EVMaximumEnergyRequest, f_EVMinimumEnergyRequest)
+    _obj = _new(iso20_commontypes.Dynamic_CLReqControlModeType)
+    _obj.DepartureTime = f_DepartureTime
+    _obj.EVTargetEnergyRequest = f_EVTargetEnergyRequest
+    _obj.EVMaximumEnergyRequest = f_EVMaximumEnergyRequest
+    _obj.EVMinimumEnergyRequest = f_EVMinimumEnergyRequest
+    return _obj
 
 def _e_Dynamic_CLReqControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}Dynamic_CLReqControlModeType
@@ -2524,113 +3344,107 @@ def _e_Dynamic_CLReqControlModeType(w, o):
         v_EVTargetEnergyRequest = o.EVTargetEnergyRequest
         v_EVMaximumEnergyRequest = o.EVMaximumEnergyRequest
         v_EVMinimumEnergyRequest = o.EVMinimumEnergyRequest
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_DepartureTime is not None:
-                    el = 'DepartureTime'
-                    if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
-                    v <<= 3
-                    n += 3
-                    if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-                    elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
-                    if not (v_EVTargetEnergyRequest is not None): raise EncodeError('missing content: EVTargetEnergyRequest')
-                    el = 'EVTargetEnergyRequest'
-                    _o = v_EVTargetEnergyRequest
-                    _c1_Exponent = _o.Exponent
-                    _c1_Value = _o.Value
-                    if not (_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'EVTargetEnergyRequest/Exponent'
-                    if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
-                    if not (_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVTargetEnergyRequest/Value'
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
-                    n += 16
-                    v_DepartureTime = None
-                    _c1_Exponent = None
-                    _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c1_Value = None
-                    v_EVTargetEnergyRequest = None
-                    s = 2
-                elif v_EVTargetEnergyRequest is not None:
-                    el = 'EVTargetEnergyRequest'
-                    _o = v_EVTargetEnergyRequest
-                    _c2_Exponent = _o.Exponent
-                    _c2_Value = _o.Value
-                    if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'EVTargetEnergyRequest/Exponent'
-                    if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
-                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVTargetEnergyRequest/Value'
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
-                    n += 16
-                    _c2_Exponent = None
-                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c2_Value = None
-                    v_EVTargetEnergyRequest = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of DepartureTime, EVTargetEnergyRequest')
-            if s == 2:
-                if v_EVMaximumEnergyRequest is not None:
-                    el = 'EVMaximumEnergyRequest'
-                    _o = v_EVMaximumEnergyRequest
-                    _c3_Exponent = _o.Exponent
-                    _c3_Value = _o.Value
-                    if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'EVMaximumEnergyRequest/Exponent'
-                    if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
-                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVMaximumEnergyRequest/Value'
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
-                    n += 15
-                    _c3_Exponent = None
-                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
-                    el = 'EVMinimumEnergyRequest'
-                    _o = v_EVMinimumEnergyRequest
-                    _c4_Exponent = _o.Exponent
-                    _c4_Value = _o.Value
-                    if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'EVMinimumEnergyRequest/Exponent'
-                    if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
-                    if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVMinimumEnergyRequest/Value'
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-                    n += 17
-                    _c3_Value = None
-                    v_EVMaximumEnergyRequest = None
-                    _c4_Exponent = None
-                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
-                    _c4_Value = None
-                    v_EVMinimumEnergyRequest = None
-                    if v_DepartureTime is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
-                    s = -1
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
+        if v_DepartureTime is not None:
+            el = 'DepartureTime'
+            if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
+            v <<= 3
+            n += 3
+            if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
+            elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
+            elif v_DepartureTime < 2097152: v = (v << 24) | ((v_DepartureTime & 127) << 16) | (((v_DepartureTime >> 7) & 127) << 8) | 8421376 | (v_DepartureTime >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
+            if not (v_EVTargetEnergyRequest is not None): raise EncodeError('missing content: EVTargetEnergyRequest')
+            el = 'EVTargetEnergyRequest'
+            _o = v_EVTargetEnergyRequest
+            _c1_Exponent = _o.Exponent
+            _c1_Value = _o.Value
+            if not (_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVTargetEnergyRequest/Exponent'
+            if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
+            if not (_c1_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVTargetEnergyRequest/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
+            n += 16
+            v_DepartureTime = None
+            _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            v_EVTargetEnergyRequest = None
+            s = 2
+        elif v_EVTargetEnergyRequest is not None:
+            el = 'EVTargetEnergyRequest'
+            _o = v_EVTargetEnergyRequest
+            _c2_Exponent = _o.Exponent
+            _c2_Value = _o.Value
+            if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVTargetEnergyRequest/Exponent'
+            if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
+            if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVTargetEnergyRequest/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
+            n += 16
+            _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            v_EVTargetEnergyRequest = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of DepartureTime, EVTargetEnergyRequest')
+        if s == 2:
+            if v_EVMaximumEnergyRequest is not None:
+                el = 'EVMaximumEnergyRequest'
+                _o = v_EVMaximumEnergyRequest
+                _c3_Exponent = _o.Exponent
+                _c3_Value = _o.Value
+                if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'EVMaximumEnergyRequest/Exponent'
+                if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
+                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMaximumEnergyRequest/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
+                n += 15
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
+                el = 'EVMinimumEnergyRequest'
+                _o = v_EVMinimumEnergyRequest
+                _c4_Exponent = _o.Exponent
+                _c4_Value = _o.Value
+                if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'EVMinimumEnergyRequest/Exponent'
+                if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
+                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMinimumEnergyRequest/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+                n += 17
+                v_EVMaximumEnergyRequest = None
+                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                v_EVMinimumEnergyRequest = None
+                if v_DepartureTime is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
+                s = -1
+            else:
+                raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2647,188 +3461,240 @@ def _d_Dynamic_CLResControlModeType(r):
     f_TargetSOC = None
     f_AckMaxDelay = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    el = 'DepartureTime'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_DepartureTime = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_DepartureTime > 4294967295: r.facet('Dynamic_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
-                    s = 1
-                elif ec == 1:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    el = 'MinimumSOC'
-                    f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: r.facet('Dynamic_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
-                    s = 2
-                elif ec == 2:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    el = 'TargetSOC'
-                    f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
-                    s = 3
-                elif ec == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    el = 'AckMaxDelay'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_AckMaxDelay = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
-                    s = 4
-                elif ec == 4:
-                    pass
-                    s = -1
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        ec = (V >> (E - p)) & 7
+        if ec == 0:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
+            el = 'DepartureTime'
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    f_DepartureTime = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    raise r.deviation('Dynamic_CLResControlModeType', p)
-            if s == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    el = 'MinimumSOC'
-                    f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: r.facet('Dynamic_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
-                    s = 2
-                elif ec == 1:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    el = 'TargetSOC'
-                    f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
-                    s = 3
-                elif ec == 2:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    el = 'AckMaxDelay'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_AckMaxDelay = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
-                    s = 4
-                elif ec == 3:
-                    pass
-                    s = -1
+                    r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                f_DepartureTime = (V >> (E - p)) & 127
+            else:
+                r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
+            if f_DepartureTime > 4294967295: r.facet('Dynamic_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
+            s = 1
+        elif ec == 1:
+            p += 9
+            if p > E: V, E, p = r.slide(p, 9)
+            x = (V >> (E - p)) & 511
+            if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
+            el = 'MinimumSOC'
+            f_MinimumSOC = ((x >> 1) & 127)
+            if f_MinimumSOC > 100: r.facet('Dynamic_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
+            s = 2
+        elif ec == 2:
+            p += 9
+            if p > E: V, E, p = r.slide(p, 9)
+            x = (V >> (E - p)) & 511
+            if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
+            el = 'TargetSOC'
+            f_TargetSOC = ((x >> 1) & 127)
+            if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
+            s = 3
+        elif ec == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
+            el = 'AckMaxDelay'
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    f_AckMaxDelay = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    raise r.deviation('Dynamic_CLResControlModeType', p)
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    el = 'TargetSOC'
-                    f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
-                    s = 3
-                elif ec == 1:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    el = 'AckMaxDelay'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_AckMaxDelay = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
-                    s = 4
-                elif ec == 2:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('Dynamic_CLResControlModeType', p)
-            if s == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    el = 'AckMaxDelay'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_AckMaxDelay = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
-                    s = 4
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('Dynamic_CLResControlModeType', p)
-            if s == 4:
+                    r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                f_AckMaxDelay = (V >> (E - p)) & 127
+            else:
+                r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
+            if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
+            s = 4
+        elif ec == 4:
+            pass
+            s = -1
+        else:
+            raise r.deviation('Dynamic_CLResControlModeType', p)
+        if s == 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
+                el = 'MinimumSOC'
+                f_MinimumSOC = ((x >> 1) & 127)
+                if f_MinimumSOC > 100: r.facet('Dynamic_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
+                s = 2
+            elif ec == 1:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
+                el = 'TargetSOC'
+                f_TargetSOC = ((x >> 1) & 127)
+                if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
+                s = 3
+            elif ec == 2:
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
+                el = 'AckMaxDelay'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_AckMaxDelay = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_AckMaxDelay = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
+                if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
+                s = 4
+            elif ec == 3:
+                pass
                 s = -1
+            else:
+                raise r.deviation('Dynamic_CLResControlModeType', p)
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
+                el = 'TargetSOC'
+                f_TargetSOC = ((x >> 1) & 127)
+                if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
+                s = 3
+            elif ec == 1:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
+                el = 'AckMaxDelay'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_AckMaxDelay = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_AckMaxDelay = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
+                if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
+                s = 4
+            elif ec == 2:
+                pass
+                s = -1
+            else:
+                raise r.deviation('Dynamic_CLResControlModeType', p)
+        if s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
+                el = 'AckMaxDelay'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_AckMaxDelay = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_AckMaxDelay = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
+                if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
+                s = 4
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('Dynamic_CLResControlModeType', p)
+        if s == 4:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_commontypes.Dynamic_CLResControlModeType(f_DepartureTime, f_MinimumSOC, f_TargetSOC, f_AckMaxDelay)
+    _obj = _new(iso20_commontypes.Dynamic_CLResControlModeType)
+    _obj.DepartureTime = f_DepartureTime
+    _obj.MinimumSOC = f_MinimumSOC
+    _obj.TargetSOC = f_TargetSOC
+    _obj.AckMaxDelay = f_AckMaxDelay
+    return _obj
 
 def _e_Dynamic_CLResControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}Dynamic_CLResControlModeType
@@ -2840,133 +3706,135 @@ def _e_Dynamic_CLResControlModeType(w, o):
         v_MinimumSOC = o.MinimumSOC
         v_TargetSOC = o.TargetSOC
         v_AckMaxDelay = o.AckMaxDelay
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_DepartureTime is not None:
-                    el = 'DepartureTime'
-                    if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
-                    v <<= 4
-                    n += 4
-                    if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-                    elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_DepartureTime = None
-                    s = 1
-                elif v_MinimumSOC is not None:
-                    el = 'MinimumSOC'
-                    if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    v = (v << 12) | (1 << 9) | (v_MinimumSOC << 1)
-                    n += 12
-                    v_MinimumSOC = None
-                    s = 2
-                elif v_TargetSOC is not None:
-                    el = 'TargetSOC'
-                    if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    v = (v << 12) | (2 << 9) | (v_TargetSOC << 1)
-                    n += 12
-                    v_TargetSOC = None
-                    s = 3
-                elif v_AckMaxDelay is not None:
-                    el = 'AckMaxDelay'
-                    if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
-                    v = (v << 4) | (3 << 1)
-                    n += 4
-                    if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                    elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_AckMaxDelay = None
-                    s = 4
-                elif True:
-                    v = (v << 3) | 4
-                    n += 3
-                    if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_AckMaxDelay is not None: raise _leftover(o)
-                    s = -1
-            if s == 1:
-                if v_MinimumSOC is not None:
-                    el = 'MinimumSOC'
-                    if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    v = (v << 12) | (v_MinimumSOC << 1)
-                    n += 12
-                    v_MinimumSOC = None
-                    s = 2
-                elif v_TargetSOC is not None:
-                    el = 'TargetSOC'
-                    if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    v = (v << 12) | (1 << 9) | (v_TargetSOC << 1)
-                    n += 12
-                    v_TargetSOC = None
-                    s = 3
-                elif v_AckMaxDelay is not None:
-                    el = 'AckMaxDelay'
-                    if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
-                    v = (v << 4) | (2 << 1)
-                    n += 4
-                    if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                    elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_AckMaxDelay = None
-                    s = 4
-                elif True:
-                    v = (v << 3) | 3
-                    n += 3
-                    if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_AckMaxDelay is not None: raise _leftover(o)
-                    s = -1
-            if s == 2:
-                if v_TargetSOC is not None:
-                    el = 'TargetSOC'
-                    if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    v = (v << 11) | (v_TargetSOC << 1)
-                    n += 11
-                    v_TargetSOC = None
-                    s = 3
-                elif v_AckMaxDelay is not None:
-                    el = 'AckMaxDelay'
-                    if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
-                    v = (v << 3) | (1 << 1)
-                    n += 3
-                    if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                    elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_AckMaxDelay = None
-                    s = 4
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_AckMaxDelay is not None: raise _leftover(o)
-                    s = -1
-            if s == 3:
-                if v_AckMaxDelay is not None:
-                    el = 'AckMaxDelay'
-                    if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
-                    v <<= 3
-                    n += 3
-                    if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                    elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_AckMaxDelay = None
-                    s = 4
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_AckMaxDelay is not None: raise _leftover(o)
-                    s = -1
-            if s == 4:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_AckMaxDelay is not None: raise _leftover(o)
-                    s = -1
+        if v_DepartureTime is not None:
+            el = 'DepartureTime'
+            if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
+            v <<= 4
+            n += 4
+            if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
+            elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
+            elif v_DepartureTime < 2097152: v = (v << 24) | ((v_DepartureTime & 127) << 16) | (((v_DepartureTime >> 7) & 127) << 8) | 8421376 | (v_DepartureTime >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_DepartureTime = None
+            s = 1
+        elif v_MinimumSOC is not None:
+            el = 'MinimumSOC'
+            if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
+            v = (v << 12) | (1 << 9) | (v_MinimumSOC << 1)
+            n += 12
+            v_MinimumSOC = None
+            s = 2
+        elif v_TargetSOC is not None:
+            el = 'TargetSOC'
+            if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
+            v = (v << 12) | (2 << 9) | (v_TargetSOC << 1)
+            n += 12
+            v_TargetSOC = None
+            s = 3
+        elif v_AckMaxDelay is not None:
+            el = 'AckMaxDelay'
+            if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
+            v = (v << 4) | (3 << 1)
+            n += 4
+            if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
+            elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
+            elif v_AckMaxDelay < 2097152: v = (v << 24) | ((v_AckMaxDelay & 127) << 16) | (((v_AckMaxDelay >> 7) & 127) << 8) | 8421376 | (v_AckMaxDelay >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_AckMaxDelay = None
+            s = 4
+        elif True:
+            v = (v << 3) | 4
+            n += 3
+            if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_AckMaxDelay is not None: raise _leftover(o)
+            s = -1
+        if s == 1:
+            if v_MinimumSOC is not None:
+                el = 'MinimumSOC'
+                if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
+                v = (v << 12) | (v_MinimumSOC << 1)
+                n += 12
+                v_MinimumSOC = None
+                s = 2
+            elif v_TargetSOC is not None:
+                el = 'TargetSOC'
+                if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
+                v = (v << 12) | (1 << 9) | (v_TargetSOC << 1)
+                n += 12
+                v_TargetSOC = None
+                s = 3
+            elif v_AckMaxDelay is not None:
+                el = 'AckMaxDelay'
+                if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
+                v = (v << 4) | (2 << 1)
+                n += 4
+                if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
+                elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
+                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((v_AckMaxDelay & 127) << 16) | (((v_AckMaxDelay >> 7) & 127) << 8) | 8421376 | (v_AckMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_AckMaxDelay = None
+                s = 4
+            elif True:
+                v = (v << 3) | 3
+                n += 3
+                if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_AckMaxDelay is not None: raise _leftover(o)
+                s = -1
+        if s == 2:
+            if v_TargetSOC is not None:
+                el = 'TargetSOC'
+                if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
+                v = (v << 11) | (v_TargetSOC << 1)
+                n += 11
+                v_TargetSOC = None
+                s = 3
+            elif v_AckMaxDelay is not None:
+                el = 'AckMaxDelay'
+                if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
+                v = (v << 3) | (1 << 1)
+                n += 3
+                if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
+                elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
+                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((v_AckMaxDelay & 127) << 16) | (((v_AckMaxDelay >> 7) & 127) << 8) | 8421376 | (v_AckMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_AckMaxDelay = None
+                s = 4
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_AckMaxDelay is not None: raise _leftover(o)
+                s = -1
+        if s == 3:
+            if v_AckMaxDelay is not None:
+                el = 'AckMaxDelay'
+                if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
+                v <<= 3
+                n += 3
+                if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
+                elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
+                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((v_AckMaxDelay & 127) << 16) | (((v_AckMaxDelay >> 7) & 127) << 8) | 8421376 | (v_AckMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_AckMaxDelay = None
+                s = 4
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_AckMaxDelay is not None: raise _leftover(o)
+                s = -1
+        if s == 4:
+            if True:
+                v <<= 1
+                n += 1
+                if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_AckMaxDelay is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2983,15 +3851,24 @@ def _d_EVSEStatusType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('EVSEStatusType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('EVSEStatusType', p)
         el = 'NotificationMaxDelay'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_NotificationMaxDelay = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 8
@@ -3006,7 +3883,10 @@ def _d_EVSEStatusType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_commontypes.EVSEStatusType(f_NotificationMaxDelay, f_EVSENotification)
+    _obj = _new(iso20_commontypes.EVSEStatusType)
+    _obj.NotificationMaxDelay = f_NotificationMaxDelay
+    _obj.EVSENotification = f_EVSENotification
+    return _obj
 
 def _e_EVSEStatusType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}EVSEStatusType
@@ -3023,6 +3903,7 @@ def _e_EVSEStatusType(w, o):
             n += 2
             if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
             elif v_NotificationMaxDelay < 16384: v = (v << 16) | ((v_NotificationMaxDelay & 127) << 8) | 32768 | (v_NotificationMaxDelay >> 7); n += 16
+            elif v_NotificationMaxDelay < 2097152: v = (v << 24) | ((v_NotificationMaxDelay & 127) << 16) | (((v_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (v_NotificationMaxDelay >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
             if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'EVSENotification'
@@ -3048,117 +3929,135 @@ def _d_ListOfRootCertificateIDsType(r):
     el = ''
     f_RootCertificateID = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+        el = 'RootCertificateID/X509IssuerName'
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+            _c1_X509IssuerName = ''
+        else:
+            r.pos = p
+            _c1_X509IssuerName = r.string('xmldsig:X509IssuerName')
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        x = (V >> (E - p)) & 7
+        if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
+        el = 'RootCertificateID/X509SerialNumber'
+        _neg = (x & 1)
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_X509SerialNumber = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_X509SerialNumber = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+        if _neg: _c1_X509SerialNumber = -_c1_X509SerialNumber - 1
+        _v = _new(xmldsig.X509IssuerSerialType)
+        _v.X509IssuerName = _c1_X509IssuerName
+        _v.X509SerialNumber = _c1_X509SerialNumber
+        f_RootCertificateID.append(_v)
+        s = 1
+        if s == 1:
+            _k = 0
+            while True:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
-                el = 'RootCertificateID'
-                el = 'RootCertificateID/X509IssuerName'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
-                    _c1_X509IssuerName = ''
-                else:
-                    r.pos = p
-                    _c1_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                    V = r.v; E = r.end; p = r.pos
+                ec = (V >> (E - p)) & 3
+                if ec == 0:
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
-                el = 'RootCertificateID/X509SerialNumber'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c1_X509SerialNumber = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; _c1_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
-                if _neg: _c1_X509SerialNumber = -_c1_X509SerialNumber - 1
-                _v = xmldsig.X509IssuerSerialType(_c1_X509IssuerName, _c1_X509SerialNumber)
-                f_RootCertificateID.append(_v)
-                s = 1
-            if s == 1:
-                _k = 0
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
-                        el = 'RootCertificateID'
-                        el = 'RootCertificateID/X509IssuerName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
-                            _c2_X509IssuerName = ''
-                        else:
-                            r.pos = p
-                            _c2_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
+                    el = 'RootCertificateID/X509IssuerName'
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1:
                         p += 3
                         if p > E: V, E, p = r.slide(p, 3)
-                        x = (V >> (E - p)) & 7
-                        if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
-                        el = 'RootCertificateID/X509SerialNumber'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c2_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c2_X509IssuerName = r.string('xmldsig:X509IssuerName')
+                        V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
+                    el = 'RootCertificateID/X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c2_X509SerialNumber = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            _c2_X509SerialNumber = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c2_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c2_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
-                        if _neg: _c2_X509SerialNumber = -_c2_X509SerialNumber - 1
-                        _v = xmldsig.X509IssuerSerialType(_c2_X509IssuerName, _c2_X509SerialNumber)
-                        f_RootCertificateID.append(_v)
-                        _k += 1
-                        if _k == 19:
-                            s = 20
-                            break
-                    elif ec == 1:
-                        pass
-                        s = -1
-                        break
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c2_X509SerialNumber = (V >> (E - p)) & 127
                     else:
-                        raise r.deviation('ListOfRootCertificateIDsType', p)
-            if s == 20:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
-                s = -1
+                        r.pos = p; _c2_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    if (V >> (E - p)) & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+                    if _neg: _c2_X509SerialNumber = -_c2_X509SerialNumber - 1
+                    _v = _new(xmldsig.X509IssuerSerialType)
+                    _v.X509IssuerName = _c2_X509IssuerName
+                    _v.X509SerialNumber = _c2_X509SerialNumber
+                    f_RootCertificateID.append(_v)
+                    _k += 1
+                    if _k == 19:
+                        s = 20
+                        break
+                elif ec == 1:
+                    pass
+                    s = -1
+                    break
+                else:
+                    raise r.deviation('ListOfRootCertificateIDsType', p)
+        if s == 20:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_commontypes.ListOfRootCertificateIDsType(f_RootCertificateID)
+    _obj = _new(iso20_commontypes.ListOfRootCertificateIDsType)
+    _obj.RootCertificateID = f_RootCertificateID
+    return _obj
 
 def _e_ListOfRootCertificateIDsType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ListOfRootCertificateIDsType
@@ -3169,87 +4068,82 @@ def _e_ListOfRootCertificateIDsType(w, o):
         v_RootCertificateID = o.RootCertificateID
         n_RootCertificateID = len(v_RootCertificateID)
         i_RootCertificateID = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
+        if i_RootCertificateID < n_RootCertificateID:
+            el = 'RootCertificateID'
+            _o = v_RootCertificateID[i_RootCertificateID]
+            _c1_X509IssuerName = _o.X509IssuerName
+            _c1_X509SerialNumber = _o.X509SerialNumber
+            if not (_c1_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+            el = 'RootCertificateID/X509IssuerName'
+            v <<= 3
+            n += 3
+            _l = len(_c1_X509IssuerName)
+            if _l < 126 and _c1_X509IssuerName.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_X509IssuerName.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(_c1_X509IssuerName); v = w.v; n = w.n
+            if not (_c1_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+            el = 'RootCertificateID/X509SerialNumber'
+            if type(_c1_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c1_X509SerialNumber!r}')
+            v = (v << 4) | (_c1_X509SerialNumber < 0)
+            n += 4
+            _m = (-_c1_X509SerialNumber - 1 if _c1_X509SerialNumber < 0 else _c1_X509SerialNumber)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            i_RootCertificateID += 1
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of RootCertificateID')
+        if s == 1:
+            _k = 0
+            while True:
                 if i_RootCertificateID < n_RootCertificateID:
                     el = 'RootCertificateID'
                     _o = v_RootCertificateID[i_RootCertificateID]
-                    _c1_X509IssuerName = _o.X509IssuerName
-                    _c1_X509SerialNumber = _o.X509SerialNumber
-                    if not (_c1_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    _c2_X509IssuerName = _o.X509IssuerName
+                    _c2_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c2_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
                     el = 'RootCertificateID/X509IssuerName'
-                    v <<= 3
-                    n += 3
-                    _l = len(_c1_X509IssuerName)
-                    if _l < 126 and _c1_X509IssuerName.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_X509IssuerName.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c1_X509IssuerName); v = w.v; n = w.n
-                    if not (_c1_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'RootCertificateID/X509SerialNumber'
-                    if type(_c1_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c1_X509SerialNumber!r}')
-                    v = (v << 4) | (_c1_X509SerialNumber < 0)
+                    v <<= 4
                     n += 4
-                    _c1_X509IssuerName = None
-                    _m = (-_c1_X509SerialNumber - 1 if _c1_X509SerialNumber < 0 else _c1_X509SerialNumber)
+                    _l = len(_c2_X509IssuerName)
+                    if _l < 126 and _c2_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_X509IssuerName); v = w.v; n = w.n
+                    if not (_c2_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'RootCertificateID/X509SerialNumber'
+                    if type(_c2_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c2_X509SerialNumber!r}')
+                    v = (v << 4) | (_c2_X509SerialNumber < 0)
+                    n += 4
+                    _m = (-_c2_X509SerialNumber - 1 if _c2_X509SerialNumber < 0 else _c2_X509SerialNumber)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c1_X509SerialNumber = None
                     i_RootCertificateID += 1
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of RootCertificateID')
-            if s == 1:
-                _k = 0
-                while True:
-                    if i_RootCertificateID < n_RootCertificateID:
-                        el = 'RootCertificateID'
-                        _o = v_RootCertificateID[i_RootCertificateID]
-                        _c2_X509IssuerName = _o.X509IssuerName
-                        _c2_X509SerialNumber = _o.X509SerialNumber
-                        if not (_c2_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'RootCertificateID/X509IssuerName'
-                        v <<= 4
-                        n += 4
-                        _l = len(_c2_X509IssuerName)
-                        if _l < 126 and _c2_X509IssuerName.isascii():
-                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_X509IssuerName.encode(), 'big')
-                            n += (_l + 1) << 3
-                        else: w.v = v; w.n = n; w.string(_c2_X509IssuerName); v = w.v; n = w.n
-                        if not (_c2_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'RootCertificateID/X509SerialNumber'
-                        if type(_c2_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c2_X509SerialNumber!r}')
-                        v = (v << 4) | (_c2_X509SerialNumber < 0)
-                        n += 4
-                        _c2_X509IssuerName = None
-                        _m = (-_c2_X509SerialNumber - 1 if _c2_X509SerialNumber < 0 else _c2_X509SerialNumber)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 2
-                        n += 2
-                        _c2_X509SerialNumber = None
-                        i_RootCertificateID += 1
-                        _k += 1
-                        if _k == 19:
-                            s = 20
-                            break
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if i_RootCertificateID < n_RootCertificateID: raise _leftover(o)
-                        s = -1
+                    _k += 1
+                    if _k == 19:
+                        s = 20
                         break
-            if s == 20:
-                if True:
-                    v <<= 1
-                    n += 1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
                     if i_RootCertificateID < n_RootCertificateID: raise _leftover(o)
                     s = -1
+                    break
+        if s == 20:
+            if True:
+                v <<= 1
+                n += 1
+                if i_RootCertificateID < n_RootCertificateID: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -3265,58 +4159,69 @@ def _d_MessageHeaderType(r):
     f_TimeStamp = None
     f_Signature = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('MessageHeaderType', p)
-                el = 'SessionID'
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        el = 'SessionID'
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            f_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; f_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(f_SessionID) < 8 or len(f_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', f_SessionID, r.at(p))
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+        el = 'TimeStamp'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_TimeStamp = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            f_TimeStamp = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+        if f_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', f_TimeStamp, r.at(p))
+        s = 2
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Signature'
                 r.pos = p
-                f_SessionID = r.binary()
-                if len(f_SessionID) < 8 or len(f_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', f_SessionID, r.at(r.pos))
+                f_Signature = c_xmldsig._d_SignatureType(r)
                 V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('MessageHeaderType', p)
-                el = 'TimeStamp'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    f_TimeStamp = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; f_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-                if f_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', f_TimeStamp, r.at(p))
-                s = 2
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'Signature'
-                    r.pos = p
-                    f_Signature = c_xmldsig._d_SignatureType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('MessageHeaderType', p)
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('MessageHeaderType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_commontypes.MessageHeaderType(f_SessionID, f_TimeStamp, f_Signature)
+    _obj = _new(iso20_commontypes.MessageHeaderType)
+    _obj.SessionID = f_SessionID
+    _obj.TimeStamp = f_TimeStamp
+    _obj.Signature = f_Signature
+    return _obj
 
 def _e_MessageHeaderType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}MessageHeaderType
@@ -3327,50 +4232,48 @@ def _e_MessageHeaderType(w, o):
         v_SessionID = o.SessionID
         v_TimeStamp = o.TimeStamp
         v_Signature = o.Signature
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_SessionID is not None:
-                    el = 'SessionID'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    if len(v_SessionID) < 8 or len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [8, 8]')
-                    w.binary(v_SessionID)
-                    v = w.v; n = w.n
-                    if not (v_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
-                    el = 'TimeStamp'
-                    if v_TimeStamp < 0 or v_TimeStamp > 18446744073709551615: raise EncodeError(f'value {v_TimeStamp!r} outside [0, 18446744073709551615]')
-                    v <<= 3
-                    n += 3
-                    v_SessionID = None
-                    if v_TimeStamp < 128: v = (v << 8) | v_TimeStamp; n += 8
-                    elif v_TimeStamp < 16384: v = (v << 16) | ((v_TimeStamp & 127) << 8) | 32768 | (v_TimeStamp >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_TimeStamp); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_TimeStamp = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SessionID')
-            if s == 2:
-                if v_Signature is not None:
-                    el = 'Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, v_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_Signature = None
-                    if v_SessionID is not None or v_TimeStamp is not None or v_Signature is not None: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_SessionID is not None or v_TimeStamp is not None or v_Signature is not None: raise _leftover(o)
-                    s = -1
+        if v_SessionID is not None:
+            el = 'SessionID'
+            v <<= 2
+            n += 2
+            if len(v_SessionID) < 8 or len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [8, 8]')
+            _l = len(v_SessionID)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SessionID, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_SessionID); v = w.v; n = w.n
+            if not (v_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
+            el = 'TimeStamp'
+            if v_TimeStamp < 0 or v_TimeStamp > 18446744073709551615: raise EncodeError(f'value {v_TimeStamp!r} outside [0, 18446744073709551615]')
+            v <<= 3
+            n += 3
+            v_SessionID = None
+            if v_TimeStamp < 128: v = (v << 8) | v_TimeStamp; n += 8
+            elif v_TimeStamp < 16384: v = (v << 16) | ((v_TimeStamp & 127) << 8) | 32768 | (v_TimeStamp >> 7); n += 16
+            elif v_TimeStamp < 2097152: v = (v << 24) | ((v_TimeStamp & 127) << 16) | (((v_TimeStamp >> 7) & 127) << 8) | 8421376 | (v_TimeStamp >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(v_TimeStamp); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_TimeStamp = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of SessionID')
+        if s == 2:
+            if v_Signature is not None:
+                el = 'Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, v_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_Signature = None
+                if v_SessionID is not None or v_TimeStamp is not None or v_Signature is not None: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_SessionID is not None or v_TimeStamp is not None or v_Signature is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -3391,502 +4294,695 @@ def _d_MeterInfoType(r):
     f_MeterStatus = None
     f_MeterTimestamp = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+        el = 'MeterID'
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
+            f_MeterID = ''
+        else:
+            r.pos = p
+            f_MeterID = r.string('iso20_commontypes:MeterID')
+            if len(f_MeterID) > 32: r.facet('MeterInfoType/MeterID', 'length [0, 32]', f_MeterID, r.at(r.pos))
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('MeterInfoType', p)
+        el = 'ChargedEnergyReadingWh'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_ChargedEnergyReadingWh = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_ChargedEnergyReadingWh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_ChargedEnergyReadingWh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ChargedEnergyReadingWh = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            f_ChargedEnergyReadingWh = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_ChargedEnergyReadingWh = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+        if f_ChargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_ChargedEnergyReadingWh, r.at(p))
+        s = 2
+        if s == 2:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                el = 'MeterID'
+                el = 'BPT_DischargedEnergyReadingWh'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_BPT_DischargedEnergyReadingWh = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_BPT_DischargedEnergyReadingWh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_BPT_DischargedEnergyReadingWh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_BPT_DischargedEnergyReadingWh = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_BPT_DischargedEnergyReadingWh = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_BPT_DischargedEnergyReadingWh = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_BPT_DischargedEnergyReadingWh, r.at(p))
+                s = 3
+            elif ec == 1:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                el = 'CapacitiveEnergyReadingVARh'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_CapacitiveEnergyReadingVARh = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_CapacitiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_CapacitiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_CapacitiveEnergyReadingVARh = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(p))
+                s = 4
+            elif ec == 2:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                el = 'BPT_InductiveEnergyReadingVARh'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_BPT_InductiveEnergyReadingVARh = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_BPT_InductiveEnergyReadingVARh = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(p))
+                s = 5
+            elif ec == 3:
+                el = 'MeterSignature'
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
                     if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
-                    f_MeterID = ''
+                    if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
+                    f_MeterSignature = b''
                 else:
-                    r.pos = p
-                    f_MeterID = r.string('iso20_commontypes:MeterID')
-                    if len(f_MeterID) > 32: r.facet('MeterInfoType/MeterID', 'length [0, 32]', f_MeterID, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
+                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                        p += 8 + (_l << 3)
+                        f_MeterSignature = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    else:
+                        r.pos = p; f_MeterSignature = r.binary(); V = r.v; E = r.end; p = r.pos
+                    if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(p))
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
+                s = 6
+            elif ec == 4:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('MeterInfoType', p)
-                el = 'ChargedEnergyReadingWh'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if x & 2: raise r.deviation('MeterInfoType', p)
+                el = 'MeterStatus'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_MeterStatus = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
-                    f_ChargedEnergyReadingWh = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_ChargedEnergyReadingWh = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    f_MeterStatus = (V >> (E - p)) & 127
                 else:
-                    r.pos = p; f_ChargedEnergyReadingWh = r.uint(); V = r.v; E = r.end; p = r.pos
+                    r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                if f_ChargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_ChargedEnergyReadingWh, r.at(p))
-                s = 2
-            if s == 2:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    el = 'BPT_DischargedEnergyReadingWh'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_BPT_DischargedEnergyReadingWh = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_BPT_DischargedEnergyReadingWh = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_BPT_DischargedEnergyReadingWh = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_BPT_DischargedEnergyReadingWh, r.at(p))
-                    s = 3
-                elif ec == 1:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    el = 'CapacitiveEnergyReadingVARh'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_CapacitiveEnergyReadingVARh = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_CapacitiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(p))
-                    s = 4
-                elif ec == 2:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    el = 'BPT_InductiveEnergyReadingVARh'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_BPT_InductiveEnergyReadingVARh = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(p))
-                    s = 5
-                elif ec == 3:
-                    el = 'MeterSignature'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
-                        f_MeterSignature = b''
-                    else:
-                        r.pos = p
-                        f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
-                    s = 6
-                elif ec == 4:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('MeterInfoType', p)
-                    el = 'MeterStatus'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_MeterStatus = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
-                    s = 7
-                elif ec == 5:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    el = 'MeterTimestamp'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_MeterTimestamp = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
-                    s = 8
-                elif ec == 6:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('MeterInfoType', p)
-            if s == 3:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    el = 'CapacitiveEnergyReadingVARh'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_CapacitiveEnergyReadingVARh = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_CapacitiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(p))
-                    s = 4
-                elif ec == 1:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    el = 'BPT_InductiveEnergyReadingVARh'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_BPT_InductiveEnergyReadingVARh = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(p))
-                    s = 5
-                elif ec == 2:
-                    el = 'MeterSignature'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
-                        f_MeterSignature = b''
-                    else:
-                        r.pos = p
-                        f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
-                    s = 6
-                elif ec == 3:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('MeterInfoType', p)
-                    el = 'MeterStatus'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_MeterStatus = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
-                    s = 7
-                elif ec == 4:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    el = 'MeterTimestamp'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_MeterTimestamp = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
-                    s = 8
-                elif ec == 5:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('MeterInfoType', p)
-            if s == 4:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    el = 'BPT_InductiveEnergyReadingVARh'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_BPT_InductiveEnergyReadingVARh = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(p))
-                    s = 5
-                elif ec == 1:
-                    el = 'MeterSignature'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
-                        f_MeterSignature = b''
-                    else:
-                        r.pos = p
-                        f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
-                    s = 6
-                elif ec == 2:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('MeterInfoType', p)
-                    el = 'MeterStatus'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_MeterStatus = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
-                    s = 7
-                elif ec == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    el = 'MeterTimestamp'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_MeterTimestamp = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
-                    s = 8
-                elif ec == 4:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('MeterInfoType', p)
-            if s == 5:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    el = 'MeterSignature'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
-                        f_MeterSignature = b''
-                    else:
-                        r.pos = p
-                        f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
-                    s = 6
-                elif ec == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('MeterInfoType', p)
-                    el = 'MeterStatus'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_MeterStatus = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
-                    s = 7
-                elif ec == 2:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    el = 'MeterTimestamp'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_MeterTimestamp = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
-                    s = 8
-                elif ec == 3:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('MeterInfoType', p)
-            if s == 6:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('MeterInfoType', p)
-                    el = 'MeterStatus'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_MeterStatus = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
-                    s = 7
-                elif ec == 1:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    el = 'MeterTimestamp'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_MeterTimestamp = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
-                    s = 8
-                elif ec == 2:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('MeterInfoType', p)
-            if s == 7:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    el = 'MeterTimestamp'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_MeterTimestamp = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
-                    s = 8
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('MeterInfoType', p)
-            if s == 8:
+                if _neg: f_MeterStatus = -f_MeterStatus - 1
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
+                s = 7
+            elif ec == 5:
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                el = 'MeterTimestamp'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_MeterTimestamp = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_MeterTimestamp = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
+                s = 8
+            elif ec == 6:
+                pass
                 s = -1
+            else:
+                raise r.deviation('MeterInfoType', p)
+        if s == 3:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                el = 'CapacitiveEnergyReadingVARh'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_CapacitiveEnergyReadingVARh = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_CapacitiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_CapacitiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_CapacitiveEnergyReadingVARh = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(p))
+                s = 4
+            elif ec == 1:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                el = 'BPT_InductiveEnergyReadingVARh'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_BPT_InductiveEnergyReadingVARh = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_BPT_InductiveEnergyReadingVARh = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(p))
+                s = 5
+            elif ec == 2:
+                el = 'MeterSignature'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
+                    f_MeterSignature = b''
+                else:
+                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                        p += 8 + (_l << 3)
+                        f_MeterSignature = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    else:
+                        r.pos = p; f_MeterSignature = r.binary(); V = r.v; E = r.end; p = r.pos
+                    if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(p))
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
+                s = 6
+            elif ec == 3:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('MeterInfoType', p)
+                el = 'MeterStatus'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_MeterStatus = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_MeterStatus = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if _neg: f_MeterStatus = -f_MeterStatus - 1
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
+                s = 7
+            elif ec == 4:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                el = 'MeterTimestamp'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_MeterTimestamp = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_MeterTimestamp = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
+                s = 8
+            elif ec == 5:
+                pass
+                s = -1
+            else:
+                raise r.deviation('MeterInfoType', p)
+        if s == 4:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                el = 'BPT_InductiveEnergyReadingVARh'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_BPT_InductiveEnergyReadingVARh = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_BPT_InductiveEnergyReadingVARh = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(p))
+                s = 5
+            elif ec == 1:
+                el = 'MeterSignature'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
+                    f_MeterSignature = b''
+                else:
+                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                        p += 8 + (_l << 3)
+                        f_MeterSignature = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    else:
+                        r.pos = p; f_MeterSignature = r.binary(); V = r.v; E = r.end; p = r.pos
+                    if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(p))
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
+                s = 6
+            elif ec == 2:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('MeterInfoType', p)
+                el = 'MeterStatus'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_MeterStatus = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_MeterStatus = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if _neg: f_MeterStatus = -f_MeterStatus - 1
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
+                s = 7
+            elif ec == 3:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                el = 'MeterTimestamp'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_MeterTimestamp = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_MeterTimestamp = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
+                s = 8
+            elif ec == 4:
+                pass
+                s = -1
+            else:
+                raise r.deviation('MeterInfoType', p)
+        if s == 5:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                el = 'MeterSignature'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
+                    f_MeterSignature = b''
+                else:
+                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                        p += 8 + (_l << 3)
+                        f_MeterSignature = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    else:
+                        r.pos = p; f_MeterSignature = r.binary(); V = r.v; E = r.end; p = r.pos
+                    if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(p))
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
+                s = 6
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('MeterInfoType', p)
+                el = 'MeterStatus'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_MeterStatus = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_MeterStatus = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if _neg: f_MeterStatus = -f_MeterStatus - 1
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
+                s = 7
+            elif ec == 2:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                el = 'MeterTimestamp'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_MeterTimestamp = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_MeterTimestamp = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
+                s = 8
+            elif ec == 3:
+                pass
+                s = -1
+            else:
+                raise r.deviation('MeterInfoType', p)
+        if s == 6:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('MeterInfoType', p)
+                el = 'MeterStatus'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_MeterStatus = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_MeterStatus = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if _neg: f_MeterStatus = -f_MeterStatus - 1
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
+                s = 7
+            elif ec == 1:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                el = 'MeterTimestamp'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_MeterTimestamp = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_MeterTimestamp = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
+                s = 8
+            elif ec == 2:
+                pass
+                s = -1
+            else:
+                raise r.deviation('MeterInfoType', p)
+        if s == 7:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                el = 'MeterTimestamp'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_MeterTimestamp = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_MeterTimestamp = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
+                s = 8
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('MeterInfoType', p)
+        if s == 8:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_commontypes.MeterInfoType(f_MeterID, f_ChargedEnergyReadingWh, f_BPT_DischargedEnergyReadingWh, f_CapacitiveEnergyReadingVARh, f_BPT_InductiveEnergyReadingVARh, f_MeterSignature, f_MeterStatus, f_MeterTimestamp)
+    _obj = _new(iso20_commontypes.MeterInfoType)
+    _obj.MeterID = f_MeterID
+    _obj.ChargedEnergyReadingWh = f_ChargedEnergyReadingWh
+    _obj.BPT_DischargedEnergyReadingWh = f_BPT_DischargedEnergyReadingWh
+    _obj.CapacitiveEnergyReadingVARh = f_CapacitiveEnergyReadingVARh
+    _obj.BPT_InductiveEnergyReadingVARh = f_BPT_InductiveEnergyReadingVARh
+    _obj.MeterSignature = f_MeterSignature
+    _obj.MeterStatus = f_MeterStatus
+    _obj.MeterTimestamp = f_MeterTimestamp
+    return _obj
 
 def _e_MeterInfoType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}MeterInfoType
@@ -3902,333 +4998,348 @@ def _e_MeterInfoType(w, o):
         v_MeterSignature = o.MeterSignature
         v_MeterStatus = o.MeterStatus
         v_MeterTimestamp = o.MeterTimestamp
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_MeterID is not None:
-                    el = 'MeterID'
-                    v <<= 2
-                    n += 2
-                    if len(v_MeterID) > 32: raise EncodeError(f'length {len(v_MeterID)} outside [0, 32]')
-                    _l = len(v_MeterID)
-                    if _l < 126 and v_MeterID.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MeterID.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_MeterID); v = w.v; n = w.n
-                    if not (v_ChargedEnergyReadingWh is not None): raise EncodeError('missing content: ChargedEnergyReadingWh')
-                    el = 'ChargedEnergyReadingWh'
-                    if v_ChargedEnergyReadingWh < 0 or v_ChargedEnergyReadingWh > 18446744073709551615: raise EncodeError(f'value {v_ChargedEnergyReadingWh!r} outside [0, 18446744073709551615]')
-                    v <<= 3
-                    n += 3
-                    v_MeterID = None
-                    if v_ChargedEnergyReadingWh < 128: v = (v << 8) | v_ChargedEnergyReadingWh; n += 8
-                    elif v_ChargedEnergyReadingWh < 16384: v = (v << 16) | ((v_ChargedEnergyReadingWh & 127) << 8) | 32768 | (v_ChargedEnergyReadingWh >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_ChargedEnergyReadingWh); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_ChargedEnergyReadingWh = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of MeterID')
-            if s == 2:
-                if v_BPT_DischargedEnergyReadingWh is not None:
-                    el = 'BPT_DischargedEnergyReadingWh'
-                    if v_BPT_DischargedEnergyReadingWh < 0 or v_BPT_DischargedEnergyReadingWh > 18446744073709551615: raise EncodeError(f'value {v_BPT_DischargedEnergyReadingWh!r} outside [0, 18446744073709551615]')
-                    v <<= 4
-                    n += 4
-                    if v_BPT_DischargedEnergyReadingWh < 128: v = (v << 8) | v_BPT_DischargedEnergyReadingWh; n += 8
-                    elif v_BPT_DischargedEnergyReadingWh < 16384: v = (v << 16) | ((v_BPT_DischargedEnergyReadingWh & 127) << 8) | 32768 | (v_BPT_DischargedEnergyReadingWh >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_BPT_DischargedEnergyReadingWh); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_BPT_DischargedEnergyReadingWh = None
-                    s = 3
-                elif v_CapacitiveEnergyReadingVARh is not None:
-                    el = 'CapacitiveEnergyReadingVARh'
-                    if v_CapacitiveEnergyReadingVARh < 0 or v_CapacitiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_CapacitiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
-                    v = (v << 4) | (1 << 1)
-                    n += 4
-                    if v_CapacitiveEnergyReadingVARh < 128: v = (v << 8) | v_CapacitiveEnergyReadingVARh; n += 8
-                    elif v_CapacitiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_CapacitiveEnergyReadingVARh & 127) << 8) | 32768 | (v_CapacitiveEnergyReadingVARh >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_CapacitiveEnergyReadingVARh); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_CapacitiveEnergyReadingVARh = None
-                    s = 4
-                elif v_BPT_InductiveEnergyReadingVARh is not None:
-                    el = 'BPT_InductiveEnergyReadingVARh'
-                    if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
-                    v = (v << 4) | (2 << 1)
-                    n += 4
-                    if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 8) | v_BPT_InductiveEnergyReadingVARh; n += 8
-                    elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_BPT_InductiveEnergyReadingVARh & 127) << 8) | 32768 | (v_BPT_InductiveEnergyReadingVARh >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_BPT_InductiveEnergyReadingVARh = None
-                    s = 5
-                elif v_MeterSignature is not None:
-                    el = 'MeterSignature'
-                    v = (v << 4) | (3 << 1)
-                    n += 4
-                    w.v = v; w.n = n
-                    if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
-                    w.binary(v_MeterSignature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_MeterSignature = None
-                    s = 6
-                elif v_MeterStatus is not None:
-                    el = 'MeterStatus'
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    v = (v << 5) | (4 << 2) | (v_MeterStatus < 0)
-                    n += 5
-                    _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_MeterStatus = None
-                    s = 7
-                elif v_MeterTimestamp is not None:
-                    el = 'MeterTimestamp'
-                    if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
-                    v = (v << 4) | (5 << 1)
-                    n += 4
-                    if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
-                    elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_MeterTimestamp = None
-                    s = 8
-                elif True:
-                    v = (v << 3) | 6
-                    n += 3
-                    if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
-                    s = -1
-            if s == 3:
-                if v_CapacitiveEnergyReadingVARh is not None:
-                    el = 'CapacitiveEnergyReadingVARh'
-                    if v_CapacitiveEnergyReadingVARh < 0 or v_CapacitiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_CapacitiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
-                    v <<= 4
-                    n += 4
-                    if v_CapacitiveEnergyReadingVARh < 128: v = (v << 8) | v_CapacitiveEnergyReadingVARh; n += 8
-                    elif v_CapacitiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_CapacitiveEnergyReadingVARh & 127) << 8) | 32768 | (v_CapacitiveEnergyReadingVARh >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_CapacitiveEnergyReadingVARh); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_CapacitiveEnergyReadingVARh = None
-                    s = 4
-                elif v_BPT_InductiveEnergyReadingVARh is not None:
-                    el = 'BPT_InductiveEnergyReadingVARh'
-                    if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
-                    v = (v << 4) | (1 << 1)
-                    n += 4
-                    if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 8) | v_BPT_InductiveEnergyReadingVARh; n += 8
-                    elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_BPT_InductiveEnergyReadingVARh & 127) << 8) | 32768 | (v_BPT_InductiveEnergyReadingVARh >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_BPT_InductiveEnergyReadingVARh = None
-                    s = 5
-                elif v_MeterSignature is not None:
-                    el = 'MeterSignature'
-                    v = (v << 4) | (2 << 1)
-                    n += 4
-                    w.v = v; w.n = n
-                    if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
-                    w.binary(v_MeterSignature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_MeterSignature = None
-                    s = 6
-                elif v_MeterStatus is not None:
-                    el = 'MeterStatus'
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    v = (v << 5) | (3 << 2) | (v_MeterStatus < 0)
-                    n += 5
-                    _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_MeterStatus = None
-                    s = 7
-                elif v_MeterTimestamp is not None:
-                    el = 'MeterTimestamp'
-                    if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
-                    v = (v << 4) | (4 << 1)
-                    n += 4
-                    if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
-                    elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_MeterTimestamp = None
-                    s = 8
-                elif True:
-                    v = (v << 3) | 5
-                    n += 3
-                    if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
-                    s = -1
-            if s == 4:
-                if v_BPT_InductiveEnergyReadingVARh is not None:
-                    el = 'BPT_InductiveEnergyReadingVARh'
-                    if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
-                    v <<= 4
-                    n += 4
-                    if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 8) | v_BPT_InductiveEnergyReadingVARh; n += 8
-                    elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_BPT_InductiveEnergyReadingVARh & 127) << 8) | 32768 | (v_BPT_InductiveEnergyReadingVARh >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_BPT_InductiveEnergyReadingVARh = None
-                    s = 5
-                elif v_MeterSignature is not None:
-                    el = 'MeterSignature'
-                    v = (v << 4) | (1 << 1)
-                    n += 4
-                    w.v = v; w.n = n
-                    if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
-                    w.binary(v_MeterSignature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_MeterSignature = None
-                    s = 6
-                elif v_MeterStatus is not None:
-                    el = 'MeterStatus'
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    v = (v << 5) | (2 << 2) | (v_MeterStatus < 0)
-                    n += 5
-                    _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_MeterStatus = None
-                    s = 7
-                elif v_MeterTimestamp is not None:
-                    el = 'MeterTimestamp'
-                    if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
-                    v = (v << 4) | (3 << 1)
-                    n += 4
-                    if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
-                    elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_MeterTimestamp = None
-                    s = 8
-                elif True:
-                    v = (v << 3) | 4
-                    n += 3
-                    if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
-                    s = -1
-            if s == 5:
-                if v_MeterSignature is not None:
-                    el = 'MeterSignature'
-                    v <<= 4
-                    n += 4
-                    w.v = v; w.n = n
-                    if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
-                    w.binary(v_MeterSignature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_MeterSignature = None
-                    s = 6
-                elif v_MeterStatus is not None:
-                    el = 'MeterStatus'
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    v = (v << 5) | (1 << 2) | (v_MeterStatus < 0)
-                    n += 5
-                    _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_MeterStatus = None
-                    s = 7
-                elif v_MeterTimestamp is not None:
-                    el = 'MeterTimestamp'
-                    if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
-                    v = (v << 4) | (2 << 1)
-                    n += 4
-                    if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
-                    elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_MeterTimestamp = None
-                    s = 8
-                elif True:
-                    v = (v << 3) | 3
-                    n += 3
-                    if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
-                    s = -1
-            if s == 6:
-                if v_MeterStatus is not None:
-                    el = 'MeterStatus'
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    v = (v << 4) | (v_MeterStatus < 0)
-                    n += 4
-                    _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_MeterStatus = None
-                    s = 7
-                elif v_MeterTimestamp is not None:
-                    el = 'MeterTimestamp'
-                    if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
-                    v = (v << 3) | (1 << 1)
-                    n += 3
-                    if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
-                    elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_MeterTimestamp = None
-                    s = 8
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
-                    s = -1
-            if s == 7:
-                if v_MeterTimestamp is not None:
-                    el = 'MeterTimestamp'
-                    if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
-                    v <<= 3
-                    n += 3
-                    if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
-                    elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_MeterTimestamp = None
-                    s = 8
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
-                    s = -1
-            if s == 8:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
-                    s = -1
+        if v_MeterID is not None:
+            el = 'MeterID'
+            v <<= 2
+            n += 2
+            if len(v_MeterID) > 32: raise EncodeError(f'length {len(v_MeterID)} outside [0, 32]')
+            _l = len(v_MeterID)
+            if _l < 126 and v_MeterID.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MeterID.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_MeterID); v = w.v; n = w.n
+            if not (v_ChargedEnergyReadingWh is not None): raise EncodeError('missing content: ChargedEnergyReadingWh')
+            el = 'ChargedEnergyReadingWh'
+            if v_ChargedEnergyReadingWh < 0 or v_ChargedEnergyReadingWh > 18446744073709551615: raise EncodeError(f'value {v_ChargedEnergyReadingWh!r} outside [0, 18446744073709551615]')
+            v <<= 3
+            n += 3
+            v_MeterID = None
+            if v_ChargedEnergyReadingWh < 128: v = (v << 8) | v_ChargedEnergyReadingWh; n += 8
+            elif v_ChargedEnergyReadingWh < 16384: v = (v << 16) | ((v_ChargedEnergyReadingWh & 127) << 8) | 32768 | (v_ChargedEnergyReadingWh >> 7); n += 16
+            elif v_ChargedEnergyReadingWh < 2097152: v = (v << 24) | ((v_ChargedEnergyReadingWh & 127) << 16) | (((v_ChargedEnergyReadingWh >> 7) & 127) << 8) | 8421376 | (v_ChargedEnergyReadingWh >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(v_ChargedEnergyReadingWh); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_ChargedEnergyReadingWh = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of MeterID')
+        if s == 2:
+            if v_BPT_DischargedEnergyReadingWh is not None:
+                el = 'BPT_DischargedEnergyReadingWh'
+                if v_BPT_DischargedEnergyReadingWh < 0 or v_BPT_DischargedEnergyReadingWh > 18446744073709551615: raise EncodeError(f'value {v_BPT_DischargedEnergyReadingWh!r} outside [0, 18446744073709551615]')
+                v <<= 4
+                n += 4
+                if v_BPT_DischargedEnergyReadingWh < 128: v = (v << 8) | v_BPT_DischargedEnergyReadingWh; n += 8
+                elif v_BPT_DischargedEnergyReadingWh < 16384: v = (v << 16) | ((v_BPT_DischargedEnergyReadingWh & 127) << 8) | 32768 | (v_BPT_DischargedEnergyReadingWh >> 7); n += 16
+                elif v_BPT_DischargedEnergyReadingWh < 2097152: v = (v << 24) | ((v_BPT_DischargedEnergyReadingWh & 127) << 16) | (((v_BPT_DischargedEnergyReadingWh >> 7) & 127) << 8) | 8421376 | (v_BPT_DischargedEnergyReadingWh >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_BPT_DischargedEnergyReadingWh); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_BPT_DischargedEnergyReadingWh = None
+                s = 3
+            elif v_CapacitiveEnergyReadingVARh is not None:
+                el = 'CapacitiveEnergyReadingVARh'
+                if v_CapacitiveEnergyReadingVARh < 0 or v_CapacitiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_CapacitiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
+                v = (v << 4) | (1 << 1)
+                n += 4
+                if v_CapacitiveEnergyReadingVARh < 128: v = (v << 8) | v_CapacitiveEnergyReadingVARh; n += 8
+                elif v_CapacitiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_CapacitiveEnergyReadingVARh & 127) << 8) | 32768 | (v_CapacitiveEnergyReadingVARh >> 7); n += 16
+                elif v_CapacitiveEnergyReadingVARh < 2097152: v = (v << 24) | ((v_CapacitiveEnergyReadingVARh & 127) << 16) | (((v_CapacitiveEnergyReadingVARh >> 7) & 127) << 8) | 8421376 | (v_CapacitiveEnergyReadingVARh >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_CapacitiveEnergyReadingVARh); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_CapacitiveEnergyReadingVARh = None
+                s = 4
+            elif v_BPT_InductiveEnergyReadingVARh is not None:
+                el = 'BPT_InductiveEnergyReadingVARh'
+                if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
+                v = (v << 4) | (2 << 1)
+                n += 4
+                if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 8) | v_BPT_InductiveEnergyReadingVARh; n += 8
+                elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_BPT_InductiveEnergyReadingVARh & 127) << 8) | 32768 | (v_BPT_InductiveEnergyReadingVARh >> 7); n += 16
+                elif v_BPT_InductiveEnergyReadingVARh < 2097152: v = (v << 24) | ((v_BPT_InductiveEnergyReadingVARh & 127) << 16) | (((v_BPT_InductiveEnergyReadingVARh >> 7) & 127) << 8) | 8421376 | (v_BPT_InductiveEnergyReadingVARh >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_BPT_InductiveEnergyReadingVARh = None
+                s = 5
+            elif v_MeterSignature is not None:
+                el = 'MeterSignature'
+                v = (v << 4) | (3 << 1)
+                n += 4
+                if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
+                _l = len(v_MeterSignature)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_MeterSignature, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(v_MeterSignature); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_MeterSignature = None
+                s = 6
+            elif v_MeterStatus is not None:
+                el = 'MeterStatus'
+                if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
+                v = (v << 5) | (4 << 2) | (v_MeterStatus < 0)
+                n += 5
+                _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_MeterStatus = None
+                s = 7
+            elif v_MeterTimestamp is not None:
+                el = 'MeterTimestamp'
+                if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
+                v = (v << 4) | (5 << 1)
+                n += 4
+                if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
+                elif v_MeterTimestamp < 2097152: v = (v << 24) | ((v_MeterTimestamp & 127) << 16) | (((v_MeterTimestamp >> 7) & 127) << 8) | 8421376 | (v_MeterTimestamp >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_MeterTimestamp = None
+                s = 8
+            elif True:
+                v = (v << 3) | 6
+                n += 3
+                if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
+                s = -1
+        if s == 3:
+            if v_CapacitiveEnergyReadingVARh is not None:
+                el = 'CapacitiveEnergyReadingVARh'
+                if v_CapacitiveEnergyReadingVARh < 0 or v_CapacitiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_CapacitiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
+                v <<= 4
+                n += 4
+                if v_CapacitiveEnergyReadingVARh < 128: v = (v << 8) | v_CapacitiveEnergyReadingVARh; n += 8
+                elif v_CapacitiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_CapacitiveEnergyReadingVARh & 127) << 8) | 32768 | (v_CapacitiveEnergyReadingVARh >> 7); n += 16
+                elif v_CapacitiveEnergyReadingVARh < 2097152: v = (v << 24) | ((v_CapacitiveEnergyReadingVARh & 127) << 16) | (((v_CapacitiveEnergyReadingVARh >> 7) & 127) << 8) | 8421376 | (v_CapacitiveEnergyReadingVARh >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_CapacitiveEnergyReadingVARh); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_CapacitiveEnergyReadingVARh = None
+                s = 4
+            elif v_BPT_InductiveEnergyReadingVARh is not None:
+                el = 'BPT_InductiveEnergyReadingVARh'
+                if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
+                v = (v << 4) | (1 << 1)
+                n += 4
+                if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 8) | v_BPT_InductiveEnergyReadingVARh; n += 8
+                elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_BPT_InductiveEnergyReadingVARh & 127) << 8) | 32768 | (v_BPT_InductiveEnergyReadingVARh >> 7); n += 16
+                elif v_BPT_InductiveEnergyReadingVARh < 2097152: v = (v << 24) | ((v_BPT_InductiveEnergyReadingVARh & 127) << 16) | (((v_BPT_InductiveEnergyReadingVARh >> 7) & 127) << 8) | 8421376 | (v_BPT_InductiveEnergyReadingVARh >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_BPT_InductiveEnergyReadingVARh = None
+                s = 5
+            elif v_MeterSignature is not None:
+                el = 'MeterSignature'
+                v = (v << 4) | (2 << 1)
+                n += 4
+                if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
+                _l = len(v_MeterSignature)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_MeterSignature, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(v_MeterSignature); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_MeterSignature = None
+                s = 6
+            elif v_MeterStatus is not None:
+                el = 'MeterStatus'
+                if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
+                v = (v << 5) | (3 << 2) | (v_MeterStatus < 0)
+                n += 5
+                _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_MeterStatus = None
+                s = 7
+            elif v_MeterTimestamp is not None:
+                el = 'MeterTimestamp'
+                if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
+                v = (v << 4) | (4 << 1)
+                n += 4
+                if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
+                elif v_MeterTimestamp < 2097152: v = (v << 24) | ((v_MeterTimestamp & 127) << 16) | (((v_MeterTimestamp >> 7) & 127) << 8) | 8421376 | (v_MeterTimestamp >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_MeterTimestamp = None
+                s = 8
+            elif True:
+                v = (v << 3) | 5
+                n += 3
+                if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
+                s = -1
+        if s == 4:
+            if v_BPT_InductiveEnergyReadingVARh is not None:
+                el = 'BPT_InductiveEnergyReadingVARh'
+                if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
+                v <<= 4
+                n += 4
+                if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 8) | v_BPT_InductiveEnergyReadingVARh; n += 8
+                elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_BPT_InductiveEnergyReadingVARh & 127) << 8) | 32768 | (v_BPT_InductiveEnergyReadingVARh >> 7); n += 16
+                elif v_BPT_InductiveEnergyReadingVARh < 2097152: v = (v << 24) | ((v_BPT_InductiveEnergyReadingVARh & 127) << 16) | (((v_BPT_InductiveEnergyReadingVARh >> 7) & 127) << 8) | 8421376 | (v_BPT_InductiveEnergyReadingVARh >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_BPT_InductiveEnergyReadingVARh = None
+                s = 5
+            elif v_MeterSignature is not None:
+                el = 'MeterSignature'
+                v = (v << 4) | (1 << 1)
+                n += 4
+                if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
+                _l = len(v_MeterSignature)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_MeterSignature, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(v_MeterSignature); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_MeterSignature = None
+                s = 6
+            elif v_MeterStatus is not None:
+                el = 'MeterStatus'
+                if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
+                v = (v << 5) | (2 << 2) | (v_MeterStatus < 0)
+                n += 5
+                _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_MeterStatus = None
+                s = 7
+            elif v_MeterTimestamp is not None:
+                el = 'MeterTimestamp'
+                if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
+                v = (v << 4) | (3 << 1)
+                n += 4
+                if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
+                elif v_MeterTimestamp < 2097152: v = (v << 24) | ((v_MeterTimestamp & 127) << 16) | (((v_MeterTimestamp >> 7) & 127) << 8) | 8421376 | (v_MeterTimestamp >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_MeterTimestamp = None
+                s = 8
+            elif True:
+                v = (v << 3) | 4
+                n += 3
+                if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
+                s = -1
+        if s == 5:
+            if v_MeterSignature is not None:
+                el = 'MeterSignature'
+                v <<= 4
+                n += 4
+                if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
+                _l = len(v_MeterSignature)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_MeterSignature, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(v_MeterSignature); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_MeterSignature = None
+                s = 6
+            elif v_MeterStatus is not None:
+                el = 'MeterStatus'
+                if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
+                v = (v << 5) | (1 << 2) | (v_MeterStatus < 0)
+                n += 5
+                _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_MeterStatus = None
+                s = 7
+            elif v_MeterTimestamp is not None:
+                el = 'MeterTimestamp'
+                if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
+                v = (v << 4) | (2 << 1)
+                n += 4
+                if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
+                elif v_MeterTimestamp < 2097152: v = (v << 24) | ((v_MeterTimestamp & 127) << 16) | (((v_MeterTimestamp >> 7) & 127) << 8) | 8421376 | (v_MeterTimestamp >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_MeterTimestamp = None
+                s = 8
+            elif True:
+                v = (v << 3) | 3
+                n += 3
+                if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
+                s = -1
+        if s == 6:
+            if v_MeterStatus is not None:
+                el = 'MeterStatus'
+                if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
+                v = (v << 4) | (v_MeterStatus < 0)
+                n += 4
+                _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_MeterStatus = None
+                s = 7
+            elif v_MeterTimestamp is not None:
+                el = 'MeterTimestamp'
+                if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
+                v = (v << 3) | (1 << 1)
+                n += 3
+                if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
+                elif v_MeterTimestamp < 2097152: v = (v << 24) | ((v_MeterTimestamp & 127) << 16) | (((v_MeterTimestamp >> 7) & 127) << 8) | 8421376 | (v_MeterTimestamp >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_MeterTimestamp = None
+                s = 8
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
+                s = -1
+        if s == 7:
+            if v_MeterTimestamp is not None:
+                el = 'MeterTimestamp'
+                if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
+                v <<= 3
+                n += 3
+                if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
+                elif v_MeterTimestamp < 2097152: v = (v << 24) | ((v_MeterTimestamp & 127) << 16) | (((v_MeterTimestamp >> 7) & 127) << 8) | 8421376 | (v_MeterTimestamp >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_MeterTimestamp = None
+                s = 8
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
+                s = -1
+        if s == 8:
+            if True:
+                v <<= 1
+                n += 1
+                if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4251,24 +5362,36 @@ def _d_RationalNumberType(r):
         f_Exponent = ((x >> 4) & 255) + -128
         el = 'Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_Value = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('RationalNumberType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('RationalNumberType', p)
         if _neg: f_Value = -f_Value - 1
         if f_Value < -32768 or f_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', f_Value, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_commontypes.RationalNumberType(f_Exponent, f_Value)
+    _obj = _new(iso20_commontypes.RationalNumberType)
+    _obj.Exponent = f_Exponent
+    _obj.Value = f_Value
+    return _obj
 
 def _e_RationalNumberType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}RationalNumberType
@@ -4290,6 +5413,7 @@ def _e_RationalNumberType(w, o):
             _m = (-v_Value - 1 if v_Value < 0 else v_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -4315,834 +5439,1187 @@ def _d_ReceiptType(r):
     f_OverstayCosts = None
     f_TaxCosts = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ReceiptType', p)
-                el = 'TimeAnchor'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    f_TimeAnchor = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; f_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ReceiptType', p)
-                if f_TimeAnchor > 18446744073709551615: r.facet('ReceiptType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(p))
-                s = 1
-            if s == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 28686: raise r.deviation('ReceiptType', p)
-                    el = 'EnergyCosts'
-                    el = 'EnergyCosts/Amount'
-                    el = 'EnergyCosts/Amount/Exponent'
-                    _c1_c1_Exponent = ((x >> 4) & 255) + -128
-                    el = 'EnergyCosts/Amount/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ReceiptType', p)
+        el = 'TimeAnchor'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_TimeAnchor = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            f_TimeAnchor = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ReceiptType', p)
+        if f_TimeAnchor > 18446744073709551615: r.facet('ReceiptType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(p))
+        s = 1
+        if s == 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 28686: raise r.deviation('ReceiptType', p)
+                el = 'EnergyCosts/Amount/Exponent'
+                _c1_c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'EnergyCosts/Amount/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c1_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 17
-                    if p > E: V, E, p = r.slide(p, 17)
-                    x = (V >> (E - p)) & 131071
-                    if x & 126990: raise r.deviation('ReceiptType', p)
-                    if _neg: _c1_c1_Value = -_c1_c1_Value - 1
-                    if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(p))
-                    _c1_Amount = iso20_commontypes.RationalNumberType(_c1_c1_Exponent, _c1_c1_Value)
-                    el = 'EnergyCosts/CostPerUnit'
-                    el = 'EnergyCosts/CostPerUnit/Exponent'
-                    _c1_c2_Exponent = ((x >> 4) & 255) + -128
-                    el = 'EnergyCosts/CostPerUnit/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c1_c1_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 17
+                if p > E: V, E, p = r.slide(p, 17)
+                x = (V >> (E - p)) & 131071
+                if x & 126990: raise r.deviation('ReceiptType', p)
+                if _neg: _c1_c1_Value = -_c1_c1_Value - 1
+                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(p))
+                _c1_Amount = _new(iso20_commontypes.RationalNumberType)
+                _c1_Amount.Exponent = _c1_c1_Exponent
+                _c1_Amount.Value = _c1_c1_Value
+                el = 'EnergyCosts/CostPerUnit/Exponent'
+                _c1_c2_Exponent = ((x >> 4) & 255) + -128
+                el = 'EnergyCosts/CostPerUnit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_c2_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c1_c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('ReceiptType', p)
-                    if _neg: _c1_c2_Value = -_c1_c2_Value - 1
-                    if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(p))
-                    _c1_CostPerUnit = iso20_commontypes.RationalNumberType(_c1_c2_Exponent, _c1_c2_Value)
-                    f_EnergyCosts = iso20_commontypes.DetailedCostType(_c1_Amount, _c1_CostPerUnit)
-                    s = 2
-                elif ec == 1:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 28686: raise r.deviation('ReceiptType', p)
-                    el = 'OccupancyCosts'
-                    el = 'OccupancyCosts/Amount'
-                    el = 'OccupancyCosts/Amount/Exponent'
-                    _c2_c1_Exponent = ((x >> 4) & 255) + -128
-                    el = 'OccupancyCosts/Amount/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c1_c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c1_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                if _neg: _c1_c2_Value = -_c1_c2_Value - 1
+                if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(p))
+                _c1_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
+                _c1_CostPerUnit.Exponent = _c1_c2_Exponent
+                _c1_CostPerUnit.Value = _c1_c2_Value
+                f_EnergyCosts = _new(iso20_commontypes.DetailedCostType)
+                f_EnergyCosts.Amount = _c1_Amount
+                f_EnergyCosts.CostPerUnit = _c1_CostPerUnit
+                s = 2
+            elif ec == 1:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 28686: raise r.deviation('ReceiptType', p)
+                el = 'OccupancyCosts/Amount/Exponent'
+                _c2_c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'OccupancyCosts/Amount/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c2_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 17
-                    if p > E: V, E, p = r.slide(p, 17)
-                    x = (V >> (E - p)) & 131071
-                    if x & 126990: raise r.deviation('ReceiptType', p)
-                    if _neg: _c2_c1_Value = -_c2_c1_Value - 1
-                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(p))
-                    _c2_Amount = iso20_commontypes.RationalNumberType(_c2_c1_Exponent, _c2_c1_Value)
-                    el = 'OccupancyCosts/CostPerUnit'
-                    el = 'OccupancyCosts/CostPerUnit/Exponent'
-                    _c2_c2_Exponent = ((x >> 4) & 255) + -128
-                    el = 'OccupancyCosts/CostPerUnit/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_c1_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 17
+                if p > E: V, E, p = r.slide(p, 17)
+                x = (V >> (E - p)) & 131071
+                if x & 126990: raise r.deviation('ReceiptType', p)
+                if _neg: _c2_c1_Value = -_c2_c1_Value - 1
+                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(p))
+                _c2_Amount = _new(iso20_commontypes.RationalNumberType)
+                _c2_Amount.Exponent = _c2_c1_Exponent
+                _c2_Amount.Value = _c2_c1_Value
+                el = 'OccupancyCosts/CostPerUnit/Exponent'
+                _c2_c2_Exponent = ((x >> 4) & 255) + -128
+                el = 'OccupancyCosts/CostPerUnit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_c2_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c2_c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('ReceiptType', p)
-                    if _neg: _c2_c2_Value = -_c2_c2_Value - 1
-                    if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(p))
-                    _c2_CostPerUnit = iso20_commontypes.RationalNumberType(_c2_c2_Exponent, _c2_c2_Value)
-                    f_OccupancyCosts = iso20_commontypes.DetailedCostType(_c2_Amount, _c2_CostPerUnit)
-                    s = 3
-                elif ec == 2:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 28686: raise r.deviation('ReceiptType', p)
-                    el = 'AdditionalServicesCosts'
-                    el = 'AdditionalServicesCosts/Amount'
-                    el = 'AdditionalServicesCosts/Amount/Exponent'
-                    _c3_c1_Exponent = ((x >> 4) & 255) + -128
-                    el = 'AdditionalServicesCosts/Amount/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                if _neg: _c2_c2_Value = -_c2_c2_Value - 1
+                if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(p))
+                _c2_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
+                _c2_CostPerUnit.Exponent = _c2_c2_Exponent
+                _c2_CostPerUnit.Value = _c2_c2_Value
+                f_OccupancyCosts = _new(iso20_commontypes.DetailedCostType)
+                f_OccupancyCosts.Amount = _c2_Amount
+                f_OccupancyCosts.CostPerUnit = _c2_CostPerUnit
+                s = 3
+            elif ec == 2:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 28686: raise r.deviation('ReceiptType', p)
+                el = 'AdditionalServicesCosts/Amount/Exponent'
+                _c3_c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'AdditionalServicesCosts/Amount/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c3_c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c3_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c3_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c3_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c3_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 17
-                    if p > E: V, E, p = r.slide(p, 17)
-                    x = (V >> (E - p)) & 131071
-                    if x & 126990: raise r.deviation('ReceiptType', p)
-                    if _neg: _c3_c1_Value = -_c3_c1_Value - 1
-                    if _c3_c1_Value < -32768 or _c3_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_c1_Value, r.at(p))
-                    _c3_Amount = iso20_commontypes.RationalNumberType(_c3_c1_Exponent, _c3_c1_Value)
-                    el = 'AdditionalServicesCosts/CostPerUnit'
-                    el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
-                    _c3_c2_Exponent = ((x >> 4) & 255) + -128
-                    el = 'AdditionalServicesCosts/CostPerUnit/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c3_c1_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c3_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 17
+                if p > E: V, E, p = r.slide(p, 17)
+                x = (V >> (E - p)) & 131071
+                if x & 126990: raise r.deviation('ReceiptType', p)
+                if _neg: _c3_c1_Value = -_c3_c1_Value - 1
+                if _c3_c1_Value < -32768 or _c3_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_c1_Value, r.at(p))
+                _c3_Amount = _new(iso20_commontypes.RationalNumberType)
+                _c3_Amount.Exponent = _c3_c1_Exponent
+                _c3_Amount.Value = _c3_c1_Value
+                el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
+                _c3_c2_Exponent = ((x >> 4) & 255) + -128
+                el = 'AdditionalServicesCosts/CostPerUnit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c3_c2_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c3_c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c3_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c3_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c3_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('ReceiptType', p)
-                    if _neg: _c3_c2_Value = -_c3_c2_Value - 1
-                    if _c3_c2_Value < -32768 or _c3_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_c2_Value, r.at(p))
-                    _c3_CostPerUnit = iso20_commontypes.RationalNumberType(_c3_c2_Exponent, _c3_c2_Value)
-                    f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c3_Amount, _c3_CostPerUnit)
-                    s = 4
-                elif ec == 3:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 28686: raise r.deviation('ReceiptType', p)
-                    el = 'OverstayCosts'
-                    el = 'OverstayCosts/Amount'
-                    el = 'OverstayCosts/Amount/Exponent'
-                    _c4_c1_Exponent = ((x >> 4) & 255) + -128
-                    el = 'OverstayCosts/Amount/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c3_c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c3_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                if _neg: _c3_c2_Value = -_c3_c2_Value - 1
+                if _c3_c2_Value < -32768 or _c3_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_c2_Value, r.at(p))
+                _c3_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
+                _c3_CostPerUnit.Exponent = _c3_c2_Exponent
+                _c3_CostPerUnit.Value = _c3_c2_Value
+                f_AdditionalServicesCosts = _new(iso20_commontypes.DetailedCostType)
+                f_AdditionalServicesCosts.Amount = _c3_Amount
+                f_AdditionalServicesCosts.CostPerUnit = _c3_CostPerUnit
+                s = 4
+            elif ec == 3:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 28686: raise r.deviation('ReceiptType', p)
+                el = 'OverstayCosts/Amount/Exponent'
+                _c4_c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'OverstayCosts/Amount/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c4_c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c4_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c4_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c4_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c4_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c4_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 17
-                    if p > E: V, E, p = r.slide(p, 17)
-                    x = (V >> (E - p)) & 131071
-                    if x & 126990: raise r.deviation('ReceiptType', p)
-                    if _neg: _c4_c1_Value = -_c4_c1_Value - 1
-                    if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_c1_Value, r.at(p))
-                    _c4_Amount = iso20_commontypes.RationalNumberType(_c4_c1_Exponent, _c4_c1_Value)
-                    el = 'OverstayCosts/CostPerUnit'
-                    el = 'OverstayCosts/CostPerUnit/Exponent'
-                    _c4_c2_Exponent = ((x >> 4) & 255) + -128
-                    el = 'OverstayCosts/CostPerUnit/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c4_c1_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c4_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 17
+                if p > E: V, E, p = r.slide(p, 17)
+                x = (V >> (E - p)) & 131071
+                if x & 126990: raise r.deviation('ReceiptType', p)
+                if _neg: _c4_c1_Value = -_c4_c1_Value - 1
+                if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_c1_Value, r.at(p))
+                _c4_Amount = _new(iso20_commontypes.RationalNumberType)
+                _c4_Amount.Exponent = _c4_c1_Exponent
+                _c4_Amount.Value = _c4_c1_Value
+                el = 'OverstayCosts/CostPerUnit/Exponent'
+                _c4_c2_Exponent = ((x >> 4) & 255) + -128
+                el = 'OverstayCosts/CostPerUnit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c4_c2_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c4_c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c4_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c4_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c4_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c4_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('ReceiptType', p)
-                    if _neg: _c4_c2_Value = -_c4_c2_Value - 1
-                    if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_c2_Value, r.at(p))
-                    _c4_CostPerUnit = iso20_commontypes.RationalNumberType(_c4_c2_Exponent, _c4_c2_Value)
-                    f_OverstayCosts = iso20_commontypes.DetailedCostType(_c4_Amount, _c4_CostPerUnit)
-                    s = 5
-                elif ec == 4:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('ReceiptType', p)
-                    el = 'TaxCosts'
-                    el = 'TaxCosts/TaxRuleID'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c4_c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c4_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                if _neg: _c4_c2_Value = -_c4_c2_Value - 1
+                if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_c2_Value, r.at(p))
+                _c4_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
+                _c4_CostPerUnit.Exponent = _c4_c2_Exponent
+                _c4_CostPerUnit.Value = _c4_c2_Value
+                f_OverstayCosts = _new(iso20_commontypes.DetailedCostType)
+                f_OverstayCosts.Amount = _c4_Amount
+                f_OverstayCosts.CostPerUnit = _c4_CostPerUnit
+                s = 5
+            elif ec == 4:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('ReceiptType', p)
+                el = 'TaxCosts/TaxRuleID'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c5_TaxRuleID = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c5_TaxRuleID = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c5_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c5_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c5_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c5_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 16
-                    if p > E: V, E, p = r.slide(p, 16)
-                    x = (V >> (E - p)) & 65535
-                    if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c5_TaxRuleID < 1 or _c5_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c5_TaxRuleID, r.at(p))
-                    el = 'TaxCosts/Amount'
-                    el = 'TaxCosts/Amount/Exponent'
-                    _c5_c1_Exponent = ((x >> 4) & 255) + -128
-                    el = 'TaxCosts/Amount/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c5_TaxRuleID = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c5_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 16
+                if p > E: V, E, p = r.slide(p, 16)
+                x = (V >> (E - p)) & 65535
+                if x & 61454: raise r.deviation('ReceiptType', p)
+                if _c5_TaxRuleID < 1 or _c5_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c5_TaxRuleID, r.at(p))
+                el = 'TaxCosts/Amount/Exponent'
+                _c5_c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'TaxCosts/Amount/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c5_c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c5_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c5_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c5_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('ReceiptType', p)
-                    if _neg: _c5_c1_Value = -_c5_c1_Value - 1
-                    if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c1_Value, r.at(p))
-                    _c5_Amount = iso20_commontypes.RationalNumberType(_c5_c1_Exponent, _c5_c1_Value)
-                    _v = iso20_commontypes.DetailedTaxType(_c5_TaxRuleID, _c5_Amount)
-                    f_TaxCosts.append(_v)
-                    s = 6
-                elif ec == 5:
-                    pass
-                    s = -1
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c5_c1_Value = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('ReceiptType', p)
-            if s == 2:
+                    r.pos = p; _c5_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 28686: raise r.deviation('ReceiptType', p)
-                    el = 'OccupancyCosts'
-                    el = 'OccupancyCosts/Amount'
-                    el = 'OccupancyCosts/Amount/Exponent'
-                    _c6_c1_Exponent = ((x >> 4) & 255) + -128
-                    el = 'OccupancyCosts/Amount/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                if _neg: _c5_c1_Value = -_c5_c1_Value - 1
+                if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c1_Value, r.at(p))
+                _c5_Amount = _new(iso20_commontypes.RationalNumberType)
+                _c5_Amount.Exponent = _c5_c1_Exponent
+                _c5_Amount.Value = _c5_c1_Value
+                _v = _new(iso20_commontypes.DetailedTaxType)
+                _v.TaxRuleID = _c5_TaxRuleID
+                _v.Amount = _c5_Amount
+                f_TaxCosts.append(_v)
+                s = 6
+            elif ec == 5:
+                pass
+                s = -1
+            else:
+                raise r.deviation('ReceiptType', p)
+        if s == 2:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 28686: raise r.deviation('ReceiptType', p)
+                el = 'OccupancyCosts/Amount/Exponent'
+                _c6_c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'OccupancyCosts/Amount/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c6_c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c6_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c6_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c6_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 17
-                    if p > E: V, E, p = r.slide(p, 17)
-                    x = (V >> (E - p)) & 131071
-                    if x & 126990: raise r.deviation('ReceiptType', p)
-                    if _neg: _c6_c1_Value = -_c6_c1_Value - 1
-                    if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c1_Value, r.at(p))
-                    _c6_Amount = iso20_commontypes.RationalNumberType(_c6_c1_Exponent, _c6_c1_Value)
-                    el = 'OccupancyCosts/CostPerUnit'
-                    el = 'OccupancyCosts/CostPerUnit/Exponent'
-                    _c6_c2_Exponent = ((x >> 4) & 255) + -128
-                    el = 'OccupancyCosts/CostPerUnit/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c6_c1_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c6_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 17
+                if p > E: V, E, p = r.slide(p, 17)
+                x = (V >> (E - p)) & 131071
+                if x & 126990: raise r.deviation('ReceiptType', p)
+                if _neg: _c6_c1_Value = -_c6_c1_Value - 1
+                if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c1_Value, r.at(p))
+                _c6_Amount = _new(iso20_commontypes.RationalNumberType)
+                _c6_Amount.Exponent = _c6_c1_Exponent
+                _c6_Amount.Value = _c6_c1_Value
+                el = 'OccupancyCosts/CostPerUnit/Exponent'
+                _c6_c2_Exponent = ((x >> 4) & 255) + -128
+                el = 'OccupancyCosts/CostPerUnit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c6_c2_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c6_c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c6_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c6_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c6_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c6_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('ReceiptType', p)
-                    if _neg: _c6_c2_Value = -_c6_c2_Value - 1
-                    if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c2_Value, r.at(p))
-                    _c6_CostPerUnit = iso20_commontypes.RationalNumberType(_c6_c2_Exponent, _c6_c2_Value)
-                    f_OccupancyCosts = iso20_commontypes.DetailedCostType(_c6_Amount, _c6_CostPerUnit)
-                    s = 3
-                elif ec == 1:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 28686: raise r.deviation('ReceiptType', p)
-                    el = 'AdditionalServicesCosts'
-                    el = 'AdditionalServicesCosts/Amount'
-                    el = 'AdditionalServicesCosts/Amount/Exponent'
-                    _c7_c1_Exponent = ((x >> 4) & 255) + -128
-                    el = 'AdditionalServicesCosts/Amount/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c7_c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c7_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c7_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 17
-                    if p > E: V, E, p = r.slide(p, 17)
-                    x = (V >> (E - p)) & 131071
-                    if x & 126990: raise r.deviation('ReceiptType', p)
-                    if _neg: _c7_c1_Value = -_c7_c1_Value - 1
-                    if _c7_c1_Value < -32768 or _c7_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_c1_Value, r.at(p))
-                    _c7_Amount = iso20_commontypes.RationalNumberType(_c7_c1_Exponent, _c7_c1_Value)
-                    el = 'AdditionalServicesCosts/CostPerUnit'
-                    el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
-                    _c7_c2_Exponent = ((x >> 4) & 255) + -128
-                    el = 'AdditionalServicesCosts/CostPerUnit/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c7_c2_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c7_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c7_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('ReceiptType', p)
-                    if _neg: _c7_c2_Value = -_c7_c2_Value - 1
-                    if _c7_c2_Value < -32768 or _c7_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_c2_Value, r.at(p))
-                    _c7_CostPerUnit = iso20_commontypes.RationalNumberType(_c7_c2_Exponent, _c7_c2_Value)
-                    f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c7_Amount, _c7_CostPerUnit)
-                    s = 4
-                elif ec == 2:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 28686: raise r.deviation('ReceiptType', p)
-                    el = 'OverstayCosts'
-                    el = 'OverstayCosts/Amount'
-                    el = 'OverstayCosts/Amount/Exponent'
-                    _c8_c1_Exponent = ((x >> 4) & 255) + -128
-                    el = 'OverstayCosts/Amount/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c8_c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c8_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c8_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 17
-                    if p > E: V, E, p = r.slide(p, 17)
-                    x = (V >> (E - p)) & 131071
-                    if x & 126990: raise r.deviation('ReceiptType', p)
-                    if _neg: _c8_c1_Value = -_c8_c1_Value - 1
-                    if _c8_c1_Value < -32768 or _c8_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_c1_Value, r.at(p))
-                    _c8_Amount = iso20_commontypes.RationalNumberType(_c8_c1_Exponent, _c8_c1_Value)
-                    el = 'OverstayCosts/CostPerUnit'
-                    el = 'OverstayCosts/CostPerUnit/Exponent'
-                    _c8_c2_Exponent = ((x >> 4) & 255) + -128
-                    el = 'OverstayCosts/CostPerUnit/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c8_c2_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c8_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c8_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('ReceiptType', p)
-                    if _neg: _c8_c2_Value = -_c8_c2_Value - 1
-                    if _c8_c2_Value < -32768 or _c8_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_c2_Value, r.at(p))
-                    _c8_CostPerUnit = iso20_commontypes.RationalNumberType(_c8_c2_Exponent, _c8_c2_Value)
-                    f_OverstayCosts = iso20_commontypes.DetailedCostType(_c8_Amount, _c8_CostPerUnit)
-                    s = 5
-                elif ec == 3:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('ReceiptType', p)
-                    el = 'TaxCosts'
-                    el = 'TaxCosts/TaxRuleID'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c9_TaxRuleID = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c9_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c9_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 16
-                    if p > E: V, E, p = r.slide(p, 16)
-                    x = (V >> (E - p)) & 65535
-                    if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c9_TaxRuleID < 1 or _c9_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c9_TaxRuleID, r.at(p))
-                    el = 'TaxCosts/Amount'
-                    el = 'TaxCosts/Amount/Exponent'
-                    _c9_c1_Exponent = ((x >> 4) & 255) + -128
-                    el = 'TaxCosts/Amount/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c9_c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c9_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c9_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('ReceiptType', p)
-                    if _neg: _c9_c1_Value = -_c9_c1_Value - 1
-                    if _c9_c1_Value < -32768 or _c9_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_c1_Value, r.at(p))
-                    _c9_Amount = iso20_commontypes.RationalNumberType(_c9_c1_Exponent, _c9_c1_Value)
-                    _v = iso20_commontypes.DetailedTaxType(_c9_TaxRuleID, _c9_Amount)
-                    f_TaxCosts.append(_v)
-                    s = 6
-                elif ec == 4:
-                    pass
-                    s = -1
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c6_c2_Value = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('ReceiptType', p)
-            if s == 3:
+                    r.pos = p; _c6_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 28686: raise r.deviation('ReceiptType', p)
-                    el = 'AdditionalServicesCosts'
-                    el = 'AdditionalServicesCosts/Amount'
-                    el = 'AdditionalServicesCosts/Amount/Exponent'
-                    _c10_c1_Exponent = ((x >> 4) & 255) + -128
-                    el = 'AdditionalServicesCosts/Amount/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                if _neg: _c6_c2_Value = -_c6_c2_Value - 1
+                if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c2_Value, r.at(p))
+                _c6_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
+                _c6_CostPerUnit.Exponent = _c6_c2_Exponent
+                _c6_CostPerUnit.Value = _c6_c2_Value
+                f_OccupancyCosts = _new(iso20_commontypes.DetailedCostType)
+                f_OccupancyCosts.Amount = _c6_Amount
+                f_OccupancyCosts.CostPerUnit = _c6_CostPerUnit
+                s = 3
+            elif ec == 1:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 28686: raise r.deviation('ReceiptType', p)
+                el = 'AdditionalServicesCosts/Amount/Exponent'
+                _c7_c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'AdditionalServicesCosts/Amount/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c10_c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c7_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c10_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c7_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c7_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c7_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c7_c1_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c7_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 17
+                if p > E: V, E, p = r.slide(p, 17)
+                x = (V >> (E - p)) & 131071
+                if x & 126990: raise r.deviation('ReceiptType', p)
+                if _neg: _c7_c1_Value = -_c7_c1_Value - 1
+                if _c7_c1_Value < -32768 or _c7_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_c1_Value, r.at(p))
+                _c7_Amount = _new(iso20_commontypes.RationalNumberType)
+                _c7_Amount.Exponent = _c7_c1_Exponent
+                _c7_Amount.Value = _c7_c1_Value
+                el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
+                _c7_c2_Exponent = ((x >> 4) & 255) + -128
+                el = 'AdditionalServicesCosts/CostPerUnit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c7_c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c7_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c7_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c7_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c7_c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c7_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                if _neg: _c7_c2_Value = -_c7_c2_Value - 1
+                if _c7_c2_Value < -32768 or _c7_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_c2_Value, r.at(p))
+                _c7_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
+                _c7_CostPerUnit.Exponent = _c7_c2_Exponent
+                _c7_CostPerUnit.Value = _c7_c2_Value
+                f_AdditionalServicesCosts = _new(iso20_commontypes.DetailedCostType)
+                f_AdditionalServicesCosts.Amount = _c7_Amount
+                f_AdditionalServicesCosts.CostPerUnit = _c7_CostPerUnit
+                s = 4
+            elif ec == 2:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 28686: raise r.deviation('ReceiptType', p)
+                el = 'OverstayCosts/Amount/Exponent'
+                _c8_c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'OverstayCosts/Amount/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c8_c1_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c8_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c8_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c8_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c8_c1_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c8_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 17
+                if p > E: V, E, p = r.slide(p, 17)
+                x = (V >> (E - p)) & 131071
+                if x & 126990: raise r.deviation('ReceiptType', p)
+                if _neg: _c8_c1_Value = -_c8_c1_Value - 1
+                if _c8_c1_Value < -32768 or _c8_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_c1_Value, r.at(p))
+                _c8_Amount = _new(iso20_commontypes.RationalNumberType)
+                _c8_Amount.Exponent = _c8_c1_Exponent
+                _c8_Amount.Value = _c8_c1_Value
+                el = 'OverstayCosts/CostPerUnit/Exponent'
+                _c8_c2_Exponent = ((x >> 4) & 255) + -128
+                el = 'OverstayCosts/CostPerUnit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c8_c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c8_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c8_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c8_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c8_c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c8_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                if _neg: _c8_c2_Value = -_c8_c2_Value - 1
+                if _c8_c2_Value < -32768 or _c8_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_c2_Value, r.at(p))
+                _c8_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
+                _c8_CostPerUnit.Exponent = _c8_c2_Exponent
+                _c8_CostPerUnit.Value = _c8_c2_Value
+                f_OverstayCosts = _new(iso20_commontypes.DetailedCostType)
+                f_OverstayCosts.Amount = _c8_Amount
+                f_OverstayCosts.CostPerUnit = _c8_CostPerUnit
+                s = 5
+            elif ec == 3:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('ReceiptType', p)
+                el = 'TaxCosts/TaxRuleID'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c9_TaxRuleID = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c9_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c9_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c9_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c9_TaxRuleID = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c9_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 16
+                if p > E: V, E, p = r.slide(p, 16)
+                x = (V >> (E - p)) & 65535
+                if x & 61454: raise r.deviation('ReceiptType', p)
+                if _c9_TaxRuleID < 1 or _c9_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c9_TaxRuleID, r.at(p))
+                el = 'TaxCosts/Amount/Exponent'
+                _c9_c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'TaxCosts/Amount/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c9_c1_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c9_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c9_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c9_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c9_c1_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c9_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                if _neg: _c9_c1_Value = -_c9_c1_Value - 1
+                if _c9_c1_Value < -32768 or _c9_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_c1_Value, r.at(p))
+                _c9_Amount = _new(iso20_commontypes.RationalNumberType)
+                _c9_Amount.Exponent = _c9_c1_Exponent
+                _c9_Amount.Value = _c9_c1_Value
+                _v = _new(iso20_commontypes.DetailedTaxType)
+                _v.TaxRuleID = _c9_TaxRuleID
+                _v.Amount = _c9_Amount
+                f_TaxCosts.append(_v)
+                s = 6
+            elif ec == 4:
+                pass
+                s = -1
+            else:
+                raise r.deviation('ReceiptType', p)
+        if s == 3:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 28686: raise r.deviation('ReceiptType', p)
+                el = 'AdditionalServicesCosts/Amount/Exponent'
+                _c10_c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'AdditionalServicesCosts/Amount/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c10_c1_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c10_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c10_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c10_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 17
-                    if p > E: V, E, p = r.slide(p, 17)
-                    x = (V >> (E - p)) & 131071
-                    if x & 126990: raise r.deviation('ReceiptType', p)
-                    if _neg: _c10_c1_Value = -_c10_c1_Value - 1
-                    if _c10_c1_Value < -32768 or _c10_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_c1_Value, r.at(p))
-                    _c10_Amount = iso20_commontypes.RationalNumberType(_c10_c1_Exponent, _c10_c1_Value)
-                    el = 'AdditionalServicesCosts/CostPerUnit'
-                    el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
-                    _c10_c2_Exponent = ((x >> 4) & 255) + -128
-                    el = 'AdditionalServicesCosts/CostPerUnit/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c10_c1_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c10_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 17
+                if p > E: V, E, p = r.slide(p, 17)
+                x = (V >> (E - p)) & 131071
+                if x & 126990: raise r.deviation('ReceiptType', p)
+                if _neg: _c10_c1_Value = -_c10_c1_Value - 1
+                if _c10_c1_Value < -32768 or _c10_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_c1_Value, r.at(p))
+                _c10_Amount = _new(iso20_commontypes.RationalNumberType)
+                _c10_Amount.Exponent = _c10_c1_Exponent
+                _c10_Amount.Value = _c10_c1_Value
+                el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
+                _c10_c2_Exponent = ((x >> 4) & 255) + -128
+                el = 'AdditionalServicesCosts/CostPerUnit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c10_c2_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c10_c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c10_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c10_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c10_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c10_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('ReceiptType', p)
-                    if _neg: _c10_c2_Value = -_c10_c2_Value - 1
-                    if _c10_c2_Value < -32768 or _c10_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_c2_Value, r.at(p))
-                    _c10_CostPerUnit = iso20_commontypes.RationalNumberType(_c10_c2_Exponent, _c10_c2_Value)
-                    f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c10_Amount, _c10_CostPerUnit)
-                    s = 4
-                elif ec == 1:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 28686: raise r.deviation('ReceiptType', p)
-                    el = 'OverstayCosts'
-                    el = 'OverstayCosts/Amount'
-                    el = 'OverstayCosts/Amount/Exponent'
-                    _c11_c1_Exponent = ((x >> 4) & 255) + -128
-                    el = 'OverstayCosts/Amount/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c10_c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c10_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                if _neg: _c10_c2_Value = -_c10_c2_Value - 1
+                if _c10_c2_Value < -32768 or _c10_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_c2_Value, r.at(p))
+                _c10_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
+                _c10_CostPerUnit.Exponent = _c10_c2_Exponent
+                _c10_CostPerUnit.Value = _c10_c2_Value
+                f_AdditionalServicesCosts = _new(iso20_commontypes.DetailedCostType)
+                f_AdditionalServicesCosts.Amount = _c10_Amount
+                f_AdditionalServicesCosts.CostPerUnit = _c10_CostPerUnit
+                s = 4
+            elif ec == 1:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 28686: raise r.deviation('ReceiptType', p)
+                el = 'OverstayCosts/Amount/Exponent'
+                _c11_c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'OverstayCosts/Amount/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c11_c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c11_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c11_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c11_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c11_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c11_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 17
-                    if p > E: V, E, p = r.slide(p, 17)
-                    x = (V >> (E - p)) & 131071
-                    if x & 126990: raise r.deviation('ReceiptType', p)
-                    if _neg: _c11_c1_Value = -_c11_c1_Value - 1
-                    if _c11_c1_Value < -32768 or _c11_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_c1_Value, r.at(p))
-                    _c11_Amount = iso20_commontypes.RationalNumberType(_c11_c1_Exponent, _c11_c1_Value)
-                    el = 'OverstayCosts/CostPerUnit'
-                    el = 'OverstayCosts/CostPerUnit/Exponent'
-                    _c11_c2_Exponent = ((x >> 4) & 255) + -128
-                    el = 'OverstayCosts/CostPerUnit/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c11_c1_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c11_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 17
+                if p > E: V, E, p = r.slide(p, 17)
+                x = (V >> (E - p)) & 131071
+                if x & 126990: raise r.deviation('ReceiptType', p)
+                if _neg: _c11_c1_Value = -_c11_c1_Value - 1
+                if _c11_c1_Value < -32768 or _c11_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_c1_Value, r.at(p))
+                _c11_Amount = _new(iso20_commontypes.RationalNumberType)
+                _c11_Amount.Exponent = _c11_c1_Exponent
+                _c11_Amount.Value = _c11_c1_Value
+                el = 'OverstayCosts/CostPerUnit/Exponent'
+                _c11_c2_Exponent = ((x >> 4) & 255) + -128
+                el = 'OverstayCosts/CostPerUnit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c11_c2_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c11_c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c11_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c11_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c11_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c11_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('ReceiptType', p)
-                    if _neg: _c11_c2_Value = -_c11_c2_Value - 1
-                    if _c11_c2_Value < -32768 or _c11_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_c2_Value, r.at(p))
-                    _c11_CostPerUnit = iso20_commontypes.RationalNumberType(_c11_c2_Exponent, _c11_c2_Value)
-                    f_OverstayCosts = iso20_commontypes.DetailedCostType(_c11_Amount, _c11_CostPerUnit)
-                    s = 5
-                elif ec == 2:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('ReceiptType', p)
-                    el = 'TaxCosts'
-                    el = 'TaxCosts/TaxRuleID'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c11_c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c11_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                if _neg: _c11_c2_Value = -_c11_c2_Value - 1
+                if _c11_c2_Value < -32768 or _c11_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_c2_Value, r.at(p))
+                _c11_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
+                _c11_CostPerUnit.Exponent = _c11_c2_Exponent
+                _c11_CostPerUnit.Value = _c11_c2_Value
+                f_OverstayCosts = _new(iso20_commontypes.DetailedCostType)
+                f_OverstayCosts.Amount = _c11_Amount
+                f_OverstayCosts.CostPerUnit = _c11_CostPerUnit
+                s = 5
+            elif ec == 2:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('ReceiptType', p)
+                el = 'TaxCosts/TaxRuleID'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c12_TaxRuleID = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c12_TaxRuleID = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c12_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c12_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c12_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c12_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 16
-                    if p > E: V, E, p = r.slide(p, 16)
-                    x = (V >> (E - p)) & 65535
-                    if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c12_TaxRuleID < 1 or _c12_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c12_TaxRuleID, r.at(p))
-                    el = 'TaxCosts/Amount'
-                    el = 'TaxCosts/Amount/Exponent'
-                    _c12_c1_Exponent = ((x >> 4) & 255) + -128
-                    el = 'TaxCosts/Amount/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c12_TaxRuleID = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c12_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 16
+                if p > E: V, E, p = r.slide(p, 16)
+                x = (V >> (E - p)) & 65535
+                if x & 61454: raise r.deviation('ReceiptType', p)
+                if _c12_TaxRuleID < 1 or _c12_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c12_TaxRuleID, r.at(p))
+                el = 'TaxCosts/Amount/Exponent'
+                _c12_c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'TaxCosts/Amount/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c12_c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c12_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c12_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c12_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c12_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c12_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('ReceiptType', p)
-                    if _neg: _c12_c1_Value = -_c12_c1_Value - 1
-                    if _c12_c1_Value < -32768 or _c12_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_c1_Value, r.at(p))
-                    _c12_Amount = iso20_commontypes.RationalNumberType(_c12_c1_Exponent, _c12_c1_Value)
-                    _v = iso20_commontypes.DetailedTaxType(_c12_TaxRuleID, _c12_Amount)
-                    f_TaxCosts.append(_v)
-                    s = 6
-                elif ec == 3:
-                    pass
-                    s = -1
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c12_c1_Value = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('ReceiptType', p)
-            if s == 4:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 28686: raise r.deviation('ReceiptType', p)
-                    el = 'OverstayCosts'
-                    el = 'OverstayCosts/Amount'
-                    el = 'OverstayCosts/Amount/Exponent'
-                    _c13_c1_Exponent = ((x >> 4) & 255) + -128
-                    el = 'OverstayCosts/Amount/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    r.pos = p; _c12_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                if _neg: _c12_c1_Value = -_c12_c1_Value - 1
+                if _c12_c1_Value < -32768 or _c12_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_c1_Value, r.at(p))
+                _c12_Amount = _new(iso20_commontypes.RationalNumberType)
+                _c12_Amount.Exponent = _c12_c1_Exponent
+                _c12_Amount.Value = _c12_c1_Value
+                _v = _new(iso20_commontypes.DetailedTaxType)
+                _v.TaxRuleID = _c12_TaxRuleID
+                _v.Amount = _c12_Amount
+                f_TaxCosts.append(_v)
+                s = 6
+            elif ec == 3:
+                pass
+                s = -1
+            else:
+                raise r.deviation('ReceiptType', p)
+        if s == 4:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 28686: raise r.deviation('ReceiptType', p)
+                el = 'OverstayCosts/Amount/Exponent'
+                _c13_c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'OverstayCosts/Amount/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c13_c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c13_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c13_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c13_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c13_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c13_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 17
-                    if p > E: V, E, p = r.slide(p, 17)
-                    x = (V >> (E - p)) & 131071
-                    if x & 126990: raise r.deviation('ReceiptType', p)
-                    if _neg: _c13_c1_Value = -_c13_c1_Value - 1
-                    if _c13_c1_Value < -32768 or _c13_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_c1_Value, r.at(p))
-                    _c13_Amount = iso20_commontypes.RationalNumberType(_c13_c1_Exponent, _c13_c1_Value)
-                    el = 'OverstayCosts/CostPerUnit'
-                    el = 'OverstayCosts/CostPerUnit/Exponent'
-                    _c13_c2_Exponent = ((x >> 4) & 255) + -128
-                    el = 'OverstayCosts/CostPerUnit/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c13_c1_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c13_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 17
+                if p > E: V, E, p = r.slide(p, 17)
+                x = (V >> (E - p)) & 131071
+                if x & 126990: raise r.deviation('ReceiptType', p)
+                if _neg: _c13_c1_Value = -_c13_c1_Value - 1
+                if _c13_c1_Value < -32768 or _c13_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_c1_Value, r.at(p))
+                _c13_Amount = _new(iso20_commontypes.RationalNumberType)
+                _c13_Amount.Exponent = _c13_c1_Exponent
+                _c13_Amount.Value = _c13_c1_Value
+                el = 'OverstayCosts/CostPerUnit/Exponent'
+                _c13_c2_Exponent = ((x >> 4) & 255) + -128
+                el = 'OverstayCosts/CostPerUnit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c13_c2_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c13_c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c13_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c13_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c13_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c13_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('ReceiptType', p)
-                    if _neg: _c13_c2_Value = -_c13_c2_Value - 1
-                    if _c13_c2_Value < -32768 or _c13_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_c2_Value, r.at(p))
-                    _c13_CostPerUnit = iso20_commontypes.RationalNumberType(_c13_c2_Exponent, _c13_c2_Value)
-                    f_OverstayCosts = iso20_commontypes.DetailedCostType(_c13_Amount, _c13_CostPerUnit)
-                    s = 5
-                elif ec == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('ReceiptType', p)
-                    el = 'TaxCosts'
-                    el = 'TaxCosts/TaxRuleID'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c13_c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c13_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                if _neg: _c13_c2_Value = -_c13_c2_Value - 1
+                if _c13_c2_Value < -32768 or _c13_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_c2_Value, r.at(p))
+                _c13_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
+                _c13_CostPerUnit.Exponent = _c13_c2_Exponent
+                _c13_CostPerUnit.Value = _c13_c2_Value
+                f_OverstayCosts = _new(iso20_commontypes.DetailedCostType)
+                f_OverstayCosts.Amount = _c13_Amount
+                f_OverstayCosts.CostPerUnit = _c13_CostPerUnit
+                s = 5
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('ReceiptType', p)
+                el = 'TaxCosts/TaxRuleID'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c14_TaxRuleID = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c14_TaxRuleID = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c14_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c14_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c14_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c14_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 16
-                    if p > E: V, E, p = r.slide(p, 16)
-                    x = (V >> (E - p)) & 65535
-                    if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c14_TaxRuleID < 1 or _c14_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c14_TaxRuleID, r.at(p))
-                    el = 'TaxCosts/Amount'
-                    el = 'TaxCosts/Amount/Exponent'
-                    _c14_c1_Exponent = ((x >> 4) & 255) + -128
-                    el = 'TaxCosts/Amount/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c14_TaxRuleID = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c14_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 16
+                if p > E: V, E, p = r.slide(p, 16)
+                x = (V >> (E - p)) & 65535
+                if x & 61454: raise r.deviation('ReceiptType', p)
+                if _c14_TaxRuleID < 1 or _c14_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c14_TaxRuleID, r.at(p))
+                el = 'TaxCosts/Amount/Exponent'
+                _c14_c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'TaxCosts/Amount/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c14_c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c14_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c14_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c14_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c14_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c14_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('ReceiptType', p)
-                    if _neg: _c14_c1_Value = -_c14_c1_Value - 1
-                    if _c14_c1_Value < -32768 or _c14_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_c1_Value, r.at(p))
-                    _c14_Amount = iso20_commontypes.RationalNumberType(_c14_c1_Exponent, _c14_c1_Value)
-                    _v = iso20_commontypes.DetailedTaxType(_c14_TaxRuleID, _c14_Amount)
-                    f_TaxCosts.append(_v)
-                    s = 6
-                elif ec == 2:
-                    pass
-                    s = -1
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c14_c1_Value = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('ReceiptType', p)
-            if s == 5:
+                    r.pos = p; _c14_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                if _neg: _c14_c1_Value = -_c14_c1_Value - 1
+                if _c14_c1_Value < -32768 or _c14_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_c1_Value, r.at(p))
+                _c14_Amount = _new(iso20_commontypes.RationalNumberType)
+                _c14_Amount.Exponent = _c14_c1_Exponent
+                _c14_Amount.Value = _c14_c1_Value
+                _v = _new(iso20_commontypes.DetailedTaxType)
+                _v.TaxRuleID = _c14_TaxRuleID
+                _v.Amount = _c14_Amount
+                f_TaxCosts.append(_v)
+                s = 6
+            elif ec == 2:
+                pass
+                s = -1
+            else:
+                raise r.deviation('ReceiptType', p)
+        if s == 5:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('ReceiptType', p)
+                el = 'TaxCosts/TaxRuleID'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c15_TaxRuleID = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c15_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c15_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c15_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c15_TaxRuleID = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c15_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 16
+                if p > E: V, E, p = r.slide(p, 16)
+                x = (V >> (E - p)) & 65535
+                if x & 61454: raise r.deviation('ReceiptType', p)
+                if _c15_TaxRuleID < 1 or _c15_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c15_TaxRuleID, r.at(p))
+                el = 'TaxCosts/Amount/Exponent'
+                _c15_c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'TaxCosts/Amount/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c15_c1_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c15_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c15_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c15_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c15_c1_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c15_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                if _neg: _c15_c1_Value = -_c15_c1_Value - 1
+                if _c15_c1_Value < -32768 or _c15_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_c1_Value, r.at(p))
+                _c15_Amount = _new(iso20_commontypes.RationalNumberType)
+                _c15_Amount.Exponent = _c15_c1_Exponent
+                _c15_Amount.Value = _c15_c1_Value
+                _v = _new(iso20_commontypes.DetailedTaxType)
+                _v.TaxRuleID = _c15_TaxRuleID
+                _v.Amount = _c15_Amount
+                f_TaxCosts.append(_v)
+                s = 6
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('ReceiptType', p)
+        if s == 6:
+            _k = 0
+            while True:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('ReceiptType', p)
-                    el = 'TaxCosts'
+                    if (V >> (E - p)) & 3: raise r.deviation('ReceiptType', p)
                     el = 'TaxCosts/TaxRuleID'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c16_TaxRuleID = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c16_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c16_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c16_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
-                        _c15_TaxRuleID = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c15_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c16_TaxRuleID = (V >> (E - p)) & 127
                     else:
-                        r.pos = p; _c15_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
+                        r.pos = p; _c16_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 16
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c15_TaxRuleID < 1 or _c15_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c15_TaxRuleID, r.at(p))
-                    el = 'TaxCosts/Amount'
+                    if _c16_TaxRuleID < 1 or _c16_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c16_TaxRuleID, r.at(p))
                     el = 'TaxCosts/Amount/Exponent'
-                    _c15_c1_Exponent = ((x >> 4) & 255) + -128
+                    _c16_c1_Exponent = ((x >> 4) & 255) + -128
                     el = 'TaxCosts/Amount/Value'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c16_c1_Value = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c16_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c16_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c16_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
-                        _c15_c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c15_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c16_c1_Value = (V >> (E - p)) & 127
                     else:
-                        r.pos = p; _c15_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        r.pos = p; _c16_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
                     if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('ReceiptType', p)
-                    if _neg: _c15_c1_Value = -_c15_c1_Value - 1
-                    if _c15_c1_Value < -32768 or _c15_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_c1_Value, r.at(p))
-                    _c15_Amount = iso20_commontypes.RationalNumberType(_c15_c1_Exponent, _c15_c1_Value)
-                    _v = iso20_commontypes.DetailedTaxType(_c15_TaxRuleID, _c15_Amount)
+                    if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c16_c1_Value = -_c16_c1_Value - 1
+                    if _c16_c1_Value < -32768 or _c16_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_c1_Value, r.at(p))
+                    _c16_Amount = _new(iso20_commontypes.RationalNumberType)
+                    _c16_Amount.Exponent = _c16_c1_Exponent
+                    _c16_Amount.Value = _c16_c1_Value
+                    _v = _new(iso20_commontypes.DetailedTaxType)
+                    _v.TaxRuleID = _c16_TaxRuleID
+                    _v.Amount = _c16_Amount
                     f_TaxCosts.append(_v)
-                    s = 6
+                    _k += 1
+                    if _k == 9:
+                        s = 15
+                        break
                 elif ec == 1:
                     pass
                     s = -1
+                    break
                 else:
                     raise r.deviation('ReceiptType', p)
-            if s == 6:
-                _k = 0
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('ReceiptType', p)
-                        el = 'TaxCosts'
-                        el = 'TaxCosts/TaxRuleID'
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c16_TaxRuleID = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c16_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        else:
-                            r.pos = p; _c16_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 16
-                        if p > E: V, E, p = r.slide(p, 16)
-                        x = (V >> (E - p)) & 65535
-                        if x & 61454: raise r.deviation('ReceiptType', p)
-                        if _c16_TaxRuleID < 1 or _c16_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c16_TaxRuleID, r.at(p))
-                        el = 'TaxCosts/Amount'
-                        el = 'TaxCosts/Amount/Exponent'
-                        _c16_c1_Exponent = ((x >> 4) & 255) + -128
-                        el = 'TaxCosts/Amount/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c16_c1_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c16_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        else:
-                            r.pos = p; _c16_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        x = (V >> (E - p)) & 7
-                        if x & 7: raise r.deviation('ReceiptType', p)
-                        if _neg: _c16_c1_Value = -_c16_c1_Value - 1
-                        if _c16_c1_Value < -32768 or _c16_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_c1_Value, r.at(p))
-                        _c16_Amount = iso20_commontypes.RationalNumberType(_c16_c1_Exponent, _c16_c1_Value)
-                        _v = iso20_commontypes.DetailedTaxType(_c16_TaxRuleID, _c16_Amount)
-                        f_TaxCosts.append(_v)
-                        _k += 1
-                        if _k == 9:
-                            s = 15
-                            break
-                    elif ec == 1:
-                        pass
-                        s = -1
-                        break
-                    else:
-                        raise r.deviation('ReceiptType', p)
-            if s == 15:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ReceiptType', p)
-                s = -1
+        if s == 15:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ReceiptType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_commontypes.ReceiptType(f_TimeAnchor, f_EnergyCosts, f_OccupancyCosts, f_AdditionalServicesCosts, f_OverstayCosts, f_TaxCosts)
+    _obj = _new(iso20_commontypes.ReceiptType)
+    _obj.TimeAnchor = f_TimeAnchor
+    _obj.EnergyCosts = f_EnergyCosts
+    _obj.OccupancyCosts = f_OccupancyCosts
+    _obj.AdditionalServicesCosts = f_AdditionalServicesCosts
+    _obj.OverstayCosts = f_OverstayCosts
+    _obj.TaxCosts = f_TaxCosts
+    return _obj
 
 def _e_ReceiptType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ReceiptType
@@ -5158,789 +6635,735 @@ def _e_ReceiptType(w, o):
         v_TaxCosts = o.TaxCosts
         n_TaxCosts = len(v_TaxCosts)
         i_TaxCosts = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_TimeAnchor is not None:
-                    el = 'TimeAnchor'
-                    if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
-                    v <<= 2
-                    n += 2
-                    if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
-                    elif v_TimeAnchor < 16384: v = (v << 16) | ((v_TimeAnchor & 127) << 8) | 32768 | (v_TimeAnchor >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_TimeAnchor = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of TimeAnchor')
-            if s == 1:
-                if v_EnergyCosts is not None:
-                    el = 'EnergyCosts'
-                    _o = v_EnergyCosts
-                    _c1_Amount = _o.Amount
-                    _c1_CostPerUnit = _o.CostPerUnit
-                    if not (_c1_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'EnergyCosts/Amount'
-                    _o = _c1_Amount
-                    _c1_c1_Exponent = _o.Exponent
-                    _c1_c1_Value = _o.Value
-                    if not (_c1_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'EnergyCosts/Amount/Exponent'
-                    if not -128 <= _c1_c1_Exponent <= 127: raise EncodeError(f'value {_c1_c1_Exponent!r} outside [-128, 127]')
-                    if not (_c1_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EnergyCosts/Amount/Value'
-                    if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c1_c1_Exponent - -128) << 4) | (_c1_c1_Value < 0)
-                    n += 18
-                    _c1_c1_Exponent = None
-                    _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (_c1_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
-                    el = 'EnergyCosts/CostPerUnit'
-                    _o = _c1_CostPerUnit
-                    _c1_c2_Exponent = _o.Exponent
-                    _c1_c2_Value = _o.Value
-                    if not (_c1_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'EnergyCosts/CostPerUnit/Exponent'
-                    if not -128 <= _c1_c2_Exponent <= 127: raise EncodeError(f'value {_c1_c2_Exponent!r} outside [-128, 127]')
-                    if not (_c1_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EnergyCosts/CostPerUnit/Value'
-                    if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: raise EncodeError(f'value {_c1_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c1_c2_Exponent - -128) << 4) | (_c1_c2_Value < 0)
-                    n += 17
-                    _c1_c1_Value = None
-                    _c1_Amount = None
-                    _c1_c2_Exponent = None
-                    _m = (-_c1_c2_Value - 1 if _c1_c2_Value < 0 else _c1_c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
-                    _c1_c2_Value = None
-                    _c1_CostPerUnit = None
-                    v_EnergyCosts = None
-                    s = 2
-                elif v_OccupancyCosts is not None:
-                    el = 'OccupancyCosts'
-                    _o = v_OccupancyCosts
-                    _c2_Amount = _o.Amount
-                    _c2_CostPerUnit = _o.CostPerUnit
-                    if not (_c2_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'OccupancyCosts/Amount'
-                    _o = _c2_Amount
-                    _c2_c1_Exponent = _o.Exponent
-                    _c2_c1_Value = _o.Value
-                    if not (_c2_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'OccupancyCosts/Amount/Exponent'
-                    if not -128 <= _c2_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_Exponent!r} outside [-128, 127]')
-                    if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'OccupancyCosts/Amount/Value'
-                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | (1 << 15) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
-                    n += 18
-                    _c2_c1_Exponent = None
-                    _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (_c2_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
-                    el = 'OccupancyCosts/CostPerUnit'
-                    _o = _c2_CostPerUnit
-                    _c2_c2_Exponent = _o.Exponent
-                    _c2_c2_Value = _o.Value
-                    if not (_c2_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'OccupancyCosts/CostPerUnit/Exponent'
-                    if not -128 <= _c2_c2_Exponent <= 127: raise EncodeError(f'value {_c2_c2_Exponent!r} outside [-128, 127]')
-                    if not (_c2_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'OccupancyCosts/CostPerUnit/Value'
-                    if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c2_c2_Exponent - -128) << 4) | (_c2_c2_Value < 0)
-                    n += 17
-                    _c2_c1_Value = None
-                    _c2_Amount = None
-                    _c2_c2_Exponent = None
-                    _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
-                    _c2_c2_Value = None
-                    _c2_CostPerUnit = None
-                    v_OccupancyCosts = None
-                    s = 3
-                elif v_AdditionalServicesCosts is not None:
-                    el = 'AdditionalServicesCosts'
-                    _o = v_AdditionalServicesCosts
-                    _c3_Amount = _o.Amount
-                    _c3_CostPerUnit = _o.CostPerUnit
-                    if not (_c3_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'AdditionalServicesCosts/Amount'
-                    _o = _c3_Amount
-                    _c3_c1_Exponent = _o.Exponent
-                    _c3_c1_Value = _o.Value
-                    if not (_c3_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'AdditionalServicesCosts/Amount/Exponent'
-                    if not -128 <= _c3_c1_Exponent <= 127: raise EncodeError(f'value {_c3_c1_Exponent!r} outside [-128, 127]')
-                    if not (_c3_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'AdditionalServicesCosts/Amount/Value'
-                    if _c3_c1_Value < -32768 or _c3_c1_Value > 32767: raise EncodeError(f'value {_c3_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | (2 << 15) | ((_c3_c1_Exponent - -128) << 4) | (_c3_c1_Value < 0)
-                    n += 18
-                    _c3_c1_Exponent = None
-                    _m = (-_c3_c1_Value - 1 if _c3_c1_Value < 0 else _c3_c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (_c3_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
-                    el = 'AdditionalServicesCosts/CostPerUnit'
-                    _o = _c3_CostPerUnit
-                    _c3_c2_Exponent = _o.Exponent
-                    _c3_c2_Value = _o.Value
-                    if not (_c3_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
-                    if not -128 <= _c3_c2_Exponent <= 127: raise EncodeError(f'value {_c3_c2_Exponent!r} outside [-128, 127]')
-                    if not (_c3_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'AdditionalServicesCosts/CostPerUnit/Value'
-                    if _c3_c2_Value < -32768 or _c3_c2_Value > 32767: raise EncodeError(f'value {_c3_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c3_c2_Exponent - -128) << 4) | (_c3_c2_Value < 0)
-                    n += 17
-                    _c3_c1_Value = None
-                    _c3_Amount = None
-                    _c3_c2_Exponent = None
-                    _m = (-_c3_c2_Value - 1 if _c3_c2_Value < 0 else _c3_c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
-                    _c3_c2_Value = None
-                    _c3_CostPerUnit = None
-                    v_AdditionalServicesCosts = None
-                    s = 4
-                elif v_OverstayCosts is not None:
-                    el = 'OverstayCosts'
-                    _o = v_OverstayCosts
-                    _c4_Amount = _o.Amount
-                    _c4_CostPerUnit = _o.CostPerUnit
-                    if not (_c4_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'OverstayCosts/Amount'
-                    _o = _c4_Amount
-                    _c4_c1_Exponent = _o.Exponent
-                    _c4_c1_Value = _o.Value
-                    if not (_c4_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'OverstayCosts/Amount/Exponent'
-                    if not -128 <= _c4_c1_Exponent <= 127: raise EncodeError(f'value {_c4_c1_Exponent!r} outside [-128, 127]')
-                    if not (_c4_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'OverstayCosts/Amount/Value'
-                    if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: raise EncodeError(f'value {_c4_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | (3 << 15) | ((_c4_c1_Exponent - -128) << 4) | (_c4_c1_Value < 0)
-                    n += 18
-                    _c4_c1_Exponent = None
-                    _m = (-_c4_c1_Value - 1 if _c4_c1_Value < 0 else _c4_c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (_c4_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
-                    el = 'OverstayCosts/CostPerUnit'
-                    _o = _c4_CostPerUnit
-                    _c4_c2_Exponent = _o.Exponent
-                    _c4_c2_Value = _o.Value
-                    if not (_c4_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'OverstayCosts/CostPerUnit/Exponent'
-                    if not -128 <= _c4_c2_Exponent <= 127: raise EncodeError(f'value {_c4_c2_Exponent!r} outside [-128, 127]')
-                    if not (_c4_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'OverstayCosts/CostPerUnit/Value'
-                    if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c4_c2_Exponent - -128) << 4) | (_c4_c2_Value < 0)
-                    n += 17
-                    _c4_c1_Value = None
-                    _c4_Amount = None
-                    _c4_c2_Exponent = None
-                    _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
-                    _c4_c2_Value = None
-                    _c4_CostPerUnit = None
-                    v_OverstayCosts = None
-                    s = 5
-                elif i_TaxCosts < n_TaxCosts:
-                    el = 'TaxCosts'
-                    _o = v_TaxCosts[i_TaxCosts]
-                    _c5_TaxRuleID = _o.TaxRuleID
-                    _c5_Amount = _o.Amount
-                    if not (_c5_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
-                    el = 'TaxCosts/TaxRuleID'
-                    if _c5_TaxRuleID < 1 or _c5_TaxRuleID > 4294967295: raise EncodeError(f'value {_c5_TaxRuleID!r} outside [1, 4294967295]')
-                    v = (v << 5) | (4 << 2)
-                    n += 5
-                    if _c5_TaxRuleID < 128: v = (v << 8) | _c5_TaxRuleID; n += 8
-                    elif _c5_TaxRuleID < 16384: v = (v << 16) | ((_c5_TaxRuleID & 127) << 8) | 32768 | (_c5_TaxRuleID >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c5_TaxRuleID); v = w.v; n = w.n
-                    if not (_c5_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'TaxCosts/Amount'
-                    _o = _c5_Amount
-                    _c5_c1_Exponent = _o.Exponent
-                    _c5_c1_Value = _o.Value
-                    if not (_c5_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'TaxCosts/Amount/Exponent'
-                    if not -128 <= _c5_c1_Exponent <= 127: raise EncodeError(f'value {_c5_c1_Exponent!r} outside [-128, 127]')
-                    if not (_c5_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'TaxCosts/Amount/Value'
-                    if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: raise EncodeError(f'value {_c5_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c5_c1_Exponent - -128) << 4) | (_c5_c1_Value < 0)
-                    n += 16
-                    _c5_TaxRuleID = None
-                    _c5_c1_Exponent = None
-                    _m = (-_c5_c1_Value - 1 if _c5_c1_Value < 0 else _c5_c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
-                    _c5_c1_Value = None
-                    _c5_Amount = None
-                    i_TaxCosts += 1
-                    s = 6
-                elif True:
-                    v = (v << 3) | 5
-                    n += 3
-                    if v_TimeAnchor is not None or v_EnergyCosts is not None or v_OccupancyCosts is not None or v_AdditionalServicesCosts is not None or v_OverstayCosts is not None or i_TaxCosts < n_TaxCosts: raise _leftover(o)
-                    s = -1
-            if s == 2:
-                if v_OccupancyCosts is not None:
-                    el = 'OccupancyCosts'
-                    _o = v_OccupancyCosts
-                    _c6_Amount = _o.Amount
-                    _c6_CostPerUnit = _o.CostPerUnit
-                    if not (_c6_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'OccupancyCosts/Amount'
-                    _o = _c6_Amount
-                    _c6_c1_Exponent = _o.Exponent
-                    _c6_c1_Value = _o.Value
-                    if not (_c6_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'OccupancyCosts/Amount/Exponent'
-                    if not -128 <= _c6_c1_Exponent <= 127: raise EncodeError(f'value {_c6_c1_Exponent!r} outside [-128, 127]')
-                    if not (_c6_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'OccupancyCosts/Amount/Value'
-                    if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: raise EncodeError(f'value {_c6_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c6_c1_Exponent - -128) << 4) | (_c6_c1_Value < 0)
-                    n += 18
-                    _c6_c1_Exponent = None
-                    _m = (-_c6_c1_Value - 1 if _c6_c1_Value < 0 else _c6_c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (_c6_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
-                    el = 'OccupancyCosts/CostPerUnit'
-                    _o = _c6_CostPerUnit
-                    _c6_c2_Exponent = _o.Exponent
-                    _c6_c2_Value = _o.Value
-                    if not (_c6_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'OccupancyCosts/CostPerUnit/Exponent'
-                    if not -128 <= _c6_c2_Exponent <= 127: raise EncodeError(f'value {_c6_c2_Exponent!r} outside [-128, 127]')
-                    if not (_c6_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'OccupancyCosts/CostPerUnit/Value'
-                    if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: raise EncodeError(f'value {_c6_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c6_c2_Exponent - -128) << 4) | (_c6_c2_Value < 0)
-                    n += 17
-                    _c6_c1_Value = None
-                    _c6_Amount = None
-                    _c6_c2_Exponent = None
-                    _m = (-_c6_c2_Value - 1 if _c6_c2_Value < 0 else _c6_c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
-                    _c6_c2_Value = None
-                    _c6_CostPerUnit = None
-                    v_OccupancyCosts = None
-                    s = 3
-                elif v_AdditionalServicesCosts is not None:
-                    el = 'AdditionalServicesCosts'
-                    _o = v_AdditionalServicesCosts
-                    _c7_Amount = _o.Amount
-                    _c7_CostPerUnit = _o.CostPerUnit
-                    if not (_c7_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'AdditionalServicesCosts/Amount'
-                    _o = _c7_Amount
-                    _c7_c1_Exponent = _o.Exponent
-                    _c7_c1_Value = _o.Value
-                    if not (_c7_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'AdditionalServicesCosts/Amount/Exponent'
-                    if not -128 <= _c7_c1_Exponent <= 127: raise EncodeError(f'value {_c7_c1_Exponent!r} outside [-128, 127]')
-                    if not (_c7_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'AdditionalServicesCosts/Amount/Value'
-                    if _c7_c1_Value < -32768 or _c7_c1_Value > 32767: raise EncodeError(f'value {_c7_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | (1 << 15) | ((_c7_c1_Exponent - -128) << 4) | (_c7_c1_Value < 0)
-                    n += 18
-                    _c7_c1_Exponent = None
-                    _m = (-_c7_c1_Value - 1 if _c7_c1_Value < 0 else _c7_c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (_c7_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
-                    el = 'AdditionalServicesCosts/CostPerUnit'
-                    _o = _c7_CostPerUnit
-                    _c7_c2_Exponent = _o.Exponent
-                    _c7_c2_Value = _o.Value
-                    if not (_c7_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
-                    if not -128 <= _c7_c2_Exponent <= 127: raise EncodeError(f'value {_c7_c2_Exponent!r} outside [-128, 127]')
-                    if not (_c7_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'AdditionalServicesCosts/CostPerUnit/Value'
-                    if _c7_c2_Value < -32768 or _c7_c2_Value > 32767: raise EncodeError(f'value {_c7_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c7_c2_Exponent - -128) << 4) | (_c7_c2_Value < 0)
-                    n += 17
-                    _c7_c1_Value = None
-                    _c7_Amount = None
-                    _c7_c2_Exponent = None
-                    _m = (-_c7_c2_Value - 1 if _c7_c2_Value < 0 else _c7_c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
-                    _c7_c2_Value = None
-                    _c7_CostPerUnit = None
-                    v_AdditionalServicesCosts = None
-                    s = 4
-                elif v_OverstayCosts is not None:
-                    el = 'OverstayCosts'
-                    _o = v_OverstayCosts
-                    _c8_Amount = _o.Amount
-                    _c8_CostPerUnit = _o.CostPerUnit
-                    if not (_c8_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'OverstayCosts/Amount'
-                    _o = _c8_Amount
-                    _c8_c1_Exponent = _o.Exponent
-                    _c8_c1_Value = _o.Value
-                    if not (_c8_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'OverstayCosts/Amount/Exponent'
-                    if not -128 <= _c8_c1_Exponent <= 127: raise EncodeError(f'value {_c8_c1_Exponent!r} outside [-128, 127]')
-                    if not (_c8_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'OverstayCosts/Amount/Value'
-                    if _c8_c1_Value < -32768 or _c8_c1_Value > 32767: raise EncodeError(f'value {_c8_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | (2 << 15) | ((_c8_c1_Exponent - -128) << 4) | (_c8_c1_Value < 0)
-                    n += 18
-                    _c8_c1_Exponent = None
-                    _m = (-_c8_c1_Value - 1 if _c8_c1_Value < 0 else _c8_c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (_c8_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
-                    el = 'OverstayCosts/CostPerUnit'
-                    _o = _c8_CostPerUnit
-                    _c8_c2_Exponent = _o.Exponent
-                    _c8_c2_Value = _o.Value
-                    if not (_c8_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'OverstayCosts/CostPerUnit/Exponent'
-                    if not -128 <= _c8_c2_Exponent <= 127: raise EncodeError(f'value {_c8_c2_Exponent!r} outside [-128, 127]')
-                    if not (_c8_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'OverstayCosts/CostPerUnit/Value'
-                    if _c8_c2_Value < -32768 or _c8_c2_Value > 32767: raise EncodeError(f'value {_c8_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c8_c2_Exponent - -128) << 4) | (_c8_c2_Value < 0)
-                    n += 17
-                    _c8_c1_Value = None
-                    _c8_Amount = None
-                    _c8_c2_Exponent = None
-                    _m = (-_c8_c2_Value - 1 if _c8_c2_Value < 0 else _c8_c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
-                    _c8_c2_Value = None
-                    _c8_CostPerUnit = None
-                    v_OverstayCosts = None
-                    s = 5
-                elif i_TaxCosts < n_TaxCosts:
-                    el = 'TaxCosts'
-                    _o = v_TaxCosts[i_TaxCosts]
-                    _c9_TaxRuleID = _o.TaxRuleID
-                    _c9_Amount = _o.Amount
-                    if not (_c9_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
-                    el = 'TaxCosts/TaxRuleID'
-                    if _c9_TaxRuleID < 1 or _c9_TaxRuleID > 4294967295: raise EncodeError(f'value {_c9_TaxRuleID!r} outside [1, 4294967295]')
-                    v = (v << 5) | (3 << 2)
-                    n += 5
-                    if _c9_TaxRuleID < 128: v = (v << 8) | _c9_TaxRuleID; n += 8
-                    elif _c9_TaxRuleID < 16384: v = (v << 16) | ((_c9_TaxRuleID & 127) << 8) | 32768 | (_c9_TaxRuleID >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c9_TaxRuleID); v = w.v; n = w.n
-                    if not (_c9_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'TaxCosts/Amount'
-                    _o = _c9_Amount
-                    _c9_c1_Exponent = _o.Exponent
-                    _c9_c1_Value = _o.Value
-                    if not (_c9_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'TaxCosts/Amount/Exponent'
-                    if not -128 <= _c9_c1_Exponent <= 127: raise EncodeError(f'value {_c9_c1_Exponent!r} outside [-128, 127]')
-                    if not (_c9_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'TaxCosts/Amount/Value'
-                    if _c9_c1_Value < -32768 or _c9_c1_Value > 32767: raise EncodeError(f'value {_c9_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c9_c1_Exponent - -128) << 4) | (_c9_c1_Value < 0)
-                    n += 16
-                    _c9_TaxRuleID = None
-                    _c9_c1_Exponent = None
-                    _m = (-_c9_c1_Value - 1 if _c9_c1_Value < 0 else _c9_c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
-                    _c9_c1_Value = None
-                    _c9_Amount = None
-                    i_TaxCosts += 1
-                    s = 6
-                elif True:
-                    v = (v << 3) | 4
-                    n += 3
-                    if v_TimeAnchor is not None or v_EnergyCosts is not None or v_OccupancyCosts is not None or v_AdditionalServicesCosts is not None or v_OverstayCosts is not None or i_TaxCosts < n_TaxCosts: raise _leftover(o)
-                    s = -1
-            if s == 3:
-                if v_AdditionalServicesCosts is not None:
-                    el = 'AdditionalServicesCosts'
-                    _o = v_AdditionalServicesCosts
-                    _c10_Amount = _o.Amount
-                    _c10_CostPerUnit = _o.CostPerUnit
-                    if not (_c10_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'AdditionalServicesCosts/Amount'
-                    _o = _c10_Amount
-                    _c10_c1_Exponent = _o.Exponent
-                    _c10_c1_Value = _o.Value
-                    if not (_c10_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'AdditionalServicesCosts/Amount/Exponent'
-                    if not -128 <= _c10_c1_Exponent <= 127: raise EncodeError(f'value {_c10_c1_Exponent!r} outside [-128, 127]')
-                    if not (_c10_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'AdditionalServicesCosts/Amount/Value'
-                    if _c10_c1_Value < -32768 or _c10_c1_Value > 32767: raise EncodeError(f'value {_c10_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c10_c1_Exponent - -128) << 4) | (_c10_c1_Value < 0)
-                    n += 18
-                    _c10_c1_Exponent = None
-                    _m = (-_c10_c1_Value - 1 if _c10_c1_Value < 0 else _c10_c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (_c10_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
-                    el = 'AdditionalServicesCosts/CostPerUnit'
-                    _o = _c10_CostPerUnit
-                    _c10_c2_Exponent = _o.Exponent
-                    _c10_c2_Value = _o.Value
-                    if not (_c10_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
-                    if not -128 <= _c10_c2_Exponent <= 127: raise EncodeError(f'value {_c10_c2_Exponent!r} outside [-128, 127]')
-                    if not (_c10_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'AdditionalServicesCosts/CostPerUnit/Value'
-                    if _c10_c2_Value < -32768 or _c10_c2_Value > 32767: raise EncodeError(f'value {_c10_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c10_c2_Exponent - -128) << 4) | (_c10_c2_Value < 0)
-                    n += 17
-                    _c10_c1_Value = None
-                    _c10_Amount = None
-                    _c10_c2_Exponent = None
-                    _m = (-_c10_c2_Value - 1 if _c10_c2_Value < 0 else _c10_c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
-                    _c10_c2_Value = None
-                    _c10_CostPerUnit = None
-                    v_AdditionalServicesCosts = None
-                    s = 4
-                elif v_OverstayCosts is not None:
-                    el = 'OverstayCosts'
-                    _o = v_OverstayCosts
-                    _c11_Amount = _o.Amount
-                    _c11_CostPerUnit = _o.CostPerUnit
-                    if not (_c11_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'OverstayCosts/Amount'
-                    _o = _c11_Amount
-                    _c11_c1_Exponent = _o.Exponent
-                    _c11_c1_Value = _o.Value
-                    if not (_c11_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'OverstayCosts/Amount/Exponent'
-                    if not -128 <= _c11_c1_Exponent <= 127: raise EncodeError(f'value {_c11_c1_Exponent!r} outside [-128, 127]')
-                    if not (_c11_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'OverstayCosts/Amount/Value'
-                    if _c11_c1_Value < -32768 or _c11_c1_Value > 32767: raise EncodeError(f'value {_c11_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | (1 << 15) | ((_c11_c1_Exponent - -128) << 4) | (_c11_c1_Value < 0)
-                    n += 18
-                    _c11_c1_Exponent = None
-                    _m = (-_c11_c1_Value - 1 if _c11_c1_Value < 0 else _c11_c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (_c11_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
-                    el = 'OverstayCosts/CostPerUnit'
-                    _o = _c11_CostPerUnit
-                    _c11_c2_Exponent = _o.Exponent
-                    _c11_c2_Value = _o.Value
-                    if not (_c11_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'OverstayCosts/CostPerUnit/Exponent'
-                    if not -128 <= _c11_c2_Exponent <= 127: raise EncodeError(f'value {_c11_c2_Exponent!r} outside [-128, 127]')
-                    if not (_c11_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'OverstayCosts/CostPerUnit/Value'
-                    if _c11_c2_Value < -32768 or _c11_c2_Value > 32767: raise EncodeError(f'value {_c11_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c11_c2_Exponent - -128) << 4) | (_c11_c2_Value < 0)
-                    n += 17
-                    _c11_c1_Value = None
-                    _c11_Amount = None
-                    _c11_c2_Exponent = None
-                    _m = (-_c11_c2_Value - 1 if _c11_c2_Value < 0 else _c11_c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
-                    _c11_c2_Value = None
-                    _c11_CostPerUnit = None
-                    v_OverstayCosts = None
-                    s = 5
-                elif i_TaxCosts < n_TaxCosts:
-                    el = 'TaxCosts'
-                    _o = v_TaxCosts[i_TaxCosts]
-                    _c12_TaxRuleID = _o.TaxRuleID
-                    _c12_Amount = _o.Amount
-                    if not (_c12_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
-                    el = 'TaxCosts/TaxRuleID'
-                    if _c12_TaxRuleID < 1 or _c12_TaxRuleID > 4294967295: raise EncodeError(f'value {_c12_TaxRuleID!r} outside [1, 4294967295]')
-                    v = (v << 5) | (2 << 2)
-                    n += 5
-                    if _c12_TaxRuleID < 128: v = (v << 8) | _c12_TaxRuleID; n += 8
-                    elif _c12_TaxRuleID < 16384: v = (v << 16) | ((_c12_TaxRuleID & 127) << 8) | 32768 | (_c12_TaxRuleID >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c12_TaxRuleID); v = w.v; n = w.n
-                    if not (_c12_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'TaxCosts/Amount'
-                    _o = _c12_Amount
-                    _c12_c1_Exponent = _o.Exponent
-                    _c12_c1_Value = _o.Value
-                    if not (_c12_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'TaxCosts/Amount/Exponent'
-                    if not -128 <= _c12_c1_Exponent <= 127: raise EncodeError(f'value {_c12_c1_Exponent!r} outside [-128, 127]')
-                    if not (_c12_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'TaxCosts/Amount/Value'
-                    if _c12_c1_Value < -32768 or _c12_c1_Value > 32767: raise EncodeError(f'value {_c12_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c12_c1_Exponent - -128) << 4) | (_c12_c1_Value < 0)
-                    n += 16
-                    _c12_TaxRuleID = None
-                    _c12_c1_Exponent = None
-                    _m = (-_c12_c1_Value - 1 if _c12_c1_Value < 0 else _c12_c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
-                    _c12_c1_Value = None
-                    _c12_Amount = None
-                    i_TaxCosts += 1
-                    s = 6
-                elif True:
-                    v = (v << 3) | 3
-                    n += 3
-                    if v_TimeAnchor is not None or v_EnergyCosts is not None or v_OccupancyCosts is not None or v_AdditionalServicesCosts is not None or v_OverstayCosts is not None or i_TaxCosts < n_TaxCosts: raise _leftover(o)
-                    s = -1
-            if s == 4:
-                if v_OverstayCosts is not None:
-                    el = 'OverstayCosts'
-                    _o = v_OverstayCosts
-                    _c13_Amount = _o.Amount
-                    _c13_CostPerUnit = _o.CostPerUnit
-                    if not (_c13_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'OverstayCosts/Amount'
-                    _o = _c13_Amount
-                    _c13_c1_Exponent = _o.Exponent
-                    _c13_c1_Value = _o.Value
-                    if not (_c13_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'OverstayCosts/Amount/Exponent'
-                    if not -128 <= _c13_c1_Exponent <= 127: raise EncodeError(f'value {_c13_c1_Exponent!r} outside [-128, 127]')
-                    if not (_c13_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'OverstayCosts/Amount/Value'
-                    if _c13_c1_Value < -32768 or _c13_c1_Value > 32767: raise EncodeError(f'value {_c13_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c13_c1_Exponent - -128) << 4) | (_c13_c1_Value < 0)
-                    n += 17
-                    _c13_c1_Exponent = None
-                    _m = (-_c13_c1_Value - 1 if _c13_c1_Value < 0 else _c13_c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (_c13_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
-                    el = 'OverstayCosts/CostPerUnit'
-                    _o = _c13_CostPerUnit
-                    _c13_c2_Exponent = _o.Exponent
-                    _c13_c2_Value = _o.Value
-                    if not (_c13_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'OverstayCosts/CostPerUnit/Exponent'
-                    if not -128 <= _c13_c2_Exponent <= 127: raise EncodeError(f'value {_c13_c2_Exponent!r} outside [-128, 127]')
-                    if not (_c13_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'OverstayCosts/CostPerUnit/Value'
-                    if _c13_c2_Value < -32768 or _c13_c2_Value > 32767: raise EncodeError(f'value {_c13_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c13_c2_Exponent - -128) << 4) | (_c13_c2_Value < 0)
-                    n += 17
-                    _c13_c1_Value = None
-                    _c13_Amount = None
-                    _c13_c2_Exponent = None
-                    _m = (-_c13_c2_Value - 1 if _c13_c2_Value < 0 else _c13_c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
-                    _c13_c2_Value = None
-                    _c13_CostPerUnit = None
-                    v_OverstayCosts = None
-                    s = 5
-                elif i_TaxCosts < n_TaxCosts:
-                    el = 'TaxCosts'
-                    _o = v_TaxCosts[i_TaxCosts]
-                    _c14_TaxRuleID = _o.TaxRuleID
-                    _c14_Amount = _o.Amount
-                    if not (_c14_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
-                    el = 'TaxCosts/TaxRuleID'
-                    if _c14_TaxRuleID < 1 or _c14_TaxRuleID > 4294967295: raise EncodeError(f'value {_c14_TaxRuleID!r} outside [1, 4294967295]')
-                    v = (v << 4) | (1 << 2)
-                    n += 4
-                    if _c14_TaxRuleID < 128: v = (v << 8) | _c14_TaxRuleID; n += 8
-                    elif _c14_TaxRuleID < 16384: v = (v << 16) | ((_c14_TaxRuleID & 127) << 8) | 32768 | (_c14_TaxRuleID >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c14_TaxRuleID); v = w.v; n = w.n
-                    if not (_c14_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'TaxCosts/Amount'
-                    _o = _c14_Amount
-                    _c14_c1_Exponent = _o.Exponent
-                    _c14_c1_Value = _o.Value
-                    if not (_c14_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'TaxCosts/Amount/Exponent'
-                    if not -128 <= _c14_c1_Exponent <= 127: raise EncodeError(f'value {_c14_c1_Exponent!r} outside [-128, 127]')
-                    if not (_c14_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'TaxCosts/Amount/Value'
-                    if _c14_c1_Value < -32768 or _c14_c1_Value > 32767: raise EncodeError(f'value {_c14_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c14_c1_Exponent - -128) << 4) | (_c14_c1_Value < 0)
-                    n += 16
-                    _c14_TaxRuleID = None
-                    _c14_c1_Exponent = None
-                    _m = (-_c14_c1_Value - 1 if _c14_c1_Value < 0 else _c14_c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
-                    _c14_c1_Value = None
-                    _c14_Amount = None
-                    i_TaxCosts += 1
-                    s = 6
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if v_TimeAnchor is not None or v_EnergyCosts is not None or v_OccupancyCosts is not None or v_AdditionalServicesCosts is not None or v_OverstayCosts is not None or i_TaxCosts < n_TaxCosts: raise _leftover(o)
-                    s = -1
-            if s == 5:
+        if v_TimeAnchor is not None:
+            el = 'TimeAnchor'
+            if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
+            v <<= 2
+            n += 2
+            if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
+            elif v_TimeAnchor < 16384: v = (v << 16) | ((v_TimeAnchor & 127) << 8) | 32768 | (v_TimeAnchor >> 7); n += 16
+            elif v_TimeAnchor < 2097152: v = (v << 24) | ((v_TimeAnchor & 127) << 16) | (((v_TimeAnchor >> 7) & 127) << 8) | 8421376 | (v_TimeAnchor >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_TimeAnchor = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of TimeAnchor')
+        if s == 1:
+            if v_EnergyCosts is not None:
+                el = 'EnergyCosts'
+                _o = v_EnergyCosts
+                _c1_Amount = _o.Amount
+                _c1_CostPerUnit = _o.CostPerUnit
+                if not (_c1_Amount is not None): raise EncodeError('missing content: Amount')
+                el = 'EnergyCosts/Amount'
+                _o = _c1_Amount
+                _c1_c1_Exponent = _o.Exponent
+                _c1_c1_Value = _o.Value
+                if not (_c1_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'EnergyCosts/Amount/Exponent'
+                if not -128 <= _c1_c1_Exponent <= 127: raise EncodeError(f'value {_c1_c1_Exponent!r} outside [-128, 127]')
+                if not (_c1_c1_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EnergyCosts/Amount/Value'
+                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | ((_c1_c1_Exponent - -128) << 4) | (_c1_c1_Value < 0)
+                n += 18
+                _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if not (_c1_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                el = 'EnergyCosts/CostPerUnit'
+                _o = _c1_CostPerUnit
+                _c1_c2_Exponent = _o.Exponent
+                _c1_c2_Value = _o.Value
+                if not (_c1_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'EnergyCosts/CostPerUnit/Exponent'
+                if not -128 <= _c1_c2_Exponent <= 127: raise EncodeError(f'value {_c1_c2_Exponent!r} outside [-128, 127]')
+                if not (_c1_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EnergyCosts/CostPerUnit/Value'
+                if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: raise EncodeError(f'value {_c1_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | ((_c1_c2_Exponent - -128) << 4) | (_c1_c2_Value < 0)
+                n += 17
+                _m = (-_c1_c2_Value - 1 if _c1_c2_Value < 0 else _c1_c2_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                v_EnergyCosts = None
+                s = 2
+            elif v_OccupancyCosts is not None:
+                el = 'OccupancyCosts'
+                _o = v_OccupancyCosts
+                _c2_Amount = _o.Amount
+                _c2_CostPerUnit = _o.CostPerUnit
+                if not (_c2_Amount is not None): raise EncodeError('missing content: Amount')
+                el = 'OccupancyCosts/Amount'
+                _o = _c2_Amount
+                _c2_c1_Exponent = _o.Exponent
+                _c2_c1_Value = _o.Value
+                if not (_c2_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'OccupancyCosts/Amount/Exponent'
+                if not -128 <= _c2_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_Exponent!r} outside [-128, 127]')
+                if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
+                el = 'OccupancyCosts/Amount/Value'
+                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | (1 << 15) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
+                n += 18
+                _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if not (_c2_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                el = 'OccupancyCosts/CostPerUnit'
+                _o = _c2_CostPerUnit
+                _c2_c2_Exponent = _o.Exponent
+                _c2_c2_Value = _o.Value
+                if not (_c2_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'OccupancyCosts/CostPerUnit/Exponent'
+                if not -128 <= _c2_c2_Exponent <= 127: raise EncodeError(f'value {_c2_c2_Exponent!r} outside [-128, 127]')
+                if not (_c2_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'OccupancyCosts/CostPerUnit/Value'
+                if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | ((_c2_c2_Exponent - -128) << 4) | (_c2_c2_Value < 0)
+                n += 17
+                _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                v_OccupancyCosts = None
+                s = 3
+            elif v_AdditionalServicesCosts is not None:
+                el = 'AdditionalServicesCosts'
+                _o = v_AdditionalServicesCosts
+                _c3_Amount = _o.Amount
+                _c3_CostPerUnit = _o.CostPerUnit
+                if not (_c3_Amount is not None): raise EncodeError('missing content: Amount')
+                el = 'AdditionalServicesCosts/Amount'
+                _o = _c3_Amount
+                _c3_c1_Exponent = _o.Exponent
+                _c3_c1_Value = _o.Value
+                if not (_c3_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'AdditionalServicesCosts/Amount/Exponent'
+                if not -128 <= _c3_c1_Exponent <= 127: raise EncodeError(f'value {_c3_c1_Exponent!r} outside [-128, 127]')
+                if not (_c3_c1_Value is not None): raise EncodeError('missing content: Value')
+                el = 'AdditionalServicesCosts/Amount/Value'
+                if _c3_c1_Value < -32768 or _c3_c1_Value > 32767: raise EncodeError(f'value {_c3_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | (2 << 15) | ((_c3_c1_Exponent - -128) << 4) | (_c3_c1_Value < 0)
+                n += 18
+                _m = (-_c3_c1_Value - 1 if _c3_c1_Value < 0 else _c3_c1_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if not (_c3_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                el = 'AdditionalServicesCosts/CostPerUnit'
+                _o = _c3_CostPerUnit
+                _c3_c2_Exponent = _o.Exponent
+                _c3_c2_Value = _o.Value
+                if not (_c3_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
+                if not -128 <= _c3_c2_Exponent <= 127: raise EncodeError(f'value {_c3_c2_Exponent!r} outside [-128, 127]')
+                if not (_c3_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'AdditionalServicesCosts/CostPerUnit/Value'
+                if _c3_c2_Value < -32768 or _c3_c2_Value > 32767: raise EncodeError(f'value {_c3_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | ((_c3_c2_Exponent - -128) << 4) | (_c3_c2_Value < 0)
+                n += 17
+                _m = (-_c3_c2_Value - 1 if _c3_c2_Value < 0 else _c3_c2_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                v_AdditionalServicesCosts = None
+                s = 4
+            elif v_OverstayCosts is not None:
+                el = 'OverstayCosts'
+                _o = v_OverstayCosts
+                _c4_Amount = _o.Amount
+                _c4_CostPerUnit = _o.CostPerUnit
+                if not (_c4_Amount is not None): raise EncodeError('missing content: Amount')
+                el = 'OverstayCosts/Amount'
+                _o = _c4_Amount
+                _c4_c1_Exponent = _o.Exponent
+                _c4_c1_Value = _o.Value
+                if not (_c4_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'OverstayCosts/Amount/Exponent'
+                if not -128 <= _c4_c1_Exponent <= 127: raise EncodeError(f'value {_c4_c1_Exponent!r} outside [-128, 127]')
+                if not (_c4_c1_Value is not None): raise EncodeError('missing content: Value')
+                el = 'OverstayCosts/Amount/Value'
+                if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: raise EncodeError(f'value {_c4_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | (3 << 15) | ((_c4_c1_Exponent - -128) << 4) | (_c4_c1_Value < 0)
+                n += 18
+                _m = (-_c4_c1_Value - 1 if _c4_c1_Value < 0 else _c4_c1_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if not (_c4_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                el = 'OverstayCosts/CostPerUnit'
+                _o = _c4_CostPerUnit
+                _c4_c2_Exponent = _o.Exponent
+                _c4_c2_Value = _o.Value
+                if not (_c4_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'OverstayCosts/CostPerUnit/Exponent'
+                if not -128 <= _c4_c2_Exponent <= 127: raise EncodeError(f'value {_c4_c2_Exponent!r} outside [-128, 127]')
+                if not (_c4_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'OverstayCosts/CostPerUnit/Value'
+                if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | ((_c4_c2_Exponent - -128) << 4) | (_c4_c2_Value < 0)
+                n += 17
+                _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                v_OverstayCosts = None
+                s = 5
+            elif i_TaxCosts < n_TaxCosts:
+                el = 'TaxCosts'
+                _o = v_TaxCosts[i_TaxCosts]
+                _c5_TaxRuleID = _o.TaxRuleID
+                _c5_Amount = _o.Amount
+                if not (_c5_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
+                el = 'TaxCosts/TaxRuleID'
+                if _c5_TaxRuleID < 1 or _c5_TaxRuleID > 4294967295: raise EncodeError(f'value {_c5_TaxRuleID!r} outside [1, 4294967295]')
+                v = (v << 5) | (4 << 2)
+                n += 5
+                if _c5_TaxRuleID < 128: v = (v << 8) | _c5_TaxRuleID; n += 8
+                elif _c5_TaxRuleID < 16384: v = (v << 16) | ((_c5_TaxRuleID & 127) << 8) | 32768 | (_c5_TaxRuleID >> 7); n += 16
+                elif _c5_TaxRuleID < 2097152: v = (v << 24) | ((_c5_TaxRuleID & 127) << 16) | (((_c5_TaxRuleID >> 7) & 127) << 8) | 8421376 | (_c5_TaxRuleID >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c5_TaxRuleID); v = w.v; n = w.n
+                if not (_c5_Amount is not None): raise EncodeError('missing content: Amount')
+                el = 'TaxCosts/Amount'
+                _o = _c5_Amount
+                _c5_c1_Exponent = _o.Exponent
+                _c5_c1_Value = _o.Value
+                if not (_c5_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'TaxCosts/Amount/Exponent'
+                if not -128 <= _c5_c1_Exponent <= 127: raise EncodeError(f'value {_c5_c1_Exponent!r} outside [-128, 127]')
+                if not (_c5_c1_Value is not None): raise EncodeError('missing content: Value')
+                el = 'TaxCosts/Amount/Value'
+                if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: raise EncodeError(f'value {_c5_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 16) | ((_c5_c1_Exponent - -128) << 4) | (_c5_c1_Value < 0)
+                n += 16
+                _m = (-_c5_c1_Value - 1 if _c5_c1_Value < 0 else _c5_c1_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                i_TaxCosts += 1
+                s = 6
+            elif True:
+                v = (v << 3) | 5
+                n += 3
+                if v_TimeAnchor is not None or v_EnergyCosts is not None or v_OccupancyCosts is not None or v_AdditionalServicesCosts is not None or v_OverstayCosts is not None or i_TaxCosts < n_TaxCosts: raise _leftover(o)
+                s = -1
+        if s == 2:
+            if v_OccupancyCosts is not None:
+                el = 'OccupancyCosts'
+                _o = v_OccupancyCosts
+                _c6_Amount = _o.Amount
+                _c6_CostPerUnit = _o.CostPerUnit
+                if not (_c6_Amount is not None): raise EncodeError('missing content: Amount')
+                el = 'OccupancyCosts/Amount'
+                _o = _c6_Amount
+                _c6_c1_Exponent = _o.Exponent
+                _c6_c1_Value = _o.Value
+                if not (_c6_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'OccupancyCosts/Amount/Exponent'
+                if not -128 <= _c6_c1_Exponent <= 127: raise EncodeError(f'value {_c6_c1_Exponent!r} outside [-128, 127]')
+                if not (_c6_c1_Value is not None): raise EncodeError('missing content: Value')
+                el = 'OccupancyCosts/Amount/Value'
+                if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: raise EncodeError(f'value {_c6_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | ((_c6_c1_Exponent - -128) << 4) | (_c6_c1_Value < 0)
+                n += 18
+                _m = (-_c6_c1_Value - 1 if _c6_c1_Value < 0 else _c6_c1_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if not (_c6_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                el = 'OccupancyCosts/CostPerUnit'
+                _o = _c6_CostPerUnit
+                _c6_c2_Exponent = _o.Exponent
+                _c6_c2_Value = _o.Value
+                if not (_c6_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'OccupancyCosts/CostPerUnit/Exponent'
+                if not -128 <= _c6_c2_Exponent <= 127: raise EncodeError(f'value {_c6_c2_Exponent!r} outside [-128, 127]')
+                if not (_c6_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'OccupancyCosts/CostPerUnit/Value'
+                if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: raise EncodeError(f'value {_c6_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | ((_c6_c2_Exponent - -128) << 4) | (_c6_c2_Value < 0)
+                n += 17
+                _m = (-_c6_c2_Value - 1 if _c6_c2_Value < 0 else _c6_c2_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                v_OccupancyCosts = None
+                s = 3
+            elif v_AdditionalServicesCosts is not None:
+                el = 'AdditionalServicesCosts'
+                _o = v_AdditionalServicesCosts
+                _c7_Amount = _o.Amount
+                _c7_CostPerUnit = _o.CostPerUnit
+                if not (_c7_Amount is not None): raise EncodeError('missing content: Amount')
+                el = 'AdditionalServicesCosts/Amount'
+                _o = _c7_Amount
+                _c7_c1_Exponent = _o.Exponent
+                _c7_c1_Value = _o.Value
+                if not (_c7_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'AdditionalServicesCosts/Amount/Exponent'
+                if not -128 <= _c7_c1_Exponent <= 127: raise EncodeError(f'value {_c7_c1_Exponent!r} outside [-128, 127]')
+                if not (_c7_c1_Value is not None): raise EncodeError('missing content: Value')
+                el = 'AdditionalServicesCosts/Amount/Value'
+                if _c7_c1_Value < -32768 or _c7_c1_Value > 32767: raise EncodeError(f'value {_c7_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | (1 << 15) | ((_c7_c1_Exponent - -128) << 4) | (_c7_c1_Value < 0)
+                n += 18
+                _m = (-_c7_c1_Value - 1 if _c7_c1_Value < 0 else _c7_c1_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if not (_c7_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                el = 'AdditionalServicesCosts/CostPerUnit'
+                _o = _c7_CostPerUnit
+                _c7_c2_Exponent = _o.Exponent
+                _c7_c2_Value = _o.Value
+                if not (_c7_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
+                if not -128 <= _c7_c2_Exponent <= 127: raise EncodeError(f'value {_c7_c2_Exponent!r} outside [-128, 127]')
+                if not (_c7_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'AdditionalServicesCosts/CostPerUnit/Value'
+                if _c7_c2_Value < -32768 or _c7_c2_Value > 32767: raise EncodeError(f'value {_c7_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | ((_c7_c2_Exponent - -128) << 4) | (_c7_c2_Value < 0)
+                n += 17
+                _m = (-_c7_c2_Value - 1 if _c7_c2_Value < 0 else _c7_c2_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                v_AdditionalServicesCosts = None
+                s = 4
+            elif v_OverstayCosts is not None:
+                el = 'OverstayCosts'
+                _o = v_OverstayCosts
+                _c8_Amount = _o.Amount
+                _c8_CostPerUnit = _o.CostPerUnit
+                if not (_c8_Amount is not None): raise EncodeError('missing content: Amount')
+                el = 'OverstayCosts/Amount'
+                _o = _c8_Amount
+                _c8_c1_Exponent = _o.Exponent
+                _c8_c1_Value = _o.Value
+                if not (_c8_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'OverstayCosts/Amount/Exponent'
+                if not -128 <= _c8_c1_Exponent <= 127: raise EncodeError(f'value {_c8_c1_Exponent!r} outside [-128, 127]')
+                if not (_c8_c1_Value is not None): raise EncodeError('missing content: Value')
+                el = 'OverstayCosts/Amount/Value'
+                if _c8_c1_Value < -32768 or _c8_c1_Value > 32767: raise EncodeError(f'value {_c8_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | (2 << 15) | ((_c8_c1_Exponent - -128) << 4) | (_c8_c1_Value < 0)
+                n += 18
+                _m = (-_c8_c1_Value - 1 if _c8_c1_Value < 0 else _c8_c1_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if not (_c8_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                el = 'OverstayCosts/CostPerUnit'
+                _o = _c8_CostPerUnit
+                _c8_c2_Exponent = _o.Exponent
+                _c8_c2_Value = _o.Value
+                if not (_c8_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'OverstayCosts/CostPerUnit/Exponent'
+                if not -128 <= _c8_c2_Exponent <= 127: raise EncodeError(f'value {_c8_c2_Exponent!r} outside [-128, 127]')
+                if not (_c8_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'OverstayCosts/CostPerUnit/Value'
+                if _c8_c2_Value < -32768 or _c8_c2_Value > 32767: raise EncodeError(f'value {_c8_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | ((_c8_c2_Exponent - -128) << 4) | (_c8_c2_Value < 0)
+                n += 17
+                _m = (-_c8_c2_Value - 1 if _c8_c2_Value < 0 else _c8_c2_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                v_OverstayCosts = None
+                s = 5
+            elif i_TaxCosts < n_TaxCosts:
+                el = 'TaxCosts'
+                _o = v_TaxCosts[i_TaxCosts]
+                _c9_TaxRuleID = _o.TaxRuleID
+                _c9_Amount = _o.Amount
+                if not (_c9_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
+                el = 'TaxCosts/TaxRuleID'
+                if _c9_TaxRuleID < 1 or _c9_TaxRuleID > 4294967295: raise EncodeError(f'value {_c9_TaxRuleID!r} outside [1, 4294967295]')
+                v = (v << 5) | (3 << 2)
+                n += 5
+                if _c9_TaxRuleID < 128: v = (v << 8) | _c9_TaxRuleID; n += 8
+                elif _c9_TaxRuleID < 16384: v = (v << 16) | ((_c9_TaxRuleID & 127) << 8) | 32768 | (_c9_TaxRuleID >> 7); n += 16
+                elif _c9_TaxRuleID < 2097152: v = (v << 24) | ((_c9_TaxRuleID & 127) << 16) | (((_c9_TaxRuleID >> 7) & 127) << 8) | 8421376 | (_c9_TaxRuleID >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c9_TaxRuleID); v = w.v; n = w.n
+                if not (_c9_Amount is not None): raise EncodeError('missing content: Amount')
+                el = 'TaxCosts/Amount'
+                _o = _c9_Amount
+                _c9_c1_Exponent = _o.Exponent
+                _c9_c1_Value = _o.Value
+                if not (_c9_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'TaxCosts/Amount/Exponent'
+                if not -128 <= _c9_c1_Exponent <= 127: raise EncodeError(f'value {_c9_c1_Exponent!r} outside [-128, 127]')
+                if not (_c9_c1_Value is not None): raise EncodeError('missing content: Value')
+                el = 'TaxCosts/Amount/Value'
+                if _c9_c1_Value < -32768 or _c9_c1_Value > 32767: raise EncodeError(f'value {_c9_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 16) | ((_c9_c1_Exponent - -128) << 4) | (_c9_c1_Value < 0)
+                n += 16
+                _m = (-_c9_c1_Value - 1 if _c9_c1_Value < 0 else _c9_c1_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                i_TaxCosts += 1
+                s = 6
+            elif True:
+                v = (v << 3) | 4
+                n += 3
+                if v_TimeAnchor is not None or v_EnergyCosts is not None or v_OccupancyCosts is not None or v_AdditionalServicesCosts is not None or v_OverstayCosts is not None or i_TaxCosts < n_TaxCosts: raise _leftover(o)
+                s = -1
+        if s == 3:
+            if v_AdditionalServicesCosts is not None:
+                el = 'AdditionalServicesCosts'
+                _o = v_AdditionalServicesCosts
+                _c10_Amount = _o.Amount
+                _c10_CostPerUnit = _o.CostPerUnit
+                if not (_c10_Amount is not None): raise EncodeError('missing content: Amount')
+                el = 'AdditionalServicesCosts/Amount'
+                _o = _c10_Amount
+                _c10_c1_Exponent = _o.Exponent
+                _c10_c1_Value = _o.Value
+                if not (_c10_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'AdditionalServicesCosts/Amount/Exponent'
+                if not -128 <= _c10_c1_Exponent <= 127: raise EncodeError(f'value {_c10_c1_Exponent!r} outside [-128, 127]')
+                if not (_c10_c1_Value is not None): raise EncodeError('missing content: Value')
+                el = 'AdditionalServicesCosts/Amount/Value'
+                if _c10_c1_Value < -32768 or _c10_c1_Value > 32767: raise EncodeError(f'value {_c10_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | ((_c10_c1_Exponent - -128) << 4) | (_c10_c1_Value < 0)
+                n += 18
+                _m = (-_c10_c1_Value - 1 if _c10_c1_Value < 0 else _c10_c1_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if not (_c10_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                el = 'AdditionalServicesCosts/CostPerUnit'
+                _o = _c10_CostPerUnit
+                _c10_c2_Exponent = _o.Exponent
+                _c10_c2_Value = _o.Value
+                if not (_c10_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
+                if not -128 <= _c10_c2_Exponent <= 127: raise EncodeError(f'value {_c10_c2_Exponent!r} outside [-128, 127]')
+                if not (_c10_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'AdditionalServicesCosts/CostPerUnit/Value'
+                if _c10_c2_Value < -32768 or _c10_c2_Value > 32767: raise EncodeError(f'value {_c10_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | ((_c10_c2_Exponent - -128) << 4) | (_c10_c2_Value < 0)
+                n += 17
+                _m = (-_c10_c2_Value - 1 if _c10_c2_Value < 0 else _c10_c2_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                v_AdditionalServicesCosts = None
+                s = 4
+            elif v_OverstayCosts is not None:
+                el = 'OverstayCosts'
+                _o = v_OverstayCosts
+                _c11_Amount = _o.Amount
+                _c11_CostPerUnit = _o.CostPerUnit
+                if not (_c11_Amount is not None): raise EncodeError('missing content: Amount')
+                el = 'OverstayCosts/Amount'
+                _o = _c11_Amount
+                _c11_c1_Exponent = _o.Exponent
+                _c11_c1_Value = _o.Value
+                if not (_c11_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'OverstayCosts/Amount/Exponent'
+                if not -128 <= _c11_c1_Exponent <= 127: raise EncodeError(f'value {_c11_c1_Exponent!r} outside [-128, 127]')
+                if not (_c11_c1_Value is not None): raise EncodeError('missing content: Value')
+                el = 'OverstayCosts/Amount/Value'
+                if _c11_c1_Value < -32768 or _c11_c1_Value > 32767: raise EncodeError(f'value {_c11_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | (1 << 15) | ((_c11_c1_Exponent - -128) << 4) | (_c11_c1_Value < 0)
+                n += 18
+                _m = (-_c11_c1_Value - 1 if _c11_c1_Value < 0 else _c11_c1_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if not (_c11_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                el = 'OverstayCosts/CostPerUnit'
+                _o = _c11_CostPerUnit
+                _c11_c2_Exponent = _o.Exponent
+                _c11_c2_Value = _o.Value
+                if not (_c11_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'OverstayCosts/CostPerUnit/Exponent'
+                if not -128 <= _c11_c2_Exponent <= 127: raise EncodeError(f'value {_c11_c2_Exponent!r} outside [-128, 127]')
+                if not (_c11_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'OverstayCosts/CostPerUnit/Value'
+                if _c11_c2_Value < -32768 or _c11_c2_Value > 32767: raise EncodeError(f'value {_c11_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | ((_c11_c2_Exponent - -128) << 4) | (_c11_c2_Value < 0)
+                n += 17
+                _m = (-_c11_c2_Value - 1 if _c11_c2_Value < 0 else _c11_c2_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                v_OverstayCosts = None
+                s = 5
+            elif i_TaxCosts < n_TaxCosts:
+                el = 'TaxCosts'
+                _o = v_TaxCosts[i_TaxCosts]
+                _c12_TaxRuleID = _o.TaxRuleID
+                _c12_Amount = _o.Amount
+                if not (_c12_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
+                el = 'TaxCosts/TaxRuleID'
+                if _c12_TaxRuleID < 1 or _c12_TaxRuleID > 4294967295: raise EncodeError(f'value {_c12_TaxRuleID!r} outside [1, 4294967295]')
+                v = (v << 5) | (2 << 2)
+                n += 5
+                if _c12_TaxRuleID < 128: v = (v << 8) | _c12_TaxRuleID; n += 8
+                elif _c12_TaxRuleID < 16384: v = (v << 16) | ((_c12_TaxRuleID & 127) << 8) | 32768 | (_c12_TaxRuleID >> 7); n += 16
+                elif _c12_TaxRuleID < 2097152: v = (v << 24) | ((_c12_TaxRuleID & 127) << 16) | (((_c12_TaxRuleID >> 7) & 127) << 8) | 8421376 | (_c12_TaxRuleID >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c12_TaxRuleID); v = w.v; n = w.n
+                if not (_c12_Amount is not None): raise EncodeError('missing content: Amount')
+                el = 'TaxCosts/Amount'
+                _o = _c12_Amount
+                _c12_c1_Exponent = _o.Exponent
+                _c12_c1_Value = _o.Value
+                if not (_c12_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'TaxCosts/Amount/Exponent'
+                if not -128 <= _c12_c1_Exponent <= 127: raise EncodeError(f'value {_c12_c1_Exponent!r} outside [-128, 127]')
+                if not (_c12_c1_Value is not None): raise EncodeError('missing content: Value')
+                el = 'TaxCosts/Amount/Value'
+                if _c12_c1_Value < -32768 or _c12_c1_Value > 32767: raise EncodeError(f'value {_c12_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 16) | ((_c12_c1_Exponent - -128) << 4) | (_c12_c1_Value < 0)
+                n += 16
+                _m = (-_c12_c1_Value - 1 if _c12_c1_Value < 0 else _c12_c1_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                i_TaxCosts += 1
+                s = 6
+            elif True:
+                v = (v << 3) | 3
+                n += 3
+                if v_TimeAnchor is not None or v_EnergyCosts is not None or v_OccupancyCosts is not None or v_AdditionalServicesCosts is not None or v_OverstayCosts is not None or i_TaxCosts < n_TaxCosts: raise _leftover(o)
+                s = -1
+        if s == 4:
+            if v_OverstayCosts is not None:
+                el = 'OverstayCosts'
+                _o = v_OverstayCosts
+                _c13_Amount = _o.Amount
+                _c13_CostPerUnit = _o.CostPerUnit
+                if not (_c13_Amount is not None): raise EncodeError('missing content: Amount')
+                el = 'OverstayCosts/Amount'
+                _o = _c13_Amount
+                _c13_c1_Exponent = _o.Exponent
+                _c13_c1_Value = _o.Value
+                if not (_c13_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'OverstayCosts/Amount/Exponent'
+                if not -128 <= _c13_c1_Exponent <= 127: raise EncodeError(f'value {_c13_c1_Exponent!r} outside [-128, 127]')
+                if not (_c13_c1_Value is not None): raise EncodeError('missing content: Value')
+                el = 'OverstayCosts/Amount/Value'
+                if _c13_c1_Value < -32768 or _c13_c1_Value > 32767: raise EncodeError(f'value {_c13_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | ((_c13_c1_Exponent - -128) << 4) | (_c13_c1_Value < 0)
+                n += 17
+                _m = (-_c13_c1_Value - 1 if _c13_c1_Value < 0 else _c13_c1_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if not (_c13_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                el = 'OverstayCosts/CostPerUnit'
+                _o = _c13_CostPerUnit
+                _c13_c2_Exponent = _o.Exponent
+                _c13_c2_Value = _o.Value
+                if not (_c13_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'OverstayCosts/CostPerUnit/Exponent'
+                if not -128 <= _c13_c2_Exponent <= 127: raise EncodeError(f'value {_c13_c2_Exponent!r} outside [-128, 127]')
+                if not (_c13_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'OverstayCosts/CostPerUnit/Value'
+                if _c13_c2_Value < -32768 or _c13_c2_Value > 32767: raise EncodeError(f'value {_c13_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | ((_c13_c2_Exponent - -128) << 4) | (_c13_c2_Value < 0)
+                n += 17
+                _m = (-_c13_c2_Value - 1 if _c13_c2_Value < 0 else _c13_c2_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                v_OverstayCosts = None
+                s = 5
+            elif i_TaxCosts < n_TaxCosts:
+                el = 'TaxCosts'
+                _o = v_TaxCosts[i_TaxCosts]
+                _c14_TaxRuleID = _o.TaxRuleID
+                _c14_Amount = _o.Amount
+                if not (_c14_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
+                el = 'TaxCosts/TaxRuleID'
+                if _c14_TaxRuleID < 1 or _c14_TaxRuleID > 4294967295: raise EncodeError(f'value {_c14_TaxRuleID!r} outside [1, 4294967295]')
+                v = (v << 4) | (1 << 2)
+                n += 4
+                if _c14_TaxRuleID < 128: v = (v << 8) | _c14_TaxRuleID; n += 8
+                elif _c14_TaxRuleID < 16384: v = (v << 16) | ((_c14_TaxRuleID & 127) << 8) | 32768 | (_c14_TaxRuleID >> 7); n += 16
+                elif _c14_TaxRuleID < 2097152: v = (v << 24) | ((_c14_TaxRuleID & 127) << 16) | (((_c14_TaxRuleID >> 7) & 127) << 8) | 8421376 | (_c14_TaxRuleID >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c14_TaxRuleID); v = w.v; n = w.n
+                if not (_c14_Amount is not None): raise EncodeError('missing content: Amount')
+                el = 'TaxCosts/Amount'
+                _o = _c14_Amount
+                _c14_c1_Exponent = _o.Exponent
+                _c14_c1_Value = _o.Value
+                if not (_c14_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'TaxCosts/Amount/Exponent'
+                if not -128 <= _c14_c1_Exponent <= 127: raise EncodeError(f'value {_c14_c1_Exponent!r} outside [-128, 127]')
+                if not (_c14_c1_Value is not None): raise EncodeError('missing content: Value')
+                el = 'TaxCosts/Amount/Value'
+                if _c14_c1_Value < -32768 or _c14_c1_Value > 32767: raise EncodeError(f'value {_c14_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 16) | ((_c14_c1_Exponent - -128) << 4) | (_c14_c1_Value < 0)
+                n += 16
+                _m = (-_c14_c1_Value - 1 if _c14_c1_Value < 0 else _c14_c1_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                i_TaxCosts += 1
+                s = 6
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                if v_TimeAnchor is not None or v_EnergyCosts is not None or v_OccupancyCosts is not None or v_AdditionalServicesCosts is not None or v_OverstayCosts is not None or i_TaxCosts < n_TaxCosts: raise _leftover(o)
+                s = -1
+        if s == 5:
+            if i_TaxCosts < n_TaxCosts:
+                el = 'TaxCosts'
+                _o = v_TaxCosts[i_TaxCosts]
+                _c15_TaxRuleID = _o.TaxRuleID
+                _c15_Amount = _o.Amount
+                if not (_c15_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
+                el = 'TaxCosts/TaxRuleID'
+                if _c15_TaxRuleID < 1 or _c15_TaxRuleID > 4294967295: raise EncodeError(f'value {_c15_TaxRuleID!r} outside [1, 4294967295]')
+                v <<= 4
+                n += 4
+                if _c15_TaxRuleID < 128: v = (v << 8) | _c15_TaxRuleID; n += 8
+                elif _c15_TaxRuleID < 16384: v = (v << 16) | ((_c15_TaxRuleID & 127) << 8) | 32768 | (_c15_TaxRuleID >> 7); n += 16
+                elif _c15_TaxRuleID < 2097152: v = (v << 24) | ((_c15_TaxRuleID & 127) << 16) | (((_c15_TaxRuleID >> 7) & 127) << 8) | 8421376 | (_c15_TaxRuleID >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c15_TaxRuleID); v = w.v; n = w.n
+                if not (_c15_Amount is not None): raise EncodeError('missing content: Amount')
+                el = 'TaxCosts/Amount'
+                _o = _c15_Amount
+                _c15_c1_Exponent = _o.Exponent
+                _c15_c1_Value = _o.Value
+                if not (_c15_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'TaxCosts/Amount/Exponent'
+                if not -128 <= _c15_c1_Exponent <= 127: raise EncodeError(f'value {_c15_c1_Exponent!r} outside [-128, 127]')
+                if not (_c15_c1_Value is not None): raise EncodeError('missing content: Value')
+                el = 'TaxCosts/Amount/Value'
+                if _c15_c1_Value < -32768 or _c15_c1_Value > 32767: raise EncodeError(f'value {_c15_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 16) | ((_c15_c1_Exponent - -128) << 4) | (_c15_c1_Value < 0)
+                n += 16
+                _m = (-_c15_c1_Value - 1 if _c15_c1_Value < 0 else _c15_c1_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                i_TaxCosts += 1
+                s = 6
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_TimeAnchor is not None or v_EnergyCosts is not None or v_OccupancyCosts is not None or v_AdditionalServicesCosts is not None or v_OverstayCosts is not None or i_TaxCosts < n_TaxCosts: raise _leftover(o)
+                s = -1
+        if s == 6:
+            _k = 0
+            while True:
                 if i_TaxCosts < n_TaxCosts:
                     el = 'TaxCosts'
                     _o = v_TaxCosts[i_TaxCosts]
-                    _c15_TaxRuleID = _o.TaxRuleID
-                    _c15_Amount = _o.Amount
-                    if not (_c15_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
+                    _c16_TaxRuleID = _o.TaxRuleID
+                    _c16_Amount = _o.Amount
+                    if not (_c16_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
                     el = 'TaxCosts/TaxRuleID'
-                    if _c15_TaxRuleID < 1 or _c15_TaxRuleID > 4294967295: raise EncodeError(f'value {_c15_TaxRuleID!r} outside [1, 4294967295]')
+                    if _c16_TaxRuleID < 1 or _c16_TaxRuleID > 4294967295: raise EncodeError(f'value {_c16_TaxRuleID!r} outside [1, 4294967295]')
                     v <<= 4
                     n += 4
-                    if _c15_TaxRuleID < 128: v = (v << 8) | _c15_TaxRuleID; n += 8
-                    elif _c15_TaxRuleID < 16384: v = (v << 16) | ((_c15_TaxRuleID & 127) << 8) | 32768 | (_c15_TaxRuleID >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c15_TaxRuleID); v = w.v; n = w.n
-                    if not (_c15_Amount is not None): raise EncodeError('missing content: Amount')
+                    if _c16_TaxRuleID < 128: v = (v << 8) | _c16_TaxRuleID; n += 8
+                    elif _c16_TaxRuleID < 16384: v = (v << 16) | ((_c16_TaxRuleID & 127) << 8) | 32768 | (_c16_TaxRuleID >> 7); n += 16
+                    elif _c16_TaxRuleID < 2097152: v = (v << 24) | ((_c16_TaxRuleID & 127) << 16) | (((_c16_TaxRuleID >> 7) & 127) << 8) | 8421376 | (_c16_TaxRuleID >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c16_TaxRuleID); v = w.v; n = w.n
+                    if not (_c16_Amount is not None): raise EncodeError('missing content: Amount')
                     el = 'TaxCosts/Amount'
-                    _o = _c15_Amount
-                    _c15_c1_Exponent = _o.Exponent
-                    _c15_c1_Value = _o.Value
-                    if not (_c15_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    _o = _c16_Amount
+                    _c16_c1_Exponent = _o.Exponent
+                    _c16_c1_Value = _o.Value
+                    if not (_c16_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
                     el = 'TaxCosts/Amount/Exponent'
-                    if not -128 <= _c15_c1_Exponent <= 127: raise EncodeError(f'value {_c15_c1_Exponent!r} outside [-128, 127]')
-                    if not (_c15_c1_Value is not None): raise EncodeError('missing content: Value')
+                    if not -128 <= _c16_c1_Exponent <= 127: raise EncodeError(f'value {_c16_c1_Exponent!r} outside [-128, 127]')
+                    if not (_c16_c1_Value is not None): raise EncodeError('missing content: Value')
                     el = 'TaxCosts/Amount/Value'
-                    if _c15_c1_Value < -32768 or _c15_c1_Value > 32767: raise EncodeError(f'value {_c15_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c15_c1_Exponent - -128) << 4) | (_c15_c1_Value < 0)
+                    if _c16_c1_Value < -32768 or _c16_c1_Value > 32767: raise EncodeError(f'value {_c16_c1_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c16_c1_Exponent - -128) << 4) | (_c16_c1_Value < 0)
                     n += 16
-                    _c15_TaxRuleID = None
-                    _c15_c1_Exponent = None
-                    _m = (-_c15_c1_Value - 1 if _c15_c1_Value < 0 else _c15_c1_Value)
+                    _m = (-_c16_c1_Value - 1 if _c16_c1_Value < 0 else _c16_c1_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
-                    _c15_c1_Value = None
-                    _c15_Amount = None
                     i_TaxCosts += 1
-                    s = 6
+                    _k += 1
+                    if _k == 9:
+                        s = 15
+                        break
                 elif True:
                     v = (v << 2) | 1
                     n += 2
                     if v_TimeAnchor is not None or v_EnergyCosts is not None or v_OccupancyCosts is not None or v_AdditionalServicesCosts is not None or v_OverstayCosts is not None or i_TaxCosts < n_TaxCosts: raise _leftover(o)
                     s = -1
-            if s == 6:
-                _k = 0
-                while True:
-                    if i_TaxCosts < n_TaxCosts:
-                        el = 'TaxCosts'
-                        _o = v_TaxCosts[i_TaxCosts]
-                        _c16_TaxRuleID = _o.TaxRuleID
-                        _c16_Amount = _o.Amount
-                        if not (_c16_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
-                        el = 'TaxCosts/TaxRuleID'
-                        if _c16_TaxRuleID < 1 or _c16_TaxRuleID > 4294967295: raise EncodeError(f'value {_c16_TaxRuleID!r} outside [1, 4294967295]')
-                        v <<= 4
-                        n += 4
-                        if _c16_TaxRuleID < 128: v = (v << 8) | _c16_TaxRuleID; n += 8
-                        elif _c16_TaxRuleID < 16384: v = (v << 16) | ((_c16_TaxRuleID & 127) << 8) | 32768 | (_c16_TaxRuleID >> 7); n += 16
-                        else: w.v = v; w.n = n; w.uint(_c16_TaxRuleID); v = w.v; n = w.n
-                        if not (_c16_Amount is not None): raise EncodeError('missing content: Amount')
-                        el = 'TaxCosts/Amount'
-                        _o = _c16_Amount
-                        _c16_c1_Exponent = _o.Exponent
-                        _c16_c1_Value = _o.Value
-                        if not (_c16_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                        el = 'TaxCosts/Amount/Exponent'
-                        if not -128 <= _c16_c1_Exponent <= 127: raise EncodeError(f'value {_c16_c1_Exponent!r} outside [-128, 127]')
-                        if not (_c16_c1_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'TaxCosts/Amount/Value'
-                        if _c16_c1_Value < -32768 or _c16_c1_Value > 32767: raise EncodeError(f'value {_c16_c1_Value!r} outside [-32768, 32767]')
-                        v = (v << 16) | ((_c16_c1_Exponent - -128) << 4) | (_c16_c1_Value < 0)
-                        n += 16
-                        _c16_TaxRuleID = None
-                        _c16_c1_Exponent = None
-                        _m = (-_c16_c1_Value - 1 if _c16_c1_Value < 0 else _c16_c1_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 3
-                        n += 3
-                        _c16_c1_Value = None
-                        _c16_Amount = None
-                        i_TaxCosts += 1
-                        _k += 1
-                        if _k == 9:
-                            s = 15
-                            break
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if v_TimeAnchor is not None or v_EnergyCosts is not None or v_OccupancyCosts is not None or v_AdditionalServicesCosts is not None or v_OverstayCosts is not None or i_TaxCosts < n_TaxCosts: raise _leftover(o)
-                        s = -1
-                        break
-            if s == 15:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_TimeAnchor is not None or v_EnergyCosts is not None or v_OccupancyCosts is not None or v_AdditionalServicesCosts is not None or v_OverstayCosts is not None or i_TaxCosts < n_TaxCosts: raise _leftover(o)
-                    s = -1
+                    break
+        if s == 15:
+            if True:
+                v <<= 1
+                n += 1
+                if v_TimeAnchor is not None or v_EnergyCosts is not None or v_OccupancyCosts is not None or v_AdditionalServicesCosts is not None or v_OverstayCosts is not None or i_TaxCosts < n_TaxCosts: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5956,200 +7379,261 @@ def _d_Scheduled_CLReqControlModeType(r):
     f_EVMaximumEnergyRequest = None
     f_EVMinimumEnergyRequest = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
-                    el = 'EVTargetEnergyRequest'
-                    el = 'EVTargetEnergyRequest/Exponent'
-                    _c1_Exponent = ((x >> 4) & 255) + -128
-                    el = 'EVTargetEnergyRequest/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
-                    if _neg: _c1_Value = -_c1_Value - 1
-                    if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
-                    f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c1_Exponent, _c1_Value)
-                    s = 1
-                elif ec == 1:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
-                    el = 'EVMaximumEnergyRequest'
-                    el = 'EVMaximumEnergyRequest/Exponent'
-                    _c2_Exponent = ((x >> 4) & 255) + -128
-                    el = 'EVMaximumEnergyRequest/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c2_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
-                    if _neg: _c2_Value = -_c2_Value - 1
-                    if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
-                    f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c2_Exponent, _c2_Value)
-                    s = 2
-                elif ec == 2:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
-                    el = 'EVMinimumEnergyRequest'
-                    el = 'EVMinimumEnergyRequest/Exponent'
-                    _c3_Exponent = ((x >> 4) & 255) + -128
-                    el = 'EVMinimumEnergyRequest/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c3_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
-                    if _neg: _c3_Value = -_c3_Value - 1
-                    if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
-                    f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c3_Exponent, _c3_Value)
-                    s = 3
-                elif ec == 3:
-                    pass
-                    s = -1
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        ec = (V >> (E - p)) & 7
+        if ec == 0:
+            p += 14
+            if p > E: V, E, p = r.slide(p, 14)
+            x = (V >> (E - p)) & 16383
+            if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
+            el = 'EVTargetEnergyRequest/Exponent'
+            _c1_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVTargetEnergyRequest/Value'
+            _neg = (x & 1)
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    _c1_Value = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    raise r.deviation('Scheduled_CLReqControlModeType', p)
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
-                    el = 'EVMaximumEnergyRequest'
-                    el = 'EVMaximumEnergyRequest/Exponent'
-                    _c4_Exponent = ((x >> 4) & 255) + -128
-                    el = 'EVMaximumEnergyRequest/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c1_Value = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+            if _neg: _c1_Value = -_c1_Value - 1
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+            f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVTargetEnergyRequest.Exponent = _c1_Exponent
+            f_EVTargetEnergyRequest.Value = _c1_Value
+            s = 1
+        elif ec == 1:
+            p += 14
+            if p > E: V, E, p = r.slide(p, 14)
+            x = (V >> (E - p)) & 16383
+            if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
+            el = 'EVMaximumEnergyRequest/Exponent'
+            _c2_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVMaximumEnergyRequest/Value'
+            _neg = (x & 1)
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c2_Value = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+            f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
+            f_EVMaximumEnergyRequest.Value = _c2_Value
+            s = 2
+        elif ec == 2:
+            p += 14
+            if p > E: V, E, p = r.slide(p, 14)
+            x = (V >> (E - p)) & 16383
+            if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
+            el = 'EVMinimumEnergyRequest/Exponent'
+            _c3_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVMinimumEnergyRequest/Value'
+            _neg = (x & 1)
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c3_Value = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+            if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+            f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVMinimumEnergyRequest.Exponent = _c3_Exponent
+            f_EVMinimumEnergyRequest.Value = _c3_Value
+            s = 3
+        elif ec == 3:
+            pass
+            s = -1
+        else:
+            raise r.deviation('Scheduled_CLReqControlModeType', p)
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 14
+                if p > E: V, E, p = r.slide(p, 14)
+                x = (V >> (E - p)) & 16383
+                if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                el = 'EVMaximumEnergyRequest/Exponent'
+                _c4_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVMaximumEnergyRequest/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c4_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
-                    if _neg: _c4_Value = -_c4_Value - 1
-                    if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
-                    f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c4_Exponent, _c4_Value)
-                    s = 2
-                elif ec == 1:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
-                    el = 'EVMinimumEnergyRequest'
-                    el = 'EVMinimumEnergyRequest/Exponent'
-                    _c5_Exponent = ((x >> 4) & 255) + -128
-                    el = 'EVMinimumEnergyRequest/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c5_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
-                    if _neg: _c5_Value = -_c5_Value - 1
-                    if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
-                    f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c5_Exponent, _c5_Value)
-                    s = 3
-                elif ec == 2:
-                    pass
-                    s = -1
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c4_Value = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('Scheduled_CLReqControlModeType', p)
-            if s == 2:
+                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
-                    el = 'EVMinimumEnergyRequest'
-                    el = 'EVMinimumEnergyRequest/Exponent'
-                    _c6_Exponent = ((x >> 4) & 255) + -128
-                    el = 'EVMinimumEnergyRequest/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumEnergyRequest.Exponent = _c4_Exponent
+                f_EVMaximumEnergyRequest.Value = _c4_Value
+                s = 2
+            elif ec == 1:
+                p += 14
+                if p > E: V, E, p = r.slide(p, 14)
+                x = (V >> (E - p)) & 16383
+                if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                el = 'EVMinimumEnergyRequest/Exponent'
+                _c5_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVMinimumEnergyRequest/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c6_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c5_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c5_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumEnergyRequest.Exponent = _c5_Exponent
+                f_EVMinimumEnergyRequest.Value = _c5_Value
+                s = 3
+            elif ec == 2:
+                pass
+                s = -1
+            else:
+                raise r.deviation('Scheduled_CLReqControlModeType', p)
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 14
+                if p > E: V, E, p = r.slide(p, 14)
+                x = (V >> (E - p)) & 16383
+                if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                el = 'EVMinimumEnergyRequest/Exponent'
+                _c6_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVMinimumEnergyRequest/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c6_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
-                    if _neg: _c6_Value = -_c6_Value - 1
-                    if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
-                    f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c6_Exponent, _c6_Value)
-                    s = 3
-                elif ec == 1:
-                    pass
-                    s = -1
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c6_Value = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('Scheduled_CLReqControlModeType', p)
-            if s == 3:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                    r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                if _neg: _c6_Value = -_c6_Value - 1
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumEnergyRequest.Exponent = _c6_Exponent
+                f_EVMinimumEnergyRequest.Value = _c6_Value
+                s = 3
+            elif ec == 1:
+                pass
                 s = -1
+            else:
+                raise r.deviation('Scheduled_CLReqControlModeType', p)
+        if s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('Scheduled_CLReqControlModeType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_commontypes.Scheduled_CLReqControlModeType(f_EVTargetEnergyRequest, f_EVMaximumEnergyRequest, f_EVMinimumEnergyRequest)
+    _obj = _new(iso20_commontypes.Scheduled_CLReqControlModeType)
+    _obj.EVTargetEnergyRequest = f_EVTargetEnergyRequest
+    _obj.EVMaximumEnergyRequest = f_EVMaximumEnergyRequest
+    _obj.EVMinimumEnergyRequest = f_EVMinimumEnergyRequest
+    return _obj
 
 def _e_Scheduled_CLReqControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}Scheduled_CLReqControlModeType
@@ -6160,170 +7644,161 @@ def _e_Scheduled_CLReqControlModeType(w, o):
         v_EVTargetEnergyRequest = o.EVTargetEnergyRequest
         v_EVMaximumEnergyRequest = o.EVMaximumEnergyRequest
         v_EVMinimumEnergyRequest = o.EVMinimumEnergyRequest
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_EVTargetEnergyRequest is not None:
-                    el = 'EVTargetEnergyRequest'
-                    _o = v_EVTargetEnergyRequest
-                    _c1_Exponent = _o.Exponent
-                    _c1_Value = _o.Value
-                    if not (_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'EVTargetEnergyRequest/Exponent'
-                    if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
-                    if not (_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVTargetEnergyRequest/Value'
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
-                    n += 17
-                    _c1_Exponent = None
-                    _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c1_Value = None
-                    v_EVTargetEnergyRequest = None
-                    s = 1
-                elif v_EVMaximumEnergyRequest is not None:
-                    el = 'EVMaximumEnergyRequest'
-                    _o = v_EVMaximumEnergyRequest
-                    _c2_Exponent = _o.Exponent
-                    _c2_Value = _o.Value
-                    if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'EVMaximumEnergyRequest/Exponent'
-                    if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
-                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVMaximumEnergyRequest/Value'
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
-                    n += 17
-                    _c2_Exponent = None
-                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c2_Value = None
-                    v_EVMaximumEnergyRequest = None
-                    s = 2
-                elif v_EVMinimumEnergyRequest is not None:
-                    el = 'EVMinimumEnergyRequest'
-                    _o = v_EVMinimumEnergyRequest
-                    _c3_Exponent = _o.Exponent
-                    _c3_Value = _o.Value
-                    if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'EVMinimumEnergyRequest/Exponent'
-                    if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
-                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVMinimumEnergyRequest/Value'
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
-                    n += 17
-                    _c3_Exponent = None
-                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c3_Value = None
-                    v_EVMinimumEnergyRequest = None
-                    s = 3
-                elif True:
-                    v = (v << 3) | 3
-                    n += 3
-                    if v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
-                    s = -1
-            if s == 1:
-                if v_EVMaximumEnergyRequest is not None:
-                    el = 'EVMaximumEnergyRequest'
-                    _o = v_EVMaximumEnergyRequest
-                    _c4_Exponent = _o.Exponent
-                    _c4_Value = _o.Value
-                    if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'EVMaximumEnergyRequest/Exponent'
-                    if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
-                    if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVMaximumEnergyRequest/Value'
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-                    n += 16
-                    _c4_Exponent = None
-                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c4_Value = None
-                    v_EVMaximumEnergyRequest = None
-                    s = 2
-                elif v_EVMinimumEnergyRequest is not None:
-                    el = 'EVMinimumEnergyRequest'
-                    _o = v_EVMinimumEnergyRequest
-                    _c5_Exponent = _o.Exponent
-                    _c5_Value = _o.Value
-                    if not (_c5_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'EVMinimumEnergyRequest/Exponent'
-                    if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
-                    if not (_c5_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVMinimumEnergyRequest/Value'
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | (1 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
-                    n += 16
-                    _c5_Exponent = None
-                    _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c5_Value = None
-                    v_EVMinimumEnergyRequest = None
-                    s = 3
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
-                    s = -1
-            if s == 2:
-                if v_EVMinimumEnergyRequest is not None:
-                    el = 'EVMinimumEnergyRequest'
-                    _o = v_EVMinimumEnergyRequest
-                    _c6_Exponent = _o.Exponent
-                    _c6_Value = _o.Value
-                    if not (_c6_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'EVMinimumEnergyRequest/Exponent'
-                    if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
-                    if not (_c6_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVMinimumEnergyRequest/Value'
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
-                    n += 16
-                    _c6_Exponent = None
-                    _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c6_Value = None
-                    v_EVMinimumEnergyRequest = None
-                    s = 3
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
-                    s = -1
-            if s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
-                    s = -1
+        if v_EVTargetEnergyRequest is not None:
+            el = 'EVTargetEnergyRequest'
+            _o = v_EVTargetEnergyRequest
+            _c1_Exponent = _o.Exponent
+            _c1_Value = _o.Value
+            if not (_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVTargetEnergyRequest/Exponent'
+            if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
+            if not (_c1_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVTargetEnergyRequest/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
+            n += 17
+            _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            v_EVTargetEnergyRequest = None
+            s = 1
+        elif v_EVMaximumEnergyRequest is not None:
+            el = 'EVMaximumEnergyRequest'
+            _o = v_EVMaximumEnergyRequest
+            _c2_Exponent = _o.Exponent
+            _c2_Value = _o.Value
+            if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumEnergyRequest/Exponent'
+            if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
+            if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumEnergyRequest/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
+            n += 17
+            _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            v_EVMaximumEnergyRequest = None
+            s = 2
+        elif v_EVMinimumEnergyRequest is not None:
+            el = 'EVMinimumEnergyRequest'
+            _o = v_EVMinimumEnergyRequest
+            _c3_Exponent = _o.Exponent
+            _c3_Value = _o.Value
+            if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMinimumEnergyRequest/Exponent'
+            if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
+            if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMinimumEnergyRequest/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
+            n += 17
+            _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            v_EVMinimumEnergyRequest = None
+            s = 3
+        elif True:
+            v = (v << 3) | 3
+            n += 3
+            if v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
+            s = -1
+        if s == 1:
+            if v_EVMaximumEnergyRequest is not None:
+                el = 'EVMaximumEnergyRequest'
+                _o = v_EVMaximumEnergyRequest
+                _c4_Exponent = _o.Exponent
+                _c4_Value = _o.Value
+                if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'EVMaximumEnergyRequest/Exponent'
+                if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
+                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMaximumEnergyRequest/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 16) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+                n += 16
+                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVMaximumEnergyRequest = None
+                s = 2
+            elif v_EVMinimumEnergyRequest is not None:
+                el = 'EVMinimumEnergyRequest'
+                _o = v_EVMinimumEnergyRequest
+                _c5_Exponent = _o.Exponent
+                _c5_Value = _o.Value
+                if not (_c5_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'EVMinimumEnergyRequest/Exponent'
+                if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
+                if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMinimumEnergyRequest/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                v = (v << 16) | (1 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
+                n += 16
+                _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVMinimumEnergyRequest = None
+                s = 3
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                if v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
+                s = -1
+        if s == 2:
+            if v_EVMinimumEnergyRequest is not None:
+                el = 'EVMinimumEnergyRequest'
+                _o = v_EVMinimumEnergyRequest
+                _c6_Exponent = _o.Exponent
+                _c6_Value = _o.Value
+                if not (_c6_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'EVMinimumEnergyRequest/Exponent'
+                if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
+                if not (_c6_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMinimumEnergyRequest/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                v = (v << 16) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
+                n += 16
+                _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVMinimumEnergyRequest = None
+                s = 3
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
+                s = -1
+        if s == 3:
+            if True:
+                v <<= 1
+                n += 1
+                if v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -6342,7 +7817,8 @@ def _d_Scheduled_CLResControlModeType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_commontypes.Scheduled_CLResControlModeType()
+    _obj = _new(iso20_commontypes.Scheduled_CLResControlModeType)
+    return _obj
 
 def _e_Scheduled_CLResControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}Scheduled_CLResControlModeType
@@ -6370,16 +7846,77 @@ def _d_V2GMessageType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('V2GMessageType', p)
         el = 'Header'
-        r.pos = p
-        f_Header = _d_MessageHeaderType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_SessionID = None
+        _c1_TimeStamp = None
+        _c1_Signature = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/SessionID'
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/TimeStamp'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_TimeStamp = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+        _c1_s = 2
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Header/Signature'
+                r.pos = p
+                _c1_Signature = c_xmldsig._d_SignatureType(r)
+                V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('MessageHeaderType', p)
+        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        f_Header.SessionID = _c1_SessionID
+        f_Header.TimeStamp = _c1_TimeStamp
+        f_Header.Signature = _c1_Signature
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('V2GMessageType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_commontypes.V2GMessageType(f_Header)
+    _obj = _new(iso20_commontypes.V2GMessageType)
+    _obj.Header = f_Header
+    return _obj
 
 def _e_V2GMessageType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}V2GMessageType
@@ -6392,9 +7929,53 @@ def _e_V2GMessageType(w, o):
             el = 'Header'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            _e_MessageHeaderType(w, v_Header)
-            v = w.v; n = w.n
+            _c1_o = v_Header
+            _c1_SessionID = _c1_o.SessionID
+            _c1_TimeStamp = _c1_o.TimeStamp
+            _c1_Signature = _c1_o.Signature
+            if _c1_SessionID is not None:
+                el = 'Header/SessionID'
+                v <<= 2
+                n += 2
+                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
+                _l = len(_c1_SessionID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
+                if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
+                el = 'Header/TimeStamp'
+                if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
+                v <<= 3
+                n += 3
+                _c1_SessionID = None
+                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
+                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_TimeStamp = None
+                _c1_s = 2
+            else:
+                raise EncodeError('missing content: expected one of SessionID')
+            if _c1_s == 2:
+                if _c1_Signature is not None:
+                    el = 'Header/Signature'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_xmldsig._e_SignatureType(w, _c1_Signature)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_Signature = None
+                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_Header = None
@@ -6418,16 +7999,77 @@ def _d_V2GRequestType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('V2GRequestType', p)
         el = 'Header'
-        r.pos = p
-        f_Header = _d_MessageHeaderType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_SessionID = None
+        _c1_TimeStamp = None
+        _c1_Signature = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/SessionID'
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/TimeStamp'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_TimeStamp = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+        _c1_s = 2
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Header/Signature'
+                r.pos = p
+                _c1_Signature = c_xmldsig._d_SignatureType(r)
+                V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('MessageHeaderType', p)
+        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        f_Header.SessionID = _c1_SessionID
+        f_Header.TimeStamp = _c1_TimeStamp
+        f_Header.Signature = _c1_Signature
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('V2GRequestType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_commontypes.V2GRequestType(f_Header)
+    _obj = _new(iso20_commontypes.V2GRequestType)
+    _obj.Header = f_Header
+    return _obj
 
 def _e_V2GRequestType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}V2GRequestType
@@ -6440,9 +8082,53 @@ def _e_V2GRequestType(w, o):
             el = 'Header'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            _e_MessageHeaderType(w, v_Header)
-            v = w.v; n = w.n
+            _c1_o = v_Header
+            _c1_SessionID = _c1_o.SessionID
+            _c1_TimeStamp = _c1_o.TimeStamp
+            _c1_Signature = _c1_o.Signature
+            if _c1_SessionID is not None:
+                el = 'Header/SessionID'
+                v <<= 2
+                n += 2
+                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
+                _l = len(_c1_SessionID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
+                if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
+                el = 'Header/TimeStamp'
+                if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
+                v <<= 3
+                n += 3
+                _c1_SessionID = None
+                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
+                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_TimeStamp = None
+                _c1_s = 2
+            else:
+                raise EncodeError('missing content: expected one of SessionID')
+            if _c1_s == 2:
+                if _c1_Signature is not None:
+                    el = 'Header/Signature'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_xmldsig._e_SignatureType(w, _c1_Signature)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_Signature = None
+                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_Header = None
@@ -6467,9 +8153,68 @@ def _d_V2GResponseType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('V2GResponseType', p)
         el = 'Header'
-        r.pos = p
-        f_Header = _d_MessageHeaderType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_SessionID = None
+        _c1_TimeStamp = None
+        _c1_Signature = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/SessionID'
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/TimeStamp'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_TimeStamp = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+        _c1_s = 2
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Header/Signature'
+                r.pos = p
+                _c1_Signature = c_xmldsig._d_SignatureType(r)
+                V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('MessageHeaderType', p)
+        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        f_Header.SessionID = _c1_SessionID
+        f_Header.TimeStamp = _c1_TimeStamp
+        f_Header.Signature = _c1_Signature
         p += 10
         if p > E: V, E, p = r.slide(p, 10)
         x = (V >> (E - p)) & 1023
@@ -6481,7 +8226,10 @@ def _d_V2GResponseType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso20_commontypes.V2GResponseType(f_Header, f_ResponseCode)
+    _obj = _new(iso20_commontypes.V2GResponseType)
+    _obj.Header = f_Header
+    _obj.ResponseCode = f_ResponseCode
+    return _obj
 
 def _e_V2GResponseType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}V2GResponseType
@@ -6495,14 +8243,58 @@ def _e_V2GResponseType(w, o):
             el = 'Header'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            _e_MessageHeaderType(w, v_Header)
-            v = w.v; n = w.n
+            _c1_o = v_Header
+            _c1_SessionID = _c1_o.SessionID
+            _c1_TimeStamp = _c1_o.TimeStamp
+            _c1_Signature = _c1_o.Signature
+            if _c1_SessionID is not None:
+                el = 'Header/SessionID'
+                v <<= 2
+                n += 2
+                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [8, 8]')
+                _l = len(_c1_SessionID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
+                if not (_c1_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
+                el = 'Header/TimeStamp'
+                if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
+                v <<= 3
+                n += 3
+                _c1_SessionID = None
+                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
+                elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
+                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_TimeStamp = None
+                _c1_s = 2
+            else:
+                raise EncodeError('missing content: expected one of SessionID')
+            if _c1_s == 2:
+                if _c1_Signature is not None:
+                    el = 'Header/Signature'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_xmldsig._e_SignatureType(w, _c1_Signature)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_Signature = None
+                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
-            _i1 = _I_iso20_commontypes_responseCodeType.get(v_ResponseCode)
-            if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 10) | (_i1 << 2)
+            _i2 = _I_iso20_commontypes_responseCodeType.get(v_ResponseCode)
+            if _i2 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 10) | (_i2 << 2)
             n += 10
             v_Header = None
             v_ResponseCode = None

@@ -5,22 +5,27 @@ from exi.runtime import DecodeError, EncodeError, _ctx, _leftover
 from exi.model import iso2_msgbody, iso2_msgdatatypes
 from exi.codec import iso2_msgdatatypes as c_iso2_msgdatatypes
 
+_new = object.__new__
 _E_iso2_msgdatatypes_DC_EVErrorCodeType = tuple(iso2_msgdatatypes.DC_EVErrorCodeType)
+_E_iso2_msgdatatypes_DC_EVSEStatusCodeType = tuple(iso2_msgdatatypes.DC_EVSEStatusCodeType)
 _E_iso2_msgdatatypes_EVSENotificationType = tuple(iso2_msgdatatypes.EVSENotificationType)
 _E_iso2_msgdatatypes_EVSEProcessingType = tuple(iso2_msgdatatypes.EVSEProcessingType)
 _E_iso2_msgdatatypes_EnergyTransferModeType = tuple(iso2_msgdatatypes.EnergyTransferModeType)
 _E_iso2_msgdatatypes_chargeProgressType = tuple(iso2_msgdatatypes.chargeProgressType)
 _E_iso2_msgdatatypes_chargingSessionType = tuple(iso2_msgdatatypes.chargingSessionType)
+_E_iso2_msgdatatypes_isolationLevelType = tuple(iso2_msgdatatypes.isolationLevelType)
 _E_iso2_msgdatatypes_paymentOptionType = tuple(iso2_msgdatatypes.paymentOptionType)
 _E_iso2_msgdatatypes_responseCodeType = tuple(iso2_msgdatatypes.responseCodeType)
 _E_iso2_msgdatatypes_serviceCategoryType = tuple(iso2_msgdatatypes.serviceCategoryType)
 _E_iso2_msgdatatypes_unitSymbolType = tuple(iso2_msgdatatypes.unitSymbolType)
 _I_iso2_msgdatatypes_DC_EVErrorCodeType = {v: i for i, v in enumerate(iso2_msgdatatypes.DC_EVErrorCodeType)}
+_I_iso2_msgdatatypes_DC_EVSEStatusCodeType = {v: i for i, v in enumerate(iso2_msgdatatypes.DC_EVSEStatusCodeType)}
 _I_iso2_msgdatatypes_EVSENotificationType = {v: i for i, v in enumerate(iso2_msgdatatypes.EVSENotificationType)}
 _I_iso2_msgdatatypes_EVSEProcessingType = {v: i for i, v in enumerate(iso2_msgdatatypes.EVSEProcessingType)}
 _I_iso2_msgdatatypes_EnergyTransferModeType = {v: i for i, v in enumerate(iso2_msgdatatypes.EnergyTransferModeType)}
 _I_iso2_msgdatatypes_chargeProgressType = {v: i for i, v in enumerate(iso2_msgdatatypes.chargeProgressType)}
 _I_iso2_msgdatatypes_chargingSessionType = {v: i for i, v in enumerate(iso2_msgdatatypes.chargingSessionType)}
+_I_iso2_msgdatatypes_isolationLevelType = {v: i for i, v in enumerate(iso2_msgdatatypes.isolationLevelType)}
 _I_iso2_msgdatatypes_paymentOptionType = {v: i for i, v in enumerate(iso2_msgdatatypes.paymentOptionType)}
 _I_iso2_msgdatatypes_responseCodeType = {v: i for i, v in enumerate(iso2_msgdatatypes.responseCodeType)}
 _I_iso2_msgdatatypes_serviceCategoryType = {v: i for i, v in enumerate(iso2_msgdatatypes.serviceCategoryType)}
@@ -35,67 +40,71 @@ def _d_AuthorizationReqType(r):
     f_Id = None
     f_GenChallenge = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = '@Id'
-                    r.pos = p
-                    f_Id = r.string('iso2_msgbody:Id')
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 1:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
-                    el = 'GenChallenge'
-                    r.pos = p
-                    f_GenChallenge = r.binary()
-                    if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
-                    s = 2
-                elif ec == 2:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('AuthorizationReqType', p)
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
-                    el = 'GenChallenge'
-                    r.pos = p
-                    f_GenChallenge = r.binary()
-                    if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
-                    s = 2
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('AuthorizationReqType', p)
-            if s == 2:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = '@Id'
+            r.pos = p
+            f_Id = r.string('iso2_msgbody:Id')
+            V = r.v; E = r.end; p = r.pos
+            s = 1
+        elif ec == 1:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
+            el = 'GenChallenge'
+            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                p += 8 + (_l << 3)
+                f_GenChallenge = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = p; f_GenChallenge = r.binary(); V = r.v; E = r.end; p = r.pos
+            if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(p))
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
+            s = 2
+        elif ec == 2:
+            pass
+            s = -1
+        else:
+            raise r.deviation('AuthorizationReqType', p)
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
+                el = 'GenChallenge'
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    f_GenChallenge = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = p; f_GenChallenge = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(p))
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
+                s = 2
+            elif ec == 1:
+                pass
                 s = -1
+            else:
+                raise r.deviation('AuthorizationReqType', p)
+        if s == 2:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.AuthorizationReqType(f_Id, f_GenChallenge)
+    _obj = _new(iso2_msgbody.AuthorizationReqType)
+    _obj.Id = f_Id
+    _obj.GenChallenge = f_GenChallenge
+    return _obj
 
 def _e_AuthorizationReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}AuthorizationReqType
@@ -105,61 +114,58 @@ def _e_AuthorizationReqType(w, o):
     try:
         v_Id = o.Id
         v_GenChallenge = o.GenChallenge
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Id is not None:
-                    el = '@Id'
-                    v <<= 2
-                    n += 2
-                    _l = len(v_Id)
-                    if _l < 126 and v_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-                    v_Id = None
-                    s = 1
-                elif v_GenChallenge is not None:
-                    el = 'GenChallenge'
-                    v = (v << 3) | (1 << 1)
-                    n += 3
-                    w.v = v; w.n = n
-                    if len(v_GenChallenge) < 16 or len(v_GenChallenge) > 16: raise EncodeError(f'length {len(v_GenChallenge)} outside [16, 16]')
-                    w.binary(v_GenChallenge)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_GenChallenge = None
-                    s = 2
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if v_Id is not None or v_GenChallenge is not None: raise _leftover(o)
-                    s = -1
-            if s == 1:
-                if v_GenChallenge is not None:
-                    el = 'GenChallenge'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    if len(v_GenChallenge) < 16 or len(v_GenChallenge) > 16: raise EncodeError(f'length {len(v_GenChallenge)} outside [16, 16]')
-                    w.binary(v_GenChallenge)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_GenChallenge = None
-                    s = 2
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_Id is not None or v_GenChallenge is not None: raise _leftover(o)
-                    s = -1
-            if s == 2:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_Id is not None or v_GenChallenge is not None: raise _leftover(o)
-                    s = -1
+        if v_Id is not None:
+            el = '@Id'
+            v <<= 2
+            n += 2
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
+            v_Id = None
+            s = 1
+        elif v_GenChallenge is not None:
+            el = 'GenChallenge'
+            v = (v << 3) | (1 << 1)
+            n += 3
+            if len(v_GenChallenge) < 16 or len(v_GenChallenge) > 16: raise EncodeError(f'length {len(v_GenChallenge)} outside [16, 16]')
+            _l = len(v_GenChallenge)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_GenChallenge, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_GenChallenge); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_GenChallenge = None
+            s = 2
+        elif True:
+            v = (v << 2) | 2
+            n += 2
+            if v_Id is not None or v_GenChallenge is not None: raise _leftover(o)
+            s = -1
+        if s == 1:
+            if v_GenChallenge is not None:
+                el = 'GenChallenge'
+                v <<= 3
+                n += 3
+                if len(v_GenChallenge) < 16 or len(v_GenChallenge) > 16: raise EncodeError(f'length {len(v_GenChallenge)} outside [16, 16]')
+                _l = len(v_GenChallenge)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_GenChallenge, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(v_GenChallenge); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_GenChallenge = None
+                s = 2
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Id is not None or v_GenChallenge is not None: raise _leftover(o)
+                s = -1
+        if s == 2:
+            if True:
+                v <<= 1
+                n += 1
+                if v_Id is not None or v_GenChallenge is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -189,7 +195,10 @@ def _d_AuthorizationResType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.AuthorizationResType(f_ResponseCode, f_EVSEProcessing)
+    _obj = _new(iso2_msgbody.AuthorizationResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.EVSEProcessing = f_EVSEProcessing
+    return _obj
 
 def _e_AuthorizationResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}AuthorizationResType
@@ -232,7 +241,8 @@ def _d_BodyBaseType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.BodyBaseType()
+    _obj = _new(iso2_msgbody.BodyBaseType)
+    return _obj
 
 def _e_BodyBaseType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}BodyBaseType
@@ -254,688 +264,1894 @@ def _d_BodyType(r):
     E = r.end
     p = r.pos
     el = ''
-    f_AuthorizationReq = None
-    f_AuthorizationRes = None
-    f_BodyElement = None
-    f_CableCheckReq = None
-    f_CableCheckRes = None
-    f_CertificateInstallationReq = None
-    f_CertificateInstallationRes = None
-    f_CertificateUpdateReq = None
-    f_CertificateUpdateRes = None
-    f_ChargeParameterDiscoveryReq = None
-    f_ChargeParameterDiscoveryRes = None
-    f_ChargingStatusReq = None
-    f_ChargingStatusRes = None
-    f_CurrentDemandReq = None
-    f_CurrentDemandRes = None
-    f_MeteringReceiptReq = None
-    f_MeteringReceiptRes = None
-    f_PaymentDetailsReq = None
-    f_PaymentDetailsRes = None
-    f_PaymentServiceSelectionReq = None
-    f_PaymentServiceSelectionRes = None
-    f_PowerDeliveryReq = None
-    f_PowerDeliveryRes = None
-    f_PreChargeReq = None
-    f_PreChargeRes = None
-    f_ServiceDetailReq = None
-    f_ServiceDetailRes = None
-    f_ServiceDiscoveryReq = None
-    f_ServiceDiscoveryRes = None
-    f_SessionSetupReq = None
-    f_SessionSetupRes = None
-    f_SessionStopReq = None
-    f_SessionStopRes = None
-    f_WeldingDetectionReq = None
-    f_WeldingDetectionRes = None
+    _cf = None
+    _cv = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                ec = (V >> (E - p)) & 63
-                if ec == 0:
-                    el = 'AuthorizationReq'
-                    r.pos = p
-                    f_AuthorizationReq = _d_AuthorizationReqType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 1:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12403: raise r.deviation('BodyType', p)
-                    el = 'AuthorizationRes'
-                    el = 'AuthorizationRes/ResponseCode'
-                    _c1_ResponseCode = ((x >> 7) & 31)
-                    if _c1_ResponseCode >= 26: _c1_ResponseCode = r.enum_index('AuthorizationResType/ResponseCode', _c1_ResponseCode, 26, r.at(p))
-                    else: _c1_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c1_ResponseCode]
-                    el = 'AuthorizationRes/EVSEProcessing'
-                    _c1_EVSEProcessing = ((x >> 2) & 3)
-                    if _c1_EVSEProcessing >= 3: _c1_EVSEProcessing = r.enum_index('AuthorizationResType/EVSEProcessing', _c1_EVSEProcessing, 3, r.at(p))
-                    else: _c1_EVSEProcessing = _E_iso2_msgdatatypes_EVSEProcessingType[_c1_EVSEProcessing]
-                    f_AuthorizationRes = iso2_msgbody.AuthorizationResType(_c1_ResponseCode, _c1_EVSEProcessing)
-                    s = 1
-                elif ec == 2:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'BodyElement'
-                    f_BodyElement = iso2_msgbody.BodyBaseType()
-                    s = 1
-                elif ec == 3:
-                    p += 24
-                    if p > E: V, E, p = r.slide(p, 24)
-                    x = (V >> (E - p)) & 16777215
-                    if x & 15604743: raise r.deviation('BodyType', p)
-                    el = 'CableCheckReq'
-                    el = 'CableCheckReq/DC_EVStatus'
-                    el = 'CableCheckReq/DC_EVStatus/EVReady'
-                    _c3_c1_EVReady = ((x >> 20) & 1) == 1
-                    el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
-                    _c3_c1_EVErrorCode = ((x >> 13) & 15)
-                    if _c3_c1_EVErrorCode >= 12: _c3_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c3_c1_EVErrorCode, 12, r.at(p))
-                    else: _c3_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c3_c1_EVErrorCode]
-                    el = 'CableCheckReq/DC_EVStatus/EVRESSSOC'
-                    _c3_c1_EVRESSSOC = ((x >> 3) & 127)
-                    if _c3_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c3_c1_EVRESSSOC, r.at(p))
-                    _c3_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c3_c1_EVReady, _c3_c1_EVErrorCode, _c3_c1_EVRESSSOC)
-                    f_CableCheckReq = iso2_msgbody.CableCheckReqType(_c3_DC_EVStatus)
-                    s = 1
-                elif ec == 4:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 387: raise r.deviation('BodyType', p)
-                    el = 'CableCheckRes'
-                    el = 'CableCheckRes/ResponseCode'
-                    _c4_ResponseCode = ((x >> 2) & 31)
-                    if _c4_ResponseCode >= 26: _c4_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', _c4_ResponseCode, 26, r.at(p))
-                    else: _c4_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c4_ResponseCode]
-                    el = 'CableCheckRes/DC_EVSEStatus'
-                    r.pos = p
-                    _c4_DC_EVSEStatus = c_iso2_msgdatatypes._d_DC_EVSEStatusType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 6
-                    if p > E: V, E, p = r.slide(p, 6)
-                    x = (V >> (E - p)) & 63
-                    if x & 51: raise r.deviation('BodyType', p)
-                    el = 'CableCheckRes/EVSEProcessing'
-                    _c4_EVSEProcessing = ((x >> 2) & 3)
-                    if _c4_EVSEProcessing >= 3: _c4_EVSEProcessing = r.enum_index('CableCheckResType/EVSEProcessing', _c4_EVSEProcessing, 3, r.at(p))
-                    else: _c4_EVSEProcessing = _E_iso2_msgdatatypes_EVSEProcessingType[_c4_EVSEProcessing]
-                    f_CableCheckRes = iso2_msgbody.CableCheckResType(_c4_ResponseCode, _c4_DC_EVSEStatus, _c4_EVSEProcessing)
-                    s = 1
-                elif ec == 5:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'CertificateInstallationReq'
-                    el = 'CertificateInstallationReq/@Id'
-                    r.pos = p
-                    _c5_Id = r.string('iso2_msgbody:Id')
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'CertificateInstallationReq/OEMProvisioningCert'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
-                        _c5_OEMProvisioningCert = b''
-                    else:
-                        r.pos = p
-                        _c5_OEMProvisioningCert = r.binary()
-                        if len(_c5_OEMProvisioningCert) > 800: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 800]', _c5_OEMProvisioningCert, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        ec = (V >> (E - p)) & 63
+        if ec < 18:
+            if ec < 9:
+                if ec < 4:
+                    if ec == 0:
+                        el = 'AuthorizationReq'
+                        _cf = 'AuthorizationReq'
+                        _c1_Id = None
+                        _c1_GenChallenge = None
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            el = 'AuthorizationReq/@Id'
+                            r.pos = p
+                            _c1_Id = r.string('iso2_msgbody:Id')
+                            V = r.v; E = r.end; p = r.pos
+                            _c1_s = 1
+                        elif ec == 1:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
+                            el = 'AuthorizationReq/GenChallenge'
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _c1_GenChallenge = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _c1_GenChallenge = r.binary(); V = r.v; E = r.end; p = r.pos
+                            if len(_c1_GenChallenge) < 16 or len(_c1_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', _c1_GenChallenge, r.at(p))
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
+                            _c1_s = 2
+                        elif ec == 2:
+                            pass
+                            _c1_s = -1
+                        else:
+                            raise r.deviation('AuthorizationReqType', p)
+                        if _c1_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
+                                el = 'AuthorizationReq/GenChallenge'
+                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                    p += 8 + (_l << 3)
+                                    _c1_GenChallenge = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = p; _c1_GenChallenge = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c1_GenChallenge) < 16 or len(_c1_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', _c1_GenChallenge, r.at(p))
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
+                                _c1_s = 2
+                            elif ec == 1:
+                                pass
+                                _c1_s = -1
+                            else:
+                                raise r.deviation('AuthorizationReqType', p)
+                        if _c1_s == 2:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
+                            _c1_s = -1
+                        _cv = _new(iso2_msgbody.AuthorizationReqType)
+                        _cv.Id = _c1_Id
+                        _cv.GenChallenge = _c1_GenChallenge
+                        s = 1
+                    elif ec == 1:
+                        p += 14
+                        if p > E: V, E, p = r.slide(p, 14)
+                        x = (V >> (E - p)) & 16383
+                        if x & 12403: raise r.deviation('BodyType', p)
+                        el = 'AuthorizationRes'
+                        _cf = 'AuthorizationRes'
+                        el = 'AuthorizationRes/ResponseCode'
+                        _c2_ResponseCode = ((x >> 7) & 31)
+                        if _c2_ResponseCode >= 26: _c2_ResponseCode = r.enum_index('AuthorizationResType/ResponseCode', _c2_ResponseCode, 26, r.at(p))
+                        else: _c2_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_ResponseCode]
+                        el = 'AuthorizationRes/EVSEProcessing'
+                        _c2_EVSEProcessing = ((x >> 2) & 3)
+                        if _c2_EVSEProcessing >= 3: _c2_EVSEProcessing = r.enum_index('AuthorizationResType/EVSEProcessing', _c2_EVSEProcessing, 3, r.at(p))
+                        else: _c2_EVSEProcessing = _E_iso2_msgdatatypes_EVSEProcessingType[_c2_EVSEProcessing]
+                        _cv = _new(iso2_msgbody.AuthorizationResType)
+                        _cv.ResponseCode = _c2_ResponseCode
+                        _cv.EVSEProcessing = _c2_EVSEProcessing
+                        s = 1
+                    elif ec == 2:
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'CertificateInstallationReq/ListOfRootCertificateIDs'
-                    r.pos = p
-                    _c5_ListOfRootCertificateIDs = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    f_CertificateInstallationReq = iso2_msgbody.CertificateInstallationReqType(_c5_Id, _c5_OEMProvisioningCert, _c5_ListOfRootCertificateIDs)
-                    s = 1
-                elif ec == 6:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 387: raise r.deviation('BodyType', p)
-                    el = 'CertificateInstallationRes'
-                    el = 'CertificateInstallationRes/ResponseCode'
-                    _c6_ResponseCode = ((x >> 2) & 31)
-                    if _c6_ResponseCode >= 26: _c6_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', _c6_ResponseCode, 26, r.at(p))
-                    else: _c6_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c6_ResponseCode]
-                    el = 'CertificateInstallationRes/SAProvisioningCertificateChain'
-                    r.pos = p
-                    _c6_SAProvisioningCertificateChain = c_iso2_msgdatatypes._d_CertificateChainType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'CertificateInstallationRes/ContractSignatureCertChain'
-                    r.pos = p
-                    _c6_ContractSignatureCertChain = c_iso2_msgdatatypes._d_CertificateChainType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
-                    r.pos = p
-                    _c6_ContractSignatureEncryptedPrivateKey = c_iso2_msgdatatypes._d_ContractSignatureEncryptedPrivateKeyType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'CertificateInstallationRes/DHpublickey'
-                    r.pos = p
-                    _c6_DHpublickey = c_iso2_msgdatatypes._d_DiffieHellmanPublickeyType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'CertificateInstallationRes/eMAID'
-                    r.pos = p
-                    _c6_eMAID = c_iso2_msgdatatypes._d_EMAIDType(r, 'iso2_msgbody:eMAID')
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    f_CertificateInstallationRes = iso2_msgbody.CertificateInstallationResType(_c6_ResponseCode, _c6_SAProvisioningCertificateChain, _c6_ContractSignatureCertChain, _c6_ContractSignatureEncryptedPrivateKey, _c6_DHpublickey, _c6_eMAID)
-                    s = 1
-                elif ec == 7:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'CertificateUpdateReq'
-                    el = 'CertificateUpdateReq/@Id'
-                    r.pos = p
-                    _c7_Id = r.string('iso2_msgbody:Id')
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'CertificateUpdateReq/ContractSignatureCertChain'
-                    r.pos = p
-                    _c7_ContractSignatureCertChain = c_iso2_msgdatatypes._d_CertificateChainType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BodyType', p)
-                    el = 'CertificateUpdateReq/eMAID'
-                    r.pos = p
-                    _c7_eMAID = r.string('iso2_msgbody:eMAID')
-                    if len(_c7_eMAID) < 14 or len(_c7_eMAID) > 15: r.facet('CertificateUpdateReqType/eMAID', 'length [14, 15]', _c7_eMAID, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BodyType', p)
-                    el = 'CertificateUpdateReq/ListOfRootCertificateIDs'
-                    r.pos = p
-                    _c7_ListOfRootCertificateIDs = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    f_CertificateUpdateReq = iso2_msgbody.CertificateUpdateReqType(_c7_Id, _c7_ContractSignatureCertChain, _c7_eMAID, _c7_ListOfRootCertificateIDs)
-                    s = 1
-                elif ec == 8:
-                    el = 'CertificateUpdateRes'
-                    r.pos = p
-                    f_CertificateUpdateRes = _d_CertificateUpdateResType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 9:
-                    el = 'ChargeParameterDiscoveryReq'
-                    r.pos = p
-                    f_ChargeParameterDiscoveryReq = _d_ChargeParameterDiscoveryReqType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 10:
-                    el = 'ChargeParameterDiscoveryRes'
-                    r.pos = p
-                    f_ChargeParameterDiscoveryRes = _d_ChargeParameterDiscoveryResType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 11:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'ChargingStatusReq'
-                    f_ChargingStatusReq = iso2_msgbody.ChargingStatusReqType()
-                    s = 1
-                elif ec == 12:
-                    el = 'ChargingStatusRes'
-                    r.pos = p
-                    f_ChargingStatusRes = _d_ChargingStatusResType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 13:
-                    el = 'CurrentDemandReq'
-                    r.pos = p
-                    f_CurrentDemandReq = _d_CurrentDemandReqType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 14:
-                    el = 'CurrentDemandRes'
-                    r.pos = p
-                    f_CurrentDemandRes = _d_CurrentDemandResType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 15:
-                    el = 'MeteringReceiptReq'
-                    r.pos = p
-                    f_MeteringReceiptReq = _d_MeteringReceiptReqType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 16:
-                    el = 'MeteringReceiptRes'
-                    r.pos = p
-                    f_MeteringReceiptRes = _d_MeteringReceiptResType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 17:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BodyType', p)
-                    el = 'PaymentDetailsReq'
-                    el = 'PaymentDetailsReq/eMAID'
-                    r.pos = p
-                    _c9_eMAID = r.string('iso2_msgbody:eMAID')
-                    if len(_c9_eMAID) < 14 or len(_c9_eMAID) > 15: r.facet('PaymentDetailsReqType/eMAID', 'length [14, 15]', _c9_eMAID, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BodyType', p)
-                    el = 'PaymentDetailsReq/ContractSignatureCertChain'
-                    r.pos = p
-                    _c9_ContractSignatureCertChain = c_iso2_msgdatatypes._d_CertificateChainType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    f_PaymentDetailsReq = iso2_msgbody.PaymentDetailsReqType(_c9_eMAID, _c9_ContractSignatureCertChain)
-                    s = 1
-                elif ec == 18:
-                    p += 10
-                    if p > E: V, E, p = r.slide(p, 10)
-                    x = (V >> (E - p)) & 1023
-                    if x & 775: raise r.deviation('BodyType', p)
-                    el = 'PaymentDetailsRes'
-                    el = 'PaymentDetailsRes/ResponseCode'
-                    _c10_ResponseCode = ((x >> 3) & 31)
-                    if _c10_ResponseCode >= 26: _c10_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', _c10_ResponseCode, 26, r.at(p))
-                    else: _c10_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c10_ResponseCode]
-                    el = 'PaymentDetailsRes/GenChallenge'
-                    r.pos = p
-                    _c10_GenChallenge = r.binary()
-                    if len(_c10_GenChallenge) < 16 or len(_c10_GenChallenge) > 16: r.facet('PaymentDetailsResType/GenChallenge', 'length [16, 16]', _c10_GenChallenge, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 4
-                    if p > E: V, E, p = r.slide(p, 4)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('BodyType', p)
-                    el = 'PaymentDetailsRes/EVSETimeStamp'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c10_EVSETimeStamp = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c10_EVSETimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'BodyElement'
+                        _cf = 'BodyElement'
+                        _cv = _new(iso2_msgbody.BodyBaseType)
+                        s = 1
+                    elif ec == 3:
+                        p += 24
+                        if p > E: V, E, p = r.slide(p, 24)
+                        x = (V >> (E - p)) & 16777215
+                        if x & 15604743: raise r.deviation('BodyType', p)
+                        el = 'CableCheckReq'
+                        _cf = 'CableCheckReq'
+                        el = 'CableCheckReq/DC_EVStatus/EVReady'
+                        _c4_c1_EVReady = ((x >> 20) & 1) == 1
+                        el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
+                        _c4_c1_EVErrorCode = ((x >> 13) & 15)
+                        if _c4_c1_EVErrorCode >= 12: _c4_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c4_c1_EVErrorCode, 12, r.at(p))
+                        else: _c4_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c4_c1_EVErrorCode]
+                        el = 'CableCheckReq/DC_EVStatus/EVRESSSOC'
+                        _c4_c1_EVRESSSOC = ((x >> 3) & 127)
+                        if _c4_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c4_c1_EVRESSSOC, r.at(p))
+                        _c4_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+                        _c4_DC_EVStatus.EVReady = _c4_c1_EVReady
+                        _c4_DC_EVStatus.EVErrorCode = _c4_c1_EVErrorCode
+                        _c4_DC_EVStatus.EVRESSSOC = _c4_c1_EVRESSSOC
+                        _cv = _new(iso2_msgbody.CableCheckReqType)
+                        _cv.DC_EVStatus = _c4_DC_EVStatus
+                        s = 1
                     else:
-                        r.pos = p; _c10_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BodyType', p)
-                    if _neg: _c10_EVSETimeStamp = -_c10_EVSETimeStamp - 1
-                    if _c10_EVSETimeStamp < -9223372036854775808 or _c10_EVSETimeStamp > 9223372036854775807: r.facet('PaymentDetailsResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c10_EVSETimeStamp, r.at(p))
-                    f_PaymentDetailsRes = iso2_msgbody.PaymentDetailsResType(_c10_ResponseCode, _c10_GenChallenge, _c10_EVSETimeStamp)
-                    s = 1
-                elif ec == 19:
-                    p += 5
-                    if p > E: V, E, p = r.slide(p, 5)
-                    x = (V >> (E - p)) & 31
-                    if x & 27: raise r.deviation('BodyType', p)
-                    el = 'PaymentServiceSelectionReq'
-                    el = 'PaymentServiceSelectionReq/SelectedPaymentOption'
-                    _c11_SelectedPaymentOption = _E_iso2_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
-                    el = 'PaymentServiceSelectionReq/SelectedServiceList'
-                    r.pos = p
-                    _c11_SelectedServiceList = c_iso2_msgdatatypes._d_SelectedServiceListType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    f_PaymentServiceSelectionReq = iso2_msgbody.PaymentServiceSelectionReqType(_c11_SelectedPaymentOption, _c11_SelectedServiceList)
-                    s = 1
-                elif ec == 20:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 387: raise r.deviation('BodyType', p)
-                    el = 'PaymentServiceSelectionRes'
-                    el = 'PaymentServiceSelectionRes/ResponseCode'
-                    _c12_ResponseCode = ((x >> 2) & 31)
-                    if _c12_ResponseCode >= 26: _c12_ResponseCode = r.enum_index('PaymentServiceSelectionResType/ResponseCode', _c12_ResponseCode, 26, r.at(p))
-                    else: _c12_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c12_ResponseCode]
-                    f_PaymentServiceSelectionRes = iso2_msgbody.PaymentServiceSelectionResType(_c12_ResponseCode)
-                    s = 1
-                elif ec == 21:
-                    el = 'PowerDeliveryReq'
-                    r.pos = p
-                    f_PowerDeliveryReq = _d_PowerDeliveryReqType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 22:
-                    el = 'PowerDeliveryRes'
-                    r.pos = p
-                    f_PowerDeliveryRes = _d_PowerDeliveryResType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 23:
-                    p += 39
-                    if p > E: V, E, p = r.slide(p, 39)
-                    x = (V >> (E - p)) & 549755813887
-                    if x & 511336244110: raise r.deviation('BodyType', p)
-                    el = 'PreChargeReq'
-                    el = 'PreChargeReq/DC_EVStatus'
-                    el = 'PreChargeReq/DC_EVStatus/EVReady'
-                    _c13_c1_EVReady = ((x >> 35) & 1) == 1
-                    el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
-                    _c13_c1_EVErrorCode = ((x >> 28) & 15)
-                    if _c13_c1_EVErrorCode >= 12: _c13_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c13_c1_EVErrorCode, 12, r.at(p))
-                    else: _c13_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c13_c1_EVErrorCode]
-                    el = 'PreChargeReq/DC_EVStatus/EVRESSSOC'
-                    _c13_c1_EVRESSSOC = ((x >> 18) & 127)
-                    if _c13_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c13_c1_EVRESSSOC, r.at(p))
-                    _c13_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c13_c1_EVReady, _c13_c1_EVErrorCode, _c13_c1_EVRESSSOC)
-                    el = 'PreChargeReq/EVTargetVoltage'
-                    el = 'PreChargeReq/EVTargetVoltage/Multiplier'
-                    _c13_c2_Multiplier = ((x >> 10) & 7) + -3
-                    if _c13_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c13_c2_Multiplier, r.at(p))
-                    el = 'PreChargeReq/EVTargetVoltage/Unit'
-                    _c13_c2_Unit = ((x >> 4) & 7)
-                    if _c13_c2_Unit >= 7: _c13_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c13_c2_Unit, 7, r.at(p))
-                    else: _c13_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c13_c2_Unit]
-                    el = 'PreChargeReq/EVTargetVoltage/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c13_c2_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c13_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c13_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 18
-                    if p > E: V, E, p = r.slide(p, 18)
-                    x = (V >> (E - p)) & 262143
-                    if x & 254862: raise r.deviation('BodyType', p)
-                    if _neg: _c13_c2_Value = -_c13_c2_Value - 1
-                    if _c13_c2_Value < -32768 or _c13_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_c2_Value, r.at(p))
-                    _c13_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c13_c2_Multiplier, _c13_c2_Unit, _c13_c2_Value)
-                    el = 'PreChargeReq/EVTargetCurrent'
-                    el = 'PreChargeReq/EVTargetCurrent/Multiplier'
-                    _c13_c3_Multiplier = ((x >> 10) & 7) + -3
-                    if _c13_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c13_c3_Multiplier, r.at(p))
-                    el = 'PreChargeReq/EVTargetCurrent/Unit'
-                    _c13_c3_Unit = ((x >> 4) & 7)
-                    if _c13_c3_Unit >= 7: _c13_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c13_c3_Unit, 7, r.at(p))
-                    else: _c13_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c13_c3_Unit]
-                    el = 'PreChargeReq/EVTargetCurrent/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c13_c3_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c13_c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c13_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('BodyType', p)
-                    if _neg: _c13_c3_Value = -_c13_c3_Value - 1
-                    if _c13_c3_Value < -32768 or _c13_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_c3_Value, r.at(p))
-                    _c13_EVTargetCurrent = iso2_msgdatatypes.PhysicalValueType(_c13_c3_Multiplier, _c13_c3_Unit, _c13_c3_Value)
-                    f_PreChargeReq = iso2_msgbody.PreChargeReqType(_c13_DC_EVStatus, _c13_EVTargetVoltage, _c13_EVTargetCurrent)
-                    s = 1
-                elif ec == 24:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 387: raise r.deviation('BodyType', p)
-                    el = 'PreChargeRes'
-                    el = 'PreChargeRes/ResponseCode'
-                    _c14_ResponseCode = ((x >> 2) & 31)
-                    if _c14_ResponseCode >= 26: _c14_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c14_ResponseCode, 26, r.at(p))
-                    else: _c14_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c14_ResponseCode]
-                    el = 'PreChargeRes/DC_EVSEStatus'
-                    r.pos = p
-                    _c14_DC_EVSEStatus = c_iso2_msgdatatypes._d_DC_EVSEStatusType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 16
-                    if p > E: V, E, p = r.slide(p, 16)
-                    x = (V >> (E - p)) & 65535
-                    if x & 58254: raise r.deviation('BodyType', p)
-                    el = 'PreChargeRes/EVSEPresentVoltage'
-                    el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
-                    _c14_c1_Multiplier = ((x >> 10) & 7) + -3
-                    if _c14_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_c1_Multiplier, r.at(p))
-                    el = 'PreChargeRes/EVSEPresentVoltage/Unit'
-                    _c14_c1_Unit = ((x >> 4) & 7)
-                    if _c14_c1_Unit >= 7: _c14_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c14_c1_Unit, 7, r.at(p))
-                    else: _c14_c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c14_c1_Unit]
-                    el = 'PreChargeRes/EVSEPresentVoltage/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c14_c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c14_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c14_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('BodyType', p)
-                    if _neg: _c14_c1_Value = -_c14_c1_Value - 1
-                    if _c14_c1_Value < -32768 or _c14_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c1_Value, r.at(p))
-                    _c14_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c14_c1_Multiplier, _c14_c1_Unit, _c14_c1_Value)
-                    f_PreChargeRes = iso2_msgbody.PreChargeResType(_c14_ResponseCode, _c14_DC_EVSEStatus, _c14_EVSEPresentVoltage)
-                    s = 1
-                elif ec == 25:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BodyType', p)
-                    el = 'ServiceDetailReq'
-                    el = 'ServiceDetailReq/ServiceID'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c15_ServiceID = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c15_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c15_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BodyType', p)
-                    if _c15_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c15_ServiceID, r.at(p))
-                    f_ServiceDetailReq = iso2_msgbody.ServiceDetailReqType(_c15_ServiceID)
-                    s = 1
-                elif ec == 26:
-                    el = 'ServiceDetailRes'
-                    r.pos = p
-                    f_ServiceDetailRes = _d_ServiceDetailResType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 27:
-                    el = 'ServiceDiscoveryReq'
-                    r.pos = p
-                    f_ServiceDiscoveryReq = _d_ServiceDiscoveryReqType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 28:
-                    el = 'ServiceDiscoveryRes'
-                    r.pos = p
-                    f_ServiceDiscoveryRes = _d_ServiceDiscoveryResType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 29:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'SessionSetupReq'
-                    el = 'SessionSetupReq/EVCCID'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
-                        _c16_EVCCID = b''
-                    else:
-                        r.pos = p
-                        _c16_EVCCID = r.binary()
-                        if len(_c16_EVCCID) > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', _c16_EVCCID, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    f_SessionSetupReq = iso2_msgbody.SessionSetupReqType(_c16_EVCCID)
-                    s = 1
-                elif ec == 30:
-                    el = 'SessionSetupRes'
-                    r.pos = p
-                    f_SessionSetupRes = _d_SessionSetupResType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 31:
-                    p += 5
-                    if p > E: V, E, p = r.slide(p, 5)
-                    x = (V >> (E - p)) & 31
-                    if x & 27: raise r.deviation('BodyType', p)
-                    el = 'SessionStopReq'
-                    el = 'SessionStopReq/ChargingSession'
-                    _c17_ChargingSession = _E_iso2_msgdatatypes_chargingSessionType[((x >> 2) & 1)]
-                    f_SessionStopReq = iso2_msgbody.SessionStopReqType(_c17_ChargingSession)
-                    s = 1
-                elif ec == 32:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 387: raise r.deviation('BodyType', p)
-                    el = 'SessionStopRes'
-                    el = 'SessionStopRes/ResponseCode'
-                    _c18_ResponseCode = ((x >> 2) & 31)
-                    if _c18_ResponseCode >= 26: _c18_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c18_ResponseCode, 26, r.at(p))
-                    else: _c18_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c18_ResponseCode]
-                    f_SessionStopRes = iso2_msgbody.SessionStopResType(_c18_ResponseCode)
-                    s = 1
-                elif ec == 33:
-                    p += 24
-                    if p > E: V, E, p = r.slide(p, 24)
-                    x = (V >> (E - p)) & 16777215
-                    if x & 15604743: raise r.deviation('BodyType', p)
-                    el = 'WeldingDetectionReq'
-                    el = 'WeldingDetectionReq/DC_EVStatus'
-                    el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
-                    _c19_c1_EVReady = ((x >> 20) & 1) == 1
-                    el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                    _c19_c1_EVErrorCode = ((x >> 13) & 15)
-                    if _c19_c1_EVErrorCode >= 12: _c19_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c19_c1_EVErrorCode, 12, r.at(p))
-                    else: _c19_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c19_c1_EVErrorCode]
-                    el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
-                    _c19_c1_EVRESSSOC = ((x >> 3) & 127)
-                    if _c19_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c19_c1_EVRESSSOC, r.at(p))
-                    _c19_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c19_c1_EVReady, _c19_c1_EVErrorCode, _c19_c1_EVRESSSOC)
-                    f_WeldingDetectionReq = iso2_msgbody.WeldingDetectionReqType(_c19_DC_EVStatus)
-                    s = 1
-                elif ec == 34:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 387: raise r.deviation('BodyType', p)
-                    el = 'WeldingDetectionRes'
-                    el = 'WeldingDetectionRes/ResponseCode'
-                    _c20_ResponseCode = ((x >> 2) & 31)
-                    if _c20_ResponseCode >= 26: _c20_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c20_ResponseCode, 26, r.at(p))
-                    else: _c20_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c20_ResponseCode]
-                    el = 'WeldingDetectionRes/DC_EVSEStatus'
-                    r.pos = p
-                    _c20_DC_EVSEStatus = c_iso2_msgdatatypes._d_DC_EVSEStatusType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 16
-                    if p > E: V, E, p = r.slide(p, 16)
-                    x = (V >> (E - p)) & 65535
-                    if x & 58254: raise r.deviation('BodyType', p)
-                    el = 'WeldingDetectionRes/EVSEPresentVoltage'
-                    el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
-                    _c20_c1_Multiplier = ((x >> 10) & 7) + -3
-                    if _c20_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c20_c1_Multiplier, r.at(p))
-                    el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                    _c20_c1_Unit = ((x >> 4) & 7)
-                    if _c20_c1_Unit >= 7: _c20_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c20_c1_Unit, 7, r.at(p))
-                    else: _c20_c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c20_c1_Unit]
-                    el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c20_c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c20_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c20_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('BodyType', p)
-                    if _neg: _c20_c1_Value = -_c20_c1_Value - 1
-                    if _c20_c1_Value < -32768 or _c20_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c20_c1_Value, r.at(p))
-                    _c20_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c20_c1_Multiplier, _c20_c1_Unit, _c20_c1_Value)
-                    f_WeldingDetectionRes = iso2_msgbody.WeldingDetectionResType(_c20_ResponseCode, _c20_DC_EVSEStatus, _c20_EVSEPresentVoltage)
-                    s = 1
-                elif ec == 35:
-                    pass
-                    s = -1
+                        raise r.deviation('BodyType', p)
                 else:
-                    raise r.deviation('BodyType', p)
-            if s == 1:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                s = -1
+                    if ec == 4:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 387: raise r.deviation('BodyType', p)
+                        el = 'CableCheckRes'
+                        _cf = 'CableCheckRes'
+                        el = 'CableCheckRes/ResponseCode'
+                        _c5_ResponseCode = ((x >> 2) & 31)
+                        if _c5_ResponseCode >= 26: _c5_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', _c5_ResponseCode, 26, r.at(p))
+                        else: _c5_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c5_ResponseCode]
+                        el = 'CableCheckRes/DC_EVSEStatus'
+                        _c5_c1_NotificationMaxDelay = None
+                        _c5_c1_EVSENotification = None
+                        _c5_c1_EVSEIsolationStatus = None
+                        _c5_c1_EVSEStatusCode = None
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+                        el = 'CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c5_c1_NotificationMaxDelay = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c5_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c5_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c5_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c5_c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c5_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 6
+                        if p > E: V, E, p = r.slide(p, 6)
+                        x = (V >> (E - p)) & 63
+                        if x & 57: raise r.deviation('DC_EVSEStatusType', p)
+                        if _c5_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c5_c1_NotificationMaxDelay, r.at(p))
+                        el = 'CableCheckRes/DC_EVSEStatus/EVSENotification'
+                        _c5_c1_EVSENotification = ((x >> 1) & 3)
+                        if _c5_c1_EVSENotification >= 3: _c5_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c5_c1_EVSENotification, 3, r.at(p))
+                        else: _c5_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c5_c1_EVSENotification]
+                        _c5_c1_s = 2
+                        if _c5_c1_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 12
+                                if p > E: V, E, p = r.slide(p, 12)
+                                x = (V >> (E - p)) & 4095
+                                if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
+                                el = 'CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
+                                _c5_c1_EVSEIsolationStatus = ((x >> 8) & 7)
+                                if _c5_c1_EVSEIsolationStatus >= 5: _c5_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c5_c1_EVSEIsolationStatus, 5, r.at(p))
+                                else: _c5_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c5_c1_EVSEIsolationStatus]
+                                el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c5_c1_EVSEStatusCode = ((x >> 1) & 15)
+                                if _c5_c1_EVSEStatusCode >= 12: _c5_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c5_c1_EVSEStatusCode, 12, r.at(p))
+                                else: _c5_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c5_c1_EVSEStatusCode]
+                                _c5_c1_s = 4
+                            elif ec == 1:
+                                p += 6
+                                if p > E: V, E, p = r.slide(p, 6)
+                                x = (V >> (E - p)) & 63
+                                if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                                el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c5_c1_EVSEStatusCode = ((x >> 1) & 15)
+                                if _c5_c1_EVSEStatusCode >= 12: _c5_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c5_c1_EVSEStatusCode, 12, r.at(p))
+                                else: _c5_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c5_c1_EVSEStatusCode]
+                                _c5_c1_s = 4
+                            else:
+                                raise r.deviation('DC_EVSEStatusType', p)
+                        if _c5_c1_s == 4:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEStatusType', p)
+                            _c5_c1_s = -1
+                        _c5_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+                        _c5_DC_EVSEStatus.NotificationMaxDelay = _c5_c1_NotificationMaxDelay
+                        _c5_DC_EVSEStatus.EVSENotification = _c5_c1_EVSENotification
+                        _c5_DC_EVSEStatus.EVSEIsolationStatus = _c5_c1_EVSEIsolationStatus
+                        _c5_DC_EVSEStatus.EVSEStatusCode = _c5_c1_EVSEStatusCode
+                        p += 6
+                        if p > E: V, E, p = r.slide(p, 6)
+                        x = (V >> (E - p)) & 63
+                        if x & 51: raise r.deviation('BodyType', p)
+                        el = 'CableCheckRes/EVSEProcessing'
+                        _c5_EVSEProcessing = ((x >> 2) & 3)
+                        if _c5_EVSEProcessing >= 3: _c5_EVSEProcessing = r.enum_index('CableCheckResType/EVSEProcessing', _c5_EVSEProcessing, 3, r.at(p))
+                        else: _c5_EVSEProcessing = _E_iso2_msgdatatypes_EVSEProcessingType[_c5_EVSEProcessing]
+                        _cv = _new(iso2_msgbody.CableCheckResType)
+                        _cv.ResponseCode = _c5_ResponseCode
+                        _cv.DC_EVSEStatus = _c5_DC_EVSEStatus
+                        _cv.EVSEProcessing = _c5_EVSEProcessing
+                        s = 1
+                    elif ec == 5:
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CertificateInstallationReq'
+                        _cf = 'CertificateInstallationReq'
+                        el = 'CertificateInstallationReq/@Id'
+                        r.pos = p
+                        _c6_Id = r.string('iso2_msgbody:Id')
+                        V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CertificateInstallationReq/OEMProvisioningCert'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
+                            _c6_OEMProvisioningCert = b''
+                        else:
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _c6_OEMProvisioningCert = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _c6_OEMProvisioningCert = r.binary(); V = r.v; E = r.end; p = r.pos
+                            if len(_c6_OEMProvisioningCert) > 800: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 800]', _c6_OEMProvisioningCert, r.at(p))
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CertificateInstallationReq/ListOfRootCertificateIDs'
+                        r.pos = p
+                        _c6_ListOfRootCertificateIDs = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        _cv = _new(iso2_msgbody.CertificateInstallationReqType)
+                        _cv.Id = _c6_Id
+                        _cv.OEMProvisioningCert = _c6_OEMProvisioningCert
+                        _cv.ListOfRootCertificateIDs = _c6_ListOfRootCertificateIDs
+                        s = 1
+                    elif ec == 6:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 387: raise r.deviation('BodyType', p)
+                        el = 'CertificateInstallationRes'
+                        _cf = 'CertificateInstallationRes'
+                        el = 'CertificateInstallationRes/ResponseCode'
+                        _c7_ResponseCode = ((x >> 2) & 31)
+                        if _c7_ResponseCode >= 26: _c7_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', _c7_ResponseCode, 26, r.at(p))
+                        else: _c7_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c7_ResponseCode]
+                        el = 'CertificateInstallationRes/SAProvisioningCertificateChain'
+                        _c7_c1_Id = None
+                        _c7_c1_Certificate = None
+                        _c7_c1_SubCertificates = None
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            el = 'CertificateInstallationRes/SAProvisioningCertificateChain/@Id'
+                            r.pos = p
+                            _c7_c1_Id = r.string('iso2_msgdatatypes:Id')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                            el = 'CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                                _c7_c1_Certificate = b''
+                            else:
+                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                    p += 8 + (_l << 3)
+                                    _c7_c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = p; _c7_c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c7_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c7_c1_Certificate, r.at(p))
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                            _c7_c1_s = 2
+                        elif ec == 1:
+                            el = 'CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                                _c7_c1_Certificate = b''
+                            else:
+                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                    p += 8 + (_l << 3)
+                                    _c7_c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = p; _c7_c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c7_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c7_c1_Certificate, r.at(p))
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                            _c7_c1_s = 2
+                        else:
+                            raise r.deviation('CertificateChainType', p)
+                        if _c7_c1_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'CertificateInstallationRes/SAProvisioningCertificateChain/SubCertificates'
+                                r.pos = p
+                                _c7_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                                _c7_c1_s = -1
+                            elif ec == 1:
+                                pass
+                                _c7_c1_s = -1
+                            else:
+                                raise r.deviation('CertificateChainType', p)
+                        _c7_SAProvisioningCertificateChain = _new(iso2_msgdatatypes.CertificateChainType)
+                        _c7_SAProvisioningCertificateChain.Id = _c7_c1_Id
+                        _c7_SAProvisioningCertificateChain.Certificate = _c7_c1_Certificate
+                        _c7_SAProvisioningCertificateChain.SubCertificates = _c7_c1_SubCertificates
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CertificateInstallationRes/ContractSignatureCertChain'
+                        _c7_c2_Id = None
+                        _c7_c2_Certificate = None
+                        _c7_c2_SubCertificates = None
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            el = 'CertificateInstallationRes/ContractSignatureCertChain/@Id'
+                            r.pos = p
+                            _c7_c2_Id = r.string('iso2_msgdatatypes:Id')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                            el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                                _c7_c2_Certificate = b''
+                            else:
+                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                    p += 8 + (_l << 3)
+                                    _c7_c2_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = p; _c7_c2_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c7_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c7_c2_Certificate, r.at(p))
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                            _c7_c2_s = 2
+                        elif ec == 1:
+                            el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                                _c7_c2_Certificate = b''
+                            else:
+                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                    p += 8 + (_l << 3)
+                                    _c7_c2_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = p; _c7_c2_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c7_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c7_c2_Certificate, r.at(p))
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                            _c7_c2_s = 2
+                        else:
+                            raise r.deviation('CertificateChainType', p)
+                        if _c7_c2_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
+                                r.pos = p
+                                _c7_c2_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                                _c7_c2_s = -1
+                            elif ec == 1:
+                                pass
+                                _c7_c2_s = -1
+                            else:
+                                raise r.deviation('CertificateChainType', p)
+                        _c7_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
+                        _c7_ContractSignatureCertChain.Id = _c7_c2_Id
+                        _c7_ContractSignatureCertChain.Certificate = _c7_c2_Certificate
+                        _c7_ContractSignatureCertChain.SubCertificates = _c7_c2_SubCertificates
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
+                        _c7_c3_Id = None
+                        _c7_c3_value = None
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+                        el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey/@Id'
+                        r.pos = p
+                        _c7_c3_Id = r.string('iso2_msgdatatypes:Id')
+                        V = r.v; E = r.end; p = r.pos
+                        _c7_c3_s = 1
+                        if _c7_c3_s == 1:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            ec = (V >> (E - p)) & 1
+                            if ec == 0:
+                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                    p += 8 + (_l << 3)
+                                    _c7_c3_value = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = p; _c7_c3_value = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c7_c3_value) > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', _c7_c3_value, r.at(p))
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+                                _c7_c3_s = -1
+                            elif ec == 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+                                _c7_c3_value = b''
+                                _c7_c3_s = -1
+                            else:
+                                raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+                        _c7_ContractSignatureEncryptedPrivateKey = _new(iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType)
+                        _c7_ContractSignatureEncryptedPrivateKey.Id = _c7_c3_Id
+                        _c7_ContractSignatureEncryptedPrivateKey.value = _c7_c3_value
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CertificateInstallationRes/DHpublickey'
+                        _c7_c4_Id = None
+                        _c7_c4_value = None
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('DiffieHellmanPublickeyType', p)
+                        el = 'CertificateInstallationRes/DHpublickey/@Id'
+                        r.pos = p
+                        _c7_c4_Id = r.string('iso2_msgdatatypes:Id')
+                        V = r.v; E = r.end; p = r.pos
+                        _c7_c4_s = 1
+                        if _c7_c4_s == 1:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            ec = (V >> (E - p)) & 1
+                            if ec == 0:
+                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                    p += 8 + (_l << 3)
+                                    _c7_c4_value = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = p; _c7_c4_value = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c7_c4_value) > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', _c7_c4_value, r.at(p))
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('DiffieHellmanPublickeyType', p)
+                                _c7_c4_s = -1
+                            elif ec == 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('DiffieHellmanPublickeyType', p)
+                                _c7_c4_value = b''
+                                _c7_c4_s = -1
+                            else:
+                                raise r.deviation('DiffieHellmanPublickeyType', p)
+                        _c7_DHpublickey = _new(iso2_msgdatatypes.DiffieHellmanPublickeyType)
+                        _c7_DHpublickey.Id = _c7_c4_Id
+                        _c7_DHpublickey.value = _c7_c4_value
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CertificateInstallationRes/eMAID'
+                        r.pos = p
+                        _c7_eMAID = c_iso2_msgdatatypes._d_EMAIDType(r, 'iso2_msgbody:eMAID')
+                        V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        _cv = _new(iso2_msgbody.CertificateInstallationResType)
+                        _cv.ResponseCode = _c7_ResponseCode
+                        _cv.SAProvisioningCertificateChain = _c7_SAProvisioningCertificateChain
+                        _cv.ContractSignatureCertChain = _c7_ContractSignatureCertChain
+                        _cv.ContractSignatureEncryptedPrivateKey = _c7_ContractSignatureEncryptedPrivateKey
+                        _cv.DHpublickey = _c7_DHpublickey
+                        _cv.eMAID = _c7_eMAID
+                        s = 1
+                    elif ec == 7:
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CertificateUpdateReq'
+                        _cf = 'CertificateUpdateReq'
+                        el = 'CertificateUpdateReq/@Id'
+                        r.pos = p
+                        _c8_Id = r.string('iso2_msgbody:Id')
+                        V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CertificateUpdateReq/ContractSignatureCertChain'
+                        _c8_c1_Id = None
+                        _c8_c1_Certificate = None
+                        _c8_c1_SubCertificates = None
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            el = 'CertificateUpdateReq/ContractSignatureCertChain/@Id'
+                            r.pos = p
+                            _c8_c1_Id = r.string('iso2_msgdatatypes:Id')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                            el = 'CertificateUpdateReq/ContractSignatureCertChain/Certificate'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                                _c8_c1_Certificate = b''
+                            else:
+                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                    p += 8 + (_l << 3)
+                                    _c8_c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = p; _c8_c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c8_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c8_c1_Certificate, r.at(p))
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                            _c8_c1_s = 2
+                        elif ec == 1:
+                            el = 'CertificateUpdateReq/ContractSignatureCertChain/Certificate'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                                _c8_c1_Certificate = b''
+                            else:
+                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                    p += 8 + (_l << 3)
+                                    _c8_c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = p; _c8_c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c8_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c8_c1_Certificate, r.at(p))
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                            _c8_c1_s = 2
+                        else:
+                            raise r.deviation('CertificateChainType', p)
+                        if _c8_c1_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'CertificateUpdateReq/ContractSignatureCertChain/SubCertificates'
+                                r.pos = p
+                                _c8_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                                _c8_c1_s = -1
+                            elif ec == 1:
+                                pass
+                                _c8_c1_s = -1
+                            else:
+                                raise r.deviation('CertificateChainType', p)
+                        _c8_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
+                        _c8_ContractSignatureCertChain.Id = _c8_c1_Id
+                        _c8_ContractSignatureCertChain.Certificate = _c8_c1_Certificate
+                        _c8_ContractSignatureCertChain.SubCertificates = _c8_c1_SubCertificates
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
+                        el = 'CertificateUpdateReq/eMAID'
+                        r.pos = p
+                        _c8_eMAID = r.string('iso2_msgbody:eMAID')
+                        if len(_c8_eMAID) < 14 or len(_c8_eMAID) > 15: r.facet('CertificateUpdateReqType/eMAID', 'length [14, 15]', _c8_eMAID, r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
+                        el = 'CertificateUpdateReq/ListOfRootCertificateIDs'
+                        r.pos = p
+                        _c8_ListOfRootCertificateIDs = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        _cv = _new(iso2_msgbody.CertificateUpdateReqType)
+                        _cv.Id = _c8_Id
+                        _cv.ContractSignatureCertChain = _c8_ContractSignatureCertChain
+                        _cv.eMAID = _c8_eMAID
+                        _cv.ListOfRootCertificateIDs = _c8_ListOfRootCertificateIDs
+                        s = 1
+                    elif ec == 8:
+                        el = 'CertificateUpdateRes'
+                        _cf = 'CertificateUpdateRes'
+                        r.pos = p
+                        _cv = _d_CertificateUpdateResType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        s = 1
+                    else:
+                        raise r.deviation('BodyType', p)
+            else:
+                if ec < 13:
+                    if ec == 9:
+                        el = 'ChargeParameterDiscoveryReq'
+                        _cf = 'ChargeParameterDiscoveryReq'
+                        _c9_MaxEntriesSAScheduleTuple = None
+                        _c9_RequestedEnergyTransferMode = None
+                        _c9_AC_EVChargeParameter = None
+                        _c9_DC_EVChargeParameter = None
+                        _c9_EVChargeParameter = None
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                            el = 'ChargeParameterDiscoveryReq/MaxEntriesSAScheduleTuple'
+                            if p + 24 <= E:
+                                _y = (V >> (E - p - 24)) & 16777215
+                                if _y < 8388608:
+                                    p += 8
+                                    _c9_MaxEntriesSAScheduleTuple = _y >> 16
+                                elif not _y & 32768:
+                                    p += 16
+                                    _c9_MaxEntriesSAScheduleTuple = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                elif not _y & 128:
+                                    p += 24
+                                    _c9_MaxEntriesSAScheduleTuple = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                else:
+                                    r.pos = p; _c9_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; E = r.end; p = r.pos
+                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                p += 8
+                                _c9_MaxEntriesSAScheduleTuple = (V >> (E - p)) & 127
+                            else:
+                                r.pos = p; _c9_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; E = r.end; p = r.pos
+                            p += 7
+                            if p > E: V, E, p = r.slide(p, 7)
+                            x = (V >> (E - p)) & 127
+                            if x & 113: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                            if _c9_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', _c9_MaxEntriesSAScheduleTuple, r.at(p))
+                            el = 'ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
+                            _c9_RequestedEnergyTransferMode = ((x >> 1) & 7)
+                            if _c9_RequestedEnergyTransferMode >= 6: _c9_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', _c9_RequestedEnergyTransferMode, 6, r.at(p))
+                            else: _c9_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[_c9_RequestedEnergyTransferMode]
+                            _c9_s = 2
+                        elif ec == 1:
+                            p += 5
+                            if p > E: V, E, p = r.slide(p, 5)
+                            x = (V >> (E - p)) & 31
+                            if x & 17: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                            el = 'ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
+                            _c9_RequestedEnergyTransferMode = ((x >> 1) & 7)
+                            if _c9_RequestedEnergyTransferMode >= 6: _c9_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', _c9_RequestedEnergyTransferMode, 6, r.at(p))
+                            else: _c9_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[_c9_RequestedEnergyTransferMode]
+                            _c9_s = 2
+                        else:
+                            raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                        if _c9_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'ChargeParameterDiscoveryReq/AC_EVChargeParameter'
+                                r.pos = p
+                                _c9_AC_EVChargeParameter = c_iso2_msgdatatypes._d_AC_EVChargeParameterType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c9_s = 3
+                            elif ec == 1:
+                                el = 'ChargeParameterDiscoveryReq/DC_EVChargeParameter'
+                                r.pos = p
+                                _c9_DC_EVChargeParameter = c_iso2_msgdatatypes._d_DC_EVChargeParameterType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c9_s = 3
+                            elif ec == 2:
+                                el = 'ChargeParameterDiscoveryReq/EVChargeParameter'
+                                _c9_c1_DepartureTime = None
+                                p += 2
+                                if p > E: V, E, p = r.slide(p, 2)
+                                ec = (V >> (E - p)) & 3
+                                if ec == 0:
+                                    p += 1
+                                    if p > E: V, E, p = r.slide(p, 1)
+                                    if (V >> (E - p)) & 1: raise r.deviation('EVChargeParameterType', p)
+                                    el = 'ChargeParameterDiscoveryReq/EVChargeParameter/DepartureTime'
+                                    if p + 24 <= E:
+                                        _y = (V >> (E - p - 24)) & 16777215
+                                        if _y < 8388608:
+                                            p += 8
+                                            _c9_c1_DepartureTime = _y >> 16
+                                        elif not _y & 32768:
+                                            p += 16
+                                            _c9_c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                        elif not _y & 128:
+                                            p += 24
+                                            _c9_c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                        else:
+                                            r.pos = p; _c9_c1_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+                                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                        p += 8
+                                        _c9_c1_DepartureTime = (V >> (E - p)) & 127
+                                    else:
+                                        r.pos = p; _c9_c1_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+                                    p += 2
+                                    if p > E: V, E, p = r.slide(p, 2)
+                                    if (V >> (E - p)) & 3: raise r.deviation('EVChargeParameterType', p)
+                                    if _c9_c1_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c9_c1_DepartureTime, r.at(p))
+                                elif ec == 1:
+                                    pass
+                                else:
+                                    raise r.deviation('EVChargeParameterType', p)
+                                _c9_EVChargeParameter = _new(iso2_msgdatatypes.EVChargeParameterType)
+                                _c9_EVChargeParameter.DepartureTime = _c9_c1_DepartureTime
+                                _c9_s = 3
+                            else:
+                                raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                        if _c9_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                            _c9_s = -1
+                        _cv = _new(iso2_msgbody.ChargeParameterDiscoveryReqType)
+                        _cv.MaxEntriesSAScheduleTuple = _c9_MaxEntriesSAScheduleTuple
+                        _cv.RequestedEnergyTransferMode = _c9_RequestedEnergyTransferMode
+                        _cv.AC_EVChargeParameter = _c9_AC_EVChargeParameter
+                        _cv.DC_EVChargeParameter = _c9_DC_EVChargeParameter
+                        _cv.EVChargeParameter = _c9_EVChargeParameter
+                        s = 1
+                    elif ec == 10:
+                        el = 'ChargeParameterDiscoveryRes'
+                        _cf = 'ChargeParameterDiscoveryRes'
+                        r.pos = p
+                        _cv = _d_ChargeParameterDiscoveryResType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        s = 1
+                    elif ec == 11:
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'ChargingStatusReq'
+                        _cf = 'ChargingStatusReq'
+                        _cv = _new(iso2_msgbody.ChargingStatusReqType)
+                        s = 1
+                    elif ec == 12:
+                        el = 'ChargingStatusRes'
+                        _cf = 'ChargingStatusRes'
+                        r.pos = p
+                        _cv = _d_ChargingStatusResType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        s = 1
+                    else:
+                        raise r.deviation('BodyType', p)
+                else:
+                    if ec == 13:
+                        el = 'CurrentDemandReq'
+                        _cf = 'CurrentDemandReq'
+                        r.pos = p
+                        _cv = _d_CurrentDemandReqType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        s = 1
+                    elif ec == 14:
+                        el = 'CurrentDemandRes'
+                        _cf = 'CurrentDemandRes'
+                        r.pos = p
+                        _cv = _d_CurrentDemandResType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        s = 1
+                    elif ec == 15:
+                        el = 'MeteringReceiptReq'
+                        _cf = 'MeteringReceiptReq'
+                        _c11_Id = None
+                        _c11_SessionID = None
+                        _c11_SAScheduleTupleID = None
+                        _c11_MeterInfo = None
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            el = 'MeteringReceiptReq/@Id'
+                            r.pos = p
+                            _c11_Id = r.string('iso2_msgbody:Id')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
+                            el = 'MeteringReceiptReq/SessionID'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+                                _c11_SessionID = b''
+                            else:
+                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                    p += 8 + (_l << 3)
+                                    _c11_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = p; _c11_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c11_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c11_SessionID, r.at(p))
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+                            _c11_s = 2
+                        elif ec == 1:
+                            el = 'MeteringReceiptReq/SessionID'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+                                _c11_SessionID = b''
+                            else:
+                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                    p += 8 + (_l << 3)
+                                    _c11_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = p; _c11_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c11_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c11_SessionID, r.at(p))
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+                            _c11_s = 2
+                        else:
+                            raise r.deviation('MeteringReceiptReqType', p)
+                        if _c11_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 11
+                                if p > E: V, E, p = r.slide(p, 11)
+                                x = (V >> (E - p)) & 2047
+                                if x & 1027: raise r.deviation('MeteringReceiptReqType', p)
+                                el = 'MeteringReceiptReq/SAScheduleTupleID'
+                                _c11_SAScheduleTupleID = ((x >> 2) & 255) + 1
+                                if _c11_SAScheduleTupleID > 255: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'maxInclusive 255', _c11_SAScheduleTupleID, r.at(p))
+                                el = 'MeteringReceiptReq/MeterInfo'
+                                r.pos = p
+                                _c11_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c11_s = 4
+                            elif ec == 1:
+                                el = 'MeteringReceiptReq/MeterInfo'
+                                r.pos = p
+                                _c11_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c11_s = 4
+                            else:
+                                raise r.deviation('MeteringReceiptReqType', p)
+                        if _c11_s == 4:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
+                            _c11_s = -1
+                        _cv = _new(iso2_msgbody.MeteringReceiptReqType)
+                        _cv.Id = _c11_Id
+                        _cv.SessionID = _c11_SessionID
+                        _cv.SAScheduleTupleID = _c11_SAScheduleTupleID
+                        _cv.MeterInfo = _c11_MeterInfo
+                        s = 1
+                    elif ec == 16:
+                        el = 'MeteringReceiptRes'
+                        _cf = 'MeteringReceiptRes'
+                        r.pos = p
+                        _cv = _d_MeteringReceiptResType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        s = 1
+                    elif ec == 17:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
+                        el = 'PaymentDetailsReq'
+                        _cf = 'PaymentDetailsReq'
+                        el = 'PaymentDetailsReq/eMAID'
+                        r.pos = p
+                        _c12_eMAID = r.string('iso2_msgbody:eMAID')
+                        if len(_c12_eMAID) < 14 or len(_c12_eMAID) > 15: r.facet('PaymentDetailsReqType/eMAID', 'length [14, 15]', _c12_eMAID, r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
+                        el = 'PaymentDetailsReq/ContractSignatureCertChain'
+                        _c12_c1_Id = None
+                        _c12_c1_Certificate = None
+                        _c12_c1_SubCertificates = None
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            el = 'PaymentDetailsReq/ContractSignatureCertChain/@Id'
+                            r.pos = p
+                            _c12_c1_Id = r.string('iso2_msgdatatypes:Id')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                            el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                                _c12_c1_Certificate = b''
+                            else:
+                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                    p += 8 + (_l << 3)
+                                    _c12_c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = p; _c12_c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c12_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c12_c1_Certificate, r.at(p))
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                            _c12_c1_s = 2
+                        elif ec == 1:
+                            el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                                _c12_c1_Certificate = b''
+                            else:
+                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                    p += 8 + (_l << 3)
+                                    _c12_c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = p; _c12_c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c12_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c12_c1_Certificate, r.at(p))
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                            _c12_c1_s = 2
+                        else:
+                            raise r.deviation('CertificateChainType', p)
+                        if _c12_c1_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
+                                r.pos = p
+                                _c12_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                                _c12_c1_s = -1
+                            elif ec == 1:
+                                pass
+                                _c12_c1_s = -1
+                            else:
+                                raise r.deviation('CertificateChainType', p)
+                        _c12_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
+                        _c12_ContractSignatureCertChain.Id = _c12_c1_Id
+                        _c12_ContractSignatureCertChain.Certificate = _c12_c1_Certificate
+                        _c12_ContractSignatureCertChain.SubCertificates = _c12_c1_SubCertificates
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        _cv = _new(iso2_msgbody.PaymentDetailsReqType)
+                        _cv.eMAID = _c12_eMAID
+                        _cv.ContractSignatureCertChain = _c12_ContractSignatureCertChain
+                        s = 1
+                    else:
+                        raise r.deviation('BodyType', p)
+        else:
+            if ec < 27:
+                if ec < 22:
+                    if ec == 18:
+                        p += 10
+                        if p > E: V, E, p = r.slide(p, 10)
+                        x = (V >> (E - p)) & 1023
+                        if x & 775: raise r.deviation('BodyType', p)
+                        el = 'PaymentDetailsRes'
+                        _cf = 'PaymentDetailsRes'
+                        el = 'PaymentDetailsRes/ResponseCode'
+                        _c13_ResponseCode = ((x >> 3) & 31)
+                        if _c13_ResponseCode >= 26: _c13_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', _c13_ResponseCode, 26, r.at(p))
+                        else: _c13_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c13_ResponseCode]
+                        el = 'PaymentDetailsRes/GenChallenge'
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _c13_GenChallenge = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _c13_GenChallenge = r.binary(); V = r.v; E = r.end; p = r.pos
+                        if len(_c13_GenChallenge) < 16 or len(_c13_GenChallenge) > 16: r.facet('PaymentDetailsResType/GenChallenge', 'length [16, 16]', _c13_GenChallenge, r.at(p))
+                        p += 4
+                        if p > E: V, E, p = r.slide(p, 4)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('BodyType', p)
+                        el = 'PaymentDetailsRes/EVSETimeStamp'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c13_EVSETimeStamp = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c13_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c13_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c13_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c13_EVSETimeStamp = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c13_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
+                        if _neg: _c13_EVSETimeStamp = -_c13_EVSETimeStamp - 1
+                        if _c13_EVSETimeStamp < -9223372036854775808 or _c13_EVSETimeStamp > 9223372036854775807: r.facet('PaymentDetailsResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c13_EVSETimeStamp, r.at(p))
+                        _cv = _new(iso2_msgbody.PaymentDetailsResType)
+                        _cv.ResponseCode = _c13_ResponseCode
+                        _cv.GenChallenge = _c13_GenChallenge
+                        _cv.EVSETimeStamp = _c13_EVSETimeStamp
+                        s = 1
+                    elif ec == 19:
+                        p += 5
+                        if p > E: V, E, p = r.slide(p, 5)
+                        x = (V >> (E - p)) & 31
+                        if x & 27: raise r.deviation('BodyType', p)
+                        el = 'PaymentServiceSelectionReq'
+                        _cf = 'PaymentServiceSelectionReq'
+                        el = 'PaymentServiceSelectionReq/SelectedPaymentOption'
+                        _c14_SelectedPaymentOption = _E_iso2_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
+                        el = 'PaymentServiceSelectionReq/SelectedServiceList'
+                        r.pos = p
+                        _c14_SelectedServiceList = c_iso2_msgdatatypes._d_SelectedServiceListType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        _cv = _new(iso2_msgbody.PaymentServiceSelectionReqType)
+                        _cv.SelectedPaymentOption = _c14_SelectedPaymentOption
+                        _cv.SelectedServiceList = _c14_SelectedServiceList
+                        s = 1
+                    elif ec == 20:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 387: raise r.deviation('BodyType', p)
+                        el = 'PaymentServiceSelectionRes'
+                        _cf = 'PaymentServiceSelectionRes'
+                        el = 'PaymentServiceSelectionRes/ResponseCode'
+                        _c15_ResponseCode = ((x >> 2) & 31)
+                        if _c15_ResponseCode >= 26: _c15_ResponseCode = r.enum_index('PaymentServiceSelectionResType/ResponseCode', _c15_ResponseCode, 26, r.at(p))
+                        else: _c15_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c15_ResponseCode]
+                        _cv = _new(iso2_msgbody.PaymentServiceSelectionResType)
+                        _cv.ResponseCode = _c15_ResponseCode
+                        s = 1
+                    elif ec == 21:
+                        el = 'PowerDeliveryReq'
+                        _cf = 'PowerDeliveryReq'
+                        r.pos = p
+                        _cv = _d_PowerDeliveryReqType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        s = 1
+                    else:
+                        raise r.deviation('BodyType', p)
+                else:
+                    if ec == 22:
+                        el = 'PowerDeliveryRes'
+                        _cf = 'PowerDeliveryRes'
+                        r.pos = p
+                        _cv = _d_PowerDeliveryResType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        s = 1
+                    elif ec == 23:
+                        p += 39
+                        if p > E: V, E, p = r.slide(p, 39)
+                        x = (V >> (E - p)) & 549755813887
+                        if x & 511336244110: raise r.deviation('BodyType', p)
+                        el = 'PreChargeReq'
+                        _cf = 'PreChargeReq'
+                        el = 'PreChargeReq/DC_EVStatus/EVReady'
+                        _c16_c1_EVReady = ((x >> 35) & 1) == 1
+                        el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
+                        _c16_c1_EVErrorCode = ((x >> 28) & 15)
+                        if _c16_c1_EVErrorCode >= 12: _c16_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c16_c1_EVErrorCode, 12, r.at(p))
+                        else: _c16_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c16_c1_EVErrorCode]
+                        el = 'PreChargeReq/DC_EVStatus/EVRESSSOC'
+                        _c16_c1_EVRESSSOC = ((x >> 18) & 127)
+                        if _c16_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c16_c1_EVRESSSOC, r.at(p))
+                        _c16_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+                        _c16_DC_EVStatus.EVReady = _c16_c1_EVReady
+                        _c16_DC_EVStatus.EVErrorCode = _c16_c1_EVErrorCode
+                        _c16_DC_EVStatus.EVRESSSOC = _c16_c1_EVRESSSOC
+                        el = 'PreChargeReq/EVTargetVoltage/Multiplier'
+                        _c16_c2_Multiplier = ((x >> 10) & 7) + -3
+                        if _c16_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c16_c2_Multiplier, r.at(p))
+                        el = 'PreChargeReq/EVTargetVoltage/Unit'
+                        _c16_c2_Unit = ((x >> 4) & 7)
+                        if _c16_c2_Unit >= 7: _c16_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c16_c2_Unit, 7, r.at(p))
+                        else: _c16_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c16_c2_Unit]
+                        el = 'PreChargeReq/EVTargetVoltage/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c16_c2_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c16_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c16_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c16_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c16_c2_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c16_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 18
+                        if p > E: V, E, p = r.slide(p, 18)
+                        x = (V >> (E - p)) & 262143
+                        if x & 254862: raise r.deviation('BodyType', p)
+                        if _neg: _c16_c2_Value = -_c16_c2_Value - 1
+                        if _c16_c2_Value < -32768 or _c16_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_c2_Value, r.at(p))
+                        _c16_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+                        _c16_EVTargetVoltage.Multiplier = _c16_c2_Multiplier
+                        _c16_EVTargetVoltage.Unit = _c16_c2_Unit
+                        _c16_EVTargetVoltage.Value = _c16_c2_Value
+                        el = 'PreChargeReq/EVTargetCurrent/Multiplier'
+                        _c16_c3_Multiplier = ((x >> 10) & 7) + -3
+                        if _c16_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c16_c3_Multiplier, r.at(p))
+                        el = 'PreChargeReq/EVTargetCurrent/Unit'
+                        _c16_c3_Unit = ((x >> 4) & 7)
+                        if _c16_c3_Unit >= 7: _c16_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c16_c3_Unit, 7, r.at(p))
+                        else: _c16_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c16_c3_Unit]
+                        el = 'PreChargeReq/EVTargetCurrent/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c16_c3_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c16_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c16_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c16_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c16_c3_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c16_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        if (V >> (E - p)) & 7: raise r.deviation('BodyType', p)
+                        if _neg: _c16_c3_Value = -_c16_c3_Value - 1
+                        if _c16_c3_Value < -32768 or _c16_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_c3_Value, r.at(p))
+                        _c16_EVTargetCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
+                        _c16_EVTargetCurrent.Multiplier = _c16_c3_Multiplier
+                        _c16_EVTargetCurrent.Unit = _c16_c3_Unit
+                        _c16_EVTargetCurrent.Value = _c16_c3_Value
+                        _cv = _new(iso2_msgbody.PreChargeReqType)
+                        _cv.DC_EVStatus = _c16_DC_EVStatus
+                        _cv.EVTargetVoltage = _c16_EVTargetVoltage
+                        _cv.EVTargetCurrent = _c16_EVTargetCurrent
+                        s = 1
+                    elif ec == 24:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 387: raise r.deviation('BodyType', p)
+                        el = 'PreChargeRes'
+                        _cf = 'PreChargeRes'
+                        el = 'PreChargeRes/ResponseCode'
+                        _c17_ResponseCode = ((x >> 2) & 31)
+                        if _c17_ResponseCode >= 26: _c17_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c17_ResponseCode, 26, r.at(p))
+                        else: _c17_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c17_ResponseCode]
+                        el = 'PreChargeRes/DC_EVSEStatus'
+                        _c17_c1_NotificationMaxDelay = None
+                        _c17_c1_EVSENotification = None
+                        _c17_c1_EVSEIsolationStatus = None
+                        _c17_c1_EVSEStatusCode = None
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+                        el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c17_c1_NotificationMaxDelay = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c17_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c17_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c17_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c17_c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c17_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 6
+                        if p > E: V, E, p = r.slide(p, 6)
+                        x = (V >> (E - p)) & 63
+                        if x & 57: raise r.deviation('DC_EVSEStatusType', p)
+                        if _c17_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c17_c1_NotificationMaxDelay, r.at(p))
+                        el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
+                        _c17_c1_EVSENotification = ((x >> 1) & 3)
+                        if _c17_c1_EVSENotification >= 3: _c17_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c17_c1_EVSENotification, 3, r.at(p))
+                        else: _c17_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c17_c1_EVSENotification]
+                        _c17_c1_s = 2
+                        if _c17_c1_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 12
+                                if p > E: V, E, p = r.slide(p, 12)
+                                x = (V >> (E - p)) & 4095
+                                if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
+                                el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
+                                _c17_c1_EVSEIsolationStatus = ((x >> 8) & 7)
+                                if _c17_c1_EVSEIsolationStatus >= 5: _c17_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c17_c1_EVSEIsolationStatus, 5, r.at(p))
+                                else: _c17_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c17_c1_EVSEIsolationStatus]
+                                el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c17_c1_EVSEStatusCode = ((x >> 1) & 15)
+                                if _c17_c1_EVSEStatusCode >= 12: _c17_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c17_c1_EVSEStatusCode, 12, r.at(p))
+                                else: _c17_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c17_c1_EVSEStatusCode]
+                                _c17_c1_s = 4
+                            elif ec == 1:
+                                p += 6
+                                if p > E: V, E, p = r.slide(p, 6)
+                                x = (V >> (E - p)) & 63
+                                if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                                el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c17_c1_EVSEStatusCode = ((x >> 1) & 15)
+                                if _c17_c1_EVSEStatusCode >= 12: _c17_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c17_c1_EVSEStatusCode, 12, r.at(p))
+                                else: _c17_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c17_c1_EVSEStatusCode]
+                                _c17_c1_s = 4
+                            else:
+                                raise r.deviation('DC_EVSEStatusType', p)
+                        if _c17_c1_s == 4:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEStatusType', p)
+                            _c17_c1_s = -1
+                        _c17_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+                        _c17_DC_EVSEStatus.NotificationMaxDelay = _c17_c1_NotificationMaxDelay
+                        _c17_DC_EVSEStatus.EVSENotification = _c17_c1_EVSENotification
+                        _c17_DC_EVSEStatus.EVSEIsolationStatus = _c17_c1_EVSEIsolationStatus
+                        _c17_DC_EVSEStatus.EVSEStatusCode = _c17_c1_EVSEStatusCode
+                        p += 16
+                        if p > E: V, E, p = r.slide(p, 16)
+                        x = (V >> (E - p)) & 65535
+                        if x & 58254: raise r.deviation('BodyType', p)
+                        el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
+                        _c17_c2_Multiplier = ((x >> 10) & 7) + -3
+                        if _c17_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c17_c2_Multiplier, r.at(p))
+                        el = 'PreChargeRes/EVSEPresentVoltage/Unit'
+                        _c17_c2_Unit = ((x >> 4) & 7)
+                        if _c17_c2_Unit >= 7: _c17_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c17_c2_Unit, 7, r.at(p))
+                        else: _c17_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c17_c2_Unit]
+                        el = 'PreChargeRes/EVSEPresentVoltage/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c17_c2_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c17_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c17_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c17_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c17_c2_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c17_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        if (V >> (E - p)) & 7: raise r.deviation('BodyType', p)
+                        if _neg: _c17_c2_Value = -_c17_c2_Value - 1
+                        if _c17_c2_Value < -32768 or _c17_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c17_c2_Value, r.at(p))
+                        _c17_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+                        _c17_EVSEPresentVoltage.Multiplier = _c17_c2_Multiplier
+                        _c17_EVSEPresentVoltage.Unit = _c17_c2_Unit
+                        _c17_EVSEPresentVoltage.Value = _c17_c2_Value
+                        _cv = _new(iso2_msgbody.PreChargeResType)
+                        _cv.ResponseCode = _c17_ResponseCode
+                        _cv.DC_EVSEStatus = _c17_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c17_EVSEPresentVoltage
+                        s = 1
+                    elif ec == 25:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
+                        el = 'ServiceDetailReq'
+                        _cf = 'ServiceDetailReq'
+                        el = 'ServiceDetailReq/ServiceID'
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c18_ServiceID = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c18_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c18_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c18_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c18_ServiceID = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c18_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
+                        if _c18_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c18_ServiceID, r.at(p))
+                        _cv = _new(iso2_msgbody.ServiceDetailReqType)
+                        _cv.ServiceID = _c18_ServiceID
+                        s = 1
+                    elif ec == 26:
+                        el = 'ServiceDetailRes'
+                        _cf = 'ServiceDetailRes'
+                        _c19_ResponseCode = None
+                        _c19_ServiceID = None
+                        _c19_ServiceParameterList = None
+                        p += 10
+                        if p > E: V, E, p = r.slide(p, 10)
+                        x = (V >> (E - p)) & 1023
+                        if x & 775: raise r.deviation('ServiceDetailResType', p)
+                        el = 'ServiceDetailRes/ResponseCode'
+                        _c19_ResponseCode = ((x >> 3) & 31)
+                        if _c19_ResponseCode >= 26: _c19_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', _c19_ResponseCode, 26, r.at(p))
+                        else: _c19_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c19_ResponseCode]
+                        el = 'ServiceDetailRes/ServiceID'
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c19_ServiceID = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c19_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c19_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c19_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c19_ServiceID = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c19_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
+                        if _c19_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c19_ServiceID, r.at(p))
+                        _c19_s = 2
+                        if _c19_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'ServiceDetailRes/ServiceParameterList'
+                                r.pos = p
+                                _c19_ServiceParameterList = c_iso2_msgdatatypes._d_ServiceParameterListType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
+                                _c19_s = -1
+                            elif ec == 1:
+                                pass
+                                _c19_s = -1
+                            else:
+                                raise r.deviation('ServiceDetailResType', p)
+                        _cv = _new(iso2_msgbody.ServiceDetailResType)
+                        _cv.ResponseCode = _c19_ResponseCode
+                        _cv.ServiceID = _c19_ServiceID
+                        _cv.ServiceParameterList = _c19_ServiceParameterList
+                        s = 1
+                    else:
+                        raise r.deviation('BodyType', p)
+            else:
+                if ec < 31:
+                    if ec == 27:
+                        el = 'ServiceDiscoveryReq'
+                        _cf = 'ServiceDiscoveryReq'
+                        _c20_ServiceScope = None
+                        _c20_ServiceCategory = None
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            el = 'ServiceDiscoveryReq/ServiceScope'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                                _c20_ServiceScope = ''
+                            else:
+                                r.pos = p
+                                _c20_ServiceScope = r.string('iso2_msgbody:ServiceScope')
+                                if len(_c20_ServiceScope) > 64: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 64]', _c20_ServiceScope, r.at(r.pos))
+                                V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+                            _c20_s = 1
+                        elif ec == 1:
+                            p += 4
+                            if p > E: V, E, p = r.slide(p, 4)
+                            x = (V >> (E - p)) & 15
+                            if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
+                            el = 'ServiceDiscoveryReq/ServiceCategory'
+                            _c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                            _c20_s = 2
+                        elif ec == 2:
+                            pass
+                            _c20_s = -1
+                        else:
+                            raise r.deviation('ServiceDiscoveryReqType', p)
+                        if _c20_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 4
+                                if p > E: V, E, p = r.slide(p, 4)
+                                x = (V >> (E - p)) & 15
+                                if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
+                                el = 'ServiceDiscoveryReq/ServiceCategory'
+                                _c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                                _c20_s = 2
+                            elif ec == 1:
+                                pass
+                                _c20_s = -1
+                            else:
+                                raise r.deviation('ServiceDiscoveryReqType', p)
+                        if _c20_s == 2:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryReqType', p)
+                            _c20_s = -1
+                        _cv = _new(iso2_msgbody.ServiceDiscoveryReqType)
+                        _cv.ServiceScope = _c20_ServiceScope
+                        _cv.ServiceCategory = _c20_ServiceCategory
+                        s = 1
+                    elif ec == 28:
+                        el = 'ServiceDiscoveryRes'
+                        _cf = 'ServiceDiscoveryRes'
+                        _c21_ResponseCode = None
+                        _c21_PaymentOptionList = None
+                        _c21_ChargeService = None
+                        _c21_ServiceList = None
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 387: raise r.deviation('ServiceDiscoveryResType', p)
+                        el = 'ServiceDiscoveryRes/ResponseCode'
+                        _c21_ResponseCode = ((x >> 2) & 31)
+                        if _c21_ResponseCode >= 26: _c21_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', _c21_ResponseCode, 26, r.at(p))
+                        else: _c21_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c21_ResponseCode]
+                        el = 'ServiceDiscoveryRes/PaymentOptionList'
+                        r.pos = p
+                        _c21_PaymentOptionList = c_iso2_msgdatatypes._d_PaymentOptionListType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryResType', p)
+                        el = 'ServiceDiscoveryRes/ChargeService'
+                        r.pos = p
+                        _c21_ChargeService = c_iso2_msgdatatypes._d_ChargeServiceType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        _c21_s = 3
+                        if _c21_s == 3:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'ServiceDiscoveryRes/ServiceList'
+                                r.pos = p
+                                _c21_ServiceList = c_iso2_msgdatatypes._d_ServiceListType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryResType', p)
+                                _c21_s = -1
+                            elif ec == 1:
+                                pass
+                                _c21_s = -1
+                            else:
+                                raise r.deviation('ServiceDiscoveryResType', p)
+                        _cv = _new(iso2_msgbody.ServiceDiscoveryResType)
+                        _cv.ResponseCode = _c21_ResponseCode
+                        _cv.PaymentOptionList = _c21_PaymentOptionList
+                        _cv.ChargeService = _c21_ChargeService
+                        _cv.ServiceList = _c21_ServiceList
+                        s = 1
+                    elif ec == 29:
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'SessionSetupReq'
+                        _cf = 'SessionSetupReq'
+                        el = 'SessionSetupReq/EVCCID'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
+                            _c22_EVCCID = b''
+                        else:
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _c22_EVCCID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _c22_EVCCID = r.binary(); V = r.v; E = r.end; p = r.pos
+                            if len(_c22_EVCCID) > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', _c22_EVCCID, r.at(p))
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        _cv = _new(iso2_msgbody.SessionSetupReqType)
+                        _cv.EVCCID = _c22_EVCCID
+                        s = 1
+                    elif ec == 30:
+                        el = 'SessionSetupRes'
+                        _cf = 'SessionSetupRes'
+                        _c23_ResponseCode = None
+                        _c23_EVSEID = None
+                        _c23_EVSETimeStamp = None
+                        p += 10
+                        if p > E: V, E, p = r.slide(p, 10)
+                        x = (V >> (E - p)) & 1023
+                        if x & 775: raise r.deviation('SessionSetupResType', p)
+                        el = 'SessionSetupRes/ResponseCode'
+                        _c23_ResponseCode = ((x >> 3) & 31)
+                        if _c23_ResponseCode >= 26: _c23_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c23_ResponseCode, 26, r.at(p))
+                        else: _c23_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c23_ResponseCode]
+                        el = 'SessionSetupRes/EVSEID'
+                        r.pos = p
+                        _c23_EVSEID = r.string('iso2_msgbody:EVSEID')
+                        if len(_c23_EVSEID) < 7 or len(_c23_EVSEID) > 37: r.facet('SessionSetupResType/EVSEID', 'length [7, 37]', _c23_EVSEID, r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('SessionSetupResType', p)
+                        _c23_s = 2
+                        if _c23_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 2
+                                if p > E: V, E, p = r.slide(p, 2)
+                                x = (V >> (E - p)) & 3
+                                if x & 2: raise r.deviation('SessionSetupResType', p)
+                                el = 'SessionSetupRes/EVSETimeStamp'
+                                _neg = (x & 1)
+                                if p + 24 <= E:
+                                    _y = (V >> (E - p - 24)) & 16777215
+                                    if _y < 8388608:
+                                        p += 8
+                                        _c23_EVSETimeStamp = _y >> 16
+                                    elif not _y & 32768:
+                                        p += 16
+                                        _c23_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        p += 24
+                                        _c23_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = p; _c23_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                    p += 8
+                                    _c23_EVSETimeStamp = (V >> (E - p)) & 127
+                                else:
+                                    r.pos = p; _c23_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                                p += 2
+                                if p > E: V, E, p = r.slide(p, 2)
+                                if (V >> (E - p)) & 3: raise r.deviation('SessionSetupResType', p)
+                                if _neg: _c23_EVSETimeStamp = -_c23_EVSETimeStamp - 1
+                                if _c23_EVSETimeStamp < -9223372036854775808 or _c23_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c23_EVSETimeStamp, r.at(p))
+                                _c23_s = -1
+                            elif ec == 1:
+                                pass
+                                _c23_s = -1
+                            else:
+                                raise r.deviation('SessionSetupResType', p)
+                        _cv = _new(iso2_msgbody.SessionSetupResType)
+                        _cv.ResponseCode = _c23_ResponseCode
+                        _cv.EVSEID = _c23_EVSEID
+                        _cv.EVSETimeStamp = _c23_EVSETimeStamp
+                        s = 1
+                    else:
+                        raise r.deviation('BodyType', p)
+                else:
+                    if ec == 31:
+                        p += 5
+                        if p > E: V, E, p = r.slide(p, 5)
+                        x = (V >> (E - p)) & 31
+                        if x & 27: raise r.deviation('BodyType', p)
+                        el = 'SessionStopReq'
+                        _cf = 'SessionStopReq'
+                        el = 'SessionStopReq/ChargingSession'
+                        _c24_ChargingSession = _E_iso2_msgdatatypes_chargingSessionType[((x >> 2) & 1)]
+                        _cv = _new(iso2_msgbody.SessionStopReqType)
+                        _cv.ChargingSession = _c24_ChargingSession
+                        s = 1
+                    elif ec == 32:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 387: raise r.deviation('BodyType', p)
+                        el = 'SessionStopRes'
+                        _cf = 'SessionStopRes'
+                        el = 'SessionStopRes/ResponseCode'
+                        _c25_ResponseCode = ((x >> 2) & 31)
+                        if _c25_ResponseCode >= 26: _c25_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c25_ResponseCode, 26, r.at(p))
+                        else: _c25_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c25_ResponseCode]
+                        _cv = _new(iso2_msgbody.SessionStopResType)
+                        _cv.ResponseCode = _c25_ResponseCode
+                        s = 1
+                    elif ec == 33:
+                        p += 24
+                        if p > E: V, E, p = r.slide(p, 24)
+                        x = (V >> (E - p)) & 16777215
+                        if x & 15604743: raise r.deviation('BodyType', p)
+                        el = 'WeldingDetectionReq'
+                        _cf = 'WeldingDetectionReq'
+                        el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
+                        _c26_c1_EVReady = ((x >> 20) & 1) == 1
+                        el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+                        _c26_c1_EVErrorCode = ((x >> 13) & 15)
+                        if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(p))
+                        else: _c26_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c26_c1_EVErrorCode]
+                        el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
+                        _c26_c1_EVRESSSOC = ((x >> 3) & 127)
+                        if _c26_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c26_c1_EVRESSSOC, r.at(p))
+                        _c26_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+                        _c26_DC_EVStatus.EVReady = _c26_c1_EVReady
+                        _c26_DC_EVStatus.EVErrorCode = _c26_c1_EVErrorCode
+                        _c26_DC_EVStatus.EVRESSSOC = _c26_c1_EVRESSSOC
+                        _cv = _new(iso2_msgbody.WeldingDetectionReqType)
+                        _cv.DC_EVStatus = _c26_DC_EVStatus
+                        s = 1
+                    elif ec == 34:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 387: raise r.deviation('BodyType', p)
+                        el = 'WeldingDetectionRes'
+                        _cf = 'WeldingDetectionRes'
+                        el = 'WeldingDetectionRes/ResponseCode'
+                        _c27_ResponseCode = ((x >> 2) & 31)
+                        if _c27_ResponseCode >= 26: _c27_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c27_ResponseCode, 26, r.at(p))
+                        else: _c27_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c27_ResponseCode]
+                        el = 'WeldingDetectionRes/DC_EVSEStatus'
+                        _c27_c1_NotificationMaxDelay = None
+                        _c27_c1_EVSENotification = None
+                        _c27_c1_EVSEIsolationStatus = None
+                        _c27_c1_EVSEStatusCode = None
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+                        el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c27_c1_NotificationMaxDelay = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c27_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c27_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c27_c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 6
+                        if p > E: V, E, p = r.slide(p, 6)
+                        x = (V >> (E - p)) & 63
+                        if x & 57: raise r.deviation('DC_EVSEStatusType', p)
+                        if _c27_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c27_c1_NotificationMaxDelay, r.at(p))
+                        el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
+                        _c27_c1_EVSENotification = ((x >> 1) & 3)
+                        if _c27_c1_EVSENotification >= 3: _c27_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c27_c1_EVSENotification, 3, r.at(p))
+                        else: _c27_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c27_c1_EVSENotification]
+                        _c27_c1_s = 2
+                        if _c27_c1_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 12
+                                if p > E: V, E, p = r.slide(p, 12)
+                                x = (V >> (E - p)) & 4095
+                                if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
+                                el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
+                                _c27_c1_EVSEIsolationStatus = ((x >> 8) & 7)
+                                if _c27_c1_EVSEIsolationStatus >= 5: _c27_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c27_c1_EVSEIsolationStatus, 5, r.at(p))
+                                else: _c27_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c27_c1_EVSEIsolationStatus]
+                                el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c27_c1_EVSEStatusCode = ((x >> 1) & 15)
+                                if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(p))
+                                else: _c27_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c27_c1_EVSEStatusCode]
+                                _c27_c1_s = 4
+                            elif ec == 1:
+                                p += 6
+                                if p > E: V, E, p = r.slide(p, 6)
+                                x = (V >> (E - p)) & 63
+                                if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                                el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c27_c1_EVSEStatusCode = ((x >> 1) & 15)
+                                if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(p))
+                                else: _c27_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c27_c1_EVSEStatusCode]
+                                _c27_c1_s = 4
+                            else:
+                                raise r.deviation('DC_EVSEStatusType', p)
+                        if _c27_c1_s == 4:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEStatusType', p)
+                            _c27_c1_s = -1
+                        _c27_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+                        _c27_DC_EVSEStatus.NotificationMaxDelay = _c27_c1_NotificationMaxDelay
+                        _c27_DC_EVSEStatus.EVSENotification = _c27_c1_EVSENotification
+                        _c27_DC_EVSEStatus.EVSEIsolationStatus = _c27_c1_EVSEIsolationStatus
+                        _c27_DC_EVSEStatus.EVSEStatusCode = _c27_c1_EVSEStatusCode
+                        p += 16
+                        if p > E: V, E, p = r.slide(p, 16)
+                        x = (V >> (E - p)) & 65535
+                        if x & 58254: raise r.deviation('BodyType', p)
+                        el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
+                        _c27_c2_Multiplier = ((x >> 10) & 7) + -3
+                        if _c27_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c27_c2_Multiplier, r.at(p))
+                        el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
+                        _c27_c2_Unit = ((x >> 4) & 7)
+                        if _c27_c2_Unit >= 7: _c27_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c27_c2_Unit, 7, r.at(p))
+                        else: _c27_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c27_c2_Unit]
+                        el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c27_c2_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c27_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c27_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c27_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c27_c2_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c27_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        if (V >> (E - p)) & 7: raise r.deviation('BodyType', p)
+                        if _neg: _c27_c2_Value = -_c27_c2_Value - 1
+                        if _c27_c2_Value < -32768 or _c27_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c27_c2_Value, r.at(p))
+                        _c27_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+                        _c27_EVSEPresentVoltage.Multiplier = _c27_c2_Multiplier
+                        _c27_EVSEPresentVoltage.Unit = _c27_c2_Unit
+                        _c27_EVSEPresentVoltage.Value = _c27_c2_Value
+                        _cv = _new(iso2_msgbody.WeldingDetectionResType)
+                        _cv.ResponseCode = _c27_ResponseCode
+                        _cv.DC_EVSEStatus = _c27_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c27_EVSEPresentVoltage
+                        s = 1
+                    elif ec == 35:
+                        pass
+                        s = -1
+                    else:
+                        raise r.deviation('BodyType', p)
+        if s == 1:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.BodyType(f_AuthorizationReq, f_AuthorizationRes, f_BodyElement, f_CableCheckReq, f_CableCheckRes, f_CertificateInstallationReq, f_CertificateInstallationRes, f_CertificateUpdateReq, f_CertificateUpdateRes, f_ChargeParameterDiscoveryReq, f_ChargeParameterDiscoveryRes, f_ChargingStatusReq, f_ChargingStatusRes, f_CurrentDemandReq, f_CurrentDemandRes, f_MeteringReceiptReq, f_MeteringReceiptRes, f_PaymentDetailsReq, f_PaymentDetailsRes, f_PaymentServiceSelectionReq, f_PaymentServiceSelectionRes, f_PowerDeliveryReq, f_PowerDeliveryRes, f_PreChargeReq, f_PreChargeRes, f_ServiceDetailReq, f_ServiceDetailRes, f_ServiceDiscoveryReq, f_ServiceDiscoveryRes, f_SessionSetupReq, f_SessionSetupRes, f_SessionStopReq, f_SessionStopRes, f_WeldingDetectionReq, f_WeldingDetectionRes)
+    _obj = _new(iso2_msgbody.BodyType)
+    _obj.AuthorizationReq = _obj.AuthorizationRes = _obj.BodyElement = _obj.CableCheckReq = _obj.CableCheckRes = _obj.CertificateInstallationReq = _obj.CertificateInstallationRes = _obj.CertificateUpdateReq = _obj.CertificateUpdateRes = _obj.ChargeParameterDiscoveryReq = _obj.ChargeParameterDiscoveryRes = _obj.ChargingStatusReq = _obj.ChargingStatusRes = _obj.CurrentDemandReq = _obj.CurrentDemandRes = _obj.MeteringReceiptReq = _obj.MeteringReceiptRes = _obj.PaymentDetailsReq = _obj.PaymentDetailsRes = _obj.PaymentServiceSelectionReq = _obj.PaymentServiceSelectionRes = _obj.PowerDeliveryReq = _obj.PowerDeliveryRes = _obj.PreChargeReq = _obj.PreChargeRes = _obj.ServiceDetailReq = _obj.ServiceDetailRes = _obj.ServiceDiscoveryReq = _obj.ServiceDiscoveryRes = _obj.SessionSetupReq = _obj.SessionSetupRes = _obj.SessionStopReq = _obj.SessionStopRes = _obj.WeldingDetectionReq = _obj.WeldingDetectionRes = None
+    if _cf is not None: setattr(_obj, _cf, _cv)
+    return _obj
 
 def _e_BodyType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}BodyType
@@ -978,752 +2194,1519 @@ def _e_BodyType(w, o):
         v_SessionStopRes = o.SessionStopRes
         v_WeldingDetectionReq = o.WeldingDetectionReq
         v_WeldingDetectionRes = o.WeldingDetectionRes
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_AuthorizationReq is not None:
-                    el = 'AuthorizationReq'
-                    v <<= 6
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_AuthorizationReqType(w, v_AuthorizationReq)
-                    v = w.v; n = w.n
-                    v_AuthorizationReq = None
-                    s = 1
-                elif v_AuthorizationRes is not None:
-                    el = 'AuthorizationRes'
-                    _o = v_AuthorizationRes
-                    _c1_ResponseCode = _o.ResponseCode
-                    _c1_EVSEProcessing = _o.EVSEProcessing
-                    if not (_c1_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'AuthorizationRes/ResponseCode'
-                    _c1_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c1_ResponseCode)
-                    if _c1_i1 is None: raise EncodeError(f'{_c1_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (_c1_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
-                    el = 'AuthorizationRes/EVSEProcessing'
-                    _c1_i2 = _I_iso2_msgdatatypes_EVSEProcessingType.get(_c1_EVSEProcessing)
-                    if _c1_i2 is None: raise EncodeError(f'{_c1_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-                    v = (v << 20) | (1 << 14) | (_c1_i1 << 7) | (_c1_i2 << 2)
-                    n += 20
-                    _c1_ResponseCode = None
-                    _c1_EVSEProcessing = None
-                    v_AuthorizationRes = None
-                    s = 1
-                elif v_BodyElement is not None:
-                    el = 'BodyElement'
-                    _o = v_BodyElement
-                    v = (v << 7) | (2 << 1)
-                    n += 7
-                    v_BodyElement = None
-                    s = 1
-                elif v_CableCheckReq is not None:
-                    el = 'CableCheckReq'
-                    _o = v_CableCheckReq
-                    _c3_DC_EVStatus = _o.DC_EVStatus
-                    if not (_c3_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
-                    el = 'CableCheckReq/DC_EVStatus'
-                    _o = _c3_DC_EVStatus
-                    _c3_c1_EVReady = _o.EVReady
-                    _c3_c1_EVErrorCode = _o.EVErrorCode
-                    _c3_c1_EVRESSSOC = _o.EVRESSSOC
-                    if not (_c3_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
-                    el = 'CableCheckReq/DC_EVStatus/EVReady'
-                    if _c3_c1_EVReady is not True and _c3_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c3_c1_EVReady!r}')
-                    if not (_c3_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
-                    el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
-                    _c3_c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c3_c1_EVErrorCode)
-                    if _c3_c1_i1 is None: raise EncodeError(f'{_c3_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    if not (_c3_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
-                    el = 'CableCheckReq/DC_EVStatus/EVRESSSOC'
-                    if not 0 <= _c3_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c3_c1_EVRESSSOC!r} outside [0, 100]')
-                    v = (v << 30) | (3 << 24) | (_c3_c1_EVReady << 20) | (_c3_c1_i1 << 13) | (_c3_c1_EVRESSSOC << 3)
-                    n += 30
-                    _c3_c1_EVReady = None
-                    _c3_c1_EVErrorCode = None
-                    _c3_c1_EVRESSSOC = None
-                    _c3_DC_EVStatus = None
-                    v_CableCheckReq = None
-                    s = 1
-                elif v_CableCheckRes is not None:
-                    el = 'CableCheckRes'
-                    _o = v_CableCheckRes
-                    _c4_ResponseCode = _o.ResponseCode
-                    _c4_DC_EVSEStatus = _o.DC_EVSEStatus
-                    _c4_EVSEProcessing = _o.EVSEProcessing
-                    if not (_c4_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'CableCheckRes/ResponseCode'
-                    _c4_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c4_ResponseCode)
-                    if _c4_i1 is None: raise EncodeError(f'{_c4_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (_c4_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
-                    el = 'CableCheckRes/DC_EVSEStatus'
-                    v = (v << 15) | (4 << 9) | (_c4_i1 << 2)
-                    n += 15
-                    _c4_ResponseCode = None
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_DC_EVSEStatusType(w, _c4_DC_EVSEStatus)
-                    v = w.v; n = w.n
-                    if not (_c4_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
-                    el = 'CableCheckRes/EVSEProcessing'
-                    _c4_i2 = _I_iso2_msgdatatypes_EVSEProcessingType.get(_c4_EVSEProcessing)
-                    if _c4_i2 is None: raise EncodeError(f'{_c4_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-                    v = (v << 6) | (_c4_i2 << 2)
-                    n += 6
-                    _c4_DC_EVSEStatus = None
-                    _c4_EVSEProcessing = None
-                    v_CableCheckRes = None
-                    s = 1
-                elif v_CertificateInstallationReq is not None:
-                    el = 'CertificateInstallationReq'
-                    _o = v_CertificateInstallationReq
-                    _c5_Id = _o.Id
-                    _c5_OEMProvisioningCert = _o.OEMProvisioningCert
-                    _c5_ListOfRootCertificateIDs = _o.ListOfRootCertificateIDs
-                    if not (_c5_Id is not None): raise EncodeError('missing content: Id')
-                    el = 'CertificateInstallationReq/@Id'
-                    v = (v << 7) | (5 << 1)
-                    n += 7
-                    _l = len(_c5_Id)
-                    if _l < 126 and _c5_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c5_Id); v = w.v; n = w.n
-                    if not (_c5_OEMProvisioningCert is not None): raise EncodeError('missing content: OEMProvisioningCert')
-                    el = 'CertificateInstallationReq/OEMProvisioningCert'
-                    v <<= 2
-                    n += 2
-                    _c5_Id = None
-                    w.v = v; w.n = n
-                    if len(_c5_OEMProvisioningCert) > 800: raise EncodeError(f'length {len(_c5_OEMProvisioningCert)} outside [0, 800]')
-                    w.binary(_c5_OEMProvisioningCert)
-                    v = w.v; n = w.n
-                    if not (_c5_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
-                    el = 'CertificateInstallationReq/ListOfRootCertificateIDs'
-                    v <<= 2
-                    n += 2
-                    _c5_OEMProvisioningCert = None
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_ListOfRootCertificateIDsType(w, _c5_ListOfRootCertificateIDs)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c5_ListOfRootCertificateIDs = None
-                    v_CertificateInstallationReq = None
-                    s = 1
-                elif v_CertificateInstallationRes is not None:
-                    el = 'CertificateInstallationRes'
-                    _o = v_CertificateInstallationRes
-                    _c6_ResponseCode = _o.ResponseCode
-                    _c6_SAProvisioningCertificateChain = _o.SAProvisioningCertificateChain
-                    _c6_ContractSignatureCertChain = _o.ContractSignatureCertChain
-                    _c6_ContractSignatureEncryptedPrivateKey = _o.ContractSignatureEncryptedPrivateKey
-                    _c6_DHpublickey = _o.DHpublickey
-                    _c6_eMAID = _o.eMAID
-                    if not (_c6_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'CertificateInstallationRes/ResponseCode'
-                    _c6_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c6_ResponseCode)
-                    if _c6_i1 is None: raise EncodeError(f'{_c6_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (_c6_SAProvisioningCertificateChain is not None): raise EncodeError('missing content: SAProvisioningCertificateChain')
-                    el = 'CertificateInstallationRes/SAProvisioningCertificateChain'
-                    v = (v << 15) | (6 << 9) | (_c6_i1 << 2)
-                    n += 15
-                    _c6_ResponseCode = None
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_CertificateChainType(w, _c6_SAProvisioningCertificateChain)
-                    v = w.v; n = w.n
-                    if not (_c6_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
-                    el = 'CertificateInstallationRes/ContractSignatureCertChain'
-                    v <<= 1
-                    n += 1
-                    _c6_SAProvisioningCertificateChain = None
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_CertificateChainType(w, _c6_ContractSignatureCertChain)
-                    v = w.v; n = w.n
-                    if not (_c6_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
-                    el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
-                    v <<= 1
-                    n += 1
-                    _c6_ContractSignatureCertChain = None
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_ContractSignatureEncryptedPrivateKeyType(w, _c6_ContractSignatureEncryptedPrivateKey)
-                    v = w.v; n = w.n
-                    if not (_c6_DHpublickey is not None): raise EncodeError('missing content: DHpublickey')
-                    el = 'CertificateInstallationRes/DHpublickey'
-                    v <<= 1
-                    n += 1
-                    _c6_ContractSignatureEncryptedPrivateKey = None
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_DiffieHellmanPublickeyType(w, _c6_DHpublickey)
-                    v = w.v; n = w.n
-                    if not (_c6_eMAID is not None): raise EncodeError('missing content: eMAID')
-                    el = 'CertificateInstallationRes/eMAID'
-                    v <<= 1
-                    n += 1
-                    _c6_DHpublickey = None
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_EMAIDType(w, _c6_eMAID)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c6_eMAID = None
-                    v_CertificateInstallationRes = None
-                    s = 1
-                elif v_CertificateUpdateReq is not None:
-                    el = 'CertificateUpdateReq'
-                    _o = v_CertificateUpdateReq
-                    _c7_Id = _o.Id
-                    _c7_ContractSignatureCertChain = _o.ContractSignatureCertChain
-                    _c7_eMAID = _o.eMAID
-                    _c7_ListOfRootCertificateIDs = _o.ListOfRootCertificateIDs
-                    if not (_c7_Id is not None): raise EncodeError('missing content: Id')
-                    el = 'CertificateUpdateReq/@Id'
-                    v = (v << 7) | (7 << 1)
-                    n += 7
-                    _l = len(_c7_Id)
-                    if _l < 126 and _c7_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c7_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c7_Id); v = w.v; n = w.n
-                    if not (_c7_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
-                    el = 'CertificateUpdateReq/ContractSignatureCertChain'
-                    v <<= 1
-                    n += 1
-                    _c7_Id = None
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_CertificateChainType(w, _c7_ContractSignatureCertChain)
-                    v = w.v; n = w.n
-                    if not (_c7_eMAID is not None): raise EncodeError('missing content: eMAID')
-                    el = 'CertificateUpdateReq/eMAID'
-                    v <<= 2
-                    n += 2
-                    _c7_ContractSignatureCertChain = None
-                    if len(_c7_eMAID) < 14 or len(_c7_eMAID) > 15: raise EncodeError(f'length {len(_c7_eMAID)} outside [14, 15]')
-                    _l = len(_c7_eMAID)
-                    if _l < 126 and _c7_eMAID.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c7_eMAID.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c7_eMAID); v = w.v; n = w.n
-                    if not (_c7_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
-                    el = 'CertificateUpdateReq/ListOfRootCertificateIDs'
-                    v <<= 2
-                    n += 2
-                    _c7_eMAID = None
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_ListOfRootCertificateIDsType(w, _c7_ListOfRootCertificateIDs)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c7_ListOfRootCertificateIDs = None
-                    v_CertificateUpdateReq = None
-                    s = 1
-                elif v_CertificateUpdateRes is not None:
-                    el = 'CertificateUpdateRes'
-                    v = (v << 6) | 8
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_CertificateUpdateResType(w, v_CertificateUpdateRes)
-                    v = w.v; n = w.n
-                    v_CertificateUpdateRes = None
-                    s = 1
-                elif v_ChargeParameterDiscoveryReq is not None:
-                    el = 'ChargeParameterDiscoveryReq'
-                    v = (v << 6) | 9
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_ChargeParameterDiscoveryReqType(w, v_ChargeParameterDiscoveryReq)
-                    v = w.v; n = w.n
-                    v_ChargeParameterDiscoveryReq = None
-                    s = 1
-                elif v_ChargeParameterDiscoveryRes is not None:
-                    el = 'ChargeParameterDiscoveryRes'
-                    v = (v << 6) | 10
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_ChargeParameterDiscoveryResType(w, v_ChargeParameterDiscoveryRes)
-                    v = w.v; n = w.n
-                    v_ChargeParameterDiscoveryRes = None
-                    s = 1
-                elif v_ChargingStatusReq is not None:
-                    el = 'ChargingStatusReq'
-                    _o = v_ChargingStatusReq
-                    v = (v << 7) | (11 << 1)
-                    n += 7
-                    v_ChargingStatusReq = None
-                    s = 1
-                elif v_ChargingStatusRes is not None:
-                    el = 'ChargingStatusRes'
-                    v = (v << 6) | 12
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_ChargingStatusResType(w, v_ChargingStatusRes)
-                    v = w.v; n = w.n
-                    v_ChargingStatusRes = None
-                    s = 1
-                elif v_CurrentDemandReq is not None:
-                    el = 'CurrentDemandReq'
-                    v = (v << 6) | 13
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_CurrentDemandReqType(w, v_CurrentDemandReq)
-                    v = w.v; n = w.n
-                    v_CurrentDemandReq = None
-                    s = 1
-                elif v_CurrentDemandRes is not None:
-                    el = 'CurrentDemandRes'
-                    v = (v << 6) | 14
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_CurrentDemandResType(w, v_CurrentDemandRes)
-                    v = w.v; n = w.n
-                    v_CurrentDemandRes = None
-                    s = 1
-                elif v_MeteringReceiptReq is not None:
-                    el = 'MeteringReceiptReq'
-                    v = (v << 6) | 15
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_MeteringReceiptReqType(w, v_MeteringReceiptReq)
-                    v = w.v; n = w.n
-                    v_MeteringReceiptReq = None
-                    s = 1
-                elif v_MeteringReceiptRes is not None:
-                    el = 'MeteringReceiptRes'
-                    v = (v << 6) | 16
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_MeteringReceiptResType(w, v_MeteringReceiptRes)
-                    v = w.v; n = w.n
-                    v_MeteringReceiptRes = None
-                    s = 1
-                elif v_PaymentDetailsReq is not None:
-                    el = 'PaymentDetailsReq'
-                    _o = v_PaymentDetailsReq
-                    _c9_eMAID = _o.eMAID
-                    _c9_ContractSignatureCertChain = _o.ContractSignatureCertChain
-                    if not (_c9_eMAID is not None): raise EncodeError('missing content: eMAID')
-                    el = 'PaymentDetailsReq/eMAID'
-                    v = (v << 8) | (17 << 2)
-                    n += 8
-                    if len(_c9_eMAID) < 14 or len(_c9_eMAID) > 15: raise EncodeError(f'length {len(_c9_eMAID)} outside [14, 15]')
-                    _l = len(_c9_eMAID)
-                    if _l < 126 and _c9_eMAID.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c9_eMAID.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c9_eMAID); v = w.v; n = w.n
-                    if not (_c9_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
-                    el = 'PaymentDetailsReq/ContractSignatureCertChain'
-                    v <<= 2
-                    n += 2
-                    _c9_eMAID = None
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_CertificateChainType(w, _c9_ContractSignatureCertChain)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c9_ContractSignatureCertChain = None
-                    v_PaymentDetailsReq = None
-                    s = 1
-                elif v_PaymentDetailsRes is not None:
-                    el = 'PaymentDetailsRes'
-                    _o = v_PaymentDetailsRes
-                    _c10_ResponseCode = _o.ResponseCode
-                    _c10_GenChallenge = _o.GenChallenge
-                    _c10_EVSETimeStamp = _o.EVSETimeStamp
-                    if not (_c10_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'PaymentDetailsRes/ResponseCode'
-                    _c10_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c10_ResponseCode)
-                    if _c10_i1 is None: raise EncodeError(f'{_c10_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (_c10_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
-                    el = 'PaymentDetailsRes/GenChallenge'
-                    v = (v << 16) | (18 << 10) | (_c10_i1 << 3)
-                    n += 16
-                    _c10_ResponseCode = None
-                    w.v = v; w.n = n
-                    if len(_c10_GenChallenge) < 16 or len(_c10_GenChallenge) > 16: raise EncodeError(f'length {len(_c10_GenChallenge)} outside [16, 16]')
-                    w.binary(_c10_GenChallenge)
-                    v = w.v; n = w.n
-                    if not (_c10_EVSETimeStamp is not None): raise EncodeError('missing content: EVSETimeStamp')
-                    el = 'PaymentDetailsRes/EVSETimeStamp'
-                    if _c10_EVSETimeStamp < -9223372036854775808 or _c10_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c10_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
-                    v = (v << 4) | (_c10_EVSETimeStamp < 0)
-                    n += 4
-                    _c10_GenChallenge = None
-                    _m = (-_c10_EVSETimeStamp - 1 if _c10_EVSETimeStamp < 0 else _c10_EVSETimeStamp)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c10_EVSETimeStamp = None
-                    v_PaymentDetailsRes = None
-                    s = 1
-                elif v_PaymentServiceSelectionReq is not None:
-                    el = 'PaymentServiceSelectionReq'
-                    _o = v_PaymentServiceSelectionReq
-                    _c11_SelectedPaymentOption = _o.SelectedPaymentOption
-                    _c11_SelectedServiceList = _o.SelectedServiceList
-                    if not (_c11_SelectedPaymentOption is not None): raise EncodeError('missing content: SelectedPaymentOption')
-                    el = 'PaymentServiceSelectionReq/SelectedPaymentOption'
-                    _c11_i1 = _I_iso2_msgdatatypes_paymentOptionType.get(_c11_SelectedPaymentOption)
-                    if _c11_i1 is None: raise EncodeError(f'{_c11_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
-                    if not (_c11_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
-                    el = 'PaymentServiceSelectionReq/SelectedServiceList'
-                    v = (v << 11) | (19 << 5) | (_c11_i1 << 2)
-                    n += 11
-                    _c11_SelectedPaymentOption = None
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_SelectedServiceListType(w, _c11_SelectedServiceList)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c11_SelectedServiceList = None
-                    v_PaymentServiceSelectionReq = None
-                    s = 1
-                elif v_PaymentServiceSelectionRes is not None:
-                    el = 'PaymentServiceSelectionRes'
-                    _o = v_PaymentServiceSelectionRes
-                    _c12_ResponseCode = _o.ResponseCode
-                    if not (_c12_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'PaymentServiceSelectionRes/ResponseCode'
-                    _c12_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c12_ResponseCode)
-                    if _c12_i1 is None: raise EncodeError(f'{_c12_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    v = (v << 15) | (20 << 9) | (_c12_i1 << 2)
-                    n += 15
-                    _c12_ResponseCode = None
-                    v_PaymentServiceSelectionRes = None
-                    s = 1
-                elif v_PowerDeliveryReq is not None:
-                    el = 'PowerDeliveryReq'
-                    v = (v << 6) | 21
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_PowerDeliveryReqType(w, v_PowerDeliveryReq)
-                    v = w.v; n = w.n
-                    v_PowerDeliveryReq = None
-                    s = 1
-                elif v_PowerDeliveryRes is not None:
-                    el = 'PowerDeliveryRes'
-                    v = (v << 6) | 22
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_PowerDeliveryResType(w, v_PowerDeliveryRes)
-                    v = w.v; n = w.n
-                    v_PowerDeliveryRes = None
-                    s = 1
-                elif v_PreChargeReq is not None:
-                    el = 'PreChargeReq'
-                    _o = v_PreChargeReq
-                    _c13_DC_EVStatus = _o.DC_EVStatus
-                    _c13_EVTargetVoltage = _o.EVTargetVoltage
-                    _c13_EVTargetCurrent = _o.EVTargetCurrent
-                    if not (_c13_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
-                    el = 'PreChargeReq/DC_EVStatus'
-                    _o = _c13_DC_EVStatus
-                    _c13_c1_EVReady = _o.EVReady
-                    _c13_c1_EVErrorCode = _o.EVErrorCode
-                    _c13_c1_EVRESSSOC = _o.EVRESSSOC
-                    if not (_c13_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
-                    el = 'PreChargeReq/DC_EVStatus/EVReady'
-                    if _c13_c1_EVReady is not True and _c13_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c13_c1_EVReady!r}')
-                    if not (_c13_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
-                    el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
-                    _c13_c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c13_c1_EVErrorCode)
-                    if _c13_c1_i1 is None: raise EncodeError(f'{_c13_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    if not (_c13_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
-                    el = 'PreChargeReq/DC_EVStatus/EVRESSSOC'
-                    if not 0 <= _c13_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c13_c1_EVRESSSOC!r} outside [0, 100]')
-                    if not (_c13_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
-                    el = 'PreChargeReq/EVTargetVoltage'
-                    _o = _c13_EVTargetVoltage
-                    _c13_c2_Multiplier = _o.Multiplier
-                    _c13_c2_Unit = _o.Unit
-                    _c13_c2_Value = _o.Value
-                    if not (_c13_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'PreChargeReq/EVTargetVoltage/Multiplier'
-                    if not -3 <= _c13_c2_Multiplier <= 3: raise EncodeError(f'value {_c13_c2_Multiplier!r} outside [-3, 3]')
-                    if not (_c13_c2_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'PreChargeReq/EVTargetVoltage/Unit'
-                    _c13_c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c13_c2_Unit)
-                    if _c13_c2_i1 is None: raise EncodeError(f'{_c13_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c13_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'PreChargeReq/EVTargetVoltage/Value'
-                    if _c13_c2_Value < -32768 or _c13_c2_Value > 32767: raise EncodeError(f'value {_c13_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 45) | (23 << 39) | (_c13_c1_EVReady << 35) | (_c13_c1_i1 << 28) | (_c13_c1_EVRESSSOC << 18) | ((_c13_c2_Multiplier - -3) << 10) | (_c13_c2_i1 << 4) | (_c13_c2_Value < 0)
-                    n += 45
-                    _c13_c1_EVReady = None
-                    _c13_c1_EVErrorCode = None
-                    _c13_c1_EVRESSSOC = None
-                    _c13_DC_EVStatus = None
-                    _c13_c2_Multiplier = None
-                    _c13_c2_Unit = None
-                    _m = (-_c13_c2_Value - 1 if _c13_c2_Value < 0 else _c13_c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (_c13_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
-                    el = 'PreChargeReq/EVTargetCurrent'
-                    _o = _c13_EVTargetCurrent
-                    _c13_c3_Multiplier = _o.Multiplier
-                    _c13_c3_Unit = _o.Unit
-                    _c13_c3_Value = _o.Value
-                    if not (_c13_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'PreChargeReq/EVTargetCurrent/Multiplier'
-                    if not -3 <= _c13_c3_Multiplier <= 3: raise EncodeError(f'value {_c13_c3_Multiplier!r} outside [-3, 3]')
-                    if not (_c13_c3_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'PreChargeReq/EVTargetCurrent/Unit'
-                    _c13_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c13_c3_Unit)
-                    if _c13_c3_i1 is None: raise EncodeError(f'{_c13_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c13_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'PreChargeReq/EVTargetCurrent/Value'
-                    if _c13_c3_Value < -32768 or _c13_c3_Value > 32767: raise EncodeError(f'value {_c13_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c13_c3_Multiplier - -3) << 10) | (_c13_c3_i1 << 4) | (_c13_c3_Value < 0)
-                    n += 18
-                    _c13_c2_Value = None
-                    _c13_EVTargetVoltage = None
-                    _c13_c3_Multiplier = None
-                    _c13_c3_Unit = None
-                    _m = (-_c13_c3_Value - 1 if _c13_c3_Value < 0 else _c13_c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+        if v_AuthorizationReq is not None:
+            el = 'AuthorizationReq'
+            v <<= 6
+            n += 6
+            _c1_o = v_AuthorizationReq
+            _c1_Id = _c1_o.Id
+            _c1_GenChallenge = _c1_o.GenChallenge
+            if _c1_Id is not None:
+                el = 'AuthorizationReq/@Id'
+                v <<= 2
+                n += 2
+                _l = len(_c1_Id)
+                if _l < 126 and _c1_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c1_Id); v = w.v; n = w.n
+                _c1_Id = None
+                _c1_s = 1
+            elif _c1_GenChallenge is not None:
+                el = 'AuthorizationReq/GenChallenge'
+                v = (v << 3) | (1 << 1)
+                n += 3
+                if len(_c1_GenChallenge) < 16 or len(_c1_GenChallenge) > 16: raise EncodeError(f'length {len(_c1_GenChallenge)} outside [16, 16]')
+                _l = len(_c1_GenChallenge)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_GenChallenge, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c1_GenChallenge); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_GenChallenge = None
+                _c1_s = 2
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                if _c1_Id is not None or _c1_GenChallenge is not None: raise _leftover(_c1_o)
+                _c1_s = -1
+            if _c1_s == 1:
+                if _c1_GenChallenge is not None:
+                    el = 'AuthorizationReq/GenChallenge'
                     v <<= 3
                     n += 3
-                    _c13_c3_Value = None
-                    _c13_EVTargetCurrent = None
-                    v_PreChargeReq = None
-                    s = 1
-                elif v_PreChargeRes is not None:
-                    el = 'PreChargeRes'
-                    _o = v_PreChargeRes
-                    _c14_ResponseCode = _o.ResponseCode
-                    _c14_DC_EVSEStatus = _o.DC_EVSEStatus
-                    _c14_EVSEPresentVoltage = _o.EVSEPresentVoltage
-                    if not (_c14_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'PreChargeRes/ResponseCode'
-                    _c14_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c14_ResponseCode)
-                    if _c14_i1 is None: raise EncodeError(f'{_c14_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (_c14_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
-                    el = 'PreChargeRes/DC_EVSEStatus'
-                    v = (v << 15) | (24 << 9) | (_c14_i1 << 2)
-                    n += 15
-                    _c14_ResponseCode = None
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_DC_EVSEStatusType(w, _c14_DC_EVSEStatus)
-                    v = w.v; n = w.n
-                    if not (_c14_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
-                    el = 'PreChargeRes/EVSEPresentVoltage'
-                    _o = _c14_EVSEPresentVoltage
-                    _c14_c2_Multiplier = _o.Multiplier
-                    _c14_c2_Unit = _o.Unit
-                    _c14_c2_Value = _o.Value
-                    if not (_c14_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
-                    if not -3 <= _c14_c2_Multiplier <= 3: raise EncodeError(f'value {_c14_c2_Multiplier!r} outside [-3, 3]')
-                    if not (_c14_c2_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'PreChargeRes/EVSEPresentVoltage/Unit'
-                    _c14_c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c14_c2_Unit)
-                    if _c14_c2_i1 is None: raise EncodeError(f'{_c14_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c14_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'PreChargeRes/EVSEPresentVoltage/Value'
-                    if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: raise EncodeError(f'value {_c14_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c14_c2_Multiplier - -3) << 10) | (_c14_c2_i1 << 4) | (_c14_c2_Value < 0)
-                    n += 16
-                    _c14_DC_EVSEStatus = None
-                    _c14_c2_Multiplier = None
-                    _c14_c2_Unit = None
-                    _m = (-_c14_c2_Value - 1 if _c14_c2_Value < 0 else _c14_c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
-                    _c14_c2_Value = None
-                    _c14_EVSEPresentVoltage = None
-                    v_PreChargeRes = None
-                    s = 1
-                elif v_ServiceDetailReq is not None:
-                    el = 'ServiceDetailReq'
-                    _o = v_ServiceDetailReq
-                    _c15_ServiceID = _o.ServiceID
-                    if not (_c15_ServiceID is not None): raise EncodeError('missing content: ServiceID')
-                    el = 'ServiceDetailReq/ServiceID'
-                    if _c15_ServiceID < 0 or _c15_ServiceID > 65535: raise EncodeError(f'value {_c15_ServiceID!r} outside [0, 65535]')
-                    v = (v << 8) | (25 << 2)
-                    n += 8
-                    if _c15_ServiceID < 128: v = (v << 8) | _c15_ServiceID; n += 8
-                    elif _c15_ServiceID < 16384: v = (v << 16) | ((_c15_ServiceID & 127) << 8) | 32768 | (_c15_ServiceID >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c15_ServiceID); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c15_ServiceID = None
-                    v_ServiceDetailReq = None
-                    s = 1
-                elif v_ServiceDetailRes is not None:
-                    el = 'ServiceDetailRes'
-                    v = (v << 6) | 26
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_ServiceDetailResType(w, v_ServiceDetailRes)
-                    v = w.v; n = w.n
-                    v_ServiceDetailRes = None
-                    s = 1
-                elif v_ServiceDiscoveryReq is not None:
-                    el = 'ServiceDiscoveryReq'
-                    v = (v << 6) | 27
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_ServiceDiscoveryReqType(w, v_ServiceDiscoveryReq)
-                    v = w.v; n = w.n
-                    v_ServiceDiscoveryReq = None
-                    s = 1
-                elif v_ServiceDiscoveryRes is not None:
-                    el = 'ServiceDiscoveryRes'
-                    v = (v << 6) | 28
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_ServiceDiscoveryResType(w, v_ServiceDiscoveryRes)
-                    v = w.v; n = w.n
-                    v_ServiceDiscoveryRes = None
-                    s = 1
-                elif v_SessionSetupReq is not None:
-                    el = 'SessionSetupReq'
-                    _o = v_SessionSetupReq
-                    _c16_EVCCID = _o.EVCCID
-                    if not (_c16_EVCCID is not None): raise EncodeError('missing content: EVCCID')
-                    el = 'SessionSetupReq/EVCCID'
-                    v = (v << 8) | (29 << 2)
-                    n += 8
-                    w.v = v; w.n = n
-                    if len(_c16_EVCCID) > 6: raise EncodeError(f'length {len(_c16_EVCCID)} outside [0, 6]')
-                    w.binary(_c16_EVCCID)
-                    v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c16_EVCCID = None
-                    v_SessionSetupReq = None
-                    s = 1
-                elif v_SessionSetupRes is not None:
-                    el = 'SessionSetupRes'
-                    v = (v << 6) | 30
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_SessionSetupResType(w, v_SessionSetupRes)
-                    v = w.v; n = w.n
-                    v_SessionSetupRes = None
-                    s = 1
-                elif v_SessionStopReq is not None:
-                    el = 'SessionStopReq'
-                    _o = v_SessionStopReq
-                    _c17_ChargingSession = _o.ChargingSession
-                    if not (_c17_ChargingSession is not None): raise EncodeError('missing content: ChargingSession')
-                    el = 'SessionStopReq/ChargingSession'
-                    _c17_i1 = _I_iso2_msgdatatypes_chargingSessionType.get(_c17_ChargingSession)
-                    if _c17_i1 is None: raise EncodeError(f'{_c17_ChargingSession!r} is not one of the enumeration chargingSessionType')
-                    v = (v << 11) | (31 << 5) | (_c17_i1 << 2)
-                    n += 11
-                    _c17_ChargingSession = None
-                    v_SessionStopReq = None
-                    s = 1
-                elif v_SessionStopRes is not None:
-                    el = 'SessionStopRes'
-                    _o = v_SessionStopRes
-                    _c18_ResponseCode = _o.ResponseCode
-                    if not (_c18_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'SessionStopRes/ResponseCode'
-                    _c18_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c18_ResponseCode)
-                    if _c18_i1 is None: raise EncodeError(f'{_c18_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    v = (v << 15) | (32 << 9) | (_c18_i1 << 2)
-                    n += 15
-                    _c18_ResponseCode = None
-                    v_SessionStopRes = None
-                    s = 1
-                elif v_WeldingDetectionReq is not None:
-                    el = 'WeldingDetectionReq'
-                    _o = v_WeldingDetectionReq
-                    _c19_DC_EVStatus = _o.DC_EVStatus
-                    if not (_c19_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
-                    el = 'WeldingDetectionReq/DC_EVStatus'
-                    _o = _c19_DC_EVStatus
-                    _c19_c1_EVReady = _o.EVReady
-                    _c19_c1_EVErrorCode = _o.EVErrorCode
-                    _c19_c1_EVRESSSOC = _o.EVRESSSOC
-                    if not (_c19_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
-                    el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
-                    if _c19_c1_EVReady is not True and _c19_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c19_c1_EVReady!r}')
-                    if not (_c19_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
-                    el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                    _c19_c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c19_c1_EVErrorCode)
-                    if _c19_c1_i1 is None: raise EncodeError(f'{_c19_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    if not (_c19_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
-                    el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
-                    if not 0 <= _c19_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c19_c1_EVRESSSOC!r} outside [0, 100]')
-                    v = (v << 30) | (33 << 24) | (_c19_c1_EVReady << 20) | (_c19_c1_i1 << 13) | (_c19_c1_EVRESSSOC << 3)
-                    n += 30
-                    _c19_c1_EVReady = None
-                    _c19_c1_EVErrorCode = None
-                    _c19_c1_EVRESSSOC = None
-                    _c19_DC_EVStatus = None
-                    v_WeldingDetectionReq = None
-                    s = 1
-                elif v_WeldingDetectionRes is not None:
-                    el = 'WeldingDetectionRes'
-                    _o = v_WeldingDetectionRes
-                    _c20_ResponseCode = _o.ResponseCode
-                    _c20_DC_EVSEStatus = _o.DC_EVSEStatus
-                    _c20_EVSEPresentVoltage = _o.EVSEPresentVoltage
-                    if not (_c20_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'WeldingDetectionRes/ResponseCode'
-                    _c20_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c20_ResponseCode)
-                    if _c20_i1 is None: raise EncodeError(f'{_c20_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (_c20_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
-                    el = 'WeldingDetectionRes/DC_EVSEStatus'
-                    v = (v << 15) | (34 << 9) | (_c20_i1 << 2)
-                    n += 15
-                    _c20_ResponseCode = None
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_DC_EVSEStatusType(w, _c20_DC_EVSEStatus)
-                    v = w.v; n = w.n
-                    if not (_c20_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
-                    el = 'WeldingDetectionRes/EVSEPresentVoltage'
-                    _o = _c20_EVSEPresentVoltage
-                    _c20_c2_Multiplier = _o.Multiplier
-                    _c20_c2_Unit = _o.Unit
-                    _c20_c2_Value = _o.Value
-                    if not (_c20_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
-                    if not -3 <= _c20_c2_Multiplier <= 3: raise EncodeError(f'value {_c20_c2_Multiplier!r} outside [-3, 3]')
-                    if not (_c20_c2_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                    _c20_c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c20_c2_Unit)
-                    if _c20_c2_i1 is None: raise EncodeError(f'{_c20_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c20_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
-                    if _c20_c2_Value < -32768 or _c20_c2_Value > 32767: raise EncodeError(f'value {_c20_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c20_c2_Multiplier - -3) << 10) | (_c20_c2_i1 << 4) | (_c20_c2_Value < 0)
-                    n += 16
-                    _c20_DC_EVSEStatus = None
-                    _c20_c2_Multiplier = None
-                    _c20_c2_Unit = None
-                    _m = (-_c20_c2_Value - 1 if _c20_c2_Value < 0 else _c20_c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
-                    _c20_c2_Value = None
-                    _c20_EVSEPresentVoltage = None
-                    v_WeldingDetectionRes = None
-                    s = 1
+                    if len(_c1_GenChallenge) < 16 or len(_c1_GenChallenge) > 16: raise EncodeError(f'length {len(_c1_GenChallenge)} outside [16, 16]')
+                    _l = len(_c1_GenChallenge)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_GenChallenge, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c1_GenChallenge); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_GenChallenge = None
+                    _c1_s = 2
                 elif True:
-                    v = (v << 6) | 35
-                    n += 6
-                    if v_AuthorizationReq is not None or v_AuthorizationRes is not None or v_BodyElement is not None or v_CableCheckReq is not None or v_CableCheckRes is not None or v_CertificateInstallationReq is not None or v_CertificateInstallationRes is not None or v_CertificateUpdateReq is not None or v_CertificateUpdateRes is not None or v_ChargeParameterDiscoveryReq is not None or v_ChargeParameterDiscoveryRes is not None or v_ChargingStatusReq is not None or v_ChargingStatusRes is not None or v_CurrentDemandReq is not None or v_CurrentDemandRes is not None or v_MeteringReceiptReq is not None or v_MeteringReceiptRes is not None or v_PaymentDetailsReq is not None or v_PaymentDetailsRes is not None or v_PaymentServiceSelectionReq is not None or v_PaymentServiceSelectionRes is not None or v_PowerDeliveryReq is not None or v_PowerDeliveryRes is not None or v_PreChargeReq is not None or v_PreChargeRes is not None or v_ServiceDetailReq is not None or v_ServiceDetailRes is not None or v_ServiceDiscoveryReq is not None or v_ServiceDiscoveryRes is not None or v_SessionSetupReq is not None or v_SessionSetupRes is not None or v_SessionStopReq is not None or v_SessionStopRes is not None or v_WeldingDetectionReq is not None or v_WeldingDetectionRes is not None: raise _leftover(o)
-                    s = -1
-            if s == 1:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_Id is not None or _c1_GenChallenge is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if _c1_s == 2:
                 if True:
                     v <<= 1
                     n += 1
-                    if v_AuthorizationReq is not None or v_AuthorizationRes is not None or v_BodyElement is not None or v_CableCheckReq is not None or v_CableCheckRes is not None or v_CertificateInstallationReq is not None or v_CertificateInstallationRes is not None or v_CertificateUpdateReq is not None or v_CertificateUpdateRes is not None or v_ChargeParameterDiscoveryReq is not None or v_ChargeParameterDiscoveryRes is not None or v_ChargingStatusReq is not None or v_ChargingStatusRes is not None or v_CurrentDemandReq is not None or v_CurrentDemandRes is not None or v_MeteringReceiptReq is not None or v_MeteringReceiptRes is not None or v_PaymentDetailsReq is not None or v_PaymentDetailsRes is not None or v_PaymentServiceSelectionReq is not None or v_PaymentServiceSelectionRes is not None or v_PowerDeliveryReq is not None or v_PowerDeliveryRes is not None or v_PreChargeReq is not None or v_PreChargeRes is not None or v_ServiceDetailReq is not None or v_ServiceDetailRes is not None or v_ServiceDiscoveryReq is not None or v_ServiceDiscoveryRes is not None or v_SessionSetupReq is not None or v_SessionSetupRes is not None or v_SessionStopReq is not None or v_SessionStopRes is not None or v_WeldingDetectionReq is not None or v_WeldingDetectionRes is not None: raise _leftover(o)
-                    s = -1
+                    if _c1_Id is not None or _c1_GenChallenge is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_AuthorizationReq = None
+            s = 1
+        elif v_AuthorizationRes is not None:
+            el = 'AuthorizationRes'
+            _o = v_AuthorizationRes
+            _c2_ResponseCode = _o.ResponseCode
+            _c2_EVSEProcessing = _o.EVSEProcessing
+            if not (_c2_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'AuthorizationRes/ResponseCode'
+            _c2_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c2_ResponseCode)
+            if _c2_i1 is None: raise EncodeError(f'{_c2_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c2_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
+            el = 'AuthorizationRes/EVSEProcessing'
+            _c2_i2 = _I_iso2_msgdatatypes_EVSEProcessingType.get(_c2_EVSEProcessing)
+            if _c2_i2 is None: raise EncodeError(f'{_c2_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+            v = (v << 20) | (1 << 14) | (_c2_i1 << 7) | (_c2_i2 << 2)
+            n += 20
+            v_AuthorizationRes = None
+            s = 1
+        elif v_BodyElement is not None:
+            el = 'BodyElement'
+            _o = v_BodyElement
+            v = (v << 7) | (2 << 1)
+            n += 7
+            v_BodyElement = None
+            s = 1
+        elif v_CableCheckReq is not None:
+            el = 'CableCheckReq'
+            _o = v_CableCheckReq
+            _c4_DC_EVStatus = _o.DC_EVStatus
+            if not (_c4_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+            el = 'CableCheckReq/DC_EVStatus'
+            _o = _c4_DC_EVStatus
+            _c4_c1_EVReady = _o.EVReady
+            _c4_c1_EVErrorCode = _o.EVErrorCode
+            _c4_c1_EVRESSSOC = _o.EVRESSSOC
+            if not (_c4_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
+            el = 'CableCheckReq/DC_EVStatus/EVReady'
+            if _c4_c1_EVReady is not True and _c4_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c4_c1_EVReady!r}')
+            if not (_c4_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+            el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
+            _c4_c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c4_c1_EVErrorCode)
+            if _c4_c1_i1 is None: raise EncodeError(f'{_c4_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+            if not (_c4_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+            el = 'CableCheckReq/DC_EVStatus/EVRESSSOC'
+            if not 0 <= _c4_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c4_c1_EVRESSSOC!r} outside [0, 100]')
+            v = (v << 30) | (3 << 24) | (_c4_c1_EVReady << 20) | (_c4_c1_i1 << 13) | (_c4_c1_EVRESSSOC << 3)
+            n += 30
+            v_CableCheckReq = None
+            s = 1
+        elif v_CableCheckRes is not None:
+            el = 'CableCheckRes'
+            _o = v_CableCheckRes
+            _c5_ResponseCode = _o.ResponseCode
+            _c5_DC_EVSEStatus = _o.DC_EVSEStatus
+            _c5_EVSEProcessing = _o.EVSEProcessing
+            if not (_c5_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'CableCheckRes/ResponseCode'
+            _c5_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c5_ResponseCode)
+            if _c5_i1 is None: raise EncodeError(f'{_c5_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c5_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+            el = 'CableCheckRes/DC_EVSEStatus'
+            v = (v << 15) | (4 << 9) | (_c5_i1 << 2)
+            n += 15
+            _c5_c2_o = _c5_DC_EVSEStatus
+            _c5_c2_NotificationMaxDelay = _c5_c2_o.NotificationMaxDelay
+            _c5_c2_EVSENotification = _c5_c2_o.EVSENotification
+            _c5_c2_EVSEIsolationStatus = _c5_c2_o.EVSEIsolationStatus
+            _c5_c2_EVSEStatusCode = _c5_c2_o.EVSEStatusCode
+            if _c5_c2_NotificationMaxDelay is not None:
+                el = 'CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
+                if _c5_c2_NotificationMaxDelay < 0 or _c5_c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c5_c2_NotificationMaxDelay!r} outside [0, 65535]')
+                v <<= 2
+                n += 2
+                if _c5_c2_NotificationMaxDelay < 128: v = (v << 8) | _c5_c2_NotificationMaxDelay; n += 8
+                elif _c5_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c5_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c5_c2_NotificationMaxDelay >> 7); n += 16
+                elif _c5_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c5_c2_NotificationMaxDelay & 127) << 16) | (((_c5_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c5_c2_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c5_c2_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c5_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'CableCheckRes/DC_EVSEStatus/EVSENotification'
+                _c5_c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c5_c2_EVSENotification)
+                if _c5_c2_i1 is None: raise EncodeError(f'{_c5_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 6) | (_c5_c2_i1 << 1)
+                n += 6
+                _c5_c2_NotificationMaxDelay = None
+                _c5_c2_EVSENotification = None
+                _c5_c2_s = 2
+            else:
+                raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if _c5_c2_s == 2:
+                if _c5_c2_EVSEIsolationStatus is not None:
+                    el = 'CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
+                    _c5_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c5_c2_EVSEIsolationStatus)
+                    if _c5_c2_i2 is None: raise EncodeError(f'{_c5_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    if not (_c5_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                    el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                    _c5_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c5_c2_EVSEStatusCode)
+                    if _c5_c2_i3 is None: raise EncodeError(f'{_c5_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 14) | (_c5_c2_i2 << 8) | (_c5_c2_i3 << 1)
+                    n += 14
+                    _c5_c2_EVSEIsolationStatus = None
+                    _c5_c2_EVSEStatusCode = None
+                    _c5_c2_s = 4
+                elif _c5_c2_EVSEStatusCode is not None:
+                    el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                    _c5_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c5_c2_EVSEStatusCode)
+                    if _c5_c2_i4 is None: raise EncodeError(f'{_c5_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 8) | (1 << 6) | (_c5_c2_i4 << 1)
+                    n += 8
+                    _c5_c2_EVSEStatusCode = None
+                    _c5_c2_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if _c5_c2_s == 4:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c5_c2_NotificationMaxDelay is not None or _c5_c2_EVSENotification is not None or _c5_c2_EVSEIsolationStatus is not None or _c5_c2_EVSEStatusCode is not None: raise _leftover(_c5_c2_o)
+                    _c5_c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c5_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
+            el = 'CableCheckRes/EVSEProcessing'
+            _c5_i3 = _I_iso2_msgdatatypes_EVSEProcessingType.get(_c5_EVSEProcessing)
+            if _c5_i3 is None: raise EncodeError(f'{_c5_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+            v = (v << 6) | (_c5_i3 << 2)
+            n += 6
+            v_CableCheckRes = None
+            s = 1
+        elif v_CertificateInstallationReq is not None:
+            el = 'CertificateInstallationReq'
+            _o = v_CertificateInstallationReq
+            _c6_Id = _o.Id
+            _c6_OEMProvisioningCert = _o.OEMProvisioningCert
+            _c6_ListOfRootCertificateIDs = _o.ListOfRootCertificateIDs
+            if not (_c6_Id is not None): raise EncodeError('missing content: Id')
+            el = 'CertificateInstallationReq/@Id'
+            v = (v << 7) | (5 << 1)
+            n += 7
+            _l = len(_c6_Id)
+            if _l < 126 and _c6_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c6_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(_c6_Id); v = w.v; n = w.n
+            if not (_c6_OEMProvisioningCert is not None): raise EncodeError('missing content: OEMProvisioningCert')
+            el = 'CertificateInstallationReq/OEMProvisioningCert'
+            v <<= 2
+            n += 2
+            if len(_c6_OEMProvisioningCert) > 800: raise EncodeError(f'length {len(_c6_OEMProvisioningCert)} outside [0, 800]')
+            _l = len(_c6_OEMProvisioningCert)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c6_OEMProvisioningCert, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(_c6_OEMProvisioningCert); v = w.v; n = w.n
+            if not (_c6_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
+            el = 'CertificateInstallationReq/ListOfRootCertificateIDs'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            c_iso2_msgdatatypes._e_ListOfRootCertificateIDsType(w, _c6_ListOfRootCertificateIDs)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_CertificateInstallationReq = None
+            s = 1
+        elif v_CertificateInstallationRes is not None:
+            el = 'CertificateInstallationRes'
+            _o = v_CertificateInstallationRes
+            _c7_ResponseCode = _o.ResponseCode
+            _c7_SAProvisioningCertificateChain = _o.SAProvisioningCertificateChain
+            _c7_ContractSignatureCertChain = _o.ContractSignatureCertChain
+            _c7_ContractSignatureEncryptedPrivateKey = _o.ContractSignatureEncryptedPrivateKey
+            _c7_DHpublickey = _o.DHpublickey
+            _c7_eMAID = _o.eMAID
+            if not (_c7_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'CertificateInstallationRes/ResponseCode'
+            _c7_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c7_ResponseCode)
+            if _c7_i1 is None: raise EncodeError(f'{_c7_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c7_SAProvisioningCertificateChain is not None): raise EncodeError('missing content: SAProvisioningCertificateChain')
+            el = 'CertificateInstallationRes/SAProvisioningCertificateChain'
+            v = (v << 15) | (6 << 9) | (_c7_i1 << 2)
+            n += 15
+            _c7_c2_o = _c7_SAProvisioningCertificateChain
+            _c7_c2_Id = _c7_c2_o.Id
+            _c7_c2_Certificate = _c7_c2_o.Certificate
+            _c7_c2_SubCertificates = _c7_c2_o.SubCertificates
+            if _c7_c2_Id is not None:
+                el = 'CertificateInstallationRes/SAProvisioningCertificateChain/@Id'
+                v <<= 2
+                n += 2
+                _l = len(_c7_c2_Id)
+                if _l < 126 and _c7_c2_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c7_c2_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c7_c2_Id); v = w.v; n = w.n
+                if not (_c7_c2_Certificate is not None): raise EncodeError('missing content: Certificate')
+                el = 'CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
+                v <<= 2
+                n += 2
+                _c7_c2_Id = None
+                if len(_c7_c2_Certificate) > 800: raise EncodeError(f'length {len(_c7_c2_Certificate)} outside [0, 800]')
+                _l = len(_c7_c2_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c7_c2_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c7_c2_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c7_c2_Certificate = None
+                _c7_c2_s = 2
+            elif _c7_c2_Certificate is not None:
+                el = 'CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
+                v = (v << 3) | (1 << 1)
+                n += 3
+                if len(_c7_c2_Certificate) > 800: raise EncodeError(f'length {len(_c7_c2_Certificate)} outside [0, 800]')
+                _l = len(_c7_c2_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c7_c2_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c7_c2_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c7_c2_Certificate = None
+                _c7_c2_s = 2
+            else:
+                raise EncodeError('missing content: expected one of Id, Certificate')
+            if _c7_c2_s == 2:
+                if _c7_c2_SubCertificates is not None:
+                    el = 'CertificateInstallationRes/SAProvisioningCertificateChain/SubCertificates'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_SubCertificatesType(w, _c7_c2_SubCertificates)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c7_c2_SubCertificates = None
+                    if _c7_c2_Id is not None or _c7_c2_Certificate is not None or _c7_c2_SubCertificates is not None: raise _leftover(_c7_c2_o)
+                    _c7_c2_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c7_c2_Id is not None or _c7_c2_Certificate is not None or _c7_c2_SubCertificates is not None: raise _leftover(_c7_c2_o)
+                    _c7_c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c7_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+            el = 'CertificateInstallationRes/ContractSignatureCertChain'
+            v <<= 1
+            n += 1
+            _c7_c3_o = _c7_ContractSignatureCertChain
+            _c7_c3_Id = _c7_c3_o.Id
+            _c7_c3_Certificate = _c7_c3_o.Certificate
+            _c7_c3_SubCertificates = _c7_c3_o.SubCertificates
+            if _c7_c3_Id is not None:
+                el = 'CertificateInstallationRes/ContractSignatureCertChain/@Id'
+                v <<= 2
+                n += 2
+                _l = len(_c7_c3_Id)
+                if _l < 126 and _c7_c3_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c7_c3_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c7_c3_Id); v = w.v; n = w.n
+                if not (_c7_c3_Certificate is not None): raise EncodeError('missing content: Certificate')
+                el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
+                v <<= 2
+                n += 2
+                _c7_c3_Id = None
+                if len(_c7_c3_Certificate) > 800: raise EncodeError(f'length {len(_c7_c3_Certificate)} outside [0, 800]')
+                _l = len(_c7_c3_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c7_c3_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c7_c3_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c7_c3_Certificate = None
+                _c7_c3_s = 2
+            elif _c7_c3_Certificate is not None:
+                el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
+                v = (v << 3) | (1 << 1)
+                n += 3
+                if len(_c7_c3_Certificate) > 800: raise EncodeError(f'length {len(_c7_c3_Certificate)} outside [0, 800]')
+                _l = len(_c7_c3_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c7_c3_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c7_c3_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c7_c3_Certificate = None
+                _c7_c3_s = 2
+            else:
+                raise EncodeError('missing content: expected one of Id, Certificate')
+            if _c7_c3_s == 2:
+                if _c7_c3_SubCertificates is not None:
+                    el = 'CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_SubCertificatesType(w, _c7_c3_SubCertificates)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c7_c3_SubCertificates = None
+                    if _c7_c3_Id is not None or _c7_c3_Certificate is not None or _c7_c3_SubCertificates is not None: raise _leftover(_c7_c3_o)
+                    _c7_c3_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c7_c3_Id is not None or _c7_c3_Certificate is not None or _c7_c3_SubCertificates is not None: raise _leftover(_c7_c3_o)
+                    _c7_c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c7_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
+            el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
+            v <<= 1
+            n += 1
+            _c7_c4_o = _c7_ContractSignatureEncryptedPrivateKey
+            _c7_c4_Id = _c7_c4_o.Id
+            _c7_c4_value = _c7_c4_o.value
+            if _c7_c4_Id is not None:
+                el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey/@Id'
+                v <<= 1
+                n += 1
+                _l = len(_c7_c4_Id)
+                if _l < 126 and _c7_c4_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c7_c4_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c7_c4_Id); v = w.v; n = w.n
+                _c7_c4_Id = None
+                _c7_c4_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Id')
+            if _c7_c4_s == 1:
+                if _c7_c4_value is not None:
+                    v <<= 1
+                    n += 1
+                    if len(_c7_c4_value) > 48: raise EncodeError(f'length {len(_c7_c4_value)} outside [0, 48]')
+                    _l = len(_c7_c4_value)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c7_c4_value, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c7_c4_value); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c7_c4_value = None
+                    if _c7_c4_Id is not None or _c7_c4_value is not None: raise _leftover(_c7_c4_o)
+                    _c7_c4_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of text')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c7_DHpublickey is not None): raise EncodeError('missing content: DHpublickey')
+            el = 'CertificateInstallationRes/DHpublickey'
+            v <<= 1
+            n += 1
+            _c7_c5_o = _c7_DHpublickey
+            _c7_c5_Id = _c7_c5_o.Id
+            _c7_c5_value = _c7_c5_o.value
+            if _c7_c5_Id is not None:
+                el = 'CertificateInstallationRes/DHpublickey/@Id'
+                v <<= 1
+                n += 1
+                _l = len(_c7_c5_Id)
+                if _l < 126 and _c7_c5_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c7_c5_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c7_c5_Id); v = w.v; n = w.n
+                _c7_c5_Id = None
+                _c7_c5_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Id')
+            if _c7_c5_s == 1:
+                if _c7_c5_value is not None:
+                    v <<= 1
+                    n += 1
+                    if len(_c7_c5_value) > 65: raise EncodeError(f'length {len(_c7_c5_value)} outside [0, 65]')
+                    _l = len(_c7_c5_value)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c7_c5_value, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c7_c5_value); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c7_c5_value = None
+                    if _c7_c5_Id is not None or _c7_c5_value is not None: raise _leftover(_c7_c5_o)
+                    _c7_c5_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of text')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c7_eMAID is not None): raise EncodeError('missing content: eMAID')
+            el = 'CertificateInstallationRes/eMAID'
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
+            c_iso2_msgdatatypes._e_EMAIDType(w, _c7_eMAID)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_CertificateInstallationRes = None
+            s = 1
+        elif v_CertificateUpdateReq is not None:
+            el = 'CertificateUpdateReq'
+            _o = v_CertificateUpdateReq
+            _c8_Id = _o.Id
+            _c8_ContractSignatureCertChain = _o.ContractSignatureCertChain
+            _c8_eMAID = _o.eMAID
+            _c8_ListOfRootCertificateIDs = _o.ListOfRootCertificateIDs
+            if not (_c8_Id is not None): raise EncodeError('missing content: Id')
+            el = 'CertificateUpdateReq/@Id'
+            v = (v << 7) | (7 << 1)
+            n += 7
+            _l = len(_c8_Id)
+            if _l < 126 and _c8_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c8_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(_c8_Id); v = w.v; n = w.n
+            if not (_c8_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+            el = 'CertificateUpdateReq/ContractSignatureCertChain'
+            v <<= 1
+            n += 1
+            _c8_c1_o = _c8_ContractSignatureCertChain
+            _c8_c1_Id = _c8_c1_o.Id
+            _c8_c1_Certificate = _c8_c1_o.Certificate
+            _c8_c1_SubCertificates = _c8_c1_o.SubCertificates
+            if _c8_c1_Id is not None:
+                el = 'CertificateUpdateReq/ContractSignatureCertChain/@Id'
+                v <<= 2
+                n += 2
+                _l = len(_c8_c1_Id)
+                if _l < 126 and _c8_c1_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c8_c1_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c8_c1_Id); v = w.v; n = w.n
+                if not (_c8_c1_Certificate is not None): raise EncodeError('missing content: Certificate')
+                el = 'CertificateUpdateReq/ContractSignatureCertChain/Certificate'
+                v <<= 2
+                n += 2
+                _c8_c1_Id = None
+                if len(_c8_c1_Certificate) > 800: raise EncodeError(f'length {len(_c8_c1_Certificate)} outside [0, 800]')
+                _l = len(_c8_c1_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c8_c1_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c8_c1_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c8_c1_Certificate = None
+                _c8_c1_s = 2
+            elif _c8_c1_Certificate is not None:
+                el = 'CertificateUpdateReq/ContractSignatureCertChain/Certificate'
+                v = (v << 3) | (1 << 1)
+                n += 3
+                if len(_c8_c1_Certificate) > 800: raise EncodeError(f'length {len(_c8_c1_Certificate)} outside [0, 800]')
+                _l = len(_c8_c1_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c8_c1_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c8_c1_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c8_c1_Certificate = None
+                _c8_c1_s = 2
+            else:
+                raise EncodeError('missing content: expected one of Id, Certificate')
+            if _c8_c1_s == 2:
+                if _c8_c1_SubCertificates is not None:
+                    el = 'CertificateUpdateReq/ContractSignatureCertChain/SubCertificates'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_SubCertificatesType(w, _c8_c1_SubCertificates)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c8_c1_SubCertificates = None
+                    if _c8_c1_Id is not None or _c8_c1_Certificate is not None or _c8_c1_SubCertificates is not None: raise _leftover(_c8_c1_o)
+                    _c8_c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c8_c1_Id is not None or _c8_c1_Certificate is not None or _c8_c1_SubCertificates is not None: raise _leftover(_c8_c1_o)
+                    _c8_c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c8_eMAID is not None): raise EncodeError('missing content: eMAID')
+            el = 'CertificateUpdateReq/eMAID'
+            v <<= 2
+            n += 2
+            if len(_c8_eMAID) < 14 or len(_c8_eMAID) > 15: raise EncodeError(f'length {len(_c8_eMAID)} outside [14, 15]')
+            _l = len(_c8_eMAID)
+            if _l < 126 and _c8_eMAID.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c8_eMAID.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(_c8_eMAID); v = w.v; n = w.n
+            if not (_c8_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
+            el = 'CertificateUpdateReq/ListOfRootCertificateIDs'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            c_iso2_msgdatatypes._e_ListOfRootCertificateIDsType(w, _c8_ListOfRootCertificateIDs)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_CertificateUpdateReq = None
+            s = 1
+        elif v_CertificateUpdateRes is not None:
+            el = 'CertificateUpdateRes'
+            v = (v << 6) | 8
+            n += 6
+            w.v = v; w.n = n
+            _e_CertificateUpdateResType(w, v_CertificateUpdateRes)
+            v = w.v; n = w.n
+            v_CertificateUpdateRes = None
+            s = 1
+        elif v_ChargeParameterDiscoveryReq is not None:
+            el = 'ChargeParameterDiscoveryReq'
+            v = (v << 6) | 9
+            n += 6
+            _c9_o = v_ChargeParameterDiscoveryReq
+            _c9_MaxEntriesSAScheduleTuple = _c9_o.MaxEntriesSAScheduleTuple
+            _c9_RequestedEnergyTransferMode = _c9_o.RequestedEnergyTransferMode
+            _c9_AC_EVChargeParameter = _c9_o.AC_EVChargeParameter
+            _c9_DC_EVChargeParameter = _c9_o.DC_EVChargeParameter
+            _c9_EVChargeParameter = _c9_o.EVChargeParameter
+            if _c9_MaxEntriesSAScheduleTuple is not None:
+                el = 'ChargeParameterDiscoveryReq/MaxEntriesSAScheduleTuple'
+                if _c9_MaxEntriesSAScheduleTuple < 0 or _c9_MaxEntriesSAScheduleTuple > 65535: raise EncodeError(f'value {_c9_MaxEntriesSAScheduleTuple!r} outside [0, 65535]')
+                v <<= 3
+                n += 3
+                if _c9_MaxEntriesSAScheduleTuple < 128: v = (v << 8) | _c9_MaxEntriesSAScheduleTuple; n += 8
+                elif _c9_MaxEntriesSAScheduleTuple < 16384: v = (v << 16) | ((_c9_MaxEntriesSAScheduleTuple & 127) << 8) | 32768 | (_c9_MaxEntriesSAScheduleTuple >> 7); n += 16
+                elif _c9_MaxEntriesSAScheduleTuple < 2097152: v = (v << 24) | ((_c9_MaxEntriesSAScheduleTuple & 127) << 16) | (((_c9_MaxEntriesSAScheduleTuple >> 7) & 127) << 8) | 8421376 | (_c9_MaxEntriesSAScheduleTuple >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c9_MaxEntriesSAScheduleTuple); v = w.v; n = w.n
+                if not (_c9_RequestedEnergyTransferMode is not None): raise EncodeError('missing content: RequestedEnergyTransferMode')
+                el = 'ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
+                _c9_i1 = _I_iso2_msgdatatypes_EnergyTransferModeType.get(_c9_RequestedEnergyTransferMode)
+                if _c9_i1 is None: raise EncodeError(f'{_c9_RequestedEnergyTransferMode!r} is not one of the enumeration EnergyTransferModeType')
+                v = (v << 7) | (_c9_i1 << 1)
+                n += 7
+                _c9_MaxEntriesSAScheduleTuple = None
+                _c9_RequestedEnergyTransferMode = None
+                _c9_s = 2
+            elif _c9_RequestedEnergyTransferMode is not None:
+                el = 'ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
+                _c9_i2 = _I_iso2_msgdatatypes_EnergyTransferModeType.get(_c9_RequestedEnergyTransferMode)
+                if _c9_i2 is None: raise EncodeError(f'{_c9_RequestedEnergyTransferMode!r} is not one of the enumeration EnergyTransferModeType')
+                v = (v << 7) | (1 << 5) | (_c9_i2 << 1)
+                n += 7
+                _c9_RequestedEnergyTransferMode = None
+                _c9_s = 2
+            else:
+                raise EncodeError('missing content: expected one of MaxEntriesSAScheduleTuple, RequestedEnergyTransferMode')
+            if _c9_s == 2:
+                if _c9_AC_EVChargeParameter is not None:
+                    el = 'ChargeParameterDiscoveryReq/AC_EVChargeParameter'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_AC_EVChargeParameterType(w, _c9_AC_EVChargeParameter)
+                    v = w.v; n = w.n
+                    _c9_AC_EVChargeParameter = None
+                    _c9_s = 3
+                elif _c9_DC_EVChargeParameter is not None:
+                    el = 'ChargeParameterDiscoveryReq/DC_EVChargeParameter'
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_DC_EVChargeParameterType(w, _c9_DC_EVChargeParameter)
+                    v = w.v; n = w.n
+                    _c9_DC_EVChargeParameter = None
+                    _c9_s = 3
+                elif _c9_EVChargeParameter is not None:
+                    el = 'ChargeParameterDiscoveryReq/EVChargeParameter'
+                    v = (v << 2) | 2
+                    n += 2
+                    _c9_c3_o = _c9_EVChargeParameter
+                    _c9_c3_DepartureTime = _c9_c3_o.DepartureTime
+                    if _c9_c3_DepartureTime is not None:
+                        el = 'ChargeParameterDiscoveryReq/EVChargeParameter/DepartureTime'
+                        if _c9_c3_DepartureTime < 0 or _c9_c3_DepartureTime > 4294967295: raise EncodeError(f'value {_c9_c3_DepartureTime!r} outside [0, 4294967295]')
+                        v <<= 3
+                        n += 3
+                        if _c9_c3_DepartureTime < 128: v = (v << 8) | _c9_c3_DepartureTime; n += 8
+                        elif _c9_c3_DepartureTime < 16384: v = (v << 16) | ((_c9_c3_DepartureTime & 127) << 8) | 32768 | (_c9_c3_DepartureTime >> 7); n += 16
+                        elif _c9_c3_DepartureTime < 2097152: v = (v << 24) | ((_c9_c3_DepartureTime & 127) << 16) | (((_c9_c3_DepartureTime >> 7) & 127) << 8) | 8421376 | (_c9_c3_DepartureTime >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c9_c3_DepartureTime); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c9_c3_DepartureTime = None
+                        if _c9_c3_DepartureTime is not None: raise _leftover(_c9_c3_o)
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        if _c9_c3_DepartureTime is not None: raise _leftover(_c9_c3_o)
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                    _c9_EVChargeParameter = None
+                    _c9_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of AC_EVChargeParameter, DC_EVChargeParameter, EVChargeParameter')
+            if _c9_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c9_MaxEntriesSAScheduleTuple is not None or _c9_RequestedEnergyTransferMode is not None or _c9_AC_EVChargeParameter is not None or _c9_DC_EVChargeParameter is not None or _c9_EVChargeParameter is not None: raise _leftover(_c9_o)
+                    _c9_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_ChargeParameterDiscoveryReq = None
+            s = 1
+        elif v_ChargeParameterDiscoveryRes is not None:
+            el = 'ChargeParameterDiscoveryRes'
+            v = (v << 6) | 10
+            n += 6
+            w.v = v; w.n = n
+            _e_ChargeParameterDiscoveryResType(w, v_ChargeParameterDiscoveryRes)
+            v = w.v; n = w.n
+            v_ChargeParameterDiscoveryRes = None
+            s = 1
+        elif v_ChargingStatusReq is not None:
+            el = 'ChargingStatusReq'
+            _o = v_ChargingStatusReq
+            v = (v << 7) | (11 << 1)
+            n += 7
+            v_ChargingStatusReq = None
+            s = 1
+        elif v_ChargingStatusRes is not None:
+            el = 'ChargingStatusRes'
+            v = (v << 6) | 12
+            n += 6
+            w.v = v; w.n = n
+            _e_ChargingStatusResType(w, v_ChargingStatusRes)
+            v = w.v; n = w.n
+            v_ChargingStatusRes = None
+            s = 1
+        elif v_CurrentDemandReq is not None:
+            el = 'CurrentDemandReq'
+            v = (v << 6) | 13
+            n += 6
+            w.v = v; w.n = n
+            _e_CurrentDemandReqType(w, v_CurrentDemandReq)
+            v = w.v; n = w.n
+            v_CurrentDemandReq = None
+            s = 1
+        elif v_CurrentDemandRes is not None:
+            el = 'CurrentDemandRes'
+            v = (v << 6) | 14
+            n += 6
+            w.v = v; w.n = n
+            _e_CurrentDemandResType(w, v_CurrentDemandRes)
+            v = w.v; n = w.n
+            v_CurrentDemandRes = None
+            s = 1
+        elif v_MeteringReceiptReq is not None:
+            el = 'MeteringReceiptReq'
+            v = (v << 6) | 15
+            n += 6
+            _c11_o = v_MeteringReceiptReq
+            _c11_Id = _c11_o.Id
+            _c11_SessionID = _c11_o.SessionID
+            _c11_SAScheduleTupleID = _c11_o.SAScheduleTupleID
+            _c11_MeterInfo = _c11_o.MeterInfo
+            if _c11_Id is not None:
+                el = 'MeteringReceiptReq/@Id'
+                v <<= 2
+                n += 2
+                _l = len(_c11_Id)
+                if _l < 126 and _c11_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c11_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c11_Id); v = w.v; n = w.n
+                if not (_c11_SessionID is not None): raise EncodeError('missing content: SessionID')
+                el = 'MeteringReceiptReq/SessionID'
+                v <<= 2
+                n += 2
+                _c11_Id = None
+                if len(_c11_SessionID) > 8: raise EncodeError(f'length {len(_c11_SessionID)} outside [0, 8]')
+                _l = len(_c11_SessionID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c11_SessionID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c11_SessionID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c11_SessionID = None
+                _c11_s = 2
+            elif _c11_SessionID is not None:
+                el = 'MeteringReceiptReq/SessionID'
+                v = (v << 3) | (1 << 1)
+                n += 3
+                if len(_c11_SessionID) > 8: raise EncodeError(f'length {len(_c11_SessionID)} outside [0, 8]')
+                _l = len(_c11_SessionID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c11_SessionID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c11_SessionID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c11_SessionID = None
+                _c11_s = 2
+            else:
+                raise EncodeError('missing content: expected one of Id, SessionID')
+            if _c11_s == 2:
+                if _c11_SAScheduleTupleID is not None:
+                    el = 'MeteringReceiptReq/SAScheduleTupleID'
+                    if not 1 <= _c11_SAScheduleTupleID <= 255: raise EncodeError(f'value {_c11_SAScheduleTupleID!r} outside [1, 255]')
+                    if not (_c11_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
+                    el = 'MeteringReceiptReq/MeterInfo'
+                    v = (v << 13) | ((_c11_SAScheduleTupleID - 1) << 2)
+                    n += 13
+                    _c11_SAScheduleTupleID = None
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_MeterInfoType(w, _c11_MeterInfo)
+                    v = w.v; n = w.n
+                    _c11_MeterInfo = None
+                    _c11_s = 4
+                elif _c11_MeterInfo is not None:
+                    el = 'MeteringReceiptReq/MeterInfo'
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_MeterInfoType(w, _c11_MeterInfo)
+                    v = w.v; n = w.n
+                    _c11_MeterInfo = None
+                    _c11_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
+            if _c11_s == 4:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c11_Id is not None or _c11_SessionID is not None or _c11_SAScheduleTupleID is not None or _c11_MeterInfo is not None: raise _leftover(_c11_o)
+                    _c11_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_MeteringReceiptReq = None
+            s = 1
+        elif v_MeteringReceiptRes is not None:
+            el = 'MeteringReceiptRes'
+            v = (v << 6) | 16
+            n += 6
+            w.v = v; w.n = n
+            _e_MeteringReceiptResType(w, v_MeteringReceiptRes)
+            v = w.v; n = w.n
+            v_MeteringReceiptRes = None
+            s = 1
+        elif v_PaymentDetailsReq is not None:
+            el = 'PaymentDetailsReq'
+            _o = v_PaymentDetailsReq
+            _c12_eMAID = _o.eMAID
+            _c12_ContractSignatureCertChain = _o.ContractSignatureCertChain
+            if not (_c12_eMAID is not None): raise EncodeError('missing content: eMAID')
+            el = 'PaymentDetailsReq/eMAID'
+            v = (v << 8) | (17 << 2)
+            n += 8
+            if len(_c12_eMAID) < 14 or len(_c12_eMAID) > 15: raise EncodeError(f'length {len(_c12_eMAID)} outside [14, 15]')
+            _l = len(_c12_eMAID)
+            if _l < 126 and _c12_eMAID.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c12_eMAID.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(_c12_eMAID); v = w.v; n = w.n
+            if not (_c12_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+            el = 'PaymentDetailsReq/ContractSignatureCertChain'
+            v <<= 2
+            n += 2
+            _c12_c1_o = _c12_ContractSignatureCertChain
+            _c12_c1_Id = _c12_c1_o.Id
+            _c12_c1_Certificate = _c12_c1_o.Certificate
+            _c12_c1_SubCertificates = _c12_c1_o.SubCertificates
+            if _c12_c1_Id is not None:
+                el = 'PaymentDetailsReq/ContractSignatureCertChain/@Id'
+                v <<= 2
+                n += 2
+                _l = len(_c12_c1_Id)
+                if _l < 126 and _c12_c1_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c12_c1_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c12_c1_Id); v = w.v; n = w.n
+                if not (_c12_c1_Certificate is not None): raise EncodeError('missing content: Certificate')
+                el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
+                v <<= 2
+                n += 2
+                _c12_c1_Id = None
+                if len(_c12_c1_Certificate) > 800: raise EncodeError(f'length {len(_c12_c1_Certificate)} outside [0, 800]')
+                _l = len(_c12_c1_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c12_c1_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c12_c1_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c12_c1_Certificate = None
+                _c12_c1_s = 2
+            elif _c12_c1_Certificate is not None:
+                el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
+                v = (v << 3) | (1 << 1)
+                n += 3
+                if len(_c12_c1_Certificate) > 800: raise EncodeError(f'length {len(_c12_c1_Certificate)} outside [0, 800]')
+                _l = len(_c12_c1_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c12_c1_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c12_c1_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c12_c1_Certificate = None
+                _c12_c1_s = 2
+            else:
+                raise EncodeError('missing content: expected one of Id, Certificate')
+            if _c12_c1_s == 2:
+                if _c12_c1_SubCertificates is not None:
+                    el = 'PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_SubCertificatesType(w, _c12_c1_SubCertificates)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c12_c1_SubCertificates = None
+                    if _c12_c1_Id is not None or _c12_c1_Certificate is not None or _c12_c1_SubCertificates is not None: raise _leftover(_c12_c1_o)
+                    _c12_c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c12_c1_Id is not None or _c12_c1_Certificate is not None or _c12_c1_SubCertificates is not None: raise _leftover(_c12_c1_o)
+                    _c12_c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_PaymentDetailsReq = None
+            s = 1
+        elif v_PaymentDetailsRes is not None:
+            el = 'PaymentDetailsRes'
+            _o = v_PaymentDetailsRes
+            _c13_ResponseCode = _o.ResponseCode
+            _c13_GenChallenge = _o.GenChallenge
+            _c13_EVSETimeStamp = _o.EVSETimeStamp
+            if not (_c13_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'PaymentDetailsRes/ResponseCode'
+            _c13_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c13_ResponseCode)
+            if _c13_i1 is None: raise EncodeError(f'{_c13_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c13_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
+            el = 'PaymentDetailsRes/GenChallenge'
+            v = (v << 16) | (18 << 10) | (_c13_i1 << 3)
+            n += 16
+            if len(_c13_GenChallenge) < 16 or len(_c13_GenChallenge) > 16: raise EncodeError(f'length {len(_c13_GenChallenge)} outside [16, 16]')
+            _l = len(_c13_GenChallenge)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c13_GenChallenge, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(_c13_GenChallenge); v = w.v; n = w.n
+            if not (_c13_EVSETimeStamp is not None): raise EncodeError('missing content: EVSETimeStamp')
+            el = 'PaymentDetailsRes/EVSETimeStamp'
+            if _c13_EVSETimeStamp < -9223372036854775808 or _c13_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c13_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
+            v = (v << 4) | (_c13_EVSETimeStamp < 0)
+            n += 4
+            _m = (-_c13_EVSETimeStamp - 1 if _c13_EVSETimeStamp < 0 else _c13_EVSETimeStamp)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            v_PaymentDetailsRes = None
+            s = 1
+        elif v_PaymentServiceSelectionReq is not None:
+            el = 'PaymentServiceSelectionReq'
+            _o = v_PaymentServiceSelectionReq
+            _c14_SelectedPaymentOption = _o.SelectedPaymentOption
+            _c14_SelectedServiceList = _o.SelectedServiceList
+            if not (_c14_SelectedPaymentOption is not None): raise EncodeError('missing content: SelectedPaymentOption')
+            el = 'PaymentServiceSelectionReq/SelectedPaymentOption'
+            _c14_i1 = _I_iso2_msgdatatypes_paymentOptionType.get(_c14_SelectedPaymentOption)
+            if _c14_i1 is None: raise EncodeError(f'{_c14_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
+            if not (_c14_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
+            el = 'PaymentServiceSelectionReq/SelectedServiceList'
+            v = (v << 11) | (19 << 5) | (_c14_i1 << 2)
+            n += 11
+            w.v = v; w.n = n
+            c_iso2_msgdatatypes._e_SelectedServiceListType(w, _c14_SelectedServiceList)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_PaymentServiceSelectionReq = None
+            s = 1
+        elif v_PaymentServiceSelectionRes is not None:
+            el = 'PaymentServiceSelectionRes'
+            _o = v_PaymentServiceSelectionRes
+            _c15_ResponseCode = _o.ResponseCode
+            if not (_c15_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'PaymentServiceSelectionRes/ResponseCode'
+            _c15_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c15_ResponseCode)
+            if _c15_i1 is None: raise EncodeError(f'{_c15_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 15) | (20 << 9) | (_c15_i1 << 2)
+            n += 15
+            v_PaymentServiceSelectionRes = None
+            s = 1
+        elif v_PowerDeliveryReq is not None:
+            el = 'PowerDeliveryReq'
+            v = (v << 6) | 21
+            n += 6
+            w.v = v; w.n = n
+            _e_PowerDeliveryReqType(w, v_PowerDeliveryReq)
+            v = w.v; n = w.n
+            v_PowerDeliveryReq = None
+            s = 1
+        elif v_PowerDeliveryRes is not None:
+            el = 'PowerDeliveryRes'
+            v = (v << 6) | 22
+            n += 6
+            w.v = v; w.n = n
+            _e_PowerDeliveryResType(w, v_PowerDeliveryRes)
+            v = w.v; n = w.n
+            v_PowerDeliveryRes = None
+            s = 1
+        elif v_PreChargeReq is not None:
+            el = 'PreChargeReq'
+            _o = v_PreChargeReq
+            _c16_DC_EVStatus = _o.DC_EVStatus
+            _c16_EVTargetVoltage = _o.EVTargetVoltage
+            _c16_EVTargetCurrent = _o.EVTargetCurrent
+            if not (_c16_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+            el = 'PreChargeReq/DC_EVStatus'
+            _o = _c16_DC_EVStatus
+            _c16_c1_EVReady = _o.EVReady
+            _c16_c1_EVErrorCode = _o.EVErrorCode
+            _c16_c1_EVRESSSOC = _o.EVRESSSOC
+            if not (_c16_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
+            el = 'PreChargeReq/DC_EVStatus/EVReady'
+            if _c16_c1_EVReady is not True and _c16_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c16_c1_EVReady!r}')
+            if not (_c16_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+            el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
+            _c16_c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c16_c1_EVErrorCode)
+            if _c16_c1_i1 is None: raise EncodeError(f'{_c16_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+            if not (_c16_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+            el = 'PreChargeReq/DC_EVStatus/EVRESSSOC'
+            if not 0 <= _c16_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c16_c1_EVRESSSOC!r} outside [0, 100]')
+            if not (_c16_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
+            el = 'PreChargeReq/EVTargetVoltage'
+            _o = _c16_EVTargetVoltage
+            _c16_c2_Multiplier = _o.Multiplier
+            _c16_c2_Unit = _o.Unit
+            _c16_c2_Value = _o.Value
+            if not (_c16_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'PreChargeReq/EVTargetVoltage/Multiplier'
+            if not -3 <= _c16_c2_Multiplier <= 3: raise EncodeError(f'value {_c16_c2_Multiplier!r} outside [-3, 3]')
+            if not (_c16_c2_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'PreChargeReq/EVTargetVoltage/Unit'
+            _c16_c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c16_c2_Unit)
+            if _c16_c2_i1 is None: raise EncodeError(f'{_c16_c2_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c16_c2_Value is not None): raise EncodeError('missing content: Value')
+            el = 'PreChargeReq/EVTargetVoltage/Value'
+            if _c16_c2_Value < -32768 or _c16_c2_Value > 32767: raise EncodeError(f'value {_c16_c2_Value!r} outside [-32768, 32767]')
+            v = (v << 45) | (23 << 39) | (_c16_c1_EVReady << 35) | (_c16_c1_i1 << 28) | (_c16_c1_EVRESSSOC << 18) | ((_c16_c2_Multiplier - -3) << 10) | (_c16_c2_i1 << 4) | (_c16_c2_Value < 0)
+            n += 45
+            _m = (-_c16_c2_Value - 1 if _c16_c2_Value < 0 else _c16_c2_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if not (_c16_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
+            el = 'PreChargeReq/EVTargetCurrent'
+            _o = _c16_EVTargetCurrent
+            _c16_c3_Multiplier = _o.Multiplier
+            _c16_c3_Unit = _o.Unit
+            _c16_c3_Value = _o.Value
+            if not (_c16_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'PreChargeReq/EVTargetCurrent/Multiplier'
+            if not -3 <= _c16_c3_Multiplier <= 3: raise EncodeError(f'value {_c16_c3_Multiplier!r} outside [-3, 3]')
+            if not (_c16_c3_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'PreChargeReq/EVTargetCurrent/Unit'
+            _c16_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c16_c3_Unit)
+            if _c16_c3_i1 is None: raise EncodeError(f'{_c16_c3_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c16_c3_Value is not None): raise EncodeError('missing content: Value')
+            el = 'PreChargeReq/EVTargetCurrent/Value'
+            if _c16_c3_Value < -32768 or _c16_c3_Value > 32767: raise EncodeError(f'value {_c16_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | ((_c16_c3_Multiplier - -3) << 10) | (_c16_c3_i1 << 4) | (_c16_c3_Value < 0)
+            n += 18
+            _m = (-_c16_c3_Value - 1 if _c16_c3_Value < 0 else _c16_c3_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 3
+            n += 3
+            v_PreChargeReq = None
+            s = 1
+        elif v_PreChargeRes is not None:
+            el = 'PreChargeRes'
+            _o = v_PreChargeRes
+            _c17_ResponseCode = _o.ResponseCode
+            _c17_DC_EVSEStatus = _o.DC_EVSEStatus
+            _c17_EVSEPresentVoltage = _o.EVSEPresentVoltage
+            if not (_c17_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'PreChargeRes/ResponseCode'
+            _c17_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c17_ResponseCode)
+            if _c17_i1 is None: raise EncodeError(f'{_c17_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c17_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+            el = 'PreChargeRes/DC_EVSEStatus'
+            v = (v << 15) | (24 << 9) | (_c17_i1 << 2)
+            n += 15
+            _c17_c2_o = _c17_DC_EVSEStatus
+            _c17_c2_NotificationMaxDelay = _c17_c2_o.NotificationMaxDelay
+            _c17_c2_EVSENotification = _c17_c2_o.EVSENotification
+            _c17_c2_EVSEIsolationStatus = _c17_c2_o.EVSEIsolationStatus
+            _c17_c2_EVSEStatusCode = _c17_c2_o.EVSEStatusCode
+            if _c17_c2_NotificationMaxDelay is not None:
+                el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
+                if _c17_c2_NotificationMaxDelay < 0 or _c17_c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c17_c2_NotificationMaxDelay!r} outside [0, 65535]')
+                v <<= 2
+                n += 2
+                if _c17_c2_NotificationMaxDelay < 128: v = (v << 8) | _c17_c2_NotificationMaxDelay; n += 8
+                elif _c17_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c17_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c17_c2_NotificationMaxDelay >> 7); n += 16
+                elif _c17_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c17_c2_NotificationMaxDelay & 127) << 16) | (((_c17_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c17_c2_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c17_c2_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c17_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
+                _c17_c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c17_c2_EVSENotification)
+                if _c17_c2_i1 is None: raise EncodeError(f'{_c17_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 6) | (_c17_c2_i1 << 1)
+                n += 6
+                _c17_c2_NotificationMaxDelay = None
+                _c17_c2_EVSENotification = None
+                _c17_c2_s = 2
+            else:
+                raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if _c17_c2_s == 2:
+                if _c17_c2_EVSEIsolationStatus is not None:
+                    el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
+                    _c17_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c17_c2_EVSEIsolationStatus)
+                    if _c17_c2_i2 is None: raise EncodeError(f'{_c17_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    if not (_c17_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                    el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                    _c17_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c17_c2_EVSEStatusCode)
+                    if _c17_c2_i3 is None: raise EncodeError(f'{_c17_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 14) | (_c17_c2_i2 << 8) | (_c17_c2_i3 << 1)
+                    n += 14
+                    _c17_c2_EVSEIsolationStatus = None
+                    _c17_c2_EVSEStatusCode = None
+                    _c17_c2_s = 4
+                elif _c17_c2_EVSEStatusCode is not None:
+                    el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                    _c17_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c17_c2_EVSEStatusCode)
+                    if _c17_c2_i4 is None: raise EncodeError(f'{_c17_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 8) | (1 << 6) | (_c17_c2_i4 << 1)
+                    n += 8
+                    _c17_c2_EVSEStatusCode = None
+                    _c17_c2_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if _c17_c2_s == 4:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c17_c2_NotificationMaxDelay is not None or _c17_c2_EVSENotification is not None or _c17_c2_EVSEIsolationStatus is not None or _c17_c2_EVSEStatusCode is not None: raise _leftover(_c17_c2_o)
+                    _c17_c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c17_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+            el = 'PreChargeRes/EVSEPresentVoltage'
+            _o = _c17_EVSEPresentVoltage
+            _c17_c3_Multiplier = _o.Multiplier
+            _c17_c3_Unit = _o.Unit
+            _c17_c3_Value = _o.Value
+            if not (_c17_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
+            if not -3 <= _c17_c3_Multiplier <= 3: raise EncodeError(f'value {_c17_c3_Multiplier!r} outside [-3, 3]')
+            if not (_c17_c3_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'PreChargeRes/EVSEPresentVoltage/Unit'
+            _c17_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c17_c3_Unit)
+            if _c17_c3_i1 is None: raise EncodeError(f'{_c17_c3_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c17_c3_Value is not None): raise EncodeError('missing content: Value')
+            el = 'PreChargeRes/EVSEPresentVoltage/Value'
+            if _c17_c3_Value < -32768 or _c17_c3_Value > 32767: raise EncodeError(f'value {_c17_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c17_c3_Multiplier - -3) << 10) | (_c17_c3_i1 << 4) | (_c17_c3_Value < 0)
+            n += 16
+            _m = (-_c17_c3_Value - 1 if _c17_c3_Value < 0 else _c17_c3_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 3
+            n += 3
+            v_PreChargeRes = None
+            s = 1
+        elif v_ServiceDetailReq is not None:
+            el = 'ServiceDetailReq'
+            _o = v_ServiceDetailReq
+            _c18_ServiceID = _o.ServiceID
+            if not (_c18_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+            el = 'ServiceDetailReq/ServiceID'
+            if _c18_ServiceID < 0 or _c18_ServiceID > 65535: raise EncodeError(f'value {_c18_ServiceID!r} outside [0, 65535]')
+            v = (v << 8) | (25 << 2)
+            n += 8
+            if _c18_ServiceID < 128: v = (v << 8) | _c18_ServiceID; n += 8
+            elif _c18_ServiceID < 16384: v = (v << 16) | ((_c18_ServiceID & 127) << 8) | 32768 | (_c18_ServiceID >> 7); n += 16
+            elif _c18_ServiceID < 2097152: v = (v << 24) | ((_c18_ServiceID & 127) << 16) | (((_c18_ServiceID >> 7) & 127) << 8) | 8421376 | (_c18_ServiceID >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_c18_ServiceID); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            v_ServiceDetailReq = None
+            s = 1
+        elif v_ServiceDetailRes is not None:
+            el = 'ServiceDetailRes'
+            v = (v << 6) | 26
+            n += 6
+            _c19_o = v_ServiceDetailRes
+            _c19_ResponseCode = _c19_o.ResponseCode
+            _c19_ServiceID = _c19_o.ServiceID
+            _c19_ServiceParameterList = _c19_o.ServiceParameterList
+            if _c19_ResponseCode is not None:
+                el = 'ServiceDetailRes/ResponseCode'
+                _c19_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c19_ResponseCode)
+                if _c19_i1 is None: raise EncodeError(f'{_c19_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c19_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+                el = 'ServiceDetailRes/ServiceID'
+                if _c19_ServiceID < 0 or _c19_ServiceID > 65535: raise EncodeError(f'value {_c19_ServiceID!r} outside [0, 65535]')
+                v = (v << 10) | (_c19_i1 << 3)
+                n += 10
+                _c19_ResponseCode = None
+                if _c19_ServiceID < 128: v = (v << 8) | _c19_ServiceID; n += 8
+                elif _c19_ServiceID < 16384: v = (v << 16) | ((_c19_ServiceID & 127) << 8) | 32768 | (_c19_ServiceID >> 7); n += 16
+                elif _c19_ServiceID < 2097152: v = (v << 24) | ((_c19_ServiceID & 127) << 16) | (((_c19_ServiceID >> 7) & 127) << 8) | 8421376 | (_c19_ServiceID >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c19_ServiceID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c19_ServiceID = None
+                _c19_s = 2
+            else:
+                raise EncodeError('missing content: expected one of ResponseCode')
+            if _c19_s == 2:
+                if _c19_ServiceParameterList is not None:
+                    el = 'ServiceDetailRes/ServiceParameterList'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_ServiceParameterListType(w, _c19_ServiceParameterList)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c19_ServiceParameterList = None
+                    if _c19_ResponseCode is not None or _c19_ServiceID is not None or _c19_ServiceParameterList is not None: raise _leftover(_c19_o)
+                    _c19_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c19_ResponseCode is not None or _c19_ServiceID is not None or _c19_ServiceParameterList is not None: raise _leftover(_c19_o)
+                    _c19_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_ServiceDetailRes = None
+            s = 1
+        elif v_ServiceDiscoveryReq is not None:
+            el = 'ServiceDiscoveryReq'
+            v = (v << 6) | 27
+            n += 6
+            _c20_o = v_ServiceDiscoveryReq
+            _c20_ServiceScope = _c20_o.ServiceScope
+            _c20_ServiceCategory = _c20_o.ServiceCategory
+            if _c20_ServiceScope is not None:
+                el = 'ServiceDiscoveryReq/ServiceScope'
+                v <<= 3
+                n += 3
+                if len(_c20_ServiceScope) > 64: raise EncodeError(f'length {len(_c20_ServiceScope)} outside [0, 64]')
+                _l = len(_c20_ServiceScope)
+                if _l < 126 and _c20_ServiceScope.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c20_ServiceScope.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c20_ServiceScope); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c20_ServiceScope = None
+                _c20_s = 1
+            elif _c20_ServiceCategory is not None:
+                el = 'ServiceDiscoveryReq/ServiceCategory'
+                _c20_i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c20_ServiceCategory)
+                if _c20_i1 is None: raise EncodeError(f'{_c20_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (1 << 4) | (_c20_i1 << 1)
+                n += 6
+                _c20_ServiceCategory = None
+                _c20_s = 2
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                if _c20_ServiceScope is not None or _c20_ServiceCategory is not None: raise _leftover(_c20_o)
+                _c20_s = -1
+            if _c20_s == 1:
+                if _c20_ServiceCategory is not None:
+                    el = 'ServiceDiscoveryReq/ServiceCategory'
+                    _c20_i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c20_ServiceCategory)
+                    if _c20_i2 is None: raise EncodeError(f'{_c20_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_c20_i2 << 1)
+                    n += 6
+                    _c20_ServiceCategory = None
+                    _c20_s = 2
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c20_ServiceScope is not None or _c20_ServiceCategory is not None: raise _leftover(_c20_o)
+                    _c20_s = -1
+            if _c20_s == 2:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c20_ServiceScope is not None or _c20_ServiceCategory is not None: raise _leftover(_c20_o)
+                    _c20_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_ServiceDiscoveryReq = None
+            s = 1
+        elif v_ServiceDiscoveryRes is not None:
+            el = 'ServiceDiscoveryRes'
+            v = (v << 6) | 28
+            n += 6
+            _c21_o = v_ServiceDiscoveryRes
+            _c21_ResponseCode = _c21_o.ResponseCode
+            _c21_PaymentOptionList = _c21_o.PaymentOptionList
+            _c21_ChargeService = _c21_o.ChargeService
+            _c21_ServiceList = _c21_o.ServiceList
+            if _c21_ResponseCode is not None:
+                el = 'ServiceDiscoveryRes/ResponseCode'
+                _c21_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c21_ResponseCode)
+                if _c21_i1 is None: raise EncodeError(f'{_c21_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c21_PaymentOptionList is not None): raise EncodeError('missing content: PaymentOptionList')
+                el = 'ServiceDiscoveryRes/PaymentOptionList'
+                v = (v << 9) | (_c21_i1 << 2)
+                n += 9
+                _c21_ResponseCode = None
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_PaymentOptionListType(w, _c21_PaymentOptionList)
+                v = w.v; n = w.n
+                if not (_c21_ChargeService is not None): raise EncodeError('missing content: ChargeService')
+                el = 'ServiceDiscoveryRes/ChargeService'
+                v <<= 1
+                n += 1
+                _c21_PaymentOptionList = None
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_ChargeServiceType(w, _c21_ChargeService)
+                v = w.v; n = w.n
+                _c21_ChargeService = None
+                _c21_s = 3
+            else:
+                raise EncodeError('missing content: expected one of ResponseCode')
+            if _c21_s == 3:
+                if _c21_ServiceList is not None:
+                    el = 'ServiceDiscoveryRes/ServiceList'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_ServiceListType(w, _c21_ServiceList)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c21_ServiceList = None
+                    if _c21_ResponseCode is not None or _c21_PaymentOptionList is not None or _c21_ChargeService is not None or _c21_ServiceList is not None: raise _leftover(_c21_o)
+                    _c21_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c21_ResponseCode is not None or _c21_PaymentOptionList is not None or _c21_ChargeService is not None or _c21_ServiceList is not None: raise _leftover(_c21_o)
+                    _c21_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_ServiceDiscoveryRes = None
+            s = 1
+        elif v_SessionSetupReq is not None:
+            el = 'SessionSetupReq'
+            _o = v_SessionSetupReq
+            _c22_EVCCID = _o.EVCCID
+            if not (_c22_EVCCID is not None): raise EncodeError('missing content: EVCCID')
+            el = 'SessionSetupReq/EVCCID'
+            v = (v << 8) | (29 << 2)
+            n += 8
+            if len(_c22_EVCCID) > 6: raise EncodeError(f'length {len(_c22_EVCCID)} outside [0, 6]')
+            _l = len(_c22_EVCCID)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c22_EVCCID, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(_c22_EVCCID); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            v_SessionSetupReq = None
+            s = 1
+        elif v_SessionSetupRes is not None:
+            el = 'SessionSetupRes'
+            v = (v << 6) | 30
+            n += 6
+            _c23_o = v_SessionSetupRes
+            _c23_ResponseCode = _c23_o.ResponseCode
+            _c23_EVSEID = _c23_o.EVSEID
+            _c23_EVSETimeStamp = _c23_o.EVSETimeStamp
+            if _c23_ResponseCode is not None:
+                el = 'SessionSetupRes/ResponseCode'
+                _c23_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c23_ResponseCode)
+                if _c23_i1 is None: raise EncodeError(f'{_c23_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c23_EVSEID is not None): raise EncodeError('missing content: EVSEID')
+                el = 'SessionSetupRes/EVSEID'
+                v = (v << 10) | (_c23_i1 << 3)
+                n += 10
+                _c23_ResponseCode = None
+                if len(_c23_EVSEID) < 7 or len(_c23_EVSEID) > 37: raise EncodeError(f'length {len(_c23_EVSEID)} outside [7, 37]')
+                _l = len(_c23_EVSEID)
+                if _l < 126 and _c23_EVSEID.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c23_EVSEID.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c23_EVSEID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c23_EVSEID = None
+                _c23_s = 2
+            else:
+                raise EncodeError('missing content: expected one of ResponseCode')
+            if _c23_s == 2:
+                if _c23_EVSETimeStamp is not None:
+                    el = 'SessionSetupRes/EVSETimeStamp'
+                    if _c23_EVSETimeStamp < -9223372036854775808 or _c23_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c23_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
+                    v = (v << 4) | (_c23_EVSETimeStamp < 0)
+                    n += 4
+                    _m = (-_c23_EVSETimeStamp - 1 if _c23_EVSETimeStamp < 0 else _c23_EVSETimeStamp)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c23_EVSETimeStamp = None
+                    if _c23_ResponseCode is not None or _c23_EVSEID is not None or _c23_EVSETimeStamp is not None: raise _leftover(_c23_o)
+                    _c23_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c23_ResponseCode is not None or _c23_EVSEID is not None or _c23_EVSETimeStamp is not None: raise _leftover(_c23_o)
+                    _c23_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_SessionSetupRes = None
+            s = 1
+        elif v_SessionStopReq is not None:
+            el = 'SessionStopReq'
+            _o = v_SessionStopReq
+            _c24_ChargingSession = _o.ChargingSession
+            if not (_c24_ChargingSession is not None): raise EncodeError('missing content: ChargingSession')
+            el = 'SessionStopReq/ChargingSession'
+            _c24_i1 = _I_iso2_msgdatatypes_chargingSessionType.get(_c24_ChargingSession)
+            if _c24_i1 is None: raise EncodeError(f'{_c24_ChargingSession!r} is not one of the enumeration chargingSessionType')
+            v = (v << 11) | (31 << 5) | (_c24_i1 << 2)
+            n += 11
+            v_SessionStopReq = None
+            s = 1
+        elif v_SessionStopRes is not None:
+            el = 'SessionStopRes'
+            _o = v_SessionStopRes
+            _c25_ResponseCode = _o.ResponseCode
+            if not (_c25_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'SessionStopRes/ResponseCode'
+            _c25_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c25_ResponseCode)
+            if _c25_i1 is None: raise EncodeError(f'{_c25_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 15) | (32 << 9) | (_c25_i1 << 2)
+            n += 15
+            v_SessionStopRes = None
+            s = 1
+        elif v_WeldingDetectionReq is not None:
+            el = 'WeldingDetectionReq'
+            _o = v_WeldingDetectionReq
+            _c26_DC_EVStatus = _o.DC_EVStatus
+            if not (_c26_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+            el = 'WeldingDetectionReq/DC_EVStatus'
+            _o = _c26_DC_EVStatus
+            _c26_c1_EVReady = _o.EVReady
+            _c26_c1_EVErrorCode = _o.EVErrorCode
+            _c26_c1_EVRESSSOC = _o.EVRESSSOC
+            if not (_c26_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
+            el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
+            if _c26_c1_EVReady is not True and _c26_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVReady!r}')
+            if not (_c26_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+            el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+            _c26_c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c26_c1_EVErrorCode)
+            if _c26_c1_i1 is None: raise EncodeError(f'{_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+            if not (_c26_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+            el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
+            if not 0 <= _c26_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c26_c1_EVRESSSOC!r} outside [0, 100]')
+            v = (v << 30) | (33 << 24) | (_c26_c1_EVReady << 20) | (_c26_c1_i1 << 13) | (_c26_c1_EVRESSSOC << 3)
+            n += 30
+            v_WeldingDetectionReq = None
+            s = 1
+        elif v_WeldingDetectionRes is not None:
+            el = 'WeldingDetectionRes'
+            _o = v_WeldingDetectionRes
+            _c27_ResponseCode = _o.ResponseCode
+            _c27_DC_EVSEStatus = _o.DC_EVSEStatus
+            _c27_EVSEPresentVoltage = _o.EVSEPresentVoltage
+            if not (_c27_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'WeldingDetectionRes/ResponseCode'
+            _c27_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c27_ResponseCode)
+            if _c27_i1 is None: raise EncodeError(f'{_c27_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c27_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+            el = 'WeldingDetectionRes/DC_EVSEStatus'
+            v = (v << 15) | (34 << 9) | (_c27_i1 << 2)
+            n += 15
+            _c27_c2_o = _c27_DC_EVSEStatus
+            _c27_c2_NotificationMaxDelay = _c27_c2_o.NotificationMaxDelay
+            _c27_c2_EVSENotification = _c27_c2_o.EVSENotification
+            _c27_c2_EVSEIsolationStatus = _c27_c2_o.EVSEIsolationStatus
+            _c27_c2_EVSEStatusCode = _c27_c2_o.EVSEStatusCode
+            if _c27_c2_NotificationMaxDelay is not None:
+                el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
+                if _c27_c2_NotificationMaxDelay < 0 or _c27_c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c27_c2_NotificationMaxDelay!r} outside [0, 65535]')
+                v <<= 2
+                n += 2
+                if _c27_c2_NotificationMaxDelay < 128: v = (v << 8) | _c27_c2_NotificationMaxDelay; n += 8
+                elif _c27_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c27_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c27_c2_NotificationMaxDelay >> 7); n += 16
+                elif _c27_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c27_c2_NotificationMaxDelay & 127) << 16) | (((_c27_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c27_c2_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c27_c2_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c27_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
+                _c27_c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c27_c2_EVSENotification)
+                if _c27_c2_i1 is None: raise EncodeError(f'{_c27_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 6) | (_c27_c2_i1 << 1)
+                n += 6
+                _c27_c2_NotificationMaxDelay = None
+                _c27_c2_EVSENotification = None
+                _c27_c2_s = 2
+            else:
+                raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if _c27_c2_s == 2:
+                if _c27_c2_EVSEIsolationStatus is not None:
+                    el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
+                    _c27_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c27_c2_EVSEIsolationStatus)
+                    if _c27_c2_i2 is None: raise EncodeError(f'{_c27_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    if not (_c27_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                    el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                    _c27_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c27_c2_EVSEStatusCode)
+                    if _c27_c2_i3 is None: raise EncodeError(f'{_c27_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 14) | (_c27_c2_i2 << 8) | (_c27_c2_i3 << 1)
+                    n += 14
+                    _c27_c2_EVSEIsolationStatus = None
+                    _c27_c2_EVSEStatusCode = None
+                    _c27_c2_s = 4
+                elif _c27_c2_EVSEStatusCode is not None:
+                    el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                    _c27_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c27_c2_EVSEStatusCode)
+                    if _c27_c2_i4 is None: raise EncodeError(f'{_c27_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 8) | (1 << 6) | (_c27_c2_i4 << 1)
+                    n += 8
+                    _c27_c2_EVSEStatusCode = None
+                    _c27_c2_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if _c27_c2_s == 4:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c27_c2_NotificationMaxDelay is not None or _c27_c2_EVSENotification is not None or _c27_c2_EVSEIsolationStatus is not None or _c27_c2_EVSEStatusCode is not None: raise _leftover(_c27_c2_o)
+                    _c27_c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c27_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+            el = 'WeldingDetectionRes/EVSEPresentVoltage'
+            _o = _c27_EVSEPresentVoltage
+            _c27_c3_Multiplier = _o.Multiplier
+            _c27_c3_Unit = _o.Unit
+            _c27_c3_Value = _o.Value
+            if not (_c27_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
+            if not -3 <= _c27_c3_Multiplier <= 3: raise EncodeError(f'value {_c27_c3_Multiplier!r} outside [-3, 3]')
+            if not (_c27_c3_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
+            _c27_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c27_c3_Unit)
+            if _c27_c3_i1 is None: raise EncodeError(f'{_c27_c3_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c27_c3_Value is not None): raise EncodeError('missing content: Value')
+            el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
+            if _c27_c3_Value < -32768 or _c27_c3_Value > 32767: raise EncodeError(f'value {_c27_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c27_c3_Multiplier - -3) << 10) | (_c27_c3_i1 << 4) | (_c27_c3_Value < 0)
+            n += 16
+            _m = (-_c27_c3_Value - 1 if _c27_c3_Value < 0 else _c27_c3_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 3
+            n += 3
+            v_WeldingDetectionRes = None
+            s = 1
+        elif True:
+            v = (v << 6) | 35
+            n += 6
+            if v_AuthorizationReq is not None or v_AuthorizationRes is not None or v_BodyElement is not None or v_CableCheckReq is not None or v_CableCheckRes is not None or v_CertificateInstallationReq is not None or v_CertificateInstallationRes is not None or v_CertificateUpdateReq is not None or v_CertificateUpdateRes is not None or v_ChargeParameterDiscoveryReq is not None or v_ChargeParameterDiscoveryRes is not None or v_ChargingStatusReq is not None or v_ChargingStatusRes is not None or v_CurrentDemandReq is not None or v_CurrentDemandRes is not None or v_MeteringReceiptReq is not None or v_MeteringReceiptRes is not None or v_PaymentDetailsReq is not None or v_PaymentDetailsRes is not None or v_PaymentServiceSelectionReq is not None or v_PaymentServiceSelectionRes is not None or v_PowerDeliveryReq is not None or v_PowerDeliveryRes is not None or v_PreChargeReq is not None or v_PreChargeRes is not None or v_ServiceDetailReq is not None or v_ServiceDetailRes is not None or v_ServiceDiscoveryReq is not None or v_ServiceDiscoveryRes is not None or v_SessionSetupReq is not None or v_SessionSetupRes is not None or v_SessionStopReq is not None or v_SessionStopRes is not None or v_WeldingDetectionReq is not None or v_WeldingDetectionRes is not None: raise _leftover(o)
+            s = -1
+        if s == 1:
+            if True:
+                v <<= 1
+                n += 1
+                if v_AuthorizationReq is not None or v_AuthorizationRes is not None or v_BodyElement is not None or v_CableCheckReq is not None or v_CableCheckRes is not None or v_CertificateInstallationReq is not None or v_CertificateInstallationRes is not None or v_CertificateUpdateReq is not None or v_CertificateUpdateRes is not None or v_ChargeParameterDiscoveryReq is not None or v_ChargeParameterDiscoveryRes is not None or v_ChargingStatusReq is not None or v_ChargingStatusRes is not None or v_CurrentDemandReq is not None or v_CurrentDemandRes is not None or v_MeteringReceiptReq is not None or v_MeteringReceiptRes is not None or v_PaymentDetailsReq is not None or v_PaymentDetailsRes is not None or v_PaymentServiceSelectionReq is not None or v_PaymentServiceSelectionRes is not None or v_PowerDeliveryReq is not None or v_PowerDeliveryRes is not None or v_PreChargeReq is not None or v_PreChargeRes is not None or v_ServiceDetailReq is not None or v_ServiceDetailRes is not None or v_ServiceDiscoveryReq is not None or v_ServiceDiscoveryRes is not None or v_SessionSetupReq is not None or v_SessionSetupRes is not None or v_SessionStopReq is not None or v_SessionStopRes is not None or v_WeldingDetectionReq is not None or v_WeldingDetectionRes is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -1741,7 +3724,6 @@ def _d_CableCheckReqType(r):
         if p > E: V, E, p = r.slide(p, 24)
         x = (V >> (E - p)) & 16777215
         if x & 15604743: raise r.deviation('CableCheckReqType', p)
-        el = 'DC_EVStatus'
         el = 'DC_EVStatus/EVReady'
         _c1_EVReady = ((x >> 20) & 1) == 1
         el = 'DC_EVStatus/EVErrorCode'
@@ -1751,11 +3733,16 @@ def _d_CableCheckReqType(r):
         el = 'DC_EVStatus/EVRESSSOC'
         _c1_EVRESSSOC = ((x >> 3) & 127)
         if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
-        f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c1_EVReady, _c1_EVErrorCode, _c1_EVRESSSOC)
+        f_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus.EVReady = _c1_EVReady
+        f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
+        f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.CableCheckReqType(f_DC_EVStatus)
+    _obj = _new(iso2_msgbody.CableCheckReqType)
+    _obj.DC_EVStatus = f_DC_EVStatus
+    return _obj
 
 def _e_CableCheckReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}CableCheckReqType
@@ -1782,9 +3769,6 @@ def _e_CableCheckReqType(w, o):
             if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
             v = (v << 24) | (_c1_EVReady << 20) | (_c1_i1 << 13) | (_c1_EVRESSSOC << 3)
             n += 24
-            _c1_EVReady = None
-            _c1_EVErrorCode = None
-            _c1_EVRESSSOC = None
             v_DC_EVStatus = None
             if v_DC_EVStatus is not None: raise _leftover(o)
         else:
@@ -1813,9 +3797,82 @@ def _d_CableCheckResType(r):
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', f_ResponseCode, 26, r.at(p))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
-        r.pos = p
-        f_DC_EVSEStatus = c_iso2_msgdatatypes._d_DC_EVSEStatusType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_NotificationMaxDelay = None
+        _c1_EVSENotification = None
+        _c1_EVSEIsolationStatus = None
+        _c1_EVSEStatusCode = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+        el = 'DC_EVSEStatus/NotificationMaxDelay'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 57: raise r.deviation('DC_EVSEStatusType', p)
+        if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(p))
+        el = 'DC_EVSEStatus/EVSENotification'
+        _c1_EVSENotification = ((x >> 1) & 3)
+        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+        else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+        _c1_s = 2
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 12
+                if p > E: V, E, p = r.slide(p, 12)
+                x = (V >> (E - p)) & 4095
+                if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
+                el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                _c1_EVSEIsolationStatus = ((x >> 8) & 7)
+                if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(p))
+                else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c1_EVSEStatusCode = ((x >> 1) & 15)
+                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+                else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+                _c1_s = 4
+            elif ec == 1:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c1_EVSEStatusCode = ((x >> 1) & 15)
+                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+                else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVSEStatusType', p)
+        if _c1_s == 4:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEStatusType', p)
+            _c1_s = -1
+        f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+        f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
+        f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
+        f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
+        f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
         p += 6
         if p > E: V, E, p = r.slide(p, 6)
         x = (V >> (E - p)) & 63
@@ -1827,7 +3884,11 @@ def _d_CableCheckResType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.CableCheckResType(f_ResponseCode, f_DC_EVSEStatus, f_EVSEProcessing)
+    _obj = _new(iso2_msgbody.CableCheckResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.DC_EVSEStatus = f_DC_EVSEStatus
+    _obj.EVSEProcessing = f_EVSEProcessing
+    return _obj
 
 def _e_CableCheckResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}CableCheckResType
@@ -1847,14 +3908,67 @@ def _e_CableCheckResType(w, o):
             v = (v << 9) | (_i1 << 2)
             n += 9
             v_ResponseCode = None
-            w.v = v; w.n = n
-            c_iso2_msgdatatypes._e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
-            v = w.v; n = w.n
+            _c2_o = v_DC_EVSEStatus
+            _c2_NotificationMaxDelay = _c2_o.NotificationMaxDelay
+            _c2_EVSENotification = _c2_o.EVSENotification
+            _c2_EVSEIsolationStatus = _c2_o.EVSEIsolationStatus
+            _c2_EVSEStatusCode = _c2_o.EVSEStatusCode
+            if _c2_NotificationMaxDelay is not None:
+                el = 'DC_EVSEStatus/NotificationMaxDelay'
+                if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 65535]')
+                v <<= 2
+                n += 2
+                if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
+                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
+                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'DC_EVSEStatus/EVSENotification'
+                _c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
+                if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 6) | (_c2_i1 << 1)
+                n += 6
+                _c2_NotificationMaxDelay = None
+                _c2_EVSENotification = None
+                _c2_s = 2
+            else:
+                raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if _c2_s == 2:
+                if _c2_EVSEIsolationStatus is not None:
+                    el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                    _c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c2_EVSEIsolationStatus)
+                    if _c2_i2 is None: raise EncodeError(f'{_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    if not (_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                    el = 'DC_EVSEStatus/EVSEStatusCode'
+                    _c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
+                    if _c2_i3 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 14) | (_c2_i2 << 8) | (_c2_i3 << 1)
+                    n += 14
+                    _c2_EVSEIsolationStatus = None
+                    _c2_EVSEStatusCode = None
+                    _c2_s = 4
+                elif _c2_EVSEStatusCode is not None:
+                    el = 'DC_EVSEStatus/EVSEStatusCode'
+                    _c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
+                    if _c2_i4 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 8) | (1 << 6) | (_c2_i4 << 1)
+                    n += 8
+                    _c2_EVSEStatusCode = None
+                    _c2_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if _c2_s == 4:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c2_NotificationMaxDelay is not None or _c2_EVSENotification is not None or _c2_EVSEIsolationStatus is not None or _c2_EVSEStatusCode is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
             el = 'EVSEProcessing'
-            _i2 = _I_iso2_msgdatatypes_EVSEProcessingType.get(v_EVSEProcessing)
-            if _i2 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-            v = (v << 6) | (_i2 << 2)
+            _i3 = _I_iso2_msgdatatypes_EVSEProcessingType.get(v_EVSEProcessing)
+            if _i3 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+            v = (v << 6) | (_i3 << 2)
             n += 6
             v_DC_EVSEStatus = None
             v_EVSEProcessing = None
@@ -1895,10 +4009,12 @@ def _d_CertificateInstallationReqType(r):
             if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
             f_OEMProvisioningCert = b''
         else:
-            r.pos = p
-            f_OEMProvisioningCert = r.binary()
-            if len(f_OEMProvisioningCert) > 800: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 800]', f_OEMProvisioningCert, r.at(r.pos))
-            V = r.v; E = r.end; p = r.pos
+            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                p += 8 + (_l << 3)
+                f_OEMProvisioningCert = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = p; f_OEMProvisioningCert = r.binary(); V = r.v; E = r.end; p = r.pos
+            if len(f_OEMProvisioningCert) > 800: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 800]', f_OEMProvisioningCert, r.at(p))
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
@@ -1915,7 +4031,11 @@ def _d_CertificateInstallationReqType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.CertificateInstallationReqType(f_Id, f_OEMProvisioningCert, f_ListOfRootCertificateIDs)
+    _obj = _new(iso2_msgbody.CertificateInstallationReqType)
+    _obj.Id = f_Id
+    _obj.OEMProvisioningCert = f_OEMProvisioningCert
+    _obj.ListOfRootCertificateIDs = f_ListOfRootCertificateIDs
+    return _obj
 
 def _e_CertificateInstallationReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}CertificateInstallationReqType
@@ -1940,10 +4060,10 @@ def _e_CertificateInstallationReqType(w, o):
             v <<= 2
             n += 2
             v_Id = None
-            w.v = v; w.n = n
             if len(v_OEMProvisioningCert) > 800: raise EncodeError(f'length {len(v_OEMProvisioningCert)} outside [0, 800]')
-            w.binary(v_OEMProvisioningCert)
-            v = w.v; n = w.n
+            _l = len(v_OEMProvisioningCert)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_OEMProvisioningCert, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_OEMProvisioningCert); v = w.v; n = w.n
             if not (v_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
             el = 'ListOfRootCertificateIDs'
             v <<= 2
@@ -1985,30 +4105,244 @@ def _d_CertificateInstallationResType(r):
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', f_ResponseCode, 26, r.at(p))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'SAProvisioningCertificateChain'
-        r.pos = p
-        f_SAProvisioningCertificateChain = c_iso2_msgdatatypes._d_CertificateChainType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_Id = None
+        _c1_Certificate = None
+        _c1_SubCertificates = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = 'SAProvisioningCertificateChain/@Id'
+            r.pos = p
+            _c1_Id = r.string('iso2_msgdatatypes:Id')
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+            el = 'SAProvisioningCertificateChain/Certificate'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                _c1_Certificate = b''
+            else:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    _c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = p; _c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(p))
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+            _c1_s = 2
+        elif ec == 1:
+            el = 'SAProvisioningCertificateChain/Certificate'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                _c1_Certificate = b''
+            else:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    _c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = p; _c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(p))
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+            _c1_s = 2
+        else:
+            raise r.deviation('CertificateChainType', p)
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'SAProvisioningCertificateChain/SubCertificates'
+                r.pos = p
+                _c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+                V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('CertificateChainType', p)
+        f_SAProvisioningCertificateChain = _new(iso2_msgdatatypes.CertificateChainType)
+        f_SAProvisioningCertificateChain.Id = _c1_Id
+        f_SAProvisioningCertificateChain.Certificate = _c1_Certificate
+        f_SAProvisioningCertificateChain.SubCertificates = _c1_SubCertificates
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
         el = 'ContractSignatureCertChain'
-        r.pos = p
-        f_ContractSignatureCertChain = c_iso2_msgdatatypes._d_CertificateChainType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c2_Id = None
+        _c2_Certificate = None
+        _c2_SubCertificates = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = 'ContractSignatureCertChain/@Id'
+            r.pos = p
+            _c2_Id = r.string('iso2_msgdatatypes:Id')
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+            el = 'ContractSignatureCertChain/Certificate'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                _c2_Certificate = b''
+            else:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    _c2_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = p; _c2_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_Certificate, r.at(p))
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+            _c2_s = 2
+        elif ec == 1:
+            el = 'ContractSignatureCertChain/Certificate'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                _c2_Certificate = b''
+            else:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    _c2_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = p; _c2_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_Certificate, r.at(p))
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+            _c2_s = 2
+        else:
+            raise r.deviation('CertificateChainType', p)
+        if _c2_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ContractSignatureCertChain/SubCertificates'
+                r.pos = p
+                _c2_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+                V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                _c2_s = -1
+            elif ec == 1:
+                pass
+                _c2_s = -1
+            else:
+                raise r.deviation('CertificateChainType', p)
+        f_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
+        f_ContractSignatureCertChain.Id = _c2_Id
+        f_ContractSignatureCertChain.Certificate = _c2_Certificate
+        f_ContractSignatureCertChain.SubCertificates = _c2_SubCertificates
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
         el = 'ContractSignatureEncryptedPrivateKey'
+        _c3_Id = None
+        _c3_value = None
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+        el = 'ContractSignatureEncryptedPrivateKey/@Id'
         r.pos = p
-        f_ContractSignatureEncryptedPrivateKey = c_iso2_msgdatatypes._d_ContractSignatureEncryptedPrivateKeyType(r)
+        _c3_Id = r.string('iso2_msgdatatypes:Id')
         V = r.v; E = r.end; p = r.pos
+        _c3_s = 1
+        if _c3_s == 1:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            ec = (V >> (E - p)) & 1
+            if ec == 0:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    _c3_value = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = p; _c3_value = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(_c3_value) > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', _c3_value, r.at(p))
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+                _c3_s = -1
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+                _c3_value = b''
+                _c3_s = -1
+            else:
+                raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+        f_ContractSignatureEncryptedPrivateKey = _new(iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType)
+        f_ContractSignatureEncryptedPrivateKey.Id = _c3_Id
+        f_ContractSignatureEncryptedPrivateKey.value = _c3_value
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
         el = 'DHpublickey'
+        _c4_Id = None
+        _c4_value = None
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('DiffieHellmanPublickeyType', p)
+        el = 'DHpublickey/@Id'
         r.pos = p
-        f_DHpublickey = c_iso2_msgdatatypes._d_DiffieHellmanPublickeyType(r)
+        _c4_Id = r.string('iso2_msgdatatypes:Id')
         V = r.v; E = r.end; p = r.pos
+        _c4_s = 1
+        if _c4_s == 1:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            ec = (V >> (E - p)) & 1
+            if ec == 0:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    _c4_value = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = p; _c4_value = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(_c4_value) > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', _c4_value, r.at(p))
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('DiffieHellmanPublickeyType', p)
+                _c4_s = -1
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('DiffieHellmanPublickeyType', p)
+                _c4_value = b''
+                _c4_s = -1
+            else:
+                raise r.deviation('DiffieHellmanPublickeyType', p)
+        f_DHpublickey = _new(iso2_msgdatatypes.DiffieHellmanPublickeyType)
+        f_DHpublickey.Id = _c4_Id
+        f_DHpublickey.value = _c4_value
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
@@ -2022,7 +4356,14 @@ def _d_CertificateInstallationResType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.CertificateInstallationResType(f_ResponseCode, f_SAProvisioningCertificateChain, f_ContractSignatureCertChain, f_ContractSignatureEncryptedPrivateKey, f_DHpublickey, f_eMAID)
+    _obj = _new(iso2_msgbody.CertificateInstallationResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.SAProvisioningCertificateChain = f_SAProvisioningCertificateChain
+    _obj.ContractSignatureCertChain = f_ContractSignatureCertChain
+    _obj.ContractSignatureEncryptedPrivateKey = f_ContractSignatureEncryptedPrivateKey
+    _obj.DHpublickey = f_DHpublickey
+    _obj.eMAID = f_eMAID
+    return _obj
 
 def _e_CertificateInstallationResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}CertificateInstallationResType
@@ -2045,33 +4386,203 @@ def _e_CertificateInstallationResType(w, o):
             v = (v << 9) | (_i1 << 2)
             n += 9
             v_ResponseCode = None
-            w.v = v; w.n = n
-            c_iso2_msgdatatypes._e_CertificateChainType(w, v_SAProvisioningCertificateChain)
-            v = w.v; n = w.n
+            _c2_o = v_SAProvisioningCertificateChain
+            _c2_Id = _c2_o.Id
+            _c2_Certificate = _c2_o.Certificate
+            _c2_SubCertificates = _c2_o.SubCertificates
+            if _c2_Id is not None:
+                el = 'SAProvisioningCertificateChain/@Id'
+                v <<= 2
+                n += 2
+                _l = len(_c2_Id)
+                if _l < 126 and _c2_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c2_Id); v = w.v; n = w.n
+                if not (_c2_Certificate is not None): raise EncodeError('missing content: Certificate')
+                el = 'SAProvisioningCertificateChain/Certificate'
+                v <<= 2
+                n += 2
+                _c2_Id = None
+                if len(_c2_Certificate) > 800: raise EncodeError(f'length {len(_c2_Certificate)} outside [0, 800]')
+                _l = len(_c2_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_Certificate = None
+                _c2_s = 2
+            elif _c2_Certificate is not None:
+                el = 'SAProvisioningCertificateChain/Certificate'
+                v = (v << 3) | (1 << 1)
+                n += 3
+                if len(_c2_Certificate) > 800: raise EncodeError(f'length {len(_c2_Certificate)} outside [0, 800]')
+                _l = len(_c2_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_Certificate = None
+                _c2_s = 2
+            else:
+                raise EncodeError('missing content: expected one of Id, Certificate')
+            if _c2_s == 2:
+                if _c2_SubCertificates is not None:
+                    el = 'SAProvisioningCertificateChain/SubCertificates'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_SubCertificatesType(w, _c2_SubCertificates)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_SubCertificates = None
+                    if _c2_Id is not None or _c2_Certificate is not None or _c2_SubCertificates is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c2_Id is not None or _c2_Certificate is not None or _c2_SubCertificates is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
             el = 'ContractSignatureCertChain'
             v <<= 1
             n += 1
             v_SAProvisioningCertificateChain = None
-            w.v = v; w.n = n
-            c_iso2_msgdatatypes._e_CertificateChainType(w, v_ContractSignatureCertChain)
-            v = w.v; n = w.n
+            _c3_o = v_ContractSignatureCertChain
+            _c3_Id = _c3_o.Id
+            _c3_Certificate = _c3_o.Certificate
+            _c3_SubCertificates = _c3_o.SubCertificates
+            if _c3_Id is not None:
+                el = 'ContractSignatureCertChain/@Id'
+                v <<= 2
+                n += 2
+                _l = len(_c3_Id)
+                if _l < 126 and _c3_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c3_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c3_Id); v = w.v; n = w.n
+                if not (_c3_Certificate is not None): raise EncodeError('missing content: Certificate')
+                el = 'ContractSignatureCertChain/Certificate'
+                v <<= 2
+                n += 2
+                _c3_Id = None
+                if len(_c3_Certificate) > 800: raise EncodeError(f'length {len(_c3_Certificate)} outside [0, 800]')
+                _l = len(_c3_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c3_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c3_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c3_Certificate = None
+                _c3_s = 2
+            elif _c3_Certificate is not None:
+                el = 'ContractSignatureCertChain/Certificate'
+                v = (v << 3) | (1 << 1)
+                n += 3
+                if len(_c3_Certificate) > 800: raise EncodeError(f'length {len(_c3_Certificate)} outside [0, 800]')
+                _l = len(_c3_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c3_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c3_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c3_Certificate = None
+                _c3_s = 2
+            else:
+                raise EncodeError('missing content: expected one of Id, Certificate')
+            if _c3_s == 2:
+                if _c3_SubCertificates is not None:
+                    el = 'ContractSignatureCertChain/SubCertificates'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_SubCertificatesType(w, _c3_SubCertificates)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_SubCertificates = None
+                    if _c3_Id is not None or _c3_Certificate is not None or _c3_SubCertificates is not None: raise _leftover(_c3_o)
+                    _c3_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c3_Id is not None or _c3_Certificate is not None or _c3_SubCertificates is not None: raise _leftover(_c3_o)
+                    _c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
             el = 'ContractSignatureEncryptedPrivateKey'
             v <<= 1
             n += 1
             v_ContractSignatureCertChain = None
-            w.v = v; w.n = n
-            c_iso2_msgdatatypes._e_ContractSignatureEncryptedPrivateKeyType(w, v_ContractSignatureEncryptedPrivateKey)
-            v = w.v; n = w.n
+            _c4_o = v_ContractSignatureEncryptedPrivateKey
+            _c4_Id = _c4_o.Id
+            _c4_value = _c4_o.value
+            if _c4_Id is not None:
+                el = 'ContractSignatureEncryptedPrivateKey/@Id'
+                v <<= 1
+                n += 1
+                _l = len(_c4_Id)
+                if _l < 126 and _c4_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c4_Id); v = w.v; n = w.n
+                _c4_Id = None
+                _c4_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Id')
+            if _c4_s == 1:
+                if _c4_value is not None:
+                    v <<= 1
+                    n += 1
+                    if len(_c4_value) > 48: raise EncodeError(f'length {len(_c4_value)} outside [0, 48]')
+                    _l = len(_c4_value)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_value, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c4_value); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c4_value = None
+                    if _c4_Id is not None or _c4_value is not None: raise _leftover(_c4_o)
+                    _c4_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of text')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_DHpublickey is not None): raise EncodeError('missing content: DHpublickey')
             el = 'DHpublickey'
             v <<= 1
             n += 1
             v_ContractSignatureEncryptedPrivateKey = None
-            w.v = v; w.n = n
-            c_iso2_msgdatatypes._e_DiffieHellmanPublickeyType(w, v_DHpublickey)
-            v = w.v; n = w.n
+            _c5_o = v_DHpublickey
+            _c5_Id = _c5_o.Id
+            _c5_value = _c5_o.value
+            if _c5_Id is not None:
+                el = 'DHpublickey/@Id'
+                v <<= 1
+                n += 1
+                _l = len(_c5_Id)
+                if _l < 126 and _c5_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c5_Id); v = w.v; n = w.n
+                _c5_Id = None
+                _c5_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Id')
+            if _c5_s == 1:
+                if _c5_value is not None:
+                    v <<= 1
+                    n += 1
+                    if len(_c5_value) > 65: raise EncodeError(f'length {len(_c5_value)} outside [0, 65]')
+                    _l = len(_c5_value)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c5_value, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c5_value); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c5_value = None
+                    if _c5_Id is not None or _c5_value is not None: raise _leftover(_c5_o)
+                    _c5_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of text')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_eMAID is not None): raise EncodeError('missing content: eMAID')
             el = 'eMAID'
             v <<= 1
@@ -2113,13 +4624,86 @@ def _d_CertificateUpdateReqType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
         el = 'ContractSignatureCertChain'
-        r.pos = p
-        f_ContractSignatureCertChain = c_iso2_msgdatatypes._d_CertificateChainType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_Id = None
+        _c1_Certificate = None
+        _c1_SubCertificates = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('CertificateUpdateReqType', p)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = 'ContractSignatureCertChain/@Id'
+            r.pos = p
+            _c1_Id = r.string('iso2_msgdatatypes:Id')
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+            el = 'ContractSignatureCertChain/Certificate'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                _c1_Certificate = b''
+            else:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    _c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = p; _c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(p))
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+            _c1_s = 2
+        elif ec == 1:
+            el = 'ContractSignatureCertChain/Certificate'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                _c1_Certificate = b''
+            else:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    _c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = p; _c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(p))
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+            _c1_s = 2
+        else:
+            raise r.deviation('CertificateChainType', p)
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ContractSignatureCertChain/SubCertificates'
+                r.pos = p
+                _c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+                V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('CertificateChainType', p)
+        f_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
+        f_ContractSignatureCertChain.Id = _c1_Id
+        f_ContractSignatureCertChain.Certificate = _c1_Certificate
+        f_ContractSignatureCertChain.SubCertificates = _c1_SubCertificates
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('CertificateUpdateReqType', p)
         el = 'eMAID'
         r.pos = p
         f_eMAID = r.string('iso2_msgbody:eMAID')
@@ -2127,8 +4711,7 @@ def _d_CertificateUpdateReqType(r):
         V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('CertificateUpdateReqType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('CertificateUpdateReqType', p)
         el = 'ListOfRootCertificateIDs'
         r.pos = p
         f_ListOfRootCertificateIDs = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r)
@@ -2139,7 +4722,12 @@ def _d_CertificateUpdateReqType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.CertificateUpdateReqType(f_Id, f_ContractSignatureCertChain, f_eMAID, f_ListOfRootCertificateIDs)
+    _obj = _new(iso2_msgbody.CertificateUpdateReqType)
+    _obj.Id = f_Id
+    _obj.ContractSignatureCertChain = f_ContractSignatureCertChain
+    _obj.eMAID = f_eMAID
+    _obj.ListOfRootCertificateIDs = f_ListOfRootCertificateIDs
+    return _obj
 
 def _e_CertificateUpdateReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}CertificateUpdateReqType
@@ -2165,9 +4753,65 @@ def _e_CertificateUpdateReqType(w, o):
             v <<= 1
             n += 1
             v_Id = None
-            w.v = v; w.n = n
-            c_iso2_msgdatatypes._e_CertificateChainType(w, v_ContractSignatureCertChain)
-            v = w.v; n = w.n
+            _c1_o = v_ContractSignatureCertChain
+            _c1_Id = _c1_o.Id
+            _c1_Certificate = _c1_o.Certificate
+            _c1_SubCertificates = _c1_o.SubCertificates
+            if _c1_Id is not None:
+                el = 'ContractSignatureCertChain/@Id'
+                v <<= 2
+                n += 2
+                _l = len(_c1_Id)
+                if _l < 126 and _c1_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c1_Id); v = w.v; n = w.n
+                if not (_c1_Certificate is not None): raise EncodeError('missing content: Certificate')
+                el = 'ContractSignatureCertChain/Certificate'
+                v <<= 2
+                n += 2
+                _c1_Id = None
+                if len(_c1_Certificate) > 800: raise EncodeError(f'length {len(_c1_Certificate)} outside [0, 800]')
+                _l = len(_c1_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c1_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_Certificate = None
+                _c1_s = 2
+            elif _c1_Certificate is not None:
+                el = 'ContractSignatureCertChain/Certificate'
+                v = (v << 3) | (1 << 1)
+                n += 3
+                if len(_c1_Certificate) > 800: raise EncodeError(f'length {len(_c1_Certificate)} outside [0, 800]')
+                _l = len(_c1_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c1_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_Certificate = None
+                _c1_s = 2
+            else:
+                raise EncodeError('missing content: expected one of Id, Certificate')
+            if _c1_s == 2:
+                if _c1_SubCertificates is not None:
+                    el = 'ContractSignatureCertChain/SubCertificates'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_SubCertificatesType(w, _c1_SubCertificates)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_SubCertificates = None
+                    if _c1_Id is not None or _c1_Certificate is not None or _c1_SubCertificates is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_Id is not None or _c1_Certificate is not None or _c1_SubCertificates is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_eMAID is not None): raise EncodeError('missing content: eMAID')
             el = 'eMAID'
             v <<= 2
@@ -2212,85 +4856,313 @@ def _d_CertificateUpdateResType(r):
     f_eMAID = None
     f_RetryCounter = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 387: raise r.deviation('CertificateUpdateResType', p)
-                el = 'ResponseCode'
-                f_ResponseCode = ((x >> 2) & 31)
-                if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('CertificateUpdateResType/ResponseCode', f_ResponseCode, 26, r.at(p))
-                else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
-                el = 'SAProvisioningCertificateChain'
+        p += 9
+        if p > E: V, E, p = r.slide(p, 9)
+        x = (V >> (E - p)) & 511
+        if x & 387: raise r.deviation('CertificateUpdateResType', p)
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 31)
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('CertificateUpdateResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
+        el = 'SAProvisioningCertificateChain'
+        _c1_Id = None
+        _c1_Certificate = None
+        _c1_SubCertificates = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = 'SAProvisioningCertificateChain/@Id'
+            r.pos = p
+            _c1_Id = r.string('iso2_msgdatatypes:Id')
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+            el = 'SAProvisioningCertificateChain/Certificate'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                _c1_Certificate = b''
+            else:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    _c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = p; _c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(p))
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+            _c1_s = 2
+        elif ec == 1:
+            el = 'SAProvisioningCertificateChain/Certificate'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                _c1_Certificate = b''
+            else:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    _c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = p; _c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(p))
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+            _c1_s = 2
+        else:
+            raise r.deviation('CertificateChainType', p)
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'SAProvisioningCertificateChain/SubCertificates'
                 r.pos = p
-                f_SAProvisioningCertificateChain = c_iso2_msgdatatypes._d_CertificateChainType(r)
+                _c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
                 V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
-                el = 'ContractSignatureCertChain'
+                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('CertificateChainType', p)
+        f_SAProvisioningCertificateChain = _new(iso2_msgdatatypes.CertificateChainType)
+        f_SAProvisioningCertificateChain.Id = _c1_Id
+        f_SAProvisioningCertificateChain.Certificate = _c1_Certificate
+        f_SAProvisioningCertificateChain.SubCertificates = _c1_SubCertificates
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
+        el = 'ContractSignatureCertChain'
+        _c2_Id = None
+        _c2_Certificate = None
+        _c2_SubCertificates = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = 'ContractSignatureCertChain/@Id'
+            r.pos = p
+            _c2_Id = r.string('iso2_msgdatatypes:Id')
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+            el = 'ContractSignatureCertChain/Certificate'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                _c2_Certificate = b''
+            else:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    _c2_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = p; _c2_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_Certificate, r.at(p))
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+            _c2_s = 2
+        elif ec == 1:
+            el = 'ContractSignatureCertChain/Certificate'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                _c2_Certificate = b''
+            else:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    _c2_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = p; _c2_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_Certificate, r.at(p))
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+            _c2_s = 2
+        else:
+            raise r.deviation('CertificateChainType', p)
+        if _c2_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ContractSignatureCertChain/SubCertificates'
                 r.pos = p
-                f_ContractSignatureCertChain = c_iso2_msgdatatypes._d_CertificateChainType(r)
+                _c2_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
                 V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
-                el = 'ContractSignatureEncryptedPrivateKey'
-                r.pos = p
-                f_ContractSignatureEncryptedPrivateKey = c_iso2_msgdatatypes._d_ContractSignatureEncryptedPrivateKeyType(r)
-                V = r.v; E = r.end; p = r.pos
+                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                _c2_s = -1
+            elif ec == 1:
+                pass
+                _c2_s = -1
+            else:
+                raise r.deviation('CertificateChainType', p)
+        f_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
+        f_ContractSignatureCertChain.Id = _c2_Id
+        f_ContractSignatureCertChain.Certificate = _c2_Certificate
+        f_ContractSignatureCertChain.SubCertificates = _c2_SubCertificates
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
+        el = 'ContractSignatureEncryptedPrivateKey'
+        _c3_Id = None
+        _c3_value = None
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+        el = 'ContractSignatureEncryptedPrivateKey/@Id'
+        r.pos = p
+        _c3_Id = r.string('iso2_msgdatatypes:Id')
+        V = r.v; E = r.end; p = r.pos
+        _c3_s = 1
+        if _c3_s == 1:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            ec = (V >> (E - p)) & 1
+            if ec == 0:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    _c3_value = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = p; _c3_value = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(_c3_value) > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', _c3_value, r.at(p))
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
-                el = 'DHpublickey'
-                r.pos = p
-                f_DHpublickey = c_iso2_msgdatatypes._d_DiffieHellmanPublickeyType(r)
-                V = r.v; E = r.end; p = r.pos
+                if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+                _c3_s = -1
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+                _c3_value = b''
+                _c3_s = -1
+            else:
+                raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+        f_ContractSignatureEncryptedPrivateKey = _new(iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType)
+        f_ContractSignatureEncryptedPrivateKey.Id = _c3_Id
+        f_ContractSignatureEncryptedPrivateKey.value = _c3_value
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
+        el = 'DHpublickey'
+        _c4_Id = None
+        _c4_value = None
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('DiffieHellmanPublickeyType', p)
+        el = 'DHpublickey/@Id'
+        r.pos = p
+        _c4_Id = r.string('iso2_msgdatatypes:Id')
+        V = r.v; E = r.end; p = r.pos
+        _c4_s = 1
+        if _c4_s == 1:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            ec = (V >> (E - p)) & 1
+            if ec == 0:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    _c4_value = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = p; _c4_value = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(_c4_value) > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', _c4_value, r.at(p))
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
-                el = 'eMAID'
-                r.pos = p
-                f_eMAID = c_iso2_msgdatatypes._d_EMAIDType(r, 'iso2_msgbody:eMAID')
-                V = r.v; E = r.end; p = r.pos
-                s = 6
-            if s == 6:
+                if (V >> (E - p)) & 1: raise r.deviation('DiffieHellmanPublickeyType', p)
+                _c4_s = -1
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('DiffieHellmanPublickeyType', p)
+                _c4_value = b''
+                _c4_s = -1
+            else:
+                raise r.deviation('DiffieHellmanPublickeyType', p)
+        f_DHpublickey = _new(iso2_msgdatatypes.DiffieHellmanPublickeyType)
+        f_DHpublickey.Id = _c4_Id
+        f_DHpublickey.value = _c4_value
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
+        el = 'eMAID'
+        r.pos = p
+        f_eMAID = c_iso2_msgdatatypes._d_EMAIDType(r, 'iso2_msgbody:eMAID')
+        V = r.v; E = r.end; p = r.pos
+        s = 6
+        if s == 6:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('CertificateUpdateResType', p)
-                    el = 'RetryCounter'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('CertificateUpdateResType', p)
+                el = 'RetryCounter'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_RetryCounter = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        f_RetryCounter = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_RetryCounter = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        f_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('CertificateUpdateResType', p)
-                    if _neg: f_RetryCounter = -f_RetryCounter - 1
-                    if f_RetryCounter < -32768 or f_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', f_RetryCounter, r.at(p))
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_RetryCounter = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('CertificateUpdateResType', p)
+                    r.pos = p; f_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('CertificateUpdateResType', p)
+                if _neg: f_RetryCounter = -f_RetryCounter - 1
+                if f_RetryCounter < -32768 or f_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', f_RetryCounter, r.at(p))
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('CertificateUpdateResType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.CertificateUpdateResType(f_ResponseCode, f_SAProvisioningCertificateChain, f_ContractSignatureCertChain, f_ContractSignatureEncryptedPrivateKey, f_DHpublickey, f_eMAID, f_RetryCounter)
+    _obj = _new(iso2_msgbody.CertificateUpdateResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.SAProvisioningCertificateChain = f_SAProvisioningCertificateChain
+    _obj.ContractSignatureCertChain = f_ContractSignatureCertChain
+    _obj.ContractSignatureEncryptedPrivateKey = f_ContractSignatureEncryptedPrivateKey
+    _obj.DHpublickey = f_DHpublickey
+    _obj.eMAID = f_eMAID
+    _obj.RetryCounter = f_RetryCounter
+    return _obj
 
 def _e_CertificateUpdateResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}CertificateUpdateResType
@@ -2305,77 +5177,245 @@ def _e_CertificateUpdateResType(w, o):
         v_DHpublickey = o.DHpublickey
         v_eMAID = o.eMAID
         v_RetryCounter = o.RetryCounter
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    el = 'ResponseCode'
-                    _i1 = _I_iso2_msgdatatypes_responseCodeType.get(v_ResponseCode)
-                    if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (v_SAProvisioningCertificateChain is not None): raise EncodeError('missing content: SAProvisioningCertificateChain')
-                    el = 'SAProvisioningCertificateChain'
-                    v = (v << 9) | (_i1 << 2)
-                    n += 9
-                    v_ResponseCode = None
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_CertificateChainType(w, v_SAProvisioningCertificateChain)
-                    v = w.v; n = w.n
-                    if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
-                    el = 'ContractSignatureCertChain'
-                    v <<= 1
-                    n += 1
-                    v_SAProvisioningCertificateChain = None
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_CertificateChainType(w, v_ContractSignatureCertChain)
-                    v = w.v; n = w.n
-                    if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
-                    el = 'ContractSignatureEncryptedPrivateKey'
-                    v <<= 1
-                    n += 1
-                    v_ContractSignatureCertChain = None
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_ContractSignatureEncryptedPrivateKeyType(w, v_ContractSignatureEncryptedPrivateKey)
-                    v = w.v; n = w.n
-                    if not (v_DHpublickey is not None): raise EncodeError('missing content: DHpublickey')
-                    el = 'DHpublickey'
-                    v <<= 1
-                    n += 1
-                    v_ContractSignatureEncryptedPrivateKey = None
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_DiffieHellmanPublickeyType(w, v_DHpublickey)
-                    v = w.v; n = w.n
-                    if not (v_eMAID is not None): raise EncodeError('missing content: eMAID')
-                    el = 'eMAID'
-                    v <<= 1
-                    n += 1
-                    v_DHpublickey = None
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_EMAIDType(w, v_eMAID)
-                    v = w.v; n = w.n
-                    v_eMAID = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 6:
-                if v_RetryCounter is not None:
-                    el = 'RetryCounter'
-                    if v_RetryCounter < -32768 or v_RetryCounter > 32767: raise EncodeError(f'value {v_RetryCounter!r} outside [-32768, 32767]')
-                    v = (v << 4) | (v_RetryCounter < 0)
-                    n += 4
-                    _m = (-v_RetryCounter - 1 if v_RetryCounter < 0 else v_RetryCounter)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i1 = _I_iso2_msgdatatypes_responseCodeType.get(v_ResponseCode)
+            if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_SAProvisioningCertificateChain is not None): raise EncodeError('missing content: SAProvisioningCertificateChain')
+            el = 'SAProvisioningCertificateChain'
+            v = (v << 9) | (_i1 << 2)
+            n += 9
+            v_ResponseCode = None
+            _c2_o = v_SAProvisioningCertificateChain
+            _c2_Id = _c2_o.Id
+            _c2_Certificate = _c2_o.Certificate
+            _c2_SubCertificates = _c2_o.SubCertificates
+            if _c2_Id is not None:
+                el = 'SAProvisioningCertificateChain/@Id'
+                v <<= 2
+                n += 2
+                _l = len(_c2_Id)
+                if _l < 126 and _c2_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c2_Id); v = w.v; n = w.n
+                if not (_c2_Certificate is not None): raise EncodeError('missing content: Certificate')
+                el = 'SAProvisioningCertificateChain/Certificate'
+                v <<= 2
+                n += 2
+                _c2_Id = None
+                if len(_c2_Certificate) > 800: raise EncodeError(f'length {len(_c2_Certificate)} outside [0, 800]')
+                _l = len(_c2_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_Certificate = None
+                _c2_s = 2
+            elif _c2_Certificate is not None:
+                el = 'SAProvisioningCertificateChain/Certificate'
+                v = (v << 3) | (1 << 1)
+                n += 3
+                if len(_c2_Certificate) > 800: raise EncodeError(f'length {len(_c2_Certificate)} outside [0, 800]')
+                _l = len(_c2_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_Certificate = None
+                _c2_s = 2
+            else:
+                raise EncodeError('missing content: expected one of Id, Certificate')
+            if _c2_s == 2:
+                if _c2_SubCertificates is not None:
+                    el = 'SAProvisioningCertificateChain/SubCertificates'
                     v <<= 2
                     n += 2
-                    v_RetryCounter = None
-                    if v_ResponseCode is not None or v_SAProvisioningCertificateChain is not None or v_ContractSignatureCertChain is not None or v_ContractSignatureEncryptedPrivateKey is not None or v_DHpublickey is not None or v_eMAID is not None or v_RetryCounter is not None: raise _leftover(o)
-                    s = -1
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_SubCertificatesType(w, _c2_SubCertificates)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_SubCertificates = None
+                    if _c2_Id is not None or _c2_Certificate is not None or _c2_SubCertificates is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if v_ResponseCode is not None or v_SAProvisioningCertificateChain is not None or v_ContractSignatureCertChain is not None or v_ContractSignatureEncryptedPrivateKey is not None or v_DHpublickey is not None or v_eMAID is not None or v_RetryCounter is not None: raise _leftover(o)
-                    s = -1
+                    if _c2_Id is not None or _c2_Certificate is not None or _c2_SubCertificates is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+            el = 'ContractSignatureCertChain'
+            v <<= 1
+            n += 1
+            v_SAProvisioningCertificateChain = None
+            _c3_o = v_ContractSignatureCertChain
+            _c3_Id = _c3_o.Id
+            _c3_Certificate = _c3_o.Certificate
+            _c3_SubCertificates = _c3_o.SubCertificates
+            if _c3_Id is not None:
+                el = 'ContractSignatureCertChain/@Id'
+                v <<= 2
+                n += 2
+                _l = len(_c3_Id)
+                if _l < 126 and _c3_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c3_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c3_Id); v = w.v; n = w.n
+                if not (_c3_Certificate is not None): raise EncodeError('missing content: Certificate')
+                el = 'ContractSignatureCertChain/Certificate'
+                v <<= 2
+                n += 2
+                _c3_Id = None
+                if len(_c3_Certificate) > 800: raise EncodeError(f'length {len(_c3_Certificate)} outside [0, 800]')
+                _l = len(_c3_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c3_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c3_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c3_Certificate = None
+                _c3_s = 2
+            elif _c3_Certificate is not None:
+                el = 'ContractSignatureCertChain/Certificate'
+                v = (v << 3) | (1 << 1)
+                n += 3
+                if len(_c3_Certificate) > 800: raise EncodeError(f'length {len(_c3_Certificate)} outside [0, 800]')
+                _l = len(_c3_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c3_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c3_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c3_Certificate = None
+                _c3_s = 2
+            else:
+                raise EncodeError('missing content: expected one of Id, Certificate')
+            if _c3_s == 2:
+                if _c3_SubCertificates is not None:
+                    el = 'ContractSignatureCertChain/SubCertificates'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_SubCertificatesType(w, _c3_SubCertificates)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_SubCertificates = None
+                    if _c3_Id is not None or _c3_Certificate is not None or _c3_SubCertificates is not None: raise _leftover(_c3_o)
+                    _c3_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c3_Id is not None or _c3_Certificate is not None or _c3_SubCertificates is not None: raise _leftover(_c3_o)
+                    _c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
+            el = 'ContractSignatureEncryptedPrivateKey'
+            v <<= 1
+            n += 1
+            v_ContractSignatureCertChain = None
+            _c4_o = v_ContractSignatureEncryptedPrivateKey
+            _c4_Id = _c4_o.Id
+            _c4_value = _c4_o.value
+            if _c4_Id is not None:
+                el = 'ContractSignatureEncryptedPrivateKey/@Id'
+                v <<= 1
+                n += 1
+                _l = len(_c4_Id)
+                if _l < 126 and _c4_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c4_Id); v = w.v; n = w.n
+                _c4_Id = None
+                _c4_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Id')
+            if _c4_s == 1:
+                if _c4_value is not None:
+                    v <<= 1
+                    n += 1
+                    if len(_c4_value) > 48: raise EncodeError(f'length {len(_c4_value)} outside [0, 48]')
+                    _l = len(_c4_value)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_value, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c4_value); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c4_value = None
+                    if _c4_Id is not None or _c4_value is not None: raise _leftover(_c4_o)
+                    _c4_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of text')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (v_DHpublickey is not None): raise EncodeError('missing content: DHpublickey')
+            el = 'DHpublickey'
+            v <<= 1
+            n += 1
+            v_ContractSignatureEncryptedPrivateKey = None
+            _c5_o = v_DHpublickey
+            _c5_Id = _c5_o.Id
+            _c5_value = _c5_o.value
+            if _c5_Id is not None:
+                el = 'DHpublickey/@Id'
+                v <<= 1
+                n += 1
+                _l = len(_c5_Id)
+                if _l < 126 and _c5_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c5_Id); v = w.v; n = w.n
+                _c5_Id = None
+                _c5_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Id')
+            if _c5_s == 1:
+                if _c5_value is not None:
+                    v <<= 1
+                    n += 1
+                    if len(_c5_value) > 65: raise EncodeError(f'length {len(_c5_value)} outside [0, 65]')
+                    _l = len(_c5_value)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c5_value, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c5_value); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c5_value = None
+                    if _c5_Id is not None or _c5_value is not None: raise _leftover(_c5_o)
+                    _c5_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of text')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (v_eMAID is not None): raise EncodeError('missing content: eMAID')
+            el = 'eMAID'
+            v <<= 1
+            n += 1
+            v_DHpublickey = None
+            w.v = v; w.n = n
+            c_iso2_msgdatatypes._e_EMAIDType(w, v_eMAID)
+            v = w.v; n = w.n
+            v_eMAID = None
+            s = 6
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
+        if s == 6:
+            if v_RetryCounter is not None:
+                el = 'RetryCounter'
+                if v_RetryCounter < -32768 or v_RetryCounter > 32767: raise EncodeError(f'value {v_RetryCounter!r} outside [-32768, 32767]')
+                v = (v << 4) | (v_RetryCounter < 0)
+                n += 4
+                _m = (-v_RetryCounter - 1 if v_RetryCounter < 0 else v_RetryCounter)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_RetryCounter = None
+                if v_ResponseCode is not None or v_SAProvisioningCertificateChain is not None or v_ContractSignatureCertChain is not None or v_ContractSignatureEncryptedPrivateKey is not None or v_DHpublickey is not None or v_eMAID is not None or v_RetryCounter is not None: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_ResponseCode is not None or v_SAProvisioningCertificateChain is not None or v_ContractSignatureCertChain is not None or v_ContractSignatureEncryptedPrivateKey is not None or v_DHpublickey is not None or v_eMAID is not None or v_RetryCounter is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2393,80 +5433,127 @@ def _d_ChargeParameterDiscoveryReqType(r):
     f_DC_EVChargeParameter = None
     f_EVChargeParameter = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+            el = 'MaxEntriesSAScheduleTuple'
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    f_MaxEntriesSAScheduleTuple = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    f_MaxEntriesSAScheduleTuple = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    f_MaxEntriesSAScheduleTuple = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                f_MaxEntriesSAScheduleTuple = (V >> (E - p)) & 127
+            else:
+                r.pos = p; f_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 7
+            if p > E: V, E, p = r.slide(p, 7)
+            x = (V >> (E - p)) & 127
+            if x & 113: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+            if f_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', f_MaxEntriesSAScheduleTuple, r.at(p))
+            el = 'RequestedEnergyTransferMode'
+            f_RequestedEnergyTransferMode = ((x >> 1) & 7)
+            if f_RequestedEnergyTransferMode >= 6: f_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', f_RequestedEnergyTransferMode, 6, r.at(p))
+            else: f_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[f_RequestedEnergyTransferMode]
+            s = 2
+        elif ec == 1:
+            p += 5
+            if p > E: V, E, p = r.slide(p, 5)
+            x = (V >> (E - p)) & 31
+            if x & 17: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+            el = 'RequestedEnergyTransferMode'
+            f_RequestedEnergyTransferMode = ((x >> 1) & 7)
+            if f_RequestedEnergyTransferMode >= 6: f_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', f_RequestedEnergyTransferMode, 6, r.at(p))
+            else: f_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[f_RequestedEnergyTransferMode]
+            s = 2
+        else:
+            raise r.deviation('ChargeParameterDiscoveryReqType', p)
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'AC_EVChargeParameter'
+                r.pos = p
+                f_AC_EVChargeParameter = c_iso2_msgdatatypes._d_AC_EVChargeParameterType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 3
+            elif ec == 1:
+                el = 'DC_EVChargeParameter'
+                r.pos = p
+                f_DC_EVChargeParameter = c_iso2_msgdatatypes._d_DC_EVChargeParameterType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 3
+            elif ec == 2:
+                el = 'EVChargeParameter'
+                _c1_DepartureTime = None
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
-                    el = 'MaxEntriesSAScheduleTuple'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if (V >> (E - p)) & 1: raise r.deviation('EVChargeParameterType', p)
+                    el = 'EVChargeParameter/DepartureTime'
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c1_DepartureTime = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c1_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
-                        f_MaxEntriesSAScheduleTuple = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_MaxEntriesSAScheduleTuple = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c1_DepartureTime = (V >> (E - p)) & 127
                     else:
-                        r.pos = p; f_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 7
-                    if p > E: V, E, p = r.slide(p, 7)
-                    x = (V >> (E - p)) & 127
-                    if x & 113: raise r.deviation('ChargeParameterDiscoveryReqType', p)
-                    if f_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', f_MaxEntriesSAScheduleTuple, r.at(p))
-                    el = 'RequestedEnergyTransferMode'
-                    f_RequestedEnergyTransferMode = ((x >> 1) & 7)
-                    if f_RequestedEnergyTransferMode >= 6: f_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', f_RequestedEnergyTransferMode, 6, r.at(p))
-                    else: f_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[f_RequestedEnergyTransferMode]
-                    s = 2
+                        r.pos = p; _c1_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    if (V >> (E - p)) & 3: raise r.deviation('EVChargeParameterType', p)
+                    if _c1_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c1_DepartureTime, r.at(p))
                 elif ec == 1:
-                    p += 5
-                    if p > E: V, E, p = r.slide(p, 5)
-                    x = (V >> (E - p)) & 31
-                    if x & 17: raise r.deviation('ChargeParameterDiscoveryReqType', p)
-                    el = 'RequestedEnergyTransferMode'
-                    f_RequestedEnergyTransferMode = ((x >> 1) & 7)
-                    if f_RequestedEnergyTransferMode >= 6: f_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', f_RequestedEnergyTransferMode, 6, r.at(p))
-                    else: f_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[f_RequestedEnergyTransferMode]
-                    s = 2
+                    pass
                 else:
-                    raise r.deviation('ChargeParameterDiscoveryReqType', p)
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'AC_EVChargeParameter'
-                    r.pos = p
-                    f_AC_EVChargeParameter = c_iso2_msgdatatypes._d_AC_EVChargeParameterType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 3
-                elif ec == 1:
-                    el = 'DC_EVChargeParameter'
-                    r.pos = p
-                    f_DC_EVChargeParameter = c_iso2_msgdatatypes._d_DC_EVChargeParameterType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 3
-                elif ec == 2:
-                    el = 'EVChargeParameter'
-                    r.pos = p
-                    f_EVChargeParameter = c_iso2_msgdatatypes._d_EVChargeParameterType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 3
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryReqType', p)
-            if s == 3:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
-                s = -1
+                    raise r.deviation('EVChargeParameterType', p)
+                f_EVChargeParameter = _new(iso2_msgdatatypes.EVChargeParameterType)
+                f_EVChargeParameter.DepartureTime = _c1_DepartureTime
+                s = 3
+            else:
+                raise r.deviation('ChargeParameterDiscoveryReqType', p)
+        if s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.ChargeParameterDiscoveryReqType(f_MaxEntriesSAScheduleTuple, f_RequestedEnergyTransferMode, f_AC_EVChargeParameter, f_DC_EVChargeParameter, f_EVChargeParameter)
+    _obj = _new(iso2_msgbody.ChargeParameterDiscoveryReqType)
+    _obj.MaxEntriesSAScheduleTuple = f_MaxEntriesSAScheduleTuple
+    _obj.RequestedEnergyTransferMode = f_RequestedEnergyTransferMode
+    _obj.AC_EVChargeParameter = f_AC_EVChargeParameter
+    _obj.DC_EVChargeParameter = f_DC_EVChargeParameter
+    _obj.EVChargeParameter = f_EVChargeParameter
+    return _obj
 
 def _e_ChargeParameterDiscoveryReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}ChargeParameterDiscoveryReqType
@@ -2479,72 +5566,87 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
         v_AC_EVChargeParameter = o.AC_EVChargeParameter
         v_DC_EVChargeParameter = o.DC_EVChargeParameter
         v_EVChargeParameter = o.EVChargeParameter
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_MaxEntriesSAScheduleTuple is not None:
-                    el = 'MaxEntriesSAScheduleTuple'
-                    if v_MaxEntriesSAScheduleTuple < 0 or v_MaxEntriesSAScheduleTuple > 65535: raise EncodeError(f'value {v_MaxEntriesSAScheduleTuple!r} outside [0, 65535]')
+        if v_MaxEntriesSAScheduleTuple is not None:
+            el = 'MaxEntriesSAScheduleTuple'
+            if v_MaxEntriesSAScheduleTuple < 0 or v_MaxEntriesSAScheduleTuple > 65535: raise EncodeError(f'value {v_MaxEntriesSAScheduleTuple!r} outside [0, 65535]')
+            v <<= 3
+            n += 3
+            if v_MaxEntriesSAScheduleTuple < 128: v = (v << 8) | v_MaxEntriesSAScheduleTuple; n += 8
+            elif v_MaxEntriesSAScheduleTuple < 16384: v = (v << 16) | ((v_MaxEntriesSAScheduleTuple & 127) << 8) | 32768 | (v_MaxEntriesSAScheduleTuple >> 7); n += 16
+            elif v_MaxEntriesSAScheduleTuple < 2097152: v = (v << 24) | ((v_MaxEntriesSAScheduleTuple & 127) << 16) | (((v_MaxEntriesSAScheduleTuple >> 7) & 127) << 8) | 8421376 | (v_MaxEntriesSAScheduleTuple >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(v_MaxEntriesSAScheduleTuple); v = w.v; n = w.n
+            if not (v_RequestedEnergyTransferMode is not None): raise EncodeError('missing content: RequestedEnergyTransferMode')
+            el = 'RequestedEnergyTransferMode'
+            _i1 = _I_iso2_msgdatatypes_EnergyTransferModeType.get(v_RequestedEnergyTransferMode)
+            if _i1 is None: raise EncodeError(f'{v_RequestedEnergyTransferMode!r} is not one of the enumeration EnergyTransferModeType')
+            v = (v << 7) | (_i1 << 1)
+            n += 7
+            v_MaxEntriesSAScheduleTuple = None
+            v_RequestedEnergyTransferMode = None
+            s = 2
+        elif v_RequestedEnergyTransferMode is not None:
+            el = 'RequestedEnergyTransferMode'
+            _i2 = _I_iso2_msgdatatypes_EnergyTransferModeType.get(v_RequestedEnergyTransferMode)
+            if _i2 is None: raise EncodeError(f'{v_RequestedEnergyTransferMode!r} is not one of the enumeration EnergyTransferModeType')
+            v = (v << 7) | (1 << 5) | (_i2 << 1)
+            n += 7
+            v_RequestedEnergyTransferMode = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of MaxEntriesSAScheduleTuple, RequestedEnergyTransferMode')
+        if s == 2:
+            if v_AC_EVChargeParameter is not None:
+                el = 'AC_EVChargeParameter'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_AC_EVChargeParameterType(w, v_AC_EVChargeParameter)
+                v = w.v; n = w.n
+                v_AC_EVChargeParameter = None
+                s = 3
+            elif v_DC_EVChargeParameter is not None:
+                el = 'DC_EVChargeParameter'
+                v = (v << 2) | 1
+                n += 2
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_DC_EVChargeParameterType(w, v_DC_EVChargeParameter)
+                v = w.v; n = w.n
+                v_DC_EVChargeParameter = None
+                s = 3
+            elif v_EVChargeParameter is not None:
+                el = 'EVChargeParameter'
+                v = (v << 2) | 2
+                n += 2
+                _c3_o = v_EVChargeParameter
+                _c3_DepartureTime = _c3_o.DepartureTime
+                if _c3_DepartureTime is not None:
+                    el = 'EVChargeParameter/DepartureTime'
+                    if _c3_DepartureTime < 0 or _c3_DepartureTime > 4294967295: raise EncodeError(f'value {_c3_DepartureTime!r} outside [0, 4294967295]')
                     v <<= 3
                     n += 3
-                    if v_MaxEntriesSAScheduleTuple < 128: v = (v << 8) | v_MaxEntriesSAScheduleTuple; n += 8
-                    elif v_MaxEntriesSAScheduleTuple < 16384: v = (v << 16) | ((v_MaxEntriesSAScheduleTuple & 127) << 8) | 32768 | (v_MaxEntriesSAScheduleTuple >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_MaxEntriesSAScheduleTuple); v = w.v; n = w.n
-                    if not (v_RequestedEnergyTransferMode is not None): raise EncodeError('missing content: RequestedEnergyTransferMode')
-                    el = 'RequestedEnergyTransferMode'
-                    _i1 = _I_iso2_msgdatatypes_EnergyTransferModeType.get(v_RequestedEnergyTransferMode)
-                    if _i1 is None: raise EncodeError(f'{v_RequestedEnergyTransferMode!r} is not one of the enumeration EnergyTransferModeType')
-                    v = (v << 7) | (_i1 << 1)
-                    n += 7
-                    v_MaxEntriesSAScheduleTuple = None
-                    v_RequestedEnergyTransferMode = None
-                    s = 2
-                elif v_RequestedEnergyTransferMode is not None:
-                    el = 'RequestedEnergyTransferMode'
-                    _i2 = _I_iso2_msgdatatypes_EnergyTransferModeType.get(v_RequestedEnergyTransferMode)
-                    if _i2 is None: raise EncodeError(f'{v_RequestedEnergyTransferMode!r} is not one of the enumeration EnergyTransferModeType')
-                    v = (v << 7) | (1 << 5) | (_i2 << 1)
-                    n += 7
-                    v_RequestedEnergyTransferMode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of MaxEntriesSAScheduleTuple, RequestedEnergyTransferMode')
-            if s == 2:
-                if v_AC_EVChargeParameter is not None:
-                    el = 'AC_EVChargeParameter'
+                    if _c3_DepartureTime < 128: v = (v << 8) | _c3_DepartureTime; n += 8
+                    elif _c3_DepartureTime < 16384: v = (v << 16) | ((_c3_DepartureTime & 127) << 8) | 32768 | (_c3_DepartureTime >> 7); n += 16
+                    elif _c3_DepartureTime < 2097152: v = (v << 24) | ((_c3_DepartureTime & 127) << 16) | (((_c3_DepartureTime >> 7) & 127) << 8) | 8421376 | (_c3_DepartureTime >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c3_DepartureTime); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_AC_EVChargeParameterType(w, v_AC_EVChargeParameter)
-                    v = w.v; n = w.n
-                    v_AC_EVChargeParameter = None
-                    s = 3
-                elif v_DC_EVChargeParameter is not None:
-                    el = 'DC_EVChargeParameter'
+                    _c3_DepartureTime = None
+                    if _c3_DepartureTime is not None: raise _leftover(_c3_o)
+                elif True:
                     v = (v << 2) | 1
                     n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_DC_EVChargeParameterType(w, v_DC_EVChargeParameter)
-                    v = w.v; n = w.n
-                    v_DC_EVChargeParameter = None
-                    s = 3
-                elif v_EVChargeParameter is not None:
-                    el = 'EVChargeParameter'
-                    v = (v << 2) | 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_EVChargeParameterType(w, v_EVChargeParameter)
-                    v = w.v; n = w.n
-                    v_EVChargeParameter = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of AC_EVChargeParameter, DC_EVChargeParameter, EVChargeParameter')
-            if s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_MaxEntriesSAScheduleTuple is not None or v_RequestedEnergyTransferMode is not None or v_AC_EVChargeParameter is not None or v_DC_EVChargeParameter is not None or v_EVChargeParameter is not None: raise _leftover(o)
-                    s = -1
+                    if _c3_DepartureTime is not None: raise _leftover(_c3_o)
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_EVChargeParameter = None
+                s = 3
+            else:
+                raise EncodeError('missing content: expected one of AC_EVChargeParameter, DC_EVChargeParameter, EVChargeParameter')
+        if s == 3:
+            if True:
+                v <<= 1
+                n += 1
+                if v_MaxEntriesSAScheduleTuple is not None or v_RequestedEnergyTransferMode is not None or v_AC_EVChargeParameter is not None or v_DC_EVChargeParameter is not None or v_EVChargeParameter is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2564,242 +5666,319 @@ def _d_ChargeParameterDiscoveryResType(r):
     f_DC_EVSEChargeParameter = None
     f_EVSEChargeParameter = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 13
-                if p > E: V, E, p = r.slide(p, 13)
-                x = (V >> (E - p)) & 8191
-                if x & 6201: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                el = 'ResponseCode'
-                f_ResponseCode = ((x >> 6) & 31)
-                if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 26, r.at(p))
-                else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
-                el = 'EVSEProcessing'
-                f_EVSEProcessing = ((x >> 1) & 3)
-                if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('ChargeParameterDiscoveryResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(p))
-                else: f_EVSEProcessing = _E_iso2_msgdatatypes_EVSEProcessingType[f_EVSEProcessing]
-                s = 2
-            if s == 2:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    el = 'SAScheduleList'
-                    r.pos = p
-                    f_SAScheduleList = c_iso2_msgdatatypes._d_SAScheduleListType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 3
-                elif ec == 1:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    el = 'SASchedules'
-                    f_SASchedules = iso2_msgdatatypes.SASchedulesType()
-                    s = 3
-                elif ec == 2:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    el = 'AC_EVSEChargeParameter'
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus'
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c2_c1_NotificationMaxDelay = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 27
-                    if p > E: V, E, p = r.slide(p, 27)
-                    x = (V >> (E - p)) & 134217727
-                    if x & 121365390: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    if _c2_c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_c1_NotificationMaxDelay, r.at(p))
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
-                    _c2_c1_EVSENotification = ((x >> 22) & 3)
-                    if _c2_c1_EVSENotification >= 3: _c2_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_c1_EVSENotification, 3, r.at(p))
-                    else: _c2_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_c1_EVSENotification]
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
-                    _c2_c1_RCD = ((x >> 18) & 1) == 1
-                    _c2_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c2_c1_NotificationMaxDelay, _c2_c1_EVSENotification, _c2_c1_RCD)
-                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage'
-                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Multiplier'
-                    _c2_c2_Multiplier = ((x >> 10) & 7) + -3
-                    if _c2_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c2_Multiplier, r.at(p))
-                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Unit'
-                    _c2_c2_Unit = ((x >> 4) & 7)
-                    if _c2_c2_Unit >= 7: _c2_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c2_Unit, 7, r.at(p))
-                    else: _c2_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c2_Unit]
-                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c2_c2_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 18
-                    if p > E: V, E, p = r.slide(p, 18)
-                    x = (V >> (E - p)) & 262143
-                    if x & 254862: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    if _neg: _c2_c2_Value = -_c2_c2_Value - 1
-                    if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(p))
-                    _c2_EVSENominalVoltage = iso2_msgdatatypes.PhysicalValueType(_c2_c2_Multiplier, _c2_c2_Unit, _c2_c2_Value)
-                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
-                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
-                    _c2_c3_Multiplier = ((x >> 10) & 7) + -3
-                    if _c2_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c3_Multiplier, r.at(p))
-                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
-                    _c2_c3_Unit = ((x >> 4) & 7)
-                    if _c2_c3_Unit >= 7: _c2_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c3_Unit, 7, r.at(p))
-                    else: _c2_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c3_Unit]
-                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c2_c3_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c2_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    if _neg: _c2_c3_Value = -_c2_c3_Value - 1
-                    if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(p))
-                    _c2_EVSEMaxCurrent = iso2_msgdatatypes.PhysicalValueType(_c2_c3_Multiplier, _c2_c3_Unit, _c2_c3_Value)
-                    f_AC_EVSEChargeParameter = iso2_msgdatatypes.AC_EVSEChargeParameterType(_c2_AC_EVSEStatus, _c2_EVSENominalVoltage, _c2_EVSEMaxCurrent)
-                    s = 4
-                elif ec == 3:
-                    el = 'DC_EVSEChargeParameter'
-                    r.pos = p
-                    f_DC_EVSEChargeParameter = c_iso2_msgdatatypes._d_DC_EVSEChargeParameterType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 4
-                elif ec == 4:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    el = 'EVSEChargeParameter'
-                    f_EVSEChargeParameter = iso2_msgdatatypes.EVSEChargeParameterType()
-                    s = 4
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryResType', p)
-            if s == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    el = 'AC_EVSEChargeParameter'
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus'
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c4_c1_NotificationMaxDelay = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c4_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c4_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 27
-                    if p > E: V, E, p = r.slide(p, 27)
-                    x = (V >> (E - p)) & 134217727
-                    if x & 121365390: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    if _c4_c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c4_c1_NotificationMaxDelay, r.at(p))
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
-                    _c4_c1_EVSENotification = ((x >> 22) & 3)
-                    if _c4_c1_EVSENotification >= 3: _c4_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c4_c1_EVSENotification, 3, r.at(p))
-                    else: _c4_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c4_c1_EVSENotification]
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
-                    _c4_c1_RCD = ((x >> 18) & 1) == 1
-                    _c4_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c4_c1_NotificationMaxDelay, _c4_c1_EVSENotification, _c4_c1_RCD)
-                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage'
-                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Multiplier'
-                    _c4_c2_Multiplier = ((x >> 10) & 7) + -3
-                    if _c4_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_c2_Multiplier, r.at(p))
-                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Unit'
-                    _c4_c2_Unit = ((x >> 4) & 7)
-                    if _c4_c2_Unit >= 7: _c4_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c4_c2_Unit, 7, r.at(p))
-                    else: _c4_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_c2_Unit]
-                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c4_c2_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c4_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c4_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 18
-                    if p > E: V, E, p = r.slide(p, 18)
-                    x = (V >> (E - p)) & 262143
-                    if x & 254862: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    if _neg: _c4_c2_Value = -_c4_c2_Value - 1
-                    if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_c2_Value, r.at(p))
-                    _c4_EVSENominalVoltage = iso2_msgdatatypes.PhysicalValueType(_c4_c2_Multiplier, _c4_c2_Unit, _c4_c2_Value)
-                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
-                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
-                    _c4_c3_Multiplier = ((x >> 10) & 7) + -3
-                    if _c4_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_c3_Multiplier, r.at(p))
-                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
-                    _c4_c3_Unit = ((x >> 4) & 7)
-                    if _c4_c3_Unit >= 7: _c4_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c4_c3_Unit, 7, r.at(p))
-                    else: _c4_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_c3_Unit]
-                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c4_c3_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c4_c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c4_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    if _neg: _c4_c3_Value = -_c4_c3_Value - 1
-                    if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_c3_Value, r.at(p))
-                    _c4_EVSEMaxCurrent = iso2_msgdatatypes.PhysicalValueType(_c4_c3_Multiplier, _c4_c3_Unit, _c4_c3_Value)
-                    f_AC_EVSEChargeParameter = iso2_msgdatatypes.AC_EVSEChargeParameterType(_c4_AC_EVSEStatus, _c4_EVSENominalVoltage, _c4_EVSEMaxCurrent)
-                    s = 4
-                elif ec == 1:
-                    el = 'DC_EVSEChargeParameter'
-                    r.pos = p
-                    f_DC_EVSEChargeParameter = c_iso2_msgdatatypes._d_DC_EVSEChargeParameterType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 4
-                elif ec == 2:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    el = 'EVSEChargeParameter'
-                    f_EVSEChargeParameter = iso2_msgdatatypes.EVSEChargeParameterType()
-                    s = 4
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryResType', p)
-            if s == 4:
+        p += 13
+        if p > E: V, E, p = r.slide(p, 13)
+        x = (V >> (E - p)) & 8191
+        if x & 6201: raise r.deviation('ChargeParameterDiscoveryResType', p)
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 6) & 31)
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
+        el = 'EVSEProcessing'
+        f_EVSEProcessing = ((x >> 1) & 3)
+        if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('ChargeParameterDiscoveryResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(p))
+        else: f_EVSEProcessing = _E_iso2_msgdatatypes_EVSEProcessingType[f_EVSEProcessing]
+        s = 2
+        if s == 2:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                el = 'SAScheduleList'
+                r.pos = p
+                f_SAScheduleList = c_iso2_msgdatatypes._d_SAScheduleListType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 3
+            elif ec == 1:
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                s = -1
+                el = 'SASchedules'
+                f_SASchedules = _new(iso2_msgdatatypes.SASchedulesType)
+                s = 3
+            elif ec == 2:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_c1_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 27
+                if p > E: V, E, p = r.slide(p, 27)
+                x = (V >> (E - p)) & 134217727
+                if x & 121365390: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                if _c2_c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_c1_NotificationMaxDelay, r.at(p))
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
+                _c2_c1_EVSENotification = ((x >> 22) & 3)
+                if _c2_c1_EVSENotification >= 3: _c2_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_c1_EVSENotification, 3, r.at(p))
+                else: _c2_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_c1_EVSENotification]
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
+                _c2_c1_RCD = ((x >> 18) & 1) == 1
+                _c2_AC_EVSEStatus = _new(iso2_msgdatatypes.AC_EVSEStatusType)
+                _c2_AC_EVSEStatus.NotificationMaxDelay = _c2_c1_NotificationMaxDelay
+                _c2_AC_EVSEStatus.EVSENotification = _c2_c1_EVSENotification
+                _c2_AC_EVSEStatus.RCD = _c2_c1_RCD
+                el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Multiplier'
+                _c2_c2_Multiplier = ((x >> 10) & 7) + -3
+                if _c2_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c2_Multiplier, r.at(p))
+                el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Unit'
+                _c2_c2_Unit = ((x >> 4) & 7)
+                if _c2_c2_Unit >= 7: _c2_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c2_Unit, 7, r.at(p))
+                else: _c2_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c2_Unit]
+                el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 18
+                if p > E: V, E, p = r.slide(p, 18)
+                x = (V >> (E - p)) & 262143
+                if x & 254862: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                if _neg: _c2_c2_Value = -_c2_c2_Value - 1
+                if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(p))
+                _c2_EVSENominalVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+                _c2_EVSENominalVoltage.Multiplier = _c2_c2_Multiplier
+                _c2_EVSENominalVoltage.Unit = _c2_c2_Unit
+                _c2_EVSENominalVoltage.Value = _c2_c2_Value
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
+                _c2_c3_Multiplier = ((x >> 10) & 7) + -3
+                if _c2_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c3_Multiplier, r.at(p))
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
+                _c2_c3_Unit = ((x >> 4) & 7)
+                if _c2_c3_Unit >= 7: _c2_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c3_Unit, 7, r.at(p))
+                else: _c2_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c3_Unit]
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_c3_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                if _neg: _c2_c3_Value = -_c2_c3_Value - 1
+                if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(p))
+                _c2_EVSEMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
+                _c2_EVSEMaxCurrent.Multiplier = _c2_c3_Multiplier
+                _c2_EVSEMaxCurrent.Unit = _c2_c3_Unit
+                _c2_EVSEMaxCurrent.Value = _c2_c3_Value
+                f_AC_EVSEChargeParameter = _new(iso2_msgdatatypes.AC_EVSEChargeParameterType)
+                f_AC_EVSEChargeParameter.AC_EVSEStatus = _c2_AC_EVSEStatus
+                f_AC_EVSEChargeParameter.EVSENominalVoltage = _c2_EVSENominalVoltage
+                f_AC_EVSEChargeParameter.EVSEMaxCurrent = _c2_EVSEMaxCurrent
+                s = 4
+            elif ec == 3:
+                el = 'DC_EVSEChargeParameter'
+                r.pos = p
+                f_DC_EVSEChargeParameter = c_iso2_msgdatatypes._d_DC_EVSEChargeParameterType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 4
+            elif ec == 4:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                el = 'EVSEChargeParameter'
+                f_EVSEChargeParameter = _new(iso2_msgdatatypes.EVSEChargeParameterType)
+                s = 4
+            else:
+                raise r.deviation('ChargeParameterDiscoveryResType', p)
+        if s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c4_c1_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c4_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c4_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c4_c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c4_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 27
+                if p > E: V, E, p = r.slide(p, 27)
+                x = (V >> (E - p)) & 134217727
+                if x & 121365390: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                if _c4_c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c4_c1_NotificationMaxDelay, r.at(p))
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
+                _c4_c1_EVSENotification = ((x >> 22) & 3)
+                if _c4_c1_EVSENotification >= 3: _c4_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c4_c1_EVSENotification, 3, r.at(p))
+                else: _c4_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c4_c1_EVSENotification]
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
+                _c4_c1_RCD = ((x >> 18) & 1) == 1
+                _c4_AC_EVSEStatus = _new(iso2_msgdatatypes.AC_EVSEStatusType)
+                _c4_AC_EVSEStatus.NotificationMaxDelay = _c4_c1_NotificationMaxDelay
+                _c4_AC_EVSEStatus.EVSENotification = _c4_c1_EVSENotification
+                _c4_AC_EVSEStatus.RCD = _c4_c1_RCD
+                el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Multiplier'
+                _c4_c2_Multiplier = ((x >> 10) & 7) + -3
+                if _c4_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_c2_Multiplier, r.at(p))
+                el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Unit'
+                _c4_c2_Unit = ((x >> 4) & 7)
+                if _c4_c2_Unit >= 7: _c4_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c4_c2_Unit, 7, r.at(p))
+                else: _c4_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_c2_Unit]
+                el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c4_c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c4_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c4_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c4_c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c4_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 18
+                if p > E: V, E, p = r.slide(p, 18)
+                x = (V >> (E - p)) & 262143
+                if x & 254862: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                if _neg: _c4_c2_Value = -_c4_c2_Value - 1
+                if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_c2_Value, r.at(p))
+                _c4_EVSENominalVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+                _c4_EVSENominalVoltage.Multiplier = _c4_c2_Multiplier
+                _c4_EVSENominalVoltage.Unit = _c4_c2_Unit
+                _c4_EVSENominalVoltage.Value = _c4_c2_Value
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
+                _c4_c3_Multiplier = ((x >> 10) & 7) + -3
+                if _c4_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_c3_Multiplier, r.at(p))
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
+                _c4_c3_Unit = ((x >> 4) & 7)
+                if _c4_c3_Unit >= 7: _c4_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c4_c3_Unit, 7, r.at(p))
+                else: _c4_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_c3_Unit]
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c4_c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c4_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c4_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c4_c3_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c4_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                if _neg: _c4_c3_Value = -_c4_c3_Value - 1
+                if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_c3_Value, r.at(p))
+                _c4_EVSEMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
+                _c4_EVSEMaxCurrent.Multiplier = _c4_c3_Multiplier
+                _c4_EVSEMaxCurrent.Unit = _c4_c3_Unit
+                _c4_EVSEMaxCurrent.Value = _c4_c3_Value
+                f_AC_EVSEChargeParameter = _new(iso2_msgdatatypes.AC_EVSEChargeParameterType)
+                f_AC_EVSEChargeParameter.AC_EVSEStatus = _c4_AC_EVSEStatus
+                f_AC_EVSEChargeParameter.EVSENominalVoltage = _c4_EVSENominalVoltage
+                f_AC_EVSEChargeParameter.EVSEMaxCurrent = _c4_EVSEMaxCurrent
+                s = 4
+            elif ec == 1:
+                el = 'DC_EVSEChargeParameter'
+                r.pos = p
+                f_DC_EVSEChargeParameter = c_iso2_msgdatatypes._d_DC_EVSEChargeParameterType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 4
+            elif ec == 2:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                el = 'EVSEChargeParameter'
+                f_EVSEChargeParameter = _new(iso2_msgdatatypes.EVSEChargeParameterType)
+                s = 4
+            else:
+                raise r.deviation('ChargeParameterDiscoveryResType', p)
+        if s == 4:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.ChargeParameterDiscoveryResType(f_ResponseCode, f_EVSEProcessing, f_SAScheduleList, f_SASchedules, f_AC_EVSEChargeParameter, f_DC_EVSEChargeParameter, f_EVSEChargeParameter)
+    _obj = _new(iso2_msgbody.ChargeParameterDiscoveryResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.EVSEProcessing = f_EVSEProcessing
+    _obj.SAScheduleList = f_SAScheduleList
+    _obj.SASchedules = f_SASchedules
+    _obj.AC_EVSEChargeParameter = f_AC_EVSEChargeParameter
+    _obj.DC_EVSEChargeParameter = f_DC_EVSEChargeParameter
+    _obj.EVSEChargeParameter = f_EVSEChargeParameter
+    return _obj
 
 def _e_ChargeParameterDiscoveryResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}ChargeParameterDiscoveryResType
@@ -2814,258 +5993,237 @@ def _e_ChargeParameterDiscoveryResType(w, o):
         v_AC_EVSEChargeParameter = o.AC_EVSEChargeParameter
         v_DC_EVSEChargeParameter = o.DC_EVSEChargeParameter
         v_EVSEChargeParameter = o.EVSEChargeParameter
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    el = 'ResponseCode'
-                    _i1 = _I_iso2_msgdatatypes_responseCodeType.get(v_ResponseCode)
-                    if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
-                    el = 'EVSEProcessing'
-                    _i2 = _I_iso2_msgdatatypes_EVSEProcessingType.get(v_EVSEProcessing)
-                    if _i2 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-                    v = (v << 13) | (_i1 << 6) | (_i2 << 1)
-                    n += 13
-                    v_ResponseCode = None
-                    v_EVSEProcessing = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if v_SAScheduleList is not None:
-                    el = 'SAScheduleList'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_SAScheduleListType(w, v_SAScheduleList)
-                    v = w.v; n = w.n
-                    v_SAScheduleList = None
-                    s = 3
-                elif v_SASchedules is not None:
-                    el = 'SASchedules'
-                    _o = v_SASchedules
-                    v = (v << 4) | (1 << 1)
-                    n += 4
-                    v_SASchedules = None
-                    s = 3
-                elif v_AC_EVSEChargeParameter is not None:
-                    el = 'AC_EVSEChargeParameter'
-                    _o = v_AC_EVSEChargeParameter
-                    _c4_AC_EVSEStatus = _o.AC_EVSEStatus
-                    _c4_EVSENominalVoltage = _o.EVSENominalVoltage
-                    _c4_EVSEMaxCurrent = _o.EVSEMaxCurrent
-                    if not (_c4_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus'
-                    _o = _c4_AC_EVSEStatus
-                    _c4_c1_NotificationMaxDelay = _o.NotificationMaxDelay
-                    _c4_c1_EVSENotification = _o.EVSENotification
-                    _c4_c1_RCD = _o.RCD
-                    if not (_c4_c1_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
-                    if _c4_c1_NotificationMaxDelay < 0 or _c4_c1_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c4_c1_NotificationMaxDelay!r} outside [0, 65535]')
-                    v = (v << 6) | (2 << 3)
-                    n += 6
-                    if _c4_c1_NotificationMaxDelay < 128: v = (v << 8) | _c4_c1_NotificationMaxDelay; n += 8
-                    elif _c4_c1_NotificationMaxDelay < 16384: v = (v << 16) | ((_c4_c1_NotificationMaxDelay & 127) << 8) | 32768 | (_c4_c1_NotificationMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c4_c1_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c4_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
-                    _c4_c1_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c4_c1_EVSENotification)
-                    if _c4_c1_i1 is None: raise EncodeError(f'{_c4_c1_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    if not (_c4_c1_RCD is not None): raise EncodeError('missing content: RCD')
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
-                    if _c4_c1_RCD is not True and _c4_c1_RCD is not False: raise EncodeError(f'expected a bool, got {_c4_c1_RCD!r}')
-                    if not (_c4_EVSENominalVoltage is not None): raise EncodeError('missing content: EVSENominalVoltage')
-                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage'
-                    _o = _c4_EVSENominalVoltage
-                    _c4_c2_Multiplier = _o.Multiplier
-                    _c4_c2_Unit = _o.Unit
-                    _c4_c2_Value = _o.Value
-                    if not (_c4_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Multiplier'
-                    if not -3 <= _c4_c2_Multiplier <= 3: raise EncodeError(f'value {_c4_c2_Multiplier!r} outside [-3, 3]')
-                    if not (_c4_c2_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Unit'
-                    _c4_c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c4_c2_Unit)
-                    if _c4_c2_i1 is None: raise EncodeError(f'{_c4_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c4_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
-                    if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 27) | (_c4_c1_i1 << 22) | (_c4_c1_RCD << 18) | ((_c4_c2_Multiplier - -3) << 10) | (_c4_c2_i1 << 4) | (_c4_c2_Value < 0)
-                    n += 27
-                    _c4_c1_NotificationMaxDelay = None
-                    _c4_c1_EVSENotification = None
-                    _c4_c1_RCD = None
-                    _c4_AC_EVSEStatus = None
-                    _c4_c2_Multiplier = None
-                    _c4_c2_Unit = None
-                    _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (_c4_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
-                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
-                    _o = _c4_EVSEMaxCurrent
-                    _c4_c3_Multiplier = _o.Multiplier
-                    _c4_c3_Unit = _o.Unit
-                    _c4_c3_Value = _o.Value
-                    if not (_c4_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
-                    if not -3 <= _c4_c3_Multiplier <= 3: raise EncodeError(f'value {_c4_c3_Multiplier!r} outside [-3, 3]')
-                    if not (_c4_c3_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
-                    _c4_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c4_c3_Unit)
-                    if _c4_c3_i1 is None: raise EncodeError(f'{_c4_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c4_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
-                    if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: raise EncodeError(f'value {_c4_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c4_c3_Multiplier - -3) << 10) | (_c4_c3_i1 << 4) | (_c4_c3_Value < 0)
-                    n += 18
-                    _c4_c2_Value = None
-                    _c4_EVSENominalVoltage = None
-                    _c4_c3_Multiplier = None
-                    _c4_c3_Unit = None
-                    _m = (-_c4_c3_Value - 1 if _c4_c3_Value < 0 else _c4_c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
-                    _c4_c3_Value = None
-                    _c4_EVSEMaxCurrent = None
-                    v_AC_EVSEChargeParameter = None
-                    s = 4
-                elif v_DC_EVSEChargeParameter is not None:
-                    el = 'DC_EVSEChargeParameter'
-                    v = (v << 3) | 3
-                    n += 3
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_DC_EVSEChargeParameterType(w, v_DC_EVSEChargeParameter)
-                    v = w.v; n = w.n
-                    v_DC_EVSEChargeParameter = None
-                    s = 4
-                elif v_EVSEChargeParameter is not None:
-                    el = 'EVSEChargeParameter'
-                    _o = v_EVSEChargeParameter
-                    v = (v << 4) | (4 << 1)
-                    n += 4
-                    v_EVSEChargeParameter = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of SAScheduleList, SASchedules, AC_EVSEChargeParameter, DC_EVSEChargeParameter, EVSEChargeParameter')
-            if s == 3:
-                if v_AC_EVSEChargeParameter is not None:
-                    el = 'AC_EVSEChargeParameter'
-                    _o = v_AC_EVSEChargeParameter
-                    _c6_AC_EVSEStatus = _o.AC_EVSEStatus
-                    _c6_EVSENominalVoltage = _o.EVSENominalVoltage
-                    _c6_EVSEMaxCurrent = _o.EVSEMaxCurrent
-                    if not (_c6_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus'
-                    _o = _c6_AC_EVSEStatus
-                    _c6_c1_NotificationMaxDelay = _o.NotificationMaxDelay
-                    _c6_c1_EVSENotification = _o.EVSENotification
-                    _c6_c1_RCD = _o.RCD
-                    if not (_c6_c1_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
-                    if _c6_c1_NotificationMaxDelay < 0 or _c6_c1_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c6_c1_NotificationMaxDelay!r} outside [0, 65535]')
-                    v <<= 5
-                    n += 5
-                    if _c6_c1_NotificationMaxDelay < 128: v = (v << 8) | _c6_c1_NotificationMaxDelay; n += 8
-                    elif _c6_c1_NotificationMaxDelay < 16384: v = (v << 16) | ((_c6_c1_NotificationMaxDelay & 127) << 8) | 32768 | (_c6_c1_NotificationMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c6_c1_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c6_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
-                    _c6_c1_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c6_c1_EVSENotification)
-                    if _c6_c1_i1 is None: raise EncodeError(f'{_c6_c1_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    if not (_c6_c1_RCD is not None): raise EncodeError('missing content: RCD')
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
-                    if _c6_c1_RCD is not True and _c6_c1_RCD is not False: raise EncodeError(f'expected a bool, got {_c6_c1_RCD!r}')
-                    if not (_c6_EVSENominalVoltage is not None): raise EncodeError('missing content: EVSENominalVoltage')
-                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage'
-                    _o = _c6_EVSENominalVoltage
-                    _c6_c2_Multiplier = _o.Multiplier
-                    _c6_c2_Unit = _o.Unit
-                    _c6_c2_Value = _o.Value
-                    if not (_c6_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Multiplier'
-                    if not -3 <= _c6_c2_Multiplier <= 3: raise EncodeError(f'value {_c6_c2_Multiplier!r} outside [-3, 3]')
-                    if not (_c6_c2_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Unit'
-                    _c6_c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c6_c2_Unit)
-                    if _c6_c2_i1 is None: raise EncodeError(f'{_c6_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c6_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
-                    if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: raise EncodeError(f'value {_c6_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 27) | (_c6_c1_i1 << 22) | (_c6_c1_RCD << 18) | ((_c6_c2_Multiplier - -3) << 10) | (_c6_c2_i1 << 4) | (_c6_c2_Value < 0)
-                    n += 27
-                    _c6_c1_NotificationMaxDelay = None
-                    _c6_c1_EVSENotification = None
-                    _c6_c1_RCD = None
-                    _c6_AC_EVSEStatus = None
-                    _c6_c2_Multiplier = None
-                    _c6_c2_Unit = None
-                    _m = (-_c6_c2_Value - 1 if _c6_c2_Value < 0 else _c6_c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (_c6_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
-                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
-                    _o = _c6_EVSEMaxCurrent
-                    _c6_c3_Multiplier = _o.Multiplier
-                    _c6_c3_Unit = _o.Unit
-                    _c6_c3_Value = _o.Value
-                    if not (_c6_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
-                    if not -3 <= _c6_c3_Multiplier <= 3: raise EncodeError(f'value {_c6_c3_Multiplier!r} outside [-3, 3]')
-                    if not (_c6_c3_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
-                    _c6_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c6_c3_Unit)
-                    if _c6_c3_i1 is None: raise EncodeError(f'{_c6_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c6_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
-                    if _c6_c3_Value < -32768 or _c6_c3_Value > 32767: raise EncodeError(f'value {_c6_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c6_c3_Multiplier - -3) << 10) | (_c6_c3_i1 << 4) | (_c6_c3_Value < 0)
-                    n += 18
-                    _c6_c2_Value = None
-                    _c6_EVSENominalVoltage = None
-                    _c6_c3_Multiplier = None
-                    _c6_c3_Unit = None
-                    _m = (-_c6_c3_Value - 1 if _c6_c3_Value < 0 else _c6_c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
-                    _c6_c3_Value = None
-                    _c6_EVSEMaxCurrent = None
-                    v_AC_EVSEChargeParameter = None
-                    s = 4
-                elif v_DC_EVSEChargeParameter is not None:
-                    el = 'DC_EVSEChargeParameter'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_DC_EVSEChargeParameterType(w, v_DC_EVSEChargeParameter)
-                    v = w.v; n = w.n
-                    v_DC_EVSEChargeParameter = None
-                    s = 4
-                elif v_EVSEChargeParameter is not None:
-                    el = 'EVSEChargeParameter'
-                    _o = v_EVSEChargeParameter
-                    v = (v << 3) | (2 << 1)
-                    n += 3
-                    v_EVSEChargeParameter = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of AC_EVSEChargeParameter, DC_EVSEChargeParameter, EVSEChargeParameter')
-            if s == 4:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_ResponseCode is not None or v_EVSEProcessing is not None or v_SAScheduleList is not None or v_SASchedules is not None or v_AC_EVSEChargeParameter is not None or v_DC_EVSEChargeParameter is not None or v_EVSEChargeParameter is not None: raise _leftover(o)
-                    s = -1
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i1 = _I_iso2_msgdatatypes_responseCodeType.get(v_ResponseCode)
+            if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
+            el = 'EVSEProcessing'
+            _i2 = _I_iso2_msgdatatypes_EVSEProcessingType.get(v_EVSEProcessing)
+            if _i2 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+            v = (v << 13) | (_i1 << 6) | (_i2 << 1)
+            n += 13
+            v_ResponseCode = None
+            v_EVSEProcessing = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
+        if s == 2:
+            if v_SAScheduleList is not None:
+                el = 'SAScheduleList'
+                v <<= 3
+                n += 3
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_SAScheduleListType(w, v_SAScheduleList)
+                v = w.v; n = w.n
+                v_SAScheduleList = None
+                s = 3
+            elif v_SASchedules is not None:
+                el = 'SASchedules'
+                _o = v_SASchedules
+                v = (v << 4) | (1 << 1)
+                n += 4
+                v_SASchedules = None
+                s = 3
+            elif v_AC_EVSEChargeParameter is not None:
+                el = 'AC_EVSEChargeParameter'
+                _o = v_AC_EVSEChargeParameter
+                _c4_AC_EVSEStatus = _o.AC_EVSEStatus
+                _c4_EVSENominalVoltage = _o.EVSENominalVoltage
+                _c4_EVSEMaxCurrent = _o.EVSEMaxCurrent
+                if not (_c4_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus'
+                _o = _c4_AC_EVSEStatus
+                _c4_c1_NotificationMaxDelay = _o.NotificationMaxDelay
+                _c4_c1_EVSENotification = _o.EVSENotification
+                _c4_c1_RCD = _o.RCD
+                if not (_c4_c1_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
+                if _c4_c1_NotificationMaxDelay < 0 or _c4_c1_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c4_c1_NotificationMaxDelay!r} outside [0, 65535]')
+                v = (v << 6) | (2 << 3)
+                n += 6
+                if _c4_c1_NotificationMaxDelay < 128: v = (v << 8) | _c4_c1_NotificationMaxDelay; n += 8
+                elif _c4_c1_NotificationMaxDelay < 16384: v = (v << 16) | ((_c4_c1_NotificationMaxDelay & 127) << 8) | 32768 | (_c4_c1_NotificationMaxDelay >> 7); n += 16
+                elif _c4_c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c4_c1_NotificationMaxDelay & 127) << 16) | (((_c4_c1_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c4_c1_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c4_c1_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c4_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
+                _c4_c1_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c4_c1_EVSENotification)
+                if _c4_c1_i1 is None: raise EncodeError(f'{_c4_c1_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                if not (_c4_c1_RCD is not None): raise EncodeError('missing content: RCD')
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
+                if _c4_c1_RCD is not True and _c4_c1_RCD is not False: raise EncodeError(f'expected a bool, got {_c4_c1_RCD!r}')
+                if not (_c4_EVSENominalVoltage is not None): raise EncodeError('missing content: EVSENominalVoltage')
+                el = 'AC_EVSEChargeParameter/EVSENominalVoltage'
+                _o = _c4_EVSENominalVoltage
+                _c4_c2_Multiplier = _o.Multiplier
+                _c4_c2_Unit = _o.Unit
+                _c4_c2_Value = _o.Value
+                if not (_c4_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Multiplier'
+                if not -3 <= _c4_c2_Multiplier <= 3: raise EncodeError(f'value {_c4_c2_Multiplier!r} outside [-3, 3]')
+                if not (_c4_c2_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Unit'
+                _c4_c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c4_c2_Unit)
+                if _c4_c2_i1 is None: raise EncodeError(f'{_c4_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c4_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
+                if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 27) | (_c4_c1_i1 << 22) | (_c4_c1_RCD << 18) | ((_c4_c2_Multiplier - -3) << 10) | (_c4_c2_i1 << 4) | (_c4_c2_Value < 0)
+                n += 27
+                _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if not (_c4_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
+                _o = _c4_EVSEMaxCurrent
+                _c4_c3_Multiplier = _o.Multiplier
+                _c4_c3_Unit = _o.Unit
+                _c4_c3_Value = _o.Value
+                if not (_c4_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
+                if not -3 <= _c4_c3_Multiplier <= 3: raise EncodeError(f'value {_c4_c3_Multiplier!r} outside [-3, 3]')
+                if not (_c4_c3_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
+                _c4_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c4_c3_Unit)
+                if _c4_c3_i1 is None: raise EncodeError(f'{_c4_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c4_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
+                if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: raise EncodeError(f'value {_c4_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | ((_c4_c3_Multiplier - -3) << 10) | (_c4_c3_i1 << 4) | (_c4_c3_Value < 0)
+                n += 18
+                _m = (-_c4_c3_Value - 1 if _c4_c3_Value < 0 else _c4_c3_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                v_AC_EVSEChargeParameter = None
+                s = 4
+            elif v_DC_EVSEChargeParameter is not None:
+                el = 'DC_EVSEChargeParameter'
+                v = (v << 3) | 3
+                n += 3
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_DC_EVSEChargeParameterType(w, v_DC_EVSEChargeParameter)
+                v = w.v; n = w.n
+                v_DC_EVSEChargeParameter = None
+                s = 4
+            elif v_EVSEChargeParameter is not None:
+                el = 'EVSEChargeParameter'
+                _o = v_EVSEChargeParameter
+                v = (v << 4) | (4 << 1)
+                n += 4
+                v_EVSEChargeParameter = None
+                s = 4
+            else:
+                raise EncodeError('missing content: expected one of SAScheduleList, SASchedules, AC_EVSEChargeParameter, DC_EVSEChargeParameter, EVSEChargeParameter')
+        if s == 3:
+            if v_AC_EVSEChargeParameter is not None:
+                el = 'AC_EVSEChargeParameter'
+                _o = v_AC_EVSEChargeParameter
+                _c6_AC_EVSEStatus = _o.AC_EVSEStatus
+                _c6_EVSENominalVoltage = _o.EVSENominalVoltage
+                _c6_EVSEMaxCurrent = _o.EVSEMaxCurrent
+                if not (_c6_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus'
+                _o = _c6_AC_EVSEStatus
+                _c6_c1_NotificationMaxDelay = _o.NotificationMaxDelay
+                _c6_c1_EVSENotification = _o.EVSENotification
+                _c6_c1_RCD = _o.RCD
+                if not (_c6_c1_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
+                if _c6_c1_NotificationMaxDelay < 0 or _c6_c1_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c6_c1_NotificationMaxDelay!r} outside [0, 65535]')
+                v <<= 5
+                n += 5
+                if _c6_c1_NotificationMaxDelay < 128: v = (v << 8) | _c6_c1_NotificationMaxDelay; n += 8
+                elif _c6_c1_NotificationMaxDelay < 16384: v = (v << 16) | ((_c6_c1_NotificationMaxDelay & 127) << 8) | 32768 | (_c6_c1_NotificationMaxDelay >> 7); n += 16
+                elif _c6_c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c6_c1_NotificationMaxDelay & 127) << 16) | (((_c6_c1_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c6_c1_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c6_c1_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c6_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
+                _c6_c1_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c6_c1_EVSENotification)
+                if _c6_c1_i1 is None: raise EncodeError(f'{_c6_c1_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                if not (_c6_c1_RCD is not None): raise EncodeError('missing content: RCD')
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
+                if _c6_c1_RCD is not True and _c6_c1_RCD is not False: raise EncodeError(f'expected a bool, got {_c6_c1_RCD!r}')
+                if not (_c6_EVSENominalVoltage is not None): raise EncodeError('missing content: EVSENominalVoltage')
+                el = 'AC_EVSEChargeParameter/EVSENominalVoltage'
+                _o = _c6_EVSENominalVoltage
+                _c6_c2_Multiplier = _o.Multiplier
+                _c6_c2_Unit = _o.Unit
+                _c6_c2_Value = _o.Value
+                if not (_c6_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Multiplier'
+                if not -3 <= _c6_c2_Multiplier <= 3: raise EncodeError(f'value {_c6_c2_Multiplier!r} outside [-3, 3]')
+                if not (_c6_c2_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Unit'
+                _c6_c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c6_c2_Unit)
+                if _c6_c2_i1 is None: raise EncodeError(f'{_c6_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c6_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
+                if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: raise EncodeError(f'value {_c6_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 27) | (_c6_c1_i1 << 22) | (_c6_c1_RCD << 18) | ((_c6_c2_Multiplier - -3) << 10) | (_c6_c2_i1 << 4) | (_c6_c2_Value < 0)
+                n += 27
+                _m = (-_c6_c2_Value - 1 if _c6_c2_Value < 0 else _c6_c2_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if not (_c6_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
+                _o = _c6_EVSEMaxCurrent
+                _c6_c3_Multiplier = _o.Multiplier
+                _c6_c3_Unit = _o.Unit
+                _c6_c3_Value = _o.Value
+                if not (_c6_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
+                if not -3 <= _c6_c3_Multiplier <= 3: raise EncodeError(f'value {_c6_c3_Multiplier!r} outside [-3, 3]')
+                if not (_c6_c3_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
+                _c6_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c6_c3_Unit)
+                if _c6_c3_i1 is None: raise EncodeError(f'{_c6_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c6_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
+                if _c6_c3_Value < -32768 or _c6_c3_Value > 32767: raise EncodeError(f'value {_c6_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | ((_c6_c3_Multiplier - -3) << 10) | (_c6_c3_i1 << 4) | (_c6_c3_Value < 0)
+                n += 18
+                _m = (-_c6_c3_Value - 1 if _c6_c3_Value < 0 else _c6_c3_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                v_AC_EVSEChargeParameter = None
+                s = 4
+            elif v_DC_EVSEChargeParameter is not None:
+                el = 'DC_EVSEChargeParameter'
+                v = (v << 2) | 1
+                n += 2
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_DC_EVSEChargeParameterType(w, v_DC_EVSEChargeParameter)
+                v = w.v; n = w.n
+                v_DC_EVSEChargeParameter = None
+                s = 4
+            elif v_EVSEChargeParameter is not None:
+                el = 'EVSEChargeParameter'
+                _o = v_EVSEChargeParameter
+                v = (v << 3) | (2 << 1)
+                n += 3
+                v_EVSEChargeParameter = None
+                s = 4
+            else:
+                raise EncodeError('missing content: expected one of AC_EVSEChargeParameter, DC_EVSEChargeParameter, EVSEChargeParameter')
+        if s == 4:
+            if True:
+                v <<= 1
+                n += 1
+                if v_ResponseCode is not None or v_EVSEProcessing is not None or v_SAScheduleList is not None or v_SASchedules is not None or v_AC_EVSEChargeParameter is not None or v_DC_EVSEChargeParameter is not None or v_EVSEChargeParameter is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -3084,7 +6242,8 @@ def _d_ChargingStatusReqType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.ChargingStatusReqType()
+    _obj = _new(iso2_msgbody.ChargingStatusReqType)
+    return _obj
 
 def _e_ChargingStatusReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}ChargingStatusReqType
@@ -3114,236 +6273,296 @@ def _d_ChargingStatusResType(r):
     f_ReceiptRequired = None
     f_AC_EVSEStatus = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 10
-                if p > E: V, E, p = r.slide(p, 10)
-                x = (V >> (E - p)) & 1023
-                if x & 775: raise r.deviation('ChargingStatusResType', p)
-                el = 'ResponseCode'
-                f_ResponseCode = ((x >> 3) & 31)
-                if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ChargingStatusResType/ResponseCode', f_ResponseCode, 26, r.at(p))
-                else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
-                el = 'EVSEID'
-                r.pos = p
-                f_EVSEID = r.string('iso2_msgbody:EVSEID')
-                if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('ChargingStatusResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
-                V = r.v; E = r.end; p = r.pos
-                p += 12
-                if p > E: V, E, p = r.slide(p, 12)
-                x = (V >> (E - p)) & 4095
-                if x & 3585: raise r.deviation('ChargingStatusResType', p)
-                el = 'SAScheduleTupleID'
-                f_SAScheduleTupleID = ((x >> 1) & 255) + 1
-                if f_SAScheduleTupleID > 255: r.facet('ChargingStatusResType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(p))
-                s = 3
-            if s == 3:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('ChargingStatusResType', p)
-                    el = 'EVSEMaxCurrent'
-                    el = 'EVSEMaxCurrent/Multiplier'
-                    _c1_Multiplier = ((x >> 10) & 7) + -3
-                    if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
-                    el = 'EVSEMaxCurrent/Unit'
-                    _c1_Unit = ((x >> 4) & 7)
-                    if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(p))
-                    else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
-                    el = 'EVSEMaxCurrent/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 10
+        if p > E: V, E, p = r.slide(p, 10)
+        x = (V >> (E - p)) & 1023
+        if x & 775: raise r.deviation('ChargingStatusResType', p)
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 3) & 31)
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ChargingStatusResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
+        el = 'EVSEID'
+        r.pos = p
+        f_EVSEID = r.string('iso2_msgbody:EVSEID')
+        if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('ChargingStatusResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
+        p += 12
+        if p > E: V, E, p = r.slide(p, 12)
+        x = (V >> (E - p)) & 4095
+        if x & 3585: raise r.deviation('ChargingStatusResType', p)
+        el = 'SAScheduleTupleID'
+        f_SAScheduleTupleID = ((x >> 1) & 255) + 1
+        if f_SAScheduleTupleID > 255: r.facet('ChargingStatusResType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(p))
+        s = 3
+        if s == 3:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('ChargingStatusResType', p)
+                el = 'EVSEMaxCurrent/Multiplier'
+                _c1_Multiplier = ((x >> 10) & 7) + -3
+                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
+                el = 'EVSEMaxCurrent/Unit'
+                _c1_Unit = ((x >> 4) & 7)
+                if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(p))
+                else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
+                el = 'EVSEMaxCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('ChargingStatusResType', p)
-                    if _neg: _c1_Value = -_c1_Value - 1
-                    if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
-                    f_EVSEMaxCurrent = iso2_msgdatatypes.PhysicalValueType(_c1_Multiplier, _c1_Unit, _c1_Value)
-                    s = 4
-                elif ec == 1:
-                    el = 'MeterInfo'
-                    r.pos = p
-                    f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 5
-                elif ec == 2:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('ChargingStatusResType', p)
-                    el = 'ReceiptRequired'
-                    f_ReceiptRequired = ((x >> 1) & 1) == 1
-                    s = 6
-                elif ec == 3:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('ChargingStatusResType', p)
-                    el = 'AC_EVSEStatus'
-                    el = 'AC_EVSEStatus/NotificationMaxDelay'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c2_NotificationMaxDelay = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 11
-                    if p > E: V, E, p = r.slide(p, 11)
-                    x = (V >> (E - p)) & 2047
-                    if x & 1851: raise r.deviation('ChargingStatusResType', p)
-                    if _c2_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(p))
-                    el = 'AC_EVSEStatus/EVSENotification'
-                    _c2_EVSENotification = ((x >> 6) & 3)
-                    if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(p))
-                    else: _c2_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
-                    el = 'AC_EVSEStatus/RCD'
-                    _c2_RCD = ((x >> 2) & 1) == 1
-                    f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c2_NotificationMaxDelay, _c2_EVSENotification, _c2_RCD)
-                    s = 7
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c1_Value = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('ChargingStatusResType', p)
-            if s == 4:
+                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'MeterInfo'
-                    r.pos = p
-                    f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 5
-                elif ec == 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('ChargingStatusResType', p)
-                    el = 'ReceiptRequired'
-                    f_ReceiptRequired = ((x >> 1) & 1) == 1
-                    s = 6
-                elif ec == 2:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('ChargingStatusResType', p)
-                    el = 'AC_EVSEStatus'
-                    el = 'AC_EVSEStatus/NotificationMaxDelay'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c3_NotificationMaxDelay = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c3_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c3_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 11
-                    if p > E: V, E, p = r.slide(p, 11)
-                    x = (V >> (E - p)) & 2047
-                    if x & 1851: raise r.deviation('ChargingStatusResType', p)
-                    if _c3_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(p))
-                    el = 'AC_EVSEStatus/EVSENotification'
-                    _c3_EVSENotification = ((x >> 6) & 3)
-                    if _c3_EVSENotification >= 3: _c3_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c3_EVSENotification, 3, r.at(p))
-                    else: _c3_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c3_EVSENotification]
-                    el = 'AC_EVSEStatus/RCD'
-                    _c3_RCD = ((x >> 2) & 1) == 1
-                    f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c3_NotificationMaxDelay, _c3_EVSENotification, _c3_RCD)
-                    s = 7
-                else:
-                    raise r.deviation('ChargingStatusResType', p)
-            if s == 5:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('ChargingStatusResType', p)
-                    el = 'ReceiptRequired'
-                    f_ReceiptRequired = ((x >> 1) & 1) == 1
-                    s = 6
-                elif ec == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('ChargingStatusResType', p)
-                    el = 'AC_EVSEStatus'
-                    el = 'AC_EVSEStatus/NotificationMaxDelay'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c4_NotificationMaxDelay = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c4_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c4_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 11
-                    if p > E: V, E, p = r.slide(p, 11)
-                    x = (V >> (E - p)) & 2047
-                    if x & 1851: raise r.deviation('ChargingStatusResType', p)
-                    if _c4_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c4_NotificationMaxDelay, r.at(p))
-                    el = 'AC_EVSEStatus/EVSENotification'
-                    _c4_EVSENotification = ((x >> 6) & 3)
-                    if _c4_EVSENotification >= 3: _c4_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c4_EVSENotification, 3, r.at(p))
-                    else: _c4_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c4_EVSENotification]
-                    el = 'AC_EVSEStatus/RCD'
-                    _c4_RCD = ((x >> 2) & 1) == 1
-                    f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c4_NotificationMaxDelay, _c4_EVSENotification, _c4_RCD)
-                    s = 7
-                else:
-                    raise r.deviation('ChargingStatusResType', p)
-            if s == 6:
+                if (V >> (E - p)) & 3: raise r.deviation('ChargingStatusResType', p)
+                if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                f_EVSEMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVSEMaxCurrent.Multiplier = _c1_Multiplier
+                f_EVSEMaxCurrent.Unit = _c1_Unit
+                f_EVSEMaxCurrent.Value = _c1_Value
+                s = 4
+            elif ec == 1:
+                el = 'MeterInfo'
+                r.pos = p
+                f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 5
+            elif ec == 2:
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('ChargingStatusResType', p)
-                el = 'AC_EVSEStatus'
+                if x & 5: raise r.deviation('ChargingStatusResType', p)
+                el = 'ReceiptRequired'
+                f_ReceiptRequired = ((x >> 1) & 1) == 1
+                s = 6
+            elif ec == 3:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('ChargingStatusResType', p)
                 el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
-                    _c5_NotificationMaxDelay = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c5_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    _c2_NotificationMaxDelay = (V >> (E - p)) & 127
                 else:
-                    r.pos = p; _c5_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                    r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 11
                 if p > E: V, E, p = r.slide(p, 11)
                 x = (V >> (E - p)) & 2047
                 if x & 1851: raise r.deviation('ChargingStatusResType', p)
-                if _c5_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c5_NotificationMaxDelay, r.at(p))
+                if _c2_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(p))
                 el = 'AC_EVSEStatus/EVSENotification'
-                _c5_EVSENotification = ((x >> 6) & 3)
-                if _c5_EVSENotification >= 3: _c5_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c5_EVSENotification, 3, r.at(p))
-                else: _c5_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c5_EVSENotification]
+                _c2_EVSENotification = ((x >> 6) & 3)
+                if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(p))
+                else: _c2_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
                 el = 'AC_EVSEStatus/RCD'
-                _c5_RCD = ((x >> 2) & 1) == 1
-                f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c5_NotificationMaxDelay, _c5_EVSENotification, _c5_RCD)
+                _c2_RCD = ((x >> 2) & 1) == 1
+                f_AC_EVSEStatus = _new(iso2_msgdatatypes.AC_EVSEStatusType)
+                f_AC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
+                f_AC_EVSEStatus.EVSENotification = _c2_EVSENotification
+                f_AC_EVSEStatus.RCD = _c2_RCD
                 s = 7
-            if s == 7:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargingStatusResType', p)
-                s = -1
+            else:
+                raise r.deviation('ChargingStatusResType', p)
+        if s == 4:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'MeterInfo'
+                r.pos = p
+                f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 5
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('ChargingStatusResType', p)
+                el = 'ReceiptRequired'
+                f_ReceiptRequired = ((x >> 1) & 1) == 1
+                s = 6
+            elif ec == 2:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('ChargingStatusResType', p)
+                el = 'AC_EVSEStatus/NotificationMaxDelay'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c3_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c3_NotificationMaxDelay = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c3_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 11
+                if p > E: V, E, p = r.slide(p, 11)
+                x = (V >> (E - p)) & 2047
+                if x & 1851: raise r.deviation('ChargingStatusResType', p)
+                if _c3_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(p))
+                el = 'AC_EVSEStatus/EVSENotification'
+                _c3_EVSENotification = ((x >> 6) & 3)
+                if _c3_EVSENotification >= 3: _c3_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c3_EVSENotification, 3, r.at(p))
+                else: _c3_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c3_EVSENotification]
+                el = 'AC_EVSEStatus/RCD'
+                _c3_RCD = ((x >> 2) & 1) == 1
+                f_AC_EVSEStatus = _new(iso2_msgdatatypes.AC_EVSEStatusType)
+                f_AC_EVSEStatus.NotificationMaxDelay = _c3_NotificationMaxDelay
+                f_AC_EVSEStatus.EVSENotification = _c3_EVSENotification
+                f_AC_EVSEStatus.RCD = _c3_RCD
+                s = 7
+            else:
+                raise r.deviation('ChargingStatusResType', p)
+        if s == 5:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('ChargingStatusResType', p)
+                el = 'ReceiptRequired'
+                f_ReceiptRequired = ((x >> 1) & 1) == 1
+                s = 6
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('ChargingStatusResType', p)
+                el = 'AC_EVSEStatus/NotificationMaxDelay'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c4_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c4_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c4_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c4_NotificationMaxDelay = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c4_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 11
+                if p > E: V, E, p = r.slide(p, 11)
+                x = (V >> (E - p)) & 2047
+                if x & 1851: raise r.deviation('ChargingStatusResType', p)
+                if _c4_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c4_NotificationMaxDelay, r.at(p))
+                el = 'AC_EVSEStatus/EVSENotification'
+                _c4_EVSENotification = ((x >> 6) & 3)
+                if _c4_EVSENotification >= 3: _c4_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c4_EVSENotification, 3, r.at(p))
+                else: _c4_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c4_EVSENotification]
+                el = 'AC_EVSEStatus/RCD'
+                _c4_RCD = ((x >> 2) & 1) == 1
+                f_AC_EVSEStatus = _new(iso2_msgdatatypes.AC_EVSEStatusType)
+                f_AC_EVSEStatus.NotificationMaxDelay = _c4_NotificationMaxDelay
+                f_AC_EVSEStatus.EVSENotification = _c4_EVSENotification
+                f_AC_EVSEStatus.RCD = _c4_RCD
+                s = 7
+            else:
+                raise r.deviation('ChargingStatusResType', p)
+        if s == 6:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            if (V >> (E - p)) & 7: raise r.deviation('ChargingStatusResType', p)
+            el = 'AC_EVSEStatus/NotificationMaxDelay'
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    _c5_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    _c5_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c5_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c5_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c5_NotificationMaxDelay = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c5_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 11
+            if p > E: V, E, p = r.slide(p, 11)
+            x = (V >> (E - p)) & 2047
+            if x & 1851: raise r.deviation('ChargingStatusResType', p)
+            if _c5_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c5_NotificationMaxDelay, r.at(p))
+            el = 'AC_EVSEStatus/EVSENotification'
+            _c5_EVSENotification = ((x >> 6) & 3)
+            if _c5_EVSENotification >= 3: _c5_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c5_EVSENotification, 3, r.at(p))
+            else: _c5_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c5_EVSENotification]
+            el = 'AC_EVSEStatus/RCD'
+            _c5_RCD = ((x >> 2) & 1) == 1
+            f_AC_EVSEStatus = _new(iso2_msgdatatypes.AC_EVSEStatusType)
+            f_AC_EVSEStatus.NotificationMaxDelay = _c5_NotificationMaxDelay
+            f_AC_EVSEStatus.EVSENotification = _c5_EVSENotification
+            f_AC_EVSEStatus.RCD = _c5_RCD
+            s = 7
+        if s == 7:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ChargingStatusResType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.ChargingStatusResType(f_ResponseCode, f_EVSEID, f_SAScheduleTupleID, f_EVSEMaxCurrent, f_MeterInfo, f_ReceiptRequired, f_AC_EVSEStatus)
+    _obj = _new(iso2_msgbody.ChargingStatusResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.EVSEID = f_EVSEID
+    _obj.SAScheduleTupleID = f_SAScheduleTupleID
+    _obj.EVSEMaxCurrent = f_EVSEMaxCurrent
+    _obj.MeterInfo = f_MeterInfo
+    _obj.ReceiptRequired = f_ReceiptRequired
+    _obj.AC_EVSEStatus = f_AC_EVSEStatus
+    return _obj
 
 def _e_ChargingStatusResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}ChargingStatusResType
@@ -3358,232 +6577,219 @@ def _e_ChargingStatusResType(w, o):
         v_MeterInfo = o.MeterInfo
         v_ReceiptRequired = o.ReceiptRequired
         v_AC_EVSEStatus = o.AC_EVSEStatus
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    el = 'ResponseCode'
-                    _i1 = _I_iso2_msgdatatypes_responseCodeType.get(v_ResponseCode)
-                    if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (v_EVSEID is not None): raise EncodeError('missing content: EVSEID')
-                    el = 'EVSEID'
-                    v = (v << 10) | (_i1 << 3)
-                    n += 10
-                    v_ResponseCode = None
-                    if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
-                    _l = len(v_EVSEID)
-                    if _l < 126 and v_EVSEID.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
-                    if not (v_SAScheduleTupleID is not None): raise EncodeError('missing content: SAScheduleTupleID')
-                    el = 'SAScheduleTupleID'
-                    if not 1 <= v_SAScheduleTupleID <= 255: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [1, 255]')
-                    v = (v << 12) | ((v_SAScheduleTupleID - 1) << 1)
-                    n += 12
-                    v_EVSEID = None
-                    v_SAScheduleTupleID = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 3:
-                if v_EVSEMaxCurrent is not None:
-                    el = 'EVSEMaxCurrent'
-                    _o = v_EVSEMaxCurrent
-                    _c2_Multiplier = _o.Multiplier
-                    _c2_Unit = _o.Unit
-                    _c2_Value = _o.Value
-                    if not (_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVSEMaxCurrent/Multiplier'
-                    if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
-                    if not (_c2_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVSEMaxCurrent/Unit'
-                    _c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_Unit)
-                    if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEMaxCurrent/Value'
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
-                    n += 18
-                    _c2_Multiplier = None
-                    _c2_Unit = None
-                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c2_Value = None
-                    v_EVSEMaxCurrent = None
-                    s = 4
-                elif v_MeterInfo is not None:
-                    el = 'MeterInfo'
-                    v = (v << 3) | 1
-                    n += 3
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
-                    v = w.v; n = w.n
-                    v_MeterInfo = None
-                    s = 5
-                elif v_ReceiptRequired is not None:
-                    el = 'ReceiptRequired'
-                    if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
-                    v = (v << 6) | (2 << 3) | (v_ReceiptRequired << 1)
-                    n += 6
-                    v_ReceiptRequired = None
-                    s = 6
-                elif v_AC_EVSEStatus is not None:
-                    el = 'AC_EVSEStatus'
-                    _o = v_AC_EVSEStatus
-                    _c3_NotificationMaxDelay = _o.NotificationMaxDelay
-                    _c3_EVSENotification = _o.EVSENotification
-                    _c3_RCD = _o.RCD
-                    if not (_c3_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'AC_EVSEStatus/NotificationMaxDelay'
-                    if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
-                    v = (v << 5) | (3 << 2)
-                    n += 5
-                    if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
-                    elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | ((_c3_NotificationMaxDelay & 127) << 8) | 32768 | (_c3_NotificationMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'AC_EVSEStatus/EVSENotification'
-                    _c3_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c3_EVSENotification)
-                    if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    if not (_c3_RCD is not None): raise EncodeError('missing content: RCD')
-                    el = 'AC_EVSEStatus/RCD'
-                    if _c3_RCD is not True and _c3_RCD is not False: raise EncodeError(f'expected a bool, got {_c3_RCD!r}')
-                    v = (v << 11) | (_c3_i1 << 6) | (_c3_RCD << 2)
-                    n += 11
-                    _c3_NotificationMaxDelay = None
-                    _c3_EVSENotification = None
-                    _c3_RCD = None
-                    v_AC_EVSEStatus = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMaxCurrent, MeterInfo, ReceiptRequired, AC_EVSEStatus')
-            if s == 4:
-                if v_MeterInfo is not None:
-                    el = 'MeterInfo'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
-                    v = w.v; n = w.n
-                    v_MeterInfo = None
-                    s = 5
-                elif v_ReceiptRequired is not None:
-                    el = 'ReceiptRequired'
-                    if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
-                    v = (v << 5) | (1 << 3) | (v_ReceiptRequired << 1)
-                    n += 5
-                    v_ReceiptRequired = None
-                    s = 6
-                elif v_AC_EVSEStatus is not None:
-                    el = 'AC_EVSEStatus'
-                    _o = v_AC_EVSEStatus
-                    _c4_NotificationMaxDelay = _o.NotificationMaxDelay
-                    _c4_EVSENotification = _o.EVSENotification
-                    _c4_RCD = _o.RCD
-                    if not (_c4_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'AC_EVSEStatus/NotificationMaxDelay'
-                    if _c4_NotificationMaxDelay < 0 or _c4_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c4_NotificationMaxDelay!r} outside [0, 65535]')
-                    v = (v << 4) | (2 << 2)
-                    n += 4
-                    if _c4_NotificationMaxDelay < 128: v = (v << 8) | _c4_NotificationMaxDelay; n += 8
-                    elif _c4_NotificationMaxDelay < 16384: v = (v << 16) | ((_c4_NotificationMaxDelay & 127) << 8) | 32768 | (_c4_NotificationMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c4_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c4_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'AC_EVSEStatus/EVSENotification'
-                    _c4_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c4_EVSENotification)
-                    if _c4_i1 is None: raise EncodeError(f'{_c4_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    if not (_c4_RCD is not None): raise EncodeError('missing content: RCD')
-                    el = 'AC_EVSEStatus/RCD'
-                    if _c4_RCD is not True and _c4_RCD is not False: raise EncodeError(f'expected a bool, got {_c4_RCD!r}')
-                    v = (v << 11) | (_c4_i1 << 6) | (_c4_RCD << 2)
-                    n += 11
-                    _c4_NotificationMaxDelay = None
-                    _c4_EVSENotification = None
-                    _c4_RCD = None
-                    v_AC_EVSEStatus = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of MeterInfo, ReceiptRequired, AC_EVSEStatus')
-            if s == 5:
-                if v_ReceiptRequired is not None:
-                    el = 'ReceiptRequired'
-                    if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
-                    v = (v << 5) | (v_ReceiptRequired << 1)
-                    n += 5
-                    v_ReceiptRequired = None
-                    s = 6
-                elif v_AC_EVSEStatus is not None:
-                    el = 'AC_EVSEStatus'
-                    _o = v_AC_EVSEStatus
-                    _c5_NotificationMaxDelay = _o.NotificationMaxDelay
-                    _c5_EVSENotification = _o.EVSENotification
-                    _c5_RCD = _o.RCD
-                    if not (_c5_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'AC_EVSEStatus/NotificationMaxDelay'
-                    if _c5_NotificationMaxDelay < 0 or _c5_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c5_NotificationMaxDelay!r} outside [0, 65535]')
-                    v = (v << 4) | (1 << 2)
-                    n += 4
-                    if _c5_NotificationMaxDelay < 128: v = (v << 8) | _c5_NotificationMaxDelay; n += 8
-                    elif _c5_NotificationMaxDelay < 16384: v = (v << 16) | ((_c5_NotificationMaxDelay & 127) << 8) | 32768 | (_c5_NotificationMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c5_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c5_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'AC_EVSEStatus/EVSENotification'
-                    _c5_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c5_EVSENotification)
-                    if _c5_i1 is None: raise EncodeError(f'{_c5_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    if not (_c5_RCD is not None): raise EncodeError('missing content: RCD')
-                    el = 'AC_EVSEStatus/RCD'
-                    if _c5_RCD is not True and _c5_RCD is not False: raise EncodeError(f'expected a bool, got {_c5_RCD!r}')
-                    v = (v << 11) | (_c5_i1 << 6) | (_c5_RCD << 2)
-                    n += 11
-                    _c5_NotificationMaxDelay = None
-                    _c5_EVSENotification = None
-                    _c5_RCD = None
-                    v_AC_EVSEStatus = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of ReceiptRequired, AC_EVSEStatus')
-            if s == 6:
-                if v_AC_EVSEStatus is not None:
-                    el = 'AC_EVSEStatus'
-                    _o = v_AC_EVSEStatus
-                    _c6_NotificationMaxDelay = _o.NotificationMaxDelay
-                    _c6_EVSENotification = _o.EVSENotification
-                    _c6_RCD = _o.RCD
-                    if not (_c6_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'AC_EVSEStatus/NotificationMaxDelay'
-                    if _c6_NotificationMaxDelay < 0 or _c6_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c6_NotificationMaxDelay!r} outside [0, 65535]')
-                    v <<= 3
-                    n += 3
-                    if _c6_NotificationMaxDelay < 128: v = (v << 8) | _c6_NotificationMaxDelay; n += 8
-                    elif _c6_NotificationMaxDelay < 16384: v = (v << 16) | ((_c6_NotificationMaxDelay & 127) << 8) | 32768 | (_c6_NotificationMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c6_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c6_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'AC_EVSEStatus/EVSENotification'
-                    _c6_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c6_EVSENotification)
-                    if _c6_i1 is None: raise EncodeError(f'{_c6_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    if not (_c6_RCD is not None): raise EncodeError('missing content: RCD')
-                    el = 'AC_EVSEStatus/RCD'
-                    if _c6_RCD is not True and _c6_RCD is not False: raise EncodeError(f'expected a bool, got {_c6_RCD!r}')
-                    v = (v << 11) | (_c6_i1 << 6) | (_c6_RCD << 2)
-                    n += 11
-                    _c6_NotificationMaxDelay = None
-                    _c6_EVSENotification = None
-                    _c6_RCD = None
-                    v_AC_EVSEStatus = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of AC_EVSEStatus')
-            if s == 7:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_ResponseCode is not None or v_EVSEID is not None or v_SAScheduleTupleID is not None or v_EVSEMaxCurrent is not None or v_MeterInfo is not None or v_ReceiptRequired is not None or v_AC_EVSEStatus is not None: raise _leftover(o)
-                    s = -1
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i1 = _I_iso2_msgdatatypes_responseCodeType.get(v_ResponseCode)
+            if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_EVSEID is not None): raise EncodeError('missing content: EVSEID')
+            el = 'EVSEID'
+            v = (v << 10) | (_i1 << 3)
+            n += 10
+            v_ResponseCode = None
+            if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
+            _l = len(v_EVSEID)
+            if _l < 126 and v_EVSEID.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
+            if not (v_SAScheduleTupleID is not None): raise EncodeError('missing content: SAScheduleTupleID')
+            el = 'SAScheduleTupleID'
+            if not 1 <= v_SAScheduleTupleID <= 255: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [1, 255]')
+            v = (v << 12) | ((v_SAScheduleTupleID - 1) << 1)
+            n += 12
+            v_EVSEID = None
+            v_SAScheduleTupleID = None
+            s = 3
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
+        if s == 3:
+            if v_EVSEMaxCurrent is not None:
+                el = 'EVSEMaxCurrent'
+                _o = v_EVSEMaxCurrent
+                _c2_Multiplier = _o.Multiplier
+                _c2_Unit = _o.Unit
+                _c2_Value = _o.Value
+                if not (_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVSEMaxCurrent/Multiplier'
+                if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
+                if not (_c2_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVSEMaxCurrent/Unit'
+                _c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_Unit)
+                if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEMaxCurrent/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
+                n += 18
+                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVSEMaxCurrent = None
+                s = 4
+            elif v_MeterInfo is not None:
+                el = 'MeterInfo'
+                v = (v << 3) | 1
+                n += 3
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
+                v = w.v; n = w.n
+                v_MeterInfo = None
+                s = 5
+            elif v_ReceiptRequired is not None:
+                el = 'ReceiptRequired'
+                if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
+                v = (v << 6) | (2 << 3) | (v_ReceiptRequired << 1)
+                n += 6
+                v_ReceiptRequired = None
+                s = 6
+            elif v_AC_EVSEStatus is not None:
+                el = 'AC_EVSEStatus'
+                _o = v_AC_EVSEStatus
+                _c3_NotificationMaxDelay = _o.NotificationMaxDelay
+                _c3_EVSENotification = _o.EVSENotification
+                _c3_RCD = _o.RCD
+                if not (_c3_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                el = 'AC_EVSEStatus/NotificationMaxDelay'
+                if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
+                v = (v << 5) | (3 << 2)
+                n += 5
+                if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
+                elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | ((_c3_NotificationMaxDelay & 127) << 8) | 32768 | (_c3_NotificationMaxDelay >> 7); n += 16
+                elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c3_NotificationMaxDelay & 127) << 16) | (((_c3_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c3_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'AC_EVSEStatus/EVSENotification'
+                _c3_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c3_EVSENotification)
+                if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                if not (_c3_RCD is not None): raise EncodeError('missing content: RCD')
+                el = 'AC_EVSEStatus/RCD'
+                if _c3_RCD is not True and _c3_RCD is not False: raise EncodeError(f'expected a bool, got {_c3_RCD!r}')
+                v = (v << 11) | (_c3_i1 << 6) | (_c3_RCD << 2)
+                n += 11
+                v_AC_EVSEStatus = None
+                s = 7
+            else:
+                raise EncodeError('missing content: expected one of EVSEMaxCurrent, MeterInfo, ReceiptRequired, AC_EVSEStatus')
+        if s == 4:
+            if v_MeterInfo is not None:
+                el = 'MeterInfo'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
+                v = w.v; n = w.n
+                v_MeterInfo = None
+                s = 5
+            elif v_ReceiptRequired is not None:
+                el = 'ReceiptRequired'
+                if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
+                v = (v << 5) | (1 << 3) | (v_ReceiptRequired << 1)
+                n += 5
+                v_ReceiptRequired = None
+                s = 6
+            elif v_AC_EVSEStatus is not None:
+                el = 'AC_EVSEStatus'
+                _o = v_AC_EVSEStatus
+                _c4_NotificationMaxDelay = _o.NotificationMaxDelay
+                _c4_EVSENotification = _o.EVSENotification
+                _c4_RCD = _o.RCD
+                if not (_c4_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                el = 'AC_EVSEStatus/NotificationMaxDelay'
+                if _c4_NotificationMaxDelay < 0 or _c4_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c4_NotificationMaxDelay!r} outside [0, 65535]')
+                v = (v << 4) | (2 << 2)
+                n += 4
+                if _c4_NotificationMaxDelay < 128: v = (v << 8) | _c4_NotificationMaxDelay; n += 8
+                elif _c4_NotificationMaxDelay < 16384: v = (v << 16) | ((_c4_NotificationMaxDelay & 127) << 8) | 32768 | (_c4_NotificationMaxDelay >> 7); n += 16
+                elif _c4_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c4_NotificationMaxDelay & 127) << 16) | (((_c4_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c4_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c4_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c4_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'AC_EVSEStatus/EVSENotification'
+                _c4_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c4_EVSENotification)
+                if _c4_i1 is None: raise EncodeError(f'{_c4_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                if not (_c4_RCD is not None): raise EncodeError('missing content: RCD')
+                el = 'AC_EVSEStatus/RCD'
+                if _c4_RCD is not True and _c4_RCD is not False: raise EncodeError(f'expected a bool, got {_c4_RCD!r}')
+                v = (v << 11) | (_c4_i1 << 6) | (_c4_RCD << 2)
+                n += 11
+                v_AC_EVSEStatus = None
+                s = 7
+            else:
+                raise EncodeError('missing content: expected one of MeterInfo, ReceiptRequired, AC_EVSEStatus')
+        if s == 5:
+            if v_ReceiptRequired is not None:
+                el = 'ReceiptRequired'
+                if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
+                v = (v << 5) | (v_ReceiptRequired << 1)
+                n += 5
+                v_ReceiptRequired = None
+                s = 6
+            elif v_AC_EVSEStatus is not None:
+                el = 'AC_EVSEStatus'
+                _o = v_AC_EVSEStatus
+                _c5_NotificationMaxDelay = _o.NotificationMaxDelay
+                _c5_EVSENotification = _o.EVSENotification
+                _c5_RCD = _o.RCD
+                if not (_c5_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                el = 'AC_EVSEStatus/NotificationMaxDelay'
+                if _c5_NotificationMaxDelay < 0 or _c5_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c5_NotificationMaxDelay!r} outside [0, 65535]')
+                v = (v << 4) | (1 << 2)
+                n += 4
+                if _c5_NotificationMaxDelay < 128: v = (v << 8) | _c5_NotificationMaxDelay; n += 8
+                elif _c5_NotificationMaxDelay < 16384: v = (v << 16) | ((_c5_NotificationMaxDelay & 127) << 8) | 32768 | (_c5_NotificationMaxDelay >> 7); n += 16
+                elif _c5_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c5_NotificationMaxDelay & 127) << 16) | (((_c5_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c5_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c5_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c5_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'AC_EVSEStatus/EVSENotification'
+                _c5_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c5_EVSENotification)
+                if _c5_i1 is None: raise EncodeError(f'{_c5_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                if not (_c5_RCD is not None): raise EncodeError('missing content: RCD')
+                el = 'AC_EVSEStatus/RCD'
+                if _c5_RCD is not True and _c5_RCD is not False: raise EncodeError(f'expected a bool, got {_c5_RCD!r}')
+                v = (v << 11) | (_c5_i1 << 6) | (_c5_RCD << 2)
+                n += 11
+                v_AC_EVSEStatus = None
+                s = 7
+            else:
+                raise EncodeError('missing content: expected one of ReceiptRequired, AC_EVSEStatus')
+        if s == 6:
+            if v_AC_EVSEStatus is not None:
+                el = 'AC_EVSEStatus'
+                _o = v_AC_EVSEStatus
+                _c6_NotificationMaxDelay = _o.NotificationMaxDelay
+                _c6_EVSENotification = _o.EVSENotification
+                _c6_RCD = _o.RCD
+                if not (_c6_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                el = 'AC_EVSEStatus/NotificationMaxDelay'
+                if _c6_NotificationMaxDelay < 0 or _c6_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c6_NotificationMaxDelay!r} outside [0, 65535]')
+                v <<= 3
+                n += 3
+                if _c6_NotificationMaxDelay < 128: v = (v << 8) | _c6_NotificationMaxDelay; n += 8
+                elif _c6_NotificationMaxDelay < 16384: v = (v << 16) | ((_c6_NotificationMaxDelay & 127) << 8) | 32768 | (_c6_NotificationMaxDelay >> 7); n += 16
+                elif _c6_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c6_NotificationMaxDelay & 127) << 16) | (((_c6_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c6_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c6_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c6_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'AC_EVSEStatus/EVSENotification'
+                _c6_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c6_EVSENotification)
+                if _c6_i1 is None: raise EncodeError(f'{_c6_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                if not (_c6_RCD is not None): raise EncodeError('missing content: RCD')
+                el = 'AC_EVSEStatus/RCD'
+                if _c6_RCD is not True and _c6_RCD is not False: raise EncodeError(f'expected a bool, got {_c6_RCD!r}')
+                v = (v << 11) | (_c6_i1 << 6) | (_c6_RCD << 2)
+                n += 11
+                v_AC_EVSEStatus = None
+                s = 7
+            else:
+                raise EncodeError('missing content: expected one of AC_EVSEStatus')
+        if s == 7:
+            if True:
+                v <<= 1
+                n += 1
+                if v_ResponseCode is not None or v_EVSEID is not None or v_SAScheduleTupleID is not None or v_EVSEMaxCurrent is not None or v_MeterInfo is not None or v_ReceiptRequired is not None or v_AC_EVSEStatus is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -3606,539 +6812,692 @@ def _d_CurrentDemandReqType(r):
     f_RemainingTimeToBulkSoC = None
     f_EVTargetVoltage = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 39
-                if p > E: V, E, p = r.slide(p, 39)
-                x = (V >> (E - p)) & 549755813887
-                if x & 511336244110: raise r.deviation('CurrentDemandReqType', p)
-                el = 'DC_EVStatus'
-                el = 'DC_EVStatus/EVReady'
-                _c1_EVReady = ((x >> 35) & 1) == 1
-                el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 28) & 15)
-                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
-                else: _c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
-                el = 'DC_EVStatus/EVRESSSOC'
-                _c1_EVRESSSOC = ((x >> 18) & 127)
-                if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
-                f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c1_EVReady, _c1_EVErrorCode, _c1_EVRESSSOC)
-                el = 'EVTargetCurrent'
-                el = 'EVTargetCurrent/Multiplier'
-                _c2_Multiplier = ((x >> 10) & 7) + -3
-                if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
-                el = 'EVTargetCurrent/Unit'
-                _c2_Unit = ((x >> 4) & 7)
-                if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(p))
-                else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
-                el = 'EVTargetCurrent/Value'
+        p += 39
+        if p > E: V, E, p = r.slide(p, 39)
+        x = (V >> (E - p)) & 549755813887
+        if x & 511336244110: raise r.deviation('CurrentDemandReqType', p)
+        el = 'DC_EVStatus/EVReady'
+        _c1_EVReady = ((x >> 35) & 1) == 1
+        el = 'DC_EVStatus/EVErrorCode'
+        _c1_EVErrorCode = ((x >> 28) & 15)
+        if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+        else: _c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+        el = 'DC_EVStatus/EVRESSSOC'
+        _c1_EVRESSSOC = ((x >> 18) & 127)
+        if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+        f_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus.EVReady = _c1_EVReady
+        f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
+        f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
+        el = 'EVTargetCurrent/Multiplier'
+        _c2_Multiplier = ((x >> 10) & 7) + -3
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        el = 'EVTargetCurrent/Unit'
+        _c2_Unit = ((x >> 4) & 7)
+        if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(p))
+        else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
+        el = 'EVTargetCurrent/Value'
+        _neg = (x & 1)
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c2_Value = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
+        if _neg: _c2_Value = -_c2_Value - 1
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+        f_EVTargetCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVTargetCurrent.Multiplier = _c2_Multiplier
+        f_EVTargetCurrent.Unit = _c2_Unit
+        f_EVTargetCurrent.Value = _c2_Value
+        s = 2
+        if s == 2:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandReqType', p)
+                el = 'EVMaximumVoltageLimit/Multiplier'
+                _c3_Multiplier = ((x >> 10) & 7) + -3
+                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+                el = 'EVMaximumVoltageLimit/Unit'
+                _c3_Unit = ((x >> 4) & 7)
+                if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(p))
+                else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
+                el = 'EVMaximumVoltageLimit/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CurrentDemandReqType', p)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
-                f_EVTargetCurrent = iso2_msgdatatypes.PhysicalValueType(_c2_Multiplier, _c2_Unit, _c2_Value)
-                s = 2
-            if s == 2:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'EVMaximumVoltageLimit'
-                    el = 'EVMaximumVoltageLimit/Multiplier'
-                    _c3_Multiplier = ((x >> 10) & 7) + -3
-                    if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
-                    el = 'EVMaximumVoltageLimit/Unit'
-                    _c3_Unit = ((x >> 4) & 7)
-                    if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(p))
-                    else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
-                    el = 'EVMaximumVoltageLimit/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c3_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('CurrentDemandReqType', p)
-                    if _neg: _c3_Value = -_c3_Value - 1
-                    if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
-                    f_EVMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c3_Multiplier, _c3_Unit, _c3_Value)
-                    s = 3
-                elif ec == 1:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'EVMaximumCurrentLimit'
-                    el = 'EVMaximumCurrentLimit/Multiplier'
-                    _c4_Multiplier = ((x >> 10) & 7) + -3
-                    if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
-                    el = 'EVMaximumCurrentLimit/Unit'
-                    _c4_Unit = ((x >> 4) & 7)
-                    if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(p))
-                    else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
-                    el = 'EVMaximumCurrentLimit/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c3_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                f_EVMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVMaximumVoltageLimit.Multiplier = _c3_Multiplier
+                f_EVMaximumVoltageLimit.Unit = _c3_Unit
+                f_EVMaximumVoltageLimit.Value = _c3_Value
+                s = 3
+            elif ec == 1:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandReqType', p)
+                el = 'EVMaximumCurrentLimit/Multiplier'
+                _c4_Multiplier = ((x >> 10) & 7) + -3
+                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+                el = 'EVMaximumCurrentLimit/Unit'
+                _c4_Unit = ((x >> 4) & 7)
+                if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(p))
+                else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
+                el = 'EVMaximumCurrentLimit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c4_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('CurrentDemandReqType', p)
-                    if _neg: _c4_Value = -_c4_Value - 1
-                    if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
-                    f_EVMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c4_Multiplier, _c4_Unit, _c4_Value)
-                    s = 4
-                elif ec == 2:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'EVMaximumPowerLimit'
-                    el = 'EVMaximumPowerLimit/Multiplier'
-                    _c5_Multiplier = ((x >> 10) & 7) + -3
-                    if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
-                    el = 'EVMaximumPowerLimit/Unit'
-                    _c5_Unit = ((x >> 4) & 7)
-                    if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(p))
-                    else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
-                    el = 'EVMaximumPowerLimit/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c4_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
+                if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                f_EVMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVMaximumCurrentLimit.Multiplier = _c4_Multiplier
+                f_EVMaximumCurrentLimit.Unit = _c4_Unit
+                f_EVMaximumCurrentLimit.Value = _c4_Value
+                s = 4
+            elif ec == 2:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandReqType', p)
+                el = 'EVMaximumPowerLimit/Multiplier'
+                _c5_Multiplier = ((x >> 10) & 7) + -3
+                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
+                el = 'EVMaximumPowerLimit/Unit'
+                _c5_Unit = ((x >> 4) & 7)
+                if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(p))
+                else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
+                el = 'EVMaximumPowerLimit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c5_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c5_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('CurrentDemandReqType', p)
-                    if _neg: _c5_Value = -_c5_Value - 1
-                    if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
-                    f_EVMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c5_Multiplier, _c5_Unit, _c5_Value)
-                    s = 5
-                elif ec == 3:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'BulkChargingComplete'
-                    f_BulkChargingComplete = ((x >> 1) & 1) == 1
-                    s = 6
-                elif ec == 4:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 1) & 1) == 1
-                    s = 7
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c5_Value = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('CurrentDemandReqType', p)
-            if s == 3:
+                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
+                if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                f_EVMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVMaximumPowerLimit.Multiplier = _c5_Multiplier
+                f_EVMaximumPowerLimit.Unit = _c5_Unit
+                f_EVMaximumPowerLimit.Value = _c5_Value
+                s = 5
+            elif ec == 3:
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'EVMaximumCurrentLimit'
-                    el = 'EVMaximumCurrentLimit/Multiplier'
-                    _c6_Multiplier = ((x >> 10) & 7) + -3
-                    if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(p))
-                    el = 'EVMaximumCurrentLimit/Unit'
-                    _c6_Unit = ((x >> 4) & 7)
-                    if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(p))
-                    else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
-                    el = 'EVMaximumCurrentLimit/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c6_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('CurrentDemandReqType', p)
-                    if _neg: _c6_Value = -_c6_Value - 1
-                    if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
-                    f_EVMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c6_Multiplier, _c6_Unit, _c6_Value)
-                    s = 4
-                elif ec == 1:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'EVMaximumPowerLimit'
-                    el = 'EVMaximumPowerLimit/Multiplier'
-                    _c7_Multiplier = ((x >> 10) & 7) + -3
-                    if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(p))
-                    el = 'EVMaximumPowerLimit/Unit'
-                    _c7_Unit = ((x >> 4) & 7)
-                    if _c7_Unit >= 7: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 7, r.at(p))
-                    else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
-                    el = 'EVMaximumPowerLimit/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c7_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('CurrentDemandReqType', p)
-                    if _neg: _c7_Value = -_c7_Value - 1
-                    if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
-                    f_EVMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c7_Multiplier, _c7_Unit, _c7_Value)
-                    s = 5
-                elif ec == 2:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'BulkChargingComplete'
-                    f_BulkChargingComplete = ((x >> 1) & 1) == 1
-                    s = 6
-                elif ec == 3:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 1) & 1) == 1
-                    s = 7
-                else:
-                    raise r.deviation('CurrentDemandReqType', p)
-            if s == 4:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'EVMaximumPowerLimit'
-                    el = 'EVMaximumPowerLimit/Multiplier'
-                    _c8_Multiplier = ((x >> 10) & 7) + -3
-                    if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(p))
-                    el = 'EVMaximumPowerLimit/Unit'
-                    _c8_Unit = ((x >> 4) & 7)
-                    if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(p))
-                    else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
-                    el = 'EVMaximumPowerLimit/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c8_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('CurrentDemandReqType', p)
-                    if _neg: _c8_Value = -_c8_Value - 1
-                    if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
-                    f_EVMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c8_Multiplier, _c8_Unit, _c8_Value)
-                    s = 5
-                elif ec == 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'BulkChargingComplete'
-                    f_BulkChargingComplete = ((x >> 1) & 1) == 1
-                    s = 6
-                elif ec == 2:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 1) & 1) == 1
-                    s = 7
-                else:
-                    raise r.deviation('CurrentDemandReqType', p)
-            if s == 5:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'BulkChargingComplete'
-                    f_BulkChargingComplete = ((x >> 1) & 1) == 1
-                    s = 6
-                elif ec == 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 1) & 1) == 1
-                    s = 7
-                else:
-                    raise r.deviation('CurrentDemandReqType', p)
-            if s == 6:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 13: raise r.deviation('CurrentDemandReqType', p)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                el = 'BulkChargingComplete'
+                f_BulkChargingComplete = ((x >> 1) & 1) == 1
+                s = 6
+            elif ec == 4:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', p)
                 el = 'ChargingComplete'
                 f_ChargingComplete = ((x >> 1) & 1) == 1
                 s = 7
-            if s == 7:
+            else:
+                raise r.deviation('CurrentDemandReqType', p)
+        if s == 3:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandReqType', p)
+                el = 'EVMaximumCurrentLimit/Multiplier'
+                _c6_Multiplier = ((x >> 10) & 7) + -3
+                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(p))
+                el = 'EVMaximumCurrentLimit/Unit'
+                _c6_Unit = ((x >> 4) & 7)
+                if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(p))
+                else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
+                el = 'EVMaximumCurrentLimit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c6_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c6_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'RemainingTimeToFullSoC'
-                    el = 'RemainingTimeToFullSoC/Multiplier'
-                    _c9_Multiplier = ((x >> 10) & 7) + -3
-                    if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(p))
-                    el = 'RemainingTimeToFullSoC/Unit'
-                    _c9_Unit = ((x >> 4) & 7)
-                    if _c9_Unit >= 7: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 7, r.at(p))
-                    else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
-                    el = 'RemainingTimeToFullSoC/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
+                if _neg: _c6_Value = -_c6_Value - 1
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                f_EVMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVMaximumCurrentLimit.Multiplier = _c6_Multiplier
+                f_EVMaximumCurrentLimit.Unit = _c6_Unit
+                f_EVMaximumCurrentLimit.Value = _c6_Value
+                s = 4
+            elif ec == 1:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandReqType', p)
+                el = 'EVMaximumPowerLimit/Multiplier'
+                _c7_Multiplier = ((x >> 10) & 7) + -3
+                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(p))
+                el = 'EVMaximumPowerLimit/Unit'
+                _c7_Unit = ((x >> 4) & 7)
+                if _c7_Unit >= 7: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 7, r.at(p))
+                else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
+                el = 'EVMaximumPowerLimit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c9_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c7_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c7_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
+                if _neg: _c7_Value = -_c7_Value - 1
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                f_EVMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVMaximumPowerLimit.Multiplier = _c7_Multiplier
+                f_EVMaximumPowerLimit.Unit = _c7_Unit
+                f_EVMaximumPowerLimit.Value = _c7_Value
+                s = 5
+            elif ec == 2:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                el = 'BulkChargingComplete'
+                f_BulkChargingComplete = ((x >> 1) & 1) == 1
+                s = 6
+            elif ec == 3:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                el = 'ChargingComplete'
+                f_ChargingComplete = ((x >> 1) & 1) == 1
+                s = 7
+            else:
+                raise r.deviation('CurrentDemandReqType', p)
+        if s == 4:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandReqType', p)
+                el = 'EVMaximumPowerLimit/Multiplier'
+                _c8_Multiplier = ((x >> 10) & 7) + -3
+                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(p))
+                el = 'EVMaximumPowerLimit/Unit'
+                _c8_Unit = ((x >> 4) & 7)
+                if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(p))
+                else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
+                el = 'EVMaximumPowerLimit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c8_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c8_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
+                if _neg: _c8_Value = -_c8_Value - 1
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                f_EVMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVMaximumPowerLimit.Multiplier = _c8_Multiplier
+                f_EVMaximumPowerLimit.Unit = _c8_Unit
+                f_EVMaximumPowerLimit.Value = _c8_Value
+                s = 5
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                el = 'BulkChargingComplete'
+                f_BulkChargingComplete = ((x >> 1) & 1) == 1
+                s = 6
+            elif ec == 2:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                el = 'ChargingComplete'
+                f_ChargingComplete = ((x >> 1) & 1) == 1
+                s = 7
+            else:
+                raise r.deviation('CurrentDemandReqType', p)
+        if s == 5:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                el = 'BulkChargingComplete'
+                f_BulkChargingComplete = ((x >> 1) & 1) == 1
+                s = 6
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                el = 'ChargingComplete'
+                f_ChargingComplete = ((x >> 1) & 1) == 1
+                s = 7
+            else:
+                raise r.deviation('CurrentDemandReqType', p)
+        if s == 6:
+            p += 4
+            if p > E: V, E, p = r.slide(p, 4)
+            x = (V >> (E - p)) & 15
+            if x & 13: raise r.deviation('CurrentDemandReqType', p)
+            el = 'ChargingComplete'
+            f_ChargingComplete = ((x >> 1) & 1) == 1
+            s = 7
+        if s == 7:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandReqType', p)
+                el = 'RemainingTimeToFullSoC/Multiplier'
+                _c9_Multiplier = ((x >> 10) & 7) + -3
+                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(p))
+                el = 'RemainingTimeToFullSoC/Unit'
+                _c9_Unit = ((x >> 4) & 7)
+                if _c9_Unit >= 7: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 7, r.at(p))
+                else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
+                el = 'RemainingTimeToFullSoC/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c9_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('CurrentDemandReqType', p)
-                    if _neg: _c9_Value = -_c9_Value - 1
-                    if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
-                    f_RemainingTimeToFullSoC = iso2_msgdatatypes.PhysicalValueType(_c9_Multiplier, _c9_Unit, _c9_Value)
-                    s = 8
-                elif ec == 1:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'RemainingTimeToBulkSoC'
-                    el = 'RemainingTimeToBulkSoC/Multiplier'
-                    _c10_Multiplier = ((x >> 10) & 7) + -3
-                    if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(p))
-                    el = 'RemainingTimeToBulkSoC/Unit'
-                    _c10_Unit = ((x >> 4) & 7)
-                    if _c10_Unit >= 7: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 7, r.at(p))
-                    else: _c10_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c10_Unit]
-                    el = 'RemainingTimeToBulkSoC/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c9_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
+                if _neg: _c9_Value = -_c9_Value - 1
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                f_RemainingTimeToFullSoC = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_RemainingTimeToFullSoC.Multiplier = _c9_Multiplier
+                f_RemainingTimeToFullSoC.Unit = _c9_Unit
+                f_RemainingTimeToFullSoC.Value = _c9_Value
+                s = 8
+            elif ec == 1:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandReqType', p)
+                el = 'RemainingTimeToBulkSoC/Multiplier'
+                _c10_Multiplier = ((x >> 10) & 7) + -3
+                if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(p))
+                el = 'RemainingTimeToBulkSoC/Unit'
+                _c10_Unit = ((x >> 4) & 7)
+                if _c10_Unit >= 7: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 7, r.at(p))
+                else: _c10_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c10_Unit]
+                el = 'RemainingTimeToBulkSoC/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c10_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c10_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('CurrentDemandReqType', p)
-                    if _neg: _c10_Value = -_c10_Value - 1
-                    if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
-                    f_RemainingTimeToBulkSoC = iso2_msgdatatypes.PhysicalValueType(_c10_Multiplier, _c10_Unit, _c10_Value)
-                    s = 9
-                elif ec == 2:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'EVTargetVoltage'
-                    el = 'EVTargetVoltage/Multiplier'
-                    _c11_Multiplier = ((x >> 10) & 7) + -3
-                    if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(p))
-                    el = 'EVTargetVoltage/Unit'
-                    _c11_Unit = ((x >> 4) & 7)
-                    if _c11_Unit >= 7: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 7, r.at(p))
-                    else: _c11_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c11_Unit]
-                    el = 'EVTargetVoltage/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c11_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('CurrentDemandReqType', p)
-                    if _neg: _c11_Value = -_c11_Value - 1
-                    if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
-                    f_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c11_Multiplier, _c11_Unit, _c11_Value)
-                    s = 10
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c10_Value = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('CurrentDemandReqType', p)
-            if s == 8:
+                    r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'RemainingTimeToBulkSoC'
-                    el = 'RemainingTimeToBulkSoC/Multiplier'
-                    _c12_Multiplier = ((x >> 10) & 7) + -3
-                    if _c12_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c12_Multiplier, r.at(p))
-                    el = 'RemainingTimeToBulkSoC/Unit'
-                    _c12_Unit = ((x >> 4) & 7)
-                    if _c12_Unit >= 7: _c12_Unit = r.enum_index('PhysicalValueType/Unit', _c12_Unit, 7, r.at(p))
-                    else: _c12_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c12_Unit]
-                    el = 'RemainingTimeToBulkSoC/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c12_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c12_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('CurrentDemandReqType', p)
-                    if _neg: _c12_Value = -_c12_Value - 1
-                    if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(p))
-                    f_RemainingTimeToBulkSoC = iso2_msgdatatypes.PhysicalValueType(_c12_Multiplier, _c12_Unit, _c12_Value)
-                    s = 9
-                elif ec == 1:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('CurrentDemandReqType', p)
-                    el = 'EVTargetVoltage'
-                    el = 'EVTargetVoltage/Multiplier'
-                    _c13_Multiplier = ((x >> 10) & 7) + -3
-                    if _c13_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c13_Multiplier, r.at(p))
-                    el = 'EVTargetVoltage/Unit'
-                    _c13_Unit = ((x >> 4) & 7)
-                    if _c13_Unit >= 7: _c13_Unit = r.enum_index('PhysicalValueType/Unit', _c13_Unit, 7, r.at(p))
-                    else: _c13_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c13_Unit]
-                    el = 'EVTargetVoltage/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c13_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c13_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('CurrentDemandReqType', p)
-                    if _neg: _c13_Value = -_c13_Value - 1
-                    if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(p))
-                    f_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c13_Multiplier, _c13_Unit, _c13_Value)
-                    s = 10
-                else:
-                    raise r.deviation('CurrentDemandReqType', p)
-            if s == 9:
-                p += 16
-                if p > E: V, E, p = r.slide(p, 16)
-                x = (V >> (E - p)) & 65535
-                if x & 58254: raise r.deviation('CurrentDemandReqType', p)
-                el = 'EVTargetVoltage'
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
+                if _neg: _c10_Value = -_c10_Value - 1
+                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
+                f_RemainingTimeToBulkSoC = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_RemainingTimeToBulkSoC.Multiplier = _c10_Multiplier
+                f_RemainingTimeToBulkSoC.Unit = _c10_Unit
+                f_RemainingTimeToBulkSoC.Value = _c10_Value
+                s = 9
+            elif ec == 2:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                 el = 'EVTargetVoltage/Multiplier'
-                _c14_Multiplier = ((x >> 10) & 7) + -3
-                if _c14_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_Multiplier, r.at(p))
+                _c11_Multiplier = ((x >> 10) & 7) + -3
+                if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(p))
                 el = 'EVTargetVoltage/Unit'
-                _c14_Unit = ((x >> 4) & 7)
-                if _c14_Unit >= 7: _c14_Unit = r.enum_index('PhysicalValueType/Unit', _c14_Unit, 7, r.at(p))
-                else: _c14_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c14_Unit]
+                _c11_Unit = ((x >> 4) & 7)
+                if _c11_Unit >= 7: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 7, r.at(p))
+                else: _c11_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c11_Unit]
                 el = 'EVTargetVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c11_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
-                    _c14_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c14_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    _c11_Value = (V >> (E - p)) & 127
                 else:
-                    r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CurrentDemandReqType', p)
-                if _neg: _c14_Value = -_c14_Value - 1
-                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(p))
-                f_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c14_Multiplier, _c14_Unit, _c14_Value)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
+                if _neg: _c11_Value = -_c11_Value - 1
+                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
+                f_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVTargetVoltage.Multiplier = _c11_Multiplier
+                f_EVTargetVoltage.Unit = _c11_Unit
+                f_EVTargetVoltage.Value = _c11_Value
                 s = 10
-            if s == 10:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
-                s = -1
+            else:
+                raise r.deviation('CurrentDemandReqType', p)
+        if s == 8:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandReqType', p)
+                el = 'RemainingTimeToBulkSoC/Multiplier'
+                _c12_Multiplier = ((x >> 10) & 7) + -3
+                if _c12_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c12_Multiplier, r.at(p))
+                el = 'RemainingTimeToBulkSoC/Unit'
+                _c12_Unit = ((x >> 4) & 7)
+                if _c12_Unit >= 7: _c12_Unit = r.enum_index('PhysicalValueType/Unit', _c12_Unit, 7, r.at(p))
+                else: _c12_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c12_Unit]
+                el = 'RemainingTimeToBulkSoC/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c12_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c12_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
+                if _neg: _c12_Value = -_c12_Value - 1
+                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(p))
+                f_RemainingTimeToBulkSoC = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_RemainingTimeToBulkSoC.Multiplier = _c12_Multiplier
+                f_RemainingTimeToBulkSoC.Unit = _c12_Unit
+                f_RemainingTimeToBulkSoC.Value = _c12_Value
+                s = 9
+            elif ec == 1:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandReqType', p)
+                el = 'EVTargetVoltage/Multiplier'
+                _c13_Multiplier = ((x >> 10) & 7) + -3
+                if _c13_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c13_Multiplier, r.at(p))
+                el = 'EVTargetVoltage/Unit'
+                _c13_Unit = ((x >> 4) & 7)
+                if _c13_Unit >= 7: _c13_Unit = r.enum_index('PhysicalValueType/Unit', _c13_Unit, 7, r.at(p))
+                else: _c13_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c13_Unit]
+                el = 'EVTargetVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c13_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c13_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
+                if _neg: _c13_Value = -_c13_Value - 1
+                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(p))
+                f_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVTargetVoltage.Multiplier = _c13_Multiplier
+                f_EVTargetVoltage.Unit = _c13_Unit
+                f_EVTargetVoltage.Value = _c13_Value
+                s = 10
+            else:
+                raise r.deviation('CurrentDemandReqType', p)
+        if s == 9:
+            p += 16
+            if p > E: V, E, p = r.slide(p, 16)
+            x = (V >> (E - p)) & 65535
+            if x & 58254: raise r.deviation('CurrentDemandReqType', p)
+            el = 'EVTargetVoltage/Multiplier'
+            _c14_Multiplier = ((x >> 10) & 7) + -3
+            if _c14_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_Multiplier, r.at(p))
+            el = 'EVTargetVoltage/Unit'
+            _c14_Unit = ((x >> 4) & 7)
+            if _c14_Unit >= 7: _c14_Unit = r.enum_index('PhysicalValueType/Unit', _c14_Unit, 7, r.at(p))
+            else: _c14_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c14_Unit]
+            el = 'EVTargetVoltage/Value'
+            _neg = (x & 1)
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    _c14_Value = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c14_Value = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
+            if _neg: _c14_Value = -_c14_Value - 1
+            if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(p))
+            f_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+            f_EVTargetVoltage.Multiplier = _c14_Multiplier
+            f_EVTargetVoltage.Unit = _c14_Unit
+            f_EVTargetVoltage.Value = _c14_Value
+            s = 10
+        if s == 10:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.CurrentDemandReqType(f_DC_EVStatus, f_EVTargetCurrent, f_EVMaximumVoltageLimit, f_EVMaximumCurrentLimit, f_EVMaximumPowerLimit, f_BulkChargingComplete, f_ChargingComplete, f_RemainingTimeToFullSoC, f_RemainingTimeToBulkSoC, f_EVTargetVoltage)
+    _obj = _new(iso2_msgbody.CurrentDemandReqType)
+    _obj.DC_EVStatus = f_DC_EVStatus
+    _obj.EVTargetCurrent = f_EVTargetCurrent
+    _obj.EVMaximumVoltageLimit = f_EVMaximumVoltageLimit
+    _obj.EVMaximumCurrentLimit = f_EVMaximumCurrentLimit
+    _obj.EVMaximumPowerLimit = f_EVMaximumPowerLimit
+    _obj.BulkChargingComplete = f_BulkChargingComplete
+    _obj.ChargingComplete = f_ChargingComplete
+    _obj.RemainingTimeToFullSoC = f_RemainingTimeToFullSoC
+    _obj.RemainingTimeToBulkSoC = f_RemainingTimeToBulkSoC
+    _obj.EVTargetVoltage = f_EVTargetVoltage
+    return _obj
 
 def _e_CurrentDemandReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}CurrentDemandReqType
@@ -4156,501 +7515,469 @@ def _e_CurrentDemandReqType(w, o):
         v_RemainingTimeToFullSoC = o.RemainingTimeToFullSoC
         v_RemainingTimeToBulkSoC = o.RemainingTimeToBulkSoC
         v_EVTargetVoltage = o.EVTargetVoltage
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_DC_EVStatus is not None:
-                    el = 'DC_EVStatus'
-                    _o = v_DC_EVStatus
-                    _c1_EVReady = _o.EVReady
-                    _c1_EVErrorCode = _o.EVErrorCode
-                    _c1_EVRESSSOC = _o.EVRESSSOC
-                    if not (_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
-                    el = 'DC_EVStatus/EVReady'
-                    if _c1_EVReady is not True and _c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_EVReady!r}')
-                    if not (_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
-                    el = 'DC_EVStatus/EVErrorCode'
-                    _c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
-                    if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    if not (_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
-                    el = 'DC_EVStatus/EVRESSSOC'
-                    if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
-                    if not (v_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
-                    el = 'EVTargetCurrent'
-                    _o = v_EVTargetCurrent
-                    _c2_Multiplier = _o.Multiplier
-                    _c2_Unit = _o.Unit
-                    _c2_Value = _o.Value
-                    if not (_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVTargetCurrent/Multiplier'
-                    if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
-                    if not (_c2_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVTargetCurrent/Unit'
-                    _c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_Unit)
-                    if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVTargetCurrent/Value'
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 39) | (_c1_EVReady << 35) | (_c1_i1 << 28) | (_c1_EVRESSSOC << 18) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
-                    n += 39
-                    _c1_EVReady = None
-                    _c1_EVErrorCode = None
-                    _c1_EVRESSSOC = None
-                    v_DC_EVStatus = None
-                    _c2_Multiplier = None
-                    _c2_Unit = None
-                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c2_Value = None
-                    v_EVTargetCurrent = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVStatus')
-            if s == 2:
-                if v_EVMaximumVoltageLimit is not None:
-                    el = 'EVMaximumVoltageLimit'
-                    _o = v_EVMaximumVoltageLimit
-                    _c3_Multiplier = _o.Multiplier
-                    _c3_Unit = _o.Unit
-                    _c3_Value = _o.Value
-                    if not (_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVMaximumVoltageLimit/Multiplier'
-                    if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
-                    if not (_c3_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVMaximumVoltageLimit/Unit'
-                    _c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c3_Unit)
-                    if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVMaximumVoltageLimit/Value'
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
-                    n += 18
-                    _c3_Multiplier = None
-                    _c3_Unit = None
-                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c3_Value = None
-                    v_EVMaximumVoltageLimit = None
-                    s = 3
-                elif v_EVMaximumCurrentLimit is not None:
-                    el = 'EVMaximumCurrentLimit'
-                    _o = v_EVMaximumCurrentLimit
-                    _c4_Multiplier = _o.Multiplier
-                    _c4_Unit = _o.Unit
-                    _c4_Value = _o.Value
-                    if not (_c4_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVMaximumCurrentLimit/Multiplier'
-                    if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
-                    if not (_c4_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVMaximumCurrentLimit/Unit'
-                    _c4_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c4_Unit)
-                    if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVMaximumCurrentLimit/Value'
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | (1 << 15) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
-                    n += 18
-                    _c4_Multiplier = None
-                    _c4_Unit = None
-                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c4_Value = None
-                    v_EVMaximumCurrentLimit = None
-                    s = 4
-                elif v_EVMaximumPowerLimit is not None:
-                    el = 'EVMaximumPowerLimit'
-                    _o = v_EVMaximumPowerLimit
-                    _c5_Multiplier = _o.Multiplier
-                    _c5_Unit = _o.Unit
-                    _c5_Value = _o.Value
-                    if not (_c5_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVMaximumPowerLimit/Multiplier'
-                    if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
-                    if not (_c5_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVMaximumPowerLimit/Unit'
-                    _c5_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c5_Unit)
-                    if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c5_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVMaximumPowerLimit/Value'
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | (2 << 15) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
-                    n += 18
-                    _c5_Multiplier = None
-                    _c5_Unit = None
-                    _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c5_Value = None
-                    v_EVMaximumPowerLimit = None
-                    s = 5
-                elif v_BulkChargingComplete is not None:
-                    el = 'BulkChargingComplete'
-                    if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                    v = (v << 6) | (3 << 3) | (v_BulkChargingComplete << 1)
-                    n += 6
-                    v_BulkChargingComplete = None
-                    s = 6
-                elif v_ChargingComplete is not None:
-                    el = 'ChargingComplete'
-                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    v = (v << 6) | (4 << 3) | (v_ChargingComplete << 1)
-                    n += 6
-                    v_ChargingComplete = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumVoltageLimit, EVMaximumCurrentLimit, EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
-            if s == 3:
-                if v_EVMaximumCurrentLimit is not None:
-                    el = 'EVMaximumCurrentLimit'
-                    _o = v_EVMaximumCurrentLimit
-                    _c6_Multiplier = _o.Multiplier
-                    _c6_Unit = _o.Unit
-                    _c6_Value = _o.Value
-                    if not (_c6_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVMaximumCurrentLimit/Multiplier'
-                    if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
-                    if not (_c6_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVMaximumCurrentLimit/Unit'
-                    _c6_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c6_Unit)
-                    if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c6_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVMaximumCurrentLimit/Value'
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c6_Multiplier - -3) << 10) | (_c6_i1 << 4) | (_c6_Value < 0)
-                    n += 18
-                    _c6_Multiplier = None
-                    _c6_Unit = None
-                    _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c6_Value = None
-                    v_EVMaximumCurrentLimit = None
-                    s = 4
-                elif v_EVMaximumPowerLimit is not None:
-                    el = 'EVMaximumPowerLimit'
-                    _o = v_EVMaximumPowerLimit
-                    _c7_Multiplier = _o.Multiplier
-                    _c7_Unit = _o.Unit
-                    _c7_Value = _o.Value
-                    if not (_c7_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVMaximumPowerLimit/Multiplier'
-                    if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
-                    if not (_c7_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVMaximumPowerLimit/Unit'
-                    _c7_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c7_Unit)
-                    if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c7_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVMaximumPowerLimit/Value'
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | (1 << 15) | ((_c7_Multiplier - -3) << 10) | (_c7_i1 << 4) | (_c7_Value < 0)
-                    n += 18
-                    _c7_Multiplier = None
-                    _c7_Unit = None
-                    _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c7_Value = None
-                    v_EVMaximumPowerLimit = None
-                    s = 5
-                elif v_BulkChargingComplete is not None:
-                    el = 'BulkChargingComplete'
-                    if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                    v = (v << 6) | (2 << 3) | (v_BulkChargingComplete << 1)
-                    n += 6
-                    v_BulkChargingComplete = None
-                    s = 6
-                elif v_ChargingComplete is not None:
-                    el = 'ChargingComplete'
-                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    v = (v << 6) | (3 << 3) | (v_ChargingComplete << 1)
-                    n += 6
-                    v_ChargingComplete = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumCurrentLimit, EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
-            if s == 4:
-                if v_EVMaximumPowerLimit is not None:
-                    el = 'EVMaximumPowerLimit'
-                    _o = v_EVMaximumPowerLimit
-                    _c8_Multiplier = _o.Multiplier
-                    _c8_Unit = _o.Unit
-                    _c8_Value = _o.Value
-                    if not (_c8_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVMaximumPowerLimit/Multiplier'
-                    if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
-                    if not (_c8_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVMaximumPowerLimit/Unit'
-                    _c8_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c8_Unit)
-                    if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c8_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVMaximumPowerLimit/Value'
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c8_Multiplier - -3) << 10) | (_c8_i1 << 4) | (_c8_Value < 0)
-                    n += 17
-                    _c8_Multiplier = None
-                    _c8_Unit = None
-                    _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c8_Value = None
-                    v_EVMaximumPowerLimit = None
-                    s = 5
-                elif v_BulkChargingComplete is not None:
-                    el = 'BulkChargingComplete'
-                    if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                    v = (v << 5) | (1 << 3) | (v_BulkChargingComplete << 1)
-                    n += 5
-                    v_BulkChargingComplete = None
-                    s = 6
-                elif v_ChargingComplete is not None:
-                    el = 'ChargingComplete'
-                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    v = (v << 5) | (2 << 3) | (v_ChargingComplete << 1)
-                    n += 5
-                    v_ChargingComplete = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
-            if s == 5:
-                if v_BulkChargingComplete is not None:
-                    el = 'BulkChargingComplete'
-                    if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                    v = (v << 5) | (v_BulkChargingComplete << 1)
-                    n += 5
-                    v_BulkChargingComplete = None
-                    s = 6
-                elif v_ChargingComplete is not None:
-                    el = 'ChargingComplete'
-                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    v = (v << 5) | (1 << 3) | (v_ChargingComplete << 1)
-                    n += 5
-                    v_ChargingComplete = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
-            if s == 6:
-                if v_ChargingComplete is not None:
-                    el = 'ChargingComplete'
-                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    v = (v << 4) | (v_ChargingComplete << 1)
-                    n += 4
-                    v_ChargingComplete = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of ChargingComplete')
-            if s == 7:
-                if v_RemainingTimeToFullSoC is not None:
-                    el = 'RemainingTimeToFullSoC'
-                    _o = v_RemainingTimeToFullSoC
-                    _c9_Multiplier = _o.Multiplier
-                    _c9_Unit = _o.Unit
-                    _c9_Value = _o.Value
-                    if not (_c9_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'RemainingTimeToFullSoC/Multiplier'
-                    if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
-                    if not (_c9_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'RemainingTimeToFullSoC/Unit'
-                    _c9_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c9_Unit)
-                    if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c9_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'RemainingTimeToFullSoC/Value'
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c9_Multiplier - -3) << 10) | (_c9_i1 << 4) | (_c9_Value < 0)
-                    n += 17
-                    _c9_Multiplier = None
-                    _c9_Unit = None
-                    _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c9_Value = None
-                    v_RemainingTimeToFullSoC = None
-                    s = 8
-                elif v_RemainingTimeToBulkSoC is not None:
-                    el = 'RemainingTimeToBulkSoC'
-                    _o = v_RemainingTimeToBulkSoC
-                    _c10_Multiplier = _o.Multiplier
-                    _c10_Unit = _o.Unit
-                    _c10_Value = _o.Value
-                    if not (_c10_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'RemainingTimeToBulkSoC/Multiplier'
-                    if not -3 <= _c10_Multiplier <= 3: raise EncodeError(f'value {_c10_Multiplier!r} outside [-3, 3]')
-                    if not (_c10_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'RemainingTimeToBulkSoC/Unit'
-                    _c10_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c10_Unit)
-                    if _c10_i1 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c10_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'RemainingTimeToBulkSoC/Value'
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | (1 << 15) | ((_c10_Multiplier - -3) << 10) | (_c10_i1 << 4) | (_c10_Value < 0)
-                    n += 17
-                    _c10_Multiplier = None
-                    _c10_Unit = None
-                    _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c10_Value = None
-                    v_RemainingTimeToBulkSoC = None
-                    s = 9
-                elif v_EVTargetVoltage is not None:
-                    el = 'EVTargetVoltage'
-                    _o = v_EVTargetVoltage
-                    _c11_Multiplier = _o.Multiplier
-                    _c11_Unit = _o.Unit
-                    _c11_Value = _o.Value
-                    if not (_c11_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVTargetVoltage/Multiplier'
-                    if not -3 <= _c11_Multiplier <= 3: raise EncodeError(f'value {_c11_Multiplier!r} outside [-3, 3]')
-                    if not (_c11_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVTargetVoltage/Unit'
-                    _c11_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c11_Unit)
-                    if _c11_i1 is None: raise EncodeError(f'{_c11_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c11_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVTargetVoltage/Value'
-                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | (2 << 15) | ((_c11_Multiplier - -3) << 10) | (_c11_i1 << 4) | (_c11_Value < 0)
-                    n += 17
-                    _c11_Multiplier = None
-                    _c11_Unit = None
-                    _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c11_Value = None
-                    v_EVTargetVoltage = None
-                    s = 10
-                else:
-                    raise EncodeError('missing content: expected one of RemainingTimeToFullSoC, RemainingTimeToBulkSoC, EVTargetVoltage')
-            if s == 8:
-                if v_RemainingTimeToBulkSoC is not None:
-                    el = 'RemainingTimeToBulkSoC'
-                    _o = v_RemainingTimeToBulkSoC
-                    _c12_Multiplier = _o.Multiplier
-                    _c12_Unit = _o.Unit
-                    _c12_Value = _o.Value
-                    if not (_c12_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'RemainingTimeToBulkSoC/Multiplier'
-                    if not -3 <= _c12_Multiplier <= 3: raise EncodeError(f'value {_c12_Multiplier!r} outside [-3, 3]')
-                    if not (_c12_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'RemainingTimeToBulkSoC/Unit'
-                    _c12_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c12_Unit)
-                    if _c12_i1 is None: raise EncodeError(f'{_c12_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c12_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'RemainingTimeToBulkSoC/Value'
-                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c12_Multiplier - -3) << 10) | (_c12_i1 << 4) | (_c12_Value < 0)
-                    n += 17
-                    _c12_Multiplier = None
-                    _c12_Unit = None
-                    _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c12_Value = None
-                    v_RemainingTimeToBulkSoC = None
-                    s = 9
-                elif v_EVTargetVoltage is not None:
-                    el = 'EVTargetVoltage'
-                    _o = v_EVTargetVoltage
-                    _c13_Multiplier = _o.Multiplier
-                    _c13_Unit = _o.Unit
-                    _c13_Value = _o.Value
-                    if not (_c13_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVTargetVoltage/Multiplier'
-                    if not -3 <= _c13_Multiplier <= 3: raise EncodeError(f'value {_c13_Multiplier!r} outside [-3, 3]')
-                    if not (_c13_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVTargetVoltage/Unit'
-                    _c13_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c13_Unit)
-                    if _c13_i1 is None: raise EncodeError(f'{_c13_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c13_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVTargetVoltage/Value'
-                    if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | (1 << 15) | ((_c13_Multiplier - -3) << 10) | (_c13_i1 << 4) | (_c13_Value < 0)
-                    n += 17
-                    _c13_Multiplier = None
-                    _c13_Unit = None
-                    _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c13_Value = None
-                    v_EVTargetVoltage = None
-                    s = 10
-                else:
-                    raise EncodeError('missing content: expected one of RemainingTimeToBulkSoC, EVTargetVoltage')
-            if s == 9:
-                if v_EVTargetVoltage is not None:
-                    el = 'EVTargetVoltage'
-                    _o = v_EVTargetVoltage
-                    _c14_Multiplier = _o.Multiplier
-                    _c14_Unit = _o.Unit
-                    _c14_Value = _o.Value
-                    if not (_c14_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVTargetVoltage/Multiplier'
-                    if not -3 <= _c14_Multiplier <= 3: raise EncodeError(f'value {_c14_Multiplier!r} outside [-3, 3]')
-                    if not (_c14_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVTargetVoltage/Unit'
-                    _c14_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c14_Unit)
-                    if _c14_i1 is None: raise EncodeError(f'{_c14_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c14_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVTargetVoltage/Value'
-                    if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c14_Multiplier - -3) << 10) | (_c14_i1 << 4) | (_c14_Value < 0)
-                    n += 16
-                    _c14_Multiplier = None
-                    _c14_Unit = None
-                    _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c14_Value = None
-                    v_EVTargetVoltage = None
-                    s = 10
-                else:
-                    raise EncodeError('missing content: expected one of EVTargetVoltage')
-            if s == 10:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_DC_EVStatus is not None or v_EVTargetCurrent is not None or v_EVMaximumVoltageLimit is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_BulkChargingComplete is not None or v_ChargingComplete is not None or v_RemainingTimeToFullSoC is not None or v_RemainingTimeToBulkSoC is not None or v_EVTargetVoltage is not None: raise _leftover(o)
-                    s = -1
+        if v_DC_EVStatus is not None:
+            el = 'DC_EVStatus'
+            _o = v_DC_EVStatus
+            _c1_EVReady = _o.EVReady
+            _c1_EVErrorCode = _o.EVErrorCode
+            _c1_EVRESSSOC = _o.EVRESSSOC
+            if not (_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
+            el = 'DC_EVStatus/EVReady'
+            if _c1_EVReady is not True and _c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_EVReady!r}')
+            if not (_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+            el = 'DC_EVStatus/EVErrorCode'
+            _c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+            if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+            if not (_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+            el = 'DC_EVStatus/EVRESSSOC'
+            if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
+            if not (v_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
+            el = 'EVTargetCurrent'
+            _o = v_EVTargetCurrent
+            _c2_Multiplier = _o.Multiplier
+            _c2_Unit = _o.Unit
+            _c2_Value = _o.Value
+            if not (_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVTargetCurrent/Multiplier'
+            if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
+            if not (_c2_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVTargetCurrent/Unit'
+            _c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_Unit)
+            if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVTargetCurrent/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+            v = (v << 39) | (_c1_EVReady << 35) | (_c1_i1 << 28) | (_c1_EVRESSSOC << 18) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
+            n += 39
+            v_DC_EVStatus = None
+            _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            v_EVTargetCurrent = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of DC_EVStatus')
+        if s == 2:
+            if v_EVMaximumVoltageLimit is not None:
+                el = 'EVMaximumVoltageLimit'
+                _o = v_EVMaximumVoltageLimit
+                _c3_Multiplier = _o.Multiplier
+                _c3_Unit = _o.Unit
+                _c3_Value = _o.Value
+                if not (_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVMaximumVoltageLimit/Multiplier'
+                if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+                if not (_c3_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVMaximumVoltageLimit/Unit'
+                _c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMaximumVoltageLimit/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
+                n += 18
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVMaximumVoltageLimit = None
+                s = 3
+            elif v_EVMaximumCurrentLimit is not None:
+                el = 'EVMaximumCurrentLimit'
+                _o = v_EVMaximumCurrentLimit
+                _c4_Multiplier = _o.Multiplier
+                _c4_Unit = _o.Unit
+                _c4_Value = _o.Value
+                if not (_c4_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVMaximumCurrentLimit/Multiplier'
+                if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
+                if not (_c4_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVMaximumCurrentLimit/Unit'
+                _c4_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c4_Unit)
+                if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMaximumCurrentLimit/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | (1 << 15) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
+                n += 18
+                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVMaximumCurrentLimit = None
+                s = 4
+            elif v_EVMaximumPowerLimit is not None:
+                el = 'EVMaximumPowerLimit'
+                _o = v_EVMaximumPowerLimit
+                _c5_Multiplier = _o.Multiplier
+                _c5_Unit = _o.Unit
+                _c5_Value = _o.Value
+                if not (_c5_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVMaximumPowerLimit/Multiplier'
+                if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
+                if not (_c5_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVMaximumPowerLimit/Unit'
+                _c5_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c5_Unit)
+                if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMaximumPowerLimit/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | (2 << 15) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
+                n += 18
+                _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVMaximumPowerLimit = None
+                s = 5
+            elif v_BulkChargingComplete is not None:
+                el = 'BulkChargingComplete'
+                if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
+                v = (v << 6) | (3 << 3) | (v_BulkChargingComplete << 1)
+                n += 6
+                v_BulkChargingComplete = None
+                s = 6
+            elif v_ChargingComplete is not None:
+                el = 'ChargingComplete'
+                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                v = (v << 6) | (4 << 3) | (v_ChargingComplete << 1)
+                n += 6
+                v_ChargingComplete = None
+                s = 7
+            else:
+                raise EncodeError('missing content: expected one of EVMaximumVoltageLimit, EVMaximumCurrentLimit, EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
+        if s == 3:
+            if v_EVMaximumCurrentLimit is not None:
+                el = 'EVMaximumCurrentLimit'
+                _o = v_EVMaximumCurrentLimit
+                _c6_Multiplier = _o.Multiplier
+                _c6_Unit = _o.Unit
+                _c6_Value = _o.Value
+                if not (_c6_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVMaximumCurrentLimit/Multiplier'
+                if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
+                if not (_c6_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVMaximumCurrentLimit/Unit'
+                _c6_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c6_Unit)
+                if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c6_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMaximumCurrentLimit/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | ((_c6_Multiplier - -3) << 10) | (_c6_i1 << 4) | (_c6_Value < 0)
+                n += 18
+                _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVMaximumCurrentLimit = None
+                s = 4
+            elif v_EVMaximumPowerLimit is not None:
+                el = 'EVMaximumPowerLimit'
+                _o = v_EVMaximumPowerLimit
+                _c7_Multiplier = _o.Multiplier
+                _c7_Unit = _o.Unit
+                _c7_Value = _o.Value
+                if not (_c7_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVMaximumPowerLimit/Multiplier'
+                if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
+                if not (_c7_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVMaximumPowerLimit/Unit'
+                _c7_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c7_Unit)
+                if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMaximumPowerLimit/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | (1 << 15) | ((_c7_Multiplier - -3) << 10) | (_c7_i1 << 4) | (_c7_Value < 0)
+                n += 18
+                _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVMaximumPowerLimit = None
+                s = 5
+            elif v_BulkChargingComplete is not None:
+                el = 'BulkChargingComplete'
+                if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
+                v = (v << 6) | (2 << 3) | (v_BulkChargingComplete << 1)
+                n += 6
+                v_BulkChargingComplete = None
+                s = 6
+            elif v_ChargingComplete is not None:
+                el = 'ChargingComplete'
+                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                v = (v << 6) | (3 << 3) | (v_ChargingComplete << 1)
+                n += 6
+                v_ChargingComplete = None
+                s = 7
+            else:
+                raise EncodeError('missing content: expected one of EVMaximumCurrentLimit, EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
+        if s == 4:
+            if v_EVMaximumPowerLimit is not None:
+                el = 'EVMaximumPowerLimit'
+                _o = v_EVMaximumPowerLimit
+                _c8_Multiplier = _o.Multiplier
+                _c8_Unit = _o.Unit
+                _c8_Value = _o.Value
+                if not (_c8_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVMaximumPowerLimit/Multiplier'
+                if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
+                if not (_c8_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVMaximumPowerLimit/Unit'
+                _c8_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c8_Unit)
+                if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c8_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMaximumPowerLimit/Value'
+                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | ((_c8_Multiplier - -3) << 10) | (_c8_i1 << 4) | (_c8_Value < 0)
+                n += 17
+                _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVMaximumPowerLimit = None
+                s = 5
+            elif v_BulkChargingComplete is not None:
+                el = 'BulkChargingComplete'
+                if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
+                v = (v << 5) | (1 << 3) | (v_BulkChargingComplete << 1)
+                n += 5
+                v_BulkChargingComplete = None
+                s = 6
+            elif v_ChargingComplete is not None:
+                el = 'ChargingComplete'
+                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                v = (v << 5) | (2 << 3) | (v_ChargingComplete << 1)
+                n += 5
+                v_ChargingComplete = None
+                s = 7
+            else:
+                raise EncodeError('missing content: expected one of EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
+        if s == 5:
+            if v_BulkChargingComplete is not None:
+                el = 'BulkChargingComplete'
+                if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
+                v = (v << 5) | (v_BulkChargingComplete << 1)
+                n += 5
+                v_BulkChargingComplete = None
+                s = 6
+            elif v_ChargingComplete is not None:
+                el = 'ChargingComplete'
+                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                v = (v << 5) | (1 << 3) | (v_ChargingComplete << 1)
+                n += 5
+                v_ChargingComplete = None
+                s = 7
+            else:
+                raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
+        if s == 6:
+            if v_ChargingComplete is not None:
+                el = 'ChargingComplete'
+                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                v = (v << 4) | (v_ChargingComplete << 1)
+                n += 4
+                v_ChargingComplete = None
+                s = 7
+            else:
+                raise EncodeError('missing content: expected one of ChargingComplete')
+        if s == 7:
+            if v_RemainingTimeToFullSoC is not None:
+                el = 'RemainingTimeToFullSoC'
+                _o = v_RemainingTimeToFullSoC
+                _c9_Multiplier = _o.Multiplier
+                _c9_Unit = _o.Unit
+                _c9_Value = _o.Value
+                if not (_c9_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'RemainingTimeToFullSoC/Multiplier'
+                if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
+                if not (_c9_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'RemainingTimeToFullSoC/Unit'
+                _c9_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c9_Unit)
+                if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c9_Value is not None): raise EncodeError('missing content: Value')
+                el = 'RemainingTimeToFullSoC/Value'
+                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | ((_c9_Multiplier - -3) << 10) | (_c9_i1 << 4) | (_c9_Value < 0)
+                n += 17
+                _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_RemainingTimeToFullSoC = None
+                s = 8
+            elif v_RemainingTimeToBulkSoC is not None:
+                el = 'RemainingTimeToBulkSoC'
+                _o = v_RemainingTimeToBulkSoC
+                _c10_Multiplier = _o.Multiplier
+                _c10_Unit = _o.Unit
+                _c10_Value = _o.Value
+                if not (_c10_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'RemainingTimeToBulkSoC/Multiplier'
+                if not -3 <= _c10_Multiplier <= 3: raise EncodeError(f'value {_c10_Multiplier!r} outside [-3, 3]')
+                if not (_c10_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'RemainingTimeToBulkSoC/Unit'
+                _c10_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c10_Unit)
+                if _c10_i1 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c10_Value is not None): raise EncodeError('missing content: Value')
+                el = 'RemainingTimeToBulkSoC/Value'
+                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | (1 << 15) | ((_c10_Multiplier - -3) << 10) | (_c10_i1 << 4) | (_c10_Value < 0)
+                n += 17
+                _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_RemainingTimeToBulkSoC = None
+                s = 9
+            elif v_EVTargetVoltage is not None:
+                el = 'EVTargetVoltage'
+                _o = v_EVTargetVoltage
+                _c11_Multiplier = _o.Multiplier
+                _c11_Unit = _o.Unit
+                _c11_Value = _o.Value
+                if not (_c11_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVTargetVoltage/Multiplier'
+                if not -3 <= _c11_Multiplier <= 3: raise EncodeError(f'value {_c11_Multiplier!r} outside [-3, 3]')
+                if not (_c11_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVTargetVoltage/Unit'
+                _c11_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c11_Unit)
+                if _c11_i1 is None: raise EncodeError(f'{_c11_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c11_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVTargetVoltage/Value'
+                if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | (2 << 15) | ((_c11_Multiplier - -3) << 10) | (_c11_i1 << 4) | (_c11_Value < 0)
+                n += 17
+                _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVTargetVoltage = None
+                s = 10
+            else:
+                raise EncodeError('missing content: expected one of RemainingTimeToFullSoC, RemainingTimeToBulkSoC, EVTargetVoltage')
+        if s == 8:
+            if v_RemainingTimeToBulkSoC is not None:
+                el = 'RemainingTimeToBulkSoC'
+                _o = v_RemainingTimeToBulkSoC
+                _c12_Multiplier = _o.Multiplier
+                _c12_Unit = _o.Unit
+                _c12_Value = _o.Value
+                if not (_c12_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'RemainingTimeToBulkSoC/Multiplier'
+                if not -3 <= _c12_Multiplier <= 3: raise EncodeError(f'value {_c12_Multiplier!r} outside [-3, 3]')
+                if not (_c12_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'RemainingTimeToBulkSoC/Unit'
+                _c12_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c12_Unit)
+                if _c12_i1 is None: raise EncodeError(f'{_c12_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c12_Value is not None): raise EncodeError('missing content: Value')
+                el = 'RemainingTimeToBulkSoC/Value'
+                if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | ((_c12_Multiplier - -3) << 10) | (_c12_i1 << 4) | (_c12_Value < 0)
+                n += 17
+                _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_RemainingTimeToBulkSoC = None
+                s = 9
+            elif v_EVTargetVoltage is not None:
+                el = 'EVTargetVoltage'
+                _o = v_EVTargetVoltage
+                _c13_Multiplier = _o.Multiplier
+                _c13_Unit = _o.Unit
+                _c13_Value = _o.Value
+                if not (_c13_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVTargetVoltage/Multiplier'
+                if not -3 <= _c13_Multiplier <= 3: raise EncodeError(f'value {_c13_Multiplier!r} outside [-3, 3]')
+                if not (_c13_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVTargetVoltage/Unit'
+                _c13_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c13_Unit)
+                if _c13_i1 is None: raise EncodeError(f'{_c13_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c13_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVTargetVoltage/Value'
+                if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | (1 << 15) | ((_c13_Multiplier - -3) << 10) | (_c13_i1 << 4) | (_c13_Value < 0)
+                n += 17
+                _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVTargetVoltage = None
+                s = 10
+            else:
+                raise EncodeError('missing content: expected one of RemainingTimeToBulkSoC, EVTargetVoltage')
+        if s == 9:
+            if v_EVTargetVoltage is not None:
+                el = 'EVTargetVoltage'
+                _o = v_EVTargetVoltage
+                _c14_Multiplier = _o.Multiplier
+                _c14_Unit = _o.Unit
+                _c14_Value = _o.Value
+                if not (_c14_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVTargetVoltage/Multiplier'
+                if not -3 <= _c14_Multiplier <= 3: raise EncodeError(f'value {_c14_Multiplier!r} outside [-3, 3]')
+                if not (_c14_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVTargetVoltage/Unit'
+                _c14_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c14_Unit)
+                if _c14_i1 is None: raise EncodeError(f'{_c14_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c14_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVTargetVoltage/Value'
+                if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
+                v = (v << 16) | ((_c14_Multiplier - -3) << 10) | (_c14_i1 << 4) | (_c14_Value < 0)
+                n += 16
+                _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVTargetVoltage = None
+                s = 10
+            else:
+                raise EncodeError('missing content: expected one of EVTargetVoltage')
+        if s == 10:
+            if True:
+                v <<= 1
+                n += 1
+                if v_DC_EVStatus is not None or v_EVTargetCurrent is not None or v_EVMaximumVoltageLimit is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_BulkChargingComplete is not None or v_ChargingComplete is not None or v_RemainingTimeToFullSoC is not None or v_RemainingTimeToBulkSoC is not None or v_EVTargetVoltage is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4677,330 +8004,310 @@ def _d_CurrentDemandResType(r):
     f_MeterInfo = None
     f_ReceiptRequired = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 387: raise r.deviation('CurrentDemandResType', p)
-                el = 'ResponseCode'
-                f_ResponseCode = ((x >> 2) & 31)
-                if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('CurrentDemandResType/ResponseCode', f_ResponseCode, 26, r.at(p))
-                else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
-                el = 'DC_EVSEStatus'
-                r.pos = p
-                f_DC_EVSEStatus = c_iso2_msgdatatypes._d_DC_EVSEStatusType(r)
-                V = r.v; E = r.end; p = r.pos
+        p += 9
+        if p > E: V, E, p = r.slide(p, 9)
+        x = (V >> (E - p)) & 511
+        if x & 387: raise r.deviation('CurrentDemandResType', p)
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 31)
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('CurrentDemandResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
+        el = 'DC_EVSEStatus'
+        _c1_NotificationMaxDelay = None
+        _c1_EVSENotification = None
+        _c1_EVSEIsolationStatus = None
+        _c1_EVSEStatusCode = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+        el = 'DC_EVSEStatus/NotificationMaxDelay'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                if p > E: V, E, p = r.slide(p, 16)
-                x = (V >> (E - p)) & 65535
-                if x & 58254: raise r.deviation('CurrentDemandResType', p)
-                el = 'EVSEPresentVoltage'
-                el = 'EVSEPresentVoltage/Multiplier'
-                _c1_Multiplier = ((x >> 10) & 7) + -3
-                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
-                el = 'EVSEPresentVoltage/Unit'
-                _c1_Unit = ((x >> 4) & 7)
-                if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(p))
-                else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
-                el = 'EVSEPresentVoltage/Value'
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 57: raise r.deviation('DC_EVSEStatusType', p)
+        if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(p))
+        el = 'DC_EVSEStatus/EVSENotification'
+        _c1_EVSENotification = ((x >> 1) & 3)
+        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+        else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+        _c1_s = 2
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 12
+                if p > E: V, E, p = r.slide(p, 12)
+                x = (V >> (E - p)) & 4095
+                if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
+                el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                _c1_EVSEIsolationStatus = ((x >> 8) & 7)
+                if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(p))
+                else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c1_EVSEStatusCode = ((x >> 1) & 15)
+                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+                else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+                _c1_s = 4
+            elif ec == 1:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c1_EVSEStatusCode = ((x >> 1) & 15)
+                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+                else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVSEStatusType', p)
+        if _c1_s == 4:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEStatusType', p)
+            _c1_s = -1
+        f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+        f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
+        f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
+        f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
+        f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
+        p += 16
+        if p > E: V, E, p = r.slide(p, 16)
+        x = (V >> (E - p)) & 65535
+        if x & 58254: raise r.deviation('CurrentDemandResType', p)
+        el = 'EVSEPresentVoltage/Multiplier'
+        _c2_Multiplier = ((x >> 10) & 7) + -3
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        el = 'EVSEPresentVoltage/Unit'
+        _c2_Unit = ((x >> 4) & 7)
+        if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(p))
+        else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
+        el = 'EVSEPresentVoltage/Value'
+        _neg = (x & 1)
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c2_Value = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 18
+        if p > E: V, E, p = r.slide(p, 18)
+        x = (V >> (E - p)) & 262143
+        if x & 254862: raise r.deviation('CurrentDemandResType', p)
+        if _neg: _c2_Value = -_c2_Value - 1
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+        f_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
+        f_EVSEPresentVoltage.Unit = _c2_Unit
+        f_EVSEPresentVoltage.Value = _c2_Value
+        el = 'EVSEPresentCurrent/Multiplier'
+        _c3_Multiplier = ((x >> 10) & 7) + -3
+        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+        el = 'EVSEPresentCurrent/Unit'
+        _c3_Unit = ((x >> 4) & 7)
+        if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(p))
+        else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
+        el = 'EVSEPresentCurrent/Value'
+        _neg = (x & 1)
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c3_Value = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c3_Value = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 14
+        if p > E: V, E, p = r.slide(p, 14)
+        x = (V >> (E - p)) & 16383
+        if x & 15837: raise r.deviation('CurrentDemandResType', p)
+        if _neg: _c3_Value = -_c3_Value - 1
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+        f_EVSEPresentCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVSEPresentCurrent.Multiplier = _c3_Multiplier
+        f_EVSEPresentCurrent.Unit = _c3_Unit
+        f_EVSEPresentCurrent.Value = _c3_Value
+        el = 'EVSECurrentLimitAchieved'
+        f_EVSECurrentLimitAchieved = ((x >> 9) & 1) == 1
+        el = 'EVSEVoltageLimitAchieved'
+        f_EVSEVoltageLimitAchieved = ((x >> 5) & 1) == 1
+        el = 'EVSEPowerLimitAchieved'
+        f_EVSEPowerLimitAchieved = ((x >> 1) & 1) == 1
+        s = 7
+        if s == 7:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandResType', p)
+                el = 'EVSEMaximumVoltageLimit/Multiplier'
+                _c4_Multiplier = ((x >> 10) & 7) + -3
+                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+                el = 'EVSEMaximumVoltageLimit/Unit'
+                _c4_Unit = ((x >> 4) & 7)
+                if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(p))
+                else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
+                el = 'EVSEMaximumVoltageLimit/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c1_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 18
-                if p > E: V, E, p = r.slide(p, 18)
-                x = (V >> (E - p)) & 262143
-                if x & 254862: raise r.deviation('CurrentDemandResType', p)
-                if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
-                f_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c1_Multiplier, _c1_Unit, _c1_Value)
-                el = 'EVSEPresentCurrent'
-                el = 'EVSEPresentCurrent/Multiplier'
-                _c2_Multiplier = ((x >> 10) & 7) + -3
-                if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
-                el = 'EVSEPresentCurrent/Unit'
-                _c2_Unit = ((x >> 4) & 7)
-                if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(p))
-                else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
-                el = 'EVSEPresentCurrent/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 15837: raise r.deviation('CurrentDemandResType', p)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
-                f_EVSEPresentCurrent = iso2_msgdatatypes.PhysicalValueType(_c2_Multiplier, _c2_Unit, _c2_Value)
-                el = 'EVSECurrentLimitAchieved'
-                f_EVSECurrentLimitAchieved = ((x >> 9) & 1) == 1
-                el = 'EVSEVoltageLimitAchieved'
-                f_EVSEVoltageLimitAchieved = ((x >> 5) & 1) == 1
-                el = 'EVSEPowerLimitAchieved'
-                f_EVSEPowerLimitAchieved = ((x >> 1) & 1) == 1
-                s = 7
-            if s == 7:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('CurrentDemandResType', p)
-                    el = 'EVSEMaximumVoltageLimit'
-                    el = 'EVSEMaximumVoltageLimit/Multiplier'
-                    _c3_Multiplier = ((x >> 10) & 7) + -3
-                    if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
-                    el = 'EVSEMaximumVoltageLimit/Unit'
-                    _c3_Unit = ((x >> 4) & 7)
-                    if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(p))
-                    else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
-                    el = 'EVSEMaximumVoltageLimit/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c3_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('CurrentDemandResType', p)
-                    if _neg: _c3_Value = -_c3_Value - 1
-                    if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
-                    f_EVSEMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c3_Multiplier, _c3_Unit, _c3_Value)
-                    s = 8
-                elif ec == 1:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('CurrentDemandResType', p)
-                    el = 'EVSEMaximumCurrentLimit'
-                    el = 'EVSEMaximumCurrentLimit/Multiplier'
-                    _c4_Multiplier = ((x >> 10) & 7) + -3
-                    if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
-                    el = 'EVSEMaximumCurrentLimit/Unit'
-                    _c4_Unit = ((x >> 4) & 7)
-                    if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(p))
-                    else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
-                    el = 'EVSEMaximumCurrentLimit/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c4_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('CurrentDemandResType', p)
-                    if _neg: _c4_Value = -_c4_Value - 1
-                    if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
-                    f_EVSEMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c4_Multiplier, _c4_Unit, _c4_Value)
-                    s = 9
-                elif ec == 2:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('CurrentDemandResType', p)
-                    el = 'EVSEMaximumPowerLimit'
-                    el = 'EVSEMaximumPowerLimit/Multiplier'
-                    _c5_Multiplier = ((x >> 10) & 7) + -3
-                    if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
-                    el = 'EVSEMaximumPowerLimit/Unit'
-                    _c5_Unit = ((x >> 4) & 7)
-                    if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(p))
-                    else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
-                    el = 'EVSEMaximumPowerLimit/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c4_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandResType', p)
+                if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                f_EVSEMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
+                f_EVSEMaximumVoltageLimit.Unit = _c4_Unit
+                f_EVSEMaximumVoltageLimit.Value = _c4_Value
+                s = 8
+            elif ec == 1:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandResType', p)
+                el = 'EVSEMaximumCurrentLimit/Multiplier'
+                _c5_Multiplier = ((x >> 10) & 7) + -3
+                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
+                el = 'EVSEMaximumCurrentLimit/Unit'
+                _c5_Unit = ((x >> 4) & 7)
+                if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(p))
+                else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
+                el = 'EVSEMaximumCurrentLimit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c5_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c5_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('CurrentDemandResType', p)
-                    if _neg: _c5_Value = -_c5_Value - 1
-                    if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
-                    f_EVSEMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c5_Multiplier, _c5_Unit, _c5_Value)
-                    s = 10
-                elif ec == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
-                    el = 'EVSEID'
-                    r.pos = p
-                    f_EVSEID = r.string('iso2_msgbody:EVSEID')
-                    if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('CurrentDemandResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
-                    s = 11
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c5_Value = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('CurrentDemandResType', p)
-            if s == 8:
+                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('CurrentDemandResType', p)
-                    el = 'EVSEMaximumCurrentLimit'
-                    el = 'EVSEMaximumCurrentLimit/Multiplier'
-                    _c6_Multiplier = ((x >> 10) & 7) + -3
-                    if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(p))
-                    el = 'EVSEMaximumCurrentLimit/Unit'
-                    _c6_Unit = ((x >> 4) & 7)
-                    if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(p))
-                    else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
-                    el = 'EVSEMaximumCurrentLimit/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandResType', p)
+                if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                f_EVSEMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumCurrentLimit.Multiplier = _c5_Multiplier
+                f_EVSEMaximumCurrentLimit.Unit = _c5_Unit
+                f_EVSEMaximumCurrentLimit.Value = _c5_Value
+                s = 9
+            elif ec == 2:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandResType', p)
+                el = 'EVSEMaximumPowerLimit/Multiplier'
+                _c6_Multiplier = ((x >> 10) & 7) + -3
+                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(p))
+                el = 'EVSEMaximumPowerLimit/Unit'
+                _c6_Unit = ((x >> 4) & 7)
+                if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(p))
+                else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
+                el = 'EVSEMaximumPowerLimit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c6_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c6_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('CurrentDemandResType', p)
-                    if _neg: _c6_Value = -_c6_Value - 1
-                    if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
-                    f_EVSEMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c6_Multiplier, _c6_Unit, _c6_Value)
-                    s = 9
-                elif ec == 1:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('CurrentDemandResType', p)
-                    el = 'EVSEMaximumPowerLimit'
-                    el = 'EVSEMaximumPowerLimit/Multiplier'
-                    _c7_Multiplier = ((x >> 10) & 7) + -3
-                    if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(p))
-                    el = 'EVSEMaximumPowerLimit/Unit'
-                    _c7_Unit = ((x >> 4) & 7)
-                    if _c7_Unit >= 7: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 7, r.at(p))
-                    else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
-                    el = 'EVSEMaximumPowerLimit/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c7_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('CurrentDemandResType', p)
-                    if _neg: _c7_Value = -_c7_Value - 1
-                    if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
-                    f_EVSEMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c7_Multiplier, _c7_Unit, _c7_Value)
-                    s = 10
-                elif ec == 2:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
-                    el = 'EVSEID'
-                    r.pos = p
-                    f_EVSEID = r.string('iso2_msgbody:EVSEID')
-                    if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('CurrentDemandResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
-                    s = 11
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c6_Value = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('CurrentDemandResType', p)
-            if s == 9:
+                    r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('CurrentDemandResType', p)
-                    el = 'EVSEMaximumPowerLimit'
-                    el = 'EVSEMaximumPowerLimit/Multiplier'
-                    _c8_Multiplier = ((x >> 10) & 7) + -3
-                    if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(p))
-                    el = 'EVSEMaximumPowerLimit/Unit'
-                    _c8_Unit = ((x >> 4) & 7)
-                    if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(p))
-                    else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
-                    el = 'EVSEMaximumPowerLimit/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c8_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('CurrentDemandResType', p)
-                    if _neg: _c8_Value = -_c8_Value - 1
-                    if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
-                    f_EVSEMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c8_Multiplier, _c8_Unit, _c8_Value)
-                    s = 10
-                elif ec == 1:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
-                    el = 'EVSEID'
-                    r.pos = p
-                    f_EVSEID = r.string('iso2_msgbody:EVSEID')
-                    if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('CurrentDemandResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
-                    s = 11
-                else:
-                    raise r.deviation('CurrentDemandResType', p)
-            if s == 10:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CurrentDemandResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandResType', p)
+                if _neg: _c6_Value = -_c6_Value - 1
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                f_EVSEMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumPowerLimit.Multiplier = _c6_Multiplier
+                f_EVSEMaximumPowerLimit.Unit = _c6_Unit
+                f_EVSEMaximumPowerLimit.Value = _c6_Value
+                s = 10
+            elif ec == 3:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
                 el = 'EVSEID'
                 r.pos = p
                 f_EVSEID = r.string('iso2_msgbody:EVSEID')
@@ -5010,64 +8317,258 @@ def _d_CurrentDemandResType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
                 s = 11
-            if s == 11:
-                p += 11
-                if p > E: V, E, p = r.slide(p, 11)
-                x = (V >> (E - p)) & 2047
-                if x & 1537: raise r.deviation('CurrentDemandResType', p)
-                el = 'SAScheduleTupleID'
-                f_SAScheduleTupleID = ((x >> 1) & 255) + 1
-                if f_SAScheduleTupleID > 255: r.facet('CurrentDemandResType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(p))
-                s = 12
-            if s == 12:
+            else:
+                raise r.deviation('CurrentDemandResType', p)
+        if s == 8:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandResType', p)
+                el = 'EVSEMaximumCurrentLimit/Multiplier'
+                _c7_Multiplier = ((x >> 10) & 7) + -3
+                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(p))
+                el = 'EVSEMaximumCurrentLimit/Unit'
+                _c7_Unit = ((x >> 4) & 7)
+                if _c7_Unit >= 7: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 7, r.at(p))
+                else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
+                el = 'EVSEMaximumCurrentLimit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c7_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c7_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'MeterInfo'
-                    r.pos = p
-                    f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 13
-                elif ec == 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('CurrentDemandResType', p)
-                    el = 'ReceiptRequired'
-                    f_ReceiptRequired = ((x >> 1) & 1) == 1
-                    s = 14
-                elif ec == 2:
-                    pass
-                    s = -1
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandResType', p)
+                if _neg: _c7_Value = -_c7_Value - 1
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                f_EVSEMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumCurrentLimit.Multiplier = _c7_Multiplier
+                f_EVSEMaximumCurrentLimit.Unit = _c7_Unit
+                f_EVSEMaximumCurrentLimit.Value = _c7_Value
+                s = 9
+            elif ec == 1:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandResType', p)
+                el = 'EVSEMaximumPowerLimit/Multiplier'
+                _c8_Multiplier = ((x >> 10) & 7) + -3
+                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(p))
+                el = 'EVSEMaximumPowerLimit/Unit'
+                _c8_Unit = ((x >> 4) & 7)
+                if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(p))
+                else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
+                el = 'EVSEMaximumPowerLimit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c8_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c8_Value = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('CurrentDemandResType', p)
-            if s == 13:
+                    r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('CurrentDemandResType', p)
-                    el = 'ReceiptRequired'
-                    f_ReceiptRequired = ((x >> 1) & 1) == 1
-                    s = 14
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('CurrentDemandResType', p)
-            if s == 14:
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandResType', p)
+                if _neg: _c8_Value = -_c8_Value - 1
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                f_EVSEMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumPowerLimit.Multiplier = _c8_Multiplier
+                f_EVSEMaximumPowerLimit.Unit = _c8_Unit
+                f_EVSEMaximumPowerLimit.Value = _c8_Value
+                s = 10
+            elif ec == 2:
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
+                el = 'EVSEID'
+                r.pos = p
+                f_EVSEID = r.string('iso2_msgbody:EVSEID')
+                if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('CurrentDemandResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
+                V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
+                s = 11
+            else:
+                raise r.deviation('CurrentDemandResType', p)
+        if s == 9:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandResType', p)
+                el = 'EVSEMaximumPowerLimit/Multiplier'
+                _c9_Multiplier = ((x >> 10) & 7) + -3
+                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(p))
+                el = 'EVSEMaximumPowerLimit/Unit'
+                _c9_Unit = ((x >> 4) & 7)
+                if _c9_Unit >= 7: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 7, r.at(p))
+                else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
+                el = 'EVSEMaximumPowerLimit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c9_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c9_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandResType', p)
+                if _neg: _c9_Value = -_c9_Value - 1
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                f_EVSEMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumPowerLimit.Multiplier = _c9_Multiplier
+                f_EVSEMaximumPowerLimit.Unit = _c9_Unit
+                f_EVSEMaximumPowerLimit.Value = _c9_Value
+                s = 10
+            elif ec == 1:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
+                el = 'EVSEID'
+                r.pos = p
+                f_EVSEID = r.string('iso2_msgbody:EVSEID')
+                if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('CurrentDemandResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
+                V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
+                s = 11
+            else:
+                raise r.deviation('CurrentDemandResType', p)
+        if s == 10:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandResType', p)
+            el = 'EVSEID'
+            r.pos = p
+            f_EVSEID = r.string('iso2_msgbody:EVSEID')
+            if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('CurrentDemandResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
+            s = 11
+        if s == 11:
+            p += 11
+            if p > E: V, E, p = r.slide(p, 11)
+            x = (V >> (E - p)) & 2047
+            if x & 1537: raise r.deviation('CurrentDemandResType', p)
+            el = 'SAScheduleTupleID'
+            f_SAScheduleTupleID = ((x >> 1) & 255) + 1
+            if f_SAScheduleTupleID > 255: r.facet('CurrentDemandResType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(p))
+            s = 12
+        if s == 12:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'MeterInfo'
+                r.pos = p
+                f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 13
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('CurrentDemandResType', p)
+                el = 'ReceiptRequired'
+                f_ReceiptRequired = ((x >> 1) & 1) == 1
+                s = 14
+            elif ec == 2:
+                pass
                 s = -1
+            else:
+                raise r.deviation('CurrentDemandResType', p)
+        if s == 13:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('CurrentDemandResType', p)
+                el = 'ReceiptRequired'
+                f_ReceiptRequired = ((x >> 1) & 1) == 1
+                s = 14
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('CurrentDemandResType', p)
+        if s == 14:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.CurrentDemandResType(f_ResponseCode, f_DC_EVSEStatus, f_EVSEPresentVoltage, f_EVSEPresentCurrent, f_EVSECurrentLimitAchieved, f_EVSEVoltageLimitAchieved, f_EVSEPowerLimitAchieved, f_EVSEMaximumVoltageLimit, f_EVSEMaximumCurrentLimit, f_EVSEMaximumPowerLimit, f_EVSEID, f_SAScheduleTupleID, f_MeterInfo, f_ReceiptRequired)
+    _obj = _new(iso2_msgbody.CurrentDemandResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.DC_EVSEStatus = f_DC_EVSEStatus
+    _obj.EVSEPresentVoltage = f_EVSEPresentVoltage
+    _obj.EVSEPresentCurrent = f_EVSEPresentCurrent
+    _obj.EVSECurrentLimitAchieved = f_EVSECurrentLimitAchieved
+    _obj.EVSEVoltageLimitAchieved = f_EVSEVoltageLimitAchieved
+    _obj.EVSEPowerLimitAchieved = f_EVSEPowerLimitAchieved
+    _obj.EVSEMaximumVoltageLimit = f_EVSEMaximumVoltageLimit
+    _obj.EVSEMaximumCurrentLimit = f_EVSEMaximumCurrentLimit
+    _obj.EVSEMaximumPowerLimit = f_EVSEMaximumPowerLimit
+    _obj.EVSEID = f_EVSEID
+    _obj.SAScheduleTupleID = f_SAScheduleTupleID
+    _obj.MeterInfo = f_MeterInfo
+    _obj.ReceiptRequired = f_ReceiptRequired
+    return _obj
 
 def _e_CurrentDemandResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}CurrentDemandResType
@@ -5089,384 +8590,418 @@ def _e_CurrentDemandResType(w, o):
         v_SAScheduleTupleID = o.SAScheduleTupleID
         v_MeterInfo = o.MeterInfo
         v_ReceiptRequired = o.ReceiptRequired
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    el = 'ResponseCode'
-                    _i1 = _I_iso2_msgdatatypes_responseCodeType.get(v_ResponseCode)
-                    if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
-                    el = 'DC_EVSEStatus'
-                    v = (v << 9) | (_i1 << 2)
-                    n += 9
-                    v_ResponseCode = None
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
-                    v = w.v; n = w.n
-                    if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
-                    el = 'EVSEPresentVoltage'
-                    _o = v_EVSEPresentVoltage
-                    _c2_Multiplier = _o.Multiplier
-                    _c2_Unit = _o.Unit
-                    _c2_Value = _o.Value
-                    if not (_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVSEPresentVoltage/Multiplier'
-                    if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
-                    if not (_c2_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVSEPresentVoltage/Unit'
-                    _c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_Unit)
-                    if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEPresentVoltage/Value'
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
-                    n += 16
-                    v_DC_EVSEStatus = None
-                    _c2_Multiplier = None
-                    _c2_Unit = None
-                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (v_EVSEPresentCurrent is not None): raise EncodeError('missing content: EVSEPresentCurrent')
-                    el = 'EVSEPresentCurrent'
-                    _o = v_EVSEPresentCurrent
-                    _c3_Multiplier = _o.Multiplier
-                    _c3_Unit = _o.Unit
-                    _c3_Value = _o.Value
-                    if not (_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVSEPresentCurrent/Multiplier'
-                    if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
-                    if not (_c3_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVSEPresentCurrent/Unit'
-                    _c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c3_Unit)
-                    if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEPresentCurrent/Value'
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
-                    n += 18
-                    _c2_Value = None
-                    v_EVSEPresentVoltage = None
-                    _c3_Multiplier = None
-                    _c3_Unit = None
-                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (v_EVSECurrentLimitAchieved is not None): raise EncodeError('missing content: EVSECurrentLimitAchieved')
-                    el = 'EVSECurrentLimitAchieved'
-                    if v_EVSECurrentLimitAchieved is not True and v_EVSECurrentLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSECurrentLimitAchieved!r}')
-                    if not (v_EVSEVoltageLimitAchieved is not None): raise EncodeError('missing content: EVSEVoltageLimitAchieved')
-                    el = 'EVSEVoltageLimitAchieved'
-                    if v_EVSEVoltageLimitAchieved is not True and v_EVSEVoltageLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSEVoltageLimitAchieved!r}')
-                    if not (v_EVSEPowerLimitAchieved is not None): raise EncodeError('missing content: EVSEPowerLimitAchieved')
-                    el = 'EVSEPowerLimitAchieved'
-                    if v_EVSEPowerLimitAchieved is not True and v_EVSEPowerLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSEPowerLimitAchieved!r}')
-                    v = (v << 14) | (v_EVSECurrentLimitAchieved << 9) | (v_EVSEVoltageLimitAchieved << 5) | (v_EVSEPowerLimitAchieved << 1)
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i1 = _I_iso2_msgdatatypes_responseCodeType.get(v_ResponseCode)
+            if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+            el = 'DC_EVSEStatus'
+            v = (v << 9) | (_i1 << 2)
+            n += 9
+            v_ResponseCode = None
+            _c2_o = v_DC_EVSEStatus
+            _c2_NotificationMaxDelay = _c2_o.NotificationMaxDelay
+            _c2_EVSENotification = _c2_o.EVSENotification
+            _c2_EVSEIsolationStatus = _c2_o.EVSEIsolationStatus
+            _c2_EVSEStatusCode = _c2_o.EVSEStatusCode
+            if _c2_NotificationMaxDelay is not None:
+                el = 'DC_EVSEStatus/NotificationMaxDelay'
+                if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 65535]')
+                v <<= 2
+                n += 2
+                if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
+                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
+                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'DC_EVSEStatus/EVSENotification'
+                _c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
+                if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 6) | (_c2_i1 << 1)
+                n += 6
+                _c2_NotificationMaxDelay = None
+                _c2_EVSENotification = None
+                _c2_s = 2
+            else:
+                raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if _c2_s == 2:
+                if _c2_EVSEIsolationStatus is not None:
+                    el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                    _c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c2_EVSEIsolationStatus)
+                    if _c2_i2 is None: raise EncodeError(f'{_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    if not (_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                    el = 'DC_EVSEStatus/EVSEStatusCode'
+                    _c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
+                    if _c2_i3 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 14) | (_c2_i2 << 8) | (_c2_i3 << 1)
                     n += 14
-                    _c3_Value = None
-                    v_EVSEPresentCurrent = None
-                    v_EVSECurrentLimitAchieved = None
-                    v_EVSEVoltageLimitAchieved = None
-                    v_EVSEPowerLimitAchieved = None
-                    s = 7
+                    _c2_EVSEIsolationStatus = None
+                    _c2_EVSEStatusCode = None
+                    _c2_s = 4
+                elif _c2_EVSEStatusCode is not None:
+                    el = 'DC_EVSEStatus/EVSEStatusCode'
+                    _c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
+                    if _c2_i4 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 8) | (1 << 6) | (_c2_i4 << 1)
+                    n += 8
+                    _c2_EVSEStatusCode = None
+                    _c2_s = 4
                 else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 7:
-                if v_EVSEMaximumVoltageLimit is not None:
-                    el = 'EVSEMaximumVoltageLimit'
-                    _o = v_EVSEMaximumVoltageLimit
-                    _c4_Multiplier = _o.Multiplier
-                    _c4_Unit = _o.Unit
-                    _c4_Value = _o.Value
-                    if not (_c4_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVSEMaximumVoltageLimit/Multiplier'
-                    if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
-                    if not (_c4_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVSEMaximumVoltageLimit/Unit'
-                    _c4_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c4_Unit)
-                    if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEMaximumVoltageLimit/Value'
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
-                    n += 18
-                    _c4_Multiplier = None
-                    _c4_Unit = None
-                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c4_Value = None
-                    v_EVSEMaximumVoltageLimit = None
-                    s = 8
-                elif v_EVSEMaximumCurrentLimit is not None:
-                    el = 'EVSEMaximumCurrentLimit'
-                    _o = v_EVSEMaximumCurrentLimit
-                    _c5_Multiplier = _o.Multiplier
-                    _c5_Unit = _o.Unit
-                    _c5_Value = _o.Value
-                    if not (_c5_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVSEMaximumCurrentLimit/Multiplier'
-                    if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
-                    if not (_c5_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVSEMaximumCurrentLimit/Unit'
-                    _c5_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c5_Unit)
-                    if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c5_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEMaximumCurrentLimit/Value'
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | (1 << 15) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
-                    n += 18
-                    _c5_Multiplier = None
-                    _c5_Unit = None
-                    _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c5_Value = None
-                    v_EVSEMaximumCurrentLimit = None
-                    s = 9
-                elif v_EVSEMaximumPowerLimit is not None:
-                    el = 'EVSEMaximumPowerLimit'
-                    _o = v_EVSEMaximumPowerLimit
-                    _c6_Multiplier = _o.Multiplier
-                    _c6_Unit = _o.Unit
-                    _c6_Value = _o.Value
-                    if not (_c6_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVSEMaximumPowerLimit/Multiplier'
-                    if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
-                    if not (_c6_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVSEMaximumPowerLimit/Unit'
-                    _c6_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c6_Unit)
-                    if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c6_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEMaximumPowerLimit/Value'
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | (2 << 15) | ((_c6_Multiplier - -3) << 10) | (_c6_i1 << 4) | (_c6_Value < 0)
-                    n += 18
-                    _c6_Multiplier = None
-                    _c6_Unit = None
-                    _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c6_Value = None
-                    v_EVSEMaximumPowerLimit = None
-                    s = 10
-                elif v_EVSEID is not None:
-                    el = 'EVSEID'
-                    v = (v << 4) | (3 << 1)
-                    n += 4
-                    if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
-                    _l = len(v_EVSEID)
-                    if _l < 126 and v_EVSEID.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_EVSEID = None
-                    s = 11
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMaximumVoltageLimit, EVSEMaximumCurrentLimit, EVSEMaximumPowerLimit, EVSEID')
-            if s == 8:
-                if v_EVSEMaximumCurrentLimit is not None:
-                    el = 'EVSEMaximumCurrentLimit'
-                    _o = v_EVSEMaximumCurrentLimit
-                    _c7_Multiplier = _o.Multiplier
-                    _c7_Unit = _o.Unit
-                    _c7_Value = _o.Value
-                    if not (_c7_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVSEMaximumCurrentLimit/Multiplier'
-                    if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
-                    if not (_c7_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVSEMaximumCurrentLimit/Unit'
-                    _c7_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c7_Unit)
-                    if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c7_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEMaximumCurrentLimit/Value'
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c7_Multiplier - -3) << 10) | (_c7_i1 << 4) | (_c7_Value < 0)
-                    n += 17
-                    _c7_Multiplier = None
-                    _c7_Unit = None
-                    _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c7_Value = None
-                    v_EVSEMaximumCurrentLimit = None
-                    s = 9
-                elif v_EVSEMaximumPowerLimit is not None:
-                    el = 'EVSEMaximumPowerLimit'
-                    _o = v_EVSEMaximumPowerLimit
-                    _c8_Multiplier = _o.Multiplier
-                    _c8_Unit = _o.Unit
-                    _c8_Value = _o.Value
-                    if not (_c8_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVSEMaximumPowerLimit/Multiplier'
-                    if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
-                    if not (_c8_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVSEMaximumPowerLimit/Unit'
-                    _c8_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c8_Unit)
-                    if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c8_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEMaximumPowerLimit/Value'
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | (1 << 15) | ((_c8_Multiplier - -3) << 10) | (_c8_i1 << 4) | (_c8_Value < 0)
-                    n += 17
-                    _c8_Multiplier = None
-                    _c8_Unit = None
-                    _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c8_Value = None
-                    v_EVSEMaximumPowerLimit = None
-                    s = 10
-                elif v_EVSEID is not None:
-                    el = 'EVSEID'
-                    v = (v << 3) | (2 << 1)
-                    n += 3
-                    if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
-                    _l = len(v_EVSEID)
-                    if _l < 126 and v_EVSEID.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_EVSEID = None
-                    s = 11
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMaximumCurrentLimit, EVSEMaximumPowerLimit, EVSEID')
-            if s == 9:
-                if v_EVSEMaximumPowerLimit is not None:
-                    el = 'EVSEMaximumPowerLimit'
-                    _o = v_EVSEMaximumPowerLimit
-                    _c9_Multiplier = _o.Multiplier
-                    _c9_Unit = _o.Unit
-                    _c9_Value = _o.Value
-                    if not (_c9_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVSEMaximumPowerLimit/Multiplier'
-                    if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
-                    if not (_c9_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVSEMaximumPowerLimit/Unit'
-                    _c9_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c9_Unit)
-                    if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c9_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEMaximumPowerLimit/Value'
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c9_Multiplier - -3) << 10) | (_c9_i1 << 4) | (_c9_Value < 0)
-                    n += 17
-                    _c9_Multiplier = None
-                    _c9_Unit = None
-                    _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c9_Value = None
-                    v_EVSEMaximumPowerLimit = None
-                    s = 10
-                elif v_EVSEID is not None:
-                    el = 'EVSEID'
-                    v = (v << 3) | (1 << 1)
-                    n += 3
-                    if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
-                    _l = len(v_EVSEID)
-                    if _l < 126 and v_EVSEID.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_EVSEID = None
-                    s = 11
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMaximumPowerLimit, EVSEID')
-            if s == 10:
-                if v_EVSEID is not None:
-                    el = 'EVSEID'
-                    v <<= 2
-                    n += 2
-                    if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
-                    _l = len(v_EVSEID)
-                    if _l < 126 and v_EVSEID.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_EVSEID = None
-                    s = 11
-                else:
-                    raise EncodeError('missing content: expected one of EVSEID')
-            if s == 11:
-                if v_SAScheduleTupleID is not None:
-                    el = 'SAScheduleTupleID'
-                    if not 1 <= v_SAScheduleTupleID <= 255: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [1, 255]')
-                    v = (v << 11) | ((v_SAScheduleTupleID - 1) << 1)
-                    n += 11
-                    v_SAScheduleTupleID = None
-                    s = 12
-                else:
-                    raise EncodeError('missing content: expected one of SAScheduleTupleID')
-            if s == 12:
-                if v_MeterInfo is not None:
-                    el = 'MeterInfo'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
-                    v = w.v; n = w.n
-                    v_MeterInfo = None
-                    s = 13
-                elif v_ReceiptRequired is not None:
-                    el = 'ReceiptRequired'
-                    if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
-                    v = (v << 5) | (1 << 3) | (v_ReceiptRequired << 1)
-                    n += 5
-                    v_ReceiptRequired = None
-                    s = 14
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEID is not None or v_SAScheduleTupleID is not None or v_MeterInfo is not None or v_ReceiptRequired is not None: raise _leftover(o)
-                    s = -1
-            if s == 13:
-                if v_ReceiptRequired is not None:
-                    el = 'ReceiptRequired'
-                    if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
-                    v = (v << 5) | (v_ReceiptRequired << 1)
-                    n += 5
-                    v_ReceiptRequired = None
-                    s = 14
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEID is not None or v_SAScheduleTupleID is not None or v_MeterInfo is not None or v_ReceiptRequired is not None: raise _leftover(o)
-                    s = -1
-            if s == 14:
+                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if _c2_s == 4:
                 if True:
                     v <<= 1
                     n += 1
-                    if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEID is not None or v_SAScheduleTupleID is not None or v_MeterInfo is not None or v_ReceiptRequired is not None: raise _leftover(o)
-                    s = -1
+                    if _c2_NotificationMaxDelay is not None or _c2_EVSENotification is not None or _c2_EVSEIsolationStatus is not None or _c2_EVSEStatusCode is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+            el = 'EVSEPresentVoltage'
+            _o = v_EVSEPresentVoltage
+            _c3_Multiplier = _o.Multiplier
+            _c3_Unit = _o.Unit
+            _c3_Value = _o.Value
+            if not (_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVSEPresentVoltage/Multiplier'
+            if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+            if not (_c3_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVSEPresentVoltage/Unit'
+            _c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c3_Unit)
+            if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEPresentVoltage/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
+            n += 16
+            v_DC_EVSEStatus = None
+            _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if not (v_EVSEPresentCurrent is not None): raise EncodeError('missing content: EVSEPresentCurrent')
+            el = 'EVSEPresentCurrent'
+            _o = v_EVSEPresentCurrent
+            _c4_Multiplier = _o.Multiplier
+            _c4_Unit = _o.Unit
+            _c4_Value = _o.Value
+            if not (_c4_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVSEPresentCurrent/Multiplier'
+            if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
+            if not (_c4_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVSEPresentCurrent/Unit'
+            _c4_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c4_Unit)
+            if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEPresentCurrent/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
+            n += 18
+            v_EVSEPresentVoltage = None
+            _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if not (v_EVSECurrentLimitAchieved is not None): raise EncodeError('missing content: EVSECurrentLimitAchieved')
+            el = 'EVSECurrentLimitAchieved'
+            if v_EVSECurrentLimitAchieved is not True and v_EVSECurrentLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSECurrentLimitAchieved!r}')
+            if not (v_EVSEVoltageLimitAchieved is not None): raise EncodeError('missing content: EVSEVoltageLimitAchieved')
+            el = 'EVSEVoltageLimitAchieved'
+            if v_EVSEVoltageLimitAchieved is not True and v_EVSEVoltageLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSEVoltageLimitAchieved!r}')
+            if not (v_EVSEPowerLimitAchieved is not None): raise EncodeError('missing content: EVSEPowerLimitAchieved')
+            el = 'EVSEPowerLimitAchieved'
+            if v_EVSEPowerLimitAchieved is not True and v_EVSEPowerLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSEPowerLimitAchieved!r}')
+            v = (v << 14) | (v_EVSECurrentLimitAchieved << 9) | (v_EVSEVoltageLimitAchieved << 5) | (v_EVSEPowerLimitAchieved << 1)
+            n += 14
+            v_EVSEPresentCurrent = None
+            v_EVSECurrentLimitAchieved = None
+            v_EVSEVoltageLimitAchieved = None
+            v_EVSEPowerLimitAchieved = None
+            s = 7
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
+        if s == 7:
+            if v_EVSEMaximumVoltageLimit is not None:
+                el = 'EVSEMaximumVoltageLimit'
+                _o = v_EVSEMaximumVoltageLimit
+                _c5_Multiplier = _o.Multiplier
+                _c5_Unit = _o.Unit
+                _c5_Value = _o.Value
+                if not (_c5_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVSEMaximumVoltageLimit/Multiplier'
+                if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
+                if not (_c5_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVSEMaximumVoltageLimit/Unit'
+                _c5_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c5_Unit)
+                if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEMaximumVoltageLimit/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
+                n += 18
+                _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVSEMaximumVoltageLimit = None
+                s = 8
+            elif v_EVSEMaximumCurrentLimit is not None:
+                el = 'EVSEMaximumCurrentLimit'
+                _o = v_EVSEMaximumCurrentLimit
+                _c6_Multiplier = _o.Multiplier
+                _c6_Unit = _o.Unit
+                _c6_Value = _o.Value
+                if not (_c6_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVSEMaximumCurrentLimit/Multiplier'
+                if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
+                if not (_c6_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVSEMaximumCurrentLimit/Unit'
+                _c6_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c6_Unit)
+                if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c6_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEMaximumCurrentLimit/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | (1 << 15) | ((_c6_Multiplier - -3) << 10) | (_c6_i1 << 4) | (_c6_Value < 0)
+                n += 18
+                _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVSEMaximumCurrentLimit = None
+                s = 9
+            elif v_EVSEMaximumPowerLimit is not None:
+                el = 'EVSEMaximumPowerLimit'
+                _o = v_EVSEMaximumPowerLimit
+                _c7_Multiplier = _o.Multiplier
+                _c7_Unit = _o.Unit
+                _c7_Value = _o.Value
+                if not (_c7_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVSEMaximumPowerLimit/Multiplier'
+                if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
+                if not (_c7_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVSEMaximumPowerLimit/Unit'
+                _c7_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c7_Unit)
+                if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEMaximumPowerLimit/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | (2 << 15) | ((_c7_Multiplier - -3) << 10) | (_c7_i1 << 4) | (_c7_Value < 0)
+                n += 18
+                _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVSEMaximumPowerLimit = None
+                s = 10
+            elif v_EVSEID is not None:
+                el = 'EVSEID'
+                v = (v << 4) | (3 << 1)
+                n += 4
+                if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
+                _l = len(v_EVSEID)
+                if _l < 126 and v_EVSEID.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_EVSEID = None
+                s = 11
+            else:
+                raise EncodeError('missing content: expected one of EVSEMaximumVoltageLimit, EVSEMaximumCurrentLimit, EVSEMaximumPowerLimit, EVSEID')
+        if s == 8:
+            if v_EVSEMaximumCurrentLimit is not None:
+                el = 'EVSEMaximumCurrentLimit'
+                _o = v_EVSEMaximumCurrentLimit
+                _c8_Multiplier = _o.Multiplier
+                _c8_Unit = _o.Unit
+                _c8_Value = _o.Value
+                if not (_c8_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVSEMaximumCurrentLimit/Multiplier'
+                if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
+                if not (_c8_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVSEMaximumCurrentLimit/Unit'
+                _c8_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c8_Unit)
+                if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c8_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEMaximumCurrentLimit/Value'
+                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | ((_c8_Multiplier - -3) << 10) | (_c8_i1 << 4) | (_c8_Value < 0)
+                n += 17
+                _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVSEMaximumCurrentLimit = None
+                s = 9
+            elif v_EVSEMaximumPowerLimit is not None:
+                el = 'EVSEMaximumPowerLimit'
+                _o = v_EVSEMaximumPowerLimit
+                _c9_Multiplier = _o.Multiplier
+                _c9_Unit = _o.Unit
+                _c9_Value = _o.Value
+                if not (_c9_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVSEMaximumPowerLimit/Multiplier'
+                if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
+                if not (_c9_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVSEMaximumPowerLimit/Unit'
+                _c9_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c9_Unit)
+                if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c9_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEMaximumPowerLimit/Value'
+                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | (1 << 15) | ((_c9_Multiplier - -3) << 10) | (_c9_i1 << 4) | (_c9_Value < 0)
+                n += 17
+                _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVSEMaximumPowerLimit = None
+                s = 10
+            elif v_EVSEID is not None:
+                el = 'EVSEID'
+                v = (v << 3) | (2 << 1)
+                n += 3
+                if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
+                _l = len(v_EVSEID)
+                if _l < 126 and v_EVSEID.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_EVSEID = None
+                s = 11
+            else:
+                raise EncodeError('missing content: expected one of EVSEMaximumCurrentLimit, EVSEMaximumPowerLimit, EVSEID')
+        if s == 9:
+            if v_EVSEMaximumPowerLimit is not None:
+                el = 'EVSEMaximumPowerLimit'
+                _o = v_EVSEMaximumPowerLimit
+                _c10_Multiplier = _o.Multiplier
+                _c10_Unit = _o.Unit
+                _c10_Value = _o.Value
+                if not (_c10_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVSEMaximumPowerLimit/Multiplier'
+                if not -3 <= _c10_Multiplier <= 3: raise EncodeError(f'value {_c10_Multiplier!r} outside [-3, 3]')
+                if not (_c10_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVSEMaximumPowerLimit/Unit'
+                _c10_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c10_Unit)
+                if _c10_i1 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c10_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEMaximumPowerLimit/Value'
+                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | ((_c10_Multiplier - -3) << 10) | (_c10_i1 << 4) | (_c10_Value < 0)
+                n += 17
+                _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVSEMaximumPowerLimit = None
+                s = 10
+            elif v_EVSEID is not None:
+                el = 'EVSEID'
+                v = (v << 3) | (1 << 1)
+                n += 3
+                if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
+                _l = len(v_EVSEID)
+                if _l < 126 and v_EVSEID.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_EVSEID = None
+                s = 11
+            else:
+                raise EncodeError('missing content: expected one of EVSEMaximumPowerLimit, EVSEID')
+        if s == 10:
+            if v_EVSEID is not None:
+                el = 'EVSEID'
+                v <<= 2
+                n += 2
+                if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
+                _l = len(v_EVSEID)
+                if _l < 126 and v_EVSEID.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_EVSEID = None
+                s = 11
+            else:
+                raise EncodeError('missing content: expected one of EVSEID')
+        if s == 11:
+            if v_SAScheduleTupleID is not None:
+                el = 'SAScheduleTupleID'
+                if not 1 <= v_SAScheduleTupleID <= 255: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [1, 255]')
+                v = (v << 11) | ((v_SAScheduleTupleID - 1) << 1)
+                n += 11
+                v_SAScheduleTupleID = None
+                s = 12
+            else:
+                raise EncodeError('missing content: expected one of SAScheduleTupleID')
+        if s == 12:
+            if v_MeterInfo is not None:
+                el = 'MeterInfo'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
+                v = w.v; n = w.n
+                v_MeterInfo = None
+                s = 13
+            elif v_ReceiptRequired is not None:
+                el = 'ReceiptRequired'
+                if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
+                v = (v << 5) | (1 << 3) | (v_ReceiptRequired << 1)
+                n += 5
+                v_ReceiptRequired = None
+                s = 14
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEID is not None or v_SAScheduleTupleID is not None or v_MeterInfo is not None or v_ReceiptRequired is not None: raise _leftover(o)
+                s = -1
+        if s == 13:
+            if v_ReceiptRequired is not None:
+                el = 'ReceiptRequired'
+                if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
+                v = (v << 5) | (v_ReceiptRequired << 1)
+                n += 5
+                v_ReceiptRequired = None
+                s = 14
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEID is not None or v_SAScheduleTupleID is not None or v_MeterInfo is not None or v_ReceiptRequired is not None: raise _leftover(o)
+                s = -1
+        if s == 14:
+            if True:
+                v <<= 1
+                n += 1
+                if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEID is not None or v_SAScheduleTupleID is not None or v_MeterInfo is not None or v_ReceiptRequired is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5483,91 +9018,97 @@ def _d_MeteringReceiptReqType(r):
     f_SAScheduleTupleID = None
     f_MeterInfo = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = '@Id'
-                    r.pos = p
-                    f_Id = r.string('iso2_msgbody:Id')
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
-                    el = 'SessionID'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
-                        f_SessionID = b''
-                    else:
-                        r.pos = p
-                        f_SessionID = r.binary()
-                        if len(f_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
-                    s = 2
-                elif ec == 1:
-                    el = 'SessionID'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
-                        f_SessionID = b''
-                    else:
-                        r.pos = p
-                        f_SessionID = r.binary()
-                        if len(f_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
-                    s = 2
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = '@Id'
+            r.pos = p
+            f_Id = r.string('iso2_msgbody:Id')
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
+            el = 'SessionID'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+                f_SessionID = b''
+            else:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    f_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    raise r.deviation('MeteringReceiptReqType', p)
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 11
-                    if p > E: V, E, p = r.slide(p, 11)
-                    x = (V >> (E - p)) & 2047
-                    if x & 1027: raise r.deviation('MeteringReceiptReqType', p)
-                    el = 'SAScheduleTupleID'
-                    f_SAScheduleTupleID = ((x >> 2) & 255) + 1
-                    if f_SAScheduleTupleID > 255: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(p))
-                    el = 'MeterInfo'
-                    r.pos = p
-                    f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 4
-                elif ec == 1:
-                    el = 'MeterInfo'
-                    r.pos = p
-                    f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 4
-                else:
-                    raise r.deviation('MeteringReceiptReqType', p)
-            if s == 4:
+                    r.pos = p; f_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(f_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(p))
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
-                s = -1
+                if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+            s = 2
+        elif ec == 1:
+            el = 'SessionID'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+                f_SessionID = b''
+            else:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    f_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = p; f_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(f_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(p))
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+            s = 2
+        else:
+            raise r.deviation('MeteringReceiptReqType', p)
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 11
+                if p > E: V, E, p = r.slide(p, 11)
+                x = (V >> (E - p)) & 2047
+                if x & 1027: raise r.deviation('MeteringReceiptReqType', p)
+                el = 'SAScheduleTupleID'
+                f_SAScheduleTupleID = ((x >> 2) & 255) + 1
+                if f_SAScheduleTupleID > 255: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(p))
+                el = 'MeterInfo'
+                r.pos = p
+                f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 4
+            elif ec == 1:
+                el = 'MeterInfo'
+                r.pos = p
+                f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 4
+            else:
+                raise r.deviation('MeteringReceiptReqType', p)
+        if s == 4:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.MeteringReceiptReqType(f_Id, f_SessionID, f_SAScheduleTupleID, f_MeterInfo)
+    _obj = _new(iso2_msgbody.MeteringReceiptReqType)
+    _obj.Id = f_Id
+    _obj.SessionID = f_SessionID
+    _obj.SAScheduleTupleID = f_SAScheduleTupleID
+    _obj.MeterInfo = f_MeterInfo
+    return _obj
 
 def _e_MeteringReceiptReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}MeteringReceiptReqType
@@ -5579,76 +9120,73 @@ def _e_MeteringReceiptReqType(w, o):
         v_SessionID = o.SessionID
         v_SAScheduleTupleID = o.SAScheduleTupleID
         v_MeterInfo = o.MeterInfo
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Id is not None:
-                    el = '@Id'
-                    v <<= 2
-                    n += 2
-                    _l = len(v_Id)
-                    if _l < 126 and v_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-                    if not (v_SessionID is not None): raise EncodeError('missing content: SessionID')
-                    el = 'SessionID'
-                    v <<= 2
-                    n += 2
-                    v_Id = None
-                    w.v = v; w.n = n
-                    if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
-                    w.binary(v_SessionID)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_SessionID = None
-                    s = 2
-                elif v_SessionID is not None:
-                    el = 'SessionID'
-                    v = (v << 3) | (1 << 1)
-                    n += 3
-                    w.v = v; w.n = n
-                    if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
-                    w.binary(v_SessionID)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_SessionID = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Id, SessionID')
-            if s == 2:
-                if v_SAScheduleTupleID is not None:
-                    el = 'SAScheduleTupleID'
-                    if not 1 <= v_SAScheduleTupleID <= 255: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [1, 255]')
-                    if not (v_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
-                    el = 'MeterInfo'
-                    v = (v << 13) | ((v_SAScheduleTupleID - 1) << 2)
-                    n += 13
-                    v_SAScheduleTupleID = None
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
-                    v = w.v; n = w.n
-                    v_MeterInfo = None
-                    s = 4
-                elif v_MeterInfo is not None:
-                    el = 'MeterInfo'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
-                    v = w.v; n = w.n
-                    v_MeterInfo = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
-            if s == 4:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_Id is not None or v_SessionID is not None or v_SAScheduleTupleID is not None or v_MeterInfo is not None: raise _leftover(o)
-                    s = -1
+        if v_Id is not None:
+            el = '@Id'
+            v <<= 2
+            n += 2
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
+            if not (v_SessionID is not None): raise EncodeError('missing content: SessionID')
+            el = 'SessionID'
+            v <<= 2
+            n += 2
+            v_Id = None
+            if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
+            _l = len(v_SessionID)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SessionID, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_SessionID); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_SessionID = None
+            s = 2
+        elif v_SessionID is not None:
+            el = 'SessionID'
+            v = (v << 3) | (1 << 1)
+            n += 3
+            if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
+            _l = len(v_SessionID)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SessionID, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_SessionID); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_SessionID = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of Id, SessionID')
+        if s == 2:
+            if v_SAScheduleTupleID is not None:
+                el = 'SAScheduleTupleID'
+                if not 1 <= v_SAScheduleTupleID <= 255: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [1, 255]')
+                if not (v_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
+                el = 'MeterInfo'
+                v = (v << 13) | ((v_SAScheduleTupleID - 1) << 2)
+                n += 13
+                v_SAScheduleTupleID = None
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
+                v = w.v; n = w.n
+                v_MeterInfo = None
+                s = 4
+            elif v_MeterInfo is not None:
+                el = 'MeterInfo'
+                v = (v << 2) | 1
+                n += 2
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
+                v = w.v; n = w.n
+                v_MeterInfo = None
+                s = 4
+            else:
+                raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
+        if s == 4:
+            if True:
+                v <<= 1
+                n += 1
+                if v_Id is not None or v_SessionID is not None or v_SAScheduleTupleID is not None or v_MeterInfo is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5665,93 +9203,189 @@ def _d_MeteringReceiptResType(r):
     f_DC_EVSEStatus = None
     f_EVSEStatus = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 8
-                if p > E: V, E, p = r.slide(p, 8)
-                x = (V >> (E - p)) & 255
-                if x & 193: raise r.deviation('MeteringReceiptResType', p)
-                el = 'ResponseCode'
-                f_ResponseCode = ((x >> 1) & 31)
-                if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('MeteringReceiptResType/ResponseCode', f_ResponseCode, 26, r.at(p))
-                else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
-                s = 1
-            if s == 1:
+        p += 8
+        if p > E: V, E, p = r.slide(p, 8)
+        x = (V >> (E - p)) & 255
+        if x & 193: raise r.deviation('MeteringReceiptResType', p)
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 1) & 31)
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('MeteringReceiptResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('MeteringReceiptResType', p)
-                    el = 'AC_EVSEStatus'
-                    el = 'AC_EVSEStatus/NotificationMaxDelay'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if (V >> (E - p)) & 3: raise r.deviation('MeteringReceiptResType', p)
+                el = 'AC_EVSEStatus/NotificationMaxDelay'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_NotificationMaxDelay = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c1_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 11
-                    if p > E: V, E, p = r.slide(p, 11)
-                    x = (V >> (E - p)) & 2047
-                    if x & 1851: raise r.deviation('MeteringReceiptResType', p)
-                    if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(p))
-                    el = 'AC_EVSEStatus/EVSENotification'
-                    _c1_EVSENotification = ((x >> 6) & 3)
-                    if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
-                    else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
-                    el = 'AC_EVSEStatus/RCD'
-                    _c1_RCD = ((x >> 2) & 1) == 1
-                    f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c1_NotificationMaxDelay, _c1_EVSENotification, _c1_RCD)
-                    s = 2
-                elif ec == 1:
-                    el = 'DC_EVSEStatus'
-                    r.pos = p
-                    f_DC_EVSEStatus = c_iso2_msgdatatypes._d_DC_EVSEStatusType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 2
-                elif ec == 2:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('MeteringReceiptResType', p)
-                    el = 'EVSEStatus'
-                    el = 'EVSEStatus/NotificationMaxDelay'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 11
+                if p > E: V, E, p = r.slide(p, 11)
+                x = (V >> (E - p)) & 2047
+                if x & 1851: raise r.deviation('MeteringReceiptResType', p)
+                if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(p))
+                el = 'AC_EVSEStatus/EVSENotification'
+                _c1_EVSENotification = ((x >> 6) & 3)
+                if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+                else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+                el = 'AC_EVSEStatus/RCD'
+                _c1_RCD = ((x >> 2) & 1) == 1
+                f_AC_EVSEStatus = _new(iso2_msgdatatypes.AC_EVSEStatusType)
+                f_AC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
+                f_AC_EVSEStatus.EVSENotification = _c1_EVSENotification
+                f_AC_EVSEStatus.RCD = _c1_RCD
+                s = 2
+            elif ec == 1:
+                el = 'DC_EVSEStatus'
+                _c2_NotificationMaxDelay = None
+                _c2_EVSENotification = None
+                _c2_EVSEIsolationStatus = None
+                _c2_EVSEStatusCode = None
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+                el = 'DC_EVSEStatus/NotificationMaxDelay'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_NotificationMaxDelay = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c2_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 7
-                    if p > E: V, E, p = r.slide(p, 7)
-                    x = (V >> (E - p)) & 127
-                    if x & 115: raise r.deviation('MeteringReceiptResType', p)
-                    if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(p))
-                    el = 'EVSEStatus/EVSENotification'
-                    _c2_EVSENotification = ((x >> 2) & 3)
-                    if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(p))
-                    else: _c2_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
-                    f_EVSEStatus = iso2_msgdatatypes.EVSEStatusType(_c2_NotificationMaxDelay, _c2_EVSENotification)
-                    s = 2
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_NotificationMaxDelay = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('MeteringReceiptResType', p)
-            if s == 2:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptResType', p)
-                s = -1
+                    r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 57: raise r.deviation('DC_EVSEStatusType', p)
+                if _c2_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(p))
+                el = 'DC_EVSEStatus/EVSENotification'
+                _c2_EVSENotification = ((x >> 1) & 3)
+                if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(p))
+                else: _c2_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
+                _c2_s = 2
+                if _c2_s == 2:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 12
+                        if p > E: V, E, p = r.slide(p, 12)
+                        x = (V >> (E - p)) & 4095
+                        if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
+                        el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                        _c2_EVSEIsolationStatus = ((x >> 8) & 7)
+                        if _c2_EVSEIsolationStatus >= 5: _c2_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c2_EVSEIsolationStatus, 5, r.at(p))
+                        else: _c2_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c2_EVSEIsolationStatus]
+                        el = 'DC_EVSEStatus/EVSEStatusCode'
+                        _c2_EVSEStatusCode = ((x >> 1) & 15)
+                        if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(p))
+                        else: _c2_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
+                        _c2_s = 4
+                    elif ec == 1:
+                        p += 6
+                        if p > E: V, E, p = r.slide(p, 6)
+                        x = (V >> (E - p)) & 63
+                        if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                        el = 'DC_EVSEStatus/EVSEStatusCode'
+                        _c2_EVSEStatusCode = ((x >> 1) & 15)
+                        if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(p))
+                        else: _c2_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
+                        _c2_s = 4
+                    else:
+                        raise r.deviation('DC_EVSEStatusType', p)
+                if _c2_s == 4:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEStatusType', p)
+                    _c2_s = -1
+                f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+                f_DC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
+                f_DC_EVSEStatus.EVSENotification = _c2_EVSENotification
+                f_DC_EVSEStatus.EVSEIsolationStatus = _c2_EVSEIsolationStatus
+                f_DC_EVSEStatus.EVSEStatusCode = _c2_EVSEStatusCode
+                s = 2
+            elif ec == 2:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('MeteringReceiptResType', p)
+                el = 'EVSEStatus/NotificationMaxDelay'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c3_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c3_NotificationMaxDelay = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c3_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 7
+                if p > E: V, E, p = r.slide(p, 7)
+                x = (V >> (E - p)) & 127
+                if x & 115: raise r.deviation('MeteringReceiptResType', p)
+                if _c3_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(p))
+                el = 'EVSEStatus/EVSENotification'
+                _c3_EVSENotification = ((x >> 2) & 3)
+                if _c3_EVSENotification >= 3: _c3_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c3_EVSENotification, 3, r.at(p))
+                else: _c3_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c3_EVSENotification]
+                f_EVSEStatus = _new(iso2_msgdatatypes.EVSEStatusType)
+                f_EVSEStatus.NotificationMaxDelay = _c3_NotificationMaxDelay
+                f_EVSEStatus.EVSENotification = _c3_EVSENotification
+                s = 2
+            else:
+                raise r.deviation('MeteringReceiptResType', p)
+        if s == 2:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptResType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.MeteringReceiptResType(f_ResponseCode, f_AC_EVSEStatus, f_DC_EVSEStatus, f_EVSEStatus)
+    _obj = _new(iso2_msgbody.MeteringReceiptResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.AC_EVSEStatus = f_AC_EVSEStatus
+    _obj.DC_EVSEStatus = f_DC_EVSEStatus
+    _obj.EVSEStatus = f_EVSEStatus
+    return _obj
 
 def _e_MeteringReceiptResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}MeteringReceiptResType
@@ -5763,88 +9397,135 @@ def _e_MeteringReceiptResType(w, o):
         v_AC_EVSEStatus = o.AC_EVSEStatus
         v_DC_EVSEStatus = o.DC_EVSEStatus
         v_EVSEStatus = o.EVSEStatus
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    el = 'ResponseCode'
-                    _i1 = _I_iso2_msgdatatypes_responseCodeType.get(v_ResponseCode)
-                    if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    v = (v << 8) | (_i1 << 1)
-                    n += 8
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_AC_EVSEStatus is not None:
-                    el = 'AC_EVSEStatus'
-                    _o = v_AC_EVSEStatus
-                    _c2_NotificationMaxDelay = _o.NotificationMaxDelay
-                    _c2_EVSENotification = _o.EVSENotification
-                    _c2_RCD = _o.RCD
-                    if not (_c2_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'AC_EVSEStatus/NotificationMaxDelay'
-                    if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 65535]')
-                    v <<= 4
-                    n += 4
-                    if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                    elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'AC_EVSEStatus/EVSENotification'
-                    _c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
-                    if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    if not (_c2_RCD is not None): raise EncodeError('missing content: RCD')
-                    el = 'AC_EVSEStatus/RCD'
-                    if _c2_RCD is not True and _c2_RCD is not False: raise EncodeError(f'expected a bool, got {_c2_RCD!r}')
-                    v = (v << 11) | (_c2_i1 << 6) | (_c2_RCD << 2)
-                    n += 11
-                    _c2_NotificationMaxDelay = None
-                    _c2_EVSENotification = None
-                    _c2_RCD = None
-                    v_AC_EVSEStatus = None
-                    s = 2
-                elif v_DC_EVSEStatus is not None:
-                    el = 'DC_EVSEStatus'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
-                    v = w.v; n = w.n
-                    v_DC_EVSEStatus = None
-                    s = 2
-                elif v_EVSEStatus is not None:
-                    el = 'EVSEStatus'
-                    _o = v_EVSEStatus
-                    _c3_NotificationMaxDelay = _o.NotificationMaxDelay
-                    _c3_EVSENotification = _o.EVSENotification
-                    if not (_c3_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'EVSEStatus/NotificationMaxDelay'
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i1 = _I_iso2_msgdatatypes_responseCodeType.get(v_ResponseCode)
+            if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 8) | (_i1 << 1)
+            n += 8
+            v_ResponseCode = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
+        if s == 1:
+            if v_AC_EVSEStatus is not None:
+                el = 'AC_EVSEStatus'
+                _o = v_AC_EVSEStatus
+                _c2_NotificationMaxDelay = _o.NotificationMaxDelay
+                _c2_EVSENotification = _o.EVSENotification
+                _c2_RCD = _o.RCD
+                if not (_c2_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                el = 'AC_EVSEStatus/NotificationMaxDelay'
+                if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 65535]')
+                v <<= 4
+                n += 4
+                if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
+                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
+                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'AC_EVSEStatus/EVSENotification'
+                _c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
+                if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                if not (_c2_RCD is not None): raise EncodeError('missing content: RCD')
+                el = 'AC_EVSEStatus/RCD'
+                if _c2_RCD is not True and _c2_RCD is not False: raise EncodeError(f'expected a bool, got {_c2_RCD!r}')
+                v = (v << 11) | (_c2_i1 << 6) | (_c2_RCD << 2)
+                n += 11
+                v_AC_EVSEStatus = None
+                s = 2
+            elif v_DC_EVSEStatus is not None:
+                el = 'DC_EVSEStatus'
+                v = (v << 2) | 1
+                n += 2
+                _c3_o = v_DC_EVSEStatus
+                _c3_NotificationMaxDelay = _c3_o.NotificationMaxDelay
+                _c3_EVSENotification = _c3_o.EVSENotification
+                _c3_EVSEIsolationStatus = _c3_o.EVSEIsolationStatus
+                _c3_EVSEStatusCode = _c3_o.EVSEStatusCode
+                if _c3_NotificationMaxDelay is not None:
+                    el = 'DC_EVSEStatus/NotificationMaxDelay'
                     if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
-                    v = (v << 4) | (2 << 2)
-                    n += 4
+                    v <<= 2
+                    n += 2
                     if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
                     elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | ((_c3_NotificationMaxDelay & 127) << 8) | 32768 | (_c3_NotificationMaxDelay >> 7); n += 16
+                    elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c3_NotificationMaxDelay & 127) << 16) | (((_c3_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c3_NotificationMaxDelay >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'EVSEStatus/EVSENotification'
+                    el = 'DC_EVSEStatus/EVSENotification'
                     _c3_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c3_EVSENotification)
                     if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 7) | (_c3_i1 << 2)
-                    n += 7
+                    v = (v << 6) | (_c3_i1 << 1)
+                    n += 6
                     _c3_NotificationMaxDelay = None
                     _c3_EVSENotification = None
-                    v_EVSEStatus = None
-                    s = 2
+                    _c3_s = 2
                 else:
-                    raise EncodeError('missing content: expected one of AC_EVSEStatus, DC_EVSEStatus, EVSEStatus')
-            if s == 2:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_ResponseCode is not None or v_AC_EVSEStatus is not None or v_DC_EVSEStatus is not None or v_EVSEStatus is not None: raise _leftover(o)
-                    s = -1
+                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
+                if _c3_s == 2:
+                    if _c3_EVSEIsolationStatus is not None:
+                        el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                        _c3_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c3_EVSEIsolationStatus)
+                        if _c3_i2 is None: raise EncodeError(f'{_c3_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                        if not (_c3_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                        el = 'DC_EVSEStatus/EVSEStatusCode'
+                        _c3_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c3_EVSEStatusCode)
+                        if _c3_i3 is None: raise EncodeError(f'{_c3_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                        v = (v << 14) | (_c3_i2 << 8) | (_c3_i3 << 1)
+                        n += 14
+                        _c3_EVSEIsolationStatus = None
+                        _c3_EVSEStatusCode = None
+                        _c3_s = 4
+                    elif _c3_EVSEStatusCode is not None:
+                        el = 'DC_EVSEStatus/EVSEStatusCode'
+                        _c3_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c3_EVSEStatusCode)
+                        if _c3_i4 is None: raise EncodeError(f'{_c3_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                        v = (v << 8) | (1 << 6) | (_c3_i4 << 1)
+                        n += 8
+                        _c3_EVSEStatusCode = None
+                        _c3_s = 4
+                    else:
+                        raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+                if _c3_s == 4:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c3_NotificationMaxDelay is not None or _c3_EVSENotification is not None or _c3_EVSEIsolationStatus is not None or _c3_EVSEStatusCode is not None: raise _leftover(_c3_o)
+                        _c3_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_DC_EVSEStatus = None
+                s = 2
+            elif v_EVSEStatus is not None:
+                el = 'EVSEStatus'
+                _o = v_EVSEStatus
+                _c4_NotificationMaxDelay = _o.NotificationMaxDelay
+                _c4_EVSENotification = _o.EVSENotification
+                if not (_c4_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                el = 'EVSEStatus/NotificationMaxDelay'
+                if _c4_NotificationMaxDelay < 0 or _c4_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c4_NotificationMaxDelay!r} outside [0, 65535]')
+                v = (v << 4) | (2 << 2)
+                n += 4
+                if _c4_NotificationMaxDelay < 128: v = (v << 8) | _c4_NotificationMaxDelay; n += 8
+                elif _c4_NotificationMaxDelay < 16384: v = (v << 16) | ((_c4_NotificationMaxDelay & 127) << 8) | 32768 | (_c4_NotificationMaxDelay >> 7); n += 16
+                elif _c4_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c4_NotificationMaxDelay & 127) << 16) | (((_c4_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c4_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c4_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c4_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'EVSEStatus/EVSENotification'
+                _c4_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c4_EVSENotification)
+                if _c4_i1 is None: raise EncodeError(f'{_c4_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 7) | (_c4_i1 << 2)
+                n += 7
+                v_EVSEStatus = None
+                s = 2
+            else:
+                raise EncodeError('missing content: expected one of AC_EVSEStatus, DC_EVSEStatus, EVSEStatus')
+        if s == 2:
+            if True:
+                v <<= 1
+                n += 1
+                if v_ResponseCode is not None or v_AC_EVSEStatus is not None or v_DC_EVSEStatus is not None or v_EVSEStatus is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5861,8 +9542,7 @@ def _d_PaymentDetailsReqType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('PaymentDetailsReqType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('PaymentDetailsReqType', p)
         el = 'eMAID'
         r.pos = p
         f_eMAID = r.string('iso2_msgbody:eMAID')
@@ -5870,19 +9550,95 @@ def _d_PaymentDetailsReqType(r):
         V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('PaymentDetailsReqType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('PaymentDetailsReqType', p)
         el = 'ContractSignatureCertChain'
-        r.pos = p
-        f_ContractSignatureCertChain = c_iso2_msgdatatypes._d_CertificateChainType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_Id = None
+        _c1_Certificate = None
+        _c1_SubCertificates = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = 'ContractSignatureCertChain/@Id'
+            r.pos = p
+            _c1_Id = r.string('iso2_msgdatatypes:Id')
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+            el = 'ContractSignatureCertChain/Certificate'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                _c1_Certificate = b''
+            else:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    _c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = p; _c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(p))
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+            _c1_s = 2
+        elif ec == 1:
+            el = 'ContractSignatureCertChain/Certificate'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                _c1_Certificate = b''
+            else:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    _c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = p; _c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(p))
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+            _c1_s = 2
+        else:
+            raise r.deviation('CertificateChainType', p)
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ContractSignatureCertChain/SubCertificates'
+                r.pos = p
+                _c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+                V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('CertificateChainType', p)
+        f_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
+        f_ContractSignatureCertChain.Id = _c1_Id
+        f_ContractSignatureCertChain.Certificate = _c1_Certificate
+        f_ContractSignatureCertChain.SubCertificates = _c1_SubCertificates
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PaymentDetailsReqType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.PaymentDetailsReqType(f_eMAID, f_ContractSignatureCertChain)
+    _obj = _new(iso2_msgbody.PaymentDetailsReqType)
+    _obj.eMAID = f_eMAID
+    _obj.ContractSignatureCertChain = f_ContractSignatureCertChain
+    return _obj
 
 def _e_PaymentDetailsReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}PaymentDetailsReqType
@@ -5907,9 +9663,65 @@ def _e_PaymentDetailsReqType(w, o):
             v <<= 2
             n += 2
             v_eMAID = None
-            w.v = v; w.n = n
-            c_iso2_msgdatatypes._e_CertificateChainType(w, v_ContractSignatureCertChain)
-            v = w.v; n = w.n
+            _c1_o = v_ContractSignatureCertChain
+            _c1_Id = _c1_o.Id
+            _c1_Certificate = _c1_o.Certificate
+            _c1_SubCertificates = _c1_o.SubCertificates
+            if _c1_Id is not None:
+                el = 'ContractSignatureCertChain/@Id'
+                v <<= 2
+                n += 2
+                _l = len(_c1_Id)
+                if _l < 126 and _c1_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c1_Id); v = w.v; n = w.n
+                if not (_c1_Certificate is not None): raise EncodeError('missing content: Certificate')
+                el = 'ContractSignatureCertChain/Certificate'
+                v <<= 2
+                n += 2
+                _c1_Id = None
+                if len(_c1_Certificate) > 800: raise EncodeError(f'length {len(_c1_Certificate)} outside [0, 800]')
+                _l = len(_c1_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c1_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_Certificate = None
+                _c1_s = 2
+            elif _c1_Certificate is not None:
+                el = 'ContractSignatureCertChain/Certificate'
+                v = (v << 3) | (1 << 1)
+                n += 3
+                if len(_c1_Certificate) > 800: raise EncodeError(f'length {len(_c1_Certificate)} outside [0, 800]')
+                _l = len(_c1_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c1_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_Certificate = None
+                _c1_s = 2
+            else:
+                raise EncodeError('missing content: expected one of Id, Certificate')
+            if _c1_s == 2:
+                if _c1_SubCertificates is not None:
+                    el = 'ContractSignatureCertChain/SubCertificates'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_SubCertificatesType(w, _c1_SubCertificates)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_SubCertificates = None
+                    if _c1_Id is not None or _c1_Certificate is not None or _c1_SubCertificates is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_Id is not None or _c1_Certificate is not None or _c1_SubCertificates is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_ContractSignatureCertChain = None
@@ -5940,34 +9752,49 @@ def _d_PaymentDetailsResType(r):
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', f_ResponseCode, 26, r.at(p))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'GenChallenge'
-        r.pos = p
-        f_GenChallenge = r.binary()
-        if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: r.facet('PaymentDetailsResType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            f_GenChallenge = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; f_GenChallenge = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: r.facet('PaymentDetailsResType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(p))
         p += 4
         if p > E: V, E, p = r.slide(p, 4)
         x = (V >> (E - p)) & 15
         if x & 14: raise r.deviation('PaymentDetailsResType', p)
         el = 'EVSETimeStamp'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_EVSETimeStamp = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_EVSETimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_EVSETimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('PaymentDetailsResType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('PaymentDetailsResType', p)
         if _neg: f_EVSETimeStamp = -f_EVSETimeStamp - 1
         if f_EVSETimeStamp < -9223372036854775808 or f_EVSETimeStamp > 9223372036854775807: r.facet('PaymentDetailsResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', f_EVSETimeStamp, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.PaymentDetailsResType(f_ResponseCode, f_GenChallenge, f_EVSETimeStamp)
+    _obj = _new(iso2_msgbody.PaymentDetailsResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.GenChallenge = f_GenChallenge
+    _obj.EVSETimeStamp = f_EVSETimeStamp
+    return _obj
 
 def _e_PaymentDetailsResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}PaymentDetailsResType
@@ -5987,10 +9814,10 @@ def _e_PaymentDetailsResType(w, o):
             v = (v << 10) | (_i1 << 3)
             n += 10
             v_ResponseCode = None
-            w.v = v; w.n = n
             if len(v_GenChallenge) < 16 or len(v_GenChallenge) > 16: raise EncodeError(f'length {len(v_GenChallenge)} outside [16, 16]')
-            w.binary(v_GenChallenge)
-            v = w.v; n = w.n
+            _l = len(v_GenChallenge)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_GenChallenge, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_GenChallenge); v = w.v; n = w.n
             if not (v_EVSETimeStamp is not None): raise EncodeError('missing content: EVSETimeStamp')
             el = 'EVSETimeStamp'
             if v_EVSETimeStamp < -9223372036854775808 or v_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {v_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
@@ -6000,6 +9827,7 @@ def _e_PaymentDetailsResType(w, o):
             _m = (-v_EVSETimeStamp - 1 if v_EVSETimeStamp < 0 else v_EVSETimeStamp)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -6037,7 +9865,10 @@ def _d_PaymentServiceSelectionReqType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.PaymentServiceSelectionReqType(f_SelectedPaymentOption, f_SelectedServiceList)
+    _obj = _new(iso2_msgbody.PaymentServiceSelectionReqType)
+    _obj.SelectedPaymentOption = f_SelectedPaymentOption
+    _obj.SelectedServiceList = f_SelectedServiceList
+    return _obj
 
 def _e_PaymentServiceSelectionReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}PaymentServiceSelectionReqType
@@ -6089,7 +9920,9 @@ def _d_PaymentServiceSelectionResType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.PaymentServiceSelectionResType(f_ResponseCode)
+    _obj = _new(iso2_msgbody.PaymentServiceSelectionResType)
+    _obj.ResponseCode = f_ResponseCode
+    return _obj
 
 def _e_PaymentServiceSelectionResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}PaymentServiceSelectionResType
@@ -6125,80 +9958,185 @@ def _d_PowerDeliveryReqType(r):
     f_DC_EVPowerDeliveryParameter = None
     f_EVPowerDeliveryParameter = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 16
-                if p > E: V, E, p = r.slide(p, 16)
-                x = (V >> (E - p)) & 65535
-                if x & 52737: raise r.deviation('PowerDeliveryReqType', p)
-                el = 'ChargeProgress'
-                f_ChargeProgress = ((x >> 12) & 3)
-                if f_ChargeProgress >= 3: f_ChargeProgress = r.enum_index('PowerDeliveryReqType/ChargeProgress', f_ChargeProgress, 3, r.at(p))
-                else: f_ChargeProgress = _E_iso2_msgdatatypes_chargeProgressType[f_ChargeProgress]
-                el = 'SAScheduleTupleID'
-                f_SAScheduleTupleID = ((x >> 1) & 255) + 1
-                if f_SAScheduleTupleID > 255: r.facet('PowerDeliveryReqType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(p))
-                s = 2
-            if s == 2:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    el = 'ChargingProfile'
-                    r.pos = p
-                    f_ChargingProfile = c_iso2_msgdatatypes._d_ChargingProfileType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 3
-                elif ec == 1:
-                    el = 'DC_EVPowerDeliveryParameter'
-                    r.pos = p
-                    f_DC_EVPowerDeliveryParameter = c_iso2_msgdatatypes._d_DC_EVPowerDeliveryParameterType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 4
-                elif ec == 2:
+        p += 16
+        if p > E: V, E, p = r.slide(p, 16)
+        x = (V >> (E - p)) & 65535
+        if x & 52737: raise r.deviation('PowerDeliveryReqType', p)
+        el = 'ChargeProgress'
+        f_ChargeProgress = ((x >> 12) & 3)
+        if f_ChargeProgress >= 3: f_ChargeProgress = r.enum_index('PowerDeliveryReqType/ChargeProgress', f_ChargeProgress, 3, r.at(p))
+        else: f_ChargeProgress = _E_iso2_msgdatatypes_chargeProgressType[f_ChargeProgress]
+        el = 'SAScheduleTupleID'
+        f_SAScheduleTupleID = ((x >> 1) & 255) + 1
+        if f_SAScheduleTupleID > 255: r.facet('PowerDeliveryReqType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(p))
+        s = 2
+        if s == 2:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                el = 'ChargingProfile'
+                r.pos = p
+                f_ChargingProfile = c_iso2_msgdatatypes._d_ChargingProfileType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 3
+            elif ec == 1:
+                el = 'DC_EVPowerDeliveryParameter'
+                _c1_DC_EVStatus = None
+                _c1_BulkChargingComplete = None
+                _c1_ChargingComplete = None
+                p += 23
+                if p > E: V, E, p = r.slide(p, 23)
+                x = (V >> (E - p)) & 8388607
+                if x & 7802371: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
+                _c1_c1_EVReady = ((x >> 19) & 1) == 1
+                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
+                _c1_c1_EVErrorCode = ((x >> 12) & 15)
+                if _c1_c1_EVErrorCode >= 12: _c1_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_c1_EVErrorCode, 12, r.at(p))
+                else: _c1_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c1_c1_EVErrorCode]
+                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
+                _c1_c1_EVRESSSOC = ((x >> 2) & 127)
+                if _c1_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_c1_EVRESSSOC, r.at(p))
+                _c1_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+                _c1_DC_EVStatus.EVReady = _c1_c1_EVReady
+                _c1_DC_EVStatus.EVErrorCode = _c1_c1_EVErrorCode
+                _c1_DC_EVStatus.EVRESSSOC = _c1_c1_EVRESSSOC
+                _c1_s = 1
+                if _c1_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 7
+                        if p > E: V, E, p = r.slide(p, 7)
+                        x = (V >> (E - p)) & 127
+                        if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                        el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
+                        _c1_BulkChargingComplete = ((x >> 5) & 1) == 1
+                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                        _c1_ChargingComplete = ((x >> 1) & 1) == 1
+                        _c1_s = 3
+                    elif ec == 1:
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        x = (V >> (E - p)) & 7
+                        if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                        _c1_ChargingComplete = ((x >> 1) & 1) == 1
+                        _c1_s = 3
+                    else:
+                        raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                if _c1_s == 3:
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
-                    el = 'EVPowerDeliveryParameter'
-                    f_EVPowerDeliveryParameter = iso2_msgdatatypes.EVPowerDeliveryParameterType()
-                    s = 4
-                elif ec == 3:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('PowerDeliveryReqType', p)
-            if s == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'DC_EVPowerDeliveryParameter'
-                    r.pos = p
-                    f_DC_EVPowerDeliveryParameter = c_iso2_msgdatatypes._d_DC_EVPowerDeliveryParameterType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 4
-                elif ec == 1:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
-                    el = 'EVPowerDeliveryParameter'
-                    f_EVPowerDeliveryParameter = iso2_msgdatatypes.EVPowerDeliveryParameterType()
-                    s = 4
-                elif ec == 2:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('PowerDeliveryReqType', p)
-            if s == 4:
+                    if (V >> (E - p)) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                    _c1_s = -1
+                f_DC_EVPowerDeliveryParameter = _new(iso2_msgdatatypes.DC_EVPowerDeliveryParameterType)
+                f_DC_EVPowerDeliveryParameter.DC_EVStatus = _c1_DC_EVStatus
+                f_DC_EVPowerDeliveryParameter.BulkChargingComplete = _c1_BulkChargingComplete
+                f_DC_EVPowerDeliveryParameter.ChargingComplete = _c1_ChargingComplete
+                s = 4
+            elif ec == 2:
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
+                el = 'EVPowerDeliveryParameter'
+                f_EVPowerDeliveryParameter = _new(iso2_msgdatatypes.EVPowerDeliveryParameterType)
+                s = 4
+            elif ec == 3:
+                pass
                 s = -1
+            else:
+                raise r.deviation('PowerDeliveryReqType', p)
+        if s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'DC_EVPowerDeliveryParameter'
+                _c3_DC_EVStatus = None
+                _c3_BulkChargingComplete = None
+                _c3_ChargingComplete = None
+                p += 23
+                if p > E: V, E, p = r.slide(p, 23)
+                x = (V >> (E - p)) & 8388607
+                if x & 7802371: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
+                _c3_c1_EVReady = ((x >> 19) & 1) == 1
+                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
+                _c3_c1_EVErrorCode = ((x >> 12) & 15)
+                if _c3_c1_EVErrorCode >= 12: _c3_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c3_c1_EVErrorCode, 12, r.at(p))
+                else: _c3_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c3_c1_EVErrorCode]
+                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
+                _c3_c1_EVRESSSOC = ((x >> 2) & 127)
+                if _c3_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c3_c1_EVRESSSOC, r.at(p))
+                _c3_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+                _c3_DC_EVStatus.EVReady = _c3_c1_EVReady
+                _c3_DC_EVStatus.EVErrorCode = _c3_c1_EVErrorCode
+                _c3_DC_EVStatus.EVRESSSOC = _c3_c1_EVRESSSOC
+                _c3_s = 1
+                if _c3_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 7
+                        if p > E: V, E, p = r.slide(p, 7)
+                        x = (V >> (E - p)) & 127
+                        if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                        el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
+                        _c3_BulkChargingComplete = ((x >> 5) & 1) == 1
+                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                        _c3_ChargingComplete = ((x >> 1) & 1) == 1
+                        _c3_s = 3
+                    elif ec == 1:
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        x = (V >> (E - p)) & 7
+                        if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                        _c3_ChargingComplete = ((x >> 1) & 1) == 1
+                        _c3_s = 3
+                    else:
+                        raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                if _c3_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                    _c3_s = -1
+                f_DC_EVPowerDeliveryParameter = _new(iso2_msgdatatypes.DC_EVPowerDeliveryParameterType)
+                f_DC_EVPowerDeliveryParameter.DC_EVStatus = _c3_DC_EVStatus
+                f_DC_EVPowerDeliveryParameter.BulkChargingComplete = _c3_BulkChargingComplete
+                f_DC_EVPowerDeliveryParameter.ChargingComplete = _c3_ChargingComplete
+                s = 4
+            elif ec == 1:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
+                el = 'EVPowerDeliveryParameter'
+                f_EVPowerDeliveryParameter = _new(iso2_msgdatatypes.EVPowerDeliveryParameterType)
+                s = 4
+            elif ec == 2:
+                pass
+                s = -1
+            else:
+                raise r.deviation('PowerDeliveryReqType', p)
+        if s == 4:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.PowerDeliveryReqType(f_ChargeProgress, f_SAScheduleTupleID, f_ChargingProfile, f_DC_EVPowerDeliveryParameter, f_EVPowerDeliveryParameter)
+    _obj = _new(iso2_msgbody.PowerDeliveryReqType)
+    _obj.ChargeProgress = f_ChargeProgress
+    _obj.SAScheduleTupleID = f_SAScheduleTupleID
+    _obj.ChargingProfile = f_ChargingProfile
+    _obj.DC_EVPowerDeliveryParameter = f_DC_EVPowerDeliveryParameter
+    _obj.EVPowerDeliveryParameter = f_EVPowerDeliveryParameter
+    return _obj
 
 def _e_PowerDeliveryReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}PowerDeliveryReqType
@@ -6211,82 +10149,181 @@ def _e_PowerDeliveryReqType(w, o):
         v_ChargingProfile = o.ChargingProfile
         v_DC_EVPowerDeliveryParameter = o.DC_EVPowerDeliveryParameter
         v_EVPowerDeliveryParameter = o.EVPowerDeliveryParameter
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ChargeProgress is not None:
-                    el = 'ChargeProgress'
-                    _i1 = _I_iso2_msgdatatypes_chargeProgressType.get(v_ChargeProgress)
-                    if _i1 is None: raise EncodeError(f'{v_ChargeProgress!r} is not one of the enumeration chargeProgressType')
-                    if not (v_SAScheduleTupleID is not None): raise EncodeError('missing content: SAScheduleTupleID')
-                    el = 'SAScheduleTupleID'
-                    if not 1 <= v_SAScheduleTupleID <= 255: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [1, 255]')
-                    v = (v << 16) | (_i1 << 12) | ((v_SAScheduleTupleID - 1) << 1)
-                    n += 16
-                    v_ChargeProgress = None
-                    v_SAScheduleTupleID = None
-                    s = 2
+        if v_ChargeProgress is not None:
+            el = 'ChargeProgress'
+            _i1 = _I_iso2_msgdatatypes_chargeProgressType.get(v_ChargeProgress)
+            if _i1 is None: raise EncodeError(f'{v_ChargeProgress!r} is not one of the enumeration chargeProgressType')
+            if not (v_SAScheduleTupleID is not None): raise EncodeError('missing content: SAScheduleTupleID')
+            el = 'SAScheduleTupleID'
+            if not 1 <= v_SAScheduleTupleID <= 255: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [1, 255]')
+            v = (v << 16) | (_i1 << 12) | ((v_SAScheduleTupleID - 1) << 1)
+            n += 16
+            v_ChargeProgress = None
+            v_SAScheduleTupleID = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of ChargeProgress')
+        if s == 2:
+            if v_ChargingProfile is not None:
+                el = 'ChargingProfile'
+                v <<= 3
+                n += 3
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_ChargingProfileType(w, v_ChargingProfile)
+                v = w.v; n = w.n
+                v_ChargingProfile = None
+                s = 3
+            elif v_DC_EVPowerDeliveryParameter is not None:
+                el = 'DC_EVPowerDeliveryParameter'
+                v = (v << 3) | 1
+                n += 3
+                _c2_o = v_DC_EVPowerDeliveryParameter
+                _c2_DC_EVStatus = _c2_o.DC_EVStatus
+                _c2_BulkChargingComplete = _c2_o.BulkChargingComplete
+                _c2_ChargingComplete = _c2_o.ChargingComplete
+                if _c2_DC_EVStatus is not None:
+                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
+                    _o = _c2_DC_EVStatus
+                    _c2_c1_EVReady = _o.EVReady
+                    _c2_c1_EVErrorCode = _o.EVErrorCode
+                    _c2_c1_EVRESSSOC = _o.EVRESSSOC
+                    if not (_c2_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
+                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
+                    if _c2_c1_EVReady is not True and _c2_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c2_c1_EVReady!r}')
+                    if not (_c2_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
+                    _c2_c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c2_c1_EVErrorCode)
+                    if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    if not (_c2_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
+                    if not 0 <= _c2_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c2_c1_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 23) | (_c2_c1_EVReady << 19) | (_c2_c1_i1 << 12) | (_c2_c1_EVRESSSOC << 2)
+                    n += 23
+                    _c2_DC_EVStatus = None
+                    _c2_s = 1
                 else:
-                    raise EncodeError('missing content: expected one of ChargeProgress')
-            if s == 2:
-                if v_ChargingProfile is not None:
-                    el = 'ChargingProfile'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_ChargingProfileType(w, v_ChargingProfile)
-                    v = w.v; n = w.n
-                    v_ChargingProfile = None
-                    s = 3
-                elif v_DC_EVPowerDeliveryParameter is not None:
-                    el = 'DC_EVPowerDeliveryParameter'
-                    v = (v << 3) | 1
-                    n += 3
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_DC_EVPowerDeliveryParameterType(w, v_DC_EVPowerDeliveryParameter)
-                    v = w.v; n = w.n
-                    v_DC_EVPowerDeliveryParameter = None
-                    s = 4
-                elif v_EVPowerDeliveryParameter is not None:
-                    el = 'EVPowerDeliveryParameter'
-                    _o = v_EVPowerDeliveryParameter
-                    v = (v << 4) | (2 << 1)
-                    n += 4
-                    v_EVPowerDeliveryParameter = None
-                    s = 4
-                elif True:
-                    v = (v << 3) | 3
-                    n += 3
-                    if v_ChargeProgress is not None or v_SAScheduleTupleID is not None or v_ChargingProfile is not None or v_DC_EVPowerDeliveryParameter is not None or v_EVPowerDeliveryParameter is not None: raise _leftover(o)
-                    s = -1
-            if s == 3:
-                if v_DC_EVPowerDeliveryParameter is not None:
-                    el = 'DC_EVPowerDeliveryParameter'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_DC_EVPowerDeliveryParameterType(w, v_DC_EVPowerDeliveryParameter)
-                    v = w.v; n = w.n
-                    v_DC_EVPowerDeliveryParameter = None
-                    s = 4
-                elif v_EVPowerDeliveryParameter is not None:
-                    el = 'EVPowerDeliveryParameter'
-                    _o = v_EVPowerDeliveryParameter
-                    v = (v << 3) | (1 << 1)
-                    n += 3
-                    v_EVPowerDeliveryParameter = None
-                    s = 4
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if v_ChargeProgress is not None or v_SAScheduleTupleID is not None or v_ChargingProfile is not None or v_DC_EVPowerDeliveryParameter is not None or v_EVPowerDeliveryParameter is not None: raise _leftover(o)
-                    s = -1
-            if s == 4:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_ChargeProgress is not None or v_SAScheduleTupleID is not None or v_ChargingProfile is not None or v_DC_EVPowerDeliveryParameter is not None or v_EVPowerDeliveryParameter is not None: raise _leftover(o)
-                    s = -1
+                    raise EncodeError('missing content: expected one of DC_EVStatus')
+                if _c2_s == 1:
+                    if _c2_BulkChargingComplete is not None:
+                        el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
+                        if _c2_BulkChargingComplete is not True and _c2_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c2_BulkChargingComplete!r}')
+                        if not (_c2_ChargingComplete is not None): raise EncodeError('missing content: ChargingComplete')
+                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                        if _c2_ChargingComplete is not True and _c2_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c2_ChargingComplete!r}')
+                        v = (v << 9) | (_c2_BulkChargingComplete << 5) | (_c2_ChargingComplete << 1)
+                        n += 9
+                        _c2_BulkChargingComplete = None
+                        _c2_ChargingComplete = None
+                        _c2_s = 3
+                    elif _c2_ChargingComplete is not None:
+                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                        if _c2_ChargingComplete is not True and _c2_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c2_ChargingComplete!r}')
+                        v = (v << 5) | (1 << 3) | (_c2_ChargingComplete << 1)
+                        n += 5
+                        _c2_ChargingComplete = None
+                        _c2_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
+                if _c2_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c2_DC_EVStatus is not None or _c2_BulkChargingComplete is not None or _c2_ChargingComplete is not None: raise _leftover(_c2_o)
+                        _c2_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_DC_EVPowerDeliveryParameter = None
+                s = 4
+            elif v_EVPowerDeliveryParameter is not None:
+                el = 'EVPowerDeliveryParameter'
+                _o = v_EVPowerDeliveryParameter
+                v = (v << 4) | (2 << 1)
+                n += 4
+                v_EVPowerDeliveryParameter = None
+                s = 4
+            elif True:
+                v = (v << 3) | 3
+                n += 3
+                if v_ChargeProgress is not None or v_SAScheduleTupleID is not None or v_ChargingProfile is not None or v_DC_EVPowerDeliveryParameter is not None or v_EVPowerDeliveryParameter is not None: raise _leftover(o)
+                s = -1
+        if s == 3:
+            if v_DC_EVPowerDeliveryParameter is not None:
+                el = 'DC_EVPowerDeliveryParameter'
+                v <<= 2
+                n += 2
+                _c4_o = v_DC_EVPowerDeliveryParameter
+                _c4_DC_EVStatus = _c4_o.DC_EVStatus
+                _c4_BulkChargingComplete = _c4_o.BulkChargingComplete
+                _c4_ChargingComplete = _c4_o.ChargingComplete
+                if _c4_DC_EVStatus is not None:
+                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
+                    _o = _c4_DC_EVStatus
+                    _c4_c1_EVReady = _o.EVReady
+                    _c4_c1_EVErrorCode = _o.EVErrorCode
+                    _c4_c1_EVRESSSOC = _o.EVRESSSOC
+                    if not (_c4_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
+                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
+                    if _c4_c1_EVReady is not True and _c4_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c4_c1_EVReady!r}')
+                    if not (_c4_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
+                    _c4_c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c4_c1_EVErrorCode)
+                    if _c4_c1_i1 is None: raise EncodeError(f'{_c4_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    if not (_c4_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
+                    if not 0 <= _c4_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c4_c1_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 23) | (_c4_c1_EVReady << 19) | (_c4_c1_i1 << 12) | (_c4_c1_EVRESSSOC << 2)
+                    n += 23
+                    _c4_DC_EVStatus = None
+                    _c4_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of DC_EVStatus')
+                if _c4_s == 1:
+                    if _c4_BulkChargingComplete is not None:
+                        el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
+                        if _c4_BulkChargingComplete is not True and _c4_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c4_BulkChargingComplete!r}')
+                        if not (_c4_ChargingComplete is not None): raise EncodeError('missing content: ChargingComplete')
+                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                        if _c4_ChargingComplete is not True and _c4_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c4_ChargingComplete!r}')
+                        v = (v << 9) | (_c4_BulkChargingComplete << 5) | (_c4_ChargingComplete << 1)
+                        n += 9
+                        _c4_BulkChargingComplete = None
+                        _c4_ChargingComplete = None
+                        _c4_s = 3
+                    elif _c4_ChargingComplete is not None:
+                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                        if _c4_ChargingComplete is not True and _c4_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c4_ChargingComplete!r}')
+                        v = (v << 5) | (1 << 3) | (_c4_ChargingComplete << 1)
+                        n += 5
+                        _c4_ChargingComplete = None
+                        _c4_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
+                if _c4_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c4_DC_EVStatus is not None or _c4_BulkChargingComplete is not None or _c4_ChargingComplete is not None: raise _leftover(_c4_o)
+                        _c4_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_DC_EVPowerDeliveryParameter = None
+                s = 4
+            elif v_EVPowerDeliveryParameter is not None:
+                el = 'EVPowerDeliveryParameter'
+                _o = v_EVPowerDeliveryParameter
+                v = (v << 3) | (1 << 1)
+                n += 3
+                v_EVPowerDeliveryParameter = None
+                s = 4
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                if v_ChargeProgress is not None or v_SAScheduleTupleID is not None or v_ChargingProfile is not None or v_DC_EVPowerDeliveryParameter is not None or v_EVPowerDeliveryParameter is not None: raise _leftover(o)
+                s = -1
+        if s == 4:
+            if True:
+                v <<= 1
+                n += 1
+                if v_ChargeProgress is not None or v_SAScheduleTupleID is not None or v_ChargingProfile is not None or v_DC_EVPowerDeliveryParameter is not None or v_EVPowerDeliveryParameter is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -6303,93 +10340,189 @@ def _d_PowerDeliveryResType(r):
     f_DC_EVSEStatus = None
     f_EVSEStatus = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 8
-                if p > E: V, E, p = r.slide(p, 8)
-                x = (V >> (E - p)) & 255
-                if x & 193: raise r.deviation('PowerDeliveryResType', p)
-                el = 'ResponseCode'
-                f_ResponseCode = ((x >> 1) & 31)
-                if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('PowerDeliveryResType/ResponseCode', f_ResponseCode, 26, r.at(p))
-                else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
-                s = 1
-            if s == 1:
+        p += 8
+        if p > E: V, E, p = r.slide(p, 8)
+        x = (V >> (E - p)) & 255
+        if x & 193: raise r.deviation('PowerDeliveryResType', p)
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 1) & 31)
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('PowerDeliveryResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('PowerDeliveryResType', p)
-                    el = 'AC_EVSEStatus'
-                    el = 'AC_EVSEStatus/NotificationMaxDelay'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if (V >> (E - p)) & 3: raise r.deviation('PowerDeliveryResType', p)
+                el = 'AC_EVSEStatus/NotificationMaxDelay'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_NotificationMaxDelay = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c1_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 11
-                    if p > E: V, E, p = r.slide(p, 11)
-                    x = (V >> (E - p)) & 2047
-                    if x & 1851: raise r.deviation('PowerDeliveryResType', p)
-                    if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(p))
-                    el = 'AC_EVSEStatus/EVSENotification'
-                    _c1_EVSENotification = ((x >> 6) & 3)
-                    if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
-                    else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
-                    el = 'AC_EVSEStatus/RCD'
-                    _c1_RCD = ((x >> 2) & 1) == 1
-                    f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c1_NotificationMaxDelay, _c1_EVSENotification, _c1_RCD)
-                    s = 2
-                elif ec == 1:
-                    el = 'DC_EVSEStatus'
-                    r.pos = p
-                    f_DC_EVSEStatus = c_iso2_msgdatatypes._d_DC_EVSEStatusType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 2
-                elif ec == 2:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('PowerDeliveryResType', p)
-                    el = 'EVSEStatus'
-                    el = 'EVSEStatus/NotificationMaxDelay'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 11
+                if p > E: V, E, p = r.slide(p, 11)
+                x = (V >> (E - p)) & 2047
+                if x & 1851: raise r.deviation('PowerDeliveryResType', p)
+                if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(p))
+                el = 'AC_EVSEStatus/EVSENotification'
+                _c1_EVSENotification = ((x >> 6) & 3)
+                if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+                else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+                el = 'AC_EVSEStatus/RCD'
+                _c1_RCD = ((x >> 2) & 1) == 1
+                f_AC_EVSEStatus = _new(iso2_msgdatatypes.AC_EVSEStatusType)
+                f_AC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
+                f_AC_EVSEStatus.EVSENotification = _c1_EVSENotification
+                f_AC_EVSEStatus.RCD = _c1_RCD
+                s = 2
+            elif ec == 1:
+                el = 'DC_EVSEStatus'
+                _c2_NotificationMaxDelay = None
+                _c2_EVSENotification = None
+                _c2_EVSEIsolationStatus = None
+                _c2_EVSEStatusCode = None
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+                el = 'DC_EVSEStatus/NotificationMaxDelay'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_NotificationMaxDelay = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c2_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 7
-                    if p > E: V, E, p = r.slide(p, 7)
-                    x = (V >> (E - p)) & 127
-                    if x & 115: raise r.deviation('PowerDeliveryResType', p)
-                    if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(p))
-                    el = 'EVSEStatus/EVSENotification'
-                    _c2_EVSENotification = ((x >> 2) & 3)
-                    if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(p))
-                    else: _c2_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
-                    f_EVSEStatus = iso2_msgdatatypes.EVSEStatusType(_c2_NotificationMaxDelay, _c2_EVSENotification)
-                    s = 2
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_NotificationMaxDelay = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('PowerDeliveryResType', p)
-            if s == 2:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryResType', p)
-                s = -1
+                    r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 57: raise r.deviation('DC_EVSEStatusType', p)
+                if _c2_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(p))
+                el = 'DC_EVSEStatus/EVSENotification'
+                _c2_EVSENotification = ((x >> 1) & 3)
+                if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(p))
+                else: _c2_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
+                _c2_s = 2
+                if _c2_s == 2:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 12
+                        if p > E: V, E, p = r.slide(p, 12)
+                        x = (V >> (E - p)) & 4095
+                        if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
+                        el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                        _c2_EVSEIsolationStatus = ((x >> 8) & 7)
+                        if _c2_EVSEIsolationStatus >= 5: _c2_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c2_EVSEIsolationStatus, 5, r.at(p))
+                        else: _c2_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c2_EVSEIsolationStatus]
+                        el = 'DC_EVSEStatus/EVSEStatusCode'
+                        _c2_EVSEStatusCode = ((x >> 1) & 15)
+                        if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(p))
+                        else: _c2_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
+                        _c2_s = 4
+                    elif ec == 1:
+                        p += 6
+                        if p > E: V, E, p = r.slide(p, 6)
+                        x = (V >> (E - p)) & 63
+                        if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                        el = 'DC_EVSEStatus/EVSEStatusCode'
+                        _c2_EVSEStatusCode = ((x >> 1) & 15)
+                        if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(p))
+                        else: _c2_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
+                        _c2_s = 4
+                    else:
+                        raise r.deviation('DC_EVSEStatusType', p)
+                if _c2_s == 4:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEStatusType', p)
+                    _c2_s = -1
+                f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+                f_DC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
+                f_DC_EVSEStatus.EVSENotification = _c2_EVSENotification
+                f_DC_EVSEStatus.EVSEIsolationStatus = _c2_EVSEIsolationStatus
+                f_DC_EVSEStatus.EVSEStatusCode = _c2_EVSEStatusCode
+                s = 2
+            elif ec == 2:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('PowerDeliveryResType', p)
+                el = 'EVSEStatus/NotificationMaxDelay'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c3_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c3_NotificationMaxDelay = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c3_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 7
+                if p > E: V, E, p = r.slide(p, 7)
+                x = (V >> (E - p)) & 127
+                if x & 115: raise r.deviation('PowerDeliveryResType', p)
+                if _c3_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(p))
+                el = 'EVSEStatus/EVSENotification'
+                _c3_EVSENotification = ((x >> 2) & 3)
+                if _c3_EVSENotification >= 3: _c3_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c3_EVSENotification, 3, r.at(p))
+                else: _c3_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c3_EVSENotification]
+                f_EVSEStatus = _new(iso2_msgdatatypes.EVSEStatusType)
+                f_EVSEStatus.NotificationMaxDelay = _c3_NotificationMaxDelay
+                f_EVSEStatus.EVSENotification = _c3_EVSENotification
+                s = 2
+            else:
+                raise r.deviation('PowerDeliveryResType', p)
+        if s == 2:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryResType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.PowerDeliveryResType(f_ResponseCode, f_AC_EVSEStatus, f_DC_EVSEStatus, f_EVSEStatus)
+    _obj = _new(iso2_msgbody.PowerDeliveryResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.AC_EVSEStatus = f_AC_EVSEStatus
+    _obj.DC_EVSEStatus = f_DC_EVSEStatus
+    _obj.EVSEStatus = f_EVSEStatus
+    return _obj
 
 def _e_PowerDeliveryResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}PowerDeliveryResType
@@ -6401,88 +10534,135 @@ def _e_PowerDeliveryResType(w, o):
         v_AC_EVSEStatus = o.AC_EVSEStatus
         v_DC_EVSEStatus = o.DC_EVSEStatus
         v_EVSEStatus = o.EVSEStatus
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    el = 'ResponseCode'
-                    _i1 = _I_iso2_msgdatatypes_responseCodeType.get(v_ResponseCode)
-                    if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    v = (v << 8) | (_i1 << 1)
-                    n += 8
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_AC_EVSEStatus is not None:
-                    el = 'AC_EVSEStatus'
-                    _o = v_AC_EVSEStatus
-                    _c2_NotificationMaxDelay = _o.NotificationMaxDelay
-                    _c2_EVSENotification = _o.EVSENotification
-                    _c2_RCD = _o.RCD
-                    if not (_c2_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'AC_EVSEStatus/NotificationMaxDelay'
-                    if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 65535]')
-                    v <<= 4
-                    n += 4
-                    if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                    elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'AC_EVSEStatus/EVSENotification'
-                    _c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
-                    if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    if not (_c2_RCD is not None): raise EncodeError('missing content: RCD')
-                    el = 'AC_EVSEStatus/RCD'
-                    if _c2_RCD is not True and _c2_RCD is not False: raise EncodeError(f'expected a bool, got {_c2_RCD!r}')
-                    v = (v << 11) | (_c2_i1 << 6) | (_c2_RCD << 2)
-                    n += 11
-                    _c2_NotificationMaxDelay = None
-                    _c2_EVSENotification = None
-                    _c2_RCD = None
-                    v_AC_EVSEStatus = None
-                    s = 2
-                elif v_DC_EVSEStatus is not None:
-                    el = 'DC_EVSEStatus'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
-                    v = w.v; n = w.n
-                    v_DC_EVSEStatus = None
-                    s = 2
-                elif v_EVSEStatus is not None:
-                    el = 'EVSEStatus'
-                    _o = v_EVSEStatus
-                    _c3_NotificationMaxDelay = _o.NotificationMaxDelay
-                    _c3_EVSENotification = _o.EVSENotification
-                    if not (_c3_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'EVSEStatus/NotificationMaxDelay'
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i1 = _I_iso2_msgdatatypes_responseCodeType.get(v_ResponseCode)
+            if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 8) | (_i1 << 1)
+            n += 8
+            v_ResponseCode = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
+        if s == 1:
+            if v_AC_EVSEStatus is not None:
+                el = 'AC_EVSEStatus'
+                _o = v_AC_EVSEStatus
+                _c2_NotificationMaxDelay = _o.NotificationMaxDelay
+                _c2_EVSENotification = _o.EVSENotification
+                _c2_RCD = _o.RCD
+                if not (_c2_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                el = 'AC_EVSEStatus/NotificationMaxDelay'
+                if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 65535]')
+                v <<= 4
+                n += 4
+                if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
+                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
+                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'AC_EVSEStatus/EVSENotification'
+                _c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
+                if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                if not (_c2_RCD is not None): raise EncodeError('missing content: RCD')
+                el = 'AC_EVSEStatus/RCD'
+                if _c2_RCD is not True and _c2_RCD is not False: raise EncodeError(f'expected a bool, got {_c2_RCD!r}')
+                v = (v << 11) | (_c2_i1 << 6) | (_c2_RCD << 2)
+                n += 11
+                v_AC_EVSEStatus = None
+                s = 2
+            elif v_DC_EVSEStatus is not None:
+                el = 'DC_EVSEStatus'
+                v = (v << 2) | 1
+                n += 2
+                _c3_o = v_DC_EVSEStatus
+                _c3_NotificationMaxDelay = _c3_o.NotificationMaxDelay
+                _c3_EVSENotification = _c3_o.EVSENotification
+                _c3_EVSEIsolationStatus = _c3_o.EVSEIsolationStatus
+                _c3_EVSEStatusCode = _c3_o.EVSEStatusCode
+                if _c3_NotificationMaxDelay is not None:
+                    el = 'DC_EVSEStatus/NotificationMaxDelay'
                     if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
-                    v = (v << 4) | (2 << 2)
-                    n += 4
+                    v <<= 2
+                    n += 2
                     if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
                     elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | ((_c3_NotificationMaxDelay & 127) << 8) | 32768 | (_c3_NotificationMaxDelay >> 7); n += 16
+                    elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c3_NotificationMaxDelay & 127) << 16) | (((_c3_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c3_NotificationMaxDelay >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'EVSEStatus/EVSENotification'
+                    el = 'DC_EVSEStatus/EVSENotification'
                     _c3_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c3_EVSENotification)
                     if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 7) | (_c3_i1 << 2)
-                    n += 7
+                    v = (v << 6) | (_c3_i1 << 1)
+                    n += 6
                     _c3_NotificationMaxDelay = None
                     _c3_EVSENotification = None
-                    v_EVSEStatus = None
-                    s = 2
+                    _c3_s = 2
                 else:
-                    raise EncodeError('missing content: expected one of AC_EVSEStatus, DC_EVSEStatus, EVSEStatus')
-            if s == 2:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_ResponseCode is not None or v_AC_EVSEStatus is not None or v_DC_EVSEStatus is not None or v_EVSEStatus is not None: raise _leftover(o)
-                    s = -1
+                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
+                if _c3_s == 2:
+                    if _c3_EVSEIsolationStatus is not None:
+                        el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                        _c3_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c3_EVSEIsolationStatus)
+                        if _c3_i2 is None: raise EncodeError(f'{_c3_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                        if not (_c3_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                        el = 'DC_EVSEStatus/EVSEStatusCode'
+                        _c3_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c3_EVSEStatusCode)
+                        if _c3_i3 is None: raise EncodeError(f'{_c3_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                        v = (v << 14) | (_c3_i2 << 8) | (_c3_i3 << 1)
+                        n += 14
+                        _c3_EVSEIsolationStatus = None
+                        _c3_EVSEStatusCode = None
+                        _c3_s = 4
+                    elif _c3_EVSEStatusCode is not None:
+                        el = 'DC_EVSEStatus/EVSEStatusCode'
+                        _c3_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c3_EVSEStatusCode)
+                        if _c3_i4 is None: raise EncodeError(f'{_c3_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                        v = (v << 8) | (1 << 6) | (_c3_i4 << 1)
+                        n += 8
+                        _c3_EVSEStatusCode = None
+                        _c3_s = 4
+                    else:
+                        raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+                if _c3_s == 4:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c3_NotificationMaxDelay is not None or _c3_EVSENotification is not None or _c3_EVSEIsolationStatus is not None or _c3_EVSEStatusCode is not None: raise _leftover(_c3_o)
+                        _c3_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_DC_EVSEStatus = None
+                s = 2
+            elif v_EVSEStatus is not None:
+                el = 'EVSEStatus'
+                _o = v_EVSEStatus
+                _c4_NotificationMaxDelay = _o.NotificationMaxDelay
+                _c4_EVSENotification = _o.EVSENotification
+                if not (_c4_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                el = 'EVSEStatus/NotificationMaxDelay'
+                if _c4_NotificationMaxDelay < 0 or _c4_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c4_NotificationMaxDelay!r} outside [0, 65535]')
+                v = (v << 4) | (2 << 2)
+                n += 4
+                if _c4_NotificationMaxDelay < 128: v = (v << 8) | _c4_NotificationMaxDelay; n += 8
+                elif _c4_NotificationMaxDelay < 16384: v = (v << 16) | ((_c4_NotificationMaxDelay & 127) << 8) | 32768 | (_c4_NotificationMaxDelay >> 7); n += 16
+                elif _c4_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c4_NotificationMaxDelay & 127) << 16) | (((_c4_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c4_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c4_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c4_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'EVSEStatus/EVSENotification'
+                _c4_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c4_EVSENotification)
+                if _c4_i1 is None: raise EncodeError(f'{_c4_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 7) | (_c4_i1 << 2)
+                n += 7
+                v_EVSEStatus = None
+                s = 2
+            else:
+                raise EncodeError('missing content: expected one of AC_EVSEStatus, DC_EVSEStatus, EVSEStatus')
+        if s == 2:
+            if True:
+                v <<= 1
+                n += 1
+                if v_ResponseCode is not None or v_AC_EVSEStatus is not None or v_DC_EVSEStatus is not None or v_EVSEStatus is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -6502,7 +10682,6 @@ def _d_PreChargeReqType(r):
         if p > E: V, E, p = r.slide(p, 39)
         x = (V >> (E - p)) & 549755813887
         if x & 511336244110: raise r.deviation('PreChargeReqType', p)
-        el = 'DC_EVStatus'
         el = 'DC_EVStatus/EVReady'
         _c1_EVReady = ((x >> 35) & 1) == 1
         el = 'DC_EVStatus/EVErrorCode'
@@ -6512,8 +10691,10 @@ def _d_PreChargeReqType(r):
         el = 'DC_EVStatus/EVRESSSOC'
         _c1_EVRESSSOC = ((x >> 18) & 127)
         if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
-        f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c1_EVReady, _c1_EVErrorCode, _c1_EVRESSSOC)
-        el = 'EVTargetVoltage'
+        f_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus.EVReady = _c1_EVReady
+        f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
+        f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
         el = 'EVTargetVoltage/Multiplier'
         _c2_Multiplier = ((x >> 10) & 7) + -3
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
@@ -6523,12 +10704,22 @@ def _d_PreChargeReqType(r):
         else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
         el = 'EVTargetVoltage/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 18
@@ -6537,8 +10728,10 @@ def _d_PreChargeReqType(r):
         if x & 254862: raise r.deviation('PreChargeReqType', p)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
-        f_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c2_Multiplier, _c2_Unit, _c2_Value)
-        el = 'EVTargetCurrent'
+        f_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVTargetVoltage.Multiplier = _c2_Multiplier
+        f_EVTargetVoltage.Unit = _c2_Unit
+        f_EVTargetVoltage.Value = _c2_Value
         el = 'EVTargetCurrent/Multiplier'
         _c3_Multiplier = ((x >> 10) & 7) + -3
         if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
@@ -6548,25 +10741,41 @@ def _d_PreChargeReqType(r):
         else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
         el = 'EVTargetCurrent/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c3_Value = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c3_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('PreChargeReqType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('PreChargeReqType', p)
         if _neg: _c3_Value = -_c3_Value - 1
         if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
-        f_EVTargetCurrent = iso2_msgdatatypes.PhysicalValueType(_c3_Multiplier, _c3_Unit, _c3_Value)
+        f_EVTargetCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVTargetCurrent.Multiplier = _c3_Multiplier
+        f_EVTargetCurrent.Unit = _c3_Unit
+        f_EVTargetCurrent.Value = _c3_Value
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.PreChargeReqType(f_DC_EVStatus, f_EVTargetVoltage, f_EVTargetCurrent)
+    _obj = _new(iso2_msgbody.PreChargeReqType)
+    _obj.DC_EVStatus = f_DC_EVStatus
+    _obj.EVTargetVoltage = f_EVTargetVoltage
+    _obj.EVTargetCurrent = f_EVTargetCurrent
+    return _obj
 
 def _e_PreChargeReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}PreChargeReqType
@@ -6611,15 +10820,11 @@ def _e_PreChargeReqType(w, o):
             if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 39) | (_c1_EVReady << 35) | (_c1_i1 << 28) | (_c1_EVRESSSOC << 18) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
             n += 39
-            _c1_EVReady = None
-            _c1_EVErrorCode = None
-            _c1_EVRESSSOC = None
             v_DC_EVStatus = None
-            _c2_Multiplier = None
-            _c2_Unit = None
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
             el = 'EVTargetCurrent'
@@ -6639,17 +10844,14 @@ def _e_PreChargeReqType(w, o):
             if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 18) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
             n += 18
-            _c2_Value = None
             v_EVTargetVoltage = None
-            _c3_Multiplier = None
-            _c3_Unit = None
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
-            _c3_Value = None
             v_EVTargetCurrent = None
             if v_DC_EVStatus is not None or v_EVTargetVoltage is not None or v_EVTargetCurrent is not None: raise _leftover(o)
         else:
@@ -6678,42 +10880,130 @@ def _d_PreChargeResType(r):
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', f_ResponseCode, 26, r.at(p))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
-        r.pos = p
-        f_DC_EVSEStatus = c_iso2_msgdatatypes._d_DC_EVSEStatusType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_NotificationMaxDelay = None
+        _c1_EVSENotification = None
+        _c1_EVSEIsolationStatus = None
+        _c1_EVSEStatusCode = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+        el = 'DC_EVSEStatus/NotificationMaxDelay'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 57: raise r.deviation('DC_EVSEStatusType', p)
+        if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(p))
+        el = 'DC_EVSEStatus/EVSENotification'
+        _c1_EVSENotification = ((x >> 1) & 3)
+        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+        else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+        _c1_s = 2
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 12
+                if p > E: V, E, p = r.slide(p, 12)
+                x = (V >> (E - p)) & 4095
+                if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
+                el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                _c1_EVSEIsolationStatus = ((x >> 8) & 7)
+                if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(p))
+                else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c1_EVSEStatusCode = ((x >> 1) & 15)
+                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+                else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+                _c1_s = 4
+            elif ec == 1:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c1_EVSEStatusCode = ((x >> 1) & 15)
+                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+                else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVSEStatusType', p)
+        if _c1_s == 4:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEStatusType', p)
+            _c1_s = -1
+        f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+        f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
+        f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
+        f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
+        f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
         p += 16
         if p > E: V, E, p = r.slide(p, 16)
         x = (V >> (E - p)) & 65535
         if x & 58254: raise r.deviation('PreChargeResType', p)
-        el = 'EVSEPresentVoltage'
         el = 'EVSEPresentVoltage/Multiplier'
-        _c1_Multiplier = ((x >> 10) & 7) + -3
-        if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
+        _c2_Multiplier = ((x >> 10) & 7) + -3
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
         el = 'EVSEPresentVoltage/Unit'
-        _c1_Unit = ((x >> 4) & 7)
-        if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(p))
-        else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
+        _c2_Unit = ((x >> 4) & 7)
+        if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(p))
+        else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
         el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
-            _c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            _c2_Value = (V >> (E - p)) & 127
         else:
-            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('PreChargeResType', p)
-        if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
-        f_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c1_Multiplier, _c1_Unit, _c1_Value)
+        if (V >> (E - p)) & 7: raise r.deviation('PreChargeResType', p)
+        if _neg: _c2_Value = -_c2_Value - 1
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+        f_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
+        f_EVSEPresentVoltage.Unit = _c2_Unit
+        f_EVSEPresentVoltage.Value = _c2_Value
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.PreChargeResType(f_ResponseCode, f_DC_EVSEStatus, f_EVSEPresentVoltage)
+    _obj = _new(iso2_msgbody.PreChargeResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.DC_EVSEStatus = f_DC_EVSEStatus
+    _obj.EVSEPresentVoltage = f_EVSEPresentVoltage
+    return _obj
 
 def _e_PreChargeResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}PreChargeResType
@@ -6733,37 +11023,88 @@ def _e_PreChargeResType(w, o):
             v = (v << 9) | (_i1 << 2)
             n += 9
             v_ResponseCode = None
-            w.v = v; w.n = n
-            c_iso2_msgdatatypes._e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
-            v = w.v; n = w.n
+            _c2_o = v_DC_EVSEStatus
+            _c2_NotificationMaxDelay = _c2_o.NotificationMaxDelay
+            _c2_EVSENotification = _c2_o.EVSENotification
+            _c2_EVSEIsolationStatus = _c2_o.EVSEIsolationStatus
+            _c2_EVSEStatusCode = _c2_o.EVSEStatusCode
+            if _c2_NotificationMaxDelay is not None:
+                el = 'DC_EVSEStatus/NotificationMaxDelay'
+                if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 65535]')
+                v <<= 2
+                n += 2
+                if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
+                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
+                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'DC_EVSEStatus/EVSENotification'
+                _c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
+                if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 6) | (_c2_i1 << 1)
+                n += 6
+                _c2_NotificationMaxDelay = None
+                _c2_EVSENotification = None
+                _c2_s = 2
+            else:
+                raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if _c2_s == 2:
+                if _c2_EVSEIsolationStatus is not None:
+                    el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                    _c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c2_EVSEIsolationStatus)
+                    if _c2_i2 is None: raise EncodeError(f'{_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    if not (_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                    el = 'DC_EVSEStatus/EVSEStatusCode'
+                    _c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
+                    if _c2_i3 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 14) | (_c2_i2 << 8) | (_c2_i3 << 1)
+                    n += 14
+                    _c2_EVSEIsolationStatus = None
+                    _c2_EVSEStatusCode = None
+                    _c2_s = 4
+                elif _c2_EVSEStatusCode is not None:
+                    el = 'DC_EVSEStatus/EVSEStatusCode'
+                    _c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
+                    if _c2_i4 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 8) | (1 << 6) | (_c2_i4 << 1)
+                    n += 8
+                    _c2_EVSEStatusCode = None
+                    _c2_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if _c2_s == 4:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c2_NotificationMaxDelay is not None or _c2_EVSENotification is not None or _c2_EVSEIsolationStatus is not None or _c2_EVSEStatusCode is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'EVSEPresentVoltage'
             _o = v_EVSEPresentVoltage
-            _c2_Multiplier = _o.Multiplier
-            _c2_Unit = _o.Unit
-            _c2_Value = _o.Value
-            if not (_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            _c3_Multiplier = _o.Multiplier
+            _c3_Unit = _o.Unit
+            _c3_Value = _o.Value
+            if not (_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
             el = 'EVSEPresentVoltage/Multiplier'
-            if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
-            if not (_c2_Unit is not None): raise EncodeError('missing content: Unit')
+            if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+            if not (_c3_Unit is not None): raise EncodeError('missing content: Unit')
             el = 'EVSEPresentVoltage/Unit'
-            _c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_Unit)
-            if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
-            if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+            _c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c3_Unit)
+            if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEPresentVoltage/Value'
-            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-            v = (v << 16) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
             n += 16
             v_DC_EVSEStatus = None
-            _c2_Multiplier = None
-            _c2_Unit = None
-            _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+            _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
-            _c2_Value = None
             v_EVSEPresentVoltage = None
             if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None: raise _leftover(o)
         else:
@@ -6783,26 +11124,36 @@ def _d_ServiceDetailReqType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ServiceDetailReqType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceDetailReqType', p)
         el = 'ServiceID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_ServiceID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ServiceDetailReqType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceDetailReqType', p)
         if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.ServiceDetailReqType(f_ServiceID)
+    _obj = _new(iso2_msgbody.ServiceDetailReqType)
+    _obj.ServiceID = f_ServiceID
+    return _obj
 
 def _e_ServiceDetailReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}ServiceDetailReqType
@@ -6818,6 +11169,7 @@ def _e_ServiceDetailReqType(w, o):
             n += 2
             if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
             elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
+            elif v_ServiceID < 2097152: v = (v << 24) | ((v_ServiceID & 127) << 16) | (((v_ServiceID >> 7) & 127) << 8) | 8421376 | (v_ServiceID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -6840,53 +11192,64 @@ def _d_ServiceDetailResType(r):
     f_ServiceID = None
     f_ServiceParameterList = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 10
-                if p > E: V, E, p = r.slide(p, 10)
-                x = (V >> (E - p)) & 1023
-                if x & 775: raise r.deviation('ServiceDetailResType', p)
-                el = 'ResponseCode'
-                f_ResponseCode = ((x >> 3) & 31)
-                if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', f_ResponseCode, 26, r.at(p))
-                else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
-                el = 'ServiceID'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    f_ServiceID = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 10
+        if p > E: V, E, p = r.slide(p, 10)
+        x = (V >> (E - p)) & 1023
+        if x & 775: raise r.deviation('ServiceDetailResType', p)
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 3) & 31)
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
+        el = 'ServiceID'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_ServiceID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            f_ServiceID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
+        if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
+        s = 2
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ServiceParameterList'
+                r.pos = p
+                f_ServiceParameterList = c_iso2_msgdatatypes._d_ServiceParameterListType(r)
+                V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
-                if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
-                s = 2
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'ServiceParameterList'
-                    r.pos = p
-                    f_ServiceParameterList = c_iso2_msgdatatypes._d_ServiceParameterListType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('ServiceDetailResType', p)
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('ServiceDetailResType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.ServiceDetailResType(f_ResponseCode, f_ServiceID, f_ServiceParameterList)
+    _obj = _new(iso2_msgbody.ServiceDetailResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.ServiceID = f_ServiceID
+    _obj.ServiceParameterList = f_ServiceParameterList
+    return _obj
 
 def _e_ServiceDetailResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}ServiceDetailResType
@@ -6897,46 +11260,44 @@ def _e_ServiceDetailResType(w, o):
         v_ResponseCode = o.ResponseCode
         v_ServiceID = o.ServiceID
         v_ServiceParameterList = o.ServiceParameterList
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    el = 'ResponseCode'
-                    _i1 = _I_iso2_msgdatatypes_responseCodeType.get(v_ResponseCode)
-                    if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (v_ServiceID is not None): raise EncodeError('missing content: ServiceID')
-                    el = 'ServiceID'
-                    if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
-                    v = (v << 10) | (_i1 << 3)
-                    n += 10
-                    v_ResponseCode = None
-                    if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-                    elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_ServiceID = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if v_ServiceParameterList is not None:
-                    el = 'ServiceParameterList'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_ServiceParameterListType(w, v_ServiceParameterList)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_ServiceParameterList = None
-                    if v_ResponseCode is not None or v_ServiceID is not None or v_ServiceParameterList is not None: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_ResponseCode is not None or v_ServiceID is not None or v_ServiceParameterList is not None: raise _leftover(o)
-                    s = -1
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i1 = _I_iso2_msgdatatypes_responseCodeType.get(v_ResponseCode)
+            if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+            el = 'ServiceID'
+            if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
+            v = (v << 10) | (_i1 << 3)
+            n += 10
+            v_ResponseCode = None
+            if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
+            elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
+            elif v_ServiceID < 2097152: v = (v << 24) | ((v_ServiceID & 127) << 16) | (((v_ServiceID >> 7) & 127) << 8) | 8421376 | (v_ServiceID >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_ServiceID = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
+        if s == 2:
+            if v_ServiceParameterList is not None:
+                el = 'ServiceParameterList'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_ServiceParameterListType(w, v_ServiceParameterList)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_ServiceParameterList = None
+                if v_ResponseCode is not None or v_ServiceID is not None or v_ServiceParameterList is not None: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_ResponseCode is not None or v_ServiceID is not None or v_ServiceParameterList is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -6951,69 +11312,69 @@ def _d_ServiceDiscoveryReqType(r):
     f_ServiceScope = None
     f_ServiceCategory = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'ServiceScope'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
-                        f_ServiceScope = ''
-                    else:
-                        r.pos = p
-                        f_ServiceScope = r.string('iso2_msgbody:ServiceScope')
-                        if len(f_ServiceScope) > 64: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 64]', f_ServiceScope, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
-                    s = 1
-                elif ec == 1:
-                    p += 4
-                    if p > E: V, E, p = r.slide(p, 4)
-                    x = (V >> (E - p)) & 15
-                    if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
-                    el = 'ServiceCategory'
-                    f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
-                    s = 2
-                elif ec == 2:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('ServiceDiscoveryReqType', p)
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 4
-                    if p > E: V, E, p = r.slide(p, 4)
-                    x = (V >> (E - p)) & 15
-                    if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
-                    el = 'ServiceCategory'
-                    f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
-                    s = 2
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('ServiceDiscoveryReqType', p)
-            if s == 2:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = 'ServiceScope'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                f_ServiceScope = ''
+            else:
+                r.pos = p
+                f_ServiceScope = r.string('iso2_msgbody:ServiceScope')
+                if len(f_ServiceScope) > 64: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 64]', f_ServiceScope, r.at(r.pos))
+                V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryReqType', p)
+                if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+            s = 1
+        elif ec == 1:
+            p += 4
+            if p > E: V, E, p = r.slide(p, 4)
+            x = (V >> (E - p)) & 15
+            if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
+            el = 'ServiceCategory'
+            f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+            s = 2
+        elif ec == 2:
+            pass
+            s = -1
+        else:
+            raise r.deviation('ServiceDiscoveryReqType', p)
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 4
+                if p > E: V, E, p = r.slide(p, 4)
+                x = (V >> (E - p)) & 15
+                if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
+                el = 'ServiceCategory'
+                f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                s = 2
+            elif ec == 1:
+                pass
                 s = -1
+            else:
+                raise r.deviation('ServiceDiscoveryReqType', p)
+        if s == 2:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryReqType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.ServiceDiscoveryReqType(f_ServiceScope, f_ServiceCategory)
+    _obj = _new(iso2_msgbody.ServiceDiscoveryReqType)
+    _obj.ServiceScope = f_ServiceScope
+    _obj.ServiceCategory = f_ServiceCategory
+    return _obj
 
 def _e_ServiceDiscoveryReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}ServiceDiscoveryReqType
@@ -7023,56 +11384,53 @@ def _e_ServiceDiscoveryReqType(w, o):
     try:
         v_ServiceScope = o.ServiceScope
         v_ServiceCategory = o.ServiceCategory
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ServiceScope is not None:
-                    el = 'ServiceScope'
-                    v <<= 3
-                    n += 3
-                    if len(v_ServiceScope) > 64: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 64]')
-                    _l = len(v_ServiceScope)
-                    if _l < 126 and v_ServiceScope.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceScope.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_ServiceScope); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_ServiceScope = None
-                    s = 1
-                elif v_ServiceCategory is not None:
-                    el = 'ServiceCategory'
-                    _i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
-                    if _i1 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (1 << 4) | (_i1 << 1)
-                    n += 6
-                    v_ServiceCategory = None
-                    s = 2
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if v_ServiceScope is not None or v_ServiceCategory is not None: raise _leftover(o)
-                    s = -1
-            if s == 1:
-                if v_ServiceCategory is not None:
-                    el = 'ServiceCategory'
-                    _i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
-                    if _i2 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (_i2 << 1)
-                    n += 6
-                    v_ServiceCategory = None
-                    s = 2
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_ServiceScope is not None or v_ServiceCategory is not None: raise _leftover(o)
-                    s = -1
-            if s == 2:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_ServiceScope is not None or v_ServiceCategory is not None: raise _leftover(o)
-                    s = -1
+        if v_ServiceScope is not None:
+            el = 'ServiceScope'
+            v <<= 3
+            n += 3
+            if len(v_ServiceScope) > 64: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 64]')
+            _l = len(v_ServiceScope)
+            if _l < 126 and v_ServiceScope.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceScope.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_ServiceScope); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_ServiceScope = None
+            s = 1
+        elif v_ServiceCategory is not None:
+            el = 'ServiceCategory'
+            _i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
+            if _i1 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+            v = (v << 6) | (1 << 4) | (_i1 << 1)
+            n += 6
+            v_ServiceCategory = None
+            s = 2
+        elif True:
+            v = (v << 2) | 2
+            n += 2
+            if v_ServiceScope is not None or v_ServiceCategory is not None: raise _leftover(o)
+            s = -1
+        if s == 1:
+            if v_ServiceCategory is not None:
+                el = 'ServiceCategory'
+                _i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
+                if _i2 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (_i2 << 1)
+                n += 6
+                v_ServiceCategory = None
+                s = 2
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_ServiceScope is not None or v_ServiceCategory is not None: raise _leftover(o)
+                s = -1
+        if s == 2:
+            if True:
+                v <<= 1
+                n += 1
+                if v_ServiceScope is not None or v_ServiceCategory is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -7089,51 +11447,53 @@ def _d_ServiceDiscoveryResType(r):
     f_ChargeService = None
     f_ServiceList = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 387: raise r.deviation('ServiceDiscoveryResType', p)
-                el = 'ResponseCode'
-                f_ResponseCode = ((x >> 2) & 31)
-                if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', f_ResponseCode, 26, r.at(p))
-                else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
-                el = 'PaymentOptionList'
+        p += 9
+        if p > E: V, E, p = r.slide(p, 9)
+        x = (V >> (E - p)) & 511
+        if x & 387: raise r.deviation('ServiceDiscoveryResType', p)
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 31)
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
+        el = 'PaymentOptionList'
+        r.pos = p
+        f_PaymentOptionList = c_iso2_msgdatatypes._d_PaymentOptionListType(r)
+        V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryResType', p)
+        el = 'ChargeService'
+        r.pos = p
+        f_ChargeService = c_iso2_msgdatatypes._d_ChargeServiceType(r)
+        V = r.v; E = r.end; p = r.pos
+        s = 3
+        if s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ServiceList'
                 r.pos = p
-                f_PaymentOptionList = c_iso2_msgdatatypes._d_PaymentOptionListType(r)
+                f_ServiceList = c_iso2_msgdatatypes._d_ServiceListType(r)
                 V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryResType', p)
-                el = 'ChargeService'
-                r.pos = p
-                f_ChargeService = c_iso2_msgdatatypes._d_ChargeServiceType(r)
-                V = r.v; E = r.end; p = r.pos
-                s = 3
-            if s == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'ServiceList'
-                    r.pos = p
-                    f_ServiceList = c_iso2_msgdatatypes._d_ServiceListType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryResType', p)
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('ServiceDiscoveryResType', p)
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('ServiceDiscoveryResType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.ServiceDiscoveryResType(f_ResponseCode, f_PaymentOptionList, f_ChargeService, f_ServiceList)
+    _obj = _new(iso2_msgbody.ServiceDiscoveryResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.PaymentOptionList = f_PaymentOptionList
+    _obj.ChargeService = f_ChargeService
+    _obj.ServiceList = f_ServiceList
+    return _obj
 
 def _e_ServiceDiscoveryResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}ServiceDiscoveryResType
@@ -7145,51 +11505,48 @@ def _e_ServiceDiscoveryResType(w, o):
         v_PaymentOptionList = o.PaymentOptionList
         v_ChargeService = o.ChargeService
         v_ServiceList = o.ServiceList
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    el = 'ResponseCode'
-                    _i1 = _I_iso2_msgdatatypes_responseCodeType.get(v_ResponseCode)
-                    if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (v_PaymentOptionList is not None): raise EncodeError('missing content: PaymentOptionList')
-                    el = 'PaymentOptionList'
-                    v = (v << 9) | (_i1 << 2)
-                    n += 9
-                    v_ResponseCode = None
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_PaymentOptionListType(w, v_PaymentOptionList)
-                    v = w.v; n = w.n
-                    if not (v_ChargeService is not None): raise EncodeError('missing content: ChargeService')
-                    el = 'ChargeService'
-                    v <<= 1
-                    n += 1
-                    v_PaymentOptionList = None
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_ChargeServiceType(w, v_ChargeService)
-                    v = w.v; n = w.n
-                    v_ChargeService = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 3:
-                if v_ServiceList is not None:
-                    el = 'ServiceList'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_ServiceListType(w, v_ServiceList)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_ServiceList = None
-                    if v_ResponseCode is not None or v_PaymentOptionList is not None or v_ChargeService is not None or v_ServiceList is not None: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_ResponseCode is not None or v_PaymentOptionList is not None or v_ChargeService is not None or v_ServiceList is not None: raise _leftover(o)
-                    s = -1
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i1 = _I_iso2_msgdatatypes_responseCodeType.get(v_ResponseCode)
+            if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_PaymentOptionList is not None): raise EncodeError('missing content: PaymentOptionList')
+            el = 'PaymentOptionList'
+            v = (v << 9) | (_i1 << 2)
+            n += 9
+            v_ResponseCode = None
+            w.v = v; w.n = n
+            c_iso2_msgdatatypes._e_PaymentOptionListType(w, v_PaymentOptionList)
+            v = w.v; n = w.n
+            if not (v_ChargeService is not None): raise EncodeError('missing content: ChargeService')
+            el = 'ChargeService'
+            v <<= 1
+            n += 1
+            v_PaymentOptionList = None
+            w.v = v; w.n = n
+            c_iso2_msgdatatypes._e_ChargeServiceType(w, v_ChargeService)
+            v = w.v; n = w.n
+            v_ChargeService = None
+            s = 3
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
+        if s == 3:
+            if v_ServiceList is not None:
+                el = 'ServiceList'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_ServiceListType(w, v_ServiceList)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_ServiceList = None
+                if v_ResponseCode is not None or v_PaymentOptionList is not None or v_ChargeService is not None or v_ServiceList is not None: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_ResponseCode is not None or v_PaymentOptionList is not None or v_ChargeService is not None or v_ServiceList is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -7215,10 +11572,12 @@ def _d_SessionSetupReqType(r):
             if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
             f_EVCCID = b''
         else:
-            r.pos = p
-            f_EVCCID = r.binary()
-            if len(f_EVCCID) > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', f_EVCCID, r.at(r.pos))
-            V = r.v; E = r.end; p = r.pos
+            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                p += 8 + (_l << 3)
+                f_EVCCID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = p; f_EVCCID = r.binary(); V = r.v; E = r.end; p = r.pos
+            if len(f_EVCCID) > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', f_EVCCID, r.at(p))
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
@@ -7228,7 +11587,9 @@ def _d_SessionSetupReqType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.SessionSetupReqType(f_EVCCID)
+    _obj = _new(iso2_msgbody.SessionSetupReqType)
+    _obj.EVCCID = f_EVCCID
+    return _obj
 
 def _e_SessionSetupReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}SessionSetupReqType
@@ -7241,10 +11602,10 @@ def _e_SessionSetupReqType(w, o):
             el = 'EVCCID'
             v <<= 2
             n += 2
-            w.v = v; w.n = n
             if len(v_EVCCID) > 6: raise EncodeError(f'length {len(v_EVCCID)} outside [0, 6]')
-            w.binary(v_EVCCID)
-            v = w.v; n = w.n
+            _l = len(v_EVCCID)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_EVCCID, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_EVCCID); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVCCID = None
@@ -7266,61 +11627,71 @@ def _d_SessionSetupResType(r):
     f_EVSEID = None
     f_EVSETimeStamp = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 10
-                if p > E: V, E, p = r.slide(p, 10)
-                x = (V >> (E - p)) & 1023
-                if x & 775: raise r.deviation('SessionSetupResType', p)
-                el = 'ResponseCode'
-                f_ResponseCode = ((x >> 3) & 31)
-                if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', f_ResponseCode, 26, r.at(p))
-                else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
-                el = 'EVSEID'
-                r.pos = p
-                f_EVSEID = r.string('iso2_msgbody:EVSEID')
-                if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('SessionSetupResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SessionSetupResType', p)
-                s = 2
-            if s == 2:
+        p += 10
+        if p > E: V, E, p = r.slide(p, 10)
+        x = (V >> (E - p)) & 1023
+        if x & 775: raise r.deviation('SessionSetupResType', p)
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 3) & 31)
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
+        el = 'EVSEID'
+        r.pos = p
+        f_EVSEID = r.string('iso2_msgbody:EVSEID')
+        if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('SessionSetupResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('SessionSetupResType', p)
+        s = 2
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('SessionSetupResType', p)
-                    el = 'EVSETimeStamp'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('SessionSetupResType', p)
+                el = 'EVSETimeStamp'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_EVSETimeStamp = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        f_EVSETimeStamp = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_EVSETimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        f_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('SessionSetupResType', p)
-                    if _neg: f_EVSETimeStamp = -f_EVSETimeStamp - 1
-                    if f_EVSETimeStamp < -9223372036854775808 or f_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', f_EVSETimeStamp, r.at(p))
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_EVSETimeStamp = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('SessionSetupResType', p)
+                    r.pos = p; f_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('SessionSetupResType', p)
+                if _neg: f_EVSETimeStamp = -f_EVSETimeStamp - 1
+                if f_EVSETimeStamp < -9223372036854775808 or f_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', f_EVSETimeStamp, r.at(p))
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('SessionSetupResType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.SessionSetupResType(f_ResponseCode, f_EVSEID, f_EVSETimeStamp)
+    _obj = _new(iso2_msgbody.SessionSetupResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.EVSEID = f_EVSEID
+    _obj.EVSETimeStamp = f_EVSETimeStamp
+    return _obj
 
 def _e_SessionSetupResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}SessionSetupResType
@@ -7331,50 +11702,48 @@ def _e_SessionSetupResType(w, o):
         v_ResponseCode = o.ResponseCode
         v_EVSEID = o.EVSEID
         v_EVSETimeStamp = o.EVSETimeStamp
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    el = 'ResponseCode'
-                    _i1 = _I_iso2_msgdatatypes_responseCodeType.get(v_ResponseCode)
-                    if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (v_EVSEID is not None): raise EncodeError('missing content: EVSEID')
-                    el = 'EVSEID'
-                    v = (v << 10) | (_i1 << 3)
-                    n += 10
-                    v_ResponseCode = None
-                    if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
-                    _l = len(v_EVSEID)
-                    if _l < 126 and v_EVSEID.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_EVSEID = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if v_EVSETimeStamp is not None:
-                    el = 'EVSETimeStamp'
-                    if v_EVSETimeStamp < -9223372036854775808 or v_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {v_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
-                    v = (v << 4) | (v_EVSETimeStamp < 0)
-                    n += 4
-                    _m = (-v_EVSETimeStamp - 1 if v_EVSETimeStamp < 0 else v_EVSETimeStamp)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    v_EVSETimeStamp = None
-                    if v_ResponseCode is not None or v_EVSEID is not None or v_EVSETimeStamp is not None: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_ResponseCode is not None or v_EVSEID is not None or v_EVSETimeStamp is not None: raise _leftover(o)
-                    s = -1
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i1 = _I_iso2_msgdatatypes_responseCodeType.get(v_ResponseCode)
+            if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_EVSEID is not None): raise EncodeError('missing content: EVSEID')
+            el = 'EVSEID'
+            v = (v << 10) | (_i1 << 3)
+            n += 10
+            v_ResponseCode = None
+            if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
+            _l = len(v_EVSEID)
+            if _l < 126 and v_EVSEID.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_EVSEID = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
+        if s == 2:
+            if v_EVSETimeStamp is not None:
+                el = 'EVSETimeStamp'
+                if v_EVSETimeStamp < -9223372036854775808 or v_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {v_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
+                v = (v << 4) | (v_EVSETimeStamp < 0)
+                n += 4
+                _m = (-v_EVSETimeStamp - 1 if v_EVSETimeStamp < 0 else v_EVSETimeStamp)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVSETimeStamp = None
+                if v_ResponseCode is not None or v_EVSEID is not None or v_EVSETimeStamp is not None: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_ResponseCode is not None or v_EVSEID is not None or v_EVSETimeStamp is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -7397,7 +11766,9 @@ def _d_SessionStopReqType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.SessionStopReqType(f_ChargingSession)
+    _obj = _new(iso2_msgbody.SessionStopReqType)
+    _obj.ChargingSession = f_ChargingSession
+    return _obj
 
 def _e_SessionStopReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}SessionStopReqType
@@ -7440,7 +11811,9 @@ def _d_SessionStopResType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.SessionStopResType(f_ResponseCode)
+    _obj = _new(iso2_msgbody.SessionStopResType)
+    _obj.ResponseCode = f_ResponseCode
+    return _obj
 
 def _e_SessionStopResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}SessionStopResType
@@ -7476,7 +11849,6 @@ def _d_WeldingDetectionReqType(r):
         if p > E: V, E, p = r.slide(p, 24)
         x = (V >> (E - p)) & 16777215
         if x & 15604743: raise r.deviation('WeldingDetectionReqType', p)
-        el = 'DC_EVStatus'
         el = 'DC_EVStatus/EVReady'
         _c1_EVReady = ((x >> 20) & 1) == 1
         el = 'DC_EVStatus/EVErrorCode'
@@ -7486,11 +11858,16 @@ def _d_WeldingDetectionReqType(r):
         el = 'DC_EVStatus/EVRESSSOC'
         _c1_EVRESSSOC = ((x >> 3) & 127)
         if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
-        f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c1_EVReady, _c1_EVErrorCode, _c1_EVRESSSOC)
+        f_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus.EVReady = _c1_EVReady
+        f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
+        f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.WeldingDetectionReqType(f_DC_EVStatus)
+    _obj = _new(iso2_msgbody.WeldingDetectionReqType)
+    _obj.DC_EVStatus = f_DC_EVStatus
+    return _obj
 
 def _e_WeldingDetectionReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}WeldingDetectionReqType
@@ -7517,9 +11894,6 @@ def _e_WeldingDetectionReqType(w, o):
             if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
             v = (v << 24) | (_c1_EVReady << 20) | (_c1_i1 << 13) | (_c1_EVRESSSOC << 3)
             n += 24
-            _c1_EVReady = None
-            _c1_EVErrorCode = None
-            _c1_EVRESSSOC = None
             v_DC_EVStatus = None
             if v_DC_EVStatus is not None: raise _leftover(o)
         else:
@@ -7548,42 +11922,130 @@ def _d_WeldingDetectionResType(r):
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', f_ResponseCode, 26, r.at(p))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
-        r.pos = p
-        f_DC_EVSEStatus = c_iso2_msgdatatypes._d_DC_EVSEStatusType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_NotificationMaxDelay = None
+        _c1_EVSENotification = None
+        _c1_EVSEIsolationStatus = None
+        _c1_EVSEStatusCode = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+        el = 'DC_EVSEStatus/NotificationMaxDelay'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 57: raise r.deviation('DC_EVSEStatusType', p)
+        if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(p))
+        el = 'DC_EVSEStatus/EVSENotification'
+        _c1_EVSENotification = ((x >> 1) & 3)
+        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+        else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+        _c1_s = 2
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 12
+                if p > E: V, E, p = r.slide(p, 12)
+                x = (V >> (E - p)) & 4095
+                if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
+                el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                _c1_EVSEIsolationStatus = ((x >> 8) & 7)
+                if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(p))
+                else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c1_EVSEStatusCode = ((x >> 1) & 15)
+                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+                else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+                _c1_s = 4
+            elif ec == 1:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c1_EVSEStatusCode = ((x >> 1) & 15)
+                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+                else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVSEStatusType', p)
+        if _c1_s == 4:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEStatusType', p)
+            _c1_s = -1
+        f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+        f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
+        f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
+        f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
+        f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
         p += 16
         if p > E: V, E, p = r.slide(p, 16)
         x = (V >> (E - p)) & 65535
         if x & 58254: raise r.deviation('WeldingDetectionResType', p)
-        el = 'EVSEPresentVoltage'
         el = 'EVSEPresentVoltage/Multiplier'
-        _c1_Multiplier = ((x >> 10) & 7) + -3
-        if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
+        _c2_Multiplier = ((x >> 10) & 7) + -3
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
         el = 'EVSEPresentVoltage/Unit'
-        _c1_Unit = ((x >> 4) & 7)
-        if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(p))
-        else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
+        _c2_Unit = ((x >> 4) & 7)
+        if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(p))
+        else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
         el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
-            _c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            _c2_Value = (V >> (E - p)) & 127
         else:
-            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('WeldingDetectionResType', p)
-        if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
-        f_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c1_Multiplier, _c1_Unit, _c1_Value)
+        if (V >> (E - p)) & 7: raise r.deviation('WeldingDetectionResType', p)
+        if _neg: _c2_Value = -_c2_Value - 1
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+        f_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
+        f_EVSEPresentVoltage.Unit = _c2_Unit
+        f_EVSEPresentVoltage.Value = _c2_Value
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgbody.WeldingDetectionResType(f_ResponseCode, f_DC_EVSEStatus, f_EVSEPresentVoltage)
+    _obj = _new(iso2_msgbody.WeldingDetectionResType)
+    _obj.ResponseCode = f_ResponseCode
+    _obj.DC_EVSEStatus = f_DC_EVSEStatus
+    _obj.EVSEPresentVoltage = f_EVSEPresentVoltage
+    return _obj
 
 def _e_WeldingDetectionResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}WeldingDetectionResType
@@ -7603,37 +12065,88 @@ def _e_WeldingDetectionResType(w, o):
             v = (v << 9) | (_i1 << 2)
             n += 9
             v_ResponseCode = None
-            w.v = v; w.n = n
-            c_iso2_msgdatatypes._e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
-            v = w.v; n = w.n
+            _c2_o = v_DC_EVSEStatus
+            _c2_NotificationMaxDelay = _c2_o.NotificationMaxDelay
+            _c2_EVSENotification = _c2_o.EVSENotification
+            _c2_EVSEIsolationStatus = _c2_o.EVSEIsolationStatus
+            _c2_EVSEStatusCode = _c2_o.EVSEStatusCode
+            if _c2_NotificationMaxDelay is not None:
+                el = 'DC_EVSEStatus/NotificationMaxDelay'
+                if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 65535]')
+                v <<= 2
+                n += 2
+                if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
+                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
+                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'DC_EVSEStatus/EVSENotification'
+                _c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
+                if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 6) | (_c2_i1 << 1)
+                n += 6
+                _c2_NotificationMaxDelay = None
+                _c2_EVSENotification = None
+                _c2_s = 2
+            else:
+                raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if _c2_s == 2:
+                if _c2_EVSEIsolationStatus is not None:
+                    el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                    _c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c2_EVSEIsolationStatus)
+                    if _c2_i2 is None: raise EncodeError(f'{_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    if not (_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                    el = 'DC_EVSEStatus/EVSEStatusCode'
+                    _c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
+                    if _c2_i3 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 14) | (_c2_i2 << 8) | (_c2_i3 << 1)
+                    n += 14
+                    _c2_EVSEIsolationStatus = None
+                    _c2_EVSEStatusCode = None
+                    _c2_s = 4
+                elif _c2_EVSEStatusCode is not None:
+                    el = 'DC_EVSEStatus/EVSEStatusCode'
+                    _c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
+                    if _c2_i4 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 8) | (1 << 6) | (_c2_i4 << 1)
+                    n += 8
+                    _c2_EVSEStatusCode = None
+                    _c2_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if _c2_s == 4:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c2_NotificationMaxDelay is not None or _c2_EVSENotification is not None or _c2_EVSEIsolationStatus is not None or _c2_EVSEStatusCode is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'EVSEPresentVoltage'
             _o = v_EVSEPresentVoltage
-            _c2_Multiplier = _o.Multiplier
-            _c2_Unit = _o.Unit
-            _c2_Value = _o.Value
-            if not (_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            _c3_Multiplier = _o.Multiplier
+            _c3_Unit = _o.Unit
+            _c3_Value = _o.Value
+            if not (_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
             el = 'EVSEPresentVoltage/Multiplier'
-            if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
-            if not (_c2_Unit is not None): raise EncodeError('missing content: Unit')
+            if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+            if not (_c3_Unit is not None): raise EncodeError('missing content: Unit')
             el = 'EVSEPresentVoltage/Unit'
-            _c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_Unit)
-            if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
-            if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+            _c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c3_Unit)
+            if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEPresentVoltage/Value'
-            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-            v = (v << 16) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
             n += 16
             v_DC_EVSEStatus = None
-            _c2_Multiplier = None
-            _c2_Unit = None
-            _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+            _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
-            _c2_Value = None
             v_EVSEPresentVoltage = None
             if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None: raise _leftover(o)
         else:

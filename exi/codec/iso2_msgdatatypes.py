@@ -4,6 +4,7 @@
 from exi.runtime import DecodeError, EncodeError, _ctx, _leftover
 from exi.model import iso2_msgdatatypes, xmldsig
 
+_new = object.__new__
 _E_iso2_msgdatatypes_DC_EVErrorCodeType = tuple(iso2_msgdatatypes.DC_EVErrorCodeType)
 _E_iso2_msgdatatypes_DC_EVSEStatusCodeType = tuple(iso2_msgdatatypes.DC_EVSEStatusCodeType)
 _E_iso2_msgdatatypes_EVSENotificationType = tuple(iso2_msgdatatypes.EVSENotificationType)
@@ -37,174 +38,244 @@ def _d_AC_EVChargeParameterType(r):
     f_EVMaxCurrent = None
     f_EVMinCurrent = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
-                    el = 'DepartureTime'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_DepartureTime = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 17
-                    if p > E: V, E, p = r.slide(p, 17)
-                    x = (V >> (E - p)) & 131071
-                    if x & 123790: raise r.deviation('AC_EVChargeParameterType', p)
-                    if f_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
-                    el = 'EAmount'
-                    el = 'EAmount/Multiplier'
-                    _c1_Multiplier = ((x >> 10) & 7) + -3
-                    if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
-                    el = 'EAmount/Unit'
-                    _c1_Unit = ((x >> 4) & 7)
-                    if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(p))
-                    else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
-                    el = 'EAmount/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('AC_EVChargeParameterType', p)
-                    if _neg: _c1_Value = -_c1_Value - 1
-                    if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
-                    f_EAmount = iso2_msgdatatypes.PhysicalValueType(_c1_Multiplier, _c1_Unit, _c1_Value)
-                    s = 2
-                elif ec == 1:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('AC_EVChargeParameterType', p)
-                    el = 'EAmount'
-                    el = 'EAmount/Multiplier'
-                    _c2_Multiplier = ((x >> 10) & 7) + -3
-                    if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
-                    el = 'EAmount/Unit'
-                    _c2_Unit = ((x >> 4) & 7)
-                    if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(p))
-                    else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
-                    el = 'EAmount/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c2_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('AC_EVChargeParameterType', p)
-                    if _neg: _c2_Value = -_c2_Value - 1
-                    if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
-                    f_EAmount = iso2_msgdatatypes.PhysicalValueType(_c2_Multiplier, _c2_Unit, _c2_Value)
-                    s = 2
-                else:
-                    raise r.deviation('AC_EVChargeParameterType', p)
-            if s == 2:
-                p += 16
-                if p > E: V, E, p = r.slide(p, 16)
-                x = (V >> (E - p)) & 65535
-                if x & 58254: raise r.deviation('AC_EVChargeParameterType', p)
-                el = 'EVMaxVoltage'
-                el = 'EVMaxVoltage/Multiplier'
-                _c3_Multiplier = ((x >> 10) & 7) + -3
-                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
-                el = 'EVMaxVoltage/Unit'
-                _c3_Unit = ((x >> 4) & 7)
-                if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(p))
-                else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
-                el = 'EVMaxVoltage/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
+            el = 'DepartureTime'
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c3_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    f_DepartureTime = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                f_DepartureTime = (V >> (E - p)) & 127
+            else:
+                r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 17
+            if p > E: V, E, p = r.slide(p, 17)
+            x = (V >> (E - p)) & 131071
+            if x & 123790: raise r.deviation('AC_EVChargeParameterType', p)
+            if f_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
+            el = 'EAmount/Multiplier'
+            _c1_Multiplier = ((x >> 10) & 7) + -3
+            if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
+            el = 'EAmount/Unit'
+            _c1_Unit = ((x >> 4) & 7)
+            if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(p))
+            else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
+            el = 'EAmount/Value'
+            _neg = (x & 1)
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    _c1_Value = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c1_Value = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('AC_EVChargeParameterType', p)
+            if _neg: _c1_Value = -_c1_Value - 1
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+            f_EAmount = _new(iso2_msgdatatypes.PhysicalValueType)
+            f_EAmount.Multiplier = _c1_Multiplier
+            f_EAmount.Unit = _c1_Unit
+            f_EAmount.Value = _c1_Value
+            s = 2
+        elif ec == 1:
+            p += 15
+            if p > E: V, E, p = r.slide(p, 15)
+            x = (V >> (E - p)) & 32767
+            if x & 25486: raise r.deviation('AC_EVChargeParameterType', p)
+            el = 'EAmount/Multiplier'
+            _c2_Multiplier = ((x >> 10) & 7) + -3
+            if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+            el = 'EAmount/Unit'
+            _c2_Unit = ((x >> 4) & 7)
+            if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(p))
+            else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
+            el = 'EAmount/Value'
+            _neg = (x & 1)
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c2_Value = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('AC_EVChargeParameterType', p)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+            f_EAmount = _new(iso2_msgdatatypes.PhysicalValueType)
+            f_EAmount.Multiplier = _c2_Multiplier
+            f_EAmount.Unit = _c2_Unit
+            f_EAmount.Value = _c2_Value
+            s = 2
+        else:
+            raise r.deviation('AC_EVChargeParameterType', p)
+        if s == 2:
+            p += 16
+            if p > E: V, E, p = r.slide(p, 16)
+            x = (V >> (E - p)) & 65535
+            if x & 58254: raise r.deviation('AC_EVChargeParameterType', p)
+            el = 'EVMaxVoltage/Multiplier'
+            _c3_Multiplier = ((x >> 10) & 7) + -3
+            if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+            el = 'EVMaxVoltage/Unit'
+            _c3_Unit = ((x >> 4) & 7)
+            if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(p))
+            else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
+            el = 'EVMaxVoltage/Value'
+            _neg = (x & 1)
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 18
-                if p > E: V, E, p = r.slide(p, 18)
-                x = (V >> (E - p)) & 262143
-                if x & 254862: raise r.deviation('AC_EVChargeParameterType', p)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
-                f_EVMaxVoltage = iso2_msgdatatypes.PhysicalValueType(_c3_Multiplier, _c3_Unit, _c3_Value)
-                el = 'EVMaxCurrent'
-                el = 'EVMaxCurrent/Multiplier'
-                _c4_Multiplier = ((x >> 10) & 7) + -3
-                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
-                el = 'EVMaxCurrent/Unit'
-                _c4_Unit = ((x >> 4) & 7)
-                if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(p))
-                else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
-                el = 'EVMaxCurrent/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c3_Value = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 18
+            if p > E: V, E, p = r.slide(p, 18)
+            x = (V >> (E - p)) & 262143
+            if x & 254862: raise r.deviation('AC_EVChargeParameterType', p)
+            if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+            f_EVMaxVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+            f_EVMaxVoltage.Multiplier = _c3_Multiplier
+            f_EVMaxVoltage.Unit = _c3_Unit
+            f_EVMaxVoltage.Value = _c3_Value
+            el = 'EVMaxCurrent/Multiplier'
+            _c4_Multiplier = ((x >> 10) & 7) + -3
+            if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+            el = 'EVMaxCurrent/Unit'
+            _c4_Unit = ((x >> 4) & 7)
+            if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(p))
+            else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
+            el = 'EVMaxCurrent/Value'
+            _neg = (x & 1)
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c4_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    _c4_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 18
-                if p > E: V, E, p = r.slide(p, 18)
-                x = (V >> (E - p)) & 262143
-                if x & 254862: raise r.deviation('AC_EVChargeParameterType', p)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
-                f_EVMaxCurrent = iso2_msgdatatypes.PhysicalValueType(_c4_Multiplier, _c4_Unit, _c4_Value)
-                el = 'EVMinCurrent'
-                el = 'EVMinCurrent/Multiplier'
-                _c5_Multiplier = ((x >> 10) & 7) + -3
-                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
-                el = 'EVMinCurrent/Unit'
-                _c5_Unit = ((x >> 4) & 7)
-                if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(p))
-                else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
-                el = 'EVMinCurrent/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c4_Value = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 18
+            if p > E: V, E, p = r.slide(p, 18)
+            x = (V >> (E - p)) & 262143
+            if x & 254862: raise r.deviation('AC_EVChargeParameterType', p)
+            if _neg: _c4_Value = -_c4_Value - 1
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+            f_EVMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
+            f_EVMaxCurrent.Multiplier = _c4_Multiplier
+            f_EVMaxCurrent.Unit = _c4_Unit
+            f_EVMaxCurrent.Value = _c4_Value
+            el = 'EVMinCurrent/Multiplier'
+            _c5_Multiplier = ((x >> 10) & 7) + -3
+            if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
+            el = 'EVMinCurrent/Unit'
+            _c5_Unit = ((x >> 4) & 7)
+            if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(p))
+            else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
+            el = 'EVMinCurrent/Value'
+            _neg = (x & 1)
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c5_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    _c5_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('AC_EVChargeParameterType', p)
-                if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
-                f_EVMinCurrent = iso2_msgdatatypes.PhysicalValueType(_c5_Multiplier, _c5_Unit, _c5_Value)
-                s = -1
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c5_Value = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            if (V >> (E - p)) & 7: raise r.deviation('AC_EVChargeParameterType', p)
+            if _neg: _c5_Value = -_c5_Value - 1
+            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+            f_EVMinCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
+            f_EVMinCurrent.Multiplier = _c5_Multiplier
+            f_EVMinCurrent.Unit = _c5_Unit
+            f_EVMinCurrent.Value = _c5_Value
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.AC_EVChargeParameterType(f_DepartureTime, f_EAmount, f_EVMaxVoltage, f_EVMaxCurrent, f_EVMinCurrent)
+    _obj = _new(iso2_msgdatatypes.AC_EVChargeParameterType)
+    _obj.DepartureTime = f_DepartureTime
+    _obj.EAmount = f_EAmount
+    _obj.EVMaxVoltage = f_EVMaxVoltage
+    _obj.EVMaxCurrent = f_EVMaxCurrent
+    _obj.EVMinCurrent = f_EVMinCurrent
+    return _obj
 
 def _e_AC_EVChargeParameterType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}AC_EVChargeParameterType
@@ -217,163 +288,151 @@ def _e_AC_EVChargeParameterType(w, o):
         v_EVMaxVoltage = o.EVMaxVoltage
         v_EVMaxCurrent = o.EVMaxCurrent
         v_EVMinCurrent = o.EVMinCurrent
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_DepartureTime is not None:
-                    el = 'DepartureTime'
-                    if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
-                    v <<= 3
-                    n += 3
-                    if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-                    elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
-                    if not (v_EAmount is not None): raise EncodeError('missing content: EAmount')
-                    el = 'EAmount'
-                    _o = v_EAmount
-                    _c1_Multiplier = _o.Multiplier
-                    _c1_Unit = _o.Unit
-                    _c1_Value = _o.Value
-                    if not (_c1_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EAmount/Multiplier'
-                    if not -3 <= _c1_Multiplier <= 3: raise EncodeError(f'value {_c1_Multiplier!r} outside [-3, 3]')
-                    if not (_c1_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EAmount/Unit'
-                    _c1_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c1_Unit)
-                    if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EAmount/Value'
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c1_Multiplier - -3) << 10) | (_c1_i1 << 4) | (_c1_Value < 0)
-                    n += 17
-                    v_DepartureTime = None
-                    _c1_Multiplier = None
-                    _c1_Unit = None
-                    _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c1_Value = None
-                    v_EAmount = None
-                    s = 2
-                elif v_EAmount is not None:
-                    el = 'EAmount'
-                    _o = v_EAmount
-                    _c2_Multiplier = _o.Multiplier
-                    _c2_Unit = _o.Unit
-                    _c2_Value = _o.Value
-                    if not (_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EAmount/Multiplier'
-                    if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
-                    if not (_c2_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EAmount/Unit'
-                    _c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_Unit)
-                    if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EAmount/Value'
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | (1 << 15) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
-                    n += 17
-                    _c2_Multiplier = None
-                    _c2_Unit = None
-                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c2_Value = None
-                    v_EAmount = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of DepartureTime, EAmount')
-            if s == 2:
-                if v_EVMaxVoltage is not None:
-                    el = 'EVMaxVoltage'
-                    _o = v_EVMaxVoltage
-                    _c3_Multiplier = _o.Multiplier
-                    _c3_Unit = _o.Unit
-                    _c3_Value = _o.Value
-                    if not (_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVMaxVoltage/Multiplier'
-                    if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
-                    if not (_c3_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVMaxVoltage/Unit'
-                    _c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c3_Unit)
-                    if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVMaxVoltage/Value'
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
-                    n += 16
-                    _c3_Multiplier = None
-                    _c3_Unit = None
-                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (v_EVMaxCurrent is not None): raise EncodeError('missing content: EVMaxCurrent')
-                    el = 'EVMaxCurrent'
-                    _o = v_EVMaxCurrent
-                    _c4_Multiplier = _o.Multiplier
-                    _c4_Unit = _o.Unit
-                    _c4_Value = _o.Value
-                    if not (_c4_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVMaxCurrent/Multiplier'
-                    if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
-                    if not (_c4_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVMaxCurrent/Unit'
-                    _c4_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c4_Unit)
-                    if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVMaxCurrent/Value'
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
-                    n += 18
-                    _c3_Value = None
-                    v_EVMaxVoltage = None
-                    _c4_Multiplier = None
-                    _c4_Unit = None
-                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (v_EVMinCurrent is not None): raise EncodeError('missing content: EVMinCurrent')
-                    el = 'EVMinCurrent'
-                    _o = v_EVMinCurrent
-                    _c5_Multiplier = _o.Multiplier
-                    _c5_Unit = _o.Unit
-                    _c5_Value = _o.Value
-                    if not (_c5_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVMinCurrent/Multiplier'
-                    if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
-                    if not (_c5_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVMinCurrent/Unit'
-                    _c5_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c5_Unit)
-                    if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c5_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVMinCurrent/Value'
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
-                    n += 18
-                    _c4_Value = None
-                    v_EVMaxCurrent = None
-                    _c5_Multiplier = None
-                    _c5_Unit = None
-                    _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
-                    _c5_Value = None
-                    v_EVMinCurrent = None
-                    if v_DepartureTime is not None or v_EAmount is not None or v_EVMaxVoltage is not None or v_EVMaxCurrent is not None or v_EVMinCurrent is not None: raise _leftover(o)
-                    s = -1
-                else:
-                    raise EncodeError('missing content: expected one of EVMaxVoltage')
+        if v_DepartureTime is not None:
+            el = 'DepartureTime'
+            if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
+            v <<= 3
+            n += 3
+            if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
+            elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
+            elif v_DepartureTime < 2097152: v = (v << 24) | ((v_DepartureTime & 127) << 16) | (((v_DepartureTime >> 7) & 127) << 8) | 8421376 | (v_DepartureTime >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
+            if not (v_EAmount is not None): raise EncodeError('missing content: EAmount')
+            el = 'EAmount'
+            _o = v_EAmount
+            _c1_Multiplier = _o.Multiplier
+            _c1_Unit = _o.Unit
+            _c1_Value = _o.Value
+            if not (_c1_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EAmount/Multiplier'
+            if not -3 <= _c1_Multiplier <= 3: raise EncodeError(f'value {_c1_Multiplier!r} outside [-3, 3]')
+            if not (_c1_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EAmount/Unit'
+            _c1_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c1_Unit)
+            if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c1_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EAmount/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | ((_c1_Multiplier - -3) << 10) | (_c1_i1 << 4) | (_c1_Value < 0)
+            n += 17
+            v_DepartureTime = None
+            _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            v_EAmount = None
+            s = 2
+        elif v_EAmount is not None:
+            el = 'EAmount'
+            _o = v_EAmount
+            _c2_Multiplier = _o.Multiplier
+            _c2_Unit = _o.Unit
+            _c2_Value = _o.Value
+            if not (_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EAmount/Multiplier'
+            if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
+            if not (_c2_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EAmount/Unit'
+            _c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_Unit)
+            if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EAmount/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | (1 << 15) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
+            n += 17
+            _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            v_EAmount = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of DepartureTime, EAmount')
+        if s == 2:
+            if v_EVMaxVoltage is not None:
+                el = 'EVMaxVoltage'
+                _o = v_EVMaxVoltage
+                _c3_Multiplier = _o.Multiplier
+                _c3_Unit = _o.Unit
+                _c3_Value = _o.Value
+                if not (_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVMaxVoltage/Multiplier'
+                if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+                if not (_c3_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVMaxVoltage/Unit'
+                _c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMaxVoltage/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
+                n += 16
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if not (v_EVMaxCurrent is not None): raise EncodeError('missing content: EVMaxCurrent')
+                el = 'EVMaxCurrent'
+                _o = v_EVMaxCurrent
+                _c4_Multiplier = _o.Multiplier
+                _c4_Unit = _o.Unit
+                _c4_Value = _o.Value
+                if not (_c4_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVMaxCurrent/Multiplier'
+                if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
+                if not (_c4_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVMaxCurrent/Unit'
+                _c4_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c4_Unit)
+                if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMaxCurrent/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
+                n += 18
+                v_EVMaxVoltage = None
+                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if not (v_EVMinCurrent is not None): raise EncodeError('missing content: EVMinCurrent')
+                el = 'EVMinCurrent'
+                _o = v_EVMinCurrent
+                _c5_Multiplier = _o.Multiplier
+                _c5_Unit = _o.Unit
+                _c5_Value = _o.Value
+                if not (_c5_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVMinCurrent/Multiplier'
+                if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
+                if not (_c5_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVMinCurrent/Unit'
+                _c5_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c5_Unit)
+                if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMinCurrent/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
+                n += 18
+                v_EVMaxCurrent = None
+                _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                v_EVMinCurrent = None
+                if v_DepartureTime is not None or v_EAmount is not None or v_EVMaxVoltage is not None or v_EVMaxCurrent is not None or v_EVMinCurrent is not None: raise _leftover(o)
+                s = -1
+            else:
+                raise EncodeError('missing content: expected one of EVMaxVoltage')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -391,16 +450,24 @@ def _d_AC_EVSEChargeParameterType(r):
     try:
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('AC_EVSEChargeParameterType', p)
-        el = 'AC_EVSEStatus'
+        if (V >> (E - p)) & 7: raise r.deviation('AC_EVSEChargeParameterType', p)
         el = 'AC_EVSEStatus/NotificationMaxDelay'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_NotificationMaxDelay = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 27
@@ -414,8 +481,10 @@ def _d_AC_EVSEChargeParameterType(r):
         else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
         el = 'AC_EVSEStatus/RCD'
         _c1_RCD = ((x >> 18) & 1) == 1
-        f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c1_NotificationMaxDelay, _c1_EVSENotification, _c1_RCD)
-        el = 'EVSENominalVoltage'
+        f_AC_EVSEStatus = _new(iso2_msgdatatypes.AC_EVSEStatusType)
+        f_AC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
+        f_AC_EVSEStatus.EVSENotification = _c1_EVSENotification
+        f_AC_EVSEStatus.RCD = _c1_RCD
         el = 'EVSENominalVoltage/Multiplier'
         _c2_Multiplier = ((x >> 10) & 7) + -3
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
@@ -425,12 +494,22 @@ def _d_AC_EVSEChargeParameterType(r):
         else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
         el = 'EVSENominalVoltage/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 18
@@ -439,8 +518,10 @@ def _d_AC_EVSEChargeParameterType(r):
         if x & 254862: raise r.deviation('AC_EVSEChargeParameterType', p)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
-        f_EVSENominalVoltage = iso2_msgdatatypes.PhysicalValueType(_c2_Multiplier, _c2_Unit, _c2_Value)
-        el = 'EVSEMaxCurrent'
+        f_EVSENominalVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVSENominalVoltage.Multiplier = _c2_Multiplier
+        f_EVSENominalVoltage.Unit = _c2_Unit
+        f_EVSENominalVoltage.Value = _c2_Value
         el = 'EVSEMaxCurrent/Multiplier'
         _c3_Multiplier = ((x >> 10) & 7) + -3
         if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
@@ -450,25 +531,41 @@ def _d_AC_EVSEChargeParameterType(r):
         else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
         el = 'EVSEMaxCurrent/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c3_Value = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c3_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('AC_EVSEChargeParameterType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('AC_EVSEChargeParameterType', p)
         if _neg: _c3_Value = -_c3_Value - 1
         if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
-        f_EVSEMaxCurrent = iso2_msgdatatypes.PhysicalValueType(_c3_Multiplier, _c3_Unit, _c3_Value)
+        f_EVSEMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVSEMaxCurrent.Multiplier = _c3_Multiplier
+        f_EVSEMaxCurrent.Unit = _c3_Unit
+        f_EVSEMaxCurrent.Value = _c3_Value
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.AC_EVSEChargeParameterType(f_AC_EVSEStatus, f_EVSENominalVoltage, f_EVSEMaxCurrent)
+    _obj = _new(iso2_msgdatatypes.AC_EVSEChargeParameterType)
+    _obj.AC_EVSEStatus = f_AC_EVSEStatus
+    _obj.EVSENominalVoltage = f_EVSENominalVoltage
+    _obj.EVSEMaxCurrent = f_EVSEMaxCurrent
+    return _obj
 
 def _e_AC_EVSEChargeParameterType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}AC_EVSEChargeParameterType
@@ -492,6 +589,7 @@ def _e_AC_EVSEChargeParameterType(w, o):
             n += 3
             if _c1_NotificationMaxDelay < 128: v = (v << 8) | _c1_NotificationMaxDelay; n += 8
             elif _c1_NotificationMaxDelay < 16384: v = (v << 16) | ((_c1_NotificationMaxDelay & 127) << 8) | 32768 | (_c1_NotificationMaxDelay >> 7); n += 16
+            elif _c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c1_NotificationMaxDelay & 127) << 16) | (((_c1_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c1_NotificationMaxDelay >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c1_NotificationMaxDelay); v = w.v; n = w.n
             if not (_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'AC_EVSEStatus/EVSENotification'
@@ -518,15 +616,11 @@ def _e_AC_EVSEChargeParameterType(w, o):
             if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 27) | (_c1_i1 << 22) | (_c1_RCD << 18) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
             n += 27
-            _c1_NotificationMaxDelay = None
-            _c1_EVSENotification = None
-            _c1_RCD = None
             v_AC_EVSEStatus = None
-            _c2_Multiplier = None
-            _c2_Unit = None
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
             el = 'EVSEMaxCurrent'
@@ -546,17 +640,14 @@ def _e_AC_EVSEChargeParameterType(w, o):
             if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 18) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
             n += 18
-            _c2_Value = None
             v_EVSENominalVoltage = None
-            _c3_Multiplier = None
-            _c3_Unit = None
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
-            _c3_Value = None
             v_EVSEMaxCurrent = None
             if v_AC_EVSEStatus is not None or v_EVSENominalVoltage is not None or v_EVSEMaxCurrent is not None: raise _leftover(o)
         else:
@@ -578,15 +669,24 @@ def _d_AC_EVSEStatusType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('AC_EVSEStatusType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('AC_EVSEStatusType', p)
         el = 'NotificationMaxDelay'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_NotificationMaxDelay = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 11
@@ -603,7 +703,11 @@ def _d_AC_EVSEStatusType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.AC_EVSEStatusType(f_NotificationMaxDelay, f_EVSENotification, f_RCD)
+    _obj = _new(iso2_msgdatatypes.AC_EVSEStatusType)
+    _obj.NotificationMaxDelay = f_NotificationMaxDelay
+    _obj.EVSENotification = f_EVSENotification
+    _obj.RCD = f_RCD
+    return _obj
 
 def _e_AC_EVSEStatusType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}AC_EVSEStatusType
@@ -621,6 +725,7 @@ def _e_AC_EVSEStatusType(w, o):
             n += 2
             if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
             elif v_NotificationMaxDelay < 16384: v = (v << 16) | ((v_NotificationMaxDelay & 127) << 8) | 32768 | (v_NotificationMaxDelay >> 7); n += 16
+            elif v_NotificationMaxDelay < 2097152: v = (v << 24) | ((v_NotificationMaxDelay & 127) << 16) | (((v_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (v_NotificationMaxDelay >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
             if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'EVSENotification'
@@ -652,79 +757,84 @@ def _d_CertificateChainType(r):
     f_Certificate = None
     f_SubCertificates = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = '@Id'
-                    r.pos = p
-                    f_Id = r.string('iso2_msgdatatypes:Id')
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
-                    el = 'Certificate'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
-                        f_Certificate = b''
-                    else:
-                        r.pos = p
-                        f_Certificate = r.binary()
-                        if len(f_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', f_Certificate, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
-                    s = 2
-                elif ec == 1:
-                    el = 'Certificate'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
-                        f_Certificate = b''
-                    else:
-                        r.pos = p
-                        f_Certificate = r.binary()
-                        if len(f_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', f_Certificate, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
-                    s = 2
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = '@Id'
+            r.pos = p
+            f_Id = r.string('iso2_msgdatatypes:Id')
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+            el = 'Certificate'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                f_Certificate = b''
+            else:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    f_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    raise r.deviation('CertificateChainType', p)
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'SubCertificates'
-                    r.pos = p
-                    f_SubCertificates = _d_SubCertificatesType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
+                    r.pos = p; f_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(f_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', f_Certificate, r.at(p))
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+            s = 2
+        elif ec == 1:
+            el = 'Certificate'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                f_Certificate = b''
+            else:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    f_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    raise r.deviation('CertificateChainType', p)
+                    r.pos = p; f_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(f_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', f_Certificate, r.at(p))
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+            s = 2
+        else:
+            raise r.deviation('CertificateChainType', p)
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'SubCertificates'
+                r.pos = p
+                f_SubCertificates = _d_SubCertificatesType(r)
+                V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('CertificateChainType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.CertificateChainType(f_Id, f_Certificate, f_SubCertificates)
+    _obj = _new(iso2_msgdatatypes.CertificateChainType)
+    _obj.Id = f_Id
+    _obj.Certificate = f_Certificate
+    _obj.SubCertificates = f_SubCertificates
+    return _obj
 
 def _e_CertificateChainType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}CertificateChainType
@@ -735,63 +845,60 @@ def _e_CertificateChainType(w, o):
         v_Id = o.Id
         v_Certificate = o.Certificate
         v_SubCertificates = o.SubCertificates
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Id is not None:
-                    el = '@Id'
-                    v <<= 2
-                    n += 2
-                    _l = len(v_Id)
-                    if _l < 126 and v_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-                    if not (v_Certificate is not None): raise EncodeError('missing content: Certificate')
-                    el = 'Certificate'
-                    v <<= 2
-                    n += 2
-                    v_Id = None
-                    w.v = v; w.n = n
-                    if len(v_Certificate) > 800: raise EncodeError(f'length {len(v_Certificate)} outside [0, 800]')
-                    w.binary(v_Certificate)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_Certificate = None
-                    s = 2
-                elif v_Certificate is not None:
-                    el = 'Certificate'
-                    v = (v << 3) | (1 << 1)
-                    n += 3
-                    w.v = v; w.n = n
-                    if len(v_Certificate) > 800: raise EncodeError(f'length {len(v_Certificate)} outside [0, 800]')
-                    w.binary(v_Certificate)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_Certificate = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Id, Certificate')
-            if s == 2:
-                if v_SubCertificates is not None:
-                    el = 'SubCertificates'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_SubCertificatesType(w, v_SubCertificates)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_SubCertificates = None
-                    if v_Id is not None or v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_Id is not None or v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
-                    s = -1
+        if v_Id is not None:
+            el = '@Id'
+            v <<= 2
+            n += 2
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
+            if not (v_Certificate is not None): raise EncodeError('missing content: Certificate')
+            el = 'Certificate'
+            v <<= 2
+            n += 2
+            v_Id = None
+            if len(v_Certificate) > 800: raise EncodeError(f'length {len(v_Certificate)} outside [0, 800]')
+            _l = len(v_Certificate)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_Certificate); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_Certificate = None
+            s = 2
+        elif v_Certificate is not None:
+            el = 'Certificate'
+            v = (v << 3) | (1 << 1)
+            n += 3
+            if len(v_Certificate) > 800: raise EncodeError(f'length {len(v_Certificate)} outside [0, 800]')
+            _l = len(v_Certificate)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_Certificate); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_Certificate = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of Id, Certificate')
+        if s == 2:
+            if v_SubCertificates is not None:
+                el = 'SubCertificates'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_SubCertificatesType(w, v_SubCertificates)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_SubCertificates = None
+                if v_Id is not None or v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Id is not None or v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -810,119 +917,132 @@ def _d_ChargeServiceType(r):
     f_FreeService = None
     f_SupportedEnergyTransferMode = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ChargeServiceType', p)
-                el = 'ServiceID'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    f_ServiceID = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ChargeServiceType', p)
+        el = 'ServiceID'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_ServiceID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            f_ServiceID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ChargeServiceType', p)
+        if f_ServiceID > 65535: r.facet('ChargeServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ServiceName'
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargeServiceType', p)
-                if f_ServiceID > 65535: r.facet('ChargeServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
-                s = 1
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'ServiceName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
-                        f_ServiceName = ''
-                    else:
-                        r.pos = p
-                        f_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
-                        if len(f_ServiceName) > 32: r.facet('ChargeServiceType/ServiceName', 'length [0, 32]', f_ServiceName, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
-                    p += 5
-                    if p > E: V, E, p = r.slide(p, 5)
-                    x = (V >> (E - p)) & 31
-                    if x & 25: raise r.deviation('ChargeServiceType', p)
-                    el = 'ServiceCategory'
-                    f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
-                    s = 3
-                elif ec == 1:
-                    p += 4
-                    if p > E: V, E, p = r.slide(p, 4)
-                    x = (V >> (E - p)) & 15
-                    if x & 9: raise r.deviation('ChargeServiceType', p)
-                    el = 'ServiceCategory'
-                    f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
-                    s = 3
-                else:
-                    raise r.deviation('ChargeServiceType', p)
-            if s == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'ServiceScope'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
-                        f_ServiceScope = ''
-                    else:
-                        r.pos = p
-                        f_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
-                        if len(f_ServiceScope) > 64: r.facet('ChargeServiceType/ServiceScope', 'length [0, 64]', f_ServiceScope, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
-                    p += 4
-                    if p > E: V, E, p = r.slide(p, 4)
-                    x = (V >> (E - p)) & 15
-                    if x & 13: raise r.deviation('ChargeServiceType', p)
-                    el = 'FreeService'
-                    f_FreeService = ((x >> 1) & 1) == 1
-                    s = 5
-                elif ec == 1:
+                if (V >> (E - p)) & 1:
                     p += 3
                     if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('ChargeServiceType', p)
-                    el = 'FreeService'
-                    f_FreeService = ((x >> 1) & 1) == 1
-                    s = 5
+                    if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                    f_ServiceName = ''
                 else:
-                    raise r.deviation('ChargeServiceType', p)
-            if s == 5:
+                    r.pos = p
+                    f_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
+                    if len(f_ServiceName) > 32: r.facet('ChargeServiceType/ServiceName', 'length [0, 32]', f_ServiceName, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
+                p += 5
+                if p > E: V, E, p = r.slide(p, 5)
+                x = (V >> (E - p)) & 31
+                if x & 25: raise r.deviation('ChargeServiceType', p)
+                el = 'ServiceCategory'
+                f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                s = 3
+            elif ec == 1:
+                p += 4
+                if p > E: V, E, p = r.slide(p, 4)
+                x = (V >> (E - p)) & 15
+                if x & 9: raise r.deviation('ChargeServiceType', p)
+                el = 'ServiceCategory'
+                f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                s = 3
+            else:
+                raise r.deviation('ChargeServiceType', p)
+        if s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ServiceScope'
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargeServiceType', p)
-                el = 'SupportedEnergyTransferMode'
-                r.pos = p
-                f_SupportedEnergyTransferMode = _d_SupportedEnergyTransferModeType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargeServiceType', p)
-                s = -1
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                    f_ServiceScope = ''
+                else:
+                    r.pos = p
+                    f_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
+                    if len(f_ServiceScope) > 64: r.facet('ChargeServiceType/ServiceScope', 'length [0, 64]', f_ServiceScope, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+                p += 4
+                if p > E: V, E, p = r.slide(p, 4)
+                x = (V >> (E - p)) & 15
+                if x & 13: raise r.deviation('ChargeServiceType', p)
+                el = 'FreeService'
+                f_FreeService = ((x >> 1) & 1) == 1
+                s = 5
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('ChargeServiceType', p)
+                el = 'FreeService'
+                f_FreeService = ((x >> 1) & 1) == 1
+                s = 5
+            else:
+                raise r.deviation('ChargeServiceType', p)
+        if s == 5:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ChargeServiceType', p)
+            el = 'SupportedEnergyTransferMode'
+            r.pos = p
+            f_SupportedEnergyTransferMode = _d_SupportedEnergyTransferModeType(r)
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ChargeServiceType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.ChargeServiceType(f_ServiceID, f_ServiceName, f_ServiceCategory, f_ServiceScope, f_FreeService, f_SupportedEnergyTransferMode)
+    _obj = _new(iso2_msgdatatypes.ChargeServiceType)
+    _obj.ServiceID = f_ServiceID
+    _obj.ServiceName = f_ServiceName
+    _obj.ServiceCategory = f_ServiceCategory
+    _obj.ServiceScope = f_ServiceScope
+    _obj.FreeService = f_FreeService
+    _obj.SupportedEnergyTransferMode = f_SupportedEnergyTransferMode
+    return _obj
 
 def _e_ChargeServiceType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}ChargeServiceType
@@ -936,96 +1056,94 @@ def _e_ChargeServiceType(w, o):
         v_ServiceScope = o.ServiceScope
         v_FreeService = o.FreeService
         v_SupportedEnergyTransferMode = o.SupportedEnergyTransferMode
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ServiceID is not None:
-                    el = 'ServiceID'
-                    if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
-                    v <<= 2
-                    n += 2
-                    if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-                    elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_ServiceID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ServiceID')
-            if s == 1:
-                if v_ServiceName is not None:
-                    el = 'ServiceName'
-                    v <<= 3
-                    n += 3
-                    if len(v_ServiceName) > 32: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 32]')
-                    _l = len(v_ServiceName)
-                    if _l < 126 and v_ServiceName.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceName.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_ServiceName); v = w.v; n = w.n
-                    if not (v_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
-                    el = 'ServiceCategory'
-                    _i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
-                    if _i1 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (_i1 << 1)
-                    n += 6
-                    v_ServiceName = None
-                    v_ServiceCategory = None
-                    s = 3
-                elif v_ServiceCategory is not None:
-                    el = 'ServiceCategory'
-                    _i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
-                    if _i2 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (1 << 4) | (_i2 << 1)
-                    n += 6
-                    v_ServiceCategory = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
-            if s == 3:
-                if v_ServiceScope is not None:
-                    el = 'ServiceScope'
-                    v <<= 3
-                    n += 3
-                    if len(v_ServiceScope) > 64: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 64]')
-                    _l = len(v_ServiceScope)
-                    if _l < 126 and v_ServiceScope.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceScope.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_ServiceScope); v = w.v; n = w.n
-                    if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
-                    el = 'FreeService'
-                    if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
-                    v = (v << 5) | (v_FreeService << 1)
-                    n += 5
-                    v_ServiceScope = None
-                    v_FreeService = None
-                    s = 5
-                elif v_FreeService is not None:
-                    el = 'FreeService'
-                    if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
-                    v = (v << 5) | (1 << 3) | (v_FreeService << 1)
-                    n += 5
-                    v_FreeService = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of ServiceScope, FreeService')
-            if s == 5:
-                if v_SupportedEnergyTransferMode is not None:
-                    el = 'SupportedEnergyTransferMode'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_SupportedEnergyTransferModeType(w, v_SupportedEnergyTransferMode)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_SupportedEnergyTransferMode = None
-                    if v_ServiceID is not None or v_ServiceName is not None or v_ServiceCategory is not None or v_ServiceScope is not None or v_FreeService is not None or v_SupportedEnergyTransferMode is not None: raise _leftover(o)
-                    s = -1
-                else:
-                    raise EncodeError('missing content: expected one of SupportedEnergyTransferMode')
+        if v_ServiceID is not None:
+            el = 'ServiceID'
+            if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
+            v <<= 2
+            n += 2
+            if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
+            elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
+            elif v_ServiceID < 2097152: v = (v << 24) | ((v_ServiceID & 127) << 16) | (((v_ServiceID >> 7) & 127) << 8) | 8421376 | (v_ServiceID >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_ServiceID = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of ServiceID')
+        if s == 1:
+            if v_ServiceName is not None:
+                el = 'ServiceName'
+                v <<= 3
+                n += 3
+                if len(v_ServiceName) > 32: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 32]')
+                _l = len(v_ServiceName)
+                if _l < 126 and v_ServiceName.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceName.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_ServiceName); v = w.v; n = w.n
+                if not (v_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                el = 'ServiceCategory'
+                _i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
+                if _i1 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (_i1 << 1)
+                n += 6
+                v_ServiceName = None
+                v_ServiceCategory = None
+                s = 3
+            elif v_ServiceCategory is not None:
+                el = 'ServiceCategory'
+                _i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
+                if _i2 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (1 << 4) | (_i2 << 1)
+                n += 6
+                v_ServiceCategory = None
+                s = 3
+            else:
+                raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+        if s == 3:
+            if v_ServiceScope is not None:
+                el = 'ServiceScope'
+                v <<= 3
+                n += 3
+                if len(v_ServiceScope) > 64: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 64]')
+                _l = len(v_ServiceScope)
+                if _l < 126 and v_ServiceScope.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceScope.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_ServiceScope); v = w.v; n = w.n
+                if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
+                el = 'FreeService'
+                if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
+                v = (v << 5) | (v_FreeService << 1)
+                n += 5
+                v_ServiceScope = None
+                v_FreeService = None
+                s = 5
+            elif v_FreeService is not None:
+                el = 'FreeService'
+                if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
+                v = (v << 5) | (1 << 3) | (v_FreeService << 1)
+                n += 5
+                v_FreeService = None
+                s = 5
+            else:
+                raise EncodeError('missing content: expected one of ServiceScope, FreeService')
+        if s == 5:
+            if v_SupportedEnergyTransferMode is not None:
+                el = 'SupportedEnergyTransferMode'
+                v <<= 1
+                n += 1
+                w.v = v; w.n = n
+                _e_SupportedEnergyTransferModeType(w, v_SupportedEnergyTransferMode)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_SupportedEnergyTransferMode = None
+                if v_ServiceID is not None or v_ServiceName is not None or v_ServiceCategory is not None or v_ServiceScope is not None or v_FreeService is not None or v_SupportedEnergyTransferMode is not None: raise _leftover(o)
+                s = -1
+            else:
+                raise EncodeError('missing content: expected one of SupportedEnergyTransferMode')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -1039,49 +1157,220 @@ def _d_ChargingProfileType(r):
     el = ''
     f_ProfileEntry = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileType', p)
-                el = 'ProfileEntry'
-                r.pos = p
-                _v = _d_ProfileEntryType(r)
-                V = r.v; E = r.end; p = r.pos
-                f_ProfileEntry.append(_v)
-                s = 1
-            if s == 1:
-                _k = 0
-                while True:
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileType', p)
+        el = 'ProfileEntry'
+        _c1_ChargingProfileEntryStart = None
+        _c1_ChargingProfileEntryMaxPower = None
+        _c1_ChargingProfileEntryMaxNumberOfPhasesInUse = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ProfileEntryType', p)
+        el = 'ProfileEntry/ChargingProfileEntryStart'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_ChargingProfileEntryStart = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_ChargingProfileEntryStart = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 17
+        if p > E: V, E, p = r.slide(p, 17)
+        x = (V >> (E - p)) & 131071
+        if x & 123790: raise r.deviation('ProfileEntryType', p)
+        if _c1_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c1_ChargingProfileEntryStart, r.at(p))
+        el = 'ProfileEntry/ChargingProfileEntryMaxPower/Multiplier'
+        _c1_c1_Multiplier = ((x >> 10) & 7) + -3
+        if _c1_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c1_Multiplier, r.at(p))
+        el = 'ProfileEntry/ChargingProfileEntryMaxPower/Unit'
+        _c1_c1_Unit = ((x >> 4) & 7)
+        if _c1_c1_Unit >= 7: _c1_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c1_Unit, 7, r.at(p))
+        else: _c1_c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_c1_Unit]
+        el = 'ProfileEntry/ChargingProfileEntryMaxPower/Value'
+        _neg = (x & 1)
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_c1_Value = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_c1_Value = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ProfileEntryType', p)
+        if _neg: _c1_c1_Value = -_c1_c1_Value - 1
+        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(p))
+        _c1_ChargingProfileEntryMaxPower = _new(iso2_msgdatatypes.PhysicalValueType)
+        _c1_ChargingProfileEntryMaxPower.Multiplier = _c1_c1_Multiplier
+        _c1_ChargingProfileEntryMaxPower.Unit = _c1_c1_Unit
+        _c1_ChargingProfileEntryMaxPower.Value = _c1_c1_Value
+        _c1_s = 2
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 5
+                if p > E: V, E, p = r.slide(p, 5)
+                x = (V >> (E - p)) & 31
+                if x & 19: raise r.deviation('ProfileEntryType', p)
+                el = 'ProfileEntry/ChargingProfileEntryMaxNumberOfPhasesInUse'
+                _c1_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 2) & 3) + 1
+                if _c1_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', _c1_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(p))
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('ProfileEntryType', p)
+        _v = _new(iso2_msgdatatypes.ProfileEntryType)
+        _v.ChargingProfileEntryStart = _c1_ChargingProfileEntryStart
+        _v.ChargingProfileEntryMaxPower = _c1_ChargingProfileEntryMaxPower
+        _v.ChargingProfileEntryMaxNumberOfPhasesInUse = _c1_ChargingProfileEntryMaxNumberOfPhasesInUse
+        f_ProfileEntry.append(_v)
+        s = 1
+        if s == 1:
+            _k = 0
+            while True:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                ec = (V >> (E - p)) & 3
+                if ec == 0:
+                    el = 'ProfileEntry'
+                    _c2_ChargingProfileEntryStart = None
+                    _c2_ChargingProfileEntryMaxPower = None
+                    _c2_ChargingProfileEntryMaxNumberOfPhasesInUse = None
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        el = 'ProfileEntry'
-                        r.pos = p
-                        _v = _d_ProfileEntryType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        f_ProfileEntry.append(_v)
-                        _k += 1
-                        if _k == 23:
-                            s = 24
-                            break
-                    elif ec == 1:
-                        pass
-                        s = -1
-                        break
+                    if (V >> (E - p)) & 3: raise r.deviation('ProfileEntryType', p)
+                    el = 'ProfileEntry/ChargingProfileEntryStart'
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c2_ChargingProfileEntryStart = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c2_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c2_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c2_ChargingProfileEntryStart = (V >> (E - p)) & 127
                     else:
-                        raise r.deviation('ChargingProfileType', p)
-            if s == 24:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileType', p)
-                s = -1
+                        r.pos = p; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 17
+                    if p > E: V, E, p = r.slide(p, 17)
+                    x = (V >> (E - p)) & 131071
+                    if x & 123790: raise r.deviation('ProfileEntryType', p)
+                    if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(p))
+                    el = 'ProfileEntry/ChargingProfileEntryMaxPower/Multiplier'
+                    _c2_c1_Multiplier = ((x >> 10) & 7) + -3
+                    if _c2_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c1_Multiplier, r.at(p))
+                    el = 'ProfileEntry/ChargingProfileEntryMaxPower/Unit'
+                    _c2_c1_Unit = ((x >> 4) & 7)
+                    if _c2_c1_Unit >= 7: _c2_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c1_Unit, 7, r.at(p))
+                    else: _c2_c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c1_Unit]
+                    el = 'ProfileEntry/ChargingProfileEntryMaxPower/Value'
+                    _neg = (x & 1)
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c2_c1_Value = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c2_c1_Value = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c2_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    if (V >> (E - p)) & 3: raise r.deviation('ProfileEntryType', p)
+                    if _neg: _c2_c1_Value = -_c2_c1_Value - 1
+                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(p))
+                    _c2_ChargingProfileEntryMaxPower = _new(iso2_msgdatatypes.PhysicalValueType)
+                    _c2_ChargingProfileEntryMaxPower.Multiplier = _c2_c1_Multiplier
+                    _c2_ChargingProfileEntryMaxPower.Unit = _c2_c1_Unit
+                    _c2_ChargingProfileEntryMaxPower.Value = _c2_c1_Value
+                    _c2_s = 2
+                    if _c2_s == 2:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            p += 5
+                            if p > E: V, E, p = r.slide(p, 5)
+                            x = (V >> (E - p)) & 31
+                            if x & 19: raise r.deviation('ProfileEntryType', p)
+                            el = 'ProfileEntry/ChargingProfileEntryMaxNumberOfPhasesInUse'
+                            _c2_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 2) & 3) + 1
+                            if _c2_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', _c2_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(p))
+                            _c2_s = -1
+                        elif ec == 1:
+                            pass
+                            _c2_s = -1
+                        else:
+                            raise r.deviation('ProfileEntryType', p)
+                    _v = _new(iso2_msgdatatypes.ProfileEntryType)
+                    _v.ChargingProfileEntryStart = _c2_ChargingProfileEntryStart
+                    _v.ChargingProfileEntryMaxPower = _c2_ChargingProfileEntryMaxPower
+                    _v.ChargingProfileEntryMaxNumberOfPhasesInUse = _c2_ChargingProfileEntryMaxNumberOfPhasesInUse
+                    f_ProfileEntry.append(_v)
+                    _k += 1
+                    if _k == 23:
+                        s = 24
+                        break
+                elif ec == 1:
+                    pass
+                    s = -1
+                    break
+                else:
+                    raise r.deviation('ChargingProfileType', p)
+        if s == 24:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.ChargingProfileType(f_ProfileEntry)
+    _obj = _new(iso2_msgdatatypes.ChargingProfileType)
+    _obj.ProfileEntry = f_ProfileEntry
+    return _obj
 
 def _e_ChargingProfileType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}ChargingProfileType
@@ -1092,47 +1381,154 @@ def _e_ChargingProfileType(w, o):
         v_ProfileEntry = o.ProfileEntry
         n_ProfileEntry = len(v_ProfileEntry)
         i_ProfileEntry = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
+        if i_ProfileEntry < n_ProfileEntry:
+            el = 'ProfileEntry'
+            v <<= 1
+            n += 1
+            _c1_o = v_ProfileEntry[i_ProfileEntry]
+            _c1_ChargingProfileEntryStart = _c1_o.ChargingProfileEntryStart
+            _c1_ChargingProfileEntryMaxPower = _c1_o.ChargingProfileEntryMaxPower
+            _c1_ChargingProfileEntryMaxNumberOfPhasesInUse = _c1_o.ChargingProfileEntryMaxNumberOfPhasesInUse
+            if _c1_ChargingProfileEntryStart is not None:
+                el = 'ProfileEntry/ChargingProfileEntryStart'
+                if _c1_ChargingProfileEntryStart < 0 or _c1_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c1_ChargingProfileEntryStart!r} outside [0, 4294967295]')
+                v <<= 2
+                n += 2
+                if _c1_ChargingProfileEntryStart < 128: v = (v << 8) | _c1_ChargingProfileEntryStart; n += 8
+                elif _c1_ChargingProfileEntryStart < 16384: v = (v << 16) | ((_c1_ChargingProfileEntryStart & 127) << 8) | 32768 | (_c1_ChargingProfileEntryStart >> 7); n += 16
+                elif _c1_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_c1_ChargingProfileEntryStart & 127) << 16) | (((_c1_ChargingProfileEntryStart >> 7) & 127) << 8) | 8421376 | (_c1_ChargingProfileEntryStart >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_ChargingProfileEntryStart); v = w.v; n = w.n
+                if not (_c1_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
+                el = 'ProfileEntry/ChargingProfileEntryMaxPower'
+                _o = _c1_ChargingProfileEntryMaxPower
+                _c1_c1_Multiplier = _o.Multiplier
+                _c1_c1_Unit = _o.Unit
+                _c1_c1_Value = _o.Value
+                if not (_c1_c1_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'ProfileEntry/ChargingProfileEntryMaxPower/Multiplier'
+                if not -3 <= _c1_c1_Multiplier <= 3: raise EncodeError(f'value {_c1_c1_Multiplier!r} outside [-3, 3]')
+                if not (_c1_c1_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'ProfileEntry/ChargingProfileEntryMaxPower/Unit'
+                _c1_c1_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c1_c1_Unit)
+                if _c1_c1_i1 is None: raise EncodeError(f'{_c1_c1_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c1_c1_Value is not None): raise EncodeError('missing content: Value')
+                el = 'ProfileEntry/ChargingProfileEntryMaxPower/Value'
+                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | ((_c1_c1_Multiplier - -3) << 10) | (_c1_c1_i1 << 4) | (_c1_c1_Value < 0)
+                n += 17
+                _c1_ChargingProfileEntryStart = None
+                _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                _c1_ChargingProfileEntryMaxPower = None
+                _c1_s = 2
+            else:
+                raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
+            if _c1_s == 2:
+                if _c1_ChargingProfileEntryMaxNumberOfPhasesInUse is not None:
+                    el = 'ProfileEntry/ChargingProfileEntryMaxNumberOfPhasesInUse'
+                    if not 1 <= _c1_ChargingProfileEntryMaxNumberOfPhasesInUse <= 3: raise EncodeError(f'value {_c1_ChargingProfileEntryMaxNumberOfPhasesInUse!r} outside [1, 3]')
+                    v = (v << 7) | ((_c1_ChargingProfileEntryMaxNumberOfPhasesInUse - 1) << 2)
+                    n += 7
+                    _c1_ChargingProfileEntryMaxNumberOfPhasesInUse = None
+                    if _c1_ChargingProfileEntryStart is not None or _c1_ChargingProfileEntryMaxPower is not None or _c1_ChargingProfileEntryMaxNumberOfPhasesInUse is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_ChargingProfileEntryStart is not None or _c1_ChargingProfileEntryMaxPower is not None or _c1_ChargingProfileEntryMaxNumberOfPhasesInUse is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            i_ProfileEntry += 1
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of ProfileEntry')
+        if s == 1:
+            _k = 0
+            while True:
                 if i_ProfileEntry < n_ProfileEntry:
                     el = 'ProfileEntry'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_ProfileEntryType(w, v_ProfileEntry[i_ProfileEntry])
-                    v = w.v; n = w.n
-                    i_ProfileEntry += 1
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ProfileEntry')
-            if s == 1:
-                _k = 0
-                while True:
-                    if i_ProfileEntry < n_ProfileEntry:
-                        el = 'ProfileEntry'
+                    v <<= 2
+                    n += 2
+                    _c2_o = v_ProfileEntry[i_ProfileEntry]
+                    _c2_ChargingProfileEntryStart = _c2_o.ChargingProfileEntryStart
+                    _c2_ChargingProfileEntryMaxPower = _c2_o.ChargingProfileEntryMaxPower
+                    _c2_ChargingProfileEntryMaxNumberOfPhasesInUse = _c2_o.ChargingProfileEntryMaxNumberOfPhasesInUse
+                    if _c2_ChargingProfileEntryStart is not None:
+                        el = 'ProfileEntry/ChargingProfileEntryStart'
+                        if _c2_ChargingProfileEntryStart < 0 or _c2_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c2_ChargingProfileEntryStart!r} outside [0, 4294967295]')
                         v <<= 2
                         n += 2
-                        w.v = v; w.n = n
-                        _e_ProfileEntryType(w, v_ProfileEntry[i_ProfileEntry])
-                        v = w.v; n = w.n
-                        i_ProfileEntry += 1
-                        _k += 1
-                        if _k == 23:
-                            s = 24
-                            break
-                    elif True:
-                        v = (v << 2) | 1
+                        if _c2_ChargingProfileEntryStart < 128: v = (v << 8) | _c2_ChargingProfileEntryStart; n += 8
+                        elif _c2_ChargingProfileEntryStart < 16384: v = (v << 16) | ((_c2_ChargingProfileEntryStart & 127) << 8) | 32768 | (_c2_ChargingProfileEntryStart >> 7); n += 16
+                        elif _c2_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_c2_ChargingProfileEntryStart & 127) << 16) | (((_c2_ChargingProfileEntryStart >> 7) & 127) << 8) | 8421376 | (_c2_ChargingProfileEntryStart >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c2_ChargingProfileEntryStart); v = w.v; n = w.n
+                        if not (_c2_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
+                        el = 'ProfileEntry/ChargingProfileEntryMaxPower'
+                        _o = _c2_ChargingProfileEntryMaxPower
+                        _c2_c1_Multiplier = _o.Multiplier
+                        _c2_c1_Unit = _o.Unit
+                        _c2_c1_Value = _o.Value
+                        if not (_c2_c1_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                        el = 'ProfileEntry/ChargingProfileEntryMaxPower/Multiplier'
+                        if not -3 <= _c2_c1_Multiplier <= 3: raise EncodeError(f'value {_c2_c1_Multiplier!r} outside [-3, 3]')
+                        if not (_c2_c1_Unit is not None): raise EncodeError('missing content: Unit')
+                        el = 'ProfileEntry/ChargingProfileEntryMaxPower/Unit'
+                        _c2_c1_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_c1_Unit)
+                        if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'ProfileEntry/ChargingProfileEntryMaxPower/Value'
+                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
+                        v = (v << 17) | ((_c2_c1_Multiplier - -3) << 10) | (_c2_c1_i1 << 4) | (_c2_c1_Value < 0)
+                        n += 17
+                        _c2_ChargingProfileEntryStart = None
+                        _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
                         n += 2
-                        if i_ProfileEntry < n_ProfileEntry: raise _leftover(o)
-                        s = -1
+                        _c2_ChargingProfileEntryMaxPower = None
+                        _c2_s = 2
+                    else:
+                        raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
+                    if _c2_s == 2:
+                        if _c2_ChargingProfileEntryMaxNumberOfPhasesInUse is not None:
+                            el = 'ProfileEntry/ChargingProfileEntryMaxNumberOfPhasesInUse'
+                            if not 1 <= _c2_ChargingProfileEntryMaxNumberOfPhasesInUse <= 3: raise EncodeError(f'value {_c2_ChargingProfileEntryMaxNumberOfPhasesInUse!r} outside [1, 3]')
+                            v = (v << 7) | ((_c2_ChargingProfileEntryMaxNumberOfPhasesInUse - 1) << 2)
+                            n += 7
+                            _c2_ChargingProfileEntryMaxNumberOfPhasesInUse = None
+                            if _c2_ChargingProfileEntryStart is not None or _c2_ChargingProfileEntryMaxPower is not None or _c2_ChargingProfileEntryMaxNumberOfPhasesInUse is not None: raise _leftover(_c2_o)
+                            _c2_s = -1
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c2_ChargingProfileEntryStart is not None or _c2_ChargingProfileEntryMaxPower is not None or _c2_ChargingProfileEntryMaxNumberOfPhasesInUse is not None: raise _leftover(_c2_o)
+                            _c2_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                    i_ProfileEntry += 1
+                    _k += 1
+                    if _k == 23:
+                        s = 24
                         break
-            if s == 24:
-                if True:
-                    v <<= 1
-                    n += 1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
                     if i_ProfileEntry < n_ProfileEntry: raise _leftover(o)
                     s = -1
+                    break
+        if s == 24:
+            if True:
+                v <<= 1
+                n += 1
+                if i_ProfileEntry < n_ProfileEntry: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -1147,83 +1543,256 @@ def _d_ConsumptionCostType(r):
     f_startValue = None
     f_Cost = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 16
+        if p > E: V, E, p = r.slide(p, 16)
+        x = (V >> (E - p)) & 65535
+        if x & 58254: raise r.deviation('ConsumptionCostType', p)
+        el = 'startValue/Multiplier'
+        _c1_Multiplier = ((x >> 10) & 7) + -3
+        if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
+        el = 'startValue/Unit'
+        _c1_Unit = ((x >> 4) & 7)
+        if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(p))
+        else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
+        el = 'startValue/Value'
+        _neg = (x & 1)
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                if p > E: V, E, p = r.slide(p, 16)
-                x = (V >> (E - p)) & 65535
-                if x & 58254: raise r.deviation('ConsumptionCostType', p)
-                el = 'startValue'
-                el = 'startValue/Multiplier'
-                _c1_Multiplier = ((x >> 10) & 7) + -3
-                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
-                el = 'startValue/Unit'
-                _c1_Unit = ((x >> 4) & 7)
-                if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(p))
-                else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
-                el = 'startValue/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c1_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('ConsumptionCostType', p)
-                if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
-                f_startValue = iso2_msgdatatypes.PhysicalValueType(_c1_Multiplier, _c1_Unit, _c1_Value)
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_Value = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        if (V >> (E - p)) & 7: raise r.deviation('ConsumptionCostType', p)
+        if _neg: _c1_Value = -_c1_Value - 1
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+        f_startValue = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_startValue.Multiplier = _c1_Multiplier
+        f_startValue.Unit = _c1_Unit
+        f_startValue.Value = _c1_Value
+        el = 'Cost'
+        _c2_costKind = None
+        _c2_amount = None
+        _c2_amountMultiplier = None
+        p += 7
+        if p > E: V, E, p = r.slide(p, 7)
+        x = (V >> (E - p)) & 127
+        if x & 103: raise r.deviation('CostType', p)
+        el = 'Cost/costKind'
+        _c2_costKind = ((x >> 3) & 3)
+        if _c2_costKind >= 3: _c2_costKind = r.enum_index('CostType/costKind', _c2_costKind, 3, r.at(p))
+        else: _c2_costKind = _E_iso2_msgdatatypes_costKindType[_c2_costKind]
+        el = 'Cost/amount'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c2_amount = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c2_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c2_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_amount = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c2_amount = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c2_amount = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('CostType', p)
+        if _c2_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c2_amount, r.at(p))
+        _c2_s = 2
+        if _c2_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 35: raise r.deviation('CostType', p)
+                el = 'Cost/amountMultiplier'
+                _c2_amountMultiplier = ((x >> 2) & 7) + -3
+                if _c2_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c2_amountMultiplier, r.at(p))
+                _c2_s = -1
+            elif ec == 1:
+                pass
+                _c2_s = -1
+            else:
+                raise r.deviation('CostType', p)
+        _v = _new(iso2_msgdatatypes.CostType)
+        _v.costKind = _c2_costKind
+        _v.amount = _c2_amount
+        _v.amountMultiplier = _c2_amountMultiplier
+        f_Cost.append(_v)
+        s = 2
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
                 el = 'Cost'
-                r.pos = p
-                _v = _d_CostType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c3_costKind = None
+                _c3_amount = None
+                _c3_amountMultiplier = None
+                p += 7
+                if p > E: V, E, p = r.slide(p, 7)
+                x = (V >> (E - p)) & 127
+                if x & 103: raise r.deviation('CostType', p)
+                el = 'Cost/costKind'
+                _c3_costKind = ((x >> 3) & 3)
+                if _c3_costKind >= 3: _c3_costKind = r.enum_index('CostType/costKind', _c3_costKind, 3, r.at(p))
+                else: _c3_costKind = _E_iso2_msgdatatypes_costKindType[_c3_costKind]
+                el = 'Cost/amount'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c3_amount = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c3_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c3_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_amount = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c3_amount = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c3_amount = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('CostType', p)
+                if _c3_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c3_amount, r.at(p))
+                _c3_s = 2
+                if _c3_s == 2:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 6
+                        if p > E: V, E, p = r.slide(p, 6)
+                        x = (V >> (E - p)) & 63
+                        if x & 35: raise r.deviation('CostType', p)
+                        el = 'Cost/amountMultiplier'
+                        _c3_amountMultiplier = ((x >> 2) & 7) + -3
+                        if _c3_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c3_amountMultiplier, r.at(p))
+                        _c3_s = -1
+                    elif ec == 1:
+                        pass
+                        _c3_s = -1
+                    else:
+                        raise r.deviation('CostType', p)
+                _v = _new(iso2_msgdatatypes.CostType)
+                _v.costKind = _c3_costKind
+                _v.amount = _c3_amount
+                _v.amountMultiplier = _c3_amountMultiplier
                 f_Cost.append(_v)
-                s = 2
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'Cost'
-                    r.pos = p
-                    _v = _d_CostType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_Cost.append(_v)
-                    s = 3
-                elif ec == 1:
-                    pass
-                    s = -1
+                s = 3
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('ConsumptionCostType', p)
+        if s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Cost'
+                _c4_costKind = None
+                _c4_amount = None
+                _c4_amountMultiplier = None
+                p += 7
+                if p > E: V, E, p = r.slide(p, 7)
+                x = (V >> (E - p)) & 127
+                if x & 103: raise r.deviation('CostType', p)
+                el = 'Cost/costKind'
+                _c4_costKind = ((x >> 3) & 3)
+                if _c4_costKind >= 3: _c4_costKind = r.enum_index('CostType/costKind', _c4_costKind, 3, r.at(p))
+                else: _c4_costKind = _E_iso2_msgdatatypes_costKindType[_c4_costKind]
+                el = 'Cost/amount'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c4_amount = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c4_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c4_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_amount = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c4_amount = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('ConsumptionCostType', p)
-            if s == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'Cost'
-                    r.pos = p
-                    _v = _d_CostType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_Cost.append(_v)
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ConsumptionCostType', p)
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('ConsumptionCostType', p)
+                    r.pos = p; _c4_amount = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('CostType', p)
+                if _c4_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c4_amount, r.at(p))
+                _c4_s = 2
+                if _c4_s == 2:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 6
+                        if p > E: V, E, p = r.slide(p, 6)
+                        x = (V >> (E - p)) & 63
+                        if x & 35: raise r.deviation('CostType', p)
+                        el = 'Cost/amountMultiplier'
+                        _c4_amountMultiplier = ((x >> 2) & 7) + -3
+                        if _c4_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c4_amountMultiplier, r.at(p))
+                        _c4_s = -1
+                    elif ec == 1:
+                        pass
+                        _c4_s = -1
+                    else:
+                        raise r.deviation('CostType', p)
+                _v = _new(iso2_msgdatatypes.CostType)
+                _v.costKind = _c4_costKind
+                _v.amount = _c4_amount
+                _v.amountMultiplier = _c4_amountMultiplier
+                f_Cost.append(_v)
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('ConsumptionCostType', p)
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('ConsumptionCostType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.ConsumptionCostType(f_startValue, f_Cost)
+    _obj = _new(iso2_msgdatatypes.ConsumptionCostType)
+    _obj.startValue = f_startValue
+    _obj.Cost = f_Cost
+    return _obj
 
 def _e_ConsumptionCostType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}ConsumptionCostType
@@ -1235,79 +1804,182 @@ def _e_ConsumptionCostType(w, o):
         v_Cost = o.Cost
         n_Cost = len(v_Cost)
         i_Cost = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_startValue is not None:
-                    el = 'startValue'
-                    _o = v_startValue
-                    _c1_Multiplier = _o.Multiplier
-                    _c1_Unit = _o.Unit
-                    _c1_Value = _o.Value
-                    if not (_c1_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'startValue/Multiplier'
-                    if not -3 <= _c1_Multiplier <= 3: raise EncodeError(f'value {_c1_Multiplier!r} outside [-3, 3]')
-                    if not (_c1_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'startValue/Unit'
-                    _c1_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c1_Unit)
-                    if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'startValue/Value'
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c1_Multiplier - -3) << 10) | (_c1_i1 << 4) | (_c1_Value < 0)
-                    n += 16
-                    _c1_Multiplier = None
-                    _c1_Unit = None
-                    _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (i_Cost < n_Cost): raise EncodeError('missing content: Cost')
-                    el = 'Cost'
-                    v <<= 3
-                    n += 3
-                    _c1_Value = None
-                    v_startValue = None
-                    w.v = v; w.n = n
-                    _e_CostType(w, v_Cost[i_Cost])
-                    v = w.v; n = w.n
-                    i_Cost += 1
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of startValue')
-            if s == 2:
-                if i_Cost < n_Cost:
-                    el = 'Cost'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_CostType(w, v_Cost[i_Cost])
-                    v = w.v; n = w.n
-                    i_Cost += 1
-                    s = 3
+        if v_startValue is not None:
+            el = 'startValue'
+            _o = v_startValue
+            _c1_Multiplier = _o.Multiplier
+            _c1_Unit = _o.Unit
+            _c1_Value = _o.Value
+            if not (_c1_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'startValue/Multiplier'
+            if not -3 <= _c1_Multiplier <= 3: raise EncodeError(f'value {_c1_Multiplier!r} outside [-3, 3]')
+            if not (_c1_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'startValue/Unit'
+            _c1_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c1_Unit)
+            if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c1_Value is not None): raise EncodeError('missing content: Value')
+            el = 'startValue/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c1_Multiplier - -3) << 10) | (_c1_i1 << 4) | (_c1_Value < 0)
+            n += 16
+            _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if not (i_Cost < n_Cost): raise EncodeError('missing content: Cost')
+            el = 'Cost'
+            v <<= 3
+            n += 3
+            v_startValue = None
+            _c2_o = v_Cost[i_Cost]
+            _c2_costKind = _c2_o.costKind
+            _c2_amount = _c2_o.amount
+            _c2_amountMultiplier = _c2_o.amountMultiplier
+            if _c2_costKind is not None:
+                el = 'Cost/costKind'
+                _c2_i1 = _I_iso2_msgdatatypes_costKindType.get(_c2_costKind)
+                if _c2_i1 is None: raise EncodeError(f'{_c2_costKind!r} is not one of the enumeration costKindType')
+                if not (_c2_amount is not None): raise EncodeError('missing content: amount')
+                el = 'Cost/amount'
+                if _c2_amount < 0 or _c2_amount > 4294967295: raise EncodeError(f'value {_c2_amount!r} outside [0, 4294967295]')
+                v = (v << 7) | (_c2_i1 << 3)
+                n += 7
+                _c2_costKind = None
+                if _c2_amount < 128: v = (v << 8) | _c2_amount; n += 8
+                elif _c2_amount < 16384: v = (v << 16) | ((_c2_amount & 127) << 8) | 32768 | (_c2_amount >> 7); n += 16
+                elif _c2_amount < 2097152: v = (v << 24) | ((_c2_amount & 127) << 16) | (((_c2_amount >> 7) & 127) << 8) | 8421376 | (_c2_amount >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c2_amount); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_amount = None
+                _c2_s = 2
+            else:
+                raise EncodeError('missing content: expected one of costKind')
+            if _c2_s == 2:
+                if _c2_amountMultiplier is not None:
+                    el = 'Cost/amountMultiplier'
+                    if not -3 <= _c2_amountMultiplier <= 3: raise EncodeError(f'value {_c2_amountMultiplier!r} outside [-3, 3]')
+                    v = (v << 8) | ((_c2_amountMultiplier - -3) << 2)
+                    n += 8
+                    _c2_amountMultiplier = None
+                    if _c2_costKind is not None or _c2_amount is not None or _c2_amountMultiplier is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if v_startValue is not None or i_Cost < n_Cost: raise _leftover(o)
-                    s = -1
-            if s == 3:
-                if i_Cost < n_Cost:
-                    el = 'Cost'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_CostType(w, v_Cost[i_Cost])
-                    v = w.v; n = w.n
-                    i_Cost += 1
+                    if _c2_costKind is not None or _c2_amount is not None or _c2_amountMultiplier is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            i_Cost += 1
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of startValue')
+        if s == 2:
+            if i_Cost < n_Cost:
+                el = 'Cost'
+                v <<= 2
+                n += 2
+                _c3_o = v_Cost[i_Cost]
+                _c3_costKind = _c3_o.costKind
+                _c3_amount = _c3_o.amount
+                _c3_amountMultiplier = _c3_o.amountMultiplier
+                if _c3_costKind is not None:
+                    el = 'Cost/costKind'
+                    _c3_i1 = _I_iso2_msgdatatypes_costKindType.get(_c3_costKind)
+                    if _c3_i1 is None: raise EncodeError(f'{_c3_costKind!r} is not one of the enumeration costKindType')
+                    if not (_c3_amount is not None): raise EncodeError('missing content: amount')
+                    el = 'Cost/amount'
+                    if _c3_amount < 0 or _c3_amount > 4294967295: raise EncodeError(f'value {_c3_amount!r} outside [0, 4294967295]')
+                    v = (v << 7) | (_c3_i1 << 3)
+                    n += 7
+                    _c3_costKind = None
+                    if _c3_amount < 128: v = (v << 8) | _c3_amount; n += 8
+                    elif _c3_amount < 16384: v = (v << 16) | ((_c3_amount & 127) << 8) | 32768 | (_c3_amount >> 7); n += 16
+                    elif _c3_amount < 2097152: v = (v << 24) | ((_c3_amount & 127) << 16) | (((_c3_amount >> 7) & 127) << 8) | 8421376 | (_c3_amount >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c3_amount); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    if v_startValue is not None or i_Cost < n_Cost: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_startValue is not None or i_Cost < n_Cost: raise _leftover(o)
-                    s = -1
+                    _c3_amount = None
+                    _c3_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of costKind')
+                if _c3_s == 2:
+                    if _c3_amountMultiplier is not None:
+                        el = 'Cost/amountMultiplier'
+                        if not -3 <= _c3_amountMultiplier <= 3: raise EncodeError(f'value {_c3_amountMultiplier!r} outside [-3, 3]')
+                        v = (v << 8) | ((_c3_amountMultiplier - -3) << 2)
+                        n += 8
+                        _c3_amountMultiplier = None
+                        if _c3_costKind is not None or _c3_amount is not None or _c3_amountMultiplier is not None: raise _leftover(_c3_o)
+                        _c3_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        if _c3_costKind is not None or _c3_amount is not None or _c3_amountMultiplier is not None: raise _leftover(_c3_o)
+                        _c3_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                i_Cost += 1
+                s = 3
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_startValue is not None or i_Cost < n_Cost: raise _leftover(o)
+                s = -1
+        if s == 3:
+            if i_Cost < n_Cost:
+                el = 'Cost'
+                v <<= 2
+                n += 2
+                _c4_o = v_Cost[i_Cost]
+                _c4_costKind = _c4_o.costKind
+                _c4_amount = _c4_o.amount
+                _c4_amountMultiplier = _c4_o.amountMultiplier
+                if _c4_costKind is not None:
+                    el = 'Cost/costKind'
+                    _c4_i1 = _I_iso2_msgdatatypes_costKindType.get(_c4_costKind)
+                    if _c4_i1 is None: raise EncodeError(f'{_c4_costKind!r} is not one of the enumeration costKindType')
+                    if not (_c4_amount is not None): raise EncodeError('missing content: amount')
+                    el = 'Cost/amount'
+                    if _c4_amount < 0 or _c4_amount > 4294967295: raise EncodeError(f'value {_c4_amount!r} outside [0, 4294967295]')
+                    v = (v << 7) | (_c4_i1 << 3)
+                    n += 7
+                    _c4_costKind = None
+                    if _c4_amount < 128: v = (v << 8) | _c4_amount; n += 8
+                    elif _c4_amount < 16384: v = (v << 16) | ((_c4_amount & 127) << 8) | 32768 | (_c4_amount >> 7); n += 16
+                    elif _c4_amount < 2097152: v = (v << 24) | ((_c4_amount & 127) << 16) | (((_c4_amount >> 7) & 127) << 8) | 8421376 | (_c4_amount >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c4_amount); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c4_amount = None
+                    _c4_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of costKind')
+                if _c4_s == 2:
+                    if _c4_amountMultiplier is not None:
+                        el = 'Cost/amountMultiplier'
+                        if not -3 <= _c4_amountMultiplier <= 3: raise EncodeError(f'value {_c4_amountMultiplier!r} outside [-3, 3]')
+                        v = (v << 8) | ((_c4_amountMultiplier - -3) << 2)
+                        n += 8
+                        _c4_amountMultiplier = None
+                        if _c4_costKind is not None or _c4_amount is not None or _c4_amountMultiplier is not None: raise _leftover(_c4_o)
+                        _c4_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        if _c4_costKind is not None or _c4_amount is not None or _c4_amountMultiplier is not None: raise _leftover(_c4_o)
+                        _c4_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                i_Cost += 1
+                v <<= 1
+                n += 1
+                if v_startValue is not None or i_Cost < n_Cost: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_startValue is not None or i_Cost < n_Cost: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -1322,42 +1994,44 @@ def _d_ContractSignatureEncryptedPrivateKeyType(r):
     f_Id = None
     f_value = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+        el = '@Id'
+        r.pos = p
+        f_Id = r.string('iso2_msgdatatypes:Id')
+        V = r.v; E = r.end; p = r.pos
+        s = 1
+        if s == 1:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            ec = (V >> (E - p)) & 1
+            if ec == 0:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    f_value = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = p; f_value = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(f_value) > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', f_value, r.at(p))
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
-                el = '@Id'
-                r.pos = p
-                f_Id = r.string('iso2_msgdatatypes:Id')
-                V = r.v; E = r.end; p = r.pos
-                s = 1
-            if s == 1:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                ec = (V >> (E - p)) & 1
-                if ec == 0:
-                    r.pos = p
-                    f_value = r.binary()
-                    if len(f_value) > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', f_value, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
-                    s = -1
-                elif ec == 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
-                    f_value = b''
-                    s = -1
-                else:
-                    raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+                s = -1
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+                f_value = b''
+                s = -1
+            else:
+                raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType(f_Id, f_value)
+    _obj = _new(iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType)
+    _obj.Id = f_Id
+    _obj.value = f_value
+    return _obj
 
 def _e_ContractSignatureEncryptedPrivateKeyType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}ContractSignatureEncryptedPrivateKeyType
@@ -1367,37 +2041,34 @@ def _e_ContractSignatureEncryptedPrivateKeyType(w, o):
     try:
         v_Id = o.Id
         v_value = o.value
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Id is not None:
-                    el = '@Id'
-                    v <<= 1
-                    n += 1
-                    _l = len(v_Id)
-                    if _l < 126 and v_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-                    v_Id = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Id')
-            if s == 1:
-                if v_value is not None:
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    if len(v_value) > 48: raise EncodeError(f'length {len(v_value)} outside [0, 48]')
-                    w.binary(v_value)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_value = None
-                    if v_Id is not None or v_value is not None: raise _leftover(o)
-                    s = -1
-                else:
-                    raise EncodeError('missing content: expected one of text')
+        if v_Id is not None:
+            el = '@Id'
+            v <<= 1
+            n += 1
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
+            v_Id = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of Id')
+        if s == 1:
+            if v_value is not None:
+                v <<= 1
+                n += 1
+                if len(v_value) > 48: raise EncodeError(f'length {len(v_value)} outside [0, 48]')
+                _l = len(v_value)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_value, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(v_value); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_value = None
+                if v_Id is not None or v_value is not None: raise _leftover(o)
+                s = -1
+            else:
+                raise EncodeError('missing content: expected one of text')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -1413,53 +2084,64 @@ def _d_CostType(r):
     f_amount = None
     f_amountMultiplier = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 7
-                if p > E: V, E, p = r.slide(p, 7)
-                x = (V >> (E - p)) & 127
-                if x & 103: raise r.deviation('CostType', p)
-                el = 'costKind'
-                f_costKind = ((x >> 3) & 3)
-                if f_costKind >= 3: f_costKind = r.enum_index('CostType/costKind', f_costKind, 3, r.at(p))
-                else: f_costKind = _E_iso2_msgdatatypes_costKindType[f_costKind]
-                el = 'amount'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    f_amount = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_amount = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; f_amount = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CostType', p)
-                if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(p))
-                s = 2
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 6
-                    if p > E: V, E, p = r.slide(p, 6)
-                    x = (V >> (E - p)) & 63
-                    if x & 35: raise r.deviation('CostType', p)
-                    el = 'amountMultiplier'
-                    f_amountMultiplier = ((x >> 2) & 7) + -3
-                    if f_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', f_amountMultiplier, r.at(p))
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('CostType', p)
+        p += 7
+        if p > E: V, E, p = r.slide(p, 7)
+        x = (V >> (E - p)) & 127
+        if x & 103: raise r.deviation('CostType', p)
+        el = 'costKind'
+        f_costKind = ((x >> 3) & 3)
+        if f_costKind >= 3: f_costKind = r.enum_index('CostType/costKind', f_costKind, 3, r.at(p))
+        else: f_costKind = _E_iso2_msgdatatypes_costKindType[f_costKind]
+        el = 'amount'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_amount = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_amount = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            f_amount = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_amount = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('CostType', p)
+        if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(p))
+        s = 2
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 35: raise r.deviation('CostType', p)
+                el = 'amountMultiplier'
+                f_amountMultiplier = ((x >> 2) & 7) + -3
+                if f_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', f_amountMultiplier, r.at(p))
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('CostType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.CostType(f_costKind, f_amount, f_amountMultiplier)
+    _obj = _new(iso2_msgdatatypes.CostType)
+    _obj.costKind = f_costKind
+    _obj.amount = f_amount
+    _obj.amountMultiplier = f_amountMultiplier
+    return _obj
 
 def _e_CostType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}CostType
@@ -1470,42 +2152,40 @@ def _e_CostType(w, o):
         v_costKind = o.costKind
         v_amount = o.amount
         v_amountMultiplier = o.amountMultiplier
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_costKind is not None:
-                    el = 'costKind'
-                    _i1 = _I_iso2_msgdatatypes_costKindType.get(v_costKind)
-                    if _i1 is None: raise EncodeError(f'{v_costKind!r} is not one of the enumeration costKindType')
-                    if not (v_amount is not None): raise EncodeError('missing content: amount')
-                    el = 'amount'
-                    if v_amount < 0 or v_amount > 4294967295: raise EncodeError(f'value {v_amount!r} outside [0, 4294967295]')
-                    v = (v << 7) | (_i1 << 3)
-                    n += 7
-                    v_costKind = None
-                    if v_amount < 128: v = (v << 8) | v_amount; n += 8
-                    elif v_amount < 16384: v = (v << 16) | ((v_amount & 127) << 8) | 32768 | (v_amount >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_amount); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_amount = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of costKind')
-            if s == 2:
-                if v_amountMultiplier is not None:
-                    el = 'amountMultiplier'
-                    if not -3 <= v_amountMultiplier <= 3: raise EncodeError(f'value {v_amountMultiplier!r} outside [-3, 3]')
-                    v = (v << 8) | ((v_amountMultiplier - -3) << 2)
-                    n += 8
-                    v_amountMultiplier = None
-                    if v_costKind is not None or v_amount is not None or v_amountMultiplier is not None: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_costKind is not None or v_amount is not None or v_amountMultiplier is not None: raise _leftover(o)
-                    s = -1
+        if v_costKind is not None:
+            el = 'costKind'
+            _i1 = _I_iso2_msgdatatypes_costKindType.get(v_costKind)
+            if _i1 is None: raise EncodeError(f'{v_costKind!r} is not one of the enumeration costKindType')
+            if not (v_amount is not None): raise EncodeError('missing content: amount')
+            el = 'amount'
+            if v_amount < 0 or v_amount > 4294967295: raise EncodeError(f'value {v_amount!r} outside [0, 4294967295]')
+            v = (v << 7) | (_i1 << 3)
+            n += 7
+            v_costKind = None
+            if v_amount < 128: v = (v << 8) | v_amount; n += 8
+            elif v_amount < 16384: v = (v << 16) | ((v_amount & 127) << 8) | 32768 | (v_amount >> 7); n += 16
+            elif v_amount < 2097152: v = (v << 24) | ((v_amount & 127) << 16) | (((v_amount >> 7) & 127) << 8) | 8421376 | (v_amount >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(v_amount); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_amount = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of costKind')
+        if s == 2:
+            if v_amountMultiplier is not None:
+                el = 'amountMultiplier'
+                if not -3 <= v_amountMultiplier <= 3: raise EncodeError(f'value {v_amountMultiplier!r} outside [-3, 3]')
+                v = (v << 8) | ((v_amountMultiplier - -3) << 2)
+                n += 8
+                v_amountMultiplier = None
+                if v_costKind is not None or v_amount is not None or v_amountMultiplier is not None: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_costKind is not None or v_amount is not None or v_amountMultiplier is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -1527,386 +2207,485 @@ def _d_DC_EVChargeParameterType(r):
     f_FullSOC = None
     f_BulkSOC = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
-                    el = 'DepartureTime'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_DepartureTime = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 24
-                    if p > E: V, E, p = r.slide(p, 24)
-                    x = (V >> (E - p)) & 16777215
-                    if x & 16190979: raise r.deviation('DC_EVChargeParameterType', p)
-                    if f_DepartureTime > 4294967295: r.facet('DC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
-                    el = 'DC_EVStatus'
-                    el = 'DC_EVStatus/EVReady'
-                    _c1_EVReady = ((x >> 19) & 1) == 1
-                    el = 'DC_EVStatus/EVErrorCode'
-                    _c1_EVErrorCode = ((x >> 12) & 15)
-                    if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
-                    else: _c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
-                    el = 'DC_EVStatus/EVRESSSOC'
-                    _c1_EVRESSSOC = ((x >> 2) & 127)
-                    if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
-                    f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c1_EVReady, _c1_EVErrorCode, _c1_EVRESSSOC)
-                    s = 2
-                elif ec == 1:
-                    p += 22
-                    if p > E: V, E, p = r.slide(p, 22)
-                    x = (V >> (E - p)) & 4194303
-                    if x & 3608067: raise r.deviation('DC_EVChargeParameterType', p)
-                    el = 'DC_EVStatus'
-                    el = 'DC_EVStatus/EVReady'
-                    _c2_EVReady = ((x >> 19) & 1) == 1
-                    el = 'DC_EVStatus/EVErrorCode'
-                    _c2_EVErrorCode = ((x >> 12) & 15)
-                    if _c2_EVErrorCode >= 12: _c2_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_EVErrorCode, 12, r.at(p))
-                    else: _c2_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c2_EVErrorCode]
-                    el = 'DC_EVStatus/EVRESSSOC'
-                    _c2_EVRESSSOC = ((x >> 2) & 127)
-                    if _c2_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_EVRESSSOC, r.at(p))
-                    f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c2_EVReady, _c2_EVErrorCode, _c2_EVRESSSOC)
-                    s = 2
-                else:
-                    raise r.deviation('DC_EVChargeParameterType', p)
-            if s == 2:
-                p += 16
-                if p > E: V, E, p = r.slide(p, 16)
-                x = (V >> (E - p)) & 65535
-                if x & 58254: raise r.deviation('DC_EVChargeParameterType', p)
-                el = 'EVMaximumCurrentLimit'
-                el = 'EVMaximumCurrentLimit/Multiplier'
-                _c3_Multiplier = ((x >> 10) & 7) + -3
-                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
-                el = 'EVMaximumCurrentLimit/Unit'
-                _c3_Unit = ((x >> 4) & 7)
-                if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(p))
-                else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
-                el = 'EVMaximumCurrentLimit/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
+            el = 'DepartureTime'
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c3_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    f_DepartureTime = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                f_DepartureTime = (V >> (E - p)) & 127
+            else:
+                r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 24
+            if p > E: V, E, p = r.slide(p, 24)
+            x = (V >> (E - p)) & 16777215
+            if x & 16190979: raise r.deviation('DC_EVChargeParameterType', p)
+            if f_DepartureTime > 4294967295: r.facet('DC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
+            el = 'DC_EVStatus/EVReady'
+            _c1_EVReady = ((x >> 19) & 1) == 1
+            el = 'DC_EVStatus/EVErrorCode'
+            _c1_EVErrorCode = ((x >> 12) & 15)
+            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+            else: _c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            el = 'DC_EVStatus/EVRESSSOC'
+            _c1_EVRESSSOC = ((x >> 2) & 127)
+            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+            f_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+            f_DC_EVStatus.EVReady = _c1_EVReady
+            f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
+            f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
+            s = 2
+        elif ec == 1:
+            p += 22
+            if p > E: V, E, p = r.slide(p, 22)
+            x = (V >> (E - p)) & 4194303
+            if x & 3608067: raise r.deviation('DC_EVChargeParameterType', p)
+            el = 'DC_EVStatus/EVReady'
+            _c2_EVReady = ((x >> 19) & 1) == 1
+            el = 'DC_EVStatus/EVErrorCode'
+            _c2_EVErrorCode = ((x >> 12) & 15)
+            if _c2_EVErrorCode >= 12: _c2_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_EVErrorCode, 12, r.at(p))
+            else: _c2_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c2_EVErrorCode]
+            el = 'DC_EVStatus/EVRESSSOC'
+            _c2_EVRESSSOC = ((x >> 2) & 127)
+            if _c2_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_EVRESSSOC, r.at(p))
+            f_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+            f_DC_EVStatus.EVReady = _c2_EVReady
+            f_DC_EVStatus.EVErrorCode = _c2_EVErrorCode
+            f_DC_EVStatus.EVRESSSOC = _c2_EVRESSSOC
+            s = 2
+        else:
+            raise r.deviation('DC_EVChargeParameterType', p)
+        if s == 2:
+            p += 16
+            if p > E: V, E, p = r.slide(p, 16)
+            x = (V >> (E - p)) & 65535
+            if x & 58254: raise r.deviation('DC_EVChargeParameterType', p)
+            el = 'EVMaximumCurrentLimit/Multiplier'
+            _c3_Multiplier = ((x >> 10) & 7) + -3
+            if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+            el = 'EVMaximumCurrentLimit/Unit'
+            _c3_Unit = ((x >> 4) & 7)
+            if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(p))
+            else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
+            el = 'EVMaximumCurrentLimit/Value'
+            _neg = (x & 1)
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
-                f_EVMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c3_Multiplier, _c3_Unit, _c3_Value)
-                s = 3
-            if s == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
-                    el = 'EVMaximumPowerLimit'
-                    el = 'EVMaximumPowerLimit/Multiplier'
-                    _c4_Multiplier = ((x >> 10) & 7) + -3
-                    if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
-                    el = 'EVMaximumPowerLimit/Unit'
-                    _c4_Unit = ((x >> 4) & 7)
-                    if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(p))
-                    else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
-                    el = 'EVMaximumPowerLimit/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c3_Value = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('DC_EVChargeParameterType', p)
+            if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+            f_EVMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+            f_EVMaximumCurrentLimit.Multiplier = _c3_Multiplier
+            f_EVMaximumCurrentLimit.Unit = _c3_Unit
+            f_EVMaximumCurrentLimit.Value = _c3_Value
+            s = 3
+        if s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
+                el = 'EVMaximumPowerLimit/Multiplier'
+                _c4_Multiplier = ((x >> 10) & 7) + -3
+                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+                el = 'EVMaximumPowerLimit/Unit'
+                _c4_Unit = ((x >> 4) & 7)
+                if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(p))
+                else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
+                el = 'EVMaximumPowerLimit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c4_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 18
-                    if p > E: V, E, p = r.slide(p, 18)
-                    x = (V >> (E - p)) & 262143
-                    if x & 254862: raise r.deviation('DC_EVChargeParameterType', p)
-                    if _neg: _c4_Value = -_c4_Value - 1
-                    if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
-                    f_EVMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c4_Multiplier, _c4_Unit, _c4_Value)
-                    el = 'EVMaximumVoltageLimit'
-                    el = 'EVMaximumVoltageLimit/Multiplier'
-                    _c5_Multiplier = ((x >> 10) & 7) + -3
-                    if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
-                    el = 'EVMaximumVoltageLimit/Unit'
-                    _c5_Unit = ((x >> 4) & 7)
-                    if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(p))
-                    else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
-                    el = 'EVMaximumVoltageLimit/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c4_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 18
+                if p > E: V, E, p = r.slide(p, 18)
+                x = (V >> (E - p)) & 262143
+                if x & 254862: raise r.deviation('DC_EVChargeParameterType', p)
+                if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                f_EVMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVMaximumPowerLimit.Multiplier = _c4_Multiplier
+                f_EVMaximumPowerLimit.Unit = _c4_Unit
+                f_EVMaximumPowerLimit.Value = _c4_Value
+                el = 'EVMaximumVoltageLimit/Multiplier'
+                _c5_Multiplier = ((x >> 10) & 7) + -3
+                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
+                el = 'EVMaximumVoltageLimit/Unit'
+                _c5_Unit = ((x >> 4) & 7)
+                if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(p))
+                else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
+                el = 'EVMaximumVoltageLimit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c5_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c5_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
-                    if _neg: _c5_Value = -_c5_Value - 1
-                    if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
-                    f_EVMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c5_Multiplier, _c5_Unit, _c5_Value)
-                    s = 5
-                elif ec == 1:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
-                    el = 'EVMaximumVoltageLimit'
-                    el = 'EVMaximumVoltageLimit/Multiplier'
-                    _c6_Multiplier = ((x >> 10) & 7) + -3
-                    if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(p))
-                    el = 'EVMaximumVoltageLimit/Unit'
-                    _c6_Unit = ((x >> 4) & 7)
-                    if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(p))
-                    else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
-                    el = 'EVMaximumVoltageLimit/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c5_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('DC_EVChargeParameterType', p)
+                if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                f_EVMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVMaximumVoltageLimit.Multiplier = _c5_Multiplier
+                f_EVMaximumVoltageLimit.Unit = _c5_Unit
+                f_EVMaximumVoltageLimit.Value = _c5_Value
+                s = 5
+            elif ec == 1:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
+                el = 'EVMaximumVoltageLimit/Multiplier'
+                _c6_Multiplier = ((x >> 10) & 7) + -3
+                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(p))
+                el = 'EVMaximumVoltageLimit/Unit'
+                _c6_Unit = ((x >> 4) & 7)
+                if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(p))
+                else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
+                el = 'EVMaximumVoltageLimit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c6_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c6_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
-                    if _neg: _c6_Value = -_c6_Value - 1
-                    if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
-                    f_EVMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c6_Multiplier, _c6_Unit, _c6_Value)
-                    s = 5
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c6_Value = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('DC_EVChargeParameterType', p)
-            if s == 5:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
-                    el = 'EVEnergyCapacity'
-                    el = 'EVEnergyCapacity/Multiplier'
-                    _c7_Multiplier = ((x >> 10) & 7) + -3
-                    if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(p))
-                    el = 'EVEnergyCapacity/Unit'
-                    _c7_Unit = ((x >> 4) & 7)
-                    if _c7_Unit >= 7: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 7, r.at(p))
-                    else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
-                    el = 'EVEnergyCapacity/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('DC_EVChargeParameterType', p)
+                if _neg: _c6_Value = -_c6_Value - 1
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                f_EVMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVMaximumVoltageLimit.Multiplier = _c6_Multiplier
+                f_EVMaximumVoltageLimit.Unit = _c6_Unit
+                f_EVMaximumVoltageLimit.Value = _c6_Value
+                s = 5
+            else:
+                raise r.deviation('DC_EVChargeParameterType', p)
+        if s == 5:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
+                el = 'EVEnergyCapacity/Multiplier'
+                _c7_Multiplier = ((x >> 10) & 7) + -3
+                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(p))
+                el = 'EVEnergyCapacity/Unit'
+                _c7_Unit = ((x >> 4) & 7)
+                if _c7_Unit >= 7: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 7, r.at(p))
+                else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
+                el = 'EVEnergyCapacity/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c7_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c7_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
-                    if _neg: _c7_Value = -_c7_Value - 1
-                    if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
-                    f_EVEnergyCapacity = iso2_msgdatatypes.PhysicalValueType(_c7_Multiplier, _c7_Unit, _c7_Value)
-                    s = 6
-                elif ec == 1:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
-                    el = 'EVEnergyRequest'
-                    el = 'EVEnergyRequest/Multiplier'
-                    _c8_Multiplier = ((x >> 10) & 7) + -3
-                    if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(p))
-                    el = 'EVEnergyRequest/Unit'
-                    _c8_Unit = ((x >> 4) & 7)
-                    if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(p))
-                    else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
-                    el = 'EVEnergyRequest/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c7_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('DC_EVChargeParameterType', p)
+                if _neg: _c7_Value = -_c7_Value - 1
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                f_EVEnergyCapacity = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVEnergyCapacity.Multiplier = _c7_Multiplier
+                f_EVEnergyCapacity.Unit = _c7_Unit
+                f_EVEnergyCapacity.Value = _c7_Value
+                s = 6
+            elif ec == 1:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
+                el = 'EVEnergyRequest/Multiplier'
+                _c8_Multiplier = ((x >> 10) & 7) + -3
+                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(p))
+                el = 'EVEnergyRequest/Unit'
+                _c8_Unit = ((x >> 4) & 7)
+                if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(p))
+                else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
+                el = 'EVEnergyRequest/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c8_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c8_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
-                    if _neg: _c8_Value = -_c8_Value - 1
-                    if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
-                    f_EVEnergyRequest = iso2_msgdatatypes.PhysicalValueType(_c8_Multiplier, _c8_Unit, _c8_Value)
-                    s = 7
-                elif ec == 2:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
-                    el = 'FullSOC'
-                    f_FullSOC = ((x >> 1) & 127)
-                    if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(p))
-                    s = 8
-                elif ec == 3:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
-                    el = 'BulkSOC'
-                    f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
-                    s = 9
-                elif ec == 4:
-                    pass
-                    s = -1
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c8_Value = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('DC_EVChargeParameterType', p)
-            if s == 6:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
-                    el = 'EVEnergyRequest'
-                    el = 'EVEnergyRequest/Multiplier'
-                    _c9_Multiplier = ((x >> 10) & 7) + -3
-                    if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(p))
-                    el = 'EVEnergyRequest/Unit'
-                    _c9_Unit = ((x >> 4) & 7)
-                    if _c9_Unit >= 7: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 7, r.at(p))
-                    else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
-                    el = 'EVEnergyRequest/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('DC_EVChargeParameterType', p)
+                if _neg: _c8_Value = -_c8_Value - 1
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                f_EVEnergyRequest = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVEnergyRequest.Multiplier = _c8_Multiplier
+                f_EVEnergyRequest.Unit = _c8_Unit
+                f_EVEnergyRequest.Value = _c8_Value
+                s = 7
+            elif ec == 2:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                el = 'FullSOC'
+                f_FullSOC = ((x >> 1) & 127)
+                if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(p))
+                s = 8
+            elif ec == 3:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                el = 'BulkSOC'
+                f_BulkSOC = ((x >> 1) & 127)
+                if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
+                s = 9
+            elif ec == 4:
+                pass
+                s = -1
+            else:
+                raise r.deviation('DC_EVChargeParameterType', p)
+        if s == 6:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
+                el = 'EVEnergyRequest/Multiplier'
+                _c9_Multiplier = ((x >> 10) & 7) + -3
+                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(p))
+                el = 'EVEnergyRequest/Unit'
+                _c9_Unit = ((x >> 4) & 7)
+                if _c9_Unit >= 7: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 7, r.at(p))
+                else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
+                el = 'EVEnergyRequest/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c9_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c9_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
-                    if _neg: _c9_Value = -_c9_Value - 1
-                    if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
-                    f_EVEnergyRequest = iso2_msgdatatypes.PhysicalValueType(_c9_Multiplier, _c9_Unit, _c9_Value)
-                    s = 7
-                elif ec == 1:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
-                    el = 'FullSOC'
-                    f_FullSOC = ((x >> 1) & 127)
-                    if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(p))
-                    s = 8
-                elif ec == 2:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
-                    el = 'BulkSOC'
-                    f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
-                    s = 9
-                elif ec == 3:
-                    pass
-                    s = -1
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c9_Value = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('DC_EVChargeParameterType', p)
-            if s == 7:
+                    r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
-                    el = 'FullSOC'
-                    f_FullSOC = ((x >> 1) & 127)
-                    if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(p))
-                    s = 8
-                elif ec == 1:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
-                    el = 'BulkSOC'
-                    f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
-                    s = 9
-                elif ec == 2:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('DC_EVChargeParameterType', p)
-            if s == 8:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
-                    el = 'BulkSOC'
-                    f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
-                    s = 9
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('DC_EVChargeParameterType', p)
-            if s == 9:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('DC_EVChargeParameterType', p)
+                if _neg: _c9_Value = -_c9_Value - 1
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                f_EVEnergyRequest = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVEnergyRequest.Multiplier = _c9_Multiplier
+                f_EVEnergyRequest.Unit = _c9_Unit
+                f_EVEnergyRequest.Value = _c9_Value
+                s = 7
+            elif ec == 1:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                el = 'FullSOC'
+                f_FullSOC = ((x >> 1) & 127)
+                if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(p))
+                s = 8
+            elif ec == 2:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                el = 'BulkSOC'
+                f_BulkSOC = ((x >> 1) & 127)
+                if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
+                s = 9
+            elif ec == 3:
+                pass
                 s = -1
+            else:
+                raise r.deviation('DC_EVChargeParameterType', p)
+        if s == 7:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                el = 'FullSOC'
+                f_FullSOC = ((x >> 1) & 127)
+                if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(p))
+                s = 8
+            elif ec == 1:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                el = 'BulkSOC'
+                f_BulkSOC = ((x >> 1) & 127)
+                if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
+                s = 9
+            elif ec == 2:
+                pass
+                s = -1
+            else:
+                raise r.deviation('DC_EVChargeParameterType', p)
+        if s == 8:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                el = 'BulkSOC'
+                f_BulkSOC = ((x >> 1) & 127)
+                if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
+                s = 9
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('DC_EVChargeParameterType', p)
+        if s == 9:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.DC_EVChargeParameterType(f_DepartureTime, f_DC_EVStatus, f_EVMaximumCurrentLimit, f_EVMaximumPowerLimit, f_EVMaximumVoltageLimit, f_EVEnergyCapacity, f_EVEnergyRequest, f_FullSOC, f_BulkSOC)
+    _obj = _new(iso2_msgdatatypes.DC_EVChargeParameterType)
+    _obj.DepartureTime = f_DepartureTime
+    _obj.DC_EVStatus = f_DC_EVStatus
+    _obj.EVMaximumCurrentLimit = f_EVMaximumCurrentLimit
+    _obj.EVMaximumPowerLimit = f_EVMaximumPowerLimit
+    _obj.EVMaximumVoltageLimit = f_EVMaximumVoltageLimit
+    _obj.EVEnergyCapacity = f_EVEnergyCapacity
+    _obj.EVEnergyRequest = f_EVEnergyRequest
+    _obj.FullSOC = f_FullSOC
+    _obj.BulkSOC = f_BulkSOC
+    return _obj
 
 def _e_DC_EVChargeParameterType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}DC_EVChargeParameterType
@@ -1923,351 +2702,329 @@ def _e_DC_EVChargeParameterType(w, o):
         v_EVEnergyRequest = o.EVEnergyRequest
         v_FullSOC = o.FullSOC
         v_BulkSOC = o.BulkSOC
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_DepartureTime is not None:
-                    el = 'DepartureTime'
-                    if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
-                    v <<= 3
-                    n += 3
-                    if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-                    elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
-                    if not (v_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
-                    el = 'DC_EVStatus'
-                    _o = v_DC_EVStatus
-                    _c1_EVReady = _o.EVReady
-                    _c1_EVErrorCode = _o.EVErrorCode
-                    _c1_EVRESSSOC = _o.EVRESSSOC
-                    if not (_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
-                    el = 'DC_EVStatus/EVReady'
-                    if _c1_EVReady is not True and _c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_EVReady!r}')
-                    if not (_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
-                    el = 'DC_EVStatus/EVErrorCode'
-                    _c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
-                    if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    if not (_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
-                    el = 'DC_EVStatus/EVRESSSOC'
-                    if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
-                    v = (v << 24) | (_c1_EVReady << 19) | (_c1_i1 << 12) | (_c1_EVRESSSOC << 2)
-                    n += 24
-                    v_DepartureTime = None
-                    _c1_EVReady = None
-                    _c1_EVErrorCode = None
-                    _c1_EVRESSSOC = None
-                    v_DC_EVStatus = None
-                    s = 2
-                elif v_DC_EVStatus is not None:
-                    el = 'DC_EVStatus'
-                    _o = v_DC_EVStatus
-                    _c2_EVReady = _o.EVReady
-                    _c2_EVErrorCode = _o.EVErrorCode
-                    _c2_EVRESSSOC = _o.EVRESSSOC
-                    if not (_c2_EVReady is not None): raise EncodeError('missing content: EVReady')
-                    el = 'DC_EVStatus/EVReady'
-                    if _c2_EVReady is not True and _c2_EVReady is not False: raise EncodeError(f'expected a bool, got {_c2_EVReady!r}')
-                    if not (_c2_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
-                    el = 'DC_EVStatus/EVErrorCode'
-                    _c2_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c2_EVErrorCode)
-                    if _c2_i1 is None: raise EncodeError(f'{_c2_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    if not (_c2_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
-                    el = 'DC_EVStatus/EVRESSSOC'
-                    if not 0 <= _c2_EVRESSSOC <= 100: raise EncodeError(f'value {_c2_EVRESSSOC!r} outside [0, 100]')
-                    v = (v << 24) | (1 << 22) | (_c2_EVReady << 19) | (_c2_i1 << 12) | (_c2_EVRESSSOC << 2)
-                    n += 24
-                    _c2_EVReady = None
-                    _c2_EVErrorCode = None
-                    _c2_EVRESSSOC = None
-                    v_DC_EVStatus = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of DepartureTime, DC_EVStatus')
-            if s == 2:
-                if v_EVMaximumCurrentLimit is not None:
-                    el = 'EVMaximumCurrentLimit'
-                    _o = v_EVMaximumCurrentLimit
-                    _c3_Multiplier = _o.Multiplier
-                    _c3_Unit = _o.Unit
-                    _c3_Value = _o.Value
-                    if not (_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVMaximumCurrentLimit/Multiplier'
-                    if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
-                    if not (_c3_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVMaximumCurrentLimit/Unit'
-                    _c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c3_Unit)
-                    if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVMaximumCurrentLimit/Value'
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
-                    n += 16
-                    _c3_Multiplier = None
-                    _c3_Unit = None
-                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c3_Value = None
-                    v_EVMaximumCurrentLimit = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumCurrentLimit')
-            if s == 3:
-                if v_EVMaximumPowerLimit is not None:
-                    el = 'EVMaximumPowerLimit'
-                    _o = v_EVMaximumPowerLimit
-                    _c4_Multiplier = _o.Multiplier
-                    _c4_Unit = _o.Unit
-                    _c4_Value = _o.Value
-                    if not (_c4_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVMaximumPowerLimit/Multiplier'
-                    if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
-                    if not (_c4_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVMaximumPowerLimit/Unit'
-                    _c4_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c4_Unit)
-                    if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVMaximumPowerLimit/Value'
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
-                    n += 17
-                    _c4_Multiplier = None
-                    _c4_Unit = None
-                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (v_EVMaximumVoltageLimit is not None): raise EncodeError('missing content: EVMaximumVoltageLimit')
-                    el = 'EVMaximumVoltageLimit'
-                    _o = v_EVMaximumVoltageLimit
-                    _c5_Multiplier = _o.Multiplier
-                    _c5_Unit = _o.Unit
-                    _c5_Value = _o.Value
-                    if not (_c5_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVMaximumVoltageLimit/Multiplier'
-                    if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
-                    if not (_c5_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVMaximumVoltageLimit/Unit'
-                    _c5_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c5_Unit)
-                    if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c5_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVMaximumVoltageLimit/Value'
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
-                    n += 18
-                    _c4_Value = None
-                    v_EVMaximumPowerLimit = None
-                    _c5_Multiplier = None
-                    _c5_Unit = None
-                    _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c5_Value = None
-                    v_EVMaximumVoltageLimit = None
-                    s = 5
-                elif v_EVMaximumVoltageLimit is not None:
-                    el = 'EVMaximumVoltageLimit'
-                    _o = v_EVMaximumVoltageLimit
-                    _c6_Multiplier = _o.Multiplier
-                    _c6_Unit = _o.Unit
-                    _c6_Value = _o.Value
-                    if not (_c6_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVMaximumVoltageLimit/Multiplier'
-                    if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
-                    if not (_c6_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVMaximumVoltageLimit/Unit'
-                    _c6_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c6_Unit)
-                    if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c6_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVMaximumVoltageLimit/Value'
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | (1 << 15) | ((_c6_Multiplier - -3) << 10) | (_c6_i1 << 4) | (_c6_Value < 0)
-                    n += 17
-                    _c6_Multiplier = None
-                    _c6_Unit = None
-                    _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c6_Value = None
-                    v_EVMaximumVoltageLimit = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumPowerLimit, EVMaximumVoltageLimit')
-            if s == 5:
-                if v_EVEnergyCapacity is not None:
-                    el = 'EVEnergyCapacity'
-                    _o = v_EVEnergyCapacity
-                    _c7_Multiplier = _o.Multiplier
-                    _c7_Unit = _o.Unit
-                    _c7_Value = _o.Value
-                    if not (_c7_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVEnergyCapacity/Multiplier'
-                    if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
-                    if not (_c7_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVEnergyCapacity/Unit'
-                    _c7_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c7_Unit)
-                    if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c7_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVEnergyCapacity/Value'
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c7_Multiplier - -3) << 10) | (_c7_i1 << 4) | (_c7_Value < 0)
-                    n += 18
-                    _c7_Multiplier = None
-                    _c7_Unit = None
-                    _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c7_Value = None
-                    v_EVEnergyCapacity = None
-                    s = 6
-                elif v_EVEnergyRequest is not None:
-                    el = 'EVEnergyRequest'
-                    _o = v_EVEnergyRequest
-                    _c8_Multiplier = _o.Multiplier
-                    _c8_Unit = _o.Unit
-                    _c8_Value = _o.Value
-                    if not (_c8_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVEnergyRequest/Multiplier'
-                    if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
-                    if not (_c8_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVEnergyRequest/Unit'
-                    _c8_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c8_Unit)
-                    if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c8_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVEnergyRequest/Value'
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | (1 << 15) | ((_c8_Multiplier - -3) << 10) | (_c8_i1 << 4) | (_c8_Value < 0)
-                    n += 18
-                    _c8_Multiplier = None
-                    _c8_Unit = None
-                    _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c8_Value = None
-                    v_EVEnergyRequest = None
-                    s = 7
-                elif v_FullSOC is not None:
-                    el = 'FullSOC'
-                    if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
-                    v = (v << 12) | (2 << 9) | (v_FullSOC << 1)
-                    n += 12
-                    v_FullSOC = None
-                    s = 8
-                elif v_BulkSOC is not None:
-                    el = 'BulkSOC'
-                    if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
-                    v = (v << 12) | (3 << 9) | (v_BulkSOC << 1)
-                    n += 12
-                    v_BulkSOC = None
-                    s = 9
-                elif True:
-                    v = (v << 3) | 4
-                    n += 3
-                    if v_DepartureTime is not None or v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
-                    s = -1
-            if s == 6:
-                if v_EVEnergyRequest is not None:
-                    el = 'EVEnergyRequest'
-                    _o = v_EVEnergyRequest
-                    _c9_Multiplier = _o.Multiplier
-                    _c9_Unit = _o.Unit
-                    _c9_Value = _o.Value
-                    if not (_c9_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVEnergyRequest/Multiplier'
-                    if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
-                    if not (_c9_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVEnergyRequest/Unit'
-                    _c9_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c9_Unit)
-                    if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c9_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVEnergyRequest/Value'
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c9_Multiplier - -3) << 10) | (_c9_i1 << 4) | (_c9_Value < 0)
-                    n += 18
-                    _c9_Multiplier = None
-                    _c9_Unit = None
-                    _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c9_Value = None
-                    v_EVEnergyRequest = None
-                    s = 7
-                elif v_FullSOC is not None:
-                    el = 'FullSOC'
-                    if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
-                    v = (v << 12) | (1 << 9) | (v_FullSOC << 1)
-                    n += 12
-                    v_FullSOC = None
-                    s = 8
-                elif v_BulkSOC is not None:
-                    el = 'BulkSOC'
-                    if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
-                    v = (v << 12) | (2 << 9) | (v_BulkSOC << 1)
-                    n += 12
-                    v_BulkSOC = None
-                    s = 9
-                elif True:
-                    v = (v << 3) | 3
-                    n += 3
-                    if v_DepartureTime is not None or v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
-                    s = -1
-            if s == 7:
-                if v_FullSOC is not None:
-                    el = 'FullSOC'
-                    if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
-                    v = (v << 11) | (v_FullSOC << 1)
-                    n += 11
-                    v_FullSOC = None
-                    s = 8
-                elif v_BulkSOC is not None:
-                    el = 'BulkSOC'
-                    if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
-                    v = (v << 11) | (1 << 9) | (v_BulkSOC << 1)
-                    n += 11
-                    v_BulkSOC = None
-                    s = 9
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if v_DepartureTime is not None or v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
-                    s = -1
-            if s == 8:
-                if v_BulkSOC is not None:
-                    el = 'BulkSOC'
-                    if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
-                    v = (v << 11) | (v_BulkSOC << 1)
-                    n += 11
-                    v_BulkSOC = None
-                    s = 9
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_DepartureTime is not None or v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
-                    s = -1
-            if s == 9:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_DepartureTime is not None or v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
-                    s = -1
+        if v_DepartureTime is not None:
+            el = 'DepartureTime'
+            if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
+            v <<= 3
+            n += 3
+            if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
+            elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
+            elif v_DepartureTime < 2097152: v = (v << 24) | ((v_DepartureTime & 127) << 16) | (((v_DepartureTime >> 7) & 127) << 8) | 8421376 | (v_DepartureTime >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
+            if not (v_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+            el = 'DC_EVStatus'
+            _o = v_DC_EVStatus
+            _c1_EVReady = _o.EVReady
+            _c1_EVErrorCode = _o.EVErrorCode
+            _c1_EVRESSSOC = _o.EVRESSSOC
+            if not (_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
+            el = 'DC_EVStatus/EVReady'
+            if _c1_EVReady is not True and _c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_EVReady!r}')
+            if not (_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+            el = 'DC_EVStatus/EVErrorCode'
+            _c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+            if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+            if not (_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+            el = 'DC_EVStatus/EVRESSSOC'
+            if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
+            v = (v << 24) | (_c1_EVReady << 19) | (_c1_i1 << 12) | (_c1_EVRESSSOC << 2)
+            n += 24
+            v_DepartureTime = None
+            v_DC_EVStatus = None
+            s = 2
+        elif v_DC_EVStatus is not None:
+            el = 'DC_EVStatus'
+            _o = v_DC_EVStatus
+            _c2_EVReady = _o.EVReady
+            _c2_EVErrorCode = _o.EVErrorCode
+            _c2_EVRESSSOC = _o.EVRESSSOC
+            if not (_c2_EVReady is not None): raise EncodeError('missing content: EVReady')
+            el = 'DC_EVStatus/EVReady'
+            if _c2_EVReady is not True and _c2_EVReady is not False: raise EncodeError(f'expected a bool, got {_c2_EVReady!r}')
+            if not (_c2_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+            el = 'DC_EVStatus/EVErrorCode'
+            _c2_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c2_EVErrorCode)
+            if _c2_i1 is None: raise EncodeError(f'{_c2_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+            if not (_c2_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+            el = 'DC_EVStatus/EVRESSSOC'
+            if not 0 <= _c2_EVRESSSOC <= 100: raise EncodeError(f'value {_c2_EVRESSSOC!r} outside [0, 100]')
+            v = (v << 24) | (1 << 22) | (_c2_EVReady << 19) | (_c2_i1 << 12) | (_c2_EVRESSSOC << 2)
+            n += 24
+            v_DC_EVStatus = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of DepartureTime, DC_EVStatus')
+        if s == 2:
+            if v_EVMaximumCurrentLimit is not None:
+                el = 'EVMaximumCurrentLimit'
+                _o = v_EVMaximumCurrentLimit
+                _c3_Multiplier = _o.Multiplier
+                _c3_Unit = _o.Unit
+                _c3_Value = _o.Value
+                if not (_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVMaximumCurrentLimit/Multiplier'
+                if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+                if not (_c3_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVMaximumCurrentLimit/Unit'
+                _c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMaximumCurrentLimit/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
+                n += 16
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVMaximumCurrentLimit = None
+                s = 3
+            else:
+                raise EncodeError('missing content: expected one of EVMaximumCurrentLimit')
+        if s == 3:
+            if v_EVMaximumPowerLimit is not None:
+                el = 'EVMaximumPowerLimit'
+                _o = v_EVMaximumPowerLimit
+                _c4_Multiplier = _o.Multiplier
+                _c4_Unit = _o.Unit
+                _c4_Value = _o.Value
+                if not (_c4_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVMaximumPowerLimit/Multiplier'
+                if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
+                if not (_c4_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVMaximumPowerLimit/Unit'
+                _c4_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c4_Unit)
+                if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMaximumPowerLimit/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
+                n += 17
+                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if not (v_EVMaximumVoltageLimit is not None): raise EncodeError('missing content: EVMaximumVoltageLimit')
+                el = 'EVMaximumVoltageLimit'
+                _o = v_EVMaximumVoltageLimit
+                _c5_Multiplier = _o.Multiplier
+                _c5_Unit = _o.Unit
+                _c5_Value = _o.Value
+                if not (_c5_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVMaximumVoltageLimit/Multiplier'
+                if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
+                if not (_c5_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVMaximumVoltageLimit/Unit'
+                _c5_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c5_Unit)
+                if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMaximumVoltageLimit/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
+                n += 18
+                v_EVMaximumPowerLimit = None
+                _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVMaximumVoltageLimit = None
+                s = 5
+            elif v_EVMaximumVoltageLimit is not None:
+                el = 'EVMaximumVoltageLimit'
+                _o = v_EVMaximumVoltageLimit
+                _c6_Multiplier = _o.Multiplier
+                _c6_Unit = _o.Unit
+                _c6_Value = _o.Value
+                if not (_c6_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVMaximumVoltageLimit/Multiplier'
+                if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
+                if not (_c6_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVMaximumVoltageLimit/Unit'
+                _c6_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c6_Unit)
+                if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c6_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMaximumVoltageLimit/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | (1 << 15) | ((_c6_Multiplier - -3) << 10) | (_c6_i1 << 4) | (_c6_Value < 0)
+                n += 17
+                _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVMaximumVoltageLimit = None
+                s = 5
+            else:
+                raise EncodeError('missing content: expected one of EVMaximumPowerLimit, EVMaximumVoltageLimit')
+        if s == 5:
+            if v_EVEnergyCapacity is not None:
+                el = 'EVEnergyCapacity'
+                _o = v_EVEnergyCapacity
+                _c7_Multiplier = _o.Multiplier
+                _c7_Unit = _o.Unit
+                _c7_Value = _o.Value
+                if not (_c7_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVEnergyCapacity/Multiplier'
+                if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
+                if not (_c7_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVEnergyCapacity/Unit'
+                _c7_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c7_Unit)
+                if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVEnergyCapacity/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | ((_c7_Multiplier - -3) << 10) | (_c7_i1 << 4) | (_c7_Value < 0)
+                n += 18
+                _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVEnergyCapacity = None
+                s = 6
+            elif v_EVEnergyRequest is not None:
+                el = 'EVEnergyRequest'
+                _o = v_EVEnergyRequest
+                _c8_Multiplier = _o.Multiplier
+                _c8_Unit = _o.Unit
+                _c8_Value = _o.Value
+                if not (_c8_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVEnergyRequest/Multiplier'
+                if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
+                if not (_c8_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVEnergyRequest/Unit'
+                _c8_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c8_Unit)
+                if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c8_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVEnergyRequest/Value'
+                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | (1 << 15) | ((_c8_Multiplier - -3) << 10) | (_c8_i1 << 4) | (_c8_Value < 0)
+                n += 18
+                _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVEnergyRequest = None
+                s = 7
+            elif v_FullSOC is not None:
+                el = 'FullSOC'
+                if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
+                v = (v << 12) | (2 << 9) | (v_FullSOC << 1)
+                n += 12
+                v_FullSOC = None
+                s = 8
+            elif v_BulkSOC is not None:
+                el = 'BulkSOC'
+                if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
+                v = (v << 12) | (3 << 9) | (v_BulkSOC << 1)
+                n += 12
+                v_BulkSOC = None
+                s = 9
+            elif True:
+                v = (v << 3) | 4
+                n += 3
+                if v_DepartureTime is not None or v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
+                s = -1
+        if s == 6:
+            if v_EVEnergyRequest is not None:
+                el = 'EVEnergyRequest'
+                _o = v_EVEnergyRequest
+                _c9_Multiplier = _o.Multiplier
+                _c9_Unit = _o.Unit
+                _c9_Value = _o.Value
+                if not (_c9_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVEnergyRequest/Multiplier'
+                if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
+                if not (_c9_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVEnergyRequest/Unit'
+                _c9_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c9_Unit)
+                if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c9_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVEnergyRequest/Value'
+                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | ((_c9_Multiplier - -3) << 10) | (_c9_i1 << 4) | (_c9_Value < 0)
+                n += 18
+                _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVEnergyRequest = None
+                s = 7
+            elif v_FullSOC is not None:
+                el = 'FullSOC'
+                if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
+                v = (v << 12) | (1 << 9) | (v_FullSOC << 1)
+                n += 12
+                v_FullSOC = None
+                s = 8
+            elif v_BulkSOC is not None:
+                el = 'BulkSOC'
+                if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
+                v = (v << 12) | (2 << 9) | (v_BulkSOC << 1)
+                n += 12
+                v_BulkSOC = None
+                s = 9
+            elif True:
+                v = (v << 3) | 3
+                n += 3
+                if v_DepartureTime is not None or v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
+                s = -1
+        if s == 7:
+            if v_FullSOC is not None:
+                el = 'FullSOC'
+                if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
+                v = (v << 11) | (v_FullSOC << 1)
+                n += 11
+                v_FullSOC = None
+                s = 8
+            elif v_BulkSOC is not None:
+                el = 'BulkSOC'
+                if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
+                v = (v << 11) | (1 << 9) | (v_BulkSOC << 1)
+                n += 11
+                v_BulkSOC = None
+                s = 9
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                if v_DepartureTime is not None or v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
+                s = -1
+        if s == 8:
+            if v_BulkSOC is not None:
+                el = 'BulkSOC'
+                if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
+                v = (v << 11) | (v_BulkSOC << 1)
+                n += 11
+                v_BulkSOC = None
+                s = 9
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_DepartureTime is not None or v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
+                s = -1
+        if s == 9:
+            if True:
+                v <<= 1
+                n += 1
+                if v_DepartureTime is not None or v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2283,58 +3040,61 @@ def _d_DC_EVPowerDeliveryParameterType(r):
     f_BulkChargingComplete = None
     f_ChargingComplete = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 23
-                if p > E: V, E, p = r.slide(p, 23)
-                x = (V >> (E - p)) & 8388607
-                if x & 7802371: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
-                el = 'DC_EVStatus'
-                el = 'DC_EVStatus/EVReady'
-                _c1_EVReady = ((x >> 19) & 1) == 1
-                el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 12) & 15)
-                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
-                else: _c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
-                el = 'DC_EVStatus/EVRESSSOC'
-                _c1_EVRESSSOC = ((x >> 2) & 127)
-                if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
-                f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c1_EVReady, _c1_EVErrorCode, _c1_EVRESSSOC)
-                s = 1
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 7
-                    if p > E: V, E, p = r.slide(p, 7)
-                    x = (V >> (E - p)) & 127
-                    if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
-                    el = 'BulkChargingComplete'
-                    f_BulkChargingComplete = ((x >> 5) & 1) == 1
-                    el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 1) & 1) == 1
-                    s = 3
-                elif ec == 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
-                    el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 1) & 1) == 1
-                    s = 3
-                else:
-                    raise r.deviation('DC_EVPowerDeliveryParameterType', p)
-            if s == 3:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
-                s = -1
+        p += 23
+        if p > E: V, E, p = r.slide(p, 23)
+        x = (V >> (E - p)) & 8388607
+        if x & 7802371: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+        el = 'DC_EVStatus/EVReady'
+        _c1_EVReady = ((x >> 19) & 1) == 1
+        el = 'DC_EVStatus/EVErrorCode'
+        _c1_EVErrorCode = ((x >> 12) & 15)
+        if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+        else: _c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+        el = 'DC_EVStatus/EVRESSSOC'
+        _c1_EVRESSSOC = ((x >> 2) & 127)
+        if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+        f_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus.EVReady = _c1_EVReady
+        f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
+        f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 7
+                if p > E: V, E, p = r.slide(p, 7)
+                x = (V >> (E - p)) & 127
+                if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                el = 'BulkChargingComplete'
+                f_BulkChargingComplete = ((x >> 5) & 1) == 1
+                el = 'ChargingComplete'
+                f_ChargingComplete = ((x >> 1) & 1) == 1
+                s = 3
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                el = 'ChargingComplete'
+                f_ChargingComplete = ((x >> 1) & 1) == 1
+                s = 3
+            else:
+                raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+        if s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.DC_EVPowerDeliveryParameterType(f_DC_EVStatus, f_BulkChargingComplete, f_ChargingComplete)
+    _obj = _new(iso2_msgdatatypes.DC_EVPowerDeliveryParameterType)
+    _obj.DC_EVStatus = f_DC_EVStatus
+    _obj.BulkChargingComplete = f_BulkChargingComplete
+    _obj.ChargingComplete = f_ChargingComplete
+    return _obj
 
 def _e_DC_EVPowerDeliveryParameterType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}DC_EVPowerDeliveryParameterType
@@ -2345,61 +3105,55 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
         v_DC_EVStatus = o.DC_EVStatus
         v_BulkChargingComplete = o.BulkChargingComplete
         v_ChargingComplete = o.ChargingComplete
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_DC_EVStatus is not None:
-                    el = 'DC_EVStatus'
-                    _o = v_DC_EVStatus
-                    _c1_EVReady = _o.EVReady
-                    _c1_EVErrorCode = _o.EVErrorCode
-                    _c1_EVRESSSOC = _o.EVRESSSOC
-                    if not (_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
-                    el = 'DC_EVStatus/EVReady'
-                    if _c1_EVReady is not True and _c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_EVReady!r}')
-                    if not (_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
-                    el = 'DC_EVStatus/EVErrorCode'
-                    _c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
-                    if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    if not (_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
-                    el = 'DC_EVStatus/EVRESSSOC'
-                    if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
-                    v = (v << 23) | (_c1_EVReady << 19) | (_c1_i1 << 12) | (_c1_EVRESSSOC << 2)
-                    n += 23
-                    _c1_EVReady = None
-                    _c1_EVErrorCode = None
-                    _c1_EVRESSSOC = None
-                    v_DC_EVStatus = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVStatus')
-            if s == 1:
-                if v_BulkChargingComplete is not None:
-                    el = 'BulkChargingComplete'
-                    if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                    if not (v_ChargingComplete is not None): raise EncodeError('missing content: ChargingComplete')
-                    el = 'ChargingComplete'
-                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    v = (v << 9) | (v_BulkChargingComplete << 5) | (v_ChargingComplete << 1)
-                    n += 9
-                    v_BulkChargingComplete = None
-                    v_ChargingComplete = None
-                    s = 3
-                elif v_ChargingComplete is not None:
-                    el = 'ChargingComplete'
-                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    v = (v << 5) | (1 << 3) | (v_ChargingComplete << 1)
-                    n += 5
-                    v_ChargingComplete = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
-            if s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_DC_EVStatus is not None or v_BulkChargingComplete is not None or v_ChargingComplete is not None: raise _leftover(o)
-                    s = -1
+        if v_DC_EVStatus is not None:
+            el = 'DC_EVStatus'
+            _o = v_DC_EVStatus
+            _c1_EVReady = _o.EVReady
+            _c1_EVErrorCode = _o.EVErrorCode
+            _c1_EVRESSSOC = _o.EVRESSSOC
+            if not (_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
+            el = 'DC_EVStatus/EVReady'
+            if _c1_EVReady is not True and _c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_EVReady!r}')
+            if not (_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+            el = 'DC_EVStatus/EVErrorCode'
+            _c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+            if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+            if not (_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+            el = 'DC_EVStatus/EVRESSSOC'
+            if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
+            v = (v << 23) | (_c1_EVReady << 19) | (_c1_i1 << 12) | (_c1_EVRESSSOC << 2)
+            n += 23
+            v_DC_EVStatus = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of DC_EVStatus')
+        if s == 1:
+            if v_BulkChargingComplete is not None:
+                el = 'BulkChargingComplete'
+                if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
+                if not (v_ChargingComplete is not None): raise EncodeError('missing content: ChargingComplete')
+                el = 'ChargingComplete'
+                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                v = (v << 9) | (v_BulkChargingComplete << 5) | (v_ChargingComplete << 1)
+                n += 9
+                v_BulkChargingComplete = None
+                v_ChargingComplete = None
+                s = 3
+            elif v_ChargingComplete is not None:
+                el = 'ChargingComplete'
+                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                v = (v << 5) | (1 << 3) | (v_ChargingComplete << 1)
+                n += 5
+                v_ChargingComplete = None
+                s = 3
+            else:
+                raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
+        if s == 3:
+            if True:
+                v <<= 1
+                n += 1
+                if v_DC_EVStatus is not None or v_BulkChargingComplete is not None or v_ChargingComplete is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2421,283 +3175,467 @@ def _d_DC_EVSEChargeParameterType(r):
     f_EVSEPeakCurrentRipple = None
     f_EVSEEnergyToBeDelivered = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
-                el = 'DC_EVSEStatus'
-                r.pos = p
-                f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
+        el = 'DC_EVSEStatus'
+        _c1_NotificationMaxDelay = None
+        _c1_EVSENotification = None
+        _c1_EVSEIsolationStatus = None
+        _c1_EVSEStatusCode = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+        el = 'DC_EVSEStatus/NotificationMaxDelay'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                if p > E: V, E, p = r.slide(p, 16)
-                x = (V >> (E - p)) & 65535
-                if x & 58254: raise r.deviation('DC_EVSEChargeParameterType', p)
-                el = 'EVSEMaximumCurrentLimit'
-                el = 'EVSEMaximumCurrentLimit/Multiplier'
-                _c1_Multiplier = ((x >> 10) & 7) + -3
-                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
-                el = 'EVSEMaximumCurrentLimit/Unit'
-                _c1_Unit = ((x >> 4) & 7)
-                if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(p))
-                else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
-                el = 'EVSEMaximumCurrentLimit/Value'
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 57: raise r.deviation('DC_EVSEStatusType', p)
+        if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(p))
+        el = 'DC_EVSEStatus/EVSENotification'
+        _c1_EVSENotification = ((x >> 1) & 3)
+        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+        else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+        _c1_s = 2
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 12
+                if p > E: V, E, p = r.slide(p, 12)
+                x = (V >> (E - p)) & 4095
+                if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
+                el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                _c1_EVSEIsolationStatus = ((x >> 8) & 7)
+                if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(p))
+                else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c1_EVSEStatusCode = ((x >> 1) & 15)
+                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+                else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+                _c1_s = 4
+            elif ec == 1:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c1_EVSEStatusCode = ((x >> 1) & 15)
+                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+                else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVSEStatusType', p)
+        if _c1_s == 4:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEStatusType', p)
+            _c1_s = -1
+        f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+        f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
+        f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
+        f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
+        f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
+        p += 16
+        if p > E: V, E, p = r.slide(p, 16)
+        x = (V >> (E - p)) & 65535
+        if x & 58254: raise r.deviation('DC_EVSEChargeParameterType', p)
+        el = 'EVSEMaximumCurrentLimit/Multiplier'
+        _c2_Multiplier = ((x >> 10) & 7) + -3
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        el = 'EVSEMaximumCurrentLimit/Unit'
+        _c2_Unit = ((x >> 4) & 7)
+        if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(p))
+        else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
+        el = 'EVSEMaximumCurrentLimit/Value'
+        _neg = (x & 1)
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c2_Value = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 18
+        if p > E: V, E, p = r.slide(p, 18)
+        x = (V >> (E - p)) & 262143
+        if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
+        if _neg: _c2_Value = -_c2_Value - 1
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+        f_EVSEMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVSEMaximumCurrentLimit.Multiplier = _c2_Multiplier
+        f_EVSEMaximumCurrentLimit.Unit = _c2_Unit
+        f_EVSEMaximumCurrentLimit.Value = _c2_Value
+        el = 'EVSEMaximumPowerLimit/Multiplier'
+        _c3_Multiplier = ((x >> 10) & 7) + -3
+        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+        el = 'EVSEMaximumPowerLimit/Unit'
+        _c3_Unit = ((x >> 4) & 7)
+        if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(p))
+        else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
+        el = 'EVSEMaximumPowerLimit/Value'
+        _neg = (x & 1)
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c3_Value = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c3_Value = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 18
+        if p > E: V, E, p = r.slide(p, 18)
+        x = (V >> (E - p)) & 262143
+        if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
+        if _neg: _c3_Value = -_c3_Value - 1
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+        f_EVSEMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVSEMaximumPowerLimit.Multiplier = _c3_Multiplier
+        f_EVSEMaximumPowerLimit.Unit = _c3_Unit
+        f_EVSEMaximumPowerLimit.Value = _c3_Value
+        el = 'EVSEMaximumVoltageLimit/Multiplier'
+        _c4_Multiplier = ((x >> 10) & 7) + -3
+        if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+        el = 'EVSEMaximumVoltageLimit/Unit'
+        _c4_Unit = ((x >> 4) & 7)
+        if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(p))
+        else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
+        el = 'EVSEMaximumVoltageLimit/Value'
+        _neg = (x & 1)
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c4_Value = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c4_Value = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 18
+        if p > E: V, E, p = r.slide(p, 18)
+        x = (V >> (E - p)) & 262143
+        if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
+        if _neg: _c4_Value = -_c4_Value - 1
+        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+        f_EVSEMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
+        f_EVSEMaximumVoltageLimit.Unit = _c4_Unit
+        f_EVSEMaximumVoltageLimit.Value = _c4_Value
+        el = 'EVSEMinimumCurrentLimit/Multiplier'
+        _c5_Multiplier = ((x >> 10) & 7) + -3
+        if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
+        el = 'EVSEMinimumCurrentLimit/Unit'
+        _c5_Unit = ((x >> 4) & 7)
+        if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(p))
+        else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
+        el = 'EVSEMinimumCurrentLimit/Value'
+        _neg = (x & 1)
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c5_Value = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c5_Value = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 18
+        if p > E: V, E, p = r.slide(p, 18)
+        x = (V >> (E - p)) & 262143
+        if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
+        if _neg: _c5_Value = -_c5_Value - 1
+        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+        f_EVSEMinimumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVSEMinimumCurrentLimit.Multiplier = _c5_Multiplier
+        f_EVSEMinimumCurrentLimit.Unit = _c5_Unit
+        f_EVSEMinimumCurrentLimit.Value = _c5_Value
+        el = 'EVSEMinimumVoltageLimit/Multiplier'
+        _c6_Multiplier = ((x >> 10) & 7) + -3
+        if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(p))
+        el = 'EVSEMinimumVoltageLimit/Unit'
+        _c6_Unit = ((x >> 4) & 7)
+        if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(p))
+        else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
+        el = 'EVSEMinimumVoltageLimit/Value'
+        _neg = (x & 1)
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c6_Value = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c6_Value = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
+        if _neg: _c6_Value = -_c6_Value - 1
+        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+        f_EVSEMinimumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVSEMinimumVoltageLimit.Multiplier = _c6_Multiplier
+        f_EVSEMinimumVoltageLimit.Unit = _c6_Unit
+        f_EVSEMinimumVoltageLimit.Value = _c6_Value
+        s = 6
+        if s == 6:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', p)
+                el = 'EVSECurrentRegulationTolerance/Multiplier'
+                _c7_Multiplier = ((x >> 10) & 7) + -3
+                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(p))
+                el = 'EVSECurrentRegulationTolerance/Unit'
+                _c7_Unit = ((x >> 4) & 7)
+                if _c7_Unit >= 7: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 7, r.at(p))
+                else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
+                el = 'EVSECurrentRegulationTolerance/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c1_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 18
-                if p > E: V, E, p = r.slide(p, 18)
-                x = (V >> (E - p)) & 262143
-                if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
-                if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
-                f_EVSEMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c1_Multiplier, _c1_Unit, _c1_Value)
-                el = 'EVSEMaximumPowerLimit'
-                el = 'EVSEMaximumPowerLimit/Multiplier'
-                _c2_Multiplier = ((x >> 10) & 7) + -3
-                if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
-                el = 'EVSEMaximumPowerLimit/Unit'
-                _c2_Unit = ((x >> 4) & 7)
-                if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(p))
-                else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
-                el = 'EVSEMaximumPowerLimit/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 18
-                if p > E: V, E, p = r.slide(p, 18)
-                x = (V >> (E - p)) & 262143
-                if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
-                f_EVSEMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c2_Multiplier, _c2_Unit, _c2_Value)
-                el = 'EVSEMaximumVoltageLimit'
-                el = 'EVSEMaximumVoltageLimit/Multiplier'
-                _c3_Multiplier = ((x >> 10) & 7) + -3
-                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
-                el = 'EVSEMaximumVoltageLimit/Unit'
-                _c3_Unit = ((x >> 4) & 7)
-                if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(p))
-                else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
-                el = 'EVSEMaximumVoltageLimit/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c3_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 18
-                if p > E: V, E, p = r.slide(p, 18)
-                x = (V >> (E - p)) & 262143
-                if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
-                f_EVSEMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c3_Multiplier, _c3_Unit, _c3_Value)
-                el = 'EVSEMinimumCurrentLimit'
-                el = 'EVSEMinimumCurrentLimit/Multiplier'
-                _c4_Multiplier = ((x >> 10) & 7) + -3
-                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
-                el = 'EVSEMinimumCurrentLimit/Unit'
-                _c4_Unit = ((x >> 4) & 7)
-                if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(p))
-                else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
-                el = 'EVSEMinimumCurrentLimit/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c4_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 18
-                if p > E: V, E, p = r.slide(p, 18)
-                x = (V >> (E - p)) & 262143
-                if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
-                f_EVSEMinimumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c4_Multiplier, _c4_Unit, _c4_Value)
-                el = 'EVSEMinimumVoltageLimit'
-                el = 'EVSEMinimumVoltageLimit/Multiplier'
-                _c5_Multiplier = ((x >> 10) & 7) + -3
-                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
-                el = 'EVSEMinimumVoltageLimit/Unit'
-                _c5_Unit = ((x >> 4) & 7)
-                if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(p))
-                else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
-                el = 'EVSEMinimumVoltageLimit/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c5_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
-                if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
-                f_EVSEMinimumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c5_Multiplier, _c5_Unit, _c5_Value)
-                s = 6
-            if s == 6:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', p)
-                    el = 'EVSECurrentRegulationTolerance'
-                    el = 'EVSECurrentRegulationTolerance/Multiplier'
-                    _c6_Multiplier = ((x >> 10) & 7) + -3
-                    if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(p))
-                    el = 'EVSECurrentRegulationTolerance/Unit'
-                    _c6_Unit = ((x >> 4) & 7)
-                    if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(p))
-                    else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
-                    el = 'EVSECurrentRegulationTolerance/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c6_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c7_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 18
-                    if p > E: V, E, p = r.slide(p, 18)
-                    x = (V >> (E - p)) & 262143
-                    if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
-                    if _neg: _c6_Value = -_c6_Value - 1
-                    if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
-                    f_EVSECurrentRegulationTolerance = iso2_msgdatatypes.PhysicalValueType(_c6_Multiplier, _c6_Unit, _c6_Value)
-                    el = 'EVSEPeakCurrentRipple'
-                    el = 'EVSEPeakCurrentRipple/Multiplier'
-                    _c7_Multiplier = ((x >> 10) & 7) + -3
-                    if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(p))
-                    el = 'EVSEPeakCurrentRipple/Unit'
-                    _c7_Unit = ((x >> 4) & 7)
-                    if _c7_Unit >= 7: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 7, r.at(p))
-                    else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
-                    el = 'EVSEPeakCurrentRipple/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c7_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
-                    if _neg: _c7_Value = -_c7_Value - 1
-                    if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
-                    f_EVSEPeakCurrentRipple = iso2_msgdatatypes.PhysicalValueType(_c7_Multiplier, _c7_Unit, _c7_Value)
-                    s = 8
-                elif ec == 1:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', p)
-                    el = 'EVSEPeakCurrentRipple'
-                    el = 'EVSEPeakCurrentRipple/Multiplier'
-                    _c8_Multiplier = ((x >> 10) & 7) + -3
-                    if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(p))
-                    el = 'EVSEPeakCurrentRipple/Unit'
-                    _c8_Unit = ((x >> 4) & 7)
-                    if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(p))
-                    else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
-                    el = 'EVSEPeakCurrentRipple/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c7_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 18
+                if p > E: V, E, p = r.slide(p, 18)
+                x = (V >> (E - p)) & 262143
+                if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
+                if _neg: _c7_Value = -_c7_Value - 1
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                f_EVSECurrentRegulationTolerance = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVSECurrentRegulationTolerance.Multiplier = _c7_Multiplier
+                f_EVSECurrentRegulationTolerance.Unit = _c7_Unit
+                f_EVSECurrentRegulationTolerance.Value = _c7_Value
+                el = 'EVSEPeakCurrentRipple/Multiplier'
+                _c8_Multiplier = ((x >> 10) & 7) + -3
+                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(p))
+                el = 'EVSEPeakCurrentRipple/Unit'
+                _c8_Unit = ((x >> 4) & 7)
+                if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(p))
+                else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
+                el = 'EVSEPeakCurrentRipple/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c8_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c8_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
-                    if _neg: _c8_Value = -_c8_Value - 1
-                    if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
-                    f_EVSEPeakCurrentRipple = iso2_msgdatatypes.PhysicalValueType(_c8_Multiplier, _c8_Unit, _c8_Value)
-                    s = 8
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c8_Value = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('DC_EVSEChargeParameterType', p)
-            if s == 8:
+                    r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', p)
-                    el = 'EVSEEnergyToBeDelivered'
-                    el = 'EVSEEnergyToBeDelivered/Multiplier'
-                    _c9_Multiplier = ((x >> 10) & 7) + -3
-                    if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(p))
-                    el = 'EVSEEnergyToBeDelivered/Unit'
-                    _c9_Unit = ((x >> 4) & 7)
-                    if _c9_Unit >= 7: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 7, r.at(p))
-                    else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
-                    el = 'EVSEEnergyToBeDelivered/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
+                if _neg: _c8_Value = -_c8_Value - 1
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                f_EVSEPeakCurrentRipple = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVSEPeakCurrentRipple.Multiplier = _c8_Multiplier
+                f_EVSEPeakCurrentRipple.Unit = _c8_Unit
+                f_EVSEPeakCurrentRipple.Value = _c8_Value
+                s = 8
+            elif ec == 1:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', p)
+                el = 'EVSEPeakCurrentRipple/Multiplier'
+                _c9_Multiplier = ((x >> 10) & 7) + -3
+                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(p))
+                el = 'EVSEPeakCurrentRipple/Unit'
+                _c9_Unit = ((x >> 4) & 7)
+                if _c9_Unit >= 7: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 7, r.at(p))
+                else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
+                el = 'EVSEPeakCurrentRipple/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c9_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        _c9_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('DC_EVSEChargeParameterType', p)
-                    if _neg: _c9_Value = -_c9_Value - 1
-                    if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
-                    f_EVSEEnergyToBeDelivered = iso2_msgdatatypes.PhysicalValueType(_c9_Multiplier, _c9_Unit, _c9_Value)
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c9_Value = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('DC_EVSEChargeParameterType', p)
+                    r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
+                if _neg: _c9_Value = -_c9_Value - 1
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                f_EVSEPeakCurrentRipple = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVSEPeakCurrentRipple.Multiplier = _c9_Multiplier
+                f_EVSEPeakCurrentRipple.Unit = _c9_Unit
+                f_EVSEPeakCurrentRipple.Value = _c9_Value
+                s = 8
+            else:
+                raise r.deviation('DC_EVSEChargeParameterType', p)
+        if s == 8:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', p)
+                el = 'EVSEEnergyToBeDelivered/Multiplier'
+                _c10_Multiplier = ((x >> 10) & 7) + -3
+                if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(p))
+                el = 'EVSEEnergyToBeDelivered/Unit'
+                _c10_Unit = ((x >> 4) & 7)
+                if _c10_Unit >= 7: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 7, r.at(p))
+                else: _c10_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c10_Unit]
+                el = 'EVSEEnergyToBeDelivered/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c10_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c10_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('DC_EVSEChargeParameterType', p)
+                if _neg: _c10_Value = -_c10_Value - 1
+                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
+                f_EVSEEnergyToBeDelivered = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVSEEnergyToBeDelivered.Multiplier = _c10_Multiplier
+                f_EVSEEnergyToBeDelivered.Unit = _c10_Unit
+                f_EVSEEnergyToBeDelivered.Value = _c10_Value
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('DC_EVSEChargeParameterType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.DC_EVSEChargeParameterType(f_DC_EVSEStatus, f_EVSEMaximumCurrentLimit, f_EVSEMaximumPowerLimit, f_EVSEMaximumVoltageLimit, f_EVSEMinimumCurrentLimit, f_EVSEMinimumVoltageLimit, f_EVSECurrentRegulationTolerance, f_EVSEPeakCurrentRipple, f_EVSEEnergyToBeDelivered)
+    _obj = _new(iso2_msgdatatypes.DC_EVSEChargeParameterType)
+    _obj.DC_EVSEStatus = f_DC_EVSEStatus
+    _obj.EVSEMaximumCurrentLimit = f_EVSEMaximumCurrentLimit
+    _obj.EVSEMaximumPowerLimit = f_EVSEMaximumPowerLimit
+    _obj.EVSEMaximumVoltageLimit = f_EVSEMaximumVoltageLimit
+    _obj.EVSEMinimumCurrentLimit = f_EVSEMinimumCurrentLimit
+    _obj.EVSEMinimumVoltageLimit = f_EVSEMinimumVoltageLimit
+    _obj.EVSECurrentRegulationTolerance = f_EVSECurrentRegulationTolerance
+    _obj.EVSEPeakCurrentRipple = f_EVSEPeakCurrentRipple
+    _obj.EVSEEnergyToBeDelivered = f_EVSEEnergyToBeDelivered
+    return _obj
 
 def _e_DC_EVSEChargeParameterType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}DC_EVSEChargeParameterType
@@ -2714,275 +3652,307 @@ def _e_DC_EVSEChargeParameterType(w, o):
         v_EVSECurrentRegulationTolerance = o.EVSECurrentRegulationTolerance
         v_EVSEPeakCurrentRipple = o.EVSEPeakCurrentRipple
         v_EVSEEnergyToBeDelivered = o.EVSEEnergyToBeDelivered
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_DC_EVSEStatus is not None:
-                    el = 'DC_EVSEStatus'
+        if v_DC_EVSEStatus is not None:
+            el = 'DC_EVSEStatus'
+            v <<= 1
+            n += 1
+            _c1_o = v_DC_EVSEStatus
+            _c1_NotificationMaxDelay = _c1_o.NotificationMaxDelay
+            _c1_EVSENotification = _c1_o.EVSENotification
+            _c1_EVSEIsolationStatus = _c1_o.EVSEIsolationStatus
+            _c1_EVSEStatusCode = _c1_o.EVSEStatusCode
+            if _c1_NotificationMaxDelay is not None:
+                el = 'DC_EVSEStatus/NotificationMaxDelay'
+                if _c1_NotificationMaxDelay < 0 or _c1_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c1_NotificationMaxDelay!r} outside [0, 65535]')
+                v <<= 2
+                n += 2
+                if _c1_NotificationMaxDelay < 128: v = (v << 8) | _c1_NotificationMaxDelay; n += 8
+                elif _c1_NotificationMaxDelay < 16384: v = (v << 16) | ((_c1_NotificationMaxDelay & 127) << 8) | 32768 | (_c1_NotificationMaxDelay >> 7); n += 16
+                elif _c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c1_NotificationMaxDelay & 127) << 16) | (((_c1_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c1_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'DC_EVSEStatus/EVSENotification'
+                _c1_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c1_EVSENotification)
+                if _c1_i1 is None: raise EncodeError(f'{_c1_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 6) | (_c1_i1 << 1)
+                n += 6
+                _c1_NotificationMaxDelay = None
+                _c1_EVSENotification = None
+                _c1_s = 2
+            else:
+                raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if _c1_s == 2:
+                if _c1_EVSEIsolationStatus is not None:
+                    el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                    _c1_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c1_EVSEIsolationStatus)
+                    if _c1_i2 is None: raise EncodeError(f'{_c1_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    if not (_c1_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                    el = 'DC_EVSEStatus/EVSEStatusCode'
+                    _c1_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c1_EVSEStatusCode)
+                    if _c1_i3 is None: raise EncodeError(f'{_c1_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 14) | (_c1_i2 << 8) | (_c1_i3 << 1)
+                    n += 14
+                    _c1_EVSEIsolationStatus = None
+                    _c1_EVSEStatusCode = None
+                    _c1_s = 4
+                elif _c1_EVSEStatusCode is not None:
+                    el = 'DC_EVSEStatus/EVSEStatusCode'
+                    _c1_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c1_EVSEStatusCode)
+                    if _c1_i4 is None: raise EncodeError(f'{_c1_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 8) | (1 << 6) | (_c1_i4 << 1)
+                    n += 8
+                    _c1_EVSEStatusCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if _c1_s == 4:
+                if True:
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
-                    v = w.v; n = w.n
-                    if not (v_EVSEMaximumCurrentLimit is not None): raise EncodeError('missing content: EVSEMaximumCurrentLimit')
-                    el = 'EVSEMaximumCurrentLimit'
-                    _o = v_EVSEMaximumCurrentLimit
-                    _c1_Multiplier = _o.Multiplier
-                    _c1_Unit = _o.Unit
-                    _c1_Value = _o.Value
-                    if not (_c1_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVSEMaximumCurrentLimit/Multiplier'
-                    if not -3 <= _c1_Multiplier <= 3: raise EncodeError(f'value {_c1_Multiplier!r} outside [-3, 3]')
-                    if not (_c1_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVSEMaximumCurrentLimit/Unit'
-                    _c1_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c1_Unit)
-                    if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEMaximumCurrentLimit/Value'
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c1_Multiplier - -3) << 10) | (_c1_i1 << 4) | (_c1_Value < 0)
-                    n += 16
-                    v_DC_EVSEStatus = None
-                    _c1_Multiplier = None
-                    _c1_Unit = None
-                    _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (v_EVSEMaximumPowerLimit is not None): raise EncodeError('missing content: EVSEMaximumPowerLimit')
-                    el = 'EVSEMaximumPowerLimit'
-                    _o = v_EVSEMaximumPowerLimit
-                    _c2_Multiplier = _o.Multiplier
-                    _c2_Unit = _o.Unit
-                    _c2_Value = _o.Value
-                    if not (_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVSEMaximumPowerLimit/Multiplier'
-                    if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
-                    if not (_c2_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVSEMaximumPowerLimit/Unit'
-                    _c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_Unit)
-                    if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEMaximumPowerLimit/Value'
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
-                    n += 18
-                    _c1_Value = None
-                    v_EVSEMaximumCurrentLimit = None
-                    _c2_Multiplier = None
-                    _c2_Unit = None
-                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (v_EVSEMaximumVoltageLimit is not None): raise EncodeError('missing content: EVSEMaximumVoltageLimit')
-                    el = 'EVSEMaximumVoltageLimit'
-                    _o = v_EVSEMaximumVoltageLimit
-                    _c3_Multiplier = _o.Multiplier
-                    _c3_Unit = _o.Unit
-                    _c3_Value = _o.Value
-                    if not (_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVSEMaximumVoltageLimit/Multiplier'
-                    if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
-                    if not (_c3_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVSEMaximumVoltageLimit/Unit'
-                    _c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c3_Unit)
-                    if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEMaximumVoltageLimit/Value'
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
-                    n += 18
-                    _c2_Value = None
-                    v_EVSEMaximumPowerLimit = None
-                    _c3_Multiplier = None
-                    _c3_Unit = None
-                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (v_EVSEMinimumCurrentLimit is not None): raise EncodeError('missing content: EVSEMinimumCurrentLimit')
-                    el = 'EVSEMinimumCurrentLimit'
-                    _o = v_EVSEMinimumCurrentLimit
-                    _c4_Multiplier = _o.Multiplier
-                    _c4_Unit = _o.Unit
-                    _c4_Value = _o.Value
-                    if not (_c4_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVSEMinimumCurrentLimit/Multiplier'
-                    if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
-                    if not (_c4_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVSEMinimumCurrentLimit/Unit'
-                    _c4_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c4_Unit)
-                    if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEMinimumCurrentLimit/Value'
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
-                    n += 18
-                    _c3_Value = None
-                    v_EVSEMaximumVoltageLimit = None
-                    _c4_Multiplier = None
-                    _c4_Unit = None
-                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (v_EVSEMinimumVoltageLimit is not None): raise EncodeError('missing content: EVSEMinimumVoltageLimit')
-                    el = 'EVSEMinimumVoltageLimit'
-                    _o = v_EVSEMinimumVoltageLimit
-                    _c5_Multiplier = _o.Multiplier
-                    _c5_Unit = _o.Unit
-                    _c5_Value = _o.Value
-                    if not (_c5_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVSEMinimumVoltageLimit/Multiplier'
-                    if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
-                    if not (_c5_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVSEMinimumVoltageLimit/Unit'
-                    _c5_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c5_Unit)
-                    if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c5_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEMinimumVoltageLimit/Value'
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
-                    n += 18
-                    _c4_Value = None
-                    v_EVSEMinimumCurrentLimit = None
-                    _c5_Multiplier = None
-                    _c5_Unit = None
-                    _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c5_Value = None
-                    v_EVSEMinimumVoltageLimit = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVSEStatus')
-            if s == 6:
-                if v_EVSECurrentRegulationTolerance is not None:
-                    el = 'EVSECurrentRegulationTolerance'
-                    _o = v_EVSECurrentRegulationTolerance
-                    _c6_Multiplier = _o.Multiplier
-                    _c6_Unit = _o.Unit
-                    _c6_Value = _o.Value
-                    if not (_c6_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVSECurrentRegulationTolerance/Multiplier'
-                    if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
-                    if not (_c6_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVSECurrentRegulationTolerance/Unit'
-                    _c6_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c6_Unit)
-                    if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c6_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSECurrentRegulationTolerance/Value'
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c6_Multiplier - -3) << 10) | (_c6_i1 << 4) | (_c6_Value < 0)
-                    n += 17
-                    _c6_Multiplier = None
-                    _c6_Unit = None
-                    _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (v_EVSEPeakCurrentRipple is not None): raise EncodeError('missing content: EVSEPeakCurrentRipple')
-                    el = 'EVSEPeakCurrentRipple'
-                    _o = v_EVSEPeakCurrentRipple
-                    _c7_Multiplier = _o.Multiplier
-                    _c7_Unit = _o.Unit
-                    _c7_Value = _o.Value
-                    if not (_c7_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVSEPeakCurrentRipple/Multiplier'
-                    if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
-                    if not (_c7_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVSEPeakCurrentRipple/Unit'
-                    _c7_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c7_Unit)
-                    if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c7_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEPeakCurrentRipple/Value'
-                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c7_Multiplier - -3) << 10) | (_c7_i1 << 4) | (_c7_Value < 0)
-                    n += 18
-                    _c6_Value = None
-                    v_EVSECurrentRegulationTolerance = None
-                    _c7_Multiplier = None
-                    _c7_Unit = None
-                    _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c7_Value = None
-                    v_EVSEPeakCurrentRipple = None
-                    s = 8
-                elif v_EVSEPeakCurrentRipple is not None:
-                    el = 'EVSEPeakCurrentRipple'
-                    _o = v_EVSEPeakCurrentRipple
-                    _c8_Multiplier = _o.Multiplier
-                    _c8_Unit = _o.Unit
-                    _c8_Value = _o.Value
-                    if not (_c8_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVSEPeakCurrentRipple/Multiplier'
-                    if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
-                    if not (_c8_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVSEPeakCurrentRipple/Unit'
-                    _c8_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c8_Unit)
-                    if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c8_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEPeakCurrentRipple/Value'
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | (1 << 15) | ((_c8_Multiplier - -3) << 10) | (_c8_i1 << 4) | (_c8_Value < 0)
-                    n += 17
-                    _c8_Multiplier = None
-                    _c8_Unit = None
-                    _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c8_Value = None
-                    v_EVSEPeakCurrentRipple = None
-                    s = 8
-                else:
-                    raise EncodeError('missing content: expected one of EVSECurrentRegulationTolerance, EVSEPeakCurrentRipple')
-            if s == 8:
-                if v_EVSEEnergyToBeDelivered is not None:
-                    el = 'EVSEEnergyToBeDelivered'
-                    _o = v_EVSEEnergyToBeDelivered
-                    _c9_Multiplier = _o.Multiplier
-                    _c9_Unit = _o.Unit
-                    _c9_Value = _o.Value
-                    if not (_c9_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'EVSEEnergyToBeDelivered/Multiplier'
-                    if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
-                    if not (_c9_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'EVSEEnergyToBeDelivered/Unit'
-                    _c9_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c9_Unit)
-                    if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c9_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEEnergyToBeDelivered/Value'
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c9_Multiplier - -3) << 10) | (_c9_i1 << 4) | (_c9_Value < 0)
-                    n += 17
-                    _c9_Multiplier = None
-                    _c9_Unit = None
-                    _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
-                    _c9_Value = None
-                    v_EVSEEnergyToBeDelivered = None
-                    if v_DC_EVSEStatus is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMinimumCurrentLimit is not None or v_EVSEMinimumVoltageLimit is not None or v_EVSECurrentRegulationTolerance is not None or v_EVSEPeakCurrentRipple is not None or v_EVSEEnergyToBeDelivered is not None: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_DC_EVSEStatus is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMinimumCurrentLimit is not None or v_EVSEMinimumVoltageLimit is not None or v_EVSECurrentRegulationTolerance is not None or v_EVSEPeakCurrentRipple is not None or v_EVSEEnergyToBeDelivered is not None: raise _leftover(o)
-                    s = -1
+                    if _c1_NotificationMaxDelay is not None or _c1_EVSENotification is not None or _c1_EVSEIsolationStatus is not None or _c1_EVSEStatusCode is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (v_EVSEMaximumCurrentLimit is not None): raise EncodeError('missing content: EVSEMaximumCurrentLimit')
+            el = 'EVSEMaximumCurrentLimit'
+            _o = v_EVSEMaximumCurrentLimit
+            _c2_Multiplier = _o.Multiplier
+            _c2_Unit = _o.Unit
+            _c2_Value = _o.Value
+            if not (_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVSEMaximumCurrentLimit/Multiplier'
+            if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
+            if not (_c2_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVSEMaximumCurrentLimit/Unit'
+            _c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_Unit)
+            if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEMaximumCurrentLimit/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
+            n += 16
+            v_DC_EVSEStatus = None
+            _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if not (v_EVSEMaximumPowerLimit is not None): raise EncodeError('missing content: EVSEMaximumPowerLimit')
+            el = 'EVSEMaximumPowerLimit'
+            _o = v_EVSEMaximumPowerLimit
+            _c3_Multiplier = _o.Multiplier
+            _c3_Unit = _o.Unit
+            _c3_Value = _o.Value
+            if not (_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVSEMaximumPowerLimit/Multiplier'
+            if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+            if not (_c3_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVSEMaximumPowerLimit/Unit'
+            _c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c3_Unit)
+            if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEMaximumPowerLimit/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
+            n += 18
+            v_EVSEMaximumCurrentLimit = None
+            _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if not (v_EVSEMaximumVoltageLimit is not None): raise EncodeError('missing content: EVSEMaximumVoltageLimit')
+            el = 'EVSEMaximumVoltageLimit'
+            _o = v_EVSEMaximumVoltageLimit
+            _c4_Multiplier = _o.Multiplier
+            _c4_Unit = _o.Unit
+            _c4_Value = _o.Value
+            if not (_c4_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVSEMaximumVoltageLimit/Multiplier'
+            if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
+            if not (_c4_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVSEMaximumVoltageLimit/Unit'
+            _c4_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c4_Unit)
+            if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEMaximumVoltageLimit/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
+            n += 18
+            v_EVSEMaximumPowerLimit = None
+            _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if not (v_EVSEMinimumCurrentLimit is not None): raise EncodeError('missing content: EVSEMinimumCurrentLimit')
+            el = 'EVSEMinimumCurrentLimit'
+            _o = v_EVSEMinimumCurrentLimit
+            _c5_Multiplier = _o.Multiplier
+            _c5_Unit = _o.Unit
+            _c5_Value = _o.Value
+            if not (_c5_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVSEMinimumCurrentLimit/Multiplier'
+            if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
+            if not (_c5_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVSEMinimumCurrentLimit/Unit'
+            _c5_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c5_Unit)
+            if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEMinimumCurrentLimit/Value'
+            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
+            n += 18
+            v_EVSEMaximumVoltageLimit = None
+            _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if not (v_EVSEMinimumVoltageLimit is not None): raise EncodeError('missing content: EVSEMinimumVoltageLimit')
+            el = 'EVSEMinimumVoltageLimit'
+            _o = v_EVSEMinimumVoltageLimit
+            _c6_Multiplier = _o.Multiplier
+            _c6_Unit = _o.Unit
+            _c6_Value = _o.Value
+            if not (_c6_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVSEMinimumVoltageLimit/Multiplier'
+            if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
+            if not (_c6_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVSEMinimumVoltageLimit/Unit'
+            _c6_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c6_Unit)
+            if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c6_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEMinimumVoltageLimit/Value'
+            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | ((_c6_Multiplier - -3) << 10) | (_c6_i1 << 4) | (_c6_Value < 0)
+            n += 18
+            v_EVSEMinimumCurrentLimit = None
+            _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            v_EVSEMinimumVoltageLimit = None
+            s = 6
+        else:
+            raise EncodeError('missing content: expected one of DC_EVSEStatus')
+        if s == 6:
+            if v_EVSECurrentRegulationTolerance is not None:
+                el = 'EVSECurrentRegulationTolerance'
+                _o = v_EVSECurrentRegulationTolerance
+                _c7_Multiplier = _o.Multiplier
+                _c7_Unit = _o.Unit
+                _c7_Value = _o.Value
+                if not (_c7_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVSECurrentRegulationTolerance/Multiplier'
+                if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
+                if not (_c7_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVSECurrentRegulationTolerance/Unit'
+                _c7_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c7_Unit)
+                if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSECurrentRegulationTolerance/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | ((_c7_Multiplier - -3) << 10) | (_c7_i1 << 4) | (_c7_Value < 0)
+                n += 17
+                _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if not (v_EVSEPeakCurrentRipple is not None): raise EncodeError('missing content: EVSEPeakCurrentRipple')
+                el = 'EVSEPeakCurrentRipple'
+                _o = v_EVSEPeakCurrentRipple
+                _c8_Multiplier = _o.Multiplier
+                _c8_Unit = _o.Unit
+                _c8_Value = _o.Value
+                if not (_c8_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVSEPeakCurrentRipple/Multiplier'
+                if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
+                if not (_c8_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVSEPeakCurrentRipple/Unit'
+                _c8_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c8_Unit)
+                if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c8_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEPeakCurrentRipple/Value'
+                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | ((_c8_Multiplier - -3) << 10) | (_c8_i1 << 4) | (_c8_Value < 0)
+                n += 18
+                v_EVSECurrentRegulationTolerance = None
+                _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVSEPeakCurrentRipple = None
+                s = 8
+            elif v_EVSEPeakCurrentRipple is not None:
+                el = 'EVSEPeakCurrentRipple'
+                _o = v_EVSEPeakCurrentRipple
+                _c9_Multiplier = _o.Multiplier
+                _c9_Unit = _o.Unit
+                _c9_Value = _o.Value
+                if not (_c9_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVSEPeakCurrentRipple/Multiplier'
+                if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
+                if not (_c9_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVSEPeakCurrentRipple/Unit'
+                _c9_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c9_Unit)
+                if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c9_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEPeakCurrentRipple/Value'
+                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | (1 << 15) | ((_c9_Multiplier - -3) << 10) | (_c9_i1 << 4) | (_c9_Value < 0)
+                n += 17
+                _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_EVSEPeakCurrentRipple = None
+                s = 8
+            else:
+                raise EncodeError('missing content: expected one of EVSECurrentRegulationTolerance, EVSEPeakCurrentRipple')
+        if s == 8:
+            if v_EVSEEnergyToBeDelivered is not None:
+                el = 'EVSEEnergyToBeDelivered'
+                _o = v_EVSEEnergyToBeDelivered
+                _c10_Multiplier = _o.Multiplier
+                _c10_Unit = _o.Unit
+                _c10_Value = _o.Value
+                if not (_c10_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'EVSEEnergyToBeDelivered/Multiplier'
+                if not -3 <= _c10_Multiplier <= 3: raise EncodeError(f'value {_c10_Multiplier!r} outside [-3, 3]')
+                if not (_c10_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'EVSEEnergyToBeDelivered/Unit'
+                _c10_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c10_Unit)
+                if _c10_i1 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c10_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEEnergyToBeDelivered/Value'
+                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | ((_c10_Multiplier - -3) << 10) | (_c10_i1 << 4) | (_c10_Value < 0)
+                n += 17
+                _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                v_EVSEEnergyToBeDelivered = None
+                if v_DC_EVSEStatus is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMinimumCurrentLimit is not None or v_EVSEMinimumVoltageLimit is not None or v_EVSECurrentRegulationTolerance is not None or v_EVSEPeakCurrentRipple is not None or v_EVSEEnergyToBeDelivered is not None: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_DC_EVSEStatus is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMinimumCurrentLimit is not None or v_EVSEMinimumVoltageLimit is not None or v_EVSECurrentRegulationTolerance is not None or v_EVSEPeakCurrentRipple is not None or v_EVSEEnergyToBeDelivered is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2999,71 +3969,82 @@ def _d_DC_EVSEStatusType(r):
     f_EVSEIsolationStatus = None
     f_EVSEStatusCode = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DC_EVSEStatusType', p)
-                el = 'NotificationMaxDelay'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    f_NotificationMaxDelay = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+        el = 'NotificationMaxDelay'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            f_NotificationMaxDelay = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 57: raise r.deviation('DC_EVSEStatusType', p)
+        if f_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(p))
+        el = 'EVSENotification'
+        f_EVSENotification = ((x >> 1) & 3)
+        if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(p))
+        else: f_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[f_EVSENotification]
+        s = 2
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 12
+                if p > E: V, E, p = r.slide(p, 12)
+                x = (V >> (E - p)) & 4095
+                if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
+                el = 'EVSEIsolationStatus'
+                f_EVSEIsolationStatus = ((x >> 8) & 7)
+                if f_EVSEIsolationStatus >= 5: f_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', f_EVSEIsolationStatus, 5, r.at(p))
+                else: f_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[f_EVSEIsolationStatus]
+                el = 'EVSEStatusCode'
+                f_EVSEStatusCode = ((x >> 1) & 15)
+                if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(p))
+                else: f_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[f_EVSEStatusCode]
+                s = 4
+            elif ec == 1:
                 p += 6
                 if p > E: V, E, p = r.slide(p, 6)
                 x = (V >> (E - p)) & 63
-                if x & 57: raise r.deviation('DC_EVSEStatusType', p)
-                if f_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(p))
-                el = 'EVSENotification'
-                f_EVSENotification = ((x >> 1) & 3)
-                if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(p))
-                else: f_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[f_EVSENotification]
-                s = 2
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 12
-                    if p > E: V, E, p = r.slide(p, 12)
-                    x = (V >> (E - p)) & 4095
-                    if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
-                    el = 'EVSEIsolationStatus'
-                    f_EVSEIsolationStatus = ((x >> 8) & 7)
-                    if f_EVSEIsolationStatus >= 5: f_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', f_EVSEIsolationStatus, 5, r.at(p))
-                    else: f_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[f_EVSEIsolationStatus]
-                    el = 'EVSEStatusCode'
-                    f_EVSEStatusCode = ((x >> 1) & 15)
-                    if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(p))
-                    else: f_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[f_EVSEStatusCode]
-                    s = 4
-                elif ec == 1:
-                    p += 6
-                    if p > E: V, E, p = r.slide(p, 6)
-                    x = (V >> (E - p)) & 63
-                    if x & 33: raise r.deviation('DC_EVSEStatusType', p)
-                    el = 'EVSEStatusCode'
-                    f_EVSEStatusCode = ((x >> 1) & 15)
-                    if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(p))
-                    else: f_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[f_EVSEStatusCode]
-                    s = 4
-                else:
-                    raise r.deviation('DC_EVSEStatusType', p)
-            if s == 4:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEStatusType', p)
-                s = -1
+                if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                el = 'EVSEStatusCode'
+                f_EVSEStatusCode = ((x >> 1) & 15)
+                if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(p))
+                else: f_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[f_EVSEStatusCode]
+                s = 4
+            else:
+                raise r.deviation('DC_EVSEStatusType', p)
+        if s == 4:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEStatusType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.DC_EVSEStatusType(f_NotificationMaxDelay, f_EVSENotification, f_EVSEIsolationStatus, f_EVSEStatusCode)
+    _obj = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+    _obj.NotificationMaxDelay = f_NotificationMaxDelay
+    _obj.EVSENotification = f_EVSENotification
+    _obj.EVSEIsolationStatus = f_EVSEIsolationStatus
+    _obj.EVSEStatusCode = f_EVSEStatusCode
+    return _obj
 
 def _e_DC_EVSEStatusType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}DC_EVSEStatusType
@@ -3075,58 +4056,56 @@ def _e_DC_EVSEStatusType(w, o):
         v_EVSENotification = o.EVSENotification
         v_EVSEIsolationStatus = o.EVSEIsolationStatus
         v_EVSEStatusCode = o.EVSEStatusCode
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_NotificationMaxDelay is not None:
-                    el = 'NotificationMaxDelay'
-                    if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 65535: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 65535]')
-                    v <<= 2
-                    n += 2
-                    if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
-                    elif v_NotificationMaxDelay < 16384: v = (v << 16) | ((v_NotificationMaxDelay & 127) << 8) | 32768 | (v_NotificationMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'EVSENotification'
-                    _i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(v_EVSENotification)
-                    if _i1 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 6) | (_i1 << 1)
-                    n += 6
-                    v_NotificationMaxDelay = None
-                    v_EVSENotification = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
-            if s == 2:
-                if v_EVSEIsolationStatus is not None:
-                    el = 'EVSEIsolationStatus'
-                    _i2 = _I_iso2_msgdatatypes_isolationLevelType.get(v_EVSEIsolationStatus)
-                    if _i2 is None: raise EncodeError(f'{v_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                    if not (v_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
-                    el = 'EVSEStatusCode'
-                    _i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(v_EVSEStatusCode)
-                    if _i3 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 14) | (_i2 << 8) | (_i3 << 1)
-                    n += 14
-                    v_EVSEIsolationStatus = None
-                    v_EVSEStatusCode = None
-                    s = 4
-                elif v_EVSEStatusCode is not None:
-                    el = 'EVSEStatusCode'
-                    _i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(v_EVSEStatusCode)
-                    if _i4 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 8) | (1 << 6) | (_i4 << 1)
-                    n += 8
-                    v_EVSEStatusCode = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if s == 4:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_NotificationMaxDelay is not None or v_EVSENotification is not None or v_EVSEIsolationStatus is not None or v_EVSEStatusCode is not None: raise _leftover(o)
-                    s = -1
+        if v_NotificationMaxDelay is not None:
+            el = 'NotificationMaxDelay'
+            if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 65535: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 65535]')
+            v <<= 2
+            n += 2
+            if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
+            elif v_NotificationMaxDelay < 16384: v = (v << 16) | ((v_NotificationMaxDelay & 127) << 8) | 32768 | (v_NotificationMaxDelay >> 7); n += 16
+            elif v_NotificationMaxDelay < 2097152: v = (v << 24) | ((v_NotificationMaxDelay & 127) << 16) | (((v_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (v_NotificationMaxDelay >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
+            if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'EVSENotification'
+            _i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(v_EVSENotification)
+            if _i1 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+            v = (v << 6) | (_i1 << 1)
+            n += 6
+            v_NotificationMaxDelay = None
+            v_EVSENotification = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of NotificationMaxDelay')
+        if s == 2:
+            if v_EVSEIsolationStatus is not None:
+                el = 'EVSEIsolationStatus'
+                _i2 = _I_iso2_msgdatatypes_isolationLevelType.get(v_EVSEIsolationStatus)
+                if _i2 is None: raise EncodeError(f'{v_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (v_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                el = 'EVSEStatusCode'
+                _i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(v_EVSEStatusCode)
+                if _i3 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 14) | (_i2 << 8) | (_i3 << 1)
+                n += 14
+                v_EVSEIsolationStatus = None
+                v_EVSEStatusCode = None
+                s = 4
+            elif v_EVSEStatusCode is not None:
+                el = 'EVSEStatusCode'
+                _i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(v_EVSEStatusCode)
+                if _i4 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_i4 << 1)
+                n += 8
+                v_EVSEStatusCode = None
+                s = 4
+            else:
+                raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+        if s == 4:
+            if True:
+                v <<= 1
+                n += 1
+                if v_NotificationMaxDelay is not None or v_EVSENotification is not None or v_EVSEIsolationStatus is not None or v_EVSEStatusCode is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -3158,7 +4137,11 @@ def _d_DC_EVStatusType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.DC_EVStatusType(f_EVReady, f_EVErrorCode, f_EVRESSSOC)
+    _obj = _new(iso2_msgdatatypes.DC_EVStatusType)
+    _obj.EVReady = f_EVReady
+    _obj.EVErrorCode = f_EVErrorCode
+    _obj.EVRESSSOC = f_EVRESSSOC
+    return _obj
 
 def _e_DC_EVStatusType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}DC_EVStatusType
@@ -3201,42 +4184,44 @@ def _d_DiffieHellmanPublickeyType(r):
     f_Id = None
     f_value = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('DiffieHellmanPublickeyType', p)
+        el = '@Id'
+        r.pos = p
+        f_Id = r.string('iso2_msgdatatypes:Id')
+        V = r.v; E = r.end; p = r.pos
+        s = 1
+        if s == 1:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            ec = (V >> (E - p)) & 1
+            if ec == 0:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    f_value = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = p; f_value = r.binary(); V = r.v; E = r.end; p = r.pos
+                if len(f_value) > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', f_value, r.at(p))
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DiffieHellmanPublickeyType', p)
-                el = '@Id'
-                r.pos = p
-                f_Id = r.string('iso2_msgdatatypes:Id')
-                V = r.v; E = r.end; p = r.pos
-                s = 1
-            if s == 1:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                ec = (V >> (E - p)) & 1
-                if ec == 0:
-                    r.pos = p
-                    f_value = r.binary()
-                    if len(f_value) > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', f_value, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DiffieHellmanPublickeyType', p)
-                    s = -1
-                elif ec == 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('DiffieHellmanPublickeyType', p)
-                    f_value = b''
-                    s = -1
-                else:
-                    raise r.deviation('DiffieHellmanPublickeyType', p)
+                s = -1
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('DiffieHellmanPublickeyType', p)
+                f_value = b''
+                s = -1
+            else:
+                raise r.deviation('DiffieHellmanPublickeyType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.DiffieHellmanPublickeyType(f_Id, f_value)
+    _obj = _new(iso2_msgdatatypes.DiffieHellmanPublickeyType)
+    _obj.Id = f_Id
+    _obj.value = f_value
+    return _obj
 
 def _e_DiffieHellmanPublickeyType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}DiffieHellmanPublickeyType
@@ -3246,37 +4231,34 @@ def _e_DiffieHellmanPublickeyType(w, o):
     try:
         v_Id = o.Id
         v_value = o.value
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Id is not None:
-                    el = '@Id'
-                    v <<= 1
-                    n += 1
-                    _l = len(v_Id)
-                    if _l < 126 and v_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-                    v_Id = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Id')
-            if s == 1:
-                if v_value is not None:
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    if len(v_value) > 65: raise EncodeError(f'length {len(v_value)} outside [0, 65]')
-                    w.binary(v_value)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_value = None
-                    if v_Id is not None or v_value is not None: raise _leftover(o)
-                    s = -1
-                else:
-                    raise EncodeError('missing content: expected one of text')
+        if v_Id is not None:
+            el = '@Id'
+            v <<= 1
+            n += 1
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
+            v_Id = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of Id')
+        if s == 1:
+            if v_value is not None:
+                v <<= 1
+                n += 1
+                if len(v_value) > 65: raise EncodeError(f'length {len(v_value)} outside [0, 65]')
+                _l = len(v_value)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_value, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(v_value); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_value = None
+                if v_Id is not None or v_value is not None: raise _leftover(o)
+                s = -1
+            else:
+                raise EncodeError('missing content: expected one of text')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -3311,7 +4293,10 @@ def _d_EMAIDType(r, key):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.EMAIDType(f_Id, f_value)
+    _obj = _new(iso2_msgdatatypes.EMAIDType)
+    _obj.Id = f_Id
+    _obj.value = f_value
+    return _obj
 
 def _e_EMAIDType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}EMAIDType
@@ -3367,18 +4352,27 @@ def _d_EVChargeParameterType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('EVChargeParameterType', p)
             el = 'DepartureTime'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    f_DepartureTime = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 f_DepartureTime = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
             else:
                 r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('EVChargeParameterType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('EVChargeParameterType', p)
             if f_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
         elif ec == 1:
             pass
@@ -3387,7 +4381,9 @@ def _d_EVChargeParameterType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.EVChargeParameterType(f_DepartureTime)
+    _obj = _new(iso2_msgdatatypes.EVChargeParameterType)
+    _obj.DepartureTime = f_DepartureTime
+    return _obj
 
 def _e_EVChargeParameterType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}EVChargeParameterType
@@ -3403,6 +4399,7 @@ def _e_EVChargeParameterType(w, o):
             n += 3
             if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
             elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
+            elif v_DepartureTime < 2097152: v = (v << 24) | ((v_DepartureTime & 127) << 16) | (((v_DepartureTime >> 7) & 127) << 8) | 8421376 | (v_DepartureTime >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -3430,7 +4427,8 @@ def _d_EVPowerDeliveryParameterType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.EVPowerDeliveryParameterType()
+    _obj = _new(iso2_msgdatatypes.EVPowerDeliveryParameterType)
+    return _obj
 
 def _e_EVPowerDeliveryParameterType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}EVPowerDeliveryParameterType
@@ -3459,7 +4457,8 @@ def _d_EVSEChargeParameterType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.EVSEChargeParameterType()
+    _obj = _new(iso2_msgdatatypes.EVSEChargeParameterType)
+    return _obj
 
 def _e_EVSEChargeParameterType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}EVSEChargeParameterType
@@ -3486,15 +4485,24 @@ def _d_EVSEStatusType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('EVSEStatusType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('EVSEStatusType', p)
         el = 'NotificationMaxDelay'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_NotificationMaxDelay = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 7
@@ -3509,7 +4517,10 @@ def _d_EVSEStatusType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.EVSEStatusType(f_NotificationMaxDelay, f_EVSENotification)
+    _obj = _new(iso2_msgdatatypes.EVSEStatusType)
+    _obj.NotificationMaxDelay = f_NotificationMaxDelay
+    _obj.EVSENotification = f_EVSENotification
+    return _obj
 
 def _e_EVSEStatusType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}EVSEStatusType
@@ -3526,6 +4537,7 @@ def _e_EVSEStatusType(w, o):
             n += 2
             if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
             elif v_NotificationMaxDelay < 16384: v = (v << 16) | ((v_NotificationMaxDelay & 127) << 8) | 32768 | (v_NotificationMaxDelay >> 7); n += 16
+            elif v_NotificationMaxDelay < 2097152: v = (v << 24) | ((v_NotificationMaxDelay & 127) << 16) | (((v_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (v_NotificationMaxDelay >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
             if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'EVSENotification'
@@ -3556,7 +4568,8 @@ def _d_EVStatusType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.EVStatusType()
+    _obj = _new(iso2_msgdatatypes.EVStatusType)
+    return _obj
 
 def _e_EVStatusType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}EVStatusType
@@ -3581,36 +4594,102 @@ def _d_EntryType(r):
     f_RelativeTimeInterval = None
     f_TimeInterval = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = 'RelativeTimeInterval'
+            _c1_start = None
+            _c1_duration = None
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+            el = 'RelativeTimeInterval/start'
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    _c1_start = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c1_start = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+            if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(p))
+            _c1_s = 1
+            if _c1_s == 1:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    el = 'RelativeTimeInterval'
-                    r.pos = p
-                    f_RelativeTimeInterval = _d_RelativeTimeIntervalType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 1:
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('EntryType', p)
-                    el = 'TimeInterval'
-                    f_TimeInterval = iso2_msgdatatypes.IntervalType()
-                    s = 1
+                    if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                    el = 'RelativeTimeInterval/duration'
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c1_duration = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c1_duration = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+                    if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(p))
+                    _c1_s = -1
+                elif ec == 1:
+                    pass
+                    _c1_s = -1
                 else:
-                    raise r.deviation('EntryType', p)
-            if s == 1:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('EntryType', p)
-                s = -1
+                    raise r.deviation('RelativeTimeIntervalType', p)
+            f_RelativeTimeInterval = _new(iso2_msgdatatypes.RelativeTimeIntervalType)
+            f_RelativeTimeInterval.start = _c1_start
+            f_RelativeTimeInterval.duration = _c1_duration
+            s = 1
+        elif ec == 1:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('EntryType', p)
+            el = 'TimeInterval'
+            f_TimeInterval = _new(iso2_msgdatatypes.IntervalType)
+            s = 1
+        else:
+            raise r.deviation('EntryType', p)
+        if s == 1:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('EntryType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.EntryType(f_RelativeTimeInterval, f_TimeInterval)
+    _obj = _new(iso2_msgdatatypes.EntryType)
+    _obj.RelativeTimeInterval = f_RelativeTimeInterval
+    _obj.TimeInterval = f_TimeInterval
+    return _obj
 
 def _e_EntryType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}EntryType
@@ -3620,33 +4699,66 @@ def _e_EntryType(w, o):
     try:
         v_RelativeTimeInterval = o.RelativeTimeInterval
         v_TimeInterval = o.TimeInterval
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_RelativeTimeInterval is not None:
-                    el = 'RelativeTimeInterval'
+        if v_RelativeTimeInterval is not None:
+            el = 'RelativeTimeInterval'
+            v <<= 2
+            n += 2
+            _c1_o = v_RelativeTimeInterval
+            _c1_start = _c1_o.start
+            _c1_duration = _c1_o.duration
+            if _c1_start is not None:
+                el = 'RelativeTimeInterval/start'
+                if _c1_start < 0 or _c1_start > 16777214: raise EncodeError(f'value {_c1_start!r} outside [0, 16777214]')
+                v <<= 2
+                n += 2
+                if _c1_start < 128: v = (v << 8) | _c1_start; n += 8
+                elif _c1_start < 16384: v = (v << 16) | ((_c1_start & 127) << 8) | 32768 | (_c1_start >> 7); n += 16
+                elif _c1_start < 2097152: v = (v << 24) | ((_c1_start & 127) << 16) | (((_c1_start >> 7) & 127) << 8) | 8421376 | (_c1_start >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_start); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_start = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of start')
+            if _c1_s == 1:
+                if _c1_duration is not None:
+                    el = 'RelativeTimeInterval/duration'
+                    if _c1_duration < 0 or _c1_duration > 86400: raise EncodeError(f'value {_c1_duration!r} outside [0, 86400]')
+                    v <<= 3
+                    n += 3
+                    if _c1_duration < 128: v = (v << 8) | _c1_duration; n += 8
+                    elif _c1_duration < 16384: v = (v << 16) | ((_c1_duration & 127) << 8) | 32768 | (_c1_duration >> 7); n += 16
+                    elif _c1_duration < 2097152: v = (v << 24) | ((_c1_duration & 127) << 16) | (((_c1_duration >> 7) & 127) << 8) | 8421376 | (_c1_duration >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c1_duration); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RelativeTimeIntervalType(w, v_RelativeTimeInterval)
-                    v = w.v; n = w.n
-                    v_RelativeTimeInterval = None
-                    s = 1
-                elif v_TimeInterval is not None:
-                    el = 'TimeInterval'
-                    _o = v_TimeInterval
-                    v = (v << 3) | (1 << 1)
-                    n += 3
-                    v_TimeInterval = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
-            if s == 1:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_RelativeTimeInterval is not None or v_TimeInterval is not None: raise _leftover(o)
-                    s = -1
+                    _c1_duration = None
+                    if _c1_start is not None or _c1_duration is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_start is not None or _c1_duration is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_RelativeTimeInterval = None
+            s = 1
+        elif v_TimeInterval is not None:
+            el = 'TimeInterval'
+            _o = v_TimeInterval
+            v = (v << 3) | (1 << 1)
+            n += 3
+            v_TimeInterval = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
+        if s == 1:
+            if True:
+                v <<= 1
+                n += 1
+                if v_RelativeTimeInterval is not None or v_TimeInterval is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -3665,7 +4777,8 @@ def _d_IntervalType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.IntervalType()
+    _obj = _new(iso2_msgdatatypes.IntervalType)
+    return _obj
 
 def _e_IntervalType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}IntervalType
@@ -3689,117 +4802,135 @@ def _d_ListOfRootCertificateIDsType(r):
     el = ''
     f_RootCertificateID = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+        el = 'RootCertificateID/X509IssuerName'
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+            _c1_X509IssuerName = ''
+        else:
+            r.pos = p
+            _c1_X509IssuerName = r.string('xmldsig:X509IssuerName')
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        x = (V >> (E - p)) & 7
+        if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
+        el = 'RootCertificateID/X509SerialNumber'
+        _neg = (x & 1)
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_X509SerialNumber = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_X509SerialNumber = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+        if _neg: _c1_X509SerialNumber = -_c1_X509SerialNumber - 1
+        _v = _new(xmldsig.X509IssuerSerialType)
+        _v.X509IssuerName = _c1_X509IssuerName
+        _v.X509SerialNumber = _c1_X509SerialNumber
+        f_RootCertificateID.append(_v)
+        s = 1
+        if s == 1:
+            _k = 0
+            while True:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
-                el = 'RootCertificateID'
-                el = 'RootCertificateID/X509IssuerName'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
-                    _c1_X509IssuerName = ''
-                else:
-                    r.pos = p
-                    _c1_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                    V = r.v; E = r.end; p = r.pos
+                ec = (V >> (E - p)) & 3
+                if ec == 0:
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
-                el = 'RootCertificateID/X509SerialNumber'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c1_X509SerialNumber = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; _c1_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
-                if _neg: _c1_X509SerialNumber = -_c1_X509SerialNumber - 1
-                _v = xmldsig.X509IssuerSerialType(_c1_X509IssuerName, _c1_X509SerialNumber)
-                f_RootCertificateID.append(_v)
-                s = 1
-            if s == 1:
-                _k = 0
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
-                        el = 'RootCertificateID'
-                        el = 'RootCertificateID/X509IssuerName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
-                            _c2_X509IssuerName = ''
-                        else:
-                            r.pos = p
-                            _c2_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
+                    el = 'RootCertificateID/X509IssuerName'
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1:
                         p += 3
                         if p > E: V, E, p = r.slide(p, 3)
-                        x = (V >> (E - p)) & 7
-                        if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
-                        el = 'RootCertificateID/X509SerialNumber'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c2_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c2_X509IssuerName = r.string('xmldsig:X509IssuerName')
+                        V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
+                    el = 'RootCertificateID/X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c2_X509SerialNumber = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            _c2_X509SerialNumber = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c2_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c2_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
-                        if _neg: _c2_X509SerialNumber = -_c2_X509SerialNumber - 1
-                        _v = xmldsig.X509IssuerSerialType(_c2_X509IssuerName, _c2_X509SerialNumber)
-                        f_RootCertificateID.append(_v)
-                        _k += 1
-                        if _k == 19:
-                            s = 20
-                            break
-                    elif ec == 1:
-                        pass
-                        s = -1
-                        break
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c2_X509SerialNumber = (V >> (E - p)) & 127
                     else:
-                        raise r.deviation('ListOfRootCertificateIDsType', p)
-            if s == 20:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
-                s = -1
+                        r.pos = p; _c2_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    if (V >> (E - p)) & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+                    if _neg: _c2_X509SerialNumber = -_c2_X509SerialNumber - 1
+                    _v = _new(xmldsig.X509IssuerSerialType)
+                    _v.X509IssuerName = _c2_X509IssuerName
+                    _v.X509SerialNumber = _c2_X509SerialNumber
+                    f_RootCertificateID.append(_v)
+                    _k += 1
+                    if _k == 19:
+                        s = 20
+                        break
+                elif ec == 1:
+                    pass
+                    s = -1
+                    break
+                else:
+                    raise r.deviation('ListOfRootCertificateIDsType', p)
+        if s == 20:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.ListOfRootCertificateIDsType(f_RootCertificateID)
+    _obj = _new(iso2_msgdatatypes.ListOfRootCertificateIDsType)
+    _obj.RootCertificateID = f_RootCertificateID
+    return _obj
 
 def _e_ListOfRootCertificateIDsType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}ListOfRootCertificateIDsType
@@ -3810,87 +4941,82 @@ def _e_ListOfRootCertificateIDsType(w, o):
         v_RootCertificateID = o.RootCertificateID
         n_RootCertificateID = len(v_RootCertificateID)
         i_RootCertificateID = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
+        if i_RootCertificateID < n_RootCertificateID:
+            el = 'RootCertificateID'
+            _o = v_RootCertificateID[i_RootCertificateID]
+            _c1_X509IssuerName = _o.X509IssuerName
+            _c1_X509SerialNumber = _o.X509SerialNumber
+            if not (_c1_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+            el = 'RootCertificateID/X509IssuerName'
+            v <<= 3
+            n += 3
+            _l = len(_c1_X509IssuerName)
+            if _l < 126 and _c1_X509IssuerName.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_X509IssuerName.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(_c1_X509IssuerName); v = w.v; n = w.n
+            if not (_c1_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+            el = 'RootCertificateID/X509SerialNumber'
+            if type(_c1_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c1_X509SerialNumber!r}')
+            v = (v << 4) | (_c1_X509SerialNumber < 0)
+            n += 4
+            _m = (-_c1_X509SerialNumber - 1 if _c1_X509SerialNumber < 0 else _c1_X509SerialNumber)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            i_RootCertificateID += 1
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of RootCertificateID')
+        if s == 1:
+            _k = 0
+            while True:
                 if i_RootCertificateID < n_RootCertificateID:
                     el = 'RootCertificateID'
                     _o = v_RootCertificateID[i_RootCertificateID]
-                    _c1_X509IssuerName = _o.X509IssuerName
-                    _c1_X509SerialNumber = _o.X509SerialNumber
-                    if not (_c1_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    _c2_X509IssuerName = _o.X509IssuerName
+                    _c2_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c2_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
                     el = 'RootCertificateID/X509IssuerName'
-                    v <<= 3
-                    n += 3
-                    _l = len(_c1_X509IssuerName)
-                    if _l < 126 and _c1_X509IssuerName.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_X509IssuerName.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c1_X509IssuerName); v = w.v; n = w.n
-                    if not (_c1_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'RootCertificateID/X509SerialNumber'
-                    if type(_c1_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c1_X509SerialNumber!r}')
-                    v = (v << 4) | (_c1_X509SerialNumber < 0)
+                    v <<= 4
                     n += 4
-                    _c1_X509IssuerName = None
-                    _m = (-_c1_X509SerialNumber - 1 if _c1_X509SerialNumber < 0 else _c1_X509SerialNumber)
+                    _l = len(_c2_X509IssuerName)
+                    if _l < 126 and _c2_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_X509IssuerName); v = w.v; n = w.n
+                    if not (_c2_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'RootCertificateID/X509SerialNumber'
+                    if type(_c2_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c2_X509SerialNumber!r}')
+                    v = (v << 4) | (_c2_X509SerialNumber < 0)
+                    n += 4
+                    _m = (-_c2_X509SerialNumber - 1 if _c2_X509SerialNumber < 0 else _c2_X509SerialNumber)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c1_X509SerialNumber = None
                     i_RootCertificateID += 1
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of RootCertificateID')
-            if s == 1:
-                _k = 0
-                while True:
-                    if i_RootCertificateID < n_RootCertificateID:
-                        el = 'RootCertificateID'
-                        _o = v_RootCertificateID[i_RootCertificateID]
-                        _c2_X509IssuerName = _o.X509IssuerName
-                        _c2_X509SerialNumber = _o.X509SerialNumber
-                        if not (_c2_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'RootCertificateID/X509IssuerName'
-                        v <<= 4
-                        n += 4
-                        _l = len(_c2_X509IssuerName)
-                        if _l < 126 and _c2_X509IssuerName.isascii():
-                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_X509IssuerName.encode(), 'big')
-                            n += (_l + 1) << 3
-                        else: w.v = v; w.n = n; w.string(_c2_X509IssuerName); v = w.v; n = w.n
-                        if not (_c2_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'RootCertificateID/X509SerialNumber'
-                        if type(_c2_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c2_X509SerialNumber!r}')
-                        v = (v << 4) | (_c2_X509SerialNumber < 0)
-                        n += 4
-                        _c2_X509IssuerName = None
-                        _m = (-_c2_X509SerialNumber - 1 if _c2_X509SerialNumber < 0 else _c2_X509SerialNumber)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 2
-                        n += 2
-                        _c2_X509SerialNumber = None
-                        i_RootCertificateID += 1
-                        _k += 1
-                        if _k == 19:
-                            s = 20
-                            break
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if i_RootCertificateID < n_RootCertificateID: raise _leftover(o)
-                        s = -1
+                    _k += 1
+                    if _k == 19:
+                        s = 20
                         break
-            if s == 20:
-                if True:
-                    v <<= 1
-                    n += 1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
                     if i_RootCertificateID < n_RootCertificateID: raise _leftover(o)
                     s = -1
+                    break
+        if s == 20:
+            if True:
+                v <<= 1
+                n += 1
+                if i_RootCertificateID < n_RootCertificateID: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -3908,275 +5034,362 @@ def _d_MeterInfoType(r):
     f_MeterStatus = None
     f_TMeter = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+        el = 'MeterID'
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
+            f_MeterID = ''
+        else:
+            r.pos = p
+            f_MeterID = r.string('iso2_msgdatatypes:MeterID')
+            if len(f_MeterID) > 32: r.facet('MeterInfoType/MeterID', 'length [0, 32]', f_MeterID, r.at(r.pos))
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
+        s = 1
+        if s == 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                el = 'MeterID'
+                el = 'MeterReading'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_MeterReading = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_MeterReading = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_MeterReading = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_MeterReading = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_MeterReading = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_MeterReading = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if f_MeterReading > 18446744073709551615: r.facet('MeterInfoType/MeterReading', 'range [0, 18446744073709551615]', f_MeterReading, r.at(p))
+                s = 2
+            elif ec == 1:
+                el = 'SigMeterReading'
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
                     if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
-                    f_MeterID = ''
+                    if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
+                    f_SigMeterReading = b''
                 else:
-                    r.pos = p
-                    f_MeterID = r.string('iso2_msgdatatypes:MeterID')
-                    if len(f_MeterID) > 32: r.facet('MeterInfoType/MeterID', 'length [0, 32]', f_MeterID, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
-                s = 1
-            if s == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    el = 'MeterReading'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_MeterReading = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_MeterReading = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                        p += 8 + (_l << 3)
+                        f_SigMeterReading = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p; f_MeterReading = r.uint(); V = r.v; E = r.end; p = r.pos
+                        r.pos = p; f_SigMeterReading = r.binary(); V = r.v; E = r.end; p = r.pos
+                    if len(f_SigMeterReading) > 64: r.facet('MeterInfoType/SigMeterReading', 'length [0, 64]', f_SigMeterReading, r.at(p))
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterReading > 18446744073709551615: r.facet('MeterInfoType/MeterReading', 'range [0, 18446744073709551615]', f_MeterReading, r.at(p))
-                    s = 2
-                elif ec == 1:
-                    el = 'SigMeterReading'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
-                        f_SigMeterReading = b''
-                    else:
-                        r.pos = p
-                        f_SigMeterReading = r.binary()
-                        if len(f_SigMeterReading) > 64: r.facet('MeterInfoType/SigMeterReading', 'length [0, 64]', f_SigMeterReading, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
-                    s = 3
-                elif ec == 2:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('MeterInfoType', p)
-                    el = 'MeterStatus'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_MeterStatus = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
-                    s = 4
-                elif ec == 3:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('MeterInfoType', p)
-                    el = 'TMeter'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_TMeter = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
-                    s = 5
-                elif ec == 4:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('MeterInfoType', p)
-            if s == 2:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    el = 'SigMeterReading'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
-                        f_SigMeterReading = b''
-                    else:
-                        r.pos = p
-                        f_SigMeterReading = r.binary()
-                        if len(f_SigMeterReading) > 64: r.facet('MeterInfoType/SigMeterReading', 'length [0, 64]', f_SigMeterReading, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
-                    s = 3
-                elif ec == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('MeterInfoType', p)
-                    el = 'MeterStatus'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_MeterStatus = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
-                    s = 4
-                elif ec == 2:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('MeterInfoType', p)
-                    el = 'TMeter'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_TMeter = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
-                    s = 5
-                elif ec == 3:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('MeterInfoType', p)
-            if s == 3:
+                    if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
+                s = 3
+            elif ec == 2:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('MeterInfoType', p)
-                    el = 'MeterStatus'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('MeterInfoType', p)
+                el = 'MeterStatus'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_MeterStatus = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        f_MeterStatus = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
-                    s = 4
-                elif ec == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('MeterInfoType', p)
-                    el = 'TMeter'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_TMeter = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
-                    s = 5
-                elif ec == 2:
-                    pass
-                    s = -1
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_MeterStatus = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('MeterInfoType', p)
-            if s == 4:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('MeterInfoType', p)
-                    el = 'TMeter'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_TMeter = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
-                    s = 5
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('MeterInfoType', p)
-            if s == 5:
+                    r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if _neg: f_MeterStatus = -f_MeterStatus - 1
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
+                s = 4
+            elif ec == 3:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('MeterInfoType', p)
+                el = 'TMeter'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_TMeter = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_TMeter = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if _neg: f_TMeter = -f_TMeter - 1
+                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
+                s = 5
+            elif ec == 4:
+                pass
                 s = -1
+            else:
+                raise r.deviation('MeterInfoType', p)
+        if s == 2:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                el = 'SigMeterReading'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
+                    f_SigMeterReading = b''
+                else:
+                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                        p += 8 + (_l << 3)
+                        f_SigMeterReading = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    else:
+                        r.pos = p; f_SigMeterReading = r.binary(); V = r.v; E = r.end; p = r.pos
+                    if len(f_SigMeterReading) > 64: r.facet('MeterInfoType/SigMeterReading', 'length [0, 64]', f_SigMeterReading, r.at(p))
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
+                s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('MeterInfoType', p)
+                el = 'MeterStatus'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_MeterStatus = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_MeterStatus = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if _neg: f_MeterStatus = -f_MeterStatus - 1
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
+                s = 4
+            elif ec == 2:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('MeterInfoType', p)
+                el = 'TMeter'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_TMeter = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_TMeter = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if _neg: f_TMeter = -f_TMeter - 1
+                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
+                s = 5
+            elif ec == 3:
+                pass
+                s = -1
+            else:
+                raise r.deviation('MeterInfoType', p)
+        if s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('MeterInfoType', p)
+                el = 'MeterStatus'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_MeterStatus = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_MeterStatus = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if _neg: f_MeterStatus = -f_MeterStatus - 1
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
+                s = 4
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('MeterInfoType', p)
+                el = 'TMeter'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_TMeter = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_TMeter = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if _neg: f_TMeter = -f_TMeter - 1
+                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
+                s = 5
+            elif ec == 2:
+                pass
+                s = -1
+            else:
+                raise r.deviation('MeterInfoType', p)
+        if s == 4:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('MeterInfoType', p)
+                el = 'TMeter'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_TMeter = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_TMeter = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if _neg: f_TMeter = -f_TMeter - 1
+                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
+                s = 5
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('MeterInfoType', p)
+        if s == 5:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.MeterInfoType(f_MeterID, f_MeterReading, f_SigMeterReading, f_MeterStatus, f_TMeter)
+    _obj = _new(iso2_msgdatatypes.MeterInfoType)
+    _obj.MeterID = f_MeterID
+    _obj.MeterReading = f_MeterReading
+    _obj.SigMeterReading = f_SigMeterReading
+    _obj.MeterStatus = f_MeterStatus
+    _obj.TMeter = f_TMeter
+    return _obj
 
 def _e_MeterInfoType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}MeterInfoType
@@ -4189,182 +5402,187 @@ def _e_MeterInfoType(w, o):
         v_SigMeterReading = o.SigMeterReading
         v_MeterStatus = o.MeterStatus
         v_TMeter = o.TMeter
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_MeterID is not None:
-                    el = 'MeterID'
-                    v <<= 2
-                    n += 2
-                    if len(v_MeterID) > 32: raise EncodeError(f'length {len(v_MeterID)} outside [0, 32]')
-                    _l = len(v_MeterID)
-                    if _l < 126 and v_MeterID.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MeterID.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_MeterID); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_MeterID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of MeterID')
-            if s == 1:
-                if v_MeterReading is not None:
-                    el = 'MeterReading'
-                    if v_MeterReading < 0 or v_MeterReading > 18446744073709551615: raise EncodeError(f'value {v_MeterReading!r} outside [0, 18446744073709551615]')
-                    v <<= 4
-                    n += 4
-                    if v_MeterReading < 128: v = (v << 8) | v_MeterReading; n += 8
-                    elif v_MeterReading < 16384: v = (v << 16) | ((v_MeterReading & 127) << 8) | 32768 | (v_MeterReading >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_MeterReading); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_MeterReading = None
-                    s = 2
-                elif v_SigMeterReading is not None:
-                    el = 'SigMeterReading'
-                    v = (v << 4) | (1 << 1)
-                    n += 4
-                    w.v = v; w.n = n
-                    if len(v_SigMeterReading) > 64: raise EncodeError(f'length {len(v_SigMeterReading)} outside [0, 64]')
-                    w.binary(v_SigMeterReading)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_SigMeterReading = None
-                    s = 3
-                elif v_MeterStatus is not None:
-                    el = 'MeterStatus'
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    v = (v << 5) | (2 << 2) | (v_MeterStatus < 0)
-                    n += 5
-                    _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_MeterStatus = None
-                    s = 4
-                elif v_TMeter is not None:
-                    el = 'TMeter'
-                    if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    v = (v << 5) | (3 << 2) | (v_TMeter < 0)
-                    n += 5
-                    _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_TMeter = None
-                    s = 5
-                elif True:
-                    v = (v << 3) | 4
-                    n += 3
-                    if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
-                    s = -1
-            if s == 2:
-                if v_SigMeterReading is not None:
-                    el = 'SigMeterReading'
-                    v <<= 4
-                    n += 4
-                    w.v = v; w.n = n
-                    if len(v_SigMeterReading) > 64: raise EncodeError(f'length {len(v_SigMeterReading)} outside [0, 64]')
-                    w.binary(v_SigMeterReading)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_SigMeterReading = None
-                    s = 3
-                elif v_MeterStatus is not None:
-                    el = 'MeterStatus'
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    v = (v << 5) | (1 << 2) | (v_MeterStatus < 0)
-                    n += 5
-                    _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_MeterStatus = None
-                    s = 4
-                elif v_TMeter is not None:
-                    el = 'TMeter'
-                    if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    v = (v << 5) | (2 << 2) | (v_TMeter < 0)
-                    n += 5
-                    _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_TMeter = None
-                    s = 5
-                elif True:
-                    v = (v << 3) | 3
-                    n += 3
-                    if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
-                    s = -1
-            if s == 3:
-                if v_MeterStatus is not None:
-                    el = 'MeterStatus'
-                    if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    v = (v << 4) | (v_MeterStatus < 0)
-                    n += 4
-                    _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_MeterStatus = None
-                    s = 4
-                elif v_TMeter is not None:
-                    el = 'TMeter'
-                    if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    v = (v << 4) | (1 << 2) | (v_TMeter < 0)
-                    n += 4
-                    _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_TMeter = None
-                    s = 5
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
-                    s = -1
-            if s == 4:
-                if v_TMeter is not None:
-                    el = 'TMeter'
-                    if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    v = (v << 4) | (v_TMeter < 0)
-                    n += 4
-                    _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_TMeter = None
-                    s = 5
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
-                    s = -1
-            if s == 5:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
-                    s = -1
+        if v_MeterID is not None:
+            el = 'MeterID'
+            v <<= 2
+            n += 2
+            if len(v_MeterID) > 32: raise EncodeError(f'length {len(v_MeterID)} outside [0, 32]')
+            _l = len(v_MeterID)
+            if _l < 126 and v_MeterID.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MeterID.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_MeterID); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_MeterID = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of MeterID')
+        if s == 1:
+            if v_MeterReading is not None:
+                el = 'MeterReading'
+                if v_MeterReading < 0 or v_MeterReading > 18446744073709551615: raise EncodeError(f'value {v_MeterReading!r} outside [0, 18446744073709551615]')
+                v <<= 4
+                n += 4
+                if v_MeterReading < 128: v = (v << 8) | v_MeterReading; n += 8
+                elif v_MeterReading < 16384: v = (v << 16) | ((v_MeterReading & 127) << 8) | 32768 | (v_MeterReading >> 7); n += 16
+                elif v_MeterReading < 2097152: v = (v << 24) | ((v_MeterReading & 127) << 16) | (((v_MeterReading >> 7) & 127) << 8) | 8421376 | (v_MeterReading >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_MeterReading); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_MeterReading = None
+                s = 2
+            elif v_SigMeterReading is not None:
+                el = 'SigMeterReading'
+                v = (v << 4) | (1 << 1)
+                n += 4
+                if len(v_SigMeterReading) > 64: raise EncodeError(f'length {len(v_SigMeterReading)} outside [0, 64]')
+                _l = len(v_SigMeterReading)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SigMeterReading, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(v_SigMeterReading); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_SigMeterReading = None
+                s = 3
+            elif v_MeterStatus is not None:
+                el = 'MeterStatus'
+                if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
+                v = (v << 5) | (2 << 2) | (v_MeterStatus < 0)
+                n += 5
+                _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_MeterStatus = None
+                s = 4
+            elif v_TMeter is not None:
+                el = 'TMeter'
+                if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
+                v = (v << 5) | (3 << 2) | (v_TMeter < 0)
+                n += 5
+                _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_TMeter = None
+                s = 5
+            elif True:
+                v = (v << 3) | 4
+                n += 3
+                if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
+                s = -1
+        if s == 2:
+            if v_SigMeterReading is not None:
+                el = 'SigMeterReading'
+                v <<= 4
+                n += 4
+                if len(v_SigMeterReading) > 64: raise EncodeError(f'length {len(v_SigMeterReading)} outside [0, 64]')
+                _l = len(v_SigMeterReading)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SigMeterReading, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(v_SigMeterReading); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_SigMeterReading = None
+                s = 3
+            elif v_MeterStatus is not None:
+                el = 'MeterStatus'
+                if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
+                v = (v << 5) | (1 << 2) | (v_MeterStatus < 0)
+                n += 5
+                _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_MeterStatus = None
+                s = 4
+            elif v_TMeter is not None:
+                el = 'TMeter'
+                if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
+                v = (v << 5) | (2 << 2) | (v_TMeter < 0)
+                n += 5
+                _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_TMeter = None
+                s = 5
+            elif True:
+                v = (v << 3) | 3
+                n += 3
+                if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
+                s = -1
+        if s == 3:
+            if v_MeterStatus is not None:
+                el = 'MeterStatus'
+                if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
+                v = (v << 4) | (v_MeterStatus < 0)
+                n += 4
+                _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_MeterStatus = None
+                s = 4
+            elif v_TMeter is not None:
+                el = 'TMeter'
+                if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
+                v = (v << 4) | (1 << 2) | (v_TMeter < 0)
+                n += 4
+                _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_TMeter = None
+                s = 5
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
+                s = -1
+        if s == 4:
+            if v_TMeter is not None:
+                el = 'TMeter'
+                if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
+                v = (v << 4) | (v_TMeter < 0)
+                n += 4
+                _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_TMeter = None
+                s = 5
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
+                s = -1
+        if s == 5:
+            if True:
+                v <<= 1
+                n += 1
+                if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4379,52 +5597,52 @@ def _d_NotificationType(r):
     f_FaultCode = None
     f_FaultMsg = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 5
-                if p > E: V, E, p = r.slide(p, 5)
-                x = (V >> (E - p)) & 31
-                if x & 25: raise r.deviation('NotificationType', p)
-                el = 'FaultCode'
-                f_FaultCode = ((x >> 1) & 3)
-                if f_FaultCode >= 3: f_FaultCode = r.enum_index('NotificationType/FaultCode', f_FaultCode, 3, r.at(p))
-                else: f_FaultCode = _E_iso2_msgdatatypes_faultCodeType[f_FaultCode]
-                s = 1
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'FaultMsg'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('FaultMsg', p)
-                        f_FaultMsg = ''
-                    else:
-                        r.pos = p
-                        f_FaultMsg = r.string('iso2_msgdatatypes:FaultMsg')
-                        if len(f_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', f_FaultMsg, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('NotificationType', p)
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
+        p += 5
+        if p > E: V, E, p = r.slide(p, 5)
+        x = (V >> (E - p)) & 31
+        if x & 25: raise r.deviation('NotificationType', p)
+        el = 'FaultCode'
+        f_FaultCode = ((x >> 1) & 3)
+        if f_FaultCode >= 3: f_FaultCode = r.enum_index('NotificationType/FaultCode', f_FaultCode, 3, r.at(p))
+        else: f_FaultCode = _E_iso2_msgdatatypes_faultCodeType[f_FaultCode]
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'FaultMsg'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('FaultMsg', p)
+                    f_FaultMsg = ''
                 else:
-                    raise r.deviation('NotificationType', p)
+                    r.pos = p
+                    f_FaultMsg = r.string('iso2_msgdatatypes:FaultMsg')
+                    if len(f_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', f_FaultMsg, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('NotificationType', p)
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('NotificationType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.NotificationType(f_FaultCode, f_FaultMsg)
+    _obj = _new(iso2_msgdatatypes.NotificationType)
+    _obj.FaultCode = f_FaultCode
+    _obj.FaultMsg = f_FaultMsg
+    return _obj
 
 def _e_NotificationType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}NotificationType
@@ -4434,40 +5652,37 @@ def _e_NotificationType(w, o):
     try:
         v_FaultCode = o.FaultCode
         v_FaultMsg = o.FaultMsg
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_FaultCode is not None:
-                    el = 'FaultCode'
-                    _i1 = _I_iso2_msgdatatypes_faultCodeType.get(v_FaultCode)
-                    if _i1 is None: raise EncodeError(f'{v_FaultCode!r} is not one of the enumeration faultCodeType')
-                    v = (v << 5) | (_i1 << 1)
-                    n += 5
-                    v_FaultCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of FaultCode')
-            if s == 1:
-                if v_FaultMsg is not None:
-                    el = 'FaultMsg'
-                    v <<= 3
-                    n += 3
-                    if len(v_FaultMsg) > 64: raise EncodeError(f'length {len(v_FaultMsg)} outside [0, 64]')
-                    _l = len(v_FaultMsg)
-                    if _l < 126 and v_FaultMsg.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_FaultMsg.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_FaultMsg); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    v_FaultMsg = None
-                    if v_FaultCode is not None or v_FaultMsg is not None: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_FaultCode is not None or v_FaultMsg is not None: raise _leftover(o)
-                    s = -1
+        if v_FaultCode is not None:
+            el = 'FaultCode'
+            _i1 = _I_iso2_msgdatatypes_faultCodeType.get(v_FaultCode)
+            if _i1 is None: raise EncodeError(f'{v_FaultCode!r} is not one of the enumeration faultCodeType')
+            v = (v << 5) | (_i1 << 1)
+            n += 5
+            v_FaultCode = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of FaultCode')
+        if s == 1:
+            if v_FaultMsg is not None:
+                el = 'FaultMsg'
+                v <<= 3
+                n += 3
+                if len(v_FaultMsg) > 64: raise EncodeError(f'length {len(v_FaultMsg)} outside [0, 64]')
+                _l = len(v_FaultMsg)
+                if _l < 126 and v_FaultMsg.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_FaultMsg.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_FaultMsg); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_FaultMsg = None
+                if v_FaultCode is not None or v_FaultMsg is not None: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_FaultCode is not None or v_FaultMsg is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4483,62 +5698,140 @@ def _d_PMaxScheduleEntryType(r):
     f_TimeInterval = None
     f_PMax = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = 'RelativeTimeInterval'
+            _c1_start = None
+            _c1_duration = None
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+            el = 'RelativeTimeInterval/start'
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    _c1_start = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c1_start = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+            if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(p))
+            _c1_s = 1
+            if _c1_s == 1:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    el = 'RelativeTimeInterval'
-                    r.pos = p
-                    f_RelativeTimeInterval = _d_RelativeTimeIntervalType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 1:
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleEntryType', p)
-                    el = 'TimeInterval'
-                    f_TimeInterval = iso2_msgdatatypes.IntervalType()
-                    s = 1
+                    if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                    el = 'RelativeTimeInterval/duration'
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c1_duration = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c1_duration = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+                    if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(p))
+                    _c1_s = -1
+                elif ec == 1:
+                    pass
+                    _c1_s = -1
                 else:
-                    raise r.deviation('PMaxScheduleEntryType', p)
-            if s == 1:
-                p += 16
-                if p > E: V, E, p = r.slide(p, 16)
-                x = (V >> (E - p)) & 65535
-                if x & 58254: raise r.deviation('PMaxScheduleEntryType', p)
-                el = 'PMax'
-                el = 'PMax/Multiplier'
-                _c2_Multiplier = ((x >> 10) & 7) + -3
-                if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
-                el = 'PMax/Unit'
-                _c2_Unit = ((x >> 4) & 7)
-                if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(p))
-                else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
-                el = 'PMax/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    raise r.deviation('RelativeTimeIntervalType', p)
+            f_RelativeTimeInterval = _new(iso2_msgdatatypes.RelativeTimeIntervalType)
+            f_RelativeTimeInterval.start = _c1_start
+            f_RelativeTimeInterval.duration = _c1_duration
+            s = 1
+        elif ec == 1:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleEntryType', p)
+            el = 'TimeInterval'
+            f_TimeInterval = _new(iso2_msgdatatypes.IntervalType)
+            s = 1
+        else:
+            raise r.deviation('PMaxScheduleEntryType', p)
+        if s == 1:
+            p += 16
+            if p > E: V, E, p = r.slide(p, 16)
+            x = (V >> (E - p)) & 65535
+            if x & 58254: raise r.deviation('PMaxScheduleEntryType', p)
+            el = 'PMax/Multiplier'
+            _c3_Multiplier = ((x >> 10) & 7) + -3
+            if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+            el = 'PMax/Unit'
+            _c3_Unit = ((x >> 4) & 7)
+            if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(p))
+            else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
+            el = 'PMax/Value'
+            _neg = (x & 1)
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('PMaxScheduleEntryType', p)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
-                f_PMax = iso2_msgdatatypes.PhysicalValueType(_c2_Multiplier, _c2_Unit, _c2_Value)
-                s = -1
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c3_Value = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            if (V >> (E - p)) & 7: raise r.deviation('PMaxScheduleEntryType', p)
+            if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+            f_PMax = _new(iso2_msgdatatypes.PhysicalValueType)
+            f_PMax.Multiplier = _c3_Multiplier
+            f_PMax.Unit = _c3_Unit
+            f_PMax.Value = _c3_Value
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.PMaxScheduleEntryType(f_RelativeTimeInterval, f_TimeInterval, f_PMax)
+    _obj = _new(iso2_msgdatatypes.PMaxScheduleEntryType)
+    _obj.RelativeTimeInterval = f_RelativeTimeInterval
+    _obj.TimeInterval = f_TimeInterval
+    _obj.PMax = f_PMax
+    return _obj
 
 def _e_PMaxScheduleEntryType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}PMaxScheduleEntryType
@@ -4549,60 +5842,91 @@ def _e_PMaxScheduleEntryType(w, o):
         v_RelativeTimeInterval = o.RelativeTimeInterval
         v_TimeInterval = o.TimeInterval
         v_PMax = o.PMax
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_RelativeTimeInterval is not None:
-                    el = 'RelativeTimeInterval'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_RelativeTimeIntervalType(w, v_RelativeTimeInterval)
-                    v = w.v; n = w.n
-                    v_RelativeTimeInterval = None
-                    s = 1
-                elif v_TimeInterval is not None:
-                    el = 'TimeInterval'
-                    _o = v_TimeInterval
-                    v = (v << 3) | (1 << 1)
-                    n += 3
-                    v_TimeInterval = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
-            if s == 1:
-                if v_PMax is not None:
-                    el = 'PMax'
-                    _o = v_PMax
-                    _c2_Multiplier = _o.Multiplier
-                    _c2_Unit = _o.Unit
-                    _c2_Value = _o.Value
-                    if not (_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'PMax/Multiplier'
-                    if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
-                    if not (_c2_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'PMax/Unit'
-                    _c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_Unit)
-                    if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'PMax/Value'
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
-                    n += 16
-                    _c2_Multiplier = None
-                    _c2_Unit = None
-                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+        if v_RelativeTimeInterval is not None:
+            el = 'RelativeTimeInterval'
+            v <<= 2
+            n += 2
+            _c1_o = v_RelativeTimeInterval
+            _c1_start = _c1_o.start
+            _c1_duration = _c1_o.duration
+            if _c1_start is not None:
+                el = 'RelativeTimeInterval/start'
+                if _c1_start < 0 or _c1_start > 16777214: raise EncodeError(f'value {_c1_start!r} outside [0, 16777214]')
+                v <<= 2
+                n += 2
+                if _c1_start < 128: v = (v << 8) | _c1_start; n += 8
+                elif _c1_start < 16384: v = (v << 16) | ((_c1_start & 127) << 8) | 32768 | (_c1_start >> 7); n += 16
+                elif _c1_start < 2097152: v = (v << 24) | ((_c1_start & 127) << 16) | (((_c1_start >> 7) & 127) << 8) | 8421376 | (_c1_start >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_start); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_start = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of start')
+            if _c1_s == 1:
+                if _c1_duration is not None:
+                    el = 'RelativeTimeInterval/duration'
+                    if _c1_duration < 0 or _c1_duration > 86400: raise EncodeError(f'value {_c1_duration!r} outside [0, 86400]')
                     v <<= 3
                     n += 3
-                    _c2_Value = None
-                    v_PMax = None
-                    if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_PMax is not None: raise _leftover(o)
-                    s = -1
-                else:
-                    raise EncodeError('missing content: expected one of PMax')
+                    if _c1_duration < 128: v = (v << 8) | _c1_duration; n += 8
+                    elif _c1_duration < 16384: v = (v << 16) | ((_c1_duration & 127) << 8) | 32768 | (_c1_duration >> 7); n += 16
+                    elif _c1_duration < 2097152: v = (v << 24) | ((_c1_duration & 127) << 16) | (((_c1_duration >> 7) & 127) << 8) | 8421376 | (_c1_duration >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c1_duration); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c1_duration = None
+                    if _c1_start is not None or _c1_duration is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_start is not None or _c1_duration is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_RelativeTimeInterval = None
+            s = 1
+        elif v_TimeInterval is not None:
+            el = 'TimeInterval'
+            _o = v_TimeInterval
+            v = (v << 3) | (1 << 1)
+            n += 3
+            v_TimeInterval = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
+        if s == 1:
+            if v_PMax is not None:
+                el = 'PMax'
+                _o = v_PMax
+                _c3_Multiplier = _o.Multiplier
+                _c3_Unit = _o.Unit
+                _c3_Value = _o.Value
+                if not (_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'PMax/Multiplier'
+                if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+                if not (_c3_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'PMax/Unit'
+                _c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'PMax/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
+                n += 16
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                v_PMax = None
+                if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_PMax is not None: raise _leftover(o)
+                s = -1
+            else:
+                raise EncodeError('missing content: expected one of PMax')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4616,49 +5940,48 @@ def _d_PMaxScheduleType(r):
     el = ''
     f_PMaxScheduleEntry = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleType', p)
-                el = 'PMaxScheduleEntry'
-                r.pos = p
-                _v = _d_PMaxScheduleEntryType(r)
-                V = r.v; E = r.end; p = r.pos
-                f_PMaxScheduleEntry.append(_v)
-                s = 1
-            if s == 1:
-                _k = 0
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        el = 'PMaxScheduleEntry'
-                        r.pos = p
-                        _v = _d_PMaxScheduleEntryType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        f_PMaxScheduleEntry.append(_v)
-                        _k += 1
-                        if _k == 1023:
-                            s = 1024
-                            break
-                    elif ec == 1:
-                        pass
-                        s = -1
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleType', p)
+        el = 'PMaxScheduleEntry'
+        r.pos = p
+        _v = _d_PMaxScheduleEntryType(r)
+        V = r.v; E = r.end; p = r.pos
+        f_PMaxScheduleEntry.append(_v)
+        s = 1
+        if s == 1:
+            _k = 0
+            while True:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                ec = (V >> (E - p)) & 3
+                if ec == 0:
+                    el = 'PMaxScheduleEntry'
+                    r.pos = p
+                    _v = _d_PMaxScheduleEntryType(r)
+                    V = r.v; E = r.end; p = r.pos
+                    f_PMaxScheduleEntry.append(_v)
+                    _k += 1
+                    if _k == 1023:
+                        s = 1024
                         break
-                    else:
-                        raise r.deviation('PMaxScheduleType', p)
-            if s == 1024:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleType', p)
-                s = -1
+                elif ec == 1:
+                    pass
+                    s = -1
+                    break
+                else:
+                    raise r.deviation('PMaxScheduleType', p)
+        if s == 1024:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.PMaxScheduleType(f_PMaxScheduleEntry)
+    _obj = _new(iso2_msgdatatypes.PMaxScheduleType)
+    _obj.PMaxScheduleEntry = f_PMaxScheduleEntry
+    return _obj
 
 def _e_PMaxScheduleType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}PMaxScheduleType
@@ -4669,47 +5992,44 @@ def _e_PMaxScheduleType(w, o):
         v_PMaxScheduleEntry = o.PMaxScheduleEntry
         n_PMaxScheduleEntry = len(v_PMaxScheduleEntry)
         i_PMaxScheduleEntry = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
+        if i_PMaxScheduleEntry < n_PMaxScheduleEntry:
+            el = 'PMaxScheduleEntry'
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
+            _e_PMaxScheduleEntryType(w, v_PMaxScheduleEntry[i_PMaxScheduleEntry])
+            v = w.v; n = w.n
+            i_PMaxScheduleEntry += 1
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of PMaxScheduleEntry')
+        if s == 1:
+            _k = 0
+            while True:
                 if i_PMaxScheduleEntry < n_PMaxScheduleEntry:
                     el = 'PMaxScheduleEntry'
-                    v <<= 1
-                    n += 1
+                    v <<= 2
+                    n += 2
                     w.v = v; w.n = n
                     _e_PMaxScheduleEntryType(w, v_PMaxScheduleEntry[i_PMaxScheduleEntry])
                     v = w.v; n = w.n
                     i_PMaxScheduleEntry += 1
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of PMaxScheduleEntry')
-            if s == 1:
-                _k = 0
-                while True:
-                    if i_PMaxScheduleEntry < n_PMaxScheduleEntry:
-                        el = 'PMaxScheduleEntry'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_PMaxScheduleEntryType(w, v_PMaxScheduleEntry[i_PMaxScheduleEntry])
-                        v = w.v; n = w.n
-                        i_PMaxScheduleEntry += 1
-                        _k += 1
-                        if _k == 1023:
-                            s = 1024
-                            break
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if i_PMaxScheduleEntry < n_PMaxScheduleEntry: raise _leftover(o)
-                        s = -1
+                    _k += 1
+                    if _k == 1023:
+                        s = 1024
                         break
-            if s == 1024:
-                if True:
-                    v <<= 1
-                    n += 1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
                     if i_PMaxScheduleEntry < n_PMaxScheduleEntry: raise _leftover(o)
                     s = -1
+                    break
+        if s == 1024:
+            if True:
+                v <<= 1
+                n += 1
+                if i_PMaxScheduleEntry < n_PMaxScheduleEntry: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4724,70 +6044,79 @@ def _d_ParameterSetType(r):
     f_ParameterSetID = None
     f_Parameter = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 6: raise r.deviation('ParameterSetType', p)
-                el = 'ParameterSetID'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    f_ParameterSetID = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        x = (V >> (E - p)) & 7
+        if x & 6: raise r.deviation('ParameterSetType', p)
+        el = 'ParameterSetID'
+        _neg = (x & 1)
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_ParameterSetID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            f_ParameterSetID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ParameterSetType', p)
+        if _neg: f_ParameterSetID = -f_ParameterSetID - 1
+        if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('ParameterSetType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(p))
+        el = 'Parameter'
+        r.pos = p
+        _v = _d_ParameterType(r)
+        V = r.v; E = r.end; p = r.pos
+        r.pos = p
+        f_Parameter.append(_v)
+        V = r.v; E = r.end; p = r.pos
+        s = 2
+        if s == 2:
+            _k = 0
+            while True:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ParameterSetType', p)
-                if _neg: f_ParameterSetID = -f_ParameterSetID - 1
-                if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('ParameterSetType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(p))
-                el = 'Parameter'
-                r.pos = p
-                _v = _d_ParameterType(r)
-                V = r.v; E = r.end; p = r.pos
-                r.pos = p
-                f_Parameter.append(_v)
-                V = r.v; E = r.end; p = r.pos
-                s = 2
-            if s == 2:
-                _k = 0
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        el = 'Parameter'
-                        r.pos = p
-                        _v = _d_ParameterType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        r.pos = p
-                        f_Parameter.append(_v)
-                        V = r.v; E = r.end; p = r.pos
-                        _k += 1
-                        if _k == 15:
-                            s = 17
-                            break
-                    elif ec == 1:
-                        pass
-                        s = -1
+                ec = (V >> (E - p)) & 3
+                if ec == 0:
+                    el = 'Parameter'
+                    r.pos = p
+                    _v = _d_ParameterType(r)
+                    V = r.v; E = r.end; p = r.pos
+                    r.pos = p
+                    f_Parameter.append(_v)
+                    V = r.v; E = r.end; p = r.pos
+                    _k += 1
+                    if _k == 15:
+                        s = 17
                         break
-                    else:
-                        raise r.deviation('ParameterSetType', p)
-            if s == 17:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ParameterSetType', p)
-                s = -1
+                elif ec == 1:
+                    pass
+                    s = -1
+                    break
+                else:
+                    raise r.deviation('ParameterSetType', p)
+        if s == 17:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ParameterSetType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.ParameterSetType(f_ParameterSetID, f_Parameter)
+    _obj = _new(iso2_msgdatatypes.ParameterSetType)
+    _obj.ParameterSetID = f_ParameterSetID
+    _obj.Parameter = f_Parameter
+    return _obj
 
 def _e_ParameterSetType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}ParameterSetType
@@ -4799,57 +6128,55 @@ def _e_ParameterSetType(w, o):
         v_Parameter = o.Parameter
         n_Parameter = len(v_Parameter)
         i_Parameter = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ParameterSetID is not None:
-                    el = 'ParameterSetID'
-                    if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
-                    v = (v << 3) | (v_ParameterSetID < 0)
-                    n += 3
-                    _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (i_Parameter < n_Parameter): raise EncodeError('missing content: Parameter')
+        if v_ParameterSetID is not None:
+            el = 'ParameterSetID'
+            if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
+            v = (v << 3) | (v_ParameterSetID < 0)
+            n += 3
+            _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if not (i_Parameter < n_Parameter): raise EncodeError('missing content: Parameter')
+            el = 'Parameter'
+            v <<= 2
+            n += 2
+            v_ParameterSetID = None
+            w.v = v; w.n = n
+            _e_ParameterType(w, v_Parameter[i_Parameter])
+            v = w.v; n = w.n
+            i_Parameter += 1
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of ParameterSetID')
+        if s == 2:
+            _k = 0
+            while True:
+                if i_Parameter < n_Parameter:
                     el = 'Parameter'
                     v <<= 2
                     n += 2
-                    v_ParameterSetID = None
                     w.v = v; w.n = n
                     _e_ParameterType(w, v_Parameter[i_Parameter])
                     v = w.v; n = w.n
                     i_Parameter += 1
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ParameterSetID')
-            if s == 2:
-                _k = 0
-                while True:
-                    if i_Parameter < n_Parameter:
-                        el = 'Parameter'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_ParameterType(w, v_Parameter[i_Parameter])
-                        v = w.v; n = w.n
-                        i_Parameter += 1
-                        _k += 1
-                        if _k == 15:
-                            s = 17
-                            break
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if v_ParameterSetID is not None or i_Parameter < n_Parameter: raise _leftover(o)
-                        s = -1
+                    _k += 1
+                    if _k == 15:
+                        s = 17
                         break
-            if s == 17:
-                if True:
-                    v <<= 1
-                    n += 1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
                     if v_ParameterSetID is not None or i_Parameter < n_Parameter: raise _leftover(o)
                     s = -1
+                    break
+        if s == 17:
+            if True:
+                v <<= 1
+                n += 1
+                if v_ParameterSetID is not None or i_Parameter < n_Parameter: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4869,138 +6196,172 @@ def _d_ParameterType(r):
     f_physicalValue = None
     f_stringValue = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
+        el = '@Name'
+        r.pos = p
+        f_Name = r.string('iso2_msgdatatypes:Name')
+        V = r.v; E = r.end; p = r.pos
+        s = 1
+        if s == 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                p += 4
+                if p > E: V, E, p = r.slide(p, 4)
+                x = (V >> (E - p)) & 15
+                if x & 11: raise r.deviation('ParameterType', p)
+                el = 'boolValue'
+                f_boolValue = ((x >> 2) & 1) == 1
+                s = -1
+            elif ec == 1:
+                p += 11
+                if p > E: V, E, p = r.slide(p, 11)
+                x = (V >> (E - p)) & 2047
+                if x & 1027: raise r.deviation('ParameterType', p)
+                el = 'byteValue'
+                f_byteValue = ((x >> 2) & 255) + -128
+                s = -1
+            elif ec == 2:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('ParameterType', p)
+                el = 'shortValue'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_shortValue = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_shortValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_shortValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_shortValue = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_shortValue = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_shortValue = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('ParameterType', p)
+                if _neg: f_shortValue = -f_shortValue - 1
+                if f_shortValue < -32768 or f_shortValue > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', f_shortValue, r.at(p))
+                s = -1
+            elif ec == 3:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('ParameterType', p)
+                el = 'intValue'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        f_intValue = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        f_intValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_intValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_intValue = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_intValue = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_intValue = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('ParameterType', p)
+                if _neg: f_intValue = -f_intValue - 1
+                if f_intValue < -2147483648 or f_intValue > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', f_intValue, r.at(p))
+                s = -1
+            elif ec == 4:
+                p += 15
+                if p > E: V, E, p = r.slide(p, 15)
+                x = (V >> (E - p)) & 32767
+                if x & 25486: raise r.deviation('ParameterType', p)
+                el = 'physicalValue/Multiplier'
+                _c1_Multiplier = ((x >> 10) & 7) + -3
+                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
+                el = 'physicalValue/Unit'
+                _c1_Unit = ((x >> 4) & 7)
+                if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(p))
+                else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
+                el = 'physicalValue/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c1_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c1_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('ParameterType', p)
+                if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                f_physicalValue = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_physicalValue.Multiplier = _c1_Multiplier
+                f_physicalValue.Unit = _c1_Unit
+                f_physicalValue.Value = _c1_Value
+                s = -1
+            elif ec == 5:
+                el = 'stringValue'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('stringValue', p)
+                    f_stringValue = ''
+                else:
+                    r.pos = p
+                    f_stringValue = r.string('iso2_msgdatatypes:stringValue')
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('stringValue', p)
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
-                el = '@Name'
-                r.pos = p
-                f_Name = r.string('iso2_msgdatatypes:Name')
-                V = r.v; E = r.end; p = r.pos
-                s = 1
-            if s == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    p += 4
-                    if p > E: V, E, p = r.slide(p, 4)
-                    x = (V >> (E - p)) & 15
-                    if x & 11: raise r.deviation('ParameterType', p)
-                    el = 'boolValue'
-                    f_boolValue = ((x >> 2) & 1) == 1
-                    s = -1
-                elif ec == 1:
-                    p += 11
-                    if p > E: V, E, p = r.slide(p, 11)
-                    x = (V >> (E - p)) & 2047
-                    if x & 1027: raise r.deviation('ParameterType', p)
-                    el = 'byteValue'
-                    f_byteValue = ((x >> 2) & 255) + -128
-                    s = -1
-                elif ec == 2:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('ParameterType', p)
-                    el = 'shortValue'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_shortValue = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_shortValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_shortValue = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('ParameterType', p)
-                    if _neg: f_shortValue = -f_shortValue - 1
-                    if f_shortValue < -32768 or f_shortValue > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', f_shortValue, r.at(p))
-                    s = -1
-                elif ec == 3:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('ParameterType', p)
-                    el = 'intValue'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        f_intValue = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_intValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; f_intValue = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('ParameterType', p)
-                    if _neg: f_intValue = -f_intValue - 1
-                    if f_intValue < -2147483648 or f_intValue > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', f_intValue, r.at(p))
-                    s = -1
-                elif ec == 4:
-                    p += 15
-                    if p > E: V, E, p = r.slide(p, 15)
-                    x = (V >> (E - p)) & 32767
-                    if x & 25486: raise r.deviation('ParameterType', p)
-                    el = 'physicalValue'
-                    el = 'physicalValue/Multiplier'
-                    _c1_Multiplier = ((x >> 10) & 7) + -3
-                    if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
-                    el = 'physicalValue/Unit'
-                    _c1_Unit = ((x >> 4) & 7)
-                    if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(p))
-                    else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
-                    el = 'physicalValue/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('ParameterType', p)
-                    if _neg: _c1_Value = -_c1_Value - 1
-                    if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
-                    f_physicalValue = iso2_msgdatatypes.PhysicalValueType(_c1_Multiplier, _c1_Unit, _c1_Value)
-                    s = -1
-                elif ec == 5:
-                    el = 'stringValue'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('stringValue', p)
-                        f_stringValue = ''
-                    else:
-                        r.pos = p
-                        f_stringValue = r.string('iso2_msgdatatypes:stringValue')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('stringValue', p)
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
-                    s = -1
-                else:
-                    raise r.deviation('ParameterType', p)
+                s = -1
+            else:
+                raise r.deviation('ParameterType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.ParameterType(f_Name, f_boolValue, f_byteValue, f_shortValue, f_intValue, f_physicalValue, f_stringValue)
+    _obj = _new(iso2_msgdatatypes.ParameterType)
+    _obj.Name = f_Name
+    _obj.boolValue = f_boolValue
+    _obj.byteValue = f_byteValue
+    _obj.shortValue = f_shortValue
+    _obj.intValue = f_intValue
+    _obj.physicalValue = f_physicalValue
+    _obj.stringValue = f_stringValue
+    return _obj
 
 def _e_ParameterType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}ParameterType
@@ -5015,113 +6376,110 @@ def _e_ParameterType(w, o):
         v_intValue = o.intValue
         v_physicalValue = o.physicalValue
         v_stringValue = o.stringValue
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Name is not None:
-                    el = '@Name'
-                    v <<= 1
-                    n += 1
-                    _l = len(v_Name)
-                    if _l < 126 and v_Name.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Name.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Name); v = w.v; n = w.n
-                    v_Name = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Name')
-            if s == 1:
-                if v_boolValue is not None:
-                    el = 'boolValue'
-                    if v_boolValue is not True and v_boolValue is not False: raise EncodeError(f'expected a bool, got {v_boolValue!r}')
-                    v = (v << 7) | (v_boolValue << 2)
-                    n += 7
-                    v_boolValue = None
-                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                    s = -1
-                elif v_byteValue is not None:
-                    el = 'byteValue'
-                    if not -128 <= v_byteValue <= 127: raise EncodeError(f'value {v_byteValue!r} outside [-128, 127]')
-                    v = (v << 14) | (1 << 11) | ((v_byteValue - -128) << 2)
-                    n += 14
-                    v_byteValue = None
-                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                    s = -1
-                elif v_shortValue is not None:
-                    el = 'shortValue'
-                    if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
-                    v = (v << 5) | (2 << 2) | (v_shortValue < 0)
-                    n += 5
-                    _m = (-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    v_shortValue = None
-                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                    s = -1
-                elif v_intValue is not None:
-                    el = 'intValue'
-                    if v_intValue < -2147483648 or v_intValue > 2147483647: raise EncodeError(f'value {v_intValue!r} outside [-2147483648, 2147483647]')
-                    v = (v << 5) | (3 << 2) | (v_intValue < 0)
-                    n += 5
-                    _m = (-v_intValue - 1 if v_intValue < 0 else v_intValue)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    v_intValue = None
-                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                    s = -1
-                elif v_physicalValue is not None:
-                    el = 'physicalValue'
-                    _o = v_physicalValue
-                    _c1_Multiplier = _o.Multiplier
-                    _c1_Unit = _o.Unit
-                    _c1_Value = _o.Value
-                    if not (_c1_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'physicalValue/Multiplier'
-                    if not -3 <= _c1_Multiplier <= 3: raise EncodeError(f'value {_c1_Multiplier!r} outside [-3, 3]')
-                    if not (_c1_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'physicalValue/Unit'
-                    _c1_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c1_Unit)
-                    if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'physicalValue/Value'
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | (4 << 15) | ((_c1_Multiplier - -3) << 10) | (_c1_i1 << 4) | (_c1_Value < 0)
-                    n += 18
-                    _c1_Multiplier = None
-                    _c1_Unit = None
-                    _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
-                    _c1_Value = None
-                    v_physicalValue = None
-                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                    s = -1
-                elif v_stringValue is not None:
-                    el = 'stringValue'
-                    v = (v << 4) | (5 << 1)
-                    n += 4
-                    _l = len(v_stringValue)
-                    if _l < 126 and v_stringValue.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_stringValue.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_stringValue); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    v_stringValue = None
-                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                    s = -1
-                else:
-                    raise EncodeError('missing content: expected one of boolValue, byteValue, shortValue, intValue, physicalValue, stringValue')
+        if v_Name is not None:
+            el = '@Name'
+            v <<= 1
+            n += 1
+            _l = len(v_Name)
+            if _l < 126 and v_Name.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Name.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Name); v = w.v; n = w.n
+            v_Name = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of Name')
+        if s == 1:
+            if v_boolValue is not None:
+                el = 'boolValue'
+                if v_boolValue is not True and v_boolValue is not False: raise EncodeError(f'expected a bool, got {v_boolValue!r}')
+                v = (v << 7) | (v_boolValue << 2)
+                n += 7
+                v_boolValue = None
+                if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+                s = -1
+            elif v_byteValue is not None:
+                el = 'byteValue'
+                if not -128 <= v_byteValue <= 127: raise EncodeError(f'value {v_byteValue!r} outside [-128, 127]')
+                v = (v << 14) | (1 << 11) | ((v_byteValue - -128) << 2)
+                n += 14
+                v_byteValue = None
+                if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+                s = -1
+            elif v_shortValue is not None:
+                el = 'shortValue'
+                if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
+                v = (v << 5) | (2 << 2) | (v_shortValue < 0)
+                n += 5
+                _m = (-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_shortValue = None
+                if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+                s = -1
+            elif v_intValue is not None:
+                el = 'intValue'
+                if v_intValue < -2147483648 or v_intValue > 2147483647: raise EncodeError(f'value {v_intValue!r} outside [-2147483648, 2147483647]')
+                v = (v << 5) | (3 << 2) | (v_intValue < 0)
+                n += 5
+                _m = (-v_intValue - 1 if v_intValue < 0 else v_intValue)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_intValue = None
+                if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+                s = -1
+            elif v_physicalValue is not None:
+                el = 'physicalValue'
+                _o = v_physicalValue
+                _c1_Multiplier = _o.Multiplier
+                _c1_Unit = _o.Unit
+                _c1_Value = _o.Value
+                if not (_c1_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'physicalValue/Multiplier'
+                if not -3 <= _c1_Multiplier <= 3: raise EncodeError(f'value {_c1_Multiplier!r} outside [-3, 3]')
+                if not (_c1_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'physicalValue/Unit'
+                _c1_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c1_Unit)
+                if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c1_Value is not None): raise EncodeError('missing content: Value')
+                el = 'physicalValue/Value'
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 18) | (4 << 15) | ((_c1_Multiplier - -3) << 10) | (_c1_i1 << 4) | (_c1_Value < 0)
+                n += 18
+                _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 3
+                n += 3
+                v_physicalValue = None
+                if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+                s = -1
+            elif v_stringValue is not None:
+                el = 'stringValue'
+                v = (v << 4) | (5 << 1)
+                n += 4
+                _l = len(v_stringValue)
+                if _l < 126 and v_stringValue.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_stringValue.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_stringValue); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_stringValue = None
+                if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+                s = -1
+            else:
+                raise EncodeError('missing content: expected one of boolValue, byteValue, shortValue, intValue, physicalValue, stringValue')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5135,42 +6493,41 @@ def _d_PaymentOptionListType(r):
     el = ''
     f_PaymentOption = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 13: raise r.deviation('PaymentOptionListType', p)
+        p += 4
+        if p > E: V, E, p = r.slide(p, 4)
+        x = (V >> (E - p)) & 15
+        if x & 13: raise r.deviation('PaymentOptionListType', p)
+        el = 'PaymentOption'
+        _v = _E_iso2_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
+        f_PaymentOption.append(_v)
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('PaymentOptionListType', p)
                 el = 'PaymentOption'
                 _v = _E_iso2_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
                 f_PaymentOption.append(_v)
-                s = 1
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('PaymentOptionListType', p)
-                    el = 'PaymentOption'
-                    _v = _E_iso2_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
-                    f_PaymentOption.append(_v)
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PaymentOptionListType', p)
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('PaymentOptionListType', p)
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PaymentOptionListType', p)
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('PaymentOptionListType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.PaymentOptionListType(f_PaymentOption)
+    _obj = _new(iso2_msgdatatypes.PaymentOptionListType)
+    _obj.PaymentOption = f_PaymentOption
+    return _obj
 
 def _e_PaymentOptionListType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}PaymentOptionListType
@@ -5181,36 +6538,33 @@ def _e_PaymentOptionListType(w, o):
         v_PaymentOption = o.PaymentOption
         n_PaymentOption = len(v_PaymentOption)
         i_PaymentOption = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if i_PaymentOption < n_PaymentOption:
-                    el = 'PaymentOption'
-                    _i1 = _I_iso2_msgdatatypes_paymentOptionType.get(v_PaymentOption[i_PaymentOption])
-                    if _i1 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
-                    v = (v << 4) | (_i1 << 1)
-                    n += 4
-                    i_PaymentOption += 1
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of PaymentOption')
-            if s == 1:
-                if i_PaymentOption < n_PaymentOption:
-                    el = 'PaymentOption'
-                    _i2 = _I_iso2_msgdatatypes_paymentOptionType.get(v_PaymentOption[i_PaymentOption])
-                    if _i2 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
-                    v = (v << 5) | (_i2 << 1)
-                    n += 5
-                    i_PaymentOption += 1
-                    v <<= 1
-                    n += 1
-                    if i_PaymentOption < n_PaymentOption: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_PaymentOption < n_PaymentOption: raise _leftover(o)
-                    s = -1
+        if i_PaymentOption < n_PaymentOption:
+            el = 'PaymentOption'
+            _i1 = _I_iso2_msgdatatypes_paymentOptionType.get(v_PaymentOption[i_PaymentOption])
+            if _i1 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
+            v = (v << 4) | (_i1 << 1)
+            n += 4
+            i_PaymentOption += 1
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of PaymentOption')
+        if s == 1:
+            if i_PaymentOption < n_PaymentOption:
+                el = 'PaymentOption'
+                _i2 = _I_iso2_msgdatatypes_paymentOptionType.get(v_PaymentOption[i_PaymentOption])
+                if _i2 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
+                v = (v << 5) | (_i2 << 1)
+                n += 5
+                i_PaymentOption += 1
+                v <<= 1
+                n += 1
+                if i_PaymentOption < n_PaymentOption: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_PaymentOption < n_PaymentOption: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5239,24 +6593,37 @@ def _d_PhysicalValueType(r):
         else: f_Unit = _E_iso2_msgdatatypes_unitSymbolType[f_Unit]
         el = 'Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_Value = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('PhysicalValueType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('PhysicalValueType', p)
         if _neg: f_Value = -f_Value - 1
         if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.PhysicalValueType(f_Multiplier, f_Unit, f_Value)
+    _obj = _new(iso2_msgdatatypes.PhysicalValueType)
+    _obj.Multiplier = f_Multiplier
+    _obj.Unit = f_Unit
+    _obj.Value = f_Value
+    return _obj
 
 def _e_PhysicalValueType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}PhysicalValueType
@@ -5284,6 +6651,7 @@ def _e_PhysicalValueType(w, o):
             _m = (-v_Value - 1 if v_Value < 0 else v_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -5306,75 +6674,96 @@ def _d_ProfileEntryType(r):
     f_ChargingProfileEntryMaxPower = None
     f_ChargingProfileEntryMaxNumberOfPhasesInUse = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ProfileEntryType', p)
-                el = 'ChargingProfileEntryStart'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    f_ChargingProfileEntryStart = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_ChargingProfileEntryStart = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; f_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 17
-                if p > E: V, E, p = r.slide(p, 17)
-                x = (V >> (E - p)) & 131071
-                if x & 123790: raise r.deviation('ProfileEntryType', p)
-                if f_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', f_ChargingProfileEntryStart, r.at(p))
-                el = 'ChargingProfileEntryMaxPower'
-                el = 'ChargingProfileEntryMaxPower/Multiplier'
-                _c1_Multiplier = ((x >> 10) & 7) + -3
-                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
-                el = 'ChargingProfileEntryMaxPower/Unit'
-                _c1_Unit = ((x >> 4) & 7)
-                if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(p))
-                else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
-                el = 'ChargingProfileEntryMaxPower/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c1_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ProfileEntryType', p)
-                if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
-                f_ChargingProfileEntryMaxPower = iso2_msgdatatypes.PhysicalValueType(_c1_Multiplier, _c1_Unit, _c1_Value)
-                s = 2
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 5
-                    if p > E: V, E, p = r.slide(p, 5)
-                    x = (V >> (E - p)) & 31
-                    if x & 19: raise r.deviation('ProfileEntryType', p)
-                    el = 'ChargingProfileEntryMaxNumberOfPhasesInUse'
-                    f_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 2) & 3) + 1
-                    if f_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', f_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(p))
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('ProfileEntryType', p)
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ProfileEntryType', p)
+        el = 'ChargingProfileEntryStart'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_ChargingProfileEntryStart = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            f_ChargingProfileEntryStart = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 17
+        if p > E: V, E, p = r.slide(p, 17)
+        x = (V >> (E - p)) & 131071
+        if x & 123790: raise r.deviation('ProfileEntryType', p)
+        if f_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', f_ChargingProfileEntryStart, r.at(p))
+        el = 'ChargingProfileEntryMaxPower/Multiplier'
+        _c1_Multiplier = ((x >> 10) & 7) + -3
+        if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
+        el = 'ChargingProfileEntryMaxPower/Unit'
+        _c1_Unit = ((x >> 4) & 7)
+        if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(p))
+        else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
+        el = 'ChargingProfileEntryMaxPower/Value'
+        _neg = (x & 1)
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_Value = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_Value = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ProfileEntryType', p)
+        if _neg: _c1_Value = -_c1_Value - 1
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+        f_ChargingProfileEntryMaxPower = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_ChargingProfileEntryMaxPower.Multiplier = _c1_Multiplier
+        f_ChargingProfileEntryMaxPower.Unit = _c1_Unit
+        f_ChargingProfileEntryMaxPower.Value = _c1_Value
+        s = 2
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 5
+                if p > E: V, E, p = r.slide(p, 5)
+                x = (V >> (E - p)) & 31
+                if x & 19: raise r.deviation('ProfileEntryType', p)
+                el = 'ChargingProfileEntryMaxNumberOfPhasesInUse'
+                f_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 2) & 3) + 1
+                if f_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', f_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(p))
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('ProfileEntryType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.ProfileEntryType(f_ChargingProfileEntryStart, f_ChargingProfileEntryMaxPower, f_ChargingProfileEntryMaxNumberOfPhasesInUse)
+    _obj = _new(iso2_msgdatatypes.ProfileEntryType)
+    _obj.ChargingProfileEntryStart = f_ChargingProfileEntryStart
+    _obj.ChargingProfileEntryMaxPower = f_ChargingProfileEntryMaxPower
+    _obj.ChargingProfileEntryMaxNumberOfPhasesInUse = f_ChargingProfileEntryMaxNumberOfPhasesInUse
+    return _obj
 
 def _e_ProfileEntryType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}ProfileEntryType
@@ -5385,63 +6774,59 @@ def _e_ProfileEntryType(w, o):
         v_ChargingProfileEntryStart = o.ChargingProfileEntryStart
         v_ChargingProfileEntryMaxPower = o.ChargingProfileEntryMaxPower
         v_ChargingProfileEntryMaxNumberOfPhasesInUse = o.ChargingProfileEntryMaxNumberOfPhasesInUse
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ChargingProfileEntryStart is not None:
-                    el = 'ChargingProfileEntryStart'
-                    if v_ChargingProfileEntryStart < 0 or v_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {v_ChargingProfileEntryStart!r} outside [0, 4294967295]')
-                    v <<= 2
-                    n += 2
-                    if v_ChargingProfileEntryStart < 128: v = (v << 8) | v_ChargingProfileEntryStart; n += 8
-                    elif v_ChargingProfileEntryStart < 16384: v = (v << 16) | ((v_ChargingProfileEntryStart & 127) << 8) | 32768 | (v_ChargingProfileEntryStart >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_ChargingProfileEntryStart); v = w.v; n = w.n
-                    if not (v_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
-                    el = 'ChargingProfileEntryMaxPower'
-                    _o = v_ChargingProfileEntryMaxPower
-                    _c1_Multiplier = _o.Multiplier
-                    _c1_Unit = _o.Unit
-                    _c1_Value = _o.Value
-                    if not (_c1_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'ChargingProfileEntryMaxPower/Multiplier'
-                    if not -3 <= _c1_Multiplier <= 3: raise EncodeError(f'value {_c1_Multiplier!r} outside [-3, 3]')
-                    if not (_c1_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'ChargingProfileEntryMaxPower/Unit'
-                    _c1_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c1_Unit)
-                    if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'ChargingProfileEntryMaxPower/Value'
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c1_Multiplier - -3) << 10) | (_c1_i1 << 4) | (_c1_Value < 0)
-                    n += 17
-                    v_ChargingProfileEntryStart = None
-                    _c1_Multiplier = None
-                    _c1_Unit = None
-                    _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c1_Value = None
-                    v_ChargingProfileEntryMaxPower = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
-            if s == 2:
-                if v_ChargingProfileEntryMaxNumberOfPhasesInUse is not None:
-                    el = 'ChargingProfileEntryMaxNumberOfPhasesInUse'
-                    if not 1 <= v_ChargingProfileEntryMaxNumberOfPhasesInUse <= 3: raise EncodeError(f'value {v_ChargingProfileEntryMaxNumberOfPhasesInUse!r} outside [1, 3]')
-                    v = (v << 7) | ((v_ChargingProfileEntryMaxNumberOfPhasesInUse - 1) << 2)
-                    n += 7
-                    v_ChargingProfileEntryMaxNumberOfPhasesInUse = None
-                    if v_ChargingProfileEntryStart is not None or v_ChargingProfileEntryMaxPower is not None or v_ChargingProfileEntryMaxNumberOfPhasesInUse is not None: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_ChargingProfileEntryStart is not None or v_ChargingProfileEntryMaxPower is not None or v_ChargingProfileEntryMaxNumberOfPhasesInUse is not None: raise _leftover(o)
-                    s = -1
+        if v_ChargingProfileEntryStart is not None:
+            el = 'ChargingProfileEntryStart'
+            if v_ChargingProfileEntryStart < 0 or v_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {v_ChargingProfileEntryStart!r} outside [0, 4294967295]')
+            v <<= 2
+            n += 2
+            if v_ChargingProfileEntryStart < 128: v = (v << 8) | v_ChargingProfileEntryStart; n += 8
+            elif v_ChargingProfileEntryStart < 16384: v = (v << 16) | ((v_ChargingProfileEntryStart & 127) << 8) | 32768 | (v_ChargingProfileEntryStart >> 7); n += 16
+            elif v_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((v_ChargingProfileEntryStart & 127) << 16) | (((v_ChargingProfileEntryStart >> 7) & 127) << 8) | 8421376 | (v_ChargingProfileEntryStart >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(v_ChargingProfileEntryStart); v = w.v; n = w.n
+            if not (v_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
+            el = 'ChargingProfileEntryMaxPower'
+            _o = v_ChargingProfileEntryMaxPower
+            _c1_Multiplier = _o.Multiplier
+            _c1_Unit = _o.Unit
+            _c1_Value = _o.Value
+            if not (_c1_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'ChargingProfileEntryMaxPower/Multiplier'
+            if not -3 <= _c1_Multiplier <= 3: raise EncodeError(f'value {_c1_Multiplier!r} outside [-3, 3]')
+            if not (_c1_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'ChargingProfileEntryMaxPower/Unit'
+            _c1_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c1_Unit)
+            if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c1_Value is not None): raise EncodeError('missing content: Value')
+            el = 'ChargingProfileEntryMaxPower/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | ((_c1_Multiplier - -3) << 10) | (_c1_i1 << 4) | (_c1_Value < 0)
+            n += 17
+            v_ChargingProfileEntryStart = None
+            _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            v_ChargingProfileEntryMaxPower = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
+        if s == 2:
+            if v_ChargingProfileEntryMaxNumberOfPhasesInUse is not None:
+                el = 'ChargingProfileEntryMaxNumberOfPhasesInUse'
+                if not 1 <= v_ChargingProfileEntryMaxNumberOfPhasesInUse <= 3: raise EncodeError(f'value {v_ChargingProfileEntryMaxNumberOfPhasesInUse!r} outside [1, 3]')
+                v = (v << 7) | ((v_ChargingProfileEntryMaxNumberOfPhasesInUse - 1) << 2)
+                n += 7
+                v_ChargingProfileEntryMaxNumberOfPhasesInUse = None
+                if v_ChargingProfileEntryStart is not None or v_ChargingProfileEntryMaxPower is not None or v_ChargingProfileEntryMaxNumberOfPhasesInUse is not None: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_ChargingProfileEntryStart is not None or v_ChargingProfileEntryMaxPower is not None or v_ChargingProfileEntryMaxNumberOfPhasesInUse is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5456,59 +6841,77 @@ def _d_RelativeTimeIntervalType(r):
     f_start = None
     f_duration = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('RelativeTimeIntervalType', p)
-                el = 'start'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    f_start = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_start = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; f_start = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+        el = 'start'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_start = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_start = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            f_start = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_start = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+        if f_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', f_start, r.at(p))
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
-                if f_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', f_start, r.at(p))
-                s = 1
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
-                    el = 'duration'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                el = 'duration'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_duration = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        f_duration = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        f_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('RelativeTimeIntervalType', p)
-                    if f_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', f_duration, r.at(p))
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_duration = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('RelativeTimeIntervalType', p)
+                    r.pos = p; f_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+                if f_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', f_duration, r.at(p))
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('RelativeTimeIntervalType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.RelativeTimeIntervalType(f_start, f_duration)
+    _obj = _new(iso2_msgdatatypes.RelativeTimeIntervalType)
+    _obj.start = f_start
+    _obj.duration = f_duration
+    return _obj
 
 def _e_RelativeTimeIntervalType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}RelativeTimeIntervalType
@@ -5518,42 +6921,41 @@ def _e_RelativeTimeIntervalType(w, o):
     try:
         v_start = o.start
         v_duration = o.duration
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_start is not None:
-                    el = 'start'
-                    if v_start < 0 or v_start > 16777214: raise EncodeError(f'value {v_start!r} outside [0, 16777214]')
-                    v <<= 2
-                    n += 2
-                    if v_start < 128: v = (v << 8) | v_start; n += 8
-                    elif v_start < 16384: v = (v << 16) | ((v_start & 127) << 8) | 32768 | (v_start >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_start); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_start = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of start')
-            if s == 1:
-                if v_duration is not None:
-                    el = 'duration'
-                    if v_duration < 0 or v_duration > 86400: raise EncodeError(f'value {v_duration!r} outside [0, 86400]')
-                    v <<= 3
-                    n += 3
-                    if v_duration < 128: v = (v << 8) | v_duration; n += 8
-                    elif v_duration < 16384: v = (v << 16) | ((v_duration & 127) << 8) | 32768 | (v_duration >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_duration); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    v_duration = None
-                    if v_start is not None or v_duration is not None: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_start is not None or v_duration is not None: raise _leftover(o)
-                    s = -1
+        if v_start is not None:
+            el = 'start'
+            if v_start < 0 or v_start > 16777214: raise EncodeError(f'value {v_start!r} outside [0, 16777214]')
+            v <<= 2
+            n += 2
+            if v_start < 128: v = (v << 8) | v_start; n += 8
+            elif v_start < 16384: v = (v << 16) | ((v_start & 127) << 8) | 32768 | (v_start >> 7); n += 16
+            elif v_start < 2097152: v = (v << 24) | ((v_start & 127) << 16) | (((v_start >> 7) & 127) << 8) | 8421376 | (v_start >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(v_start); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_start = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of start')
+        if s == 1:
+            if v_duration is not None:
+                el = 'duration'
+                if v_duration < 0 or v_duration > 86400: raise EncodeError(f'value {v_duration!r} outside [0, 86400]')
+                v <<= 3
+                n += 3
+                if v_duration < 128: v = (v << 8) | v_duration; n += 8
+                elif v_duration < 16384: v = (v << 16) | ((v_duration & 127) << 8) | 32768 | (v_duration >> 7); n += 16
+                elif v_duration < 2097152: v = (v << 24) | ((v_duration & 127) << 16) | (((v_duration >> 7) & 127) << 8) | 8421376 | (v_duration >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(v_duration); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_duration = None
+                if v_start is not None or v_duration is not None: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_start is not None or v_duration is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5567,57 +6969,158 @@ def _d_SAScheduleListType(r):
     el = ''
     f_SAScheduleTuple = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('SAScheduleListType', p)
+        el = 'SAScheduleTuple'
+        _c1_SAScheduleTupleID = None
+        _c1_PMaxSchedule = None
+        _c1_SalesTariff = None
+        p += 12
+        if p > E: V, E, p = r.slide(p, 12)
+        x = (V >> (E - p)) & 4095
+        if x & 3075: raise r.deviation('SAScheduleTupleType', p)
+        el = 'SAScheduleTuple/SAScheduleTupleID'
+        _c1_SAScheduleTupleID = ((x >> 2) & 255) + 1
+        if _c1_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', _c1_SAScheduleTupleID, r.at(p))
+        el = 'SAScheduleTuple/PMaxSchedule'
+        r.pos = p
+        _c1_PMaxSchedule = _d_PMaxScheduleType(r)
+        V = r.v; E = r.end; p = r.pos
+        _c1_s = 2
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'SAScheduleTuple/SalesTariff'
+                r.pos = p
+                _c1_SalesTariff = _d_SalesTariffType(r)
+                V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleType', p)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('SAScheduleTupleType', p)
+        _v = _new(iso2_msgdatatypes.SAScheduleTupleType)
+        _v.SAScheduleTupleID = _c1_SAScheduleTupleID
+        _v.PMaxSchedule = _c1_PMaxSchedule
+        _v.SalesTariff = _c1_SalesTariff
+        f_SAScheduleTuple.append(_v)
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'SAScheduleTuple'
+                _c2_SAScheduleTupleID = None
+                _c2_PMaxSchedule = None
+                _c2_SalesTariff = None
+                p += 12
+                if p > E: V, E, p = r.slide(p, 12)
+                x = (V >> (E - p)) & 4095
+                if x & 3075: raise r.deviation('SAScheduleTupleType', p)
+                el = 'SAScheduleTuple/SAScheduleTupleID'
+                _c2_SAScheduleTupleID = ((x >> 2) & 255) + 1
+                if _c2_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', _c2_SAScheduleTupleID, r.at(p))
+                el = 'SAScheduleTuple/PMaxSchedule'
+                r.pos = p
+                _c2_PMaxSchedule = _d_PMaxScheduleType(r)
+                V = r.v; E = r.end; p = r.pos
+                _c2_s = 2
+                if _c2_s == 2:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        el = 'SAScheduleTuple/SalesTariff'
+                        r.pos = p
+                        _c2_SalesTariff = _d_SalesTariffType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleType', p)
+                        _c2_s = -1
+                    elif ec == 1:
+                        pass
+                        _c2_s = -1
+                    else:
+                        raise r.deviation('SAScheduleTupleType', p)
+                _v = _new(iso2_msgdatatypes.SAScheduleTupleType)
+                _v.SAScheduleTupleID = _c2_SAScheduleTupleID
+                _v.PMaxSchedule = _c2_PMaxSchedule
+                _v.SalesTariff = _c2_SalesTariff
+                f_SAScheduleTuple.append(_v)
+                s = 2
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('SAScheduleListType', p)
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'SAScheduleTuple'
+                _c3_SAScheduleTupleID = None
+                _c3_PMaxSchedule = None
+                _c3_SalesTariff = None
+                p += 12
+                if p > E: V, E, p = r.slide(p, 12)
+                x = (V >> (E - p)) & 4095
+                if x & 3075: raise r.deviation('SAScheduleTupleType', p)
+                el = 'SAScheduleTuple/SAScheduleTupleID'
+                _c3_SAScheduleTupleID = ((x >> 2) & 255) + 1
+                if _c3_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', _c3_SAScheduleTupleID, r.at(p))
+                el = 'SAScheduleTuple/PMaxSchedule'
+                r.pos = p
+                _c3_PMaxSchedule = _d_PMaxScheduleType(r)
+                V = r.v; E = r.end; p = r.pos
+                _c3_s = 2
+                if _c3_s == 2:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        el = 'SAScheduleTuple/SalesTariff'
+                        r.pos = p
+                        _c3_SalesTariff = _d_SalesTariffType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleType', p)
+                        _c3_s = -1
+                    elif ec == 1:
+                        pass
+                        _c3_s = -1
+                    else:
+                        raise r.deviation('SAScheduleTupleType', p)
+                _v = _new(iso2_msgdatatypes.SAScheduleTupleType)
+                _v.SAScheduleTupleID = _c3_SAScheduleTupleID
+                _v.PMaxSchedule = _c3_PMaxSchedule
+                _v.SalesTariff = _c3_SalesTariff
+                f_SAScheduleTuple.append(_v)
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SAScheduleListType', p)
-                el = 'SAScheduleTuple'
-                r.pos = p
-                _v = _d_SAScheduleTupleType(r)
-                V = r.v; E = r.end; p = r.pos
-                f_SAScheduleTuple.append(_v)
-                s = 1
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'SAScheduleTuple'
-                    r.pos = p
-                    _v = _d_SAScheduleTupleType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_SAScheduleTuple.append(_v)
-                    s = 2
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('SAScheduleListType', p)
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'SAScheduleTuple'
-                    r.pos = p
-                    _v = _d_SAScheduleTupleType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_SAScheduleTuple.append(_v)
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('SAScheduleListType', p)
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('SAScheduleListType', p)
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('SAScheduleListType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.SAScheduleListType(f_SAScheduleTuple)
+    _obj = _new(iso2_msgdatatypes.SAScheduleListType)
+    _obj.SAScheduleTuple = f_SAScheduleTuple
+    return _obj
 
 def _e_SAScheduleListType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}SAScheduleListType
@@ -5628,53 +7131,155 @@ def _e_SAScheduleListType(w, o):
         v_SAScheduleTuple = o.SAScheduleTuple
         n_SAScheduleTuple = len(v_SAScheduleTuple)
         i_SAScheduleTuple = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if i_SAScheduleTuple < n_SAScheduleTuple:
-                    el = 'SAScheduleTuple'
+        if i_SAScheduleTuple < n_SAScheduleTuple:
+            el = 'SAScheduleTuple'
+            v <<= 1
+            n += 1
+            _c1_o = v_SAScheduleTuple[i_SAScheduleTuple]
+            _c1_SAScheduleTupleID = _c1_o.SAScheduleTupleID
+            _c1_PMaxSchedule = _c1_o.PMaxSchedule
+            _c1_SalesTariff = _c1_o.SalesTariff
+            if _c1_SAScheduleTupleID is not None:
+                el = 'SAScheduleTuple/SAScheduleTupleID'
+                if not 1 <= _c1_SAScheduleTupleID <= 255: raise EncodeError(f'value {_c1_SAScheduleTupleID!r} outside [1, 255]')
+                if not (_c1_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
+                el = 'SAScheduleTuple/PMaxSchedule'
+                v = (v << 12) | ((_c1_SAScheduleTupleID - 1) << 2)
+                n += 12
+                _c1_SAScheduleTupleID = None
+                w.v = v; w.n = n
+                _e_PMaxScheduleType(w, _c1_PMaxSchedule)
+                v = w.v; n = w.n
+                _c1_PMaxSchedule = None
+                _c1_s = 2
+            else:
+                raise EncodeError('missing content: expected one of SAScheduleTupleID')
+            if _c1_s == 2:
+                if _c1_SalesTariff is not None:
+                    el = 'SAScheduleTuple/SalesTariff'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    _e_SalesTariffType(w, _c1_SalesTariff)
+                    v = w.v; n = w.n
                     v <<= 1
                     n += 1
+                    _c1_SalesTariff = None
+                    if _c1_SAScheduleTupleID is not None or _c1_PMaxSchedule is not None or _c1_SalesTariff is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_SAScheduleTupleID is not None or _c1_PMaxSchedule is not None or _c1_SalesTariff is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            i_SAScheduleTuple += 1
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of SAScheduleTuple')
+        if s == 1:
+            if i_SAScheduleTuple < n_SAScheduleTuple:
+                el = 'SAScheduleTuple'
+                v <<= 2
+                n += 2
+                _c2_o = v_SAScheduleTuple[i_SAScheduleTuple]
+                _c2_SAScheduleTupleID = _c2_o.SAScheduleTupleID
+                _c2_PMaxSchedule = _c2_o.PMaxSchedule
+                _c2_SalesTariff = _c2_o.SalesTariff
+                if _c2_SAScheduleTupleID is not None:
+                    el = 'SAScheduleTuple/SAScheduleTupleID'
+                    if not 1 <= _c2_SAScheduleTupleID <= 255: raise EncodeError(f'value {_c2_SAScheduleTupleID!r} outside [1, 255]')
+                    if not (_c2_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
+                    el = 'SAScheduleTuple/PMaxSchedule'
+                    v = (v << 12) | ((_c2_SAScheduleTupleID - 1) << 2)
+                    n += 12
+                    _c2_SAScheduleTupleID = None
                     w.v = v; w.n = n
-                    _e_SAScheduleTupleType(w, v_SAScheduleTuple[i_SAScheduleTuple])
+                    _e_PMaxScheduleType(w, _c2_PMaxSchedule)
                     v = w.v; n = w.n
-                    i_SAScheduleTuple += 1
-                    s = 1
+                    _c2_PMaxSchedule = None
+                    _c2_s = 2
                 else:
-                    raise EncodeError('missing content: expected one of SAScheduleTuple')
-            if s == 1:
-                if i_SAScheduleTuple < n_SAScheduleTuple:
-                    el = 'SAScheduleTuple'
-                    v <<= 2
-                    n += 2
+                    raise EncodeError('missing content: expected one of SAScheduleTupleID')
+                if _c2_s == 2:
+                    if _c2_SalesTariff is not None:
+                        el = 'SAScheduleTuple/SalesTariff'
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
+                        _e_SalesTariffType(w, _c2_SalesTariff)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_SalesTariff = None
+                        if _c2_SAScheduleTupleID is not None or _c2_PMaxSchedule is not None or _c2_SalesTariff is not None: raise _leftover(_c2_o)
+                        _c2_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        if _c2_SAScheduleTupleID is not None or _c2_PMaxSchedule is not None or _c2_SalesTariff is not None: raise _leftover(_c2_o)
+                        _c2_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                i_SAScheduleTuple += 1
+                s = 2
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_SAScheduleTuple < n_SAScheduleTuple: raise _leftover(o)
+                s = -1
+        if s == 2:
+            if i_SAScheduleTuple < n_SAScheduleTuple:
+                el = 'SAScheduleTuple'
+                v <<= 2
+                n += 2
+                _c3_o = v_SAScheduleTuple[i_SAScheduleTuple]
+                _c3_SAScheduleTupleID = _c3_o.SAScheduleTupleID
+                _c3_PMaxSchedule = _c3_o.PMaxSchedule
+                _c3_SalesTariff = _c3_o.SalesTariff
+                if _c3_SAScheduleTupleID is not None:
+                    el = 'SAScheduleTuple/SAScheduleTupleID'
+                    if not 1 <= _c3_SAScheduleTupleID <= 255: raise EncodeError(f'value {_c3_SAScheduleTupleID!r} outside [1, 255]')
+                    if not (_c3_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
+                    el = 'SAScheduleTuple/PMaxSchedule'
+                    v = (v << 12) | ((_c3_SAScheduleTupleID - 1) << 2)
+                    n += 12
+                    _c3_SAScheduleTupleID = None
                     w.v = v; w.n = n
-                    _e_SAScheduleTupleType(w, v_SAScheduleTuple[i_SAScheduleTuple])
+                    _e_PMaxScheduleType(w, _c3_PMaxSchedule)
                     v = w.v; n = w.n
-                    i_SAScheduleTuple += 1
-                    s = 2
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_SAScheduleTuple < n_SAScheduleTuple: raise _leftover(o)
-                    s = -1
-            if s == 2:
-                if i_SAScheduleTuple < n_SAScheduleTuple:
-                    el = 'SAScheduleTuple'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_SAScheduleTupleType(w, v_SAScheduleTuple[i_SAScheduleTuple])
-                    v = w.v; n = w.n
-                    i_SAScheduleTuple += 1
-                    v <<= 1
-                    n += 1
-                    if i_SAScheduleTuple < n_SAScheduleTuple: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_SAScheduleTuple < n_SAScheduleTuple: raise _leftover(o)
-                    s = -1
+                    _c3_PMaxSchedule = None
+                    _c3_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of SAScheduleTupleID')
+                if _c3_s == 2:
+                    if _c3_SalesTariff is not None:
+                        el = 'SAScheduleTuple/SalesTariff'
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
+                        _e_SalesTariffType(w, _c3_SalesTariff)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c3_SalesTariff = None
+                        if _c3_SAScheduleTupleID is not None or _c3_PMaxSchedule is not None or _c3_SalesTariff is not None: raise _leftover(_c3_o)
+                        _c3_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        if _c3_SAScheduleTupleID is not None or _c3_PMaxSchedule is not None or _c3_SalesTariff is not None: raise _leftover(_c3_o)
+                        _c3_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                i_SAScheduleTuple += 1
+                v <<= 1
+                n += 1
+                if i_SAScheduleTuple < n_SAScheduleTuple: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_SAScheduleTuple < n_SAScheduleTuple: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5690,43 +7295,44 @@ def _d_SAScheduleTupleType(r):
     f_PMaxSchedule = None
     f_SalesTariff = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 12
-                if p > E: V, E, p = r.slide(p, 12)
-                x = (V >> (E - p)) & 4095
-                if x & 3075: raise r.deviation('SAScheduleTupleType', p)
-                el = 'SAScheduleTupleID'
-                f_SAScheduleTupleID = ((x >> 2) & 255) + 1
-                if f_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(p))
-                el = 'PMaxSchedule'
+        p += 12
+        if p > E: V, E, p = r.slide(p, 12)
+        x = (V >> (E - p)) & 4095
+        if x & 3075: raise r.deviation('SAScheduleTupleType', p)
+        el = 'SAScheduleTupleID'
+        f_SAScheduleTupleID = ((x >> 2) & 255) + 1
+        if f_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(p))
+        el = 'PMaxSchedule'
+        r.pos = p
+        f_PMaxSchedule = _d_PMaxScheduleType(r)
+        V = r.v; E = r.end; p = r.pos
+        s = 2
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'SalesTariff'
                 r.pos = p
-                f_PMaxSchedule = _d_PMaxScheduleType(r)
+                f_SalesTariff = _d_SalesTariffType(r)
                 V = r.v; E = r.end; p = r.pos
-                s = 2
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'SalesTariff'
-                    r.pos = p
-                    f_SalesTariff = _d_SalesTariffType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleType', p)
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('SAScheduleTupleType', p)
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleType', p)
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('SAScheduleTupleType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.SAScheduleTupleType(f_SAScheduleTupleID, f_PMaxSchedule, f_SalesTariff)
+    _obj = _new(iso2_msgdatatypes.SAScheduleTupleType)
+    _obj.SAScheduleTupleID = f_SAScheduleTupleID
+    _obj.PMaxSchedule = f_PMaxSchedule
+    _obj.SalesTariff = f_SalesTariff
+    return _obj
 
 def _e_SAScheduleTupleType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}SAScheduleTupleType
@@ -5737,42 +7343,39 @@ def _e_SAScheduleTupleType(w, o):
         v_SAScheduleTupleID = o.SAScheduleTupleID
         v_PMaxSchedule = o.PMaxSchedule
         v_SalesTariff = o.SalesTariff
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_SAScheduleTupleID is not None:
-                    el = 'SAScheduleTupleID'
-                    if not 1 <= v_SAScheduleTupleID <= 255: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [1, 255]')
-                    if not (v_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
-                    el = 'PMaxSchedule'
-                    v = (v << 12) | ((v_SAScheduleTupleID - 1) << 2)
-                    n += 12
-                    v_SAScheduleTupleID = None
-                    w.v = v; w.n = n
-                    _e_PMaxScheduleType(w, v_PMaxSchedule)
-                    v = w.v; n = w.n
-                    v_PMaxSchedule = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SAScheduleTupleID')
-            if s == 2:
-                if v_SalesTariff is not None:
-                    el = 'SalesTariff'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_SalesTariffType(w, v_SalesTariff)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_SalesTariff = None
-                    if v_SAScheduleTupleID is not None or v_PMaxSchedule is not None or v_SalesTariff is not None: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_SAScheduleTupleID is not None or v_PMaxSchedule is not None or v_SalesTariff is not None: raise _leftover(o)
-                    s = -1
+        if v_SAScheduleTupleID is not None:
+            el = 'SAScheduleTupleID'
+            if not 1 <= v_SAScheduleTupleID <= 255: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [1, 255]')
+            if not (v_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
+            el = 'PMaxSchedule'
+            v = (v << 12) | ((v_SAScheduleTupleID - 1) << 2)
+            n += 12
+            v_SAScheduleTupleID = None
+            w.v = v; w.n = n
+            _e_PMaxScheduleType(w, v_PMaxSchedule)
+            v = w.v; n = w.n
+            v_PMaxSchedule = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of SAScheduleTupleID')
+        if s == 2:
+            if v_SalesTariff is not None:
+                el = 'SalesTariff'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_SalesTariffType(w, v_SalesTariff)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_SalesTariff = None
+                if v_SAScheduleTupleID is not None or v_PMaxSchedule is not None or v_SalesTariff is not None: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_SAScheduleTupleID is not None or v_PMaxSchedule is not None or v_SalesTariff is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5791,7 +7394,8 @@ def _d_SASchedulesType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.SASchedulesType()
+    _obj = _new(iso2_msgdatatypes.SASchedulesType)
+    return _obj
 
 def _e_SASchedulesType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}SASchedulesType
@@ -5818,106 +7422,174 @@ def _d_SalesTariffEntryType(r):
     f_EPriceLevel = None
     f_ConsumptionCost = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = 'RelativeTimeInterval'
+            _c1_start = None
+            _c1_duration = None
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+            el = 'RelativeTimeInterval/start'
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    _c1_start = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c1_start = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+            if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(p))
+            _c1_s = 1
+            if _c1_s == 1:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    el = 'RelativeTimeInterval'
-                    r.pos = p
-                    f_RelativeTimeInterval = _d_RelativeTimeIntervalType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 1:
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('SalesTariffEntryType', p)
-                    el = 'TimeInterval'
-                    f_TimeInterval = iso2_msgdatatypes.IntervalType()
-                    s = 1
-                else:
-                    raise r.deviation('SalesTariffEntryType', p)
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 10
-                    if p > E: V, E, p = r.slide(p, 10)
-                    x = (V >> (E - p)) & 1023
-                    if x & 513: raise r.deviation('SalesTariffEntryType', p)
-                    el = 'EPriceLevel'
-                    f_EPriceLevel = ((x >> 1) & 255)
-                    s = 2
-                elif ec == 1:
-                    el = 'ConsumptionCost'
-                    r.pos = p
-                    _v = _d_ConsumptionCostType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_ConsumptionCost.append(_v)
-                    s = 3
-                elif ec == 2:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('SalesTariffEntryType', p)
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'ConsumptionCost'
-                    r.pos = p
-                    _v = _d_ConsumptionCostType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_ConsumptionCost.append(_v)
-                    s = 3
+                    if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                    el = 'RelativeTimeInterval/duration'
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c1_duration = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c1_duration = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+                    if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(p))
+                    _c1_s = -1
                 elif ec == 1:
                     pass
-                    s = -1
+                    _c1_s = -1
                 else:
-                    raise r.deviation('SalesTariffEntryType', p)
-            if s == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'ConsumptionCost'
-                    r.pos = p
-                    _v = _d_ConsumptionCostType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_ConsumptionCost.append(_v)
-                    s = 4
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('SalesTariffEntryType', p)
-            if s == 4:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'ConsumptionCost'
-                    r.pos = p
-                    _v = _d_ConsumptionCostType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_ConsumptionCost.append(_v)
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('SalesTariffEntryType', p)
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('SalesTariffEntryType', p)
+                    raise r.deviation('RelativeTimeIntervalType', p)
+            f_RelativeTimeInterval = _new(iso2_msgdatatypes.RelativeTimeIntervalType)
+            f_RelativeTimeInterval.start = _c1_start
+            f_RelativeTimeInterval.duration = _c1_duration
+            s = 1
+        elif ec == 1:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('SalesTariffEntryType', p)
+            el = 'TimeInterval'
+            f_TimeInterval = _new(iso2_msgdatatypes.IntervalType)
+            s = 1
+        else:
+            raise r.deviation('SalesTariffEntryType', p)
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 10
+                if p > E: V, E, p = r.slide(p, 10)
+                x = (V >> (E - p)) & 1023
+                if x & 513: raise r.deviation('SalesTariffEntryType', p)
+                el = 'EPriceLevel'
+                f_EPriceLevel = ((x >> 1) & 255)
+                s = 2
+            elif ec == 1:
+                el = 'ConsumptionCost'
+                r.pos = p
+                _v = _d_ConsumptionCostType(r)
+                V = r.v; E = r.end; p = r.pos
+                f_ConsumptionCost.append(_v)
+                s = 3
+            elif ec == 2:
+                pass
+                s = -1
+            else:
+                raise r.deviation('SalesTariffEntryType', p)
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ConsumptionCost'
+                r.pos = p
+                _v = _d_ConsumptionCostType(r)
+                V = r.v; E = r.end; p = r.pos
+                f_ConsumptionCost.append(_v)
+                s = 3
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('SalesTariffEntryType', p)
+        if s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ConsumptionCost'
+                r.pos = p
+                _v = _d_ConsumptionCostType(r)
+                V = r.v; E = r.end; p = r.pos
+                f_ConsumptionCost.append(_v)
+                s = 4
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('SalesTariffEntryType', p)
+        if s == 4:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ConsumptionCost'
+                r.pos = p
+                _v = _d_ConsumptionCostType(r)
+                V = r.v; E = r.end; p = r.pos
+                f_ConsumptionCost.append(_v)
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('SalesTariffEntryType', p)
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('SalesTariffEntryType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.SalesTariffEntryType(f_RelativeTimeInterval, f_TimeInterval, f_EPriceLevel, f_ConsumptionCost)
+    _obj = _new(iso2_msgdatatypes.SalesTariffEntryType)
+    _obj.RelativeTimeInterval = f_RelativeTimeInterval
+    _obj.TimeInterval = f_TimeInterval
+    _obj.EPriceLevel = f_EPriceLevel
+    _obj.ConsumptionCost = f_ConsumptionCost
+    return _obj
 
 def _e_SalesTariffEntryType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}SalesTariffEntryType
@@ -5931,97 +7603,130 @@ def _e_SalesTariffEntryType(w, o):
         v_ConsumptionCost = o.ConsumptionCost
         n_ConsumptionCost = len(v_ConsumptionCost)
         i_ConsumptionCost = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_RelativeTimeInterval is not None:
-                    el = 'RelativeTimeInterval'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_RelativeTimeIntervalType(w, v_RelativeTimeInterval)
-                    v = w.v; n = w.n
-                    v_RelativeTimeInterval = None
-                    s = 1
-                elif v_TimeInterval is not None:
-                    el = 'TimeInterval'
-                    _o = v_TimeInterval
-                    v = (v << 3) | (1 << 1)
+        if v_RelativeTimeInterval is not None:
+            el = 'RelativeTimeInterval'
+            v <<= 2
+            n += 2
+            _c1_o = v_RelativeTimeInterval
+            _c1_start = _c1_o.start
+            _c1_duration = _c1_o.duration
+            if _c1_start is not None:
+                el = 'RelativeTimeInterval/start'
+                if _c1_start < 0 or _c1_start > 16777214: raise EncodeError(f'value {_c1_start!r} outside [0, 16777214]')
+                v <<= 2
+                n += 2
+                if _c1_start < 128: v = (v << 8) | _c1_start; n += 8
+                elif _c1_start < 16384: v = (v << 16) | ((_c1_start & 127) << 8) | 32768 | (_c1_start >> 7); n += 16
+                elif _c1_start < 2097152: v = (v << 24) | ((_c1_start & 127) << 16) | (((_c1_start >> 7) & 127) << 8) | 8421376 | (_c1_start >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_start); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_start = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of start')
+            if _c1_s == 1:
+                if _c1_duration is not None:
+                    el = 'RelativeTimeInterval/duration'
+                    if _c1_duration < 0 or _c1_duration > 86400: raise EncodeError(f'value {_c1_duration!r} outside [0, 86400]')
+                    v <<= 3
                     n += 3
-                    v_TimeInterval = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
-            if s == 1:
-                if v_EPriceLevel is not None:
-                    el = 'EPriceLevel'
-                    if not 0 <= v_EPriceLevel <= 255: raise EncodeError(f'value {v_EPriceLevel!r} outside [0, 255]')
-                    v = (v << 12) | (v_EPriceLevel << 1)
-                    n += 12
-                    v_EPriceLevel = None
-                    s = 2
-                elif i_ConsumptionCost < n_ConsumptionCost:
-                    el = 'ConsumptionCost'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_ConsumptionCostType(w, v_ConsumptionCost[i_ConsumptionCost])
-                    v = w.v; n = w.n
-                    i_ConsumptionCost += 1
-                    s = 3
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_EPriceLevel is not None or i_ConsumptionCost < n_ConsumptionCost: raise _leftover(o)
-                    s = -1
-            if s == 2:
-                if i_ConsumptionCost < n_ConsumptionCost:
-                    el = 'ConsumptionCost'
+                    if _c1_duration < 128: v = (v << 8) | _c1_duration; n += 8
+                    elif _c1_duration < 16384: v = (v << 16) | ((_c1_duration & 127) << 8) | 32768 | (_c1_duration >> 7); n += 16
+                    elif _c1_duration < 2097152: v = (v << 24) | ((_c1_duration & 127) << 16) | (((_c1_duration >> 7) & 127) << 8) | 8421376 | (_c1_duration >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c1_duration); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_ConsumptionCostType(w, v_ConsumptionCost[i_ConsumptionCost])
-                    v = w.v; n = w.n
-                    i_ConsumptionCost += 1
-                    s = 3
+                    _c1_duration = None
+                    if _c1_start is not None or _c1_duration is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_EPriceLevel is not None or i_ConsumptionCost < n_ConsumptionCost: raise _leftover(o)
-                    s = -1
-            if s == 3:
-                if i_ConsumptionCost < n_ConsumptionCost:
-                    el = 'ConsumptionCost'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_ConsumptionCostType(w, v_ConsumptionCost[i_ConsumptionCost])
-                    v = w.v; n = w.n
-                    i_ConsumptionCost += 1
-                    s = 4
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_EPriceLevel is not None or i_ConsumptionCost < n_ConsumptionCost: raise _leftover(o)
-                    s = -1
-            if s == 4:
-                if i_ConsumptionCost < n_ConsumptionCost:
-                    el = 'ConsumptionCost'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_ConsumptionCostType(w, v_ConsumptionCost[i_ConsumptionCost])
-                    v = w.v; n = w.n
-                    i_ConsumptionCost += 1
-                    v <<= 1
-                    n += 1
-                    if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_EPriceLevel is not None or i_ConsumptionCost < n_ConsumptionCost: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_EPriceLevel is not None or i_ConsumptionCost < n_ConsumptionCost: raise _leftover(o)
-                    s = -1
+                    if _c1_start is not None or _c1_duration is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_RelativeTimeInterval = None
+            s = 1
+        elif v_TimeInterval is not None:
+            el = 'TimeInterval'
+            _o = v_TimeInterval
+            v = (v << 3) | (1 << 1)
+            n += 3
+            v_TimeInterval = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
+        if s == 1:
+            if v_EPriceLevel is not None:
+                el = 'EPriceLevel'
+                if not 0 <= v_EPriceLevel <= 255: raise EncodeError(f'value {v_EPriceLevel!r} outside [0, 255]')
+                v = (v << 12) | (v_EPriceLevel << 1)
+                n += 12
+                v_EPriceLevel = None
+                s = 2
+            elif i_ConsumptionCost < n_ConsumptionCost:
+                el = 'ConsumptionCost'
+                v = (v << 2) | 1
+                n += 2
+                w.v = v; w.n = n
+                _e_ConsumptionCostType(w, v_ConsumptionCost[i_ConsumptionCost])
+                v = w.v; n = w.n
+                i_ConsumptionCost += 1
+                s = 3
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_EPriceLevel is not None or i_ConsumptionCost < n_ConsumptionCost: raise _leftover(o)
+                s = -1
+        if s == 2:
+            if i_ConsumptionCost < n_ConsumptionCost:
+                el = 'ConsumptionCost'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_ConsumptionCostType(w, v_ConsumptionCost[i_ConsumptionCost])
+                v = w.v; n = w.n
+                i_ConsumptionCost += 1
+                s = 3
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_EPriceLevel is not None or i_ConsumptionCost < n_ConsumptionCost: raise _leftover(o)
+                s = -1
+        if s == 3:
+            if i_ConsumptionCost < n_ConsumptionCost:
+                el = 'ConsumptionCost'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_ConsumptionCostType(w, v_ConsumptionCost[i_ConsumptionCost])
+                v = w.v; n = w.n
+                i_ConsumptionCost += 1
+                s = 4
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_EPriceLevel is not None or i_ConsumptionCost < n_ConsumptionCost: raise _leftover(o)
+                s = -1
+        if s == 4:
+            if i_ConsumptionCost < n_ConsumptionCost:
+                el = 'ConsumptionCost'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_ConsumptionCostType(w, v_ConsumptionCost[i_ConsumptionCost])
+                v = w.v; n = w.n
+                i_ConsumptionCost += 1
+                v <<= 1
+                n += 1
+                if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_EPriceLevel is not None or i_ConsumptionCost < n_ConsumptionCost: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_EPriceLevel is not None or i_ConsumptionCost < n_ConsumptionCost: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -6039,137 +7744,140 @@ def _d_SalesTariffType(r):
     f_NumEPriceLevels = None
     f_SalesTariffEntry = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = '@Id'
-                    r.pos = p
-                    f_Id = r.string('iso2_msgdatatypes:Id')
-                    V = r.v; E = r.end; p = r.pos
-                    p += 11
-                    if p > E: V, E, p = r.slide(p, 11)
-                    x = (V >> (E - p)) & 2047
-                    if x & 1537: raise r.deviation('SalesTariffType', p)
-                    el = 'SalesTariffID'
-                    f_SalesTariffID = ((x >> 1) & 255) + 1
-                    if f_SalesTariffID > 255: r.facet('SalesTariffType/SalesTariffID', 'maxInclusive 255', f_SalesTariffID, r.at(p))
-                    s = 2
-                elif ec == 1:
-                    p += 10
-                    if p > E: V, E, p = r.slide(p, 10)
-                    x = (V >> (E - p)) & 1023
-                    if x & 513: raise r.deviation('SalesTariffType', p)
-                    el = 'SalesTariffID'
-                    f_SalesTariffID = ((x >> 1) & 255) + 1
-                    if f_SalesTariffID > 255: r.facet('SalesTariffType/SalesTariffID', 'maxInclusive 255', f_SalesTariffID, r.at(p))
-                    s = 2
-                else:
-                    raise r.deviation('SalesTariffType', p)
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'SalesTariffDescription'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('SalesTariffDescription', p)
-                        f_SalesTariffDescription = ''
-                    else:
-                        r.pos = p
-                        f_SalesTariffDescription = r.string('iso2_msgdatatypes:SalesTariffDescription')
-                        if len(f_SalesTariffDescription) > 32: r.facet('SalesTariffType/SalesTariffDescription', 'length [0, 32]', f_SalesTariffDescription, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('SalesTariffDescription', p)
-                    s = 3
-                elif ec == 1:
-                    p += 10
-                    if p > E: V, E, p = r.slide(p, 10)
-                    x = (V >> (E - p)) & 1023
-                    if x & 513: raise r.deviation('SalesTariffType', p)
-                    el = 'NumEPriceLevels'
-                    f_NumEPriceLevels = ((x >> 1) & 255)
-                    s = 4
-                elif ec == 2:
-                    el = 'SalesTariffEntry'
-                    r.pos = p
-                    _v = _d_SalesTariffEntryType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_SalesTariffEntry.append(_v)
-                    s = 5
-                else:
-                    raise r.deviation('SalesTariffType', p)
-            if s == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 10
-                    if p > E: V, E, p = r.slide(p, 10)
-                    x = (V >> (E - p)) & 1023
-                    if x & 513: raise r.deviation('SalesTariffType', p)
-                    el = 'NumEPriceLevels'
-                    f_NumEPriceLevels = ((x >> 1) & 255)
-                    s = 4
-                elif ec == 1:
-                    el = 'SalesTariffEntry'
-                    r.pos = p
-                    _v = _d_SalesTariffEntryType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_SalesTariffEntry.append(_v)
-                    s = 5
-                else:
-                    raise r.deviation('SalesTariffType', p)
-            if s == 4:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = '@Id'
+            r.pos = p
+            f_Id = r.string('iso2_msgdatatypes:Id')
+            V = r.v; E = r.end; p = r.pos
+            p += 11
+            if p > E: V, E, p = r.slide(p, 11)
+            x = (V >> (E - p)) & 2047
+            if x & 1537: raise r.deviation('SalesTariffType', p)
+            el = 'SalesTariffID'
+            f_SalesTariffID = ((x >> 1) & 255) + 1
+            if f_SalesTariffID > 255: r.facet('SalesTariffType/SalesTariffID', 'maxInclusive 255', f_SalesTariffID, r.at(p))
+            s = 2
+        elif ec == 1:
+            p += 10
+            if p > E: V, E, p = r.slide(p, 10)
+            x = (V >> (E - p)) & 1023
+            if x & 513: raise r.deviation('SalesTariffType', p)
+            el = 'SalesTariffID'
+            f_SalesTariffID = ((x >> 1) & 255) + 1
+            if f_SalesTariffID > 255: r.facet('SalesTariffType/SalesTariffID', 'maxInclusive 255', f_SalesTariffID, r.at(p))
+            s = 2
+        else:
+            raise r.deviation('SalesTariffType', p)
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'SalesTariffDescription'
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('SalesTariffDescription', p)
+                    f_SalesTariffDescription = ''
+                else:
+                    r.pos = p
+                    f_SalesTariffDescription = r.string('iso2_msgdatatypes:SalesTariffDescription')
+                    if len(f_SalesTariffDescription) > 32: r.facet('SalesTariffType/SalesTariffDescription', 'length [0, 32]', f_SalesTariffDescription, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('SalesTariffDescription', p)
+                s = 3
+            elif ec == 1:
+                p += 10
+                if p > E: V, E, p = r.slide(p, 10)
+                x = (V >> (E - p)) & 1023
+                if x & 513: raise r.deviation('SalesTariffType', p)
+                el = 'NumEPriceLevels'
+                f_NumEPriceLevels = ((x >> 1) & 255)
+                s = 4
+            elif ec == 2:
                 el = 'SalesTariffEntry'
                 r.pos = p
                 _v = _d_SalesTariffEntryType(r)
                 V = r.v; E = r.end; p = r.pos
                 f_SalesTariffEntry.append(_v)
                 s = 5
-            if s == 5:
-                _k = 0
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        el = 'SalesTariffEntry'
-                        r.pos = p
-                        _v = _d_SalesTariffEntryType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        f_SalesTariffEntry.append(_v)
-                        _k += 1
-                        if _k == 1023:
-                            s = 1028
-                            break
-                    elif ec == 1:
-                        pass
-                        s = -1
+            else:
+                raise r.deviation('SalesTariffType', p)
+        if s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 10
+                if p > E: V, E, p = r.slide(p, 10)
+                x = (V >> (E - p)) & 1023
+                if x & 513: raise r.deviation('SalesTariffType', p)
+                el = 'NumEPriceLevels'
+                f_NumEPriceLevels = ((x >> 1) & 255)
+                s = 4
+            elif ec == 1:
+                el = 'SalesTariffEntry'
+                r.pos = p
+                _v = _d_SalesTariffEntryType(r)
+                V = r.v; E = r.end; p = r.pos
+                f_SalesTariffEntry.append(_v)
+                s = 5
+            else:
+                raise r.deviation('SalesTariffType', p)
+        if s == 4:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
+            el = 'SalesTariffEntry'
+            r.pos = p
+            _v = _d_SalesTariffEntryType(r)
+            V = r.v; E = r.end; p = r.pos
+            f_SalesTariffEntry.append(_v)
+            s = 5
+        if s == 5:
+            _k = 0
+            while True:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                ec = (V >> (E - p)) & 3
+                if ec == 0:
+                    el = 'SalesTariffEntry'
+                    r.pos = p
+                    _v = _d_SalesTariffEntryType(r)
+                    V = r.v; E = r.end; p = r.pos
+                    f_SalesTariffEntry.append(_v)
+                    _k += 1
+                    if _k == 1023:
+                        s = 1028
                         break
-                    else:
-                        raise r.deviation('SalesTariffType', p)
-            if s == 1028:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
-                s = -1
+                elif ec == 1:
+                    pass
+                    s = -1
+                    break
+                else:
+                    raise r.deviation('SalesTariffType', p)
+        if s == 1028:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.SalesTariffType(f_Id, f_SalesTariffID, f_SalesTariffDescription, f_NumEPriceLevels, f_SalesTariffEntry)
+    _obj = _new(iso2_msgdatatypes.SalesTariffType)
+    _obj.Id = f_Id
+    _obj.SalesTariffID = f_SalesTariffID
+    _obj.SalesTariffDescription = f_SalesTariffDescription
+    _obj.NumEPriceLevels = f_NumEPriceLevels
+    _obj.SalesTariffEntry = f_SalesTariffEntry
+    return _obj
 
 def _e_SalesTariffType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}SalesTariffType
@@ -6184,126 +7892,123 @@ def _e_SalesTariffType(w, o):
         v_SalesTariffEntry = o.SalesTariffEntry
         n_SalesTariffEntry = len(v_SalesTariffEntry)
         i_SalesTariffEntry = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Id is not None:
-                    el = '@Id'
-                    v <<= 2
-                    n += 2
-                    _l = len(v_Id)
-                    if _l < 126 and v_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-                    if not (v_SalesTariffID is not None): raise EncodeError('missing content: SalesTariffID')
-                    el = 'SalesTariffID'
-                    if not 1 <= v_SalesTariffID <= 255: raise EncodeError(f'value {v_SalesTariffID!r} outside [1, 255]')
-                    v = (v << 11) | ((v_SalesTariffID - 1) << 1)
-                    n += 11
-                    v_Id = None
-                    v_SalesTariffID = None
-                    s = 2
-                elif v_SalesTariffID is not None:
-                    el = 'SalesTariffID'
-                    if not 1 <= v_SalesTariffID <= 255: raise EncodeError(f'value {v_SalesTariffID!r} outside [1, 255]')
-                    v = (v << 12) | (1 << 10) | ((v_SalesTariffID - 1) << 1)
-                    n += 12
-                    v_SalesTariffID = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Id, SalesTariffID')
-            if s == 2:
-                if v_SalesTariffDescription is not None:
-                    el = 'SalesTariffDescription'
-                    v <<= 3
-                    n += 3
-                    if len(v_SalesTariffDescription) > 32: raise EncodeError(f'length {len(v_SalesTariffDescription)} outside [0, 32]')
-                    _l = len(v_SalesTariffDescription)
-                    if _l < 126 and v_SalesTariffDescription.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_SalesTariffDescription.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_SalesTariffDescription); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_SalesTariffDescription = None
-                    s = 3
-                elif v_NumEPriceLevels is not None:
-                    el = 'NumEPriceLevels'
-                    if not 0 <= v_NumEPriceLevels <= 255: raise EncodeError(f'value {v_NumEPriceLevels!r} outside [0, 255]')
-                    v = (v << 12) | (1 << 10) | (v_NumEPriceLevels << 1)
-                    n += 12
-                    v_NumEPriceLevels = None
-                    s = 4
-                elif i_SalesTariffEntry < n_SalesTariffEntry:
-                    el = 'SalesTariffEntry'
-                    v = (v << 2) | 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
-                    v = w.v; n = w.n
-                    i_SalesTariffEntry += 1
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of SalesTariffDescription, NumEPriceLevels, SalesTariffEntry')
-            if s == 3:
-                if v_NumEPriceLevels is not None:
-                    el = 'NumEPriceLevels'
-                    if not 0 <= v_NumEPriceLevels <= 255: raise EncodeError(f'value {v_NumEPriceLevels!r} outside [0, 255]')
-                    v = (v << 12) | (v_NumEPriceLevels << 1)
-                    n += 12
-                    v_NumEPriceLevels = None
-                    s = 4
-                elif i_SalesTariffEntry < n_SalesTariffEntry:
-                    el = 'SalesTariffEntry'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
-                    v = w.v; n = w.n
-                    i_SalesTariffEntry += 1
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of NumEPriceLevels, SalesTariffEntry')
-            if s == 4:
+        if v_Id is not None:
+            el = '@Id'
+            v <<= 2
+            n += 2
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
+            if not (v_SalesTariffID is not None): raise EncodeError('missing content: SalesTariffID')
+            el = 'SalesTariffID'
+            if not 1 <= v_SalesTariffID <= 255: raise EncodeError(f'value {v_SalesTariffID!r} outside [1, 255]')
+            v = (v << 11) | ((v_SalesTariffID - 1) << 1)
+            n += 11
+            v_Id = None
+            v_SalesTariffID = None
+            s = 2
+        elif v_SalesTariffID is not None:
+            el = 'SalesTariffID'
+            if not 1 <= v_SalesTariffID <= 255: raise EncodeError(f'value {v_SalesTariffID!r} outside [1, 255]')
+            v = (v << 12) | (1 << 10) | ((v_SalesTariffID - 1) << 1)
+            n += 12
+            v_SalesTariffID = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of Id, SalesTariffID')
+        if s == 2:
+            if v_SalesTariffDescription is not None:
+                el = 'SalesTariffDescription'
+                v <<= 3
+                n += 3
+                if len(v_SalesTariffDescription) > 32: raise EncodeError(f'length {len(v_SalesTariffDescription)} outside [0, 32]')
+                _l = len(v_SalesTariffDescription)
+                if _l < 126 and v_SalesTariffDescription.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_SalesTariffDescription.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_SalesTariffDescription); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_SalesTariffDescription = None
+                s = 3
+            elif v_NumEPriceLevels is not None:
+                el = 'NumEPriceLevels'
+                if not 0 <= v_NumEPriceLevels <= 255: raise EncodeError(f'value {v_NumEPriceLevels!r} outside [0, 255]')
+                v = (v << 12) | (1 << 10) | (v_NumEPriceLevels << 1)
+                n += 12
+                v_NumEPriceLevels = None
+                s = 4
+            elif i_SalesTariffEntry < n_SalesTariffEntry:
+                el = 'SalesTariffEntry'
+                v = (v << 2) | 2
+                n += 2
+                w.v = v; w.n = n
+                _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
+                v = w.v; n = w.n
+                i_SalesTariffEntry += 1
+                s = 5
+            else:
+                raise EncodeError('missing content: expected one of SalesTariffDescription, NumEPriceLevels, SalesTariffEntry')
+        if s == 3:
+            if v_NumEPriceLevels is not None:
+                el = 'NumEPriceLevels'
+                if not 0 <= v_NumEPriceLevels <= 255: raise EncodeError(f'value {v_NumEPriceLevels!r} outside [0, 255]')
+                v = (v << 12) | (v_NumEPriceLevels << 1)
+                n += 12
+                v_NumEPriceLevels = None
+                s = 4
+            elif i_SalesTariffEntry < n_SalesTariffEntry:
+                el = 'SalesTariffEntry'
+                v = (v << 2) | 1
+                n += 2
+                w.v = v; w.n = n
+                _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
+                v = w.v; n = w.n
+                i_SalesTariffEntry += 1
+                s = 5
+            else:
+                raise EncodeError('missing content: expected one of NumEPriceLevels, SalesTariffEntry')
+        if s == 4:
+            if i_SalesTariffEntry < n_SalesTariffEntry:
+                el = 'SalesTariffEntry'
+                v <<= 1
+                n += 1
+                w.v = v; w.n = n
+                _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
+                v = w.v; n = w.n
+                i_SalesTariffEntry += 1
+                s = 5
+            else:
+                raise EncodeError('missing content: expected one of SalesTariffEntry')
+        if s == 5:
+            _k = 0
+            while True:
                 if i_SalesTariffEntry < n_SalesTariffEntry:
                     el = 'SalesTariffEntry'
-                    v <<= 1
-                    n += 1
+                    v <<= 2
+                    n += 2
                     w.v = v; w.n = n
                     _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
                     v = w.v; n = w.n
                     i_SalesTariffEntry += 1
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of SalesTariffEntry')
-            if s == 5:
-                _k = 0
-                while True:
-                    if i_SalesTariffEntry < n_SalesTariffEntry:
-                        el = 'SalesTariffEntry'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
-                        v = w.v; n = w.n
-                        i_SalesTariffEntry += 1
-                        _k += 1
-                        if _k == 1023:
-                            s = 1028
-                            break
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if v_Id is not None or v_SalesTariffID is not None or v_SalesTariffDescription is not None or v_NumEPriceLevels is not None or i_SalesTariffEntry < n_SalesTariffEntry: raise _leftover(o)
-                        s = -1
+                    _k += 1
+                    if _k == 1023:
+                        s = 1028
                         break
-            if s == 1028:
-                if True:
-                    v <<= 1
-                    n += 1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Id is not None or v_SalesTariffID is not None or v_SalesTariffDescription is not None or v_NumEPriceLevels is not None or i_SalesTariffEntry < n_SalesTariffEntry: raise _leftover(o)
                     s = -1
+                    break
+        if s == 1028:
+            if True:
+                v <<= 1
+                n += 1
+                if v_Id is not None or v_SalesTariffID is not None or v_SalesTariffDescription is not None or v_NumEPriceLevels is not None or i_SalesTariffEntry < n_SalesTariffEntry: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -6317,49 +8022,186 @@ def _d_SelectedServiceListType(r):
     el = ''
     f_SelectedService = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceListType', p)
-                el = 'SelectedService'
-                r.pos = p
-                _v = _d_SelectedServiceType(r)
-                V = r.v; E = r.end; p = r.pos
-                f_SelectedService.append(_v)
-                s = 1
-            if s == 1:
-                _k = 0
-                while True:
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceListType', p)
+        el = 'SelectedService'
+        _c1_ServiceID = None
+        _c1_ParameterSetID = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+        el = 'SelectedService/ServiceID'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_ServiceID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_ServiceID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceType', p)
+        if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(p))
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('SelectedServiceType', p)
+                el = 'SelectedService/ParameterSetID'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c1_ParameterSetID = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c1_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c1_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c1_ParameterSetID = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c1_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+                if _neg: _c1_ParameterSetID = -_c1_ParameterSetID - 1
+                if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c1_ParameterSetID, r.at(p))
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('SelectedServiceType', p)
+        _v = _new(iso2_msgdatatypes.SelectedServiceType)
+        _v.ServiceID = _c1_ServiceID
+        _v.ParameterSetID = _c1_ParameterSetID
+        f_SelectedService.append(_v)
+        s = 1
+        if s == 1:
+            _k = 0
+            while True:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                ec = (V >> (E - p)) & 3
+                if ec == 0:
+                    el = 'SelectedService'
+                    _c2_ServiceID = None
+                    _c2_ParameterSetID = None
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        el = 'SelectedService'
-                        r.pos = p
-                        _v = _d_SelectedServiceType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        f_SelectedService.append(_v)
-                        _k += 1
-                        if _k == 15:
-                            s = 16
-                            break
-                    elif ec == 1:
-                        pass
-                        s = -1
-                        break
+                    if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+                    el = 'SelectedService/ServiceID'
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c2_ServiceID = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c2_ServiceID = (V >> (E - p)) & 127
                     else:
-                        raise r.deviation('SelectedServiceListType', p)
-            if s == 16:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceListType', p)
-                s = -1
+                        r.pos = p; _c2_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceType', p)
+                    if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(p))
+                    _c2_s = 1
+                    if _c2_s == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            x = (V >> (E - p)) & 3
+                            if x & 2: raise r.deviation('SelectedServiceType', p)
+                            el = 'SelectedService/ParameterSetID'
+                            _neg = (x & 1)
+                            if p + 24 <= E:
+                                _y = (V >> (E - p - 24)) & 16777215
+                                if _y < 8388608:
+                                    p += 8
+                                    _c2_ParameterSetID = _y >> 16
+                                elif not _y & 32768:
+                                    p += 16
+                                    _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                elif not _y & 128:
+                                    p += 24
+                                    _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                else:
+                                    r.pos = p; _c2_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
+                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                p += 8
+                                _c2_ParameterSetID = (V >> (E - p)) & 127
+                            else:
+                                r.pos = p; _c2_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+                            if _neg: _c2_ParameterSetID = -_c2_ParameterSetID - 1
+                            if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c2_ParameterSetID, r.at(p))
+                            _c2_s = -1
+                        elif ec == 1:
+                            pass
+                            _c2_s = -1
+                        else:
+                            raise r.deviation('SelectedServiceType', p)
+                    _v = _new(iso2_msgdatatypes.SelectedServiceType)
+                    _v.ServiceID = _c2_ServiceID
+                    _v.ParameterSetID = _c2_ParameterSetID
+                    f_SelectedService.append(_v)
+                    _k += 1
+                    if _k == 15:
+                        s = 16
+                        break
+                elif ec == 1:
+                    pass
+                    s = -1
+                    break
+                else:
+                    raise r.deviation('SelectedServiceListType', p)
+        if s == 16:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceListType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.SelectedServiceListType(f_SelectedService)
+    _obj = _new(iso2_msgdatatypes.SelectedServiceListType)
+    _obj.SelectedService = f_SelectedService
+    return _obj
 
 def _e_SelectedServiceListType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}SelectedServiceListType
@@ -6370,47 +8212,118 @@ def _e_SelectedServiceListType(w, o):
         v_SelectedService = o.SelectedService
         n_SelectedService = len(v_SelectedService)
         i_SelectedService = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
+        if i_SelectedService < n_SelectedService:
+            el = 'SelectedService'
+            v <<= 1
+            n += 1
+            _c1_o = v_SelectedService[i_SelectedService]
+            _c1_ServiceID = _c1_o.ServiceID
+            _c1_ParameterSetID = _c1_o.ParameterSetID
+            if _c1_ServiceID is not None:
+                el = 'SelectedService/ServiceID'
+                if _c1_ServiceID < 0 or _c1_ServiceID > 65535: raise EncodeError(f'value {_c1_ServiceID!r} outside [0, 65535]')
+                v <<= 2
+                n += 2
+                if _c1_ServiceID < 128: v = (v << 8) | _c1_ServiceID; n += 8
+                elif _c1_ServiceID < 16384: v = (v << 16) | ((_c1_ServiceID & 127) << 8) | 32768 | (_c1_ServiceID >> 7); n += 16
+                elif _c1_ServiceID < 2097152: v = (v << 24) | ((_c1_ServiceID & 127) << 16) | (((_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c1_ServiceID >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_ServiceID = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of ServiceID')
+            if _c1_s == 1:
+                if _c1_ParameterSetID is not None:
+                    el = 'SelectedService/ParameterSetID'
+                    if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: raise EncodeError(f'value {_c1_ParameterSetID!r} outside [-32768, 32767]')
+                    v = (v << 4) | (_c1_ParameterSetID < 0)
+                    n += 4
+                    _m = (-_c1_ParameterSetID - 1 if _c1_ParameterSetID < 0 else _c1_ParameterSetID)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c1_ParameterSetID = None
+                    if _c1_ServiceID is not None or _c1_ParameterSetID is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_ServiceID is not None or _c1_ParameterSetID is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            i_SelectedService += 1
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of SelectedService')
+        if s == 1:
+            _k = 0
+            while True:
                 if i_SelectedService < n_SelectedService:
                     el = 'SelectedService'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_SelectedServiceType(w, v_SelectedService[i_SelectedService])
-                    v = w.v; n = w.n
-                    i_SelectedService += 1
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of SelectedService')
-            if s == 1:
-                _k = 0
-                while True:
-                    if i_SelectedService < n_SelectedService:
-                        el = 'SelectedService'
+                    v <<= 2
+                    n += 2
+                    _c2_o = v_SelectedService[i_SelectedService]
+                    _c2_ServiceID = _c2_o.ServiceID
+                    _c2_ParameterSetID = _c2_o.ParameterSetID
+                    if _c2_ServiceID is not None:
+                        el = 'SelectedService/ServiceID'
+                        if _c2_ServiceID < 0 or _c2_ServiceID > 65535: raise EncodeError(f'value {_c2_ServiceID!r} outside [0, 65535]')
                         v <<= 2
                         n += 2
-                        w.v = v; w.n = n
-                        _e_SelectedServiceType(w, v_SelectedService[i_SelectedService])
-                        v = w.v; n = w.n
-                        i_SelectedService += 1
-                        _k += 1
-                        if _k == 15:
-                            s = 16
-                            break
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if i_SelectedService < n_SelectedService: raise _leftover(o)
-                        s = -1
+                        if _c2_ServiceID < 128: v = (v << 8) | _c2_ServiceID; n += 8
+                        elif _c2_ServiceID < 16384: v = (v << 16) | ((_c2_ServiceID & 127) << 8) | 32768 | (_c2_ServiceID >> 7); n += 16
+                        elif _c2_ServiceID < 2097152: v = (v << 24) | ((_c2_ServiceID & 127) << 16) | (((_c2_ServiceID >> 7) & 127) << 8) | 8421376 | (_c2_ServiceID >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_ServiceID = None
+                        _c2_s = 1
+                    else:
+                        raise EncodeError('missing content: expected one of ServiceID')
+                    if _c2_s == 1:
+                        if _c2_ParameterSetID is not None:
+                            el = 'SelectedService/ParameterSetID'
+                            if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: raise EncodeError(f'value {_c2_ParameterSetID!r} outside [-32768, 32767]')
+                            v = (v << 4) | (_c2_ParameterSetID < 0)
+                            n += 4
+                            _m = (-_c2_ParameterSetID - 1 if _c2_ParameterSetID < 0 else _c2_ParameterSetID)
+                            if _m < 128: v = (v << 8) | _m; n += 8
+                            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                            v <<= 2
+                            n += 2
+                            _c2_ParameterSetID = None
+                            if _c2_ServiceID is not None or _c2_ParameterSetID is not None: raise _leftover(_c2_o)
+                            _c2_s = -1
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c2_ServiceID is not None or _c2_ParameterSetID is not None: raise _leftover(_c2_o)
+                            _c2_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                    i_SelectedService += 1
+                    _k += 1
+                    if _k == 15:
+                        s = 16
                         break
-            if s == 16:
-                if True:
-                    v <<= 1
-                    n += 1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
                     if i_SelectedService < n_SelectedService: raise _leftover(o)
                     s = -1
+                    break
+        if s == 16:
+            if True:
+                v <<= 1
+                n += 1
+                if i_SelectedService < n_SelectedService: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -6425,62 +8338,80 @@ def _d_SelectedServiceType(r):
     f_ServiceID = None
     f_ParameterSetID = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+        el = 'ServiceID'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_ServiceID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            f_ServiceID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceType', p)
+        if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('SelectedServiceType', p)
-                el = 'ServiceID'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    f_ServiceID = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceType', p)
-                if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
-                s = 1
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('SelectedServiceType', p)
-                    el = 'ParameterSetID'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if x & 2: raise r.deviation('SelectedServiceType', p)
+                el = 'ParameterSetID'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_ParameterSetID = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        f_ParameterSetID = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('SelectedServiceType', p)
-                    if _neg: f_ParameterSetID = -f_ParameterSetID - 1
-                    if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(p))
-                    s = -1
-                elif ec == 1:
-                    pass
-                    s = -1
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    f_ParameterSetID = (V >> (E - p)) & 127
                 else:
-                    raise r.deviation('SelectedServiceType', p)
+                    r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+                if _neg: f_ParameterSetID = -f_ParameterSetID - 1
+                if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(p))
+                s = -1
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('SelectedServiceType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.SelectedServiceType(f_ServiceID, f_ParameterSetID)
+    _obj = _new(iso2_msgdatatypes.SelectedServiceType)
+    _obj.ServiceID = f_ServiceID
+    _obj.ParameterSetID = f_ParameterSetID
+    return _obj
 
 def _e_SelectedServiceType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}SelectedServiceType
@@ -6490,43 +8421,42 @@ def _e_SelectedServiceType(w, o):
     try:
         v_ServiceID = o.ServiceID
         v_ParameterSetID = o.ParameterSetID
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ServiceID is not None:
-                    el = 'ServiceID'
-                    if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
-                    v <<= 2
-                    n += 2
-                    if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-                    elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_ServiceID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ServiceID')
-            if s == 1:
-                if v_ParameterSetID is not None:
-                    el = 'ParameterSetID'
-                    if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
-                    v = (v << 4) | (v_ParameterSetID < 0)
-                    n += 4
-                    _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    v_ParameterSetID = None
-                    if v_ServiceID is not None or v_ParameterSetID is not None: raise _leftover(o)
-                    s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_ServiceID is not None or v_ParameterSetID is not None: raise _leftover(o)
-                    s = -1
+        if v_ServiceID is not None:
+            el = 'ServiceID'
+            if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
+            v <<= 2
+            n += 2
+            if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
+            elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
+            elif v_ServiceID < 2097152: v = (v << 24) | ((v_ServiceID & 127) << 16) | (((v_ServiceID >> 7) & 127) << 8) | 8421376 | (v_ServiceID >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_ServiceID = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of ServiceID')
+        if s == 1:
+            if v_ParameterSetID is not None:
+                el = 'ParameterSetID'
+                if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
+                v = (v << 4) | (v_ParameterSetID < 0)
+                n += 4
+                _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_ParameterSetID = None
+                if v_ServiceID is not None or v_ParameterSetID is not None: raise _leftover(o)
+                s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_ServiceID is not None or v_ParameterSetID is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -6540,49 +8470,280 @@ def _d_ServiceListType(r):
     el = ''
     f_Service = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ServiceListType', p)
+        el = 'Service'
+        _c1_ServiceID = None
+        _c1_ServiceName = None
+        _c1_ServiceCategory = None
+        _c1_ServiceScope = None
+        _c1_FreeService = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceType', p)
+        el = 'Service/ServiceID'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_ServiceID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_ServiceID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
+        if _c1_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(p))
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Service/ServiceName'
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ServiceListType', p)
-                el = 'Service'
-                r.pos = p
-                _v = _d_ServiceType(r)
-                V = r.v; E = r.end; p = r.pos
-                f_Service.append(_v)
-                s = 1
-            if s == 1:
-                _k = 0
-                while True:
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                    _c1_ServiceName = ''
+                else:
+                    r.pos = p
+                    _c1_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
+                    if len(_c1_ServiceName) > 32: r.facet('ServiceType/ServiceName', 'length [0, 32]', _c1_ServiceName, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
+                p += 5
+                if p > E: V, E, p = r.slide(p, 5)
+                x = (V >> (E - p)) & 31
+                if x & 25: raise r.deviation('ServiceType', p)
+                el = 'Service/ServiceCategory'
+                _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_s = 3
+            elif ec == 1:
+                p += 4
+                if p > E: V, E, p = r.slide(p, 4)
+                x = (V >> (E - p)) & 15
+                if x & 9: raise r.deviation('ServiceType', p)
+                el = 'Service/ServiceCategory'
+                _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_s = 3
+            else:
+                raise r.deviation('ServiceType', p)
+        if _c1_s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Service/ServiceScope'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                    _c1_ServiceScope = ''
+                else:
+                    r.pos = p
+                    _c1_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
+                    if len(_c1_ServiceScope) > 64: r.facet('ServiceType/ServiceScope', 'length [0, 64]', _c1_ServiceScope, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+                p += 4
+                if p > E: V, E, p = r.slide(p, 4)
+                x = (V >> (E - p)) & 15
+                if x & 13: raise r.deviation('ServiceType', p)
+                el = 'Service/FreeService'
+                _c1_FreeService = ((x >> 1) & 1) == 1
+                _c1_s = 5
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('ServiceType', p)
+                el = 'Service/FreeService'
+                _c1_FreeService = ((x >> 1) & 1) == 1
+                _c1_s = 5
+            else:
+                raise r.deviation('ServiceType', p)
+        if _c1_s == 5:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
+            _c1_s = -1
+        _v = _new(iso2_msgdatatypes.ServiceType)
+        _v.ServiceID = _c1_ServiceID
+        _v.ServiceName = _c1_ServiceName
+        _v.ServiceCategory = _c1_ServiceCategory
+        _v.ServiceScope = _c1_ServiceScope
+        _v.FreeService = _c1_FreeService
+        f_Service.append(_v)
+        s = 1
+        if s == 1:
+            _k = 0
+            while True:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                ec = (V >> (E - p)) & 3
+                if ec == 0:
+                    el = 'Service'
+                    _c2_ServiceID = None
+                    _c2_ServiceName = None
+                    _c2_ServiceCategory = None
+                    _c2_ServiceScope = None
+                    _c2_FreeService = None
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        el = 'Service'
-                        r.pos = p
-                        _v = _d_ServiceType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        f_Service.append(_v)
-                        _k += 1
-                        if _k == 7:
-                            s = 8
-                            break
-                    elif ec == 1:
-                        pass
-                        s = -1
-                        break
+                    if (V >> (E - p)) & 3: raise r.deviation('ServiceType', p)
+                    el = 'Service/ServiceID'
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c2_ServiceID = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c2_ServiceID = (V >> (E - p)) & 127
                     else:
-                        raise r.deviation('ServiceListType', p)
-            if s == 8:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ServiceListType', p)
-                s = -1
+                        r.pos = p; _c2_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
+                    if _c2_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(p))
+                    _c2_s = 1
+                    if _c2_s == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            el = 'Service/ServiceName'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                                _c2_ServiceName = ''
+                            else:
+                                r.pos = p
+                                _c2_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
+                                if len(_c2_ServiceName) > 32: r.facet('ServiceType/ServiceName', 'length [0, 32]', _c2_ServiceName, r.at(r.pos))
+                                V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
+                            p += 5
+                            if p > E: V, E, p = r.slide(p, 5)
+                            x = (V >> (E - p)) & 31
+                            if x & 25: raise r.deviation('ServiceType', p)
+                            el = 'Service/ServiceCategory'
+                            _c2_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                            _c2_s = 3
+                        elif ec == 1:
+                            p += 4
+                            if p > E: V, E, p = r.slide(p, 4)
+                            x = (V >> (E - p)) & 15
+                            if x & 9: raise r.deviation('ServiceType', p)
+                            el = 'Service/ServiceCategory'
+                            _c2_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                            _c2_s = 3
+                        else:
+                            raise r.deviation('ServiceType', p)
+                    if _c2_s == 3:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            el = 'Service/ServiceScope'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                                _c2_ServiceScope = ''
+                            else:
+                                r.pos = p
+                                _c2_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
+                                if len(_c2_ServiceScope) > 64: r.facet('ServiceType/ServiceScope', 'length [0, 64]', _c2_ServiceScope, r.at(r.pos))
+                                V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+                            p += 4
+                            if p > E: V, E, p = r.slide(p, 4)
+                            x = (V >> (E - p)) & 15
+                            if x & 13: raise r.deviation('ServiceType', p)
+                            el = 'Service/FreeService'
+                            _c2_FreeService = ((x >> 1) & 1) == 1
+                            _c2_s = 5
+                        elif ec == 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            x = (V >> (E - p)) & 7
+                            if x & 5: raise r.deviation('ServiceType', p)
+                            el = 'Service/FreeService'
+                            _c2_FreeService = ((x >> 1) & 1) == 1
+                            _c2_s = 5
+                        else:
+                            raise r.deviation('ServiceType', p)
+                    if _c2_s == 5:
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
+                        _c2_s = -1
+                    _v = _new(iso2_msgdatatypes.ServiceType)
+                    _v.ServiceID = _c2_ServiceID
+                    _v.ServiceName = _c2_ServiceName
+                    _v.ServiceCategory = _c2_ServiceCategory
+                    _v.ServiceScope = _c2_ServiceScope
+                    _v.FreeService = _c2_FreeService
+                    f_Service.append(_v)
+                    _k += 1
+                    if _k == 7:
+                        s = 8
+                        break
+                elif ec == 1:
+                    pass
+                    s = -1
+                    break
+                else:
+                    raise r.deviation('ServiceListType', p)
+        if s == 8:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ServiceListType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.ServiceListType(f_Service)
+    _obj = _new(iso2_msgdatatypes.ServiceListType)
+    _obj.Service = f_Service
+    return _obj
 
 def _e_ServiceListType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}ServiceListType
@@ -6593,47 +8754,210 @@ def _e_ServiceListType(w, o):
         v_Service = o.Service
         n_Service = len(v_Service)
         i_Service = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if i_Service < n_Service:
-                    el = 'Service'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_ServiceType(w, v_Service[i_Service])
-                    v = w.v; n = w.n
-                    i_Service += 1
-                    s = 1
+        if i_Service < n_Service:
+            el = 'Service'
+            v <<= 1
+            n += 1
+            _c1_o = v_Service[i_Service]
+            _c1_ServiceID = _c1_o.ServiceID
+            _c1_ServiceName = _c1_o.ServiceName
+            _c1_ServiceCategory = _c1_o.ServiceCategory
+            _c1_ServiceScope = _c1_o.ServiceScope
+            _c1_FreeService = _c1_o.FreeService
+            if _c1_ServiceID is not None:
+                el = 'Service/ServiceID'
+                if _c1_ServiceID < 0 or _c1_ServiceID > 65535: raise EncodeError(f'value {_c1_ServiceID!r} outside [0, 65535]')
+                v <<= 2
+                n += 2
+                if _c1_ServiceID < 128: v = (v << 8) | _c1_ServiceID; n += 8
+                elif _c1_ServiceID < 16384: v = (v << 16) | ((_c1_ServiceID & 127) << 8) | 32768 | (_c1_ServiceID >> 7); n += 16
+                elif _c1_ServiceID < 2097152: v = (v << 24) | ((_c1_ServiceID & 127) << 16) | (((_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c1_ServiceID >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_ServiceID = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of ServiceID')
+            if _c1_s == 1:
+                if _c1_ServiceName is not None:
+                    el = 'Service/ServiceName'
+                    v <<= 3
+                    n += 3
+                    if len(_c1_ServiceName) > 32: raise EncodeError(f'length {len(_c1_ServiceName)} outside [0, 32]')
+                    _l = len(_c1_ServiceName)
+                    if _l < 126 and _c1_ServiceName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c1_ServiceName); v = w.v; n = w.n
+                    if not (_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                    el = 'Service/ServiceCategory'
+                    _c1_i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
+                    if _c1_i1 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_c1_i1 << 1)
+                    n += 6
+                    _c1_ServiceName = None
+                    _c1_ServiceCategory = None
+                    _c1_s = 3
+                elif _c1_ServiceCategory is not None:
+                    el = 'Service/ServiceCategory'
+                    _c1_i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
+                    if _c1_i2 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (1 << 4) | (_c1_i2 << 1)
+                    n += 6
+                    _c1_ServiceCategory = None
+                    _c1_s = 3
                 else:
-                    raise EncodeError('missing content: expected one of Service')
-            if s == 1:
-                _k = 0
-                while True:
-                    if i_Service < n_Service:
-                        el = 'Service'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_ServiceType(w, v_Service[i_Service])
-                        v = w.v; n = w.n
-                        i_Service += 1
-                        _k += 1
-                        if _k == 7:
-                            s = 8
-                            break
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if i_Service < n_Service: raise _leftover(o)
-                        s = -1
-                        break
-            if s == 8:
+                    raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+            if _c1_s == 3:
+                if _c1_ServiceScope is not None:
+                    el = 'Service/ServiceScope'
+                    v <<= 3
+                    n += 3
+                    if len(_c1_ServiceScope) > 64: raise EncodeError(f'length {len(_c1_ServiceScope)} outside [0, 64]')
+                    _l = len(_c1_ServiceScope)
+                    if _l < 126 and _c1_ServiceScope.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceScope.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c1_ServiceScope); v = w.v; n = w.n
+                    if not (_c1_FreeService is not None): raise EncodeError('missing content: FreeService')
+                    el = 'Service/FreeService'
+                    if _c1_FreeService is not True and _c1_FreeService is not False: raise EncodeError(f'expected a bool, got {_c1_FreeService!r}')
+                    v = (v << 5) | (_c1_FreeService << 1)
+                    n += 5
+                    _c1_ServiceScope = None
+                    _c1_FreeService = None
+                    _c1_s = 5
+                elif _c1_FreeService is not None:
+                    el = 'Service/FreeService'
+                    if _c1_FreeService is not True and _c1_FreeService is not False: raise EncodeError(f'expected a bool, got {_c1_FreeService!r}')
+                    v = (v << 5) | (1 << 3) | (_c1_FreeService << 1)
+                    n += 5
+                    _c1_FreeService = None
+                    _c1_s = 5
+                else:
+                    raise EncodeError('missing content: expected one of ServiceScope, FreeService')
+            if _c1_s == 5:
                 if True:
                     v <<= 1
                     n += 1
+                    if _c1_ServiceID is not None or _c1_ServiceName is not None or _c1_ServiceCategory is not None or _c1_ServiceScope is not None or _c1_FreeService is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            i_Service += 1
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of Service')
+        if s == 1:
+            _k = 0
+            while True:
+                if i_Service < n_Service:
+                    el = 'Service'
+                    v <<= 2
+                    n += 2
+                    _c2_o = v_Service[i_Service]
+                    _c2_ServiceID = _c2_o.ServiceID
+                    _c2_ServiceName = _c2_o.ServiceName
+                    _c2_ServiceCategory = _c2_o.ServiceCategory
+                    _c2_ServiceScope = _c2_o.ServiceScope
+                    _c2_FreeService = _c2_o.FreeService
+                    if _c2_ServiceID is not None:
+                        el = 'Service/ServiceID'
+                        if _c2_ServiceID < 0 or _c2_ServiceID > 65535: raise EncodeError(f'value {_c2_ServiceID!r} outside [0, 65535]')
+                        v <<= 2
+                        n += 2
+                        if _c2_ServiceID < 128: v = (v << 8) | _c2_ServiceID; n += 8
+                        elif _c2_ServiceID < 16384: v = (v << 16) | ((_c2_ServiceID & 127) << 8) | 32768 | (_c2_ServiceID >> 7); n += 16
+                        elif _c2_ServiceID < 2097152: v = (v << 24) | ((_c2_ServiceID & 127) << 16) | (((_c2_ServiceID >> 7) & 127) << 8) | 8421376 | (_c2_ServiceID >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_ServiceID = None
+                        _c2_s = 1
+                    else:
+                        raise EncodeError('missing content: expected one of ServiceID')
+                    if _c2_s == 1:
+                        if _c2_ServiceName is not None:
+                            el = 'Service/ServiceName'
+                            v <<= 3
+                            n += 3
+                            if len(_c2_ServiceName) > 32: raise EncodeError(f'length {len(_c2_ServiceName)} outside [0, 32]')
+                            _l = len(_c2_ServiceName)
+                            if _l < 126 and _c2_ServiceName.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_ServiceName.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c2_ServiceName); v = w.v; n = w.n
+                            if not (_c2_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                            el = 'Service/ServiceCategory'
+                            _c2_i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c2_ServiceCategory)
+                            if _c2_i1 is None: raise EncodeError(f'{_c2_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                            v = (v << 6) | (_c2_i1 << 1)
+                            n += 6
+                            _c2_ServiceName = None
+                            _c2_ServiceCategory = None
+                            _c2_s = 3
+                        elif _c2_ServiceCategory is not None:
+                            el = 'Service/ServiceCategory'
+                            _c2_i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c2_ServiceCategory)
+                            if _c2_i2 is None: raise EncodeError(f'{_c2_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                            v = (v << 6) | (1 << 4) | (_c2_i2 << 1)
+                            n += 6
+                            _c2_ServiceCategory = None
+                            _c2_s = 3
+                        else:
+                            raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+                    if _c2_s == 3:
+                        if _c2_ServiceScope is not None:
+                            el = 'Service/ServiceScope'
+                            v <<= 3
+                            n += 3
+                            if len(_c2_ServiceScope) > 64: raise EncodeError(f'length {len(_c2_ServiceScope)} outside [0, 64]')
+                            _l = len(_c2_ServiceScope)
+                            if _l < 126 and _c2_ServiceScope.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_ServiceScope.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c2_ServiceScope); v = w.v; n = w.n
+                            if not (_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
+                            el = 'Service/FreeService'
+                            if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
+                            v = (v << 5) | (_c2_FreeService << 1)
+                            n += 5
+                            _c2_ServiceScope = None
+                            _c2_FreeService = None
+                            _c2_s = 5
+                        elif _c2_FreeService is not None:
+                            el = 'Service/FreeService'
+                            if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
+                            v = (v << 5) | (1 << 3) | (_c2_FreeService << 1)
+                            n += 5
+                            _c2_FreeService = None
+                            _c2_s = 5
+                        else:
+                            raise EncodeError('missing content: expected one of ServiceScope, FreeService')
+                    if _c2_s == 5:
+                        if True:
+                            v <<= 1
+                            n += 1
+                            if _c2_ServiceID is not None or _c2_ServiceName is not None or _c2_ServiceCategory is not None or _c2_ServiceScope is not None or _c2_FreeService is not None: raise _leftover(_c2_o)
+                            _c2_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                    i_Service += 1
+                    _k += 1
+                    if _k == 7:
+                        s = 8
+                        break
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
                     if i_Service < n_Service: raise _leftover(o)
                     s = -1
+                    break
+        if s == 8:
+            if True:
+                v <<= 1
+                n += 1
+                if i_Service < n_Service: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -6647,49 +8971,48 @@ def _d_ServiceParameterListType(r):
     el = ''
     f_ParameterSet = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ServiceParameterListType', p)
-                el = 'ParameterSet'
-                r.pos = p
-                _v = _d_ParameterSetType(r)
-                V = r.v; E = r.end; p = r.pos
-                f_ParameterSet.append(_v)
-                s = 1
-            if s == 1:
-                _k = 0
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        el = 'ParameterSet'
-                        r.pos = p
-                        _v = _d_ParameterSetType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        f_ParameterSet.append(_v)
-                        _k += 1
-                        if _k == 254:
-                            s = 255
-                            break
-                    elif ec == 1:
-                        pass
-                        s = -1
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ServiceParameterListType', p)
+        el = 'ParameterSet'
+        r.pos = p
+        _v = _d_ParameterSetType(r)
+        V = r.v; E = r.end; p = r.pos
+        f_ParameterSet.append(_v)
+        s = 1
+        if s == 1:
+            _k = 0
+            while True:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                ec = (V >> (E - p)) & 3
+                if ec == 0:
+                    el = 'ParameterSet'
+                    r.pos = p
+                    _v = _d_ParameterSetType(r)
+                    V = r.v; E = r.end; p = r.pos
+                    f_ParameterSet.append(_v)
+                    _k += 1
+                    if _k == 254:
+                        s = 255
                         break
-                    else:
-                        raise r.deviation('ServiceParameterListType', p)
-            if s == 255:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ServiceParameterListType', p)
-                s = -1
+                elif ec == 1:
+                    pass
+                    s = -1
+                    break
+                else:
+                    raise r.deviation('ServiceParameterListType', p)
+        if s == 255:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ServiceParameterListType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.ServiceParameterListType(f_ParameterSet)
+    _obj = _new(iso2_msgdatatypes.ServiceParameterListType)
+    _obj.ParameterSet = f_ParameterSet
+    return _obj
 
 def _e_ServiceParameterListType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}ServiceParameterListType
@@ -6700,47 +9023,44 @@ def _e_ServiceParameterListType(w, o):
         v_ParameterSet = o.ParameterSet
         n_ParameterSet = len(v_ParameterSet)
         i_ParameterSet = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
+        if i_ParameterSet < n_ParameterSet:
+            el = 'ParameterSet'
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
+            _e_ParameterSetType(w, v_ParameterSet[i_ParameterSet])
+            v = w.v; n = w.n
+            i_ParameterSet += 1
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of ParameterSet')
+        if s == 1:
+            _k = 0
+            while True:
                 if i_ParameterSet < n_ParameterSet:
                     el = 'ParameterSet'
-                    v <<= 1
-                    n += 1
+                    v <<= 2
+                    n += 2
                     w.v = v; w.n = n
                     _e_ParameterSetType(w, v_ParameterSet[i_ParameterSet])
                     v = w.v; n = w.n
                     i_ParameterSet += 1
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ParameterSet')
-            if s == 1:
-                _k = 0
-                while True:
-                    if i_ParameterSet < n_ParameterSet:
-                        el = 'ParameterSet'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_ParameterSetType(w, v_ParameterSet[i_ParameterSet])
-                        v = w.v; n = w.n
-                        i_ParameterSet += 1
-                        _k += 1
-                        if _k == 254:
-                            s = 255
-                            break
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if i_ParameterSet < n_ParameterSet: raise _leftover(o)
-                        s = -1
+                    _k += 1
+                    if _k == 254:
+                        s = 255
                         break
-            if s == 255:
-                if True:
-                    v <<= 1
-                    n += 1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
                     if i_ParameterSet < n_ParameterSet: raise _leftover(o)
                     s = -1
+                    break
+        if s == 255:
+            if True:
+                v <<= 1
+                n += 1
+                if i_ParameterSet < n_ParameterSet: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -6758,112 +9078,124 @@ def _d_ServiceType(r):
     f_ServiceScope = None
     f_FreeService = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ServiceType', p)
-                el = 'ServiceID'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    f_ServiceID = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                else:
-                    r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceType', p)
+        el = 'ServiceID'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_ServiceID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            f_ServiceID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
+        if f_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ServiceName'
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
-                if f_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
-                s = 1
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'ServiceName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
-                        f_ServiceName = ''
-                    else:
-                        r.pos = p
-                        f_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
-                        if len(f_ServiceName) > 32: r.facet('ServiceType/ServiceName', 'length [0, 32]', f_ServiceName, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
-                    p += 5
-                    if p > E: V, E, p = r.slide(p, 5)
-                    x = (V >> (E - p)) & 31
-                    if x & 25: raise r.deviation('ServiceType', p)
-                    el = 'ServiceCategory'
-                    f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
-                    s = 3
-                elif ec == 1:
-                    p += 4
-                    if p > E: V, E, p = r.slide(p, 4)
-                    x = (V >> (E - p)) & 15
-                    if x & 9: raise r.deviation('ServiceType', p)
-                    el = 'ServiceCategory'
-                    f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
-                    s = 3
-                else:
-                    raise r.deviation('ServiceType', p)
-            if s == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'ServiceScope'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
-                        f_ServiceScope = ''
-                    else:
-                        r.pos = p
-                        f_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
-                        if len(f_ServiceScope) > 64: r.facet('ServiceType/ServiceScope', 'length [0, 64]', f_ServiceScope, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
-                    p += 4
-                    if p > E: V, E, p = r.slide(p, 4)
-                    x = (V >> (E - p)) & 15
-                    if x & 13: raise r.deviation('ServiceType', p)
-                    el = 'FreeService'
-                    f_FreeService = ((x >> 1) & 1) == 1
-                    s = 5
-                elif ec == 1:
+                if (V >> (E - p)) & 1:
                     p += 3
                     if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('ServiceType', p)
-                    el = 'FreeService'
-                    f_FreeService = ((x >> 1) & 1) == 1
-                    s = 5
+                    if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                    f_ServiceName = ''
                 else:
-                    raise r.deviation('ServiceType', p)
-            if s == 5:
+                    r.pos = p
+                    f_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
+                    if len(f_ServiceName) > 32: r.facet('ServiceType/ServiceName', 'length [0, 32]', f_ServiceName, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
+                p += 5
+                if p > E: V, E, p = r.slide(p, 5)
+                x = (V >> (E - p)) & 31
+                if x & 25: raise r.deviation('ServiceType', p)
+                el = 'ServiceCategory'
+                f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                s = 3
+            elif ec == 1:
+                p += 4
+                if p > E: V, E, p = r.slide(p, 4)
+                x = (V >> (E - p)) & 15
+                if x & 9: raise r.deviation('ServiceType', p)
+                el = 'ServiceCategory'
+                f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                s = 3
+            else:
+                raise r.deviation('ServiceType', p)
+        if s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ServiceScope'
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
-                s = -1
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                    f_ServiceScope = ''
+                else:
+                    r.pos = p
+                    f_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
+                    if len(f_ServiceScope) > 64: r.facet('ServiceType/ServiceScope', 'length [0, 64]', f_ServiceScope, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+                p += 4
+                if p > E: V, E, p = r.slide(p, 4)
+                x = (V >> (E - p)) & 15
+                if x & 13: raise r.deviation('ServiceType', p)
+                el = 'FreeService'
+                f_FreeService = ((x >> 1) & 1) == 1
+                s = 5
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('ServiceType', p)
+                el = 'FreeService'
+                f_FreeService = ((x >> 1) & 1) == 1
+                s = 5
+            else:
+                raise r.deviation('ServiceType', p)
+        if s == 5:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.ServiceType(f_ServiceID, f_ServiceName, f_ServiceCategory, f_ServiceScope, f_FreeService)
+    _obj = _new(iso2_msgdatatypes.ServiceType)
+    _obj.ServiceID = f_ServiceID
+    _obj.ServiceName = f_ServiceName
+    _obj.ServiceCategory = f_ServiceCategory
+    _obj.ServiceScope = f_ServiceScope
+    _obj.FreeService = f_FreeService
+    return _obj
 
 def _e_ServiceType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}ServiceType
@@ -6876,87 +9208,85 @@ def _e_ServiceType(w, o):
         v_ServiceCategory = o.ServiceCategory
         v_ServiceScope = o.ServiceScope
         v_FreeService = o.FreeService
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ServiceID is not None:
-                    el = 'ServiceID'
-                    if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
-                    v <<= 2
-                    n += 2
-                    if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-                    elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_ServiceID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ServiceID')
-            if s == 1:
-                if v_ServiceName is not None:
-                    el = 'ServiceName'
-                    v <<= 3
-                    n += 3
-                    if len(v_ServiceName) > 32: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 32]')
-                    _l = len(v_ServiceName)
-                    if _l < 126 and v_ServiceName.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceName.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_ServiceName); v = w.v; n = w.n
-                    if not (v_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
-                    el = 'ServiceCategory'
-                    _i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
-                    if _i1 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (_i1 << 1)
-                    n += 6
-                    v_ServiceName = None
-                    v_ServiceCategory = None
-                    s = 3
-                elif v_ServiceCategory is not None:
-                    el = 'ServiceCategory'
-                    _i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
-                    if _i2 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (1 << 4) | (_i2 << 1)
-                    n += 6
-                    v_ServiceCategory = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
-            if s == 3:
-                if v_ServiceScope is not None:
-                    el = 'ServiceScope'
-                    v <<= 3
-                    n += 3
-                    if len(v_ServiceScope) > 64: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 64]')
-                    _l = len(v_ServiceScope)
-                    if _l < 126 and v_ServiceScope.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceScope.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_ServiceScope); v = w.v; n = w.n
-                    if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
-                    el = 'FreeService'
-                    if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
-                    v = (v << 5) | (v_FreeService << 1)
-                    n += 5
-                    v_ServiceScope = None
-                    v_FreeService = None
-                    s = 5
-                elif v_FreeService is not None:
-                    el = 'FreeService'
-                    if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
-                    v = (v << 5) | (1 << 3) | (v_FreeService << 1)
-                    n += 5
-                    v_FreeService = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of ServiceScope, FreeService')
-            if s == 5:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_ServiceID is not None or v_ServiceName is not None or v_ServiceCategory is not None or v_ServiceScope is not None or v_FreeService is not None: raise _leftover(o)
-                    s = -1
+        if v_ServiceID is not None:
+            el = 'ServiceID'
+            if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
+            v <<= 2
+            n += 2
+            if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
+            elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
+            elif v_ServiceID < 2097152: v = (v << 24) | ((v_ServiceID & 127) << 16) | (((v_ServiceID >> 7) & 127) << 8) | 8421376 | (v_ServiceID >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_ServiceID = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of ServiceID')
+        if s == 1:
+            if v_ServiceName is not None:
+                el = 'ServiceName'
+                v <<= 3
+                n += 3
+                if len(v_ServiceName) > 32: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 32]')
+                _l = len(v_ServiceName)
+                if _l < 126 and v_ServiceName.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceName.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_ServiceName); v = w.v; n = w.n
+                if not (v_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                el = 'ServiceCategory'
+                _i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
+                if _i1 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (_i1 << 1)
+                n += 6
+                v_ServiceName = None
+                v_ServiceCategory = None
+                s = 3
+            elif v_ServiceCategory is not None:
+                el = 'ServiceCategory'
+                _i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
+                if _i2 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (1 << 4) | (_i2 << 1)
+                n += 6
+                v_ServiceCategory = None
+                s = 3
+            else:
+                raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+        if s == 3:
+            if v_ServiceScope is not None:
+                el = 'ServiceScope'
+                v <<= 3
+                n += 3
+                if len(v_ServiceScope) > 64: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 64]')
+                _l = len(v_ServiceScope)
+                if _l < 126 and v_ServiceScope.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceScope.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_ServiceScope); v = w.v; n = w.n
+                if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
+                el = 'FreeService'
+                if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
+                v = (v << 5) | (v_FreeService << 1)
+                n += 5
+                v_ServiceScope = None
+                v_FreeService = None
+                s = 5
+            elif v_FreeService is not None:
+                el = 'FreeService'
+                if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
+                v = (v << 5) | (1 << 3) | (v_FreeService << 1)
+                n += 5
+                v_FreeService = None
+                s = 5
+            else:
+                raise EncodeError('missing content: expected one of ServiceScope, FreeService')
+        if s == 5:
+            if True:
+                v <<= 1
+                n += 1
+                if v_ServiceID is not None or v_ServiceName is not None or v_ServiceCategory is not None or v_ServiceScope is not None or v_FreeService is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -6970,73 +9300,76 @@ def _d_SubCertificatesType(r):
     el = ''
     f_Certificate = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SubCertificatesType', p)
-                el = 'Certificate'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
-                    _v = b''
-                else:
-                    r.pos = p
-                    _v = r.binary()
-                    if len(_v) > 800: r.facet('SubCertificatesType/_v', 'length [0, 800]', _v, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('SubCertificatesType', p)
+        el = 'Certificate'
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+            _v = b''
+        else:
+            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                p += 8 + (_l << 3)
+                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
+            if len(_v) > 800: r.facet('SubCertificatesType/_v', 'length [0, 800]', _v, r.at(p))
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+        f_Certificate.append(_v)
+        s = 1
+        if s == 1:
+            _k = 0
+            while True:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                ec = (V >> (E - p)) & 3
+                if ec == 0:
+                    el = 'Certificate'
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
-                f_Certificate.append(_v)
-                s = 1
-            if s == 1:
-                _k = 0
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        el = 'Certificate'
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                        _v = b''
+                    else:
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
+                        if len(_v) > 800: r.facet('SubCertificatesType/_v', 'length [0, 800]', _v, r.at(p))
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
-                            _v = b''
-                        else:
-                            r.pos = p
-                            _v = r.binary()
-                            if len(_v) > 800: r.facet('SubCertificatesType/_v', 'length [0, 800]', _v, r.at(r.pos))
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
-                        f_Certificate.append(_v)
-                        _k += 1
-                        if _k == 3:
-                            s = 4
-                            break
-                    elif ec == 1:
-                        pass
-                        s = -1
+                        if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                    f_Certificate.append(_v)
+                    _k += 1
+                    if _k == 3:
+                        s = 4
                         break
-                    else:
-                        raise r.deviation('SubCertificatesType', p)
-            if s == 4:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SubCertificatesType', p)
-                s = -1
+                elif ec == 1:
+                    pass
+                    s = -1
+                    break
+                else:
+                    raise r.deviation('SubCertificatesType', p)
+        if s == 4:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('SubCertificatesType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.SubCertificatesType(f_Certificate)
+    _obj = _new(iso2_msgdatatypes.SubCertificatesType)
+    _obj.Certificate = f_Certificate
+    return _obj
 
 def _e_SubCertificatesType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}SubCertificatesType
@@ -7047,53 +9380,50 @@ def _e_SubCertificatesType(w, o):
         v_Certificate = o.Certificate
         n_Certificate = len(v_Certificate)
         i_Certificate = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
+        if i_Certificate < n_Certificate:
+            el = 'Certificate'
+            v <<= 2
+            n += 2
+            if len(v_Certificate[i_Certificate]) > 800: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 800]')
+            _l = len(v_Certificate[i_Certificate])
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate[i_Certificate], 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_Certificate[i_Certificate]); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            i_Certificate += 1
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of Certificate')
+        if s == 1:
+            _k = 0
+            while True:
                 if i_Certificate < n_Certificate:
                     el = 'Certificate'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
+                    v <<= 3
+                    n += 3
                     if len(v_Certificate[i_Certificate]) > 800: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 800]')
-                    w.binary(v_Certificate[i_Certificate])
-                    v = w.v; n = w.n
+                    _l = len(v_Certificate[i_Certificate])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate[i_Certificate], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_Certificate[i_Certificate]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_Certificate += 1
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Certificate')
-            if s == 1:
-                _k = 0
-                while True:
-                    if i_Certificate < n_Certificate:
-                        el = 'Certificate'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        if len(v_Certificate[i_Certificate]) > 800: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 800]')
-                        w.binary(v_Certificate[i_Certificate])
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        i_Certificate += 1
-                        _k += 1
-                        if _k == 3:
-                            s = 4
-                            break
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if i_Certificate < n_Certificate: raise _leftover(o)
-                        s = -1
+                    _k += 1
+                    if _k == 3:
+                        s = 4
                         break
-            if s == 4:
-                if True:
-                    v <<= 1
-                    n += 1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
                     if i_Certificate < n_Certificate: raise _leftover(o)
                     s = -1
+                    break
+        if s == 4:
+            if True:
+                v <<= 1
+                n += 1
+                if i_Certificate < n_Certificate: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -7107,54 +9437,53 @@ def _d_SupportedEnergyTransferModeType(r):
     el = ''
     f_EnergyTransferMode = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('SupportedEnergyTransferModeType', p)
-                el = 'EnergyTransferMode'
-                _v = ((x >> 1) & 7)
-                if _v >= 6: _v = r.enum_index('SupportedEnergyTransferModeType/_v', _v, 6, r.at(p))
-                else: _v = _E_iso2_msgdatatypes_EnergyTransferModeType[_v]
-                f_EnergyTransferMode.append(_v)
-                s = 1
-            if s == 1:
-                _k = 0
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 5
-                        if p > E: V, E, p = r.slide(p, 5)
-                        x = (V >> (E - p)) & 31
-                        if x & 17: raise r.deviation('SupportedEnergyTransferModeType', p)
-                        el = 'EnergyTransferMode'
-                        _v = ((x >> 1) & 7)
-                        if _v >= 6: _v = r.enum_index('SupportedEnergyTransferModeType/_v', _v, 6, r.at(p))
-                        else: _v = _E_iso2_msgdatatypes_EnergyTransferModeType[_v]
-                        f_EnergyTransferMode.append(_v)
-                        _k += 1
-                        if _k == 5:
-                            s = 6
-                            break
-                    elif ec == 1:
-                        pass
-                        s = -1
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('SupportedEnergyTransferModeType', p)
+        el = 'EnergyTransferMode'
+        _v = ((x >> 1) & 7)
+        if _v >= 6: _v = r.enum_index('SupportedEnergyTransferModeType/_v', _v, 6, r.at(p))
+        else: _v = _E_iso2_msgdatatypes_EnergyTransferModeType[_v]
+        f_EnergyTransferMode.append(_v)
+        s = 1
+        if s == 1:
+            _k = 0
+            while True:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                ec = (V >> (E - p)) & 3
+                if ec == 0:
+                    p += 5
+                    if p > E: V, E, p = r.slide(p, 5)
+                    x = (V >> (E - p)) & 31
+                    if x & 17: raise r.deviation('SupportedEnergyTransferModeType', p)
+                    el = 'EnergyTransferMode'
+                    _v = ((x >> 1) & 7)
+                    if _v >= 6: _v = r.enum_index('SupportedEnergyTransferModeType/_v', _v, 6, r.at(p))
+                    else: _v = _E_iso2_msgdatatypes_EnergyTransferModeType[_v]
+                    f_EnergyTransferMode.append(_v)
+                    _k += 1
+                    if _k == 5:
+                        s = 6
                         break
-                    else:
-                        raise r.deviation('SupportedEnergyTransferModeType', p)
-            if s == 6:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SupportedEnergyTransferModeType', p)
-                s = -1
+                elif ec == 1:
+                    pass
+                    s = -1
+                    break
+                else:
+                    raise r.deviation('SupportedEnergyTransferModeType', p)
+        if s == 6:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('SupportedEnergyTransferModeType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdatatypes.SupportedEnergyTransferModeType(f_EnergyTransferMode)
+    _obj = _new(iso2_msgdatatypes.SupportedEnergyTransferModeType)
+    _obj.EnergyTransferMode = f_EnergyTransferMode
+    return _obj
 
 def _e_SupportedEnergyTransferModeType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}SupportedEnergyTransferModeType
@@ -7165,45 +9494,42 @@ def _e_SupportedEnergyTransferModeType(w, o):
         v_EnergyTransferMode = o.EnergyTransferMode
         n_EnergyTransferMode = len(v_EnergyTransferMode)
         i_EnergyTransferMode = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
+        if i_EnergyTransferMode < n_EnergyTransferMode:
+            el = 'EnergyTransferMode'
+            _i1 = _I_iso2_msgdatatypes_EnergyTransferModeType.get(v_EnergyTransferMode[i_EnergyTransferMode])
+            if _i1 is None: raise EncodeError(f'{v_EnergyTransferMode[i_EnergyTransferMode]!r} is not one of the enumeration EnergyTransferModeType')
+            v = (v << 6) | (_i1 << 1)
+            n += 6
+            i_EnergyTransferMode += 1
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of EnergyTransferMode')
+        if s == 1:
+            _k = 0
+            while True:
                 if i_EnergyTransferMode < n_EnergyTransferMode:
                     el = 'EnergyTransferMode'
-                    _i1 = _I_iso2_msgdatatypes_EnergyTransferModeType.get(v_EnergyTransferMode[i_EnergyTransferMode])
-                    if _i1 is None: raise EncodeError(f'{v_EnergyTransferMode[i_EnergyTransferMode]!r} is not one of the enumeration EnergyTransferModeType')
-                    v = (v << 6) | (_i1 << 1)
-                    n += 6
+                    _i2 = _I_iso2_msgdatatypes_EnergyTransferModeType.get(v_EnergyTransferMode[i_EnergyTransferMode])
+                    if _i2 is None: raise EncodeError(f'{v_EnergyTransferMode[i_EnergyTransferMode]!r} is not one of the enumeration EnergyTransferModeType')
+                    v = (v << 7) | (_i2 << 1)
+                    n += 7
                     i_EnergyTransferMode += 1
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of EnergyTransferMode')
-            if s == 1:
-                _k = 0
-                while True:
-                    if i_EnergyTransferMode < n_EnergyTransferMode:
-                        el = 'EnergyTransferMode'
-                        _i2 = _I_iso2_msgdatatypes_EnergyTransferModeType.get(v_EnergyTransferMode[i_EnergyTransferMode])
-                        if _i2 is None: raise EncodeError(f'{v_EnergyTransferMode[i_EnergyTransferMode]!r} is not one of the enumeration EnergyTransferModeType')
-                        v = (v << 7) | (_i2 << 1)
-                        n += 7
-                        i_EnergyTransferMode += 1
-                        _k += 1
-                        if _k == 5:
-                            s = 6
-                            break
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if i_EnergyTransferMode < n_EnergyTransferMode: raise _leftover(o)
-                        s = -1
+                    _k += 1
+                    if _k == 5:
+                        s = 6
                         break
-            if s == 6:
-                if True:
-                    v <<= 1
-                    n += 1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
                     if i_EnergyTransferMode < n_EnergyTransferMode: raise _leftover(o)
                     s = -1
+                    break
+        if s == 6:
+            if True:
+                v <<= 1
+                n += 1
+                if i_EnergyTransferMode < n_EnergyTransferMode: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:

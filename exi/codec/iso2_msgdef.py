@@ -10,6 +10,7 @@ from exi.codec import iso2_msgdatatypes as c_iso2_msgdatatypes
 from exi.codec import iso2_msgheader as c_iso2_msgheader
 from exi.codec import xmldsig as c_xmldsig
 
+_new = object.__new__
 _E_iso2_msgdatatypes_DC_EVErrorCodeType = tuple(iso2_msgdatatypes.DC_EVErrorCodeType)
 _E_iso2_msgdatatypes_DC_EVSEStatusCodeType = tuple(iso2_msgdatatypes.DC_EVSEStatusCodeType)
 _E_iso2_msgdatatypes_EVSENotificationType = tuple(iso2_msgdatatypes.EVSENotificationType)
@@ -52,9 +53,117 @@ def _d_V2G_Message(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('V2G_Message', p)
         el = 'Header'
-        r.pos = p
-        f_Header = c_iso2_msgheader._d_MessageHeaderType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_SessionID = None
+        _c1_Notification = None
+        _c1_Signature = None
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/SessionID'
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+            _c1_SessionID = b''
+        else:
+            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                p += 8 + (_l << 3)
+                _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+            if len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [0, 8]', _c1_SessionID, r.at(p))
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Header/Notification'
+                _c1_c1_FaultCode = None
+                _c1_c1_FaultMsg = None
+                p += 5
+                if p > E: V, E, p = r.slide(p, 5)
+                x = (V >> (E - p)) & 31
+                if x & 25: raise r.deviation('NotificationType', p)
+                el = 'Header/Notification/FaultCode'
+                _c1_c1_FaultCode = ((x >> 1) & 3)
+                if _c1_c1_FaultCode >= 3: _c1_c1_FaultCode = r.enum_index('NotificationType/FaultCode', _c1_c1_FaultCode, 3, r.at(p))
+                else: _c1_c1_FaultCode = _E_iso2_msgdatatypes_faultCodeType[_c1_c1_FaultCode]
+                _c1_c1_s = 1
+                if _c1_c1_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        el = 'Header/Notification/FaultMsg'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('FaultMsg', p)
+                            _c1_c1_FaultMsg = ''
+                        else:
+                            r.pos = p
+                            _c1_c1_FaultMsg = r.string('iso2_msgdatatypes:FaultMsg')
+                            if len(_c1_c1_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', _c1_c1_FaultMsg, r.at(r.pos))
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('NotificationType', p)
+                        _c1_c1_s = -1
+                    elif ec == 1:
+                        pass
+                        _c1_c1_s = -1
+                    else:
+                        raise r.deviation('NotificationType', p)
+                _c1_Notification = _new(iso2_msgdatatypes.NotificationType)
+                _c1_Notification.FaultCode = _c1_c1_FaultCode
+                _c1_Notification.FaultMsg = _c1_c1_FaultMsg
+                _c1_s = 2
+            elif ec == 1:
+                el = 'Header/Signature'
+                r.pos = p
+                _c1_Signature = c_xmldsig._d_SignatureType(r)
+                V = r.v; E = r.end; p = r.pos
+                _c1_s = 3
+            elif ec == 2:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('MessageHeaderType', p)
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Header/Signature'
+                r.pos = p
+                _c1_Signature = c_xmldsig._d_SignatureType(r)
+                V = r.v; E = r.end; p = r.pos
+                _c1_s = 3
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('MessageHeaderType', p)
+        if _c1_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+            _c1_s = -1
+        f_Header = _new(iso2_msgheader.MessageHeaderType)
+        f_Header.SessionID = _c1_SessionID
+        f_Header.Notification = _c1_Notification
+        f_Header.Signature = _c1_Signature
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('V2G_Message', p)
@@ -68,7 +177,10 @@ def _d_V2G_Message(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return iso2_msgdef.V2G_Message(f_Header, f_Body)
+    _obj = _new(iso2_msgdef.V2G_Message)
+    _obj.Header = f_Header
+    _obj.Body = f_Body
+    return _obj
 
 def _e_V2G_Message(w, o):
     # anonymous type of V2G_Message
@@ -82,9 +194,102 @@ def _e_V2G_Message(w, o):
             el = 'Header'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            c_iso2_msgheader._e_MessageHeaderType(w, v_Header)
-            v = w.v; n = w.n
+            _c1_o = v_Header
+            _c1_SessionID = _c1_o.SessionID
+            _c1_Notification = _c1_o.Notification
+            _c1_Signature = _c1_o.Signature
+            if _c1_SessionID is not None:
+                el = 'Header/SessionID'
+                v <<= 2
+                n += 2
+                if len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [0, 8]')
+                _l = len(_c1_SessionID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_SessionID = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of SessionID')
+            if _c1_s == 1:
+                if _c1_Notification is not None:
+                    el = 'Header/Notification'
+                    v <<= 2
+                    n += 2
+                    _c1_c1_o = _c1_Notification
+                    _c1_c1_FaultCode = _c1_c1_o.FaultCode
+                    _c1_c1_FaultMsg = _c1_c1_o.FaultMsg
+                    if _c1_c1_FaultCode is not None:
+                        el = 'Header/Notification/FaultCode'
+                        _c1_c1_i1 = _I_iso2_msgdatatypes_faultCodeType.get(_c1_c1_FaultCode)
+                        if _c1_c1_i1 is None: raise EncodeError(f'{_c1_c1_FaultCode!r} is not one of the enumeration faultCodeType')
+                        v = (v << 5) | (_c1_c1_i1 << 1)
+                        n += 5
+                        _c1_c1_FaultCode = None
+                        _c1_c1_s = 1
+                    else:
+                        raise EncodeError('missing content: expected one of FaultCode')
+                    if _c1_c1_s == 1:
+                        if _c1_c1_FaultMsg is not None:
+                            el = 'Header/Notification/FaultMsg'
+                            v <<= 3
+                            n += 3
+                            if len(_c1_c1_FaultMsg) > 64: raise EncodeError(f'length {len(_c1_c1_FaultMsg)} outside [0, 64]')
+                            _l = len(_c1_c1_FaultMsg)
+                            if _l < 126 and _c1_c1_FaultMsg.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_c1_FaultMsg.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c1_c1_FaultMsg); v = w.v; n = w.n
+                            v <<= 2
+                            n += 2
+                            _c1_c1_FaultMsg = None
+                            if _c1_c1_FaultCode is not None or _c1_c1_FaultMsg is not None: raise _leftover(_c1_c1_o)
+                            _c1_c1_s = -1
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c1_c1_FaultCode is not None or _c1_c1_FaultMsg is not None: raise _leftover(_c1_c1_o)
+                            _c1_c1_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                    _c1_Notification = None
+                    _c1_s = 2
+                elif _c1_Signature is not None:
+                    el = 'Header/Signature'
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
+                    c_xmldsig._e_SignatureType(w, _c1_Signature)
+                    v = w.v; n = w.n
+                    _c1_Signature = None
+                    _c1_s = 3
+                elif True:
+                    v = (v << 2) | 2
+                    n += 2
+                    if _c1_SessionID is not None or _c1_Notification is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if _c1_s == 2:
+                if _c1_Signature is not None:
+                    el = 'Header/Signature'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_xmldsig._e_SignatureType(w, _c1_Signature)
+                    v = w.v; n = w.n
+                    _c1_Signature = None
+                    _c1_s = 3
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_SessionID is not None or _c1_Notification is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if _c1_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c1_SessionID is not None or _c1_Notification is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_Body is not None): raise EncodeError('missing content: Body')
             el = 'Body'
             v <<= 1
@@ -120,163 +325,19 @@ TYPE_CONTENT = {
 
 NAMESPACES = ('http://www.w3.org/2000/09/xmldsig#', 'urn:iso:15118:2:2013:MsgBody', 'urn:iso:15118:2:2013:MsgDataTypes', 'urn:iso:15118:2:2013:MsgDef', 'urn:iso:15118:2:2013:MsgHeader')
 
-def _de0(r):  # AC_EVChargeParameter
-    return c_iso2_msgdatatypes._d_AC_EVChargeParameterType(r)
-
-def _ee0(w, o):  # AC_EVChargeParameter
-    c_iso2_msgdatatypes._e_AC_EVChargeParameterType(w, o)
-
-def _de1(r):  # AC_EVSEChargeParameter
-    return c_iso2_msgdatatypes._d_AC_EVSEChargeParameterType(r)
-
-def _ee1(w, o):  # AC_EVSEChargeParameter
-    c_iso2_msgdatatypes._e_AC_EVSEChargeParameterType(w, o)
-
-def _de2(r):  # AC_EVSEStatus
-    return c_iso2_msgdatatypes._d_AC_EVSEStatusType(r)
-
-def _ee2(w, o):  # AC_EVSEStatus
-    c_iso2_msgdatatypes._e_AC_EVSEStatusType(w, o)
-
-def _de3(r):  # AuthorizationReq
-    return c_iso2_msgbody._d_AuthorizationReqType(r)
-
-def _ee3(w, o):  # AuthorizationReq
-    c_iso2_msgbody._e_AuthorizationReqType(w, o)
-
-def _de4(r):  # AuthorizationRes
-    return c_iso2_msgbody._d_AuthorizationResType(r)
-
-def _ee4(w, o):  # AuthorizationRes
-    c_iso2_msgbody._e_AuthorizationResType(w, o)
-
-def _de5(r):  # BodyElement
-    return c_iso2_msgbody._d_BodyBaseType(r)
-
-def _ee5(w, o):  # BodyElement
-    c_iso2_msgbody._e_BodyBaseType(w, o)
-
-def _de6(r):  # CableCheckReq
-    return c_iso2_msgbody._d_CableCheckReqType(r)
-
-def _ee6(w, o):  # CableCheckReq
-    c_iso2_msgbody._e_CableCheckReqType(w, o)
-
-def _de7(r):  # CableCheckRes
-    return c_iso2_msgbody._d_CableCheckResType(r)
-
-def _ee7(w, o):  # CableCheckRes
-    c_iso2_msgbody._e_CableCheckResType(w, o)
-
-def _de8(r):  # CanonicalizationMethod
+def _de0(r):  # CanonicalizationMethod
     return c_xmldsig._d_CanonicalizationMethodType(r, 'xmldsig:CanonicalizationMethod')
 
-def _ee8(w, o):  # CanonicalizationMethod
+def _ee0(w, o):  # CanonicalizationMethod
     c_xmldsig._e_CanonicalizationMethodType(w, o)
 
-def _de9(r):  # CertificateInstallationReq
-    return c_iso2_msgbody._d_CertificateInstallationReqType(r)
-
-def _ee9(w, o):  # CertificateInstallationReq
-    c_iso2_msgbody._e_CertificateInstallationReqType(w, o)
-
-def _de10(r):  # CertificateInstallationRes
-    return c_iso2_msgbody._d_CertificateInstallationResType(r)
-
-def _ee10(w, o):  # CertificateInstallationRes
-    c_iso2_msgbody._e_CertificateInstallationResType(w, o)
-
-def _de11(r):  # CertificateUpdateReq
-    return c_iso2_msgbody._d_CertificateUpdateReqType(r)
-
-def _ee11(w, o):  # CertificateUpdateReq
-    c_iso2_msgbody._e_CertificateUpdateReqType(w, o)
-
-def _de12(r):  # CertificateUpdateRes
-    return c_iso2_msgbody._d_CertificateUpdateResType(r)
-
-def _ee12(w, o):  # CertificateUpdateRes
-    c_iso2_msgbody._e_CertificateUpdateResType(w, o)
-
-def _de13(r):  # ChargeParameterDiscoveryReq
-    return c_iso2_msgbody._d_ChargeParameterDiscoveryReqType(r)
-
-def _ee13(w, o):  # ChargeParameterDiscoveryReq
-    c_iso2_msgbody._e_ChargeParameterDiscoveryReqType(w, o)
-
-def _de14(r):  # ChargeParameterDiscoveryRes
-    return c_iso2_msgbody._d_ChargeParameterDiscoveryResType(r)
-
-def _ee14(w, o):  # ChargeParameterDiscoveryRes
-    c_iso2_msgbody._e_ChargeParameterDiscoveryResType(w, o)
-
-def _de15(r):  # ChargingStatusReq
-    return c_iso2_msgbody._d_ChargingStatusReqType(r)
-
-def _ee15(w, o):  # ChargingStatusReq
-    c_iso2_msgbody._e_ChargingStatusReqType(w, o)
-
-def _de16(r):  # ChargingStatusRes
-    return c_iso2_msgbody._d_ChargingStatusResType(r)
-
-def _ee16(w, o):  # ChargingStatusRes
-    c_iso2_msgbody._e_ChargingStatusResType(w, o)
-
-def _de17(r):  # CurrentDemandReq
-    return c_iso2_msgbody._d_CurrentDemandReqType(r)
-
-def _ee17(w, o):  # CurrentDemandReq
-    c_iso2_msgbody._e_CurrentDemandReqType(w, o)
-
-def _de18(r):  # CurrentDemandRes
-    return c_iso2_msgbody._d_CurrentDemandResType(r)
-
-def _ee18(w, o):  # CurrentDemandRes
-    c_iso2_msgbody._e_CurrentDemandResType(w, o)
-
-def _de19(r):  # DC_EVChargeParameter
-    return c_iso2_msgdatatypes._d_DC_EVChargeParameterType(r)
-
-def _ee19(w, o):  # DC_EVChargeParameter
-    c_iso2_msgdatatypes._e_DC_EVChargeParameterType(w, o)
-
-def _de20(r):  # DC_EVPowerDeliveryParameter
-    return c_iso2_msgdatatypes._d_DC_EVPowerDeliveryParameterType(r)
-
-def _ee20(w, o):  # DC_EVPowerDeliveryParameter
-    c_iso2_msgdatatypes._e_DC_EVPowerDeliveryParameterType(w, o)
-
-def _de21(r):  # DC_EVSEChargeParameter
-    return c_iso2_msgdatatypes._d_DC_EVSEChargeParameterType(r)
-
-def _ee21(w, o):  # DC_EVSEChargeParameter
-    c_iso2_msgdatatypes._e_DC_EVSEChargeParameterType(w, o)
-
-def _de22(r):  # DC_EVSEStatus
-    return c_iso2_msgdatatypes._d_DC_EVSEStatusType(r)
-
-def _ee22(w, o):  # DC_EVSEStatus
-    c_iso2_msgdatatypes._e_DC_EVSEStatusType(w, o)
-
-def _de23(r):  # DC_EVStatus
-    return c_iso2_msgdatatypes._d_DC_EVStatusType(r)
-
-def _ee23(w, o):  # DC_EVStatus
-    c_iso2_msgdatatypes._e_DC_EVStatusType(w, o)
-
-def _de24(r):  # DSAKeyValue
-    return c_xmldsig._d_DSAKeyValueType(r)
-
-def _ee24(w, o):  # DSAKeyValue
-    c_xmldsig._e_DSAKeyValueType(w, o)
-
-def _de25(r):  # DigestMethod
+def _de1(r):  # DigestMethod
     return c_xmldsig._d_DigestMethodType(r, 'xmldsig:DigestMethod')
 
-def _ee25(w, o):  # DigestMethod
+def _ee1(w, o):  # DigestMethod
     c_xmldsig._e_DigestMethodType(w, o)
 
-def _de26(r):  # DigestValue
+def _de2(r):  # DigestValue
     V = r.v
     E = r.end
     p = r.pos
@@ -288,71 +349,37 @@ def _de26(r):  # DigestValue
         if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
     r.pos = p
     return val
 
-def _ee26(w, o):  # DigestValue
+def _ee2(w, o):  # DigestValue
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de27(r):  # EVChargeParameter
-    return c_iso2_msgdatatypes._d_EVChargeParameterType(r)
-
-def _ee27(w, o):  # EVChargeParameter
-    c_iso2_msgdatatypes._e_EVChargeParameterType(w, o)
-
-def _de28(r):  # EVPowerDeliveryParameter
-    return c_iso2_msgdatatypes._d_EVPowerDeliveryParameterType(r)
-
-def _ee28(w, o):  # EVPowerDeliveryParameter
-    c_iso2_msgdatatypes._e_EVPowerDeliveryParameterType(w, o)
-
-def _de29(r):  # EVSEChargeParameter
-    return c_iso2_msgdatatypes._d_EVSEChargeParameterType(r)
-
-def _ee29(w, o):  # EVSEChargeParameter
-    c_iso2_msgdatatypes._e_EVSEChargeParameterType(w, o)
-
-def _de30(r):  # EVSEStatus
-    return c_iso2_msgdatatypes._d_EVSEStatusType(r)
-
-def _ee30(w, o):  # EVSEStatus
-    c_iso2_msgdatatypes._e_EVSEStatusType(w, o)
-
-def _de31(r):  # EVStatus
-    return c_iso2_msgdatatypes._d_EVStatusType(r)
-
-def _ee31(w, o):  # EVStatus
-    c_iso2_msgdatatypes._e_EVStatusType(w, o)
-
-def _de32(r):  # Entry
-    return c_iso2_msgdatatypes._d_EntryType(r)
-
-def _ee32(w, o):  # Entry
-    c_iso2_msgdatatypes._e_EntryType(w, o)
-
-def _de33(r):  # KeyInfo
+def _de3(r):  # KeyInfo
     return c_xmldsig._d_KeyInfoType(r, 'xmldsig:KeyInfo')
 
-def _ee33(w, o):  # KeyInfo
+def _ee3(w, o):  # KeyInfo
     c_xmldsig._e_KeyInfoType(w, o)
 
-def _de34(r):  # KeyName
+def _de4(r):  # KeyName
     V = r.v
     E = r.end
     p = r.pos
@@ -373,7 +400,7 @@ def _de34(r):  # KeyName
     r.pos = p
     return val
 
-def _ee34(w, o):  # KeyName
+def _ee4(w, o):  # KeyName
     v = w.v
     n = w.n
     v <<= 1
@@ -388,31 +415,13 @@ def _ee34(w, o):  # KeyName
     w.v = v
     w.n = n
 
-def _de35(r):  # KeyValue
+def _de5(r):  # KeyValue
     return c_xmldsig._d_KeyValueType(r, 'xmldsig:KeyValue')
 
-def _ee35(w, o):  # KeyValue
+def _ee5(w, o):  # KeyValue
     c_xmldsig._e_KeyValueType(w, o)
 
-def _de36(r):  # Manifest
-    return c_xmldsig._d_ManifestType(r)
-
-def _ee36(w, o):  # Manifest
-    c_xmldsig._e_ManifestType(w, o)
-
-def _de37(r):  # MeteringReceiptReq
-    return c_iso2_msgbody._d_MeteringReceiptReqType(r)
-
-def _ee37(w, o):  # MeteringReceiptReq
-    c_iso2_msgbody._e_MeteringReceiptReqType(w, o)
-
-def _de38(r):  # MeteringReceiptRes
-    return c_iso2_msgbody._d_MeteringReceiptResType(r)
-
-def _ee38(w, o):  # MeteringReceiptRes
-    c_iso2_msgbody._e_MeteringReceiptResType(w, o)
-
-def _de39(r):  # MgmtData
+def _de6(r):  # MgmtData
     V = r.v
     E = r.end
     p = r.pos
@@ -433,7 +442,7 @@ def _de39(r):  # MgmtData
     r.pos = p
     return val
 
-def _ee39(w, o):  # MgmtData
+def _ee6(w, o):  # MgmtData
     v = w.v
     n = w.n
     v <<= 1
@@ -448,328 +457,112 @@ def _ee39(w, o):  # MgmtData
     w.v = v
     w.n = n
 
-def _de40(r):  # Object
+def _de7(r):  # Object
     return c_xmldsig._d_ObjectType(r, 'xmldsig:Object')
 
-def _ee40(w, o):  # Object
+def _ee7(w, o):  # Object
     c_xmldsig._e_ObjectType(w, o)
 
-def _de41(r):  # PGPData
-    return c_xmldsig._d_PGPDataType(r)
-
-def _ee41(w, o):  # PGPData
-    c_xmldsig._e_PGPDataType(w, o)
-
-def _de42(r):  # PMaxScheduleEntry
-    return c_iso2_msgdatatypes._d_PMaxScheduleEntryType(r)
-
-def _ee42(w, o):  # PMaxScheduleEntry
-    c_iso2_msgdatatypes._e_PMaxScheduleEntryType(w, o)
-
-def _de43(r):  # PaymentDetailsReq
-    return c_iso2_msgbody._d_PaymentDetailsReqType(r)
-
-def _ee43(w, o):  # PaymentDetailsReq
-    c_iso2_msgbody._e_PaymentDetailsReqType(w, o)
-
-def _de44(r):  # PaymentDetailsRes
-    return c_iso2_msgbody._d_PaymentDetailsResType(r)
-
-def _ee44(w, o):  # PaymentDetailsRes
-    c_iso2_msgbody._e_PaymentDetailsResType(w, o)
-
-def _de45(r):  # PaymentServiceSelectionReq
-    return c_iso2_msgbody._d_PaymentServiceSelectionReqType(r)
-
-def _ee45(w, o):  # PaymentServiceSelectionReq
-    c_iso2_msgbody._e_PaymentServiceSelectionReqType(w, o)
-
-def _de46(r):  # PaymentServiceSelectionRes
-    return c_iso2_msgbody._d_PaymentServiceSelectionResType(r)
-
-def _ee46(w, o):  # PaymentServiceSelectionRes
-    c_iso2_msgbody._e_PaymentServiceSelectionResType(w, o)
-
-def _de47(r):  # PowerDeliveryReq
-    return c_iso2_msgbody._d_PowerDeliveryReqType(r)
-
-def _ee47(w, o):  # PowerDeliveryReq
-    c_iso2_msgbody._e_PowerDeliveryReqType(w, o)
-
-def _de48(r):  # PowerDeliveryRes
-    return c_iso2_msgbody._d_PowerDeliveryResType(r)
-
-def _ee48(w, o):  # PowerDeliveryRes
-    c_iso2_msgbody._e_PowerDeliveryResType(w, o)
-
-def _de49(r):  # PreChargeReq
-    return c_iso2_msgbody._d_PreChargeReqType(r)
-
-def _ee49(w, o):  # PreChargeReq
-    c_iso2_msgbody._e_PreChargeReqType(w, o)
-
-def _de50(r):  # PreChargeRes
-    return c_iso2_msgbody._d_PreChargeResType(r)
-
-def _ee50(w, o):  # PreChargeRes
-    c_iso2_msgbody._e_PreChargeResType(w, o)
-
-def _de51(r):  # RSAKeyValue
-    return c_xmldsig._d_RSAKeyValueType(r)
-
-def _ee51(w, o):  # RSAKeyValue
-    c_xmldsig._e_RSAKeyValueType(w, o)
-
-def _de52(r):  # Reference
-    return c_xmldsig._d_ReferenceType(r)
-
-def _ee52(w, o):  # Reference
-    c_xmldsig._e_ReferenceType(w, o)
-
-def _de53(r):  # RelativeTimeInterval
-    return c_iso2_msgdatatypes._d_RelativeTimeIntervalType(r)
-
-def _ee53(w, o):  # RelativeTimeInterval
-    c_iso2_msgdatatypes._e_RelativeTimeIntervalType(w, o)
-
-def _de54(r):  # RetrievalMethod
-    return c_xmldsig._d_RetrievalMethodType(r)
-
-def _ee54(w, o):  # RetrievalMethod
-    c_xmldsig._e_RetrievalMethodType(w, o)
-
-def _de55(r):  # SAScheduleList
-    return c_iso2_msgdatatypes._d_SAScheduleListType(r)
-
-def _ee55(w, o):  # SAScheduleList
-    c_iso2_msgdatatypes._e_SAScheduleListType(w, o)
-
-def _de56(r):  # SASchedules
-    return c_iso2_msgdatatypes._d_SASchedulesType(r)
-
-def _ee56(w, o):  # SASchedules
-    c_iso2_msgdatatypes._e_SASchedulesType(w, o)
-
-def _de57(r):  # SPKIData
-    return c_xmldsig._d_SPKIDataType(r)
-
-def _ee57(w, o):  # SPKIData
-    c_xmldsig._e_SPKIDataType(w, o)
-
-def _de58(r):  # SalesTariffEntry
-    return c_iso2_msgdatatypes._d_SalesTariffEntryType(r)
-
-def _ee58(w, o):  # SalesTariffEntry
-    c_iso2_msgdatatypes._e_SalesTariffEntryType(w, o)
-
-def _de59(r):  # ServiceDetailReq
-    return c_iso2_msgbody._d_ServiceDetailReqType(r)
-
-def _ee59(w, o):  # ServiceDetailReq
-    c_iso2_msgbody._e_ServiceDetailReqType(w, o)
-
-def _de60(r):  # ServiceDetailRes
-    return c_iso2_msgbody._d_ServiceDetailResType(r)
-
-def _ee60(w, o):  # ServiceDetailRes
-    c_iso2_msgbody._e_ServiceDetailResType(w, o)
-
-def _de61(r):  # ServiceDiscoveryReq
-    return c_iso2_msgbody._d_ServiceDiscoveryReqType(r)
-
-def _ee61(w, o):  # ServiceDiscoveryReq
-    c_iso2_msgbody._e_ServiceDiscoveryReqType(w, o)
-
-def _de62(r):  # ServiceDiscoveryRes
-    return c_iso2_msgbody._d_ServiceDiscoveryResType(r)
-
-def _ee62(w, o):  # ServiceDiscoveryRes
-    c_iso2_msgbody._e_ServiceDiscoveryResType(w, o)
-
-def _de63(r):  # SessionSetupReq
-    return c_iso2_msgbody._d_SessionSetupReqType(r)
-
-def _ee63(w, o):  # SessionSetupReq
-    c_iso2_msgbody._e_SessionSetupReqType(w, o)
-
-def _de64(r):  # SessionSetupRes
-    return c_iso2_msgbody._d_SessionSetupResType(r)
-
-def _ee64(w, o):  # SessionSetupRes
-    c_iso2_msgbody._e_SessionSetupResType(w, o)
-
-def _de65(r):  # SessionStopReq
-    return c_iso2_msgbody._d_SessionStopReqType(r)
-
-def _ee65(w, o):  # SessionStopReq
-    c_iso2_msgbody._e_SessionStopReqType(w, o)
-
-def _de66(r):  # SessionStopRes
-    return c_iso2_msgbody._d_SessionStopResType(r)
-
-def _ee66(w, o):  # SessionStopRes
-    c_iso2_msgbody._e_SessionStopResType(w, o)
-
-def _de67(r):  # Signature
-    return c_xmldsig._d_SignatureType(r)
-
-def _ee67(w, o):  # Signature
-    c_xmldsig._e_SignatureType(w, o)
-
-def _de68(r):  # SignatureMethod
+def _de8(r):  # SignatureMethod
     return c_xmldsig._d_SignatureMethodType(r, 'xmldsig:SignatureMethod')
 
-def _ee68(w, o):  # SignatureMethod
+def _ee8(w, o):  # SignatureMethod
     c_xmldsig._e_SignatureMethodType(w, o)
 
-def _de69(r):  # SignatureProperties
-    return c_xmldsig._d_SignaturePropertiesType(r)
-
-def _ee69(w, o):  # SignatureProperties
-    c_xmldsig._e_SignaturePropertiesType(w, o)
-
-def _de70(r):  # SignatureProperty
+def _de9(r):  # SignatureProperty
     return c_xmldsig._d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
 
-def _ee70(w, o):  # SignatureProperty
+def _ee9(w, o):  # SignatureProperty
     c_xmldsig._e_SignaturePropertyType(w, o)
 
-def _de71(r):  # SignatureValue
-    return c_xmldsig._d_SignatureValueType(r)
-
-def _ee71(w, o):  # SignatureValue
-    c_xmldsig._e_SignatureValueType(w, o)
-
-def _de72(r):  # SignedInfo
-    return c_xmldsig._d_SignedInfoType(r)
-
-def _ee72(w, o):  # SignedInfo
-    c_xmldsig._e_SignedInfoType(w, o)
-
-def _de73(r):  # TimeInterval
-    return c_iso2_msgdatatypes._d_IntervalType(r)
-
-def _ee73(w, o):  # TimeInterval
-    c_iso2_msgdatatypes._e_IntervalType(w, o)
-
-def _de74(r):  # Transform
+def _de10(r):  # Transform
     return c_xmldsig._d_TransformType(r, 'xmldsig:Transform')
 
-def _ee74(w, o):  # Transform
+def _ee10(w, o):  # Transform
     c_xmldsig._e_TransformType(w, o)
-
-def _de75(r):  # Transforms
-    return c_xmldsig._d_TransformsType(r)
-
-def _ee75(w, o):  # Transforms
-    c_xmldsig._e_TransformsType(w, o)
-
-def _de76(r):  # V2G_Message
-    return _d_V2G_Message(r)
-
-def _ee76(w, o):  # V2G_Message
-    _e_V2G_Message(w, o)
-
-def _de77(r):  # WeldingDetectionReq
-    return c_iso2_msgbody._d_WeldingDetectionReqType(r)
-
-def _ee77(w, o):  # WeldingDetectionReq
-    c_iso2_msgbody._e_WeldingDetectionReqType(w, o)
-
-def _de78(r):  # WeldingDetectionRes
-    return c_iso2_msgbody._d_WeldingDetectionResType(r)
-
-def _ee78(w, o):  # WeldingDetectionRes
-    c_iso2_msgbody._e_WeldingDetectionResType(w, o)
-
-def _de79(r):  # X509Data
-    return c_xmldsig._d_X509DataType(r)
-
-def _ee79(w, o):  # X509Data
-    c_xmldsig._e_X509DataType(w, o)
 
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 DOCUMENT = (
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'AC_EVChargeParameter', iso2_msgdatatypes.AC_EVChargeParameterType, _de0, _ee0),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'AC_EVSEChargeParameter', iso2_msgdatatypes.AC_EVSEChargeParameterType, _de1, _ee1),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'AC_EVSEStatus', iso2_msgdatatypes.AC_EVSEStatusType, _de2, _ee2),
-    ('urn:iso:15118:2:2013:MsgBody', 'AuthorizationReq', iso2_msgbody.AuthorizationReqType, _de3, _ee3),
-    ('urn:iso:15118:2:2013:MsgBody', 'AuthorizationRes', iso2_msgbody.AuthorizationResType, _de4, _ee4),
-    ('urn:iso:15118:2:2013:MsgBody', 'BodyElement', iso2_msgbody.BodyBaseType, _de5, _ee5),
-    ('urn:iso:15118:2:2013:MsgBody', 'CableCheckReq', iso2_msgbody.CableCheckReqType, _de6, _ee6),
-    ('urn:iso:15118:2:2013:MsgBody', 'CableCheckRes', iso2_msgbody.CableCheckResType, _de7, _ee7),
-    ('http://www.w3.org/2000/09/xmldsig#', 'CanonicalizationMethod', xmldsig.CanonicalizationMethodType, _de8, _ee8),
-    ('urn:iso:15118:2:2013:MsgBody', 'CertificateInstallationReq', iso2_msgbody.CertificateInstallationReqType, _de9, _ee9),
-    ('urn:iso:15118:2:2013:MsgBody', 'CertificateInstallationRes', iso2_msgbody.CertificateInstallationResType, _de10, _ee10),
-    ('urn:iso:15118:2:2013:MsgBody', 'CertificateUpdateReq', iso2_msgbody.CertificateUpdateReqType, _de11, _ee11),
-    ('urn:iso:15118:2:2013:MsgBody', 'CertificateUpdateRes', iso2_msgbody.CertificateUpdateResType, _de12, _ee12),
-    ('urn:iso:15118:2:2013:MsgBody', 'ChargeParameterDiscoveryReq', iso2_msgbody.ChargeParameterDiscoveryReqType, _de13, _ee13),
-    ('urn:iso:15118:2:2013:MsgBody', 'ChargeParameterDiscoveryRes', iso2_msgbody.ChargeParameterDiscoveryResType, _de14, _ee14),
-    ('urn:iso:15118:2:2013:MsgBody', 'ChargingStatusReq', iso2_msgbody.ChargingStatusReqType, _de15, _ee15),
-    ('urn:iso:15118:2:2013:MsgBody', 'ChargingStatusRes', iso2_msgbody.ChargingStatusResType, _de16, _ee16),
-    ('urn:iso:15118:2:2013:MsgBody', 'CurrentDemandReq', iso2_msgbody.CurrentDemandReqType, _de17, _ee17),
-    ('urn:iso:15118:2:2013:MsgBody', 'CurrentDemandRes', iso2_msgbody.CurrentDemandResType, _de18, _ee18),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'DC_EVChargeParameter', iso2_msgdatatypes.DC_EVChargeParameterType, _de19, _ee19),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'DC_EVPowerDeliveryParameter', iso2_msgdatatypes.DC_EVPowerDeliveryParameterType, _de20, _ee20),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'DC_EVSEChargeParameter', iso2_msgdatatypes.DC_EVSEChargeParameterType, _de21, _ee21),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'DC_EVSEStatus', iso2_msgdatatypes.DC_EVSEStatusType, _de22, _ee22),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'DC_EVStatus', iso2_msgdatatypes.DC_EVStatusType, _de23, _ee23),
-    ('http://www.w3.org/2000/09/xmldsig#', 'DSAKeyValue', xmldsig.DSAKeyValueType, _de24, _ee24),
-    ('http://www.w3.org/2000/09/xmldsig#', 'DigestMethod', xmldsig.DigestMethodType, _de25, _ee25),
-    ('http://www.w3.org/2000/09/xmldsig#', 'DigestValue', ('b64', None, None), _de26, _ee26),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVChargeParameter', iso2_msgdatatypes.EVChargeParameterType, _de27, _ee27),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVPowerDeliveryParameter', iso2_msgdatatypes.EVPowerDeliveryParameterType, _de28, _ee28),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEChargeParameter', iso2_msgdatatypes.EVSEChargeParameterType, _de29, _ee29),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEStatus', iso2_msgdatatypes.EVSEStatusType, _de30, _ee30),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVStatus', iso2_msgdatatypes.EVStatusType, _de31, _ee31),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'Entry', iso2_msgdatatypes.EntryType, _de32, _ee32),
-    ('http://www.w3.org/2000/09/xmldsig#', 'KeyInfo', xmldsig.KeyInfoType, _de33, _ee33),
-    ('http://www.w3.org/2000/09/xmldsig#', 'KeyName', ('str', None, None), _de34, _ee34),
-    ('http://www.w3.org/2000/09/xmldsig#', 'KeyValue', xmldsig.KeyValueType, _de35, _ee35),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Manifest', xmldsig.ManifestType, _de36, _ee36),
-    ('urn:iso:15118:2:2013:MsgBody', 'MeteringReceiptReq', iso2_msgbody.MeteringReceiptReqType, _de37, _ee37),
-    ('urn:iso:15118:2:2013:MsgBody', 'MeteringReceiptRes', iso2_msgbody.MeteringReceiptResType, _de38, _ee38),
-    ('http://www.w3.org/2000/09/xmldsig#', 'MgmtData', ('str', None, None), _de39, _ee39),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Object', xmldsig.ObjectType, _de40, _ee40),
-    ('http://www.w3.org/2000/09/xmldsig#', 'PGPData', xmldsig.PGPDataType, _de41, _ee41),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'PMaxScheduleEntry', iso2_msgdatatypes.PMaxScheduleEntryType, _de42, _ee42),
-    ('urn:iso:15118:2:2013:MsgBody', 'PaymentDetailsReq', iso2_msgbody.PaymentDetailsReqType, _de43, _ee43),
-    ('urn:iso:15118:2:2013:MsgBody', 'PaymentDetailsRes', iso2_msgbody.PaymentDetailsResType, _de44, _ee44),
-    ('urn:iso:15118:2:2013:MsgBody', 'PaymentServiceSelectionReq', iso2_msgbody.PaymentServiceSelectionReqType, _de45, _ee45),
-    ('urn:iso:15118:2:2013:MsgBody', 'PaymentServiceSelectionRes', iso2_msgbody.PaymentServiceSelectionResType, _de46, _ee46),
-    ('urn:iso:15118:2:2013:MsgBody', 'PowerDeliveryReq', iso2_msgbody.PowerDeliveryReqType, _de47, _ee47),
-    ('urn:iso:15118:2:2013:MsgBody', 'PowerDeliveryRes', iso2_msgbody.PowerDeliveryResType, _de48, _ee48),
-    ('urn:iso:15118:2:2013:MsgBody', 'PreChargeReq', iso2_msgbody.PreChargeReqType, _de49, _ee49),
-    ('urn:iso:15118:2:2013:MsgBody', 'PreChargeRes', iso2_msgbody.PreChargeResType, _de50, _ee50),
-    ('http://www.w3.org/2000/09/xmldsig#', 'RSAKeyValue', xmldsig.RSAKeyValueType, _de51, _ee51),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Reference', xmldsig.ReferenceType, _de52, _ee52),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'RelativeTimeInterval', iso2_msgdatatypes.RelativeTimeIntervalType, _de53, _ee53),
-    ('http://www.w3.org/2000/09/xmldsig#', 'RetrievalMethod', xmldsig.RetrievalMethodType, _de54, _ee54),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'SAScheduleList', iso2_msgdatatypes.SAScheduleListType, _de55, _ee55),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'SASchedules', iso2_msgdatatypes.SASchedulesType, _de56, _ee56),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SPKIData', xmldsig.SPKIDataType, _de57, _ee57),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'SalesTariffEntry', iso2_msgdatatypes.SalesTariffEntryType, _de58, _ee58),
-    ('urn:iso:15118:2:2013:MsgBody', 'ServiceDetailReq', iso2_msgbody.ServiceDetailReqType, _de59, _ee59),
-    ('urn:iso:15118:2:2013:MsgBody', 'ServiceDetailRes', iso2_msgbody.ServiceDetailResType, _de60, _ee60),
-    ('urn:iso:15118:2:2013:MsgBody', 'ServiceDiscoveryReq', iso2_msgbody.ServiceDiscoveryReqType, _de61, _ee61),
-    ('urn:iso:15118:2:2013:MsgBody', 'ServiceDiscoveryRes', iso2_msgbody.ServiceDiscoveryResType, _de62, _ee62),
-    ('urn:iso:15118:2:2013:MsgBody', 'SessionSetupReq', iso2_msgbody.SessionSetupReqType, _de63, _ee63),
-    ('urn:iso:15118:2:2013:MsgBody', 'SessionSetupRes', iso2_msgbody.SessionSetupResType, _de64, _ee64),
-    ('urn:iso:15118:2:2013:MsgBody', 'SessionStopReq', iso2_msgbody.SessionStopReqType, _de65, _ee65),
-    ('urn:iso:15118:2:2013:MsgBody', 'SessionStopRes', iso2_msgbody.SessionStopResType, _de66, _ee66),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Signature', xmldsig.SignatureType, _de67, _ee67),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureMethod', xmldsig.SignatureMethodType, _de68, _ee68),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperties', xmldsig.SignaturePropertiesType, _de69, _ee69),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperty', xmldsig.SignaturePropertyType, _de70, _ee70),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureValue', xmldsig.SignatureValueType, _de71, _ee71),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignedInfo', xmldsig.SignedInfoType, _de72, _ee72),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'TimeInterval', iso2_msgdatatypes.IntervalType, _de73, _ee73),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Transform', xmldsig.TransformType, _de74, _ee74),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Transforms', xmldsig.TransformsType, _de75, _ee75),
-    ('urn:iso:15118:2:2013:MsgDef', 'V2G_Message', iso2_msgdef.V2G_Message, _de76, _ee76),
-    ('urn:iso:15118:2:2013:MsgBody', 'WeldingDetectionReq', iso2_msgbody.WeldingDetectionReqType, _de77, _ee77),
-    ('urn:iso:15118:2:2013:MsgBody', 'WeldingDetectionRes', iso2_msgbody.WeldingDetectionResType, _de78, _ee78),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509Data', xmldsig.X509DataType, _de79, _ee79),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'AC_EVChargeParameter', iso2_msgdatatypes.AC_EVChargeParameterType, c_iso2_msgdatatypes._d_AC_EVChargeParameterType, c_iso2_msgdatatypes._e_AC_EVChargeParameterType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'AC_EVSEChargeParameter', iso2_msgdatatypes.AC_EVSEChargeParameterType, c_iso2_msgdatatypes._d_AC_EVSEChargeParameterType, c_iso2_msgdatatypes._e_AC_EVSEChargeParameterType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'AC_EVSEStatus', iso2_msgdatatypes.AC_EVSEStatusType, c_iso2_msgdatatypes._d_AC_EVSEStatusType, c_iso2_msgdatatypes._e_AC_EVSEStatusType),
+    ('urn:iso:15118:2:2013:MsgBody', 'AuthorizationReq', iso2_msgbody.AuthorizationReqType, c_iso2_msgbody._d_AuthorizationReqType, c_iso2_msgbody._e_AuthorizationReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'AuthorizationRes', iso2_msgbody.AuthorizationResType, c_iso2_msgbody._d_AuthorizationResType, c_iso2_msgbody._e_AuthorizationResType),
+    ('urn:iso:15118:2:2013:MsgBody', 'BodyElement', iso2_msgbody.BodyBaseType, c_iso2_msgbody._d_BodyBaseType, c_iso2_msgbody._e_BodyBaseType),
+    ('urn:iso:15118:2:2013:MsgBody', 'CableCheckReq', iso2_msgbody.CableCheckReqType, c_iso2_msgbody._d_CableCheckReqType, c_iso2_msgbody._e_CableCheckReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'CableCheckRes', iso2_msgbody.CableCheckResType, c_iso2_msgbody._d_CableCheckResType, c_iso2_msgbody._e_CableCheckResType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'CanonicalizationMethod', xmldsig.CanonicalizationMethodType, _de0, _ee0),
+    ('urn:iso:15118:2:2013:MsgBody', 'CertificateInstallationReq', iso2_msgbody.CertificateInstallationReqType, c_iso2_msgbody._d_CertificateInstallationReqType, c_iso2_msgbody._e_CertificateInstallationReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'CertificateInstallationRes', iso2_msgbody.CertificateInstallationResType, c_iso2_msgbody._d_CertificateInstallationResType, c_iso2_msgbody._e_CertificateInstallationResType),
+    ('urn:iso:15118:2:2013:MsgBody', 'CertificateUpdateReq', iso2_msgbody.CertificateUpdateReqType, c_iso2_msgbody._d_CertificateUpdateReqType, c_iso2_msgbody._e_CertificateUpdateReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'CertificateUpdateRes', iso2_msgbody.CertificateUpdateResType, c_iso2_msgbody._d_CertificateUpdateResType, c_iso2_msgbody._e_CertificateUpdateResType),
+    ('urn:iso:15118:2:2013:MsgBody', 'ChargeParameterDiscoveryReq', iso2_msgbody.ChargeParameterDiscoveryReqType, c_iso2_msgbody._d_ChargeParameterDiscoveryReqType, c_iso2_msgbody._e_ChargeParameterDiscoveryReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'ChargeParameterDiscoveryRes', iso2_msgbody.ChargeParameterDiscoveryResType, c_iso2_msgbody._d_ChargeParameterDiscoveryResType, c_iso2_msgbody._e_ChargeParameterDiscoveryResType),
+    ('urn:iso:15118:2:2013:MsgBody', 'ChargingStatusReq', iso2_msgbody.ChargingStatusReqType, c_iso2_msgbody._d_ChargingStatusReqType, c_iso2_msgbody._e_ChargingStatusReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'ChargingStatusRes', iso2_msgbody.ChargingStatusResType, c_iso2_msgbody._d_ChargingStatusResType, c_iso2_msgbody._e_ChargingStatusResType),
+    ('urn:iso:15118:2:2013:MsgBody', 'CurrentDemandReq', iso2_msgbody.CurrentDemandReqType, c_iso2_msgbody._d_CurrentDemandReqType, c_iso2_msgbody._e_CurrentDemandReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'CurrentDemandRes', iso2_msgbody.CurrentDemandResType, c_iso2_msgbody._d_CurrentDemandResType, c_iso2_msgbody._e_CurrentDemandResType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'DC_EVChargeParameter', iso2_msgdatatypes.DC_EVChargeParameterType, c_iso2_msgdatatypes._d_DC_EVChargeParameterType, c_iso2_msgdatatypes._e_DC_EVChargeParameterType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'DC_EVPowerDeliveryParameter', iso2_msgdatatypes.DC_EVPowerDeliveryParameterType, c_iso2_msgdatatypes._d_DC_EVPowerDeliveryParameterType, c_iso2_msgdatatypes._e_DC_EVPowerDeliveryParameterType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'DC_EVSEChargeParameter', iso2_msgdatatypes.DC_EVSEChargeParameterType, c_iso2_msgdatatypes._d_DC_EVSEChargeParameterType, c_iso2_msgdatatypes._e_DC_EVSEChargeParameterType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'DC_EVSEStatus', iso2_msgdatatypes.DC_EVSEStatusType, c_iso2_msgdatatypes._d_DC_EVSEStatusType, c_iso2_msgdatatypes._e_DC_EVSEStatusType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'DC_EVStatus', iso2_msgdatatypes.DC_EVStatusType, c_iso2_msgdatatypes._d_DC_EVStatusType, c_iso2_msgdatatypes._e_DC_EVStatusType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'DSAKeyValue', xmldsig.DSAKeyValueType, c_xmldsig._d_DSAKeyValueType, c_xmldsig._e_DSAKeyValueType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'DigestMethod', xmldsig.DigestMethodType, _de1, _ee1),
+    ('http://www.w3.org/2000/09/xmldsig#', 'DigestValue', ('b64', None, None), _de2, _ee2),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVChargeParameter', iso2_msgdatatypes.EVChargeParameterType, c_iso2_msgdatatypes._d_EVChargeParameterType, c_iso2_msgdatatypes._e_EVChargeParameterType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVPowerDeliveryParameter', iso2_msgdatatypes.EVPowerDeliveryParameterType, c_iso2_msgdatatypes._d_EVPowerDeliveryParameterType, c_iso2_msgdatatypes._e_EVPowerDeliveryParameterType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEChargeParameter', iso2_msgdatatypes.EVSEChargeParameterType, c_iso2_msgdatatypes._d_EVSEChargeParameterType, c_iso2_msgdatatypes._e_EVSEChargeParameterType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEStatus', iso2_msgdatatypes.EVSEStatusType, c_iso2_msgdatatypes._d_EVSEStatusType, c_iso2_msgdatatypes._e_EVSEStatusType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVStatus', iso2_msgdatatypes.EVStatusType, c_iso2_msgdatatypes._d_EVStatusType, c_iso2_msgdatatypes._e_EVStatusType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'Entry', iso2_msgdatatypes.EntryType, c_iso2_msgdatatypes._d_EntryType, c_iso2_msgdatatypes._e_EntryType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'KeyInfo', xmldsig.KeyInfoType, _de3, _ee3),
+    ('http://www.w3.org/2000/09/xmldsig#', 'KeyName', ('str', None, None), _de4, _ee4),
+    ('http://www.w3.org/2000/09/xmldsig#', 'KeyValue', xmldsig.KeyValueType, _de5, _ee5),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Manifest', xmldsig.ManifestType, c_xmldsig._d_ManifestType, c_xmldsig._e_ManifestType),
+    ('urn:iso:15118:2:2013:MsgBody', 'MeteringReceiptReq', iso2_msgbody.MeteringReceiptReqType, c_iso2_msgbody._d_MeteringReceiptReqType, c_iso2_msgbody._e_MeteringReceiptReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'MeteringReceiptRes', iso2_msgbody.MeteringReceiptResType, c_iso2_msgbody._d_MeteringReceiptResType, c_iso2_msgbody._e_MeteringReceiptResType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'MgmtData', ('str', None, None), _de6, _ee6),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Object', xmldsig.ObjectType, _de7, _ee7),
+    ('http://www.w3.org/2000/09/xmldsig#', 'PGPData', xmldsig.PGPDataType, c_xmldsig._d_PGPDataType, c_xmldsig._e_PGPDataType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'PMaxScheduleEntry', iso2_msgdatatypes.PMaxScheduleEntryType, c_iso2_msgdatatypes._d_PMaxScheduleEntryType, c_iso2_msgdatatypes._e_PMaxScheduleEntryType),
+    ('urn:iso:15118:2:2013:MsgBody', 'PaymentDetailsReq', iso2_msgbody.PaymentDetailsReqType, c_iso2_msgbody._d_PaymentDetailsReqType, c_iso2_msgbody._e_PaymentDetailsReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'PaymentDetailsRes', iso2_msgbody.PaymentDetailsResType, c_iso2_msgbody._d_PaymentDetailsResType, c_iso2_msgbody._e_PaymentDetailsResType),
+    ('urn:iso:15118:2:2013:MsgBody', 'PaymentServiceSelectionReq', iso2_msgbody.PaymentServiceSelectionReqType, c_iso2_msgbody._d_PaymentServiceSelectionReqType, c_iso2_msgbody._e_PaymentServiceSelectionReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'PaymentServiceSelectionRes', iso2_msgbody.PaymentServiceSelectionResType, c_iso2_msgbody._d_PaymentServiceSelectionResType, c_iso2_msgbody._e_PaymentServiceSelectionResType),
+    ('urn:iso:15118:2:2013:MsgBody', 'PowerDeliveryReq', iso2_msgbody.PowerDeliveryReqType, c_iso2_msgbody._d_PowerDeliveryReqType, c_iso2_msgbody._e_PowerDeliveryReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'PowerDeliveryRes', iso2_msgbody.PowerDeliveryResType, c_iso2_msgbody._d_PowerDeliveryResType, c_iso2_msgbody._e_PowerDeliveryResType),
+    ('urn:iso:15118:2:2013:MsgBody', 'PreChargeReq', iso2_msgbody.PreChargeReqType, c_iso2_msgbody._d_PreChargeReqType, c_iso2_msgbody._e_PreChargeReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'PreChargeRes', iso2_msgbody.PreChargeResType, c_iso2_msgbody._d_PreChargeResType, c_iso2_msgbody._e_PreChargeResType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'RSAKeyValue', xmldsig.RSAKeyValueType, c_xmldsig._d_RSAKeyValueType, c_xmldsig._e_RSAKeyValueType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Reference', xmldsig.ReferenceType, c_xmldsig._d_ReferenceType, c_xmldsig._e_ReferenceType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'RelativeTimeInterval', iso2_msgdatatypes.RelativeTimeIntervalType, c_iso2_msgdatatypes._d_RelativeTimeIntervalType, c_iso2_msgdatatypes._e_RelativeTimeIntervalType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'RetrievalMethod', xmldsig.RetrievalMethodType, c_xmldsig._d_RetrievalMethodType, c_xmldsig._e_RetrievalMethodType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'SAScheduleList', iso2_msgdatatypes.SAScheduleListType, c_iso2_msgdatatypes._d_SAScheduleListType, c_iso2_msgdatatypes._e_SAScheduleListType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'SASchedules', iso2_msgdatatypes.SASchedulesType, c_iso2_msgdatatypes._d_SASchedulesType, c_iso2_msgdatatypes._e_SASchedulesType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SPKIData', xmldsig.SPKIDataType, c_xmldsig._d_SPKIDataType, c_xmldsig._e_SPKIDataType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'SalesTariffEntry', iso2_msgdatatypes.SalesTariffEntryType, c_iso2_msgdatatypes._d_SalesTariffEntryType, c_iso2_msgdatatypes._e_SalesTariffEntryType),
+    ('urn:iso:15118:2:2013:MsgBody', 'ServiceDetailReq', iso2_msgbody.ServiceDetailReqType, c_iso2_msgbody._d_ServiceDetailReqType, c_iso2_msgbody._e_ServiceDetailReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'ServiceDetailRes', iso2_msgbody.ServiceDetailResType, c_iso2_msgbody._d_ServiceDetailResType, c_iso2_msgbody._e_ServiceDetailResType),
+    ('urn:iso:15118:2:2013:MsgBody', 'ServiceDiscoveryReq', iso2_msgbody.ServiceDiscoveryReqType, c_iso2_msgbody._d_ServiceDiscoveryReqType, c_iso2_msgbody._e_ServiceDiscoveryReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'ServiceDiscoveryRes', iso2_msgbody.ServiceDiscoveryResType, c_iso2_msgbody._d_ServiceDiscoveryResType, c_iso2_msgbody._e_ServiceDiscoveryResType),
+    ('urn:iso:15118:2:2013:MsgBody', 'SessionSetupReq', iso2_msgbody.SessionSetupReqType, c_iso2_msgbody._d_SessionSetupReqType, c_iso2_msgbody._e_SessionSetupReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'SessionSetupRes', iso2_msgbody.SessionSetupResType, c_iso2_msgbody._d_SessionSetupResType, c_iso2_msgbody._e_SessionSetupResType),
+    ('urn:iso:15118:2:2013:MsgBody', 'SessionStopReq', iso2_msgbody.SessionStopReqType, c_iso2_msgbody._d_SessionStopReqType, c_iso2_msgbody._e_SessionStopReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'SessionStopRes', iso2_msgbody.SessionStopResType, c_iso2_msgbody._d_SessionStopResType, c_iso2_msgbody._e_SessionStopResType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Signature', xmldsig.SignatureType, c_xmldsig._d_SignatureType, c_xmldsig._e_SignatureType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureMethod', xmldsig.SignatureMethodType, _de8, _ee8),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperties', xmldsig.SignaturePropertiesType, c_xmldsig._d_SignaturePropertiesType, c_xmldsig._e_SignaturePropertiesType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperty', xmldsig.SignaturePropertyType, _de9, _ee9),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureValue', xmldsig.SignatureValueType, c_xmldsig._d_SignatureValueType, c_xmldsig._e_SignatureValueType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignedInfo', xmldsig.SignedInfoType, c_xmldsig._d_SignedInfoType, c_xmldsig._e_SignedInfoType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'TimeInterval', iso2_msgdatatypes.IntervalType, c_iso2_msgdatatypes._d_IntervalType, c_iso2_msgdatatypes._e_IntervalType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Transform', xmldsig.TransformType, _de10, _ee10),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Transforms', xmldsig.TransformsType, c_xmldsig._d_TransformsType, c_xmldsig._e_TransformsType),
+    ('urn:iso:15118:2:2013:MsgDef', 'V2G_Message', iso2_msgdef.V2G_Message, _d_V2G_Message, _e_V2G_Message),
+    ('urn:iso:15118:2:2013:MsgBody', 'WeldingDetectionReq', iso2_msgbody.WeldingDetectionReqType, c_iso2_msgbody._d_WeldingDetectionReqType, c_iso2_msgbody._e_WeldingDetectionReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'WeldingDetectionRes', iso2_msgbody.WeldingDetectionResType, c_iso2_msgbody._d_WeldingDetectionResType, c_iso2_msgbody._e_WeldingDetectionResType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509Data', xmldsig.X509DataType, c_xmldsig._d_X509DataType, c_xmldsig._e_X509DataType),
 )
 DOCUMENT_WIDTH = 7
 
@@ -1010,25 +803,7 @@ def _rxe0(w, o):  # eMAID
     _RELAXED.encode(w, o, FRAGMENT, 'iso2_msgbody:eMAID', _RXC0)
 
 
-def _de80(r):  # AC_EVSEStatus
-    return c_iso2_msgdatatypes._d_AC_EVSEStatusType(r)
-
-def _ee80(w, o):  # AC_EVSEStatus
-    c_iso2_msgdatatypes._e_AC_EVSEStatusType(w, o)
-
-def _de81(r):  # AC_EVSEStatus
-    return c_iso2_msgdatatypes._d_AC_EVSEStatusType(r)
-
-def _ee81(w, o):  # AC_EVSEStatus
-    c_iso2_msgdatatypes._e_AC_EVSEStatusType(w, o)
-
-def _de82(r):  # Body
-    return c_iso2_msgbody._d_BodyType(r)
-
-def _ee82(w, o):  # Body
-    c_iso2_msgbody._e_BodyType(w, o)
-
-def _de83(r):  # BulkChargingComplete
+def _de11(r):  # BulkChargingComplete
     V = r.v
     E = r.end
     p = r.pos
@@ -1040,7 +815,7 @@ def _de83(r):  # BulkChargingComplete
     r.pos = p
     return val
 
-def _ee83(w, o):  # BulkChargingComplete
+def _ee11(w, o):  # BulkChargingComplete
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -1049,7 +824,7 @@ def _ee83(w, o):  # BulkChargingComplete
     w.v = v
     w.n = n
 
-def _de84(r):  # BulkChargingComplete
+def _de12(r):  # BulkChargingComplete
     V = r.v
     E = r.end
     p = r.pos
@@ -1061,7 +836,7 @@ def _de84(r):  # BulkChargingComplete
     r.pos = p
     return val
 
-def _ee84(w, o):  # BulkChargingComplete
+def _ee12(w, o):  # BulkChargingComplete
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -1070,7 +845,7 @@ def _ee84(w, o):  # BulkChargingComplete
     w.v = v
     w.n = n
 
-def _de85(r):  # BulkSOC
+def _de13(r):  # BulkSOC
     V = r.v
     E = r.end
     p = r.pos
@@ -1083,7 +858,7 @@ def _de85(r):  # BulkSOC
     r.pos = p
     return val
 
-def _ee85(w, o):  # BulkSOC
+def _ee13(w, o):  # BulkSOC
     v = w.v
     n = w.n
     if not 0 <= o <= 100: raise EncodeError(f'value {o!r} outside [0, 100]')
@@ -1092,7 +867,7 @@ def _ee85(w, o):  # BulkSOC
     w.v = v
     w.n = n
 
-def _de86(r):  # Certificate
+def _de14(r):  # Certificate
     V = r.v
     E = r.end
     p = r.pos
@@ -1104,31 +879,33 @@ def _de86(r):  # Certificate
         if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        if len(val) > 800: r.facet('Certificate', 'length [0, 800]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(val) > 800: r.facet('Certificate', 'length [0, 800]', val, r.at(p))
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
     r.pos = p
     return val
 
-def _ee86(w, o):  # Certificate
+def _ee14(w, o):  # Certificate
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 800: raise EncodeError(f'length {len(o)} outside [0, 800]')
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de87(r):  # ChargeProgress
+def _de15(r):  # ChargeProgress
     V = r.v
     E = r.end
     p = r.pos
@@ -1142,7 +919,7 @@ def _de87(r):  # ChargeProgress
     r.pos = p
     return val
 
-def _ee87(w, o):  # ChargeProgress
+def _ee15(w, o):  # ChargeProgress
     v = w.v
     n = w.n
     _i1 = _I_iso2_msgdatatypes_chargeProgressType.get(o)
@@ -1152,13 +929,7 @@ def _ee87(w, o):  # ChargeProgress
     w.v = v
     w.n = n
 
-def _de88(r):  # ChargeService
-    return c_iso2_msgdatatypes._d_ChargeServiceType(r)
-
-def _ee88(w, o):  # ChargeService
-    c_iso2_msgdatatypes._e_ChargeServiceType(w, o)
-
-def _de89(r):  # ChargingComplete
+def _de16(r):  # ChargingComplete
     V = r.v
     E = r.end
     p = r.pos
@@ -1170,7 +941,7 @@ def _de89(r):  # ChargingComplete
     r.pos = p
     return val
 
-def _ee89(w, o):  # ChargingComplete
+def _ee16(w, o):  # ChargingComplete
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -1179,7 +950,7 @@ def _ee89(w, o):  # ChargingComplete
     w.v = v
     w.n = n
 
-def _de90(r):  # ChargingComplete
+def _de17(r):  # ChargingComplete
     V = r.v
     E = r.end
     p = r.pos
@@ -1191,7 +962,7 @@ def _de90(r):  # ChargingComplete
     r.pos = p
     return val
 
-def _ee90(w, o):  # ChargingComplete
+def _ee17(w, o):  # ChargingComplete
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -1200,13 +971,7 @@ def _ee90(w, o):  # ChargingComplete
     w.v = v
     w.n = n
 
-def _de91(r):  # ChargingProfile
-    return c_iso2_msgdatatypes._d_ChargingProfileType(r)
-
-def _ee91(w, o):  # ChargingProfile
-    c_iso2_msgdatatypes._e_ChargingProfileType(w, o)
-
-def _de92(r):  # ChargingProfileEntryMaxNumberOfPhasesInUse
+def _de18(r):  # ChargingProfileEntryMaxNumberOfPhasesInUse
     V = r.v
     E = r.end
     p = r.pos
@@ -1219,7 +984,7 @@ def _de92(r):  # ChargingProfileEntryMaxNumberOfPhasesInUse
     r.pos = p
     return val
 
-def _ee92(w, o):  # ChargingProfileEntryMaxNumberOfPhasesInUse
+def _ee18(w, o):  # ChargingProfileEntryMaxNumberOfPhasesInUse
     v = w.v
     n = w.n
     if not 1 <= o <= 3: raise EncodeError(f'value {o!r} outside [1, 3]')
@@ -1228,25 +993,29 @@ def _ee92(w, o):  # ChargingProfileEntryMaxNumberOfPhasesInUse
     w.v = v
     w.n = n
 
-def _de93(r):  # ChargingProfileEntryMaxPower
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee93(w, o):  # ChargingProfileEntryMaxPower
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de94(r):  # ChargingProfileEntryStart
+def _de19(r):  # ChargingProfileEntryStart
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileEntryStart', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -1256,7 +1025,7 @@ def _de94(r):  # ChargingProfileEntryStart
     r.pos = p
     return val
 
-def _ee94(w, o):  # ChargingProfileEntryStart
+def _ee19(w, o):  # ChargingProfileEntryStart
     v = w.v
     n = w.n
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
@@ -1264,13 +1033,14 @@ def _ee94(w, o):  # ChargingProfileEntryStart
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de95(r):  # ChargingSession
+def _de20(r):  # ChargingSession
     V = r.v
     E = r.end
     p = r.pos
@@ -1282,7 +1052,7 @@ def _de95(r):  # ChargingSession
     r.pos = p
     return val
 
-def _ee95(w, o):  # ChargingSession
+def _ee20(w, o):  # ChargingSession
     v = w.v
     n = w.n
     _i1 = _I_iso2_msgdatatypes_chargingSessionType.get(o)
@@ -1292,73 +1062,29 @@ def _ee95(w, o):  # ChargingSession
     w.v = v
     w.n = n
 
-def _de96(r):  # ConsumptionCost
-    return c_iso2_msgdatatypes._d_ConsumptionCostType(r)
-
-def _ee96(w, o):  # ConsumptionCost
-    c_iso2_msgdatatypes._e_ConsumptionCostType(w, o)
-
-def _de97(r):  # ContractSignatureCertChain
-    return c_iso2_msgdatatypes._d_CertificateChainType(r)
-
-def _ee97(w, o):  # ContractSignatureCertChain
-    c_iso2_msgdatatypes._e_CertificateChainType(w, o)
-
-def _de98(r):  # ContractSignatureEncryptedPrivateKey
-    return c_iso2_msgdatatypes._d_ContractSignatureEncryptedPrivateKeyType(r)
-
-def _ee98(w, o):  # ContractSignatureEncryptedPrivateKey
-    c_iso2_msgdatatypes._e_ContractSignatureEncryptedPrivateKeyType(w, o)
-
-def _de99(r):  # Cost
-    return c_iso2_msgdatatypes._d_CostType(r)
-
-def _ee99(w, o):  # Cost
-    c_iso2_msgdatatypes._e_CostType(w, o)
-
-def _de100(r):  # DC_EVSEStatus
-    return c_iso2_msgdatatypes._d_DC_EVSEStatusType(r)
-
-def _ee100(w, o):  # DC_EVSEStatus
-    c_iso2_msgdatatypes._e_DC_EVSEStatusType(w, o)
-
-def _de101(r):  # DC_EVSEStatus
-    return c_iso2_msgdatatypes._d_DC_EVSEStatusType(r)
-
-def _ee101(w, o):  # DC_EVSEStatus
-    c_iso2_msgdatatypes._e_DC_EVSEStatusType(w, o)
-
-def _de102(r):  # DC_EVStatus
-    return c_iso2_msgdatatypes._d_DC_EVStatusType(r)
-
-def _ee102(w, o):  # DC_EVStatus
-    c_iso2_msgdatatypes._e_DC_EVStatusType(w, o)
-
-def _de103(r):  # DC_EVStatus
-    return c_iso2_msgdatatypes._d_DC_EVStatusType(r)
-
-def _ee103(w, o):  # DC_EVStatus
-    c_iso2_msgdatatypes._e_DC_EVStatusType(w, o)
-
-def _de104(r):  # DHpublickey
-    return c_iso2_msgdatatypes._d_DiffieHellmanPublickeyType(r)
-
-def _ee104(w, o):  # DHpublickey
-    c_iso2_msgdatatypes._e_DiffieHellmanPublickeyType(w, o)
-
-def _de105(r):  # DepartureTime
+def _de21(r):  # DepartureTime
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -1368,7 +1094,7 @@ def _de105(r):  # DepartureTime
     r.pos = p
     return val
 
-def _ee105(w, o):  # DepartureTime
+def _ee21(w, o):  # DepartureTime
     v = w.v
     n = w.n
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
@@ -1376,19 +1102,14 @@ def _ee105(w, o):  # DepartureTime
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de106(r):  # EAmount
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee106(w, o):  # EAmount
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de107(r):  # EPriceLevel
+def _de22(r):  # EPriceLevel
     V = r.v
     E = r.end
     p = r.pos
@@ -1400,7 +1121,7 @@ def _de107(r):  # EPriceLevel
     r.pos = p
     return val
 
-def _ee107(w, o):  # EPriceLevel
+def _ee22(w, o):  # EPriceLevel
     v = w.v
     n = w.n
     if not 0 <= o <= 255: raise EncodeError(f'value {o!r} outside [0, 255]')
@@ -1409,7 +1130,7 @@ def _ee107(w, o):  # EPriceLevel
     w.v = v
     w.n = n
 
-def _de108(r):  # EVCCID
+def _de23(r):  # EVCCID
     V = r.v
     E = r.end
     p = r.pos
@@ -1421,43 +1142,33 @@ def _de108(r):  # EVCCID
         if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        if len(val) > 6: r.facet('EVCCID', 'length [0, 6]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(val) > 6: r.facet('EVCCID', 'length [0, 6]', val, r.at(p))
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
     r.pos = p
     return val
 
-def _ee108(w, o):  # EVCCID
+def _ee23(w, o):  # EVCCID
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 6: raise EncodeError(f'length {len(o)} outside [0, 6]')
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de109(r):  # EVEnergyCapacity
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee109(w, o):  # EVEnergyCapacity
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de110(r):  # EVEnergyRequest
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee110(w, o):  # EVEnergyRequest
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de111(r):  # EVErrorCode
+def _de24(r):  # EVErrorCode
     V = r.v
     E = r.end
     p = r.pos
@@ -1471,7 +1182,7 @@ def _de111(r):  # EVErrorCode
     r.pos = p
     return val
 
-def _ee111(w, o):  # EVErrorCode
+def _ee24(w, o):  # EVErrorCode
     v = w.v
     n = w.n
     _i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(o)
@@ -1481,61 +1192,7 @@ def _ee111(w, o):  # EVErrorCode
     w.v = v
     w.n = n
 
-def _de112(r):  # EVMaxCurrent
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee112(w, o):  # EVMaxCurrent
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de113(r):  # EVMaxVoltage
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee113(w, o):  # EVMaxVoltage
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de114(r):  # EVMaximumCurrentLimit
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee114(w, o):  # EVMaximumCurrentLimit
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de115(r):  # EVMaximumCurrentLimit
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee115(w, o):  # EVMaximumCurrentLimit
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de116(r):  # EVMaximumPowerLimit
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee116(w, o):  # EVMaximumPowerLimit
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de117(r):  # EVMaximumPowerLimit
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee117(w, o):  # EVMaximumPowerLimit
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de118(r):  # EVMaximumVoltageLimit
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee118(w, o):  # EVMaximumVoltageLimit
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de119(r):  # EVMaximumVoltageLimit
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee119(w, o):  # EVMaximumVoltageLimit
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de120(r):  # EVMinCurrent
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee120(w, o):  # EVMinCurrent
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de121(r):  # EVRESSSOC
+def _de25(r):  # EVRESSSOC
     V = r.v
     E = r.end
     p = r.pos
@@ -1548,7 +1205,7 @@ def _de121(r):  # EVRESSSOC
     r.pos = p
     return val
 
-def _ee121(w, o):  # EVRESSSOC
+def _ee25(w, o):  # EVRESSSOC
     v = w.v
     n = w.n
     if not 0 <= o <= 100: raise EncodeError(f'value {o!r} outside [0, 100]')
@@ -1557,7 +1214,7 @@ def _ee121(w, o):  # EVRESSSOC
     w.v = v
     w.n = n
 
-def _de122(r):  # EVReady
+def _de26(r):  # EVReady
     V = r.v
     E = r.end
     p = r.pos
@@ -1569,7 +1226,7 @@ def _de122(r):  # EVReady
     r.pos = p
     return val
 
-def _ee122(w, o):  # EVReady
+def _ee26(w, o):  # EVReady
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -1578,7 +1235,7 @@ def _ee122(w, o):  # EVReady
     w.v = v
     w.n = n
 
-def _de123(r):  # EVSECurrentLimitAchieved
+def _de27(r):  # EVSECurrentLimitAchieved
     V = r.v
     E = r.end
     p = r.pos
@@ -1590,7 +1247,7 @@ def _de123(r):  # EVSECurrentLimitAchieved
     r.pos = p
     return val
 
-def _ee123(w, o):  # EVSECurrentLimitAchieved
+def _ee27(w, o):  # EVSECurrentLimitAchieved
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -1599,19 +1256,7 @@ def _ee123(w, o):  # EVSECurrentLimitAchieved
     w.v = v
     w.n = n
 
-def _de124(r):  # EVSECurrentRegulationTolerance
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee124(w, o):  # EVSECurrentRegulationTolerance
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de125(r):  # EVSEEnergyToBeDelivered
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee125(w, o):  # EVSEEnergyToBeDelivered
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de126(r):  # EVSEID
+def _de28(r):  # EVSEID
     V = r.v
     E = r.end
     p = r.pos
@@ -1628,7 +1273,7 @@ def _de126(r):  # EVSEID
     r.pos = p
     return val
 
-def _ee126(w, o):  # EVSEID
+def _ee28(w, o):  # EVSEID
     v = w.v
     n = w.n
     v <<= 1
@@ -1644,7 +1289,7 @@ def _ee126(w, o):  # EVSEID
     w.v = v
     w.n = n
 
-def _de127(r):  # EVSEIsolationStatus
+def _de29(r):  # EVSEIsolationStatus
     V = r.v
     E = r.end
     p = r.pos
@@ -1658,7 +1303,7 @@ def _de127(r):  # EVSEIsolationStatus
     r.pos = p
     return val
 
-def _ee127(w, o):  # EVSEIsolationStatus
+def _ee29(w, o):  # EVSEIsolationStatus
     v = w.v
     n = w.n
     _i1 = _I_iso2_msgdatatypes_isolationLevelType.get(o)
@@ -1668,73 +1313,7 @@ def _ee127(w, o):  # EVSEIsolationStatus
     w.v = v
     w.n = n
 
-def _de128(r):  # EVSEMaxCurrent
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee128(w, o):  # EVSEMaxCurrent
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de129(r):  # EVSEMaxCurrent
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee129(w, o):  # EVSEMaxCurrent
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de130(r):  # EVSEMaximumCurrentLimit
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee130(w, o):  # EVSEMaximumCurrentLimit
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de131(r):  # EVSEMaximumCurrentLimit
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee131(w, o):  # EVSEMaximumCurrentLimit
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de132(r):  # EVSEMaximumPowerLimit
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee132(w, o):  # EVSEMaximumPowerLimit
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de133(r):  # EVSEMaximumPowerLimit
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee133(w, o):  # EVSEMaximumPowerLimit
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de134(r):  # EVSEMaximumVoltageLimit
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee134(w, o):  # EVSEMaximumVoltageLimit
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de135(r):  # EVSEMaximumVoltageLimit
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee135(w, o):  # EVSEMaximumVoltageLimit
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de136(r):  # EVSEMinimumCurrentLimit
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee136(w, o):  # EVSEMinimumCurrentLimit
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de137(r):  # EVSEMinimumVoltageLimit
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee137(w, o):  # EVSEMinimumVoltageLimit
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de138(r):  # EVSENominalVoltage
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee138(w, o):  # EVSENominalVoltage
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de139(r):  # EVSENotification
+def _de30(r):  # EVSENotification
     V = r.v
     E = r.end
     p = r.pos
@@ -1748,7 +1327,7 @@ def _de139(r):  # EVSENotification
     r.pos = p
     return val
 
-def _ee139(w, o):  # EVSENotification
+def _ee30(w, o):  # EVSENotification
     v = w.v
     n = w.n
     _i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(o)
@@ -1758,13 +1337,7 @@ def _ee139(w, o):  # EVSENotification
     w.v = v
     w.n = n
 
-def _de140(r):  # EVSEPeakCurrentRipple
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee140(w, o):  # EVSEPeakCurrentRipple
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de141(r):  # EVSEPowerLimitAchieved
+def _de31(r):  # EVSEPowerLimitAchieved
     V = r.v
     E = r.end
     p = r.pos
@@ -1776,7 +1349,7 @@ def _de141(r):  # EVSEPowerLimitAchieved
     r.pos = p
     return val
 
-def _ee141(w, o):  # EVSEPowerLimitAchieved
+def _ee31(w, o):  # EVSEPowerLimitAchieved
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -1785,19 +1358,7 @@ def _ee141(w, o):  # EVSEPowerLimitAchieved
     w.v = v
     w.n = n
 
-def _de142(r):  # EVSEPresentCurrent
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee142(w, o):  # EVSEPresentCurrent
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de143(r):  # EVSEPresentVoltage
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee143(w, o):  # EVSEPresentVoltage
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de144(r):  # EVSEProcessing
+def _de32(r):  # EVSEProcessing
     V = r.v
     E = r.end
     p = r.pos
@@ -1811,7 +1372,7 @@ def _de144(r):  # EVSEProcessing
     r.pos = p
     return val
 
-def _ee144(w, o):  # EVSEProcessing
+def _ee32(w, o):  # EVSEProcessing
     v = w.v
     n = w.n
     _i1 = _I_iso2_msgdatatypes_EVSEProcessingType.get(o)
@@ -1821,7 +1382,7 @@ def _ee144(w, o):  # EVSEProcessing
     w.v = v
     w.n = n
 
-def _de145(r):  # EVSEStatusCode
+def _de33(r):  # EVSEStatusCode
     V = r.v
     E = r.end
     p = r.pos
@@ -1835,7 +1396,7 @@ def _de145(r):  # EVSEStatusCode
     r.pos = p
     return val
 
-def _ee145(w, o):  # EVSEStatusCode
+def _ee33(w, o):  # EVSEStatusCode
     v = w.v
     n = w.n
     _i1 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(o)
@@ -1845,7 +1406,7 @@ def _ee145(w, o):  # EVSEStatusCode
     w.v = v
     w.n = n
 
-def _de146(r):  # EVSETimeStamp
+def _de34(r):  # EVSETimeStamp
     V = r.v
     E = r.end
     p = r.pos
@@ -1854,12 +1415,22 @@ def _de146(r):  # EVSETimeStamp
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('EVSETimeStamp', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -1870,7 +1441,7 @@ def _de146(r):  # EVSETimeStamp
     r.pos = p
     return val
 
-def _ee146(w, o):  # EVSETimeStamp
+def _ee34(w, o):  # EVSETimeStamp
     v = w.v
     n = w.n
     if o < -9223372036854775808 or o > 9223372036854775807: raise EncodeError(f'value {o!r} outside [-9223372036854775808, 9223372036854775807]')
@@ -1879,13 +1450,14 @@ def _ee146(w, o):  # EVSETimeStamp
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de147(r):  # EVSEVoltageLimitAchieved
+def _de35(r):  # EVSEVoltageLimitAchieved
     V = r.v
     E = r.end
     p = r.pos
@@ -1897,7 +1469,7 @@ def _de147(r):  # EVSEVoltageLimitAchieved
     r.pos = p
     return val
 
-def _ee147(w, o):  # EVSEVoltageLimitAchieved
+def _ee35(w, o):  # EVSEVoltageLimitAchieved
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -1906,19 +1478,7 @@ def _ee147(w, o):  # EVSEVoltageLimitAchieved
     w.v = v
     w.n = n
 
-def _de148(r):  # EVTargetCurrent
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee148(w, o):  # EVTargetCurrent
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de149(r):  # EVTargetVoltage
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee149(w, o):  # EVTargetVoltage
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de150(r):  # EnergyTransferMode
+def _de36(r):  # EnergyTransferMode
     V = r.v
     E = r.end
     p = r.pos
@@ -1932,7 +1492,7 @@ def _de150(r):  # EnergyTransferMode
     r.pos = p
     return val
 
-def _ee150(w, o):  # EnergyTransferMode
+def _ee36(w, o):  # EnergyTransferMode
     v = w.v
     n = w.n
     _i1 = _I_iso2_msgdatatypes_EnergyTransferModeType.get(o)
@@ -1942,7 +1502,7 @@ def _ee150(w, o):  # EnergyTransferMode
     w.v = v
     w.n = n
 
-def _de151(r):  # Exponent
+def _de37(r):  # Exponent
     V = r.v
     E = r.end
     p = r.pos
@@ -1954,29 +1514,31 @@ def _de151(r):  # Exponent
         if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
     r.pos = p
     return val
 
-def _ee151(w, o):  # Exponent
+def _ee37(w, o):  # Exponent
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de152(r):  # FaultCode
+def _de38(r):  # FaultCode
     V = r.v
     E = r.end
     p = r.pos
@@ -1990,7 +1552,7 @@ def _de152(r):  # FaultCode
     r.pos = p
     return val
 
-def _ee152(w, o):  # FaultCode
+def _ee38(w, o):  # FaultCode
     v = w.v
     n = w.n
     _i1 = _I_iso2_msgdatatypes_faultCodeType.get(o)
@@ -2000,7 +1562,7 @@ def _ee152(w, o):  # FaultCode
     w.v = v
     w.n = n
 
-def _de153(r):  # FaultMsg
+def _de39(r):  # FaultMsg
     V = r.v
     E = r.end
     p = r.pos
@@ -2022,7 +1584,7 @@ def _de153(r):  # FaultMsg
     r.pos = p
     return val
 
-def _ee153(w, o):  # FaultMsg
+def _ee39(w, o):  # FaultMsg
     v = w.v
     n = w.n
     v <<= 1
@@ -2038,7 +1600,7 @@ def _ee153(w, o):  # FaultMsg
     w.v = v
     w.n = n
 
-def _de154(r):  # FreeService
+def _de40(r):  # FreeService
     V = r.v
     E = r.end
     p = r.pos
@@ -2050,7 +1612,7 @@ def _de154(r):  # FreeService
     r.pos = p
     return val
 
-def _ee154(w, o):  # FreeService
+def _ee40(w, o):  # FreeService
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -2059,7 +1621,7 @@ def _ee154(w, o):  # FreeService
     w.v = v
     w.n = n
 
-def _de155(r):  # FullSOC
+def _de41(r):  # FullSOC
     V = r.v
     E = r.end
     p = r.pos
@@ -2072,7 +1634,7 @@ def _de155(r):  # FullSOC
     r.pos = p
     return val
 
-def _ee155(w, o):  # FullSOC
+def _ee41(w, o):  # FullSOC
     v = w.v
     n = w.n
     if not 0 <= o <= 100: raise EncodeError(f'value {o!r} outside [0, 100]')
@@ -2081,7 +1643,7 @@ def _ee155(w, o):  # FullSOC
     w.v = v
     w.n = n
 
-def _de156(r):  # G
+def _de42(r):  # G
     V = r.v
     E = r.end
     p = r.pos
@@ -2093,60 +1655,64 @@ def _de156(r):  # G
         if (V >> (E - p)) & 7: raise r.deviation('G', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('G', p)
     r.pos = p
     return val
 
-def _ee156(w, o):  # G
+def _ee42(w, o):  # G
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de157(r):  # GenChallenge
+def _de43(r):  # GenChallenge
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
-    r.pos = p
-    val = r.binary()
-    if len(val) < 16 or len(val) > 16: r.facet('GenChallenge', 'length [16, 16]', val, r.at(r.pos))
-    V = r.v; E = r.end; p = r.pos
+    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+        p += 8 + (_l << 3)
+        val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+    else:
+        r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
+    if len(val) < 16 or len(val) > 16: r.facet('GenChallenge', 'length [16, 16]', val, r.at(p))
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
     r.pos = p
     return val
 
-def _ee157(w, o):  # GenChallenge
+def _ee43(w, o):  # GenChallenge
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) < 16 or len(o) > 16: raise EncodeError(f'length {len(o)} outside [16, 16]')
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de158(r):  # HMACOutputLength
+def _de44(r):  # HMACOutputLength
     V = r.v
     E = r.end
     p = r.pos
@@ -2155,12 +1721,22 @@ def _de158(r):  # HMACOutputLength
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('HMACOutputLength', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2170,7 +1746,7 @@ def _de158(r):  # HMACOutputLength
     r.pos = p
     return val
 
-def _ee158(w, o):  # HMACOutputLength
+def _ee44(w, o):  # HMACOutputLength
     v = w.v
     n = w.n
     if type(o) is not int: raise EncodeError(f'expected an int, got {o!r}')
@@ -2179,19 +1755,14 @@ def _ee158(w, o):  # HMACOutputLength
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de159(r):  # Header
-    return c_iso2_msgheader._d_MessageHeaderType(r)
-
-def _ee159(w, o):  # Header
-    c_iso2_msgheader._e_MessageHeaderType(w, o)
-
-def _de160(r):  # J
+def _de45(r):  # J
     V = r.v
     E = r.end
     p = r.pos
@@ -2203,47 +1774,53 @@ def _de160(r):  # J
         if (V >> (E - p)) & 7: raise r.deviation('J', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('J', p)
     r.pos = p
     return val
 
-def _ee160(w, o):  # J
+def _ee45(w, o):  # J
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de161(r):  # ListOfRootCertificateIDs
-    return c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r)
-
-def _ee161(w, o):  # ListOfRootCertificateIDs
-    c_iso2_msgdatatypes._e_ListOfRootCertificateIDsType(w, o)
-
-def _de162(r):  # MaxEntriesSAScheduleTuple
+def _de46(r):  # MaxEntriesSAScheduleTuple
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MaxEntriesSAScheduleTuple', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2253,7 +1830,7 @@ def _de162(r):  # MaxEntriesSAScheduleTuple
     r.pos = p
     return val
 
-def _ee162(w, o):  # MaxEntriesSAScheduleTuple
+def _ee46(w, o):  # MaxEntriesSAScheduleTuple
     v = w.v
     n = w.n
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
@@ -2261,13 +1838,14 @@ def _ee162(w, o):  # MaxEntriesSAScheduleTuple
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de163(r):  # MeterID
+def _de47(r):  # MeterID
     V = r.v
     E = r.end
     p = r.pos
@@ -2289,7 +1867,7 @@ def _de163(r):  # MeterID
     r.pos = p
     return val
 
-def _ee163(w, o):  # MeterID
+def _ee47(w, o):  # MeterID
     v = w.v
     n = w.n
     v <<= 1
@@ -2305,25 +1883,29 @@ def _ee163(w, o):  # MeterID
     w.v = v
     w.n = n
 
-def _de164(r):  # MeterInfo
-    return c_iso2_msgdatatypes._d_MeterInfoType(r)
-
-def _ee164(w, o):  # MeterInfo
-    c_iso2_msgdatatypes._e_MeterInfoType(w, o)
-
-def _de165(r):  # MeterReading
+def _de48(r):  # MeterReading
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterReading', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2333,7 +1915,7 @@ def _de165(r):  # MeterReading
     r.pos = p
     return val
 
-def _ee165(w, o):  # MeterReading
+def _ee48(w, o):  # MeterReading
     v = w.v
     n = w.n
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
@@ -2341,13 +1923,14 @@ def _ee165(w, o):  # MeterReading
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de166(r):  # MeterStatus
+def _de49(r):  # MeterStatus
     V = r.v
     E = r.end
     p = r.pos
@@ -2356,12 +1939,22 @@ def _de166(r):  # MeterStatus
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('MeterStatus', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2372,7 +1965,7 @@ def _de166(r):  # MeterStatus
     r.pos = p
     return val
 
-def _ee166(w, o):  # MeterStatus
+def _ee49(w, o):  # MeterStatus
     v = w.v
     n = w.n
     if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
@@ -2381,13 +1974,14 @@ def _ee166(w, o):  # MeterStatus
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de167(r):  # Modulus
+def _de50(r):  # Modulus
     V = r.v
     E = r.end
     p = r.pos
@@ -2399,29 +1993,31 @@ def _de167(r):  # Modulus
         if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
     r.pos = p
     return val
 
-def _ee167(w, o):  # Modulus
+def _ee50(w, o):  # Modulus
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de168(r):  # Multiplier
+def _de51(r):  # Multiplier
     V = r.v
     E = r.end
     p = r.pos
@@ -2434,7 +2030,7 @@ def _de168(r):  # Multiplier
     r.pos = p
     return val
 
-def _ee168(w, o):  # Multiplier
+def _ee51(w, o):  # Multiplier
     v = w.v
     n = w.n
     if not -3 <= o <= 3: raise EncodeError(f'value {o!r} outside [-3, 3]')
@@ -2443,25 +2039,29 @@ def _ee168(w, o):  # Multiplier
     w.v = v
     w.n = n
 
-def _de169(r):  # Notification
-    return c_iso2_msgdatatypes._d_NotificationType(r)
-
-def _ee169(w, o):  # Notification
-    c_iso2_msgdatatypes._e_NotificationType(w, o)
-
-def _de170(r):  # NotificationMaxDelay
+def _de52(r):  # NotificationMaxDelay
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2471,7 +2071,7 @@ def _de170(r):  # NotificationMaxDelay
     r.pos = p
     return val
 
-def _ee170(w, o):  # NotificationMaxDelay
+def _ee52(w, o):  # NotificationMaxDelay
     v = w.v
     n = w.n
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
@@ -2479,13 +2079,14 @@ def _ee170(w, o):  # NotificationMaxDelay
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de171(r):  # NumEPriceLevels
+def _de53(r):  # NumEPriceLevels
     V = r.v
     E = r.end
     p = r.pos
@@ -2497,7 +2098,7 @@ def _de171(r):  # NumEPriceLevels
     r.pos = p
     return val
 
-def _ee171(w, o):  # NumEPriceLevels
+def _ee53(w, o):  # NumEPriceLevels
     v = w.v
     n = w.n
     if not 0 <= o <= 255: raise EncodeError(f'value {o!r} outside [0, 255]')
@@ -2506,7 +2107,7 @@ def _ee171(w, o):  # NumEPriceLevels
     w.v = v
     w.n = n
 
-def _de172(r):  # OEMProvisioningCert
+def _de54(r):  # OEMProvisioningCert
     V = r.v
     E = r.end
     p = r.pos
@@ -2518,31 +2119,33 @@ def _de172(r):  # OEMProvisioningCert
         if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        if len(val) > 800: r.facet('OEMProvisioningCert', 'length [0, 800]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(val) > 800: r.facet('OEMProvisioningCert', 'length [0, 800]', val, r.at(p))
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
     r.pos = p
     return val
 
-def _ee172(w, o):  # OEMProvisioningCert
+def _ee54(w, o):  # OEMProvisioningCert
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 800: raise EncodeError(f'length {len(o)} outside [0, 800]')
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de173(r):  # P
+def _de55(r):  # P
     V = r.v
     E = r.end
     p = r.pos
@@ -2554,29 +2157,31 @@ def _de173(r):  # P
         if (V >> (E - p)) & 7: raise r.deviation('P', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('P', p)
     r.pos = p
     return val
 
-def _ee173(w, o):  # P
+def _ee55(w, o):  # P
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de174(r):  # PGPKeyID
+def _de56(r):  # PGPKeyID
     V = r.v
     E = r.end
     p = r.pos
@@ -2588,29 +2193,31 @@ def _de174(r):  # PGPKeyID
         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
     r.pos = p
     return val
 
-def _ee174(w, o):  # PGPKeyID
+def _ee56(w, o):  # PGPKeyID
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de175(r):  # PGPKeyPacket
+def _de57(r):  # PGPKeyPacket
     V = r.v
     E = r.end
     p = r.pos
@@ -2622,53 +2229,31 @@ def _de175(r):  # PGPKeyPacket
         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
     r.pos = p
     return val
 
-def _ee175(w, o):  # PGPKeyPacket
+def _ee57(w, o):  # PGPKeyPacket
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de176(r):  # PMax
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee176(w, o):  # PMax
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de177(r):  # PMaxSchedule
-    return c_iso2_msgdatatypes._d_PMaxScheduleType(r)
-
-def _ee177(w, o):  # PMaxSchedule
-    c_iso2_msgdatatypes._e_PMaxScheduleType(w, o)
-
-def _de178(r):  # Parameter
-    return c_iso2_msgdatatypes._d_ParameterType(r)
-
-def _ee178(w, o):  # Parameter
-    c_iso2_msgdatatypes._e_ParameterType(w, o)
-
-def _de179(r):  # ParameterSet
-    return c_iso2_msgdatatypes._d_ParameterSetType(r)
-
-def _ee179(w, o):  # ParameterSet
-    c_iso2_msgdatatypes._e_ParameterSetType(w, o)
-
-def _de180(r):  # ParameterSetID
+def _de58(r):  # ParameterSetID
     V = r.v
     E = r.end
     p = r.pos
@@ -2677,12 +2262,22 @@ def _de180(r):  # ParameterSetID
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('ParameterSetID', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2693,7 +2288,7 @@ def _de180(r):  # ParameterSetID
     r.pos = p
     return val
 
-def _ee180(w, o):  # ParameterSetID
+def _ee58(w, o):  # ParameterSetID
     v = w.v
     n = w.n
     if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
@@ -2702,13 +2297,14 @@ def _ee180(w, o):  # ParameterSetID
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de181(r):  # PaymentOption
+def _de59(r):  # PaymentOption
     V = r.v
     E = r.end
     p = r.pos
@@ -2720,7 +2316,7 @@ def _de181(r):  # PaymentOption
     r.pos = p
     return val
 
-def _ee181(w, o):  # PaymentOption
+def _ee59(w, o):  # PaymentOption
     v = w.v
     n = w.n
     _i1 = _I_iso2_msgdatatypes_paymentOptionType.get(o)
@@ -2730,13 +2326,7 @@ def _ee181(w, o):  # PaymentOption
     w.v = v
     w.n = n
 
-def _de182(r):  # PaymentOptionList
-    return c_iso2_msgdatatypes._d_PaymentOptionListType(r)
-
-def _ee182(w, o):  # PaymentOptionList
-    c_iso2_msgdatatypes._e_PaymentOptionListType(w, o)
-
-def _de183(r):  # PgenCounter
+def _de60(r):  # PgenCounter
     V = r.v
     E = r.end
     p = r.pos
@@ -2748,35 +2338,31 @@ def _de183(r):  # PgenCounter
         if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
     r.pos = p
     return val
 
-def _ee183(w, o):  # PgenCounter
+def _ee60(w, o):  # PgenCounter
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de184(r):  # ProfileEntry
-    return c_iso2_msgdatatypes._d_ProfileEntryType(r)
-
-def _ee184(w, o):  # ProfileEntry
-    c_iso2_msgdatatypes._e_ProfileEntryType(w, o)
-
-def _de185(r):  # Q
+def _de61(r):  # Q
     V = r.v
     E = r.end
     p = r.pos
@@ -2788,29 +2374,31 @@ def _de185(r):  # Q
         if (V >> (E - p)) & 7: raise r.deviation('Q', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Q', p)
     r.pos = p
     return val
 
-def _ee185(w, o):  # Q
+def _ee61(w, o):  # Q
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de186(r):  # RCD
+def _de62(r):  # RCD
     V = r.v
     E = r.end
     p = r.pos
@@ -2822,7 +2410,7 @@ def _de186(r):  # RCD
     r.pos = p
     return val
 
-def _ee186(w, o):  # RCD
+def _ee62(w, o):  # RCD
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -2831,7 +2419,7 @@ def _ee186(w, o):  # RCD
     w.v = v
     w.n = n
 
-def _de187(r):  # ReceiptRequired
+def _de63(r):  # ReceiptRequired
     V = r.v
     E = r.end
     p = r.pos
@@ -2843,7 +2431,7 @@ def _de187(r):  # ReceiptRequired
     r.pos = p
     return val
 
-def _ee187(w, o):  # ReceiptRequired
+def _ee63(w, o):  # ReceiptRequired
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -2852,19 +2440,7 @@ def _ee187(w, o):  # ReceiptRequired
     w.v = v
     w.n = n
 
-def _de188(r):  # RemainingTimeToBulkSoC
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee188(w, o):  # RemainingTimeToBulkSoC
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de189(r):  # RemainingTimeToFullSoC
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee189(w, o):  # RemainingTimeToFullSoC
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de190(r):  # RequestedEnergyTransferMode
+def _de64(r):  # RequestedEnergyTransferMode
     V = r.v
     E = r.end
     p = r.pos
@@ -2878,7 +2454,7 @@ def _de190(r):  # RequestedEnergyTransferMode
     r.pos = p
     return val
 
-def _ee190(w, o):  # RequestedEnergyTransferMode
+def _ee64(w, o):  # RequestedEnergyTransferMode
     v = w.v
     n = w.n
     _i1 = _I_iso2_msgdatatypes_EnergyTransferModeType.get(o)
@@ -2888,7 +2464,7 @@ def _ee190(w, o):  # RequestedEnergyTransferMode
     w.v = v
     w.n = n
 
-def _de191(r):  # ResponseCode
+def _de65(r):  # ResponseCode
     V = r.v
     E = r.end
     p = r.pos
@@ -2902,7 +2478,7 @@ def _de191(r):  # ResponseCode
     r.pos = p
     return val
 
-def _ee191(w, o):  # ResponseCode
+def _ee65(w, o):  # ResponseCode
     v = w.v
     n = w.n
     _i1 = _I_iso2_msgdatatypes_responseCodeType.get(o)
@@ -2912,7 +2488,7 @@ def _ee191(w, o):  # ResponseCode
     w.v = v
     w.n = n
 
-def _de192(r):  # RetryCounter
+def _de66(r):  # RetryCounter
     V = r.v
     E = r.end
     p = r.pos
@@ -2921,12 +2497,22 @@ def _de192(r):  # RetryCounter
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('RetryCounter', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2937,7 +2523,7 @@ def _de192(r):  # RetryCounter
     r.pos = p
     return val
 
-def _ee192(w, o):  # RetryCounter
+def _ee66(w, o):  # RetryCounter
     v = w.v
     n = w.n
     if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
@@ -2946,31 +2532,14 @@ def _ee192(w, o):  # RetryCounter
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de193(r):  # RootCertificateID
-    return c_xmldsig._d_X509IssuerSerialType(r)
-
-def _ee193(w, o):  # RootCertificateID
-    c_xmldsig._e_X509IssuerSerialType(w, o)
-
-def _de194(r):  # SAProvisioningCertificateChain
-    return c_iso2_msgdatatypes._d_CertificateChainType(r)
-
-def _ee194(w, o):  # SAProvisioningCertificateChain
-    c_iso2_msgdatatypes._e_CertificateChainType(w, o)
-
-def _de195(r):  # SAScheduleTuple
-    return c_iso2_msgdatatypes._d_SAScheduleTupleType(r)
-
-def _ee195(w, o):  # SAScheduleTuple
-    c_iso2_msgdatatypes._e_SAScheduleTupleType(w, o)
-
-def _de196(r):  # SAScheduleTupleID
+def _de67(r):  # SAScheduleTupleID
     V = r.v
     E = r.end
     p = r.pos
@@ -2983,7 +2552,7 @@ def _de196(r):  # SAScheduleTupleID
     r.pos = p
     return val
 
-def _ee196(w, o):  # SAScheduleTupleID
+def _ee67(w, o):  # SAScheduleTupleID
     v = w.v
     n = w.n
     if not 1 <= o <= 255: raise EncodeError(f'value {o!r} outside [1, 255]')
@@ -2992,7 +2561,7 @@ def _ee196(w, o):  # SAScheduleTupleID
     w.v = v
     w.n = n
 
-def _de197(r):  # SAScheduleTupleID
+def _de68(r):  # SAScheduleTupleID
     V = r.v
     E = r.end
     p = r.pos
@@ -3005,7 +2574,7 @@ def _de197(r):  # SAScheduleTupleID
     r.pos = p
     return val
 
-def _ee197(w, o):  # SAScheduleTupleID
+def _ee68(w, o):  # SAScheduleTupleID
     v = w.v
     n = w.n
     if not 1 <= o <= 255: raise EncodeError(f'value {o!r} outside [1, 255]')
@@ -3014,7 +2583,7 @@ def _ee197(w, o):  # SAScheduleTupleID
     w.v = v
     w.n = n
 
-def _de198(r):  # SPKISexp
+def _de69(r):  # SPKISexp
     V = r.v
     E = r.end
     p = r.pos
@@ -3026,35 +2595,31 @@ def _de198(r):  # SPKISexp
         if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
     r.pos = p
     return val
 
-def _ee198(w, o):  # SPKISexp
+def _ee69(w, o):  # SPKISexp
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de199(r):  # SalesTariff
-    return c_iso2_msgdatatypes._d_SalesTariffType(r)
-
-def _ee199(w, o):  # SalesTariff
-    c_iso2_msgdatatypes._e_SalesTariffType(w, o)
-
-def _de200(r):  # SalesTariffDescription
+def _de70(r):  # SalesTariffDescription
     V = r.v
     E = r.end
     p = r.pos
@@ -3076,7 +2641,7 @@ def _de200(r):  # SalesTariffDescription
     r.pos = p
     return val
 
-def _ee200(w, o):  # SalesTariffDescription
+def _ee70(w, o):  # SalesTariffDescription
     v = w.v
     n = w.n
     v <<= 1
@@ -3092,7 +2657,7 @@ def _ee200(w, o):  # SalesTariffDescription
     w.v = v
     w.n = n
 
-def _de201(r):  # SalesTariffID
+def _de71(r):  # SalesTariffID
     V = r.v
     E = r.end
     p = r.pos
@@ -3105,7 +2670,7 @@ def _de201(r):  # SalesTariffID
     r.pos = p
     return val
 
-def _ee201(w, o):  # SalesTariffID
+def _ee71(w, o):  # SalesTariffID
     v = w.v
     n = w.n
     if not 1 <= o <= 255: raise EncodeError(f'value {o!r} outside [1, 255]')
@@ -3114,7 +2679,7 @@ def _ee201(w, o):  # SalesTariffID
     w.v = v
     w.n = n
 
-def _de202(r):  # Seed
+def _de72(r):  # Seed
     V = r.v
     E = r.end
     p = r.pos
@@ -3126,29 +2691,31 @@ def _de202(r):  # Seed
         if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
     r.pos = p
     return val
 
-def _ee202(w, o):  # Seed
+def _ee72(w, o):  # Seed
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de203(r):  # SelectedPaymentOption
+def _de73(r):  # SelectedPaymentOption
     V = r.v
     E = r.end
     p = r.pos
@@ -3160,7 +2727,7 @@ def _de203(r):  # SelectedPaymentOption
     r.pos = p
     return val
 
-def _ee203(w, o):  # SelectedPaymentOption
+def _ee73(w, o):  # SelectedPaymentOption
     v = w.v
     n = w.n
     _i1 = _I_iso2_msgdatatypes_paymentOptionType.get(o)
@@ -3170,25 +2737,7 @@ def _ee203(w, o):  # SelectedPaymentOption
     w.v = v
     w.n = n
 
-def _de204(r):  # SelectedService
-    return c_iso2_msgdatatypes._d_SelectedServiceType(r)
-
-def _ee204(w, o):  # SelectedService
-    c_iso2_msgdatatypes._e_SelectedServiceType(w, o)
-
-def _de205(r):  # SelectedServiceList
-    return c_iso2_msgdatatypes._d_SelectedServiceListType(r)
-
-def _ee205(w, o):  # SelectedServiceList
-    c_iso2_msgdatatypes._e_SelectedServiceListType(w, o)
-
-def _de206(r):  # Service
-    return c_iso2_msgdatatypes._d_ServiceType(r)
-
-def _ee206(w, o):  # Service
-    c_iso2_msgdatatypes._e_ServiceType(w, o)
-
-def _de207(r):  # ServiceCategory
+def _de74(r):  # ServiceCategory
     V = r.v
     E = r.end
     p = r.pos
@@ -3200,7 +2749,7 @@ def _de207(r):  # ServiceCategory
     r.pos = p
     return val
 
-def _ee207(w, o):  # ServiceCategory
+def _ee74(w, o):  # ServiceCategory
     v = w.v
     n = w.n
     _i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(o)
@@ -3210,7 +2759,7 @@ def _ee207(w, o):  # ServiceCategory
     w.v = v
     w.n = n
 
-def _de208(r):  # ServiceCategory
+def _de75(r):  # ServiceCategory
     V = r.v
     E = r.end
     p = r.pos
@@ -3222,7 +2771,7 @@ def _de208(r):  # ServiceCategory
     r.pos = p
     return val
 
-def _ee208(w, o):  # ServiceCategory
+def _ee75(w, o):  # ServiceCategory
     v = w.v
     n = w.n
     _i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(o)
@@ -3232,19 +2781,29 @@ def _ee208(w, o):  # ServiceCategory
     w.v = v
     w.n = n
 
-def _de209(r):  # ServiceID
+def _de76(r):  # ServiceID
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3254,7 +2813,7 @@ def _de209(r):  # ServiceID
     r.pos = p
     return val
 
-def _ee209(w, o):  # ServiceID
+def _ee76(w, o):  # ServiceID
     v = w.v
     n = w.n
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
@@ -3262,25 +2821,36 @@ def _ee209(w, o):  # ServiceID
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de210(r):  # ServiceID
+def _de77(r):  # ServiceID
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3290,7 +2860,7 @@ def _de210(r):  # ServiceID
     r.pos = p
     return val
 
-def _ee210(w, o):  # ServiceID
+def _ee77(w, o):  # ServiceID
     v = w.v
     n = w.n
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
@@ -3298,19 +2868,14 @@ def _ee210(w, o):  # ServiceID
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de211(r):  # ServiceList
-    return c_iso2_msgdatatypes._d_ServiceListType(r)
-
-def _ee211(w, o):  # ServiceList
-    c_iso2_msgdatatypes._e_ServiceListType(w, o)
-
-def _de212(r):  # ServiceName
+def _de78(r):  # ServiceName
     V = r.v
     E = r.end
     p = r.pos
@@ -3332,7 +2897,7 @@ def _de212(r):  # ServiceName
     r.pos = p
     return val
 
-def _ee212(w, o):  # ServiceName
+def _ee78(w, o):  # ServiceName
     v = w.v
     n = w.n
     v <<= 1
@@ -3348,13 +2913,7 @@ def _ee212(w, o):  # ServiceName
     w.v = v
     w.n = n
 
-def _de213(r):  # ServiceParameterList
-    return c_iso2_msgdatatypes._d_ServiceParameterListType(r)
-
-def _ee213(w, o):  # ServiceParameterList
-    c_iso2_msgdatatypes._e_ServiceParameterListType(w, o)
-
-def _de214(r):  # ServiceScope
+def _de79(r):  # ServiceScope
     V = r.v
     E = r.end
     p = r.pos
@@ -3376,7 +2935,7 @@ def _de214(r):  # ServiceScope
     r.pos = p
     return val
 
-def _ee214(w, o):  # ServiceScope
+def _ee79(w, o):  # ServiceScope
     v = w.v
     n = w.n
     v <<= 1
@@ -3392,7 +2951,7 @@ def _ee214(w, o):  # ServiceScope
     w.v = v
     w.n = n
 
-def _de215(r):  # ServiceScope
+def _de80(r):  # ServiceScope
     V = r.v
     E = r.end
     p = r.pos
@@ -3414,7 +2973,7 @@ def _de215(r):  # ServiceScope
     r.pos = p
     return val
 
-def _ee215(w, o):  # ServiceScope
+def _ee80(w, o):  # ServiceScope
     v = w.v
     n = w.n
     v <<= 1
@@ -3430,7 +2989,7 @@ def _ee215(w, o):  # ServiceScope
     w.v = v
     w.n = n
 
-def _de216(r):  # SessionID
+def _de81(r):  # SessionID
     V = r.v
     E = r.end
     p = r.pos
@@ -3442,31 +3001,33 @@ def _de216(r):  # SessionID
         if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        if len(val) > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(val) > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(p))
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
     r.pos = p
     return val
 
-def _ee216(w, o):  # SessionID
+def _ee81(w, o):  # SessionID
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 8: raise EncodeError(f'length {len(o)} outside [0, 8]')
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de217(r):  # SessionID
+def _de82(r):  # SessionID
     V = r.v
     E = r.end
     p = r.pos
@@ -3478,31 +3039,33 @@ def _de217(r):  # SessionID
         if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        if len(val) > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(val) > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(p))
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
     r.pos = p
     return val
 
-def _ee217(w, o):  # SessionID
+def _ee82(w, o):  # SessionID
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 8: raise EncodeError(f'length {len(o)} outside [0, 8]')
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de218(r):  # SigMeterReading
+def _de83(r):  # SigMeterReading
     V = r.v
     E = r.end
     p = r.pos
@@ -3514,43 +3077,33 @@ def _de218(r):  # SigMeterReading
         if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        if len(val) > 64: r.facet('SigMeterReading', 'length [0, 64]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
+        if len(val) > 64: r.facet('SigMeterReading', 'length [0, 64]', val, r.at(p))
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
     r.pos = p
     return val
 
-def _ee218(w, o):  # SigMeterReading
+def _ee83(w, o):  # SigMeterReading
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 64: raise EncodeError(f'length {len(o)} outside [0, 64]')
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de219(r):  # SubCertificates
-    return c_iso2_msgdatatypes._d_SubCertificatesType(r)
-
-def _ee219(w, o):  # SubCertificates
-    c_iso2_msgdatatypes._e_SubCertificatesType(w, o)
-
-def _de220(r):  # SupportedEnergyTransferMode
-    return c_iso2_msgdatatypes._d_SupportedEnergyTransferModeType(r)
-
-def _ee220(w, o):  # SupportedEnergyTransferMode
-    c_iso2_msgdatatypes._e_SupportedEnergyTransferModeType(w, o)
-
-def _de221(r):  # TMeter
+def _de84(r):  # TMeter
     V = r.v
     E = r.end
     p = r.pos
@@ -3559,12 +3112,22 @@ def _de221(r):  # TMeter
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('TMeter', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3575,7 +3138,7 @@ def _de221(r):  # TMeter
     r.pos = p
     return val
 
-def _ee221(w, o):  # TMeter
+def _ee84(w, o):  # TMeter
     v = w.v
     n = w.n
     if o < -9223372036854775808 or o > 9223372036854775807: raise EncodeError(f'value {o!r} outside [-9223372036854775808, 9223372036854775807]')
@@ -3584,13 +3147,14 @@ def _ee221(w, o):  # TMeter
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de222(r):  # Unit
+def _de85(r):  # Unit
     V = r.v
     E = r.end
     p = r.pos
@@ -3604,7 +3168,7 @@ def _de222(r):  # Unit
     r.pos = p
     return val
 
-def _ee222(w, o):  # Unit
+def _ee85(w, o):  # Unit
     v = w.v
     n = w.n
     _i1 = _I_iso2_msgdatatypes_unitSymbolType.get(o)
@@ -3614,7 +3178,7 @@ def _ee222(w, o):  # Unit
     w.v = v
     w.n = n
 
-def _de223(r):  # Value
+def _de86(r):  # Value
     V = r.v
     E = r.end
     p = r.pos
@@ -3623,12 +3187,22 @@ def _de223(r):  # Value
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('Value', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3639,7 +3213,7 @@ def _de223(r):  # Value
     r.pos = p
     return val
 
-def _ee223(w, o):  # Value
+def _ee86(w, o):  # Value
     v = w.v
     n = w.n
     if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
@@ -3648,13 +3222,14 @@ def _ee223(w, o):  # Value
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de224(r):  # X509CRL
+def _de87(r):  # X509CRL
     V = r.v
     E = r.end
     p = r.pos
@@ -3666,29 +3241,31 @@ def _de224(r):  # X509CRL
         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
     r.pos = p
     return val
 
-def _ee224(w, o):  # X509CRL
+def _ee87(w, o):  # X509CRL
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de225(r):  # X509Certificate
+def _de88(r):  # X509Certificate
     V = r.v
     E = r.end
     p = r.pos
@@ -3700,29 +3277,31 @@ def _de225(r):  # X509Certificate
         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
     r.pos = p
     return val
 
-def _ee225(w, o):  # X509Certificate
+def _ee88(w, o):  # X509Certificate
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de226(r):  # X509IssuerName
+def _de89(r):  # X509IssuerName
     V = r.v
     E = r.end
     p = r.pos
@@ -3743,7 +3322,7 @@ def _de226(r):  # X509IssuerName
     r.pos = p
     return val
 
-def _ee226(w, o):  # X509IssuerName
+def _ee89(w, o):  # X509IssuerName
     v = w.v
     n = w.n
     v <<= 1
@@ -3758,13 +3337,7 @@ def _ee226(w, o):  # X509IssuerName
     w.v = v
     w.n = n
 
-def _de227(r):  # X509IssuerSerial
-    return c_xmldsig._d_X509IssuerSerialType(r)
-
-def _ee227(w, o):  # X509IssuerSerial
-    c_xmldsig._e_X509IssuerSerialType(w, o)
-
-def _de228(r):  # X509SKI
+def _de90(r):  # X509SKI
     V = r.v
     E = r.end
     p = r.pos
@@ -3776,29 +3349,31 @@ def _de228(r):  # X509SKI
         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
     r.pos = p
     return val
 
-def _ee228(w, o):  # X509SKI
+def _ee90(w, o):  # X509SKI
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de229(r):  # X509SerialNumber
+def _de91(r):  # X509SerialNumber
     V = r.v
     E = r.end
     p = r.pos
@@ -3807,12 +3382,22 @@ def _de229(r):  # X509SerialNumber
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('X509SerialNumber', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3822,7 +3407,7 @@ def _de229(r):  # X509SerialNumber
     r.pos = p
     return val
 
-def _ee229(w, o):  # X509SerialNumber
+def _ee91(w, o):  # X509SerialNumber
     v = w.v
     n = w.n
     if type(o) is not int: raise EncodeError(f'expected an int, got {o!r}')
@@ -3831,13 +3416,14 @@ def _ee229(w, o):  # X509SerialNumber
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de230(r):  # X509SubjectName
+def _de92(r):  # X509SubjectName
     V = r.v
     E = r.end
     p = r.pos
@@ -3858,7 +3444,7 @@ def _de230(r):  # X509SubjectName
     r.pos = p
     return val
 
-def _ee230(w, o):  # X509SubjectName
+def _ee92(w, o):  # X509SubjectName
     v = w.v
     n = w.n
     v <<= 1
@@ -3873,7 +3459,7 @@ def _ee230(w, o):  # X509SubjectName
     w.v = v
     w.n = n
 
-def _de231(r):  # XPath
+def _de93(r):  # XPath
     V = r.v
     E = r.end
     p = r.pos
@@ -3894,7 +3480,7 @@ def _de231(r):  # XPath
     r.pos = p
     return val
 
-def _ee231(w, o):  # XPath
+def _ee93(w, o):  # XPath
     v = w.v
     n = w.n
     v <<= 1
@@ -3909,7 +3495,7 @@ def _ee231(w, o):  # XPath
     w.v = v
     w.n = n
 
-def _de232(r):  # Y
+def _de94(r):  # Y
     V = r.v
     E = r.end
     p = r.pos
@@ -3921,41 +3507,53 @@ def _de232(r):  # Y
         if (V >> (E - p)) & 7: raise r.deviation('Y', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Y', p)
     r.pos = p
     return val
 
-def _ee232(w, o):  # Y
+def _ee94(w, o):  # Y
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de233(r):  # amount
+def _de95(r):  # amount
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('amount', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3965,7 +3563,7 @@ def _de233(r):  # amount
     r.pos = p
     return val
 
-def _ee233(w, o):  # amount
+def _ee95(w, o):  # amount
     v = w.v
     n = w.n
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
@@ -3973,13 +3571,14 @@ def _ee233(w, o):  # amount
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de234(r):  # amountMultiplier
+def _de96(r):  # amountMultiplier
     V = r.v
     E = r.end
     p = r.pos
@@ -3992,7 +3591,7 @@ def _de234(r):  # amountMultiplier
     r.pos = p
     return val
 
-def _ee234(w, o):  # amountMultiplier
+def _ee96(w, o):  # amountMultiplier
     v = w.v
     n = w.n
     if not -3 <= o <= 3: raise EncodeError(f'value {o!r} outside [-3, 3]')
@@ -4001,7 +3600,7 @@ def _ee234(w, o):  # amountMultiplier
     w.v = v
     w.n = n
 
-def _de235(r):  # boolValue
+def _de97(r):  # boolValue
     V = r.v
     E = r.end
     p = r.pos
@@ -4013,7 +3612,7 @@ def _de235(r):  # boolValue
     r.pos = p
     return val
 
-def _ee235(w, o):  # boolValue
+def _ee97(w, o):  # boolValue
     v = w.v
     n = w.n
     if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
@@ -4022,7 +3621,7 @@ def _ee235(w, o):  # boolValue
     w.v = v
     w.n = n
 
-def _de236(r):  # byteValue
+def _de98(r):  # byteValue
     V = r.v
     E = r.end
     p = r.pos
@@ -4034,7 +3633,7 @@ def _de236(r):  # byteValue
     r.pos = p
     return val
 
-def _ee236(w, o):  # byteValue
+def _ee98(w, o):  # byteValue
     v = w.v
     n = w.n
     if not -128 <= o <= 127: raise EncodeError(f'value {o!r} outside [-128, 127]')
@@ -4043,7 +3642,7 @@ def _ee236(w, o):  # byteValue
     w.v = v
     w.n = n
 
-def _de237(r):  # costKind
+def _de99(r):  # costKind
     V = r.v
     E = r.end
     p = r.pos
@@ -4057,7 +3656,7 @@ def _de237(r):  # costKind
     r.pos = p
     return val
 
-def _ee237(w, o):  # costKind
+def _ee99(w, o):  # costKind
     v = w.v
     n = w.n
     _i1 = _I_iso2_msgdatatypes_costKindType.get(o)
@@ -4067,19 +3666,29 @@ def _ee237(w, o):  # costKind
     w.v = v
     w.n = n
 
-def _de238(r):  # duration
+def _de100(r):  # duration
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('duration', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -4089,7 +3698,7 @@ def _de238(r):  # duration
     r.pos = p
     return val
 
-def _ee238(w, o):  # duration
+def _ee100(w, o):  # duration
     v = w.v
     n = w.n
     if o < 0 or o > 86400: raise EncodeError(f'value {o!r} outside [0, 86400]')
@@ -4097,13 +3706,14 @@ def _ee238(w, o):  # duration
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de239(r):  # intValue
+def _de101(r):  # intValue
     V = r.v
     E = r.end
     p = r.pos
@@ -4112,12 +3722,22 @@ def _de239(r):  # intValue
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('intValue', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -4128,7 +3748,7 @@ def _de239(r):  # intValue
     r.pos = p
     return val
 
-def _ee239(w, o):  # intValue
+def _ee101(w, o):  # intValue
     v = w.v
     n = w.n
     if o < -2147483648 or o > 2147483647: raise EncodeError(f'value {o!r} outside [-2147483648, 2147483647]')
@@ -4137,19 +3757,14 @@ def _ee239(w, o):  # intValue
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de240(r):  # physicalValue
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee240(w, o):  # physicalValue
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de241(r):  # shortValue
+def _de102(r):  # shortValue
     V = r.v
     E = r.end
     p = r.pos
@@ -4158,12 +3773,22 @@ def _de241(r):  # shortValue
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('shortValue', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -4174,7 +3799,7 @@ def _de241(r):  # shortValue
     r.pos = p
     return val
 
-def _ee241(w, o):  # shortValue
+def _ee102(w, o):  # shortValue
     v = w.v
     n = w.n
     if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
@@ -4183,25 +3808,36 @@ def _ee241(w, o):  # shortValue
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de242(r):  # start
+def _de103(r):  # start
     V = r.v
     E = r.end
     p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('start', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -4211,7 +3847,7 @@ def _de242(r):  # start
     r.pos = p
     return val
 
-def _ee242(w, o):  # start
+def _ee103(w, o):  # start
     v = w.v
     n = w.n
     if o < 0 or o > 16777214: raise EncodeError(f'value {o!r} outside [0, 16777214]')
@@ -4219,19 +3855,14 @@ def _ee242(w, o):  # start
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
     elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
+    elif o < 2097152: v = (v << 24) | ((o & 127) << 16) | (((o >> 7) & 127) << 8) | 8421376 | (o >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de243(r):  # startValue
-    return c_iso2_msgdatatypes._d_PhysicalValueType(r)
-
-def _ee243(w, o):  # startValue
-    c_iso2_msgdatatypes._e_PhysicalValueType(w, o)
-
-def _de244(r):  # stringValue
+def _de104(r):  # stringValue
     V = r.v
     E = r.end
     p = r.pos
@@ -4252,7 +3883,7 @@ def _de244(r):  # stringValue
     r.pos = p
     return val
 
-def _ee244(w, o):  # stringValue
+def _ee104(w, o):  # stringValue
     v = w.v
     n = w.n
     v <<= 1
@@ -4269,249 +3900,249 @@ def _ee244(w, o):  # stringValue
 
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 FRAGMENT = (
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'AC_EVChargeParameter', iso2_msgdatatypes.AC_EVChargeParameterType, _de0, _ee0),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'AC_EVSEChargeParameter', iso2_msgdatatypes.AC_EVSEChargeParameterType, _de1, _ee1),
-    ('urn:iso:15118:2:2013:MsgBody', 'AC_EVSEStatus', iso2_msgdatatypes.AC_EVSEStatusType, _de80, _ee80),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'AC_EVSEStatus', iso2_msgdatatypes.AC_EVSEStatusType, _de81, _ee81),
-    ('urn:iso:15118:2:2013:MsgBody', 'AuthorizationReq', iso2_msgbody.AuthorizationReqType, _de3, _ee3),
-    ('urn:iso:15118:2:2013:MsgBody', 'AuthorizationRes', iso2_msgbody.AuthorizationResType, _de4, _ee4),
-    ('urn:iso:15118:2:2013:MsgDef', 'Body', iso2_msgbody.BodyType, _de82, _ee82),
-    ('urn:iso:15118:2:2013:MsgBody', 'BodyElement', iso2_msgbody.BodyBaseType, _de5, _ee5),
-    ('urn:iso:15118:2:2013:MsgBody', 'BulkChargingComplete', ('bool',), _de83, _ee83),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'BulkChargingComplete', ('bool',), _de84, _ee84),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'BulkSOC', ('nbit', 0, 100), _de85, _ee85),
-    ('urn:iso:15118:2:2013:MsgBody', 'CableCheckReq', iso2_msgbody.CableCheckReqType, _de6, _ee6),
-    ('urn:iso:15118:2:2013:MsgBody', 'CableCheckRes', iso2_msgbody.CableCheckResType, _de7, _ee7),
-    ('http://www.w3.org/2000/09/xmldsig#', 'CanonicalizationMethod', xmldsig.CanonicalizationMethodType, _de8, _ee8),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'Certificate', ('b64', None, 800), _de86, _ee86),
-    ('urn:iso:15118:2:2013:MsgBody', 'CertificateInstallationReq', iso2_msgbody.CertificateInstallationReqType, _de9, _ee9),
-    ('urn:iso:15118:2:2013:MsgBody', 'CertificateInstallationRes', iso2_msgbody.CertificateInstallationResType, _de10, _ee10),
-    ('urn:iso:15118:2:2013:MsgBody', 'CertificateUpdateReq', iso2_msgbody.CertificateUpdateReqType, _de11, _ee11),
-    ('urn:iso:15118:2:2013:MsgBody', 'CertificateUpdateRes', iso2_msgbody.CertificateUpdateResType, _de12, _ee12),
-    ('urn:iso:15118:2:2013:MsgBody', 'ChargeParameterDiscoveryReq', iso2_msgbody.ChargeParameterDiscoveryReqType, _de13, _ee13),
-    ('urn:iso:15118:2:2013:MsgBody', 'ChargeParameterDiscoveryRes', iso2_msgbody.ChargeParameterDiscoveryResType, _de14, _ee14),
-    ('urn:iso:15118:2:2013:MsgBody', 'ChargeProgress', ('enum', iso2_msgdatatypes.chargeProgressType, 'str'), _de87, _ee87),
-    ('urn:iso:15118:2:2013:MsgBody', 'ChargeService', iso2_msgdatatypes.ChargeServiceType, _de88, _ee88),
-    ('urn:iso:15118:2:2013:MsgBody', 'ChargingComplete', ('bool',), _de89, _ee89),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'ChargingComplete', ('bool',), _de90, _ee90),
-    ('urn:iso:15118:2:2013:MsgBody', 'ChargingProfile', iso2_msgdatatypes.ChargingProfileType, _de91, _ee91),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'ChargingProfileEntryMaxNumberOfPhasesInUse', ('nbit', 1, 3), _de92, _ee92),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'ChargingProfileEntryMaxPower', iso2_msgdatatypes.PhysicalValueType, _de93, _ee93),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'ChargingProfileEntryStart', ('uint', 0, 4294967295), _de94, _ee94),
-    ('urn:iso:15118:2:2013:MsgBody', 'ChargingSession', ('enum', iso2_msgdatatypes.chargingSessionType, 'str'), _de95, _ee95),
-    ('urn:iso:15118:2:2013:MsgBody', 'ChargingStatusReq', iso2_msgbody.ChargingStatusReqType, _de15, _ee15),
-    ('urn:iso:15118:2:2013:MsgBody', 'ChargingStatusRes', iso2_msgbody.ChargingStatusResType, _de16, _ee16),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'ConsumptionCost', iso2_msgdatatypes.ConsumptionCostType, _de96, _ee96),
-    ('urn:iso:15118:2:2013:MsgBody', 'ContractSignatureCertChain', iso2_msgdatatypes.CertificateChainType, _de97, _ee97),
-    ('urn:iso:15118:2:2013:MsgBody', 'ContractSignatureEncryptedPrivateKey', iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType, _de98, _ee98),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'Cost', iso2_msgdatatypes.CostType, _de99, _ee99),
-    ('urn:iso:15118:2:2013:MsgBody', 'CurrentDemandReq', iso2_msgbody.CurrentDemandReqType, _de17, _ee17),
-    ('urn:iso:15118:2:2013:MsgBody', 'CurrentDemandRes', iso2_msgbody.CurrentDemandResType, _de18, _ee18),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'DC_EVChargeParameter', iso2_msgdatatypes.DC_EVChargeParameterType, _de19, _ee19),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'DC_EVPowerDeliveryParameter', iso2_msgdatatypes.DC_EVPowerDeliveryParameterType, _de20, _ee20),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'DC_EVSEChargeParameter', iso2_msgdatatypes.DC_EVSEChargeParameterType, _de21, _ee21),
-    ('urn:iso:15118:2:2013:MsgBody', 'DC_EVSEStatus', iso2_msgdatatypes.DC_EVSEStatusType, _de100, _ee100),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'DC_EVSEStatus', iso2_msgdatatypes.DC_EVSEStatusType, _de101, _ee101),
-    ('urn:iso:15118:2:2013:MsgBody', 'DC_EVStatus', iso2_msgdatatypes.DC_EVStatusType, _de102, _ee102),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'DC_EVStatus', iso2_msgdatatypes.DC_EVStatusType, _de103, _ee103),
-    ('urn:iso:15118:2:2013:MsgBody', 'DHpublickey', iso2_msgdatatypes.DiffieHellmanPublickeyType, _de104, _ee104),
-    ('http://www.w3.org/2000/09/xmldsig#', 'DSAKeyValue', xmldsig.DSAKeyValueType, _de24, _ee24),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'DepartureTime', ('uint', 0, 4294967295), _de105, _ee105),
-    ('http://www.w3.org/2000/09/xmldsig#', 'DigestMethod', xmldsig.DigestMethodType, _de25, _ee25),
-    ('http://www.w3.org/2000/09/xmldsig#', 'DigestValue', ('b64', None, None), _de26, _ee26),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EAmount', iso2_msgdatatypes.PhysicalValueType, _de106, _ee106),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EPriceLevel', ('nbit', 0, 255), _de107, _ee107),
-    ('urn:iso:15118:2:2013:MsgBody', 'EVCCID', ('hex', None, 6), _de108, _ee108),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVChargeParameter', iso2_msgdatatypes.EVChargeParameterType, _de27, _ee27),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVEnergyCapacity', iso2_msgdatatypes.PhysicalValueType, _de109, _ee109),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVEnergyRequest', iso2_msgdatatypes.PhysicalValueType, _de110, _ee110),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVErrorCode', ('enum', iso2_msgdatatypes.DC_EVErrorCodeType, 'str'), _de111, _ee111),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVMaxCurrent', iso2_msgdatatypes.PhysicalValueType, _de112, _ee112),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVMaxVoltage', iso2_msgdatatypes.PhysicalValueType, _de113, _ee113),
-    ('urn:iso:15118:2:2013:MsgBody', 'EVMaximumCurrentLimit', iso2_msgdatatypes.PhysicalValueType, _de114, _ee114),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVMaximumCurrentLimit', iso2_msgdatatypes.PhysicalValueType, _de115, _ee115),
-    ('urn:iso:15118:2:2013:MsgBody', 'EVMaximumPowerLimit', iso2_msgdatatypes.PhysicalValueType, _de116, _ee116),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVMaximumPowerLimit', iso2_msgdatatypes.PhysicalValueType, _de117, _ee117),
-    ('urn:iso:15118:2:2013:MsgBody', 'EVMaximumVoltageLimit', iso2_msgdatatypes.PhysicalValueType, _de118, _ee118),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVMaximumVoltageLimit', iso2_msgdatatypes.PhysicalValueType, _de119, _ee119),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVMinCurrent', iso2_msgdatatypes.PhysicalValueType, _de120, _ee120),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVPowerDeliveryParameter', iso2_msgdatatypes.EVPowerDeliveryParameterType, _de28, _ee28),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVRESSSOC', ('nbit', 0, 100), _de121, _ee121),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVReady', ('bool',), _de122, _ee122),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEChargeParameter', iso2_msgdatatypes.EVSEChargeParameterType, _de29, _ee29),
-    ('urn:iso:15118:2:2013:MsgBody', 'EVSECurrentLimitAchieved', ('bool',), _de123, _ee123),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSECurrentRegulationTolerance', iso2_msgdatatypes.PhysicalValueType, _de124, _ee124),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEEnergyToBeDelivered', iso2_msgdatatypes.PhysicalValueType, _de125, _ee125),
-    ('urn:iso:15118:2:2013:MsgBody', 'EVSEID', ('str', 7, 37), _de126, _ee126),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEIsolationStatus', ('enum', iso2_msgdatatypes.isolationLevelType, 'str'), _de127, _ee127),
-    ('urn:iso:15118:2:2013:MsgBody', 'EVSEMaxCurrent', iso2_msgdatatypes.PhysicalValueType, _de128, _ee128),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEMaxCurrent', iso2_msgdatatypes.PhysicalValueType, _de129, _ee129),
-    ('urn:iso:15118:2:2013:MsgBody', 'EVSEMaximumCurrentLimit', iso2_msgdatatypes.PhysicalValueType, _de130, _ee130),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEMaximumCurrentLimit', iso2_msgdatatypes.PhysicalValueType, _de131, _ee131),
-    ('urn:iso:15118:2:2013:MsgBody', 'EVSEMaximumPowerLimit', iso2_msgdatatypes.PhysicalValueType, _de132, _ee132),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEMaximumPowerLimit', iso2_msgdatatypes.PhysicalValueType, _de133, _ee133),
-    ('urn:iso:15118:2:2013:MsgBody', 'EVSEMaximumVoltageLimit', iso2_msgdatatypes.PhysicalValueType, _de134, _ee134),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEMaximumVoltageLimit', iso2_msgdatatypes.PhysicalValueType, _de135, _ee135),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEMinimumCurrentLimit', iso2_msgdatatypes.PhysicalValueType, _de136, _ee136),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEMinimumVoltageLimit', iso2_msgdatatypes.PhysicalValueType, _de137, _ee137),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSENominalVoltage', iso2_msgdatatypes.PhysicalValueType, _de138, _ee138),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSENotification', ('enum', iso2_msgdatatypes.EVSENotificationType, 'str'), _de139, _ee139),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEPeakCurrentRipple', iso2_msgdatatypes.PhysicalValueType, _de140, _ee140),
-    ('urn:iso:15118:2:2013:MsgBody', 'EVSEPowerLimitAchieved', ('bool',), _de141, _ee141),
-    ('urn:iso:15118:2:2013:MsgBody', 'EVSEPresentCurrent', iso2_msgdatatypes.PhysicalValueType, _de142, _ee142),
-    ('urn:iso:15118:2:2013:MsgBody', 'EVSEPresentVoltage', iso2_msgdatatypes.PhysicalValueType, _de143, _ee143),
-    ('urn:iso:15118:2:2013:MsgBody', 'EVSEProcessing', ('enum', iso2_msgdatatypes.EVSEProcessingType, 'str'), _de144, _ee144),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEStatus', iso2_msgdatatypes.EVSEStatusType, _de30, _ee30),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEStatusCode', ('enum', iso2_msgdatatypes.DC_EVSEStatusCodeType, 'str'), _de145, _ee145),
-    ('urn:iso:15118:2:2013:MsgBody', 'EVSETimeStamp', ('int', -9223372036854775808, 9223372036854775807), _de146, _ee146),
-    ('urn:iso:15118:2:2013:MsgBody', 'EVSEVoltageLimitAchieved', ('bool',), _de147, _ee147),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVStatus', iso2_msgdatatypes.EVStatusType, _de31, _ee31),
-    ('urn:iso:15118:2:2013:MsgBody', 'EVTargetCurrent', iso2_msgdatatypes.PhysicalValueType, _de148, _ee148),
-    ('urn:iso:15118:2:2013:MsgBody', 'EVTargetVoltage', iso2_msgdatatypes.PhysicalValueType, _de149, _ee149),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'EnergyTransferMode', ('enum', iso2_msgdatatypes.EnergyTransferModeType, 'str'), _de150, _ee150),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'Entry', iso2_msgdatatypes.EntryType, _de32, _ee32),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Exponent', ('b64', None, None), _de151, _ee151),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'FaultCode', ('enum', iso2_msgdatatypes.faultCodeType, 'str'), _de152, _ee152),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'FaultMsg', ('str', None, 64), _de153, _ee153),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'FreeService', ('bool',), _de154, _ee154),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'FullSOC', ('nbit', 0, 100), _de155, _ee155),
-    ('http://www.w3.org/2000/09/xmldsig#', 'G', ('b64', None, None), _de156, _ee156),
-    ('urn:iso:15118:2:2013:MsgBody', 'GenChallenge', ('b64', 16, 16), _de157, _ee157),
-    ('http://www.w3.org/2000/09/xmldsig#', 'HMACOutputLength', ('int', None, None), _de158, _ee158),
-    ('urn:iso:15118:2:2013:MsgDef', 'Header', iso2_msgheader.MessageHeaderType, _de159, _ee159),
-    ('http://www.w3.org/2000/09/xmldsig#', 'J', ('b64', None, None), _de160, _ee160),
-    ('http://www.w3.org/2000/09/xmldsig#', 'KeyInfo', xmldsig.KeyInfoType, _de33, _ee33),
-    ('http://www.w3.org/2000/09/xmldsig#', 'KeyName', ('str', None, None), _de34, _ee34),
-    ('http://www.w3.org/2000/09/xmldsig#', 'KeyValue', xmldsig.KeyValueType, _de35, _ee35),
-    ('urn:iso:15118:2:2013:MsgBody', 'ListOfRootCertificateIDs', iso2_msgdatatypes.ListOfRootCertificateIDsType, _de161, _ee161),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Manifest', xmldsig.ManifestType, _de36, _ee36),
-    ('urn:iso:15118:2:2013:MsgBody', 'MaxEntriesSAScheduleTuple', ('uint', 0, 65535), _de162, _ee162),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'MeterID', ('str', None, 32), _de163, _ee163),
-    ('urn:iso:15118:2:2013:MsgBody', 'MeterInfo', iso2_msgdatatypes.MeterInfoType, _de164, _ee164),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'MeterReading', ('uint', 0, 18446744073709551615), _de165, _ee165),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'MeterStatus', ('int', -32768, 32767), _de166, _ee166),
-    ('urn:iso:15118:2:2013:MsgBody', 'MeteringReceiptReq', iso2_msgbody.MeteringReceiptReqType, _de37, _ee37),
-    ('urn:iso:15118:2:2013:MsgBody', 'MeteringReceiptRes', iso2_msgbody.MeteringReceiptResType, _de38, _ee38),
-    ('http://www.w3.org/2000/09/xmldsig#', 'MgmtData', ('str', None, None), _de39, _ee39),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Modulus', ('b64', None, None), _de167, _ee167),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'Multiplier', ('nbit', -3, 3), _de168, _ee168),
-    ('urn:iso:15118:2:2013:MsgHeader', 'Notification', iso2_msgdatatypes.NotificationType, _de169, _ee169),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'NotificationMaxDelay', ('uint', 0, 65535), _de170, _ee170),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'NumEPriceLevels', ('nbit', 0, 255), _de171, _ee171),
-    ('urn:iso:15118:2:2013:MsgBody', 'OEMProvisioningCert', ('b64', None, 800), _de172, _ee172),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Object', xmldsig.ObjectType, _de40, _ee40),
-    ('http://www.w3.org/2000/09/xmldsig#', 'P', ('b64', None, None), _de173, _ee173),
-    ('http://www.w3.org/2000/09/xmldsig#', 'PGPData', xmldsig.PGPDataType, _de41, _ee41),
-    ('http://www.w3.org/2000/09/xmldsig#', 'PGPKeyID', ('b64', None, None), _de174, _ee174),
-    ('http://www.w3.org/2000/09/xmldsig#', 'PGPKeyPacket', ('b64', None, None), _de175, _ee175),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'PMax', iso2_msgdatatypes.PhysicalValueType, _de176, _ee176),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'PMaxSchedule', iso2_msgdatatypes.PMaxScheduleType, _de177, _ee177),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'PMaxScheduleEntry', iso2_msgdatatypes.PMaxScheduleEntryType, _de42, _ee42),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'Parameter', iso2_msgdatatypes.ParameterType, _de178, _ee178),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'ParameterSet', iso2_msgdatatypes.ParameterSetType, _de179, _ee179),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'ParameterSetID', ('int', -32768, 32767), _de180, _ee180),
-    ('urn:iso:15118:2:2013:MsgBody', 'PaymentDetailsReq', iso2_msgbody.PaymentDetailsReqType, _de43, _ee43),
-    ('urn:iso:15118:2:2013:MsgBody', 'PaymentDetailsRes', iso2_msgbody.PaymentDetailsResType, _de44, _ee44),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'PaymentOption', ('enum', iso2_msgdatatypes.paymentOptionType, 'str'), _de181, _ee181),
-    ('urn:iso:15118:2:2013:MsgBody', 'PaymentOptionList', iso2_msgdatatypes.PaymentOptionListType, _de182, _ee182),
-    ('urn:iso:15118:2:2013:MsgBody', 'PaymentServiceSelectionReq', iso2_msgbody.PaymentServiceSelectionReqType, _de45, _ee45),
-    ('urn:iso:15118:2:2013:MsgBody', 'PaymentServiceSelectionRes', iso2_msgbody.PaymentServiceSelectionResType, _de46, _ee46),
-    ('http://www.w3.org/2000/09/xmldsig#', 'PgenCounter', ('b64', None, None), _de183, _ee183),
-    ('urn:iso:15118:2:2013:MsgBody', 'PowerDeliveryReq', iso2_msgbody.PowerDeliveryReqType, _de47, _ee47),
-    ('urn:iso:15118:2:2013:MsgBody', 'PowerDeliveryRes', iso2_msgbody.PowerDeliveryResType, _de48, _ee48),
-    ('urn:iso:15118:2:2013:MsgBody', 'PreChargeReq', iso2_msgbody.PreChargeReqType, _de49, _ee49),
-    ('urn:iso:15118:2:2013:MsgBody', 'PreChargeRes', iso2_msgbody.PreChargeResType, _de50, _ee50),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'ProfileEntry', iso2_msgdatatypes.ProfileEntryType, _de184, _ee184),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Q', ('b64', None, None), _de185, _ee185),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'RCD', ('bool',), _de186, _ee186),
-    ('http://www.w3.org/2000/09/xmldsig#', 'RSAKeyValue', xmldsig.RSAKeyValueType, _de51, _ee51),
-    ('urn:iso:15118:2:2013:MsgBody', 'ReceiptRequired', ('bool',), _de187, _ee187),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Reference', xmldsig.ReferenceType, _de52, _ee52),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'RelativeTimeInterval', iso2_msgdatatypes.RelativeTimeIntervalType, _de53, _ee53),
-    ('urn:iso:15118:2:2013:MsgBody', 'RemainingTimeToBulkSoC', iso2_msgdatatypes.PhysicalValueType, _de188, _ee188),
-    ('urn:iso:15118:2:2013:MsgBody', 'RemainingTimeToFullSoC', iso2_msgdatatypes.PhysicalValueType, _de189, _ee189),
-    ('urn:iso:15118:2:2013:MsgBody', 'RequestedEnergyTransferMode', ('enum', iso2_msgdatatypes.EnergyTransferModeType, 'str'), _de190, _ee190),
-    ('urn:iso:15118:2:2013:MsgBody', 'ResponseCode', ('enum', iso2_msgdatatypes.responseCodeType, 'str'), _de191, _ee191),
-    ('http://www.w3.org/2000/09/xmldsig#', 'RetrievalMethod', xmldsig.RetrievalMethodType, _de54, _ee54),
-    ('urn:iso:15118:2:2013:MsgBody', 'RetryCounter', ('int', -32768, 32767), _de192, _ee192),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'RootCertificateID', xmldsig.X509IssuerSerialType, _de193, _ee193),
-    ('urn:iso:15118:2:2013:MsgBody', 'SAProvisioningCertificateChain', iso2_msgdatatypes.CertificateChainType, _de194, _ee194),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'SAScheduleList', iso2_msgdatatypes.SAScheduleListType, _de55, _ee55),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'SAScheduleTuple', iso2_msgdatatypes.SAScheduleTupleType, _de195, _ee195),
-    ('urn:iso:15118:2:2013:MsgBody', 'SAScheduleTupleID', ('nbit', 1, 255), _de196, _ee196),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'SAScheduleTupleID', ('nbit', 1, 255), _de197, _ee197),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'SASchedules', iso2_msgdatatypes.SASchedulesType, _de56, _ee56),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SPKIData', xmldsig.SPKIDataType, _de57, _ee57),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SPKISexp', ('b64', None, None), _de198, _ee198),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'SalesTariff', iso2_msgdatatypes.SalesTariffType, _de199, _ee199),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'SalesTariffDescription', ('str', None, 32), _de200, _ee200),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'SalesTariffEntry', iso2_msgdatatypes.SalesTariffEntryType, _de58, _ee58),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'SalesTariffID', ('nbit', 1, 255), _de201, _ee201),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Seed', ('b64', None, None), _de202, _ee202),
-    ('urn:iso:15118:2:2013:MsgBody', 'SelectedPaymentOption', ('enum', iso2_msgdatatypes.paymentOptionType, 'str'), _de203, _ee203),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'SelectedService', iso2_msgdatatypes.SelectedServiceType, _de204, _ee204),
-    ('urn:iso:15118:2:2013:MsgBody', 'SelectedServiceList', iso2_msgdatatypes.SelectedServiceListType, _de205, _ee205),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'Service', iso2_msgdatatypes.ServiceType, _de206, _ee206),
-    ('urn:iso:15118:2:2013:MsgBody', 'ServiceCategory', ('enum', iso2_msgdatatypes.serviceCategoryType, 'str'), _de207, _ee207),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'ServiceCategory', ('enum', iso2_msgdatatypes.serviceCategoryType, 'str'), _de208, _ee208),
-    ('urn:iso:15118:2:2013:MsgBody', 'ServiceDetailReq', iso2_msgbody.ServiceDetailReqType, _de59, _ee59),
-    ('urn:iso:15118:2:2013:MsgBody', 'ServiceDetailRes', iso2_msgbody.ServiceDetailResType, _de60, _ee60),
-    ('urn:iso:15118:2:2013:MsgBody', 'ServiceDiscoveryReq', iso2_msgbody.ServiceDiscoveryReqType, _de61, _ee61),
-    ('urn:iso:15118:2:2013:MsgBody', 'ServiceDiscoveryRes', iso2_msgbody.ServiceDiscoveryResType, _de62, _ee62),
-    ('urn:iso:15118:2:2013:MsgBody', 'ServiceID', ('uint', 0, 65535), _de209, _ee209),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'ServiceID', ('uint', 0, 65535), _de210, _ee210),
-    ('urn:iso:15118:2:2013:MsgBody', 'ServiceList', iso2_msgdatatypes.ServiceListType, _de211, _ee211),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'ServiceName', ('str', None, 32), _de212, _ee212),
-    ('urn:iso:15118:2:2013:MsgBody', 'ServiceParameterList', iso2_msgdatatypes.ServiceParameterListType, _de213, _ee213),
-    ('urn:iso:15118:2:2013:MsgBody', 'ServiceScope', ('str', None, 64), _de214, _ee214),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'ServiceScope', ('str', None, 64), _de215, _ee215),
-    ('urn:iso:15118:2:2013:MsgBody', 'SessionID', ('hex', None, 8), _de216, _ee216),
-    ('urn:iso:15118:2:2013:MsgHeader', 'SessionID', ('hex', None, 8), _de217, _ee217),
-    ('urn:iso:15118:2:2013:MsgBody', 'SessionSetupReq', iso2_msgbody.SessionSetupReqType, _de63, _ee63),
-    ('urn:iso:15118:2:2013:MsgBody', 'SessionSetupRes', iso2_msgbody.SessionSetupResType, _de64, _ee64),
-    ('urn:iso:15118:2:2013:MsgBody', 'SessionStopReq', iso2_msgbody.SessionStopReqType, _de65, _ee65),
-    ('urn:iso:15118:2:2013:MsgBody', 'SessionStopRes', iso2_msgbody.SessionStopResType, _de66, _ee66),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'SigMeterReading', ('b64', None, 64), _de218, _ee218),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Signature', xmldsig.SignatureType, _de67, _ee67),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureMethod', xmldsig.SignatureMethodType, _de68, _ee68),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperties', xmldsig.SignaturePropertiesType, _de69, _ee69),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperty', xmldsig.SignaturePropertyType, _de70, _ee70),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureValue', xmldsig.SignatureValueType, _de71, _ee71),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignedInfo', xmldsig.SignedInfoType, _de72, _ee72),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'SubCertificates', iso2_msgdatatypes.SubCertificatesType, _de219, _ee219),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'SupportedEnergyTransferMode', iso2_msgdatatypes.SupportedEnergyTransferModeType, _de220, _ee220),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'TMeter', ('int', -9223372036854775808, 9223372036854775807), _de221, _ee221),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'TimeInterval', iso2_msgdatatypes.IntervalType, _de73, _ee73),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Transform', xmldsig.TransformType, _de74, _ee74),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Transforms', xmldsig.TransformsType, _de75, _ee75),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'Unit', ('enum', iso2_msgdatatypes.unitSymbolType, 'str'), _de222, _ee222),
-    ('urn:iso:15118:2:2013:MsgDef', 'V2G_Message', iso2_msgdef.V2G_Message, _de76, _ee76),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'Value', ('int', -32768, 32767), _de223, _ee223),
-    ('urn:iso:15118:2:2013:MsgBody', 'WeldingDetectionReq', iso2_msgbody.WeldingDetectionReqType, _de77, _ee77),
-    ('urn:iso:15118:2:2013:MsgBody', 'WeldingDetectionRes', iso2_msgbody.WeldingDetectionResType, _de78, _ee78),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509CRL', ('b64', None, None), _de224, _ee224),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509Certificate', ('b64', None, None), _de225, _ee225),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509Data', xmldsig.X509DataType, _de79, _ee79),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509IssuerName', ('str', None, None), _de226, _ee226),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509IssuerSerial', xmldsig.X509IssuerSerialType, _de227, _ee227),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509SKI', ('b64', None, None), _de228, _ee228),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509SerialNumber', ('int', None, None), _de229, _ee229),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509SubjectName', ('str', None, None), _de230, _ee230),
-    ('http://www.w3.org/2000/09/xmldsig#', 'XPath', ('str', None, None), _de231, _ee231),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Y', ('b64', None, None), _de232, _ee232),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'amount', ('uint', 0, 4294967295), _de233, _ee233),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'amountMultiplier', ('nbit', -3, 3), _de234, _ee234),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'boolValue', ('bool',), _de235, _ee235),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'byteValue', ('nbit', -128, 127), _de236, _ee236),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'costKind', ('enum', iso2_msgdatatypes.costKindType, 'str'), _de237, _ee237),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'duration', ('uint', 0, 86400), _de238, _ee238),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'AC_EVChargeParameter', iso2_msgdatatypes.AC_EVChargeParameterType, c_iso2_msgdatatypes._d_AC_EVChargeParameterType, c_iso2_msgdatatypes._e_AC_EVChargeParameterType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'AC_EVSEChargeParameter', iso2_msgdatatypes.AC_EVSEChargeParameterType, c_iso2_msgdatatypes._d_AC_EVSEChargeParameterType, c_iso2_msgdatatypes._e_AC_EVSEChargeParameterType),
+    ('urn:iso:15118:2:2013:MsgBody', 'AC_EVSEStatus', iso2_msgdatatypes.AC_EVSEStatusType, c_iso2_msgdatatypes._d_AC_EVSEStatusType, c_iso2_msgdatatypes._e_AC_EVSEStatusType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'AC_EVSEStatus', iso2_msgdatatypes.AC_EVSEStatusType, c_iso2_msgdatatypes._d_AC_EVSEStatusType, c_iso2_msgdatatypes._e_AC_EVSEStatusType),
+    ('urn:iso:15118:2:2013:MsgBody', 'AuthorizationReq', iso2_msgbody.AuthorizationReqType, c_iso2_msgbody._d_AuthorizationReqType, c_iso2_msgbody._e_AuthorizationReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'AuthorizationRes', iso2_msgbody.AuthorizationResType, c_iso2_msgbody._d_AuthorizationResType, c_iso2_msgbody._e_AuthorizationResType),
+    ('urn:iso:15118:2:2013:MsgDef', 'Body', iso2_msgbody.BodyType, c_iso2_msgbody._d_BodyType, c_iso2_msgbody._e_BodyType),
+    ('urn:iso:15118:2:2013:MsgBody', 'BodyElement', iso2_msgbody.BodyBaseType, c_iso2_msgbody._d_BodyBaseType, c_iso2_msgbody._e_BodyBaseType),
+    ('urn:iso:15118:2:2013:MsgBody', 'BulkChargingComplete', ('bool',), _de11, _ee11),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'BulkChargingComplete', ('bool',), _de12, _ee12),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'BulkSOC', ('nbit', 0, 100), _de13, _ee13),
+    ('urn:iso:15118:2:2013:MsgBody', 'CableCheckReq', iso2_msgbody.CableCheckReqType, c_iso2_msgbody._d_CableCheckReqType, c_iso2_msgbody._e_CableCheckReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'CableCheckRes', iso2_msgbody.CableCheckResType, c_iso2_msgbody._d_CableCheckResType, c_iso2_msgbody._e_CableCheckResType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'CanonicalizationMethod', xmldsig.CanonicalizationMethodType, _de0, _ee0),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'Certificate', ('b64', None, 800), _de14, _ee14),
+    ('urn:iso:15118:2:2013:MsgBody', 'CertificateInstallationReq', iso2_msgbody.CertificateInstallationReqType, c_iso2_msgbody._d_CertificateInstallationReqType, c_iso2_msgbody._e_CertificateInstallationReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'CertificateInstallationRes', iso2_msgbody.CertificateInstallationResType, c_iso2_msgbody._d_CertificateInstallationResType, c_iso2_msgbody._e_CertificateInstallationResType),
+    ('urn:iso:15118:2:2013:MsgBody', 'CertificateUpdateReq', iso2_msgbody.CertificateUpdateReqType, c_iso2_msgbody._d_CertificateUpdateReqType, c_iso2_msgbody._e_CertificateUpdateReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'CertificateUpdateRes', iso2_msgbody.CertificateUpdateResType, c_iso2_msgbody._d_CertificateUpdateResType, c_iso2_msgbody._e_CertificateUpdateResType),
+    ('urn:iso:15118:2:2013:MsgBody', 'ChargeParameterDiscoveryReq', iso2_msgbody.ChargeParameterDiscoveryReqType, c_iso2_msgbody._d_ChargeParameterDiscoveryReqType, c_iso2_msgbody._e_ChargeParameterDiscoveryReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'ChargeParameterDiscoveryRes', iso2_msgbody.ChargeParameterDiscoveryResType, c_iso2_msgbody._d_ChargeParameterDiscoveryResType, c_iso2_msgbody._e_ChargeParameterDiscoveryResType),
+    ('urn:iso:15118:2:2013:MsgBody', 'ChargeProgress', ('enum', iso2_msgdatatypes.chargeProgressType, 'str'), _de15, _ee15),
+    ('urn:iso:15118:2:2013:MsgBody', 'ChargeService', iso2_msgdatatypes.ChargeServiceType, c_iso2_msgdatatypes._d_ChargeServiceType, c_iso2_msgdatatypes._e_ChargeServiceType),
+    ('urn:iso:15118:2:2013:MsgBody', 'ChargingComplete', ('bool',), _de16, _ee16),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'ChargingComplete', ('bool',), _de17, _ee17),
+    ('urn:iso:15118:2:2013:MsgBody', 'ChargingProfile', iso2_msgdatatypes.ChargingProfileType, c_iso2_msgdatatypes._d_ChargingProfileType, c_iso2_msgdatatypes._e_ChargingProfileType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'ChargingProfileEntryMaxNumberOfPhasesInUse', ('nbit', 1, 3), _de18, _ee18),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'ChargingProfileEntryMaxPower', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'ChargingProfileEntryStart', ('uint', 0, 4294967295), _de19, _ee19),
+    ('urn:iso:15118:2:2013:MsgBody', 'ChargingSession', ('enum', iso2_msgdatatypes.chargingSessionType, 'str'), _de20, _ee20),
+    ('urn:iso:15118:2:2013:MsgBody', 'ChargingStatusReq', iso2_msgbody.ChargingStatusReqType, c_iso2_msgbody._d_ChargingStatusReqType, c_iso2_msgbody._e_ChargingStatusReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'ChargingStatusRes', iso2_msgbody.ChargingStatusResType, c_iso2_msgbody._d_ChargingStatusResType, c_iso2_msgbody._e_ChargingStatusResType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'ConsumptionCost', iso2_msgdatatypes.ConsumptionCostType, c_iso2_msgdatatypes._d_ConsumptionCostType, c_iso2_msgdatatypes._e_ConsumptionCostType),
+    ('urn:iso:15118:2:2013:MsgBody', 'ContractSignatureCertChain', iso2_msgdatatypes.CertificateChainType, c_iso2_msgdatatypes._d_CertificateChainType, c_iso2_msgdatatypes._e_CertificateChainType),
+    ('urn:iso:15118:2:2013:MsgBody', 'ContractSignatureEncryptedPrivateKey', iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType, c_iso2_msgdatatypes._d_ContractSignatureEncryptedPrivateKeyType, c_iso2_msgdatatypes._e_ContractSignatureEncryptedPrivateKeyType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'Cost', iso2_msgdatatypes.CostType, c_iso2_msgdatatypes._d_CostType, c_iso2_msgdatatypes._e_CostType),
+    ('urn:iso:15118:2:2013:MsgBody', 'CurrentDemandReq', iso2_msgbody.CurrentDemandReqType, c_iso2_msgbody._d_CurrentDemandReqType, c_iso2_msgbody._e_CurrentDemandReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'CurrentDemandRes', iso2_msgbody.CurrentDemandResType, c_iso2_msgbody._d_CurrentDemandResType, c_iso2_msgbody._e_CurrentDemandResType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'DC_EVChargeParameter', iso2_msgdatatypes.DC_EVChargeParameterType, c_iso2_msgdatatypes._d_DC_EVChargeParameterType, c_iso2_msgdatatypes._e_DC_EVChargeParameterType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'DC_EVPowerDeliveryParameter', iso2_msgdatatypes.DC_EVPowerDeliveryParameterType, c_iso2_msgdatatypes._d_DC_EVPowerDeliveryParameterType, c_iso2_msgdatatypes._e_DC_EVPowerDeliveryParameterType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'DC_EVSEChargeParameter', iso2_msgdatatypes.DC_EVSEChargeParameterType, c_iso2_msgdatatypes._d_DC_EVSEChargeParameterType, c_iso2_msgdatatypes._e_DC_EVSEChargeParameterType),
+    ('urn:iso:15118:2:2013:MsgBody', 'DC_EVSEStatus', iso2_msgdatatypes.DC_EVSEStatusType, c_iso2_msgdatatypes._d_DC_EVSEStatusType, c_iso2_msgdatatypes._e_DC_EVSEStatusType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'DC_EVSEStatus', iso2_msgdatatypes.DC_EVSEStatusType, c_iso2_msgdatatypes._d_DC_EVSEStatusType, c_iso2_msgdatatypes._e_DC_EVSEStatusType),
+    ('urn:iso:15118:2:2013:MsgBody', 'DC_EVStatus', iso2_msgdatatypes.DC_EVStatusType, c_iso2_msgdatatypes._d_DC_EVStatusType, c_iso2_msgdatatypes._e_DC_EVStatusType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'DC_EVStatus', iso2_msgdatatypes.DC_EVStatusType, c_iso2_msgdatatypes._d_DC_EVStatusType, c_iso2_msgdatatypes._e_DC_EVStatusType),
+    ('urn:iso:15118:2:2013:MsgBody', 'DHpublickey', iso2_msgdatatypes.DiffieHellmanPublickeyType, c_iso2_msgdatatypes._d_DiffieHellmanPublickeyType, c_iso2_msgdatatypes._e_DiffieHellmanPublickeyType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'DSAKeyValue', xmldsig.DSAKeyValueType, c_xmldsig._d_DSAKeyValueType, c_xmldsig._e_DSAKeyValueType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'DepartureTime', ('uint', 0, 4294967295), _de21, _ee21),
+    ('http://www.w3.org/2000/09/xmldsig#', 'DigestMethod', xmldsig.DigestMethodType, _de1, _ee1),
+    ('http://www.w3.org/2000/09/xmldsig#', 'DigestValue', ('b64', None, None), _de2, _ee2),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EAmount', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EPriceLevel', ('nbit', 0, 255), _de22, _ee22),
+    ('urn:iso:15118:2:2013:MsgBody', 'EVCCID', ('hex', None, 6), _de23, _ee23),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVChargeParameter', iso2_msgdatatypes.EVChargeParameterType, c_iso2_msgdatatypes._d_EVChargeParameterType, c_iso2_msgdatatypes._e_EVChargeParameterType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVEnergyCapacity', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVEnergyRequest', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVErrorCode', ('enum', iso2_msgdatatypes.DC_EVErrorCodeType, 'str'), _de24, _ee24),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVMaxCurrent', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVMaxVoltage', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgBody', 'EVMaximumCurrentLimit', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVMaximumCurrentLimit', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgBody', 'EVMaximumPowerLimit', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVMaximumPowerLimit', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgBody', 'EVMaximumVoltageLimit', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVMaximumVoltageLimit', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVMinCurrent', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVPowerDeliveryParameter', iso2_msgdatatypes.EVPowerDeliveryParameterType, c_iso2_msgdatatypes._d_EVPowerDeliveryParameterType, c_iso2_msgdatatypes._e_EVPowerDeliveryParameterType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVRESSSOC', ('nbit', 0, 100), _de25, _ee25),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVReady', ('bool',), _de26, _ee26),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEChargeParameter', iso2_msgdatatypes.EVSEChargeParameterType, c_iso2_msgdatatypes._d_EVSEChargeParameterType, c_iso2_msgdatatypes._e_EVSEChargeParameterType),
+    ('urn:iso:15118:2:2013:MsgBody', 'EVSECurrentLimitAchieved', ('bool',), _de27, _ee27),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSECurrentRegulationTolerance', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEEnergyToBeDelivered', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgBody', 'EVSEID', ('str', 7, 37), _de28, _ee28),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEIsolationStatus', ('enum', iso2_msgdatatypes.isolationLevelType, 'str'), _de29, _ee29),
+    ('urn:iso:15118:2:2013:MsgBody', 'EVSEMaxCurrent', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEMaxCurrent', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgBody', 'EVSEMaximumCurrentLimit', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEMaximumCurrentLimit', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgBody', 'EVSEMaximumPowerLimit', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEMaximumPowerLimit', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgBody', 'EVSEMaximumVoltageLimit', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEMaximumVoltageLimit', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEMinimumCurrentLimit', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEMinimumVoltageLimit', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSENominalVoltage', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSENotification', ('enum', iso2_msgdatatypes.EVSENotificationType, 'str'), _de30, _ee30),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEPeakCurrentRipple', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgBody', 'EVSEPowerLimitAchieved', ('bool',), _de31, _ee31),
+    ('urn:iso:15118:2:2013:MsgBody', 'EVSEPresentCurrent', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgBody', 'EVSEPresentVoltage', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgBody', 'EVSEProcessing', ('enum', iso2_msgdatatypes.EVSEProcessingType, 'str'), _de32, _ee32),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEStatus', iso2_msgdatatypes.EVSEStatusType, c_iso2_msgdatatypes._d_EVSEStatusType, c_iso2_msgdatatypes._e_EVSEStatusType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVSEStatusCode', ('enum', iso2_msgdatatypes.DC_EVSEStatusCodeType, 'str'), _de33, _ee33),
+    ('urn:iso:15118:2:2013:MsgBody', 'EVSETimeStamp', ('int', -9223372036854775808, 9223372036854775807), _de34, _ee34),
+    ('urn:iso:15118:2:2013:MsgBody', 'EVSEVoltageLimitAchieved', ('bool',), _de35, _ee35),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EVStatus', iso2_msgdatatypes.EVStatusType, c_iso2_msgdatatypes._d_EVStatusType, c_iso2_msgdatatypes._e_EVStatusType),
+    ('urn:iso:15118:2:2013:MsgBody', 'EVTargetCurrent', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgBody', 'EVTargetVoltage', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'EnergyTransferMode', ('enum', iso2_msgdatatypes.EnergyTransferModeType, 'str'), _de36, _ee36),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'Entry', iso2_msgdatatypes.EntryType, c_iso2_msgdatatypes._d_EntryType, c_iso2_msgdatatypes._e_EntryType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Exponent', ('b64', None, None), _de37, _ee37),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'FaultCode', ('enum', iso2_msgdatatypes.faultCodeType, 'str'), _de38, _ee38),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'FaultMsg', ('str', None, 64), _de39, _ee39),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'FreeService', ('bool',), _de40, _ee40),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'FullSOC', ('nbit', 0, 100), _de41, _ee41),
+    ('http://www.w3.org/2000/09/xmldsig#', 'G', ('b64', None, None), _de42, _ee42),
+    ('urn:iso:15118:2:2013:MsgBody', 'GenChallenge', ('b64', 16, 16), _de43, _ee43),
+    ('http://www.w3.org/2000/09/xmldsig#', 'HMACOutputLength', ('int', None, None), _de44, _ee44),
+    ('urn:iso:15118:2:2013:MsgDef', 'Header', iso2_msgheader.MessageHeaderType, c_iso2_msgheader._d_MessageHeaderType, c_iso2_msgheader._e_MessageHeaderType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'J', ('b64', None, None), _de45, _ee45),
+    ('http://www.w3.org/2000/09/xmldsig#', 'KeyInfo', xmldsig.KeyInfoType, _de3, _ee3),
+    ('http://www.w3.org/2000/09/xmldsig#', 'KeyName', ('str', None, None), _de4, _ee4),
+    ('http://www.w3.org/2000/09/xmldsig#', 'KeyValue', xmldsig.KeyValueType, _de5, _ee5),
+    ('urn:iso:15118:2:2013:MsgBody', 'ListOfRootCertificateIDs', iso2_msgdatatypes.ListOfRootCertificateIDsType, c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType, c_iso2_msgdatatypes._e_ListOfRootCertificateIDsType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Manifest', xmldsig.ManifestType, c_xmldsig._d_ManifestType, c_xmldsig._e_ManifestType),
+    ('urn:iso:15118:2:2013:MsgBody', 'MaxEntriesSAScheduleTuple', ('uint', 0, 65535), _de46, _ee46),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'MeterID', ('str', None, 32), _de47, _ee47),
+    ('urn:iso:15118:2:2013:MsgBody', 'MeterInfo', iso2_msgdatatypes.MeterInfoType, c_iso2_msgdatatypes._d_MeterInfoType, c_iso2_msgdatatypes._e_MeterInfoType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'MeterReading', ('uint', 0, 18446744073709551615), _de48, _ee48),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'MeterStatus', ('int', -32768, 32767), _de49, _ee49),
+    ('urn:iso:15118:2:2013:MsgBody', 'MeteringReceiptReq', iso2_msgbody.MeteringReceiptReqType, c_iso2_msgbody._d_MeteringReceiptReqType, c_iso2_msgbody._e_MeteringReceiptReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'MeteringReceiptRes', iso2_msgbody.MeteringReceiptResType, c_iso2_msgbody._d_MeteringReceiptResType, c_iso2_msgbody._e_MeteringReceiptResType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'MgmtData', ('str', None, None), _de6, _ee6),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Modulus', ('b64', None, None), _de50, _ee50),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'Multiplier', ('nbit', -3, 3), _de51, _ee51),
+    ('urn:iso:15118:2:2013:MsgHeader', 'Notification', iso2_msgdatatypes.NotificationType, c_iso2_msgdatatypes._d_NotificationType, c_iso2_msgdatatypes._e_NotificationType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'NotificationMaxDelay', ('uint', 0, 65535), _de52, _ee52),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'NumEPriceLevels', ('nbit', 0, 255), _de53, _ee53),
+    ('urn:iso:15118:2:2013:MsgBody', 'OEMProvisioningCert', ('b64', None, 800), _de54, _ee54),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Object', xmldsig.ObjectType, _de7, _ee7),
+    ('http://www.w3.org/2000/09/xmldsig#', 'P', ('b64', None, None), _de55, _ee55),
+    ('http://www.w3.org/2000/09/xmldsig#', 'PGPData', xmldsig.PGPDataType, c_xmldsig._d_PGPDataType, c_xmldsig._e_PGPDataType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'PGPKeyID', ('b64', None, None), _de56, _ee56),
+    ('http://www.w3.org/2000/09/xmldsig#', 'PGPKeyPacket', ('b64', None, None), _de57, _ee57),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'PMax', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'PMaxSchedule', iso2_msgdatatypes.PMaxScheduleType, c_iso2_msgdatatypes._d_PMaxScheduleType, c_iso2_msgdatatypes._e_PMaxScheduleType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'PMaxScheduleEntry', iso2_msgdatatypes.PMaxScheduleEntryType, c_iso2_msgdatatypes._d_PMaxScheduleEntryType, c_iso2_msgdatatypes._e_PMaxScheduleEntryType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'Parameter', iso2_msgdatatypes.ParameterType, c_iso2_msgdatatypes._d_ParameterType, c_iso2_msgdatatypes._e_ParameterType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'ParameterSet', iso2_msgdatatypes.ParameterSetType, c_iso2_msgdatatypes._d_ParameterSetType, c_iso2_msgdatatypes._e_ParameterSetType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'ParameterSetID', ('int', -32768, 32767), _de58, _ee58),
+    ('urn:iso:15118:2:2013:MsgBody', 'PaymentDetailsReq', iso2_msgbody.PaymentDetailsReqType, c_iso2_msgbody._d_PaymentDetailsReqType, c_iso2_msgbody._e_PaymentDetailsReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'PaymentDetailsRes', iso2_msgbody.PaymentDetailsResType, c_iso2_msgbody._d_PaymentDetailsResType, c_iso2_msgbody._e_PaymentDetailsResType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'PaymentOption', ('enum', iso2_msgdatatypes.paymentOptionType, 'str'), _de59, _ee59),
+    ('urn:iso:15118:2:2013:MsgBody', 'PaymentOptionList', iso2_msgdatatypes.PaymentOptionListType, c_iso2_msgdatatypes._d_PaymentOptionListType, c_iso2_msgdatatypes._e_PaymentOptionListType),
+    ('urn:iso:15118:2:2013:MsgBody', 'PaymentServiceSelectionReq', iso2_msgbody.PaymentServiceSelectionReqType, c_iso2_msgbody._d_PaymentServiceSelectionReqType, c_iso2_msgbody._e_PaymentServiceSelectionReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'PaymentServiceSelectionRes', iso2_msgbody.PaymentServiceSelectionResType, c_iso2_msgbody._d_PaymentServiceSelectionResType, c_iso2_msgbody._e_PaymentServiceSelectionResType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'PgenCounter', ('b64', None, None), _de60, _ee60),
+    ('urn:iso:15118:2:2013:MsgBody', 'PowerDeliveryReq', iso2_msgbody.PowerDeliveryReqType, c_iso2_msgbody._d_PowerDeliveryReqType, c_iso2_msgbody._e_PowerDeliveryReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'PowerDeliveryRes', iso2_msgbody.PowerDeliveryResType, c_iso2_msgbody._d_PowerDeliveryResType, c_iso2_msgbody._e_PowerDeliveryResType),
+    ('urn:iso:15118:2:2013:MsgBody', 'PreChargeReq', iso2_msgbody.PreChargeReqType, c_iso2_msgbody._d_PreChargeReqType, c_iso2_msgbody._e_PreChargeReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'PreChargeRes', iso2_msgbody.PreChargeResType, c_iso2_msgbody._d_PreChargeResType, c_iso2_msgbody._e_PreChargeResType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'ProfileEntry', iso2_msgdatatypes.ProfileEntryType, c_iso2_msgdatatypes._d_ProfileEntryType, c_iso2_msgdatatypes._e_ProfileEntryType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Q', ('b64', None, None), _de61, _ee61),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'RCD', ('bool',), _de62, _ee62),
+    ('http://www.w3.org/2000/09/xmldsig#', 'RSAKeyValue', xmldsig.RSAKeyValueType, c_xmldsig._d_RSAKeyValueType, c_xmldsig._e_RSAKeyValueType),
+    ('urn:iso:15118:2:2013:MsgBody', 'ReceiptRequired', ('bool',), _de63, _ee63),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Reference', xmldsig.ReferenceType, c_xmldsig._d_ReferenceType, c_xmldsig._e_ReferenceType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'RelativeTimeInterval', iso2_msgdatatypes.RelativeTimeIntervalType, c_iso2_msgdatatypes._d_RelativeTimeIntervalType, c_iso2_msgdatatypes._e_RelativeTimeIntervalType),
+    ('urn:iso:15118:2:2013:MsgBody', 'RemainingTimeToBulkSoC', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgBody', 'RemainingTimeToFullSoC', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgBody', 'RequestedEnergyTransferMode', ('enum', iso2_msgdatatypes.EnergyTransferModeType, 'str'), _de64, _ee64),
+    ('urn:iso:15118:2:2013:MsgBody', 'ResponseCode', ('enum', iso2_msgdatatypes.responseCodeType, 'str'), _de65, _ee65),
+    ('http://www.w3.org/2000/09/xmldsig#', 'RetrievalMethod', xmldsig.RetrievalMethodType, c_xmldsig._d_RetrievalMethodType, c_xmldsig._e_RetrievalMethodType),
+    ('urn:iso:15118:2:2013:MsgBody', 'RetryCounter', ('int', -32768, 32767), _de66, _ee66),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'RootCertificateID', xmldsig.X509IssuerSerialType, c_xmldsig._d_X509IssuerSerialType, c_xmldsig._e_X509IssuerSerialType),
+    ('urn:iso:15118:2:2013:MsgBody', 'SAProvisioningCertificateChain', iso2_msgdatatypes.CertificateChainType, c_iso2_msgdatatypes._d_CertificateChainType, c_iso2_msgdatatypes._e_CertificateChainType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'SAScheduleList', iso2_msgdatatypes.SAScheduleListType, c_iso2_msgdatatypes._d_SAScheduleListType, c_iso2_msgdatatypes._e_SAScheduleListType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'SAScheduleTuple', iso2_msgdatatypes.SAScheduleTupleType, c_iso2_msgdatatypes._d_SAScheduleTupleType, c_iso2_msgdatatypes._e_SAScheduleTupleType),
+    ('urn:iso:15118:2:2013:MsgBody', 'SAScheduleTupleID', ('nbit', 1, 255), _de67, _ee67),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'SAScheduleTupleID', ('nbit', 1, 255), _de68, _ee68),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'SASchedules', iso2_msgdatatypes.SASchedulesType, c_iso2_msgdatatypes._d_SASchedulesType, c_iso2_msgdatatypes._e_SASchedulesType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SPKIData', xmldsig.SPKIDataType, c_xmldsig._d_SPKIDataType, c_xmldsig._e_SPKIDataType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SPKISexp', ('b64', None, None), _de69, _ee69),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'SalesTariff', iso2_msgdatatypes.SalesTariffType, c_iso2_msgdatatypes._d_SalesTariffType, c_iso2_msgdatatypes._e_SalesTariffType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'SalesTariffDescription', ('str', None, 32), _de70, _ee70),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'SalesTariffEntry', iso2_msgdatatypes.SalesTariffEntryType, c_iso2_msgdatatypes._d_SalesTariffEntryType, c_iso2_msgdatatypes._e_SalesTariffEntryType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'SalesTariffID', ('nbit', 1, 255), _de71, _ee71),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Seed', ('b64', None, None), _de72, _ee72),
+    ('urn:iso:15118:2:2013:MsgBody', 'SelectedPaymentOption', ('enum', iso2_msgdatatypes.paymentOptionType, 'str'), _de73, _ee73),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'SelectedService', iso2_msgdatatypes.SelectedServiceType, c_iso2_msgdatatypes._d_SelectedServiceType, c_iso2_msgdatatypes._e_SelectedServiceType),
+    ('urn:iso:15118:2:2013:MsgBody', 'SelectedServiceList', iso2_msgdatatypes.SelectedServiceListType, c_iso2_msgdatatypes._d_SelectedServiceListType, c_iso2_msgdatatypes._e_SelectedServiceListType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'Service', iso2_msgdatatypes.ServiceType, c_iso2_msgdatatypes._d_ServiceType, c_iso2_msgdatatypes._e_ServiceType),
+    ('urn:iso:15118:2:2013:MsgBody', 'ServiceCategory', ('enum', iso2_msgdatatypes.serviceCategoryType, 'str'), _de74, _ee74),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'ServiceCategory', ('enum', iso2_msgdatatypes.serviceCategoryType, 'str'), _de75, _ee75),
+    ('urn:iso:15118:2:2013:MsgBody', 'ServiceDetailReq', iso2_msgbody.ServiceDetailReqType, c_iso2_msgbody._d_ServiceDetailReqType, c_iso2_msgbody._e_ServiceDetailReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'ServiceDetailRes', iso2_msgbody.ServiceDetailResType, c_iso2_msgbody._d_ServiceDetailResType, c_iso2_msgbody._e_ServiceDetailResType),
+    ('urn:iso:15118:2:2013:MsgBody', 'ServiceDiscoveryReq', iso2_msgbody.ServiceDiscoveryReqType, c_iso2_msgbody._d_ServiceDiscoveryReqType, c_iso2_msgbody._e_ServiceDiscoveryReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'ServiceDiscoveryRes', iso2_msgbody.ServiceDiscoveryResType, c_iso2_msgbody._d_ServiceDiscoveryResType, c_iso2_msgbody._e_ServiceDiscoveryResType),
+    ('urn:iso:15118:2:2013:MsgBody', 'ServiceID', ('uint', 0, 65535), _de76, _ee76),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'ServiceID', ('uint', 0, 65535), _de77, _ee77),
+    ('urn:iso:15118:2:2013:MsgBody', 'ServiceList', iso2_msgdatatypes.ServiceListType, c_iso2_msgdatatypes._d_ServiceListType, c_iso2_msgdatatypes._e_ServiceListType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'ServiceName', ('str', None, 32), _de78, _ee78),
+    ('urn:iso:15118:2:2013:MsgBody', 'ServiceParameterList', iso2_msgdatatypes.ServiceParameterListType, c_iso2_msgdatatypes._d_ServiceParameterListType, c_iso2_msgdatatypes._e_ServiceParameterListType),
+    ('urn:iso:15118:2:2013:MsgBody', 'ServiceScope', ('str', None, 64), _de79, _ee79),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'ServiceScope', ('str', None, 64), _de80, _ee80),
+    ('urn:iso:15118:2:2013:MsgBody', 'SessionID', ('hex', None, 8), _de81, _ee81),
+    ('urn:iso:15118:2:2013:MsgHeader', 'SessionID', ('hex', None, 8), _de82, _ee82),
+    ('urn:iso:15118:2:2013:MsgBody', 'SessionSetupReq', iso2_msgbody.SessionSetupReqType, c_iso2_msgbody._d_SessionSetupReqType, c_iso2_msgbody._e_SessionSetupReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'SessionSetupRes', iso2_msgbody.SessionSetupResType, c_iso2_msgbody._d_SessionSetupResType, c_iso2_msgbody._e_SessionSetupResType),
+    ('urn:iso:15118:2:2013:MsgBody', 'SessionStopReq', iso2_msgbody.SessionStopReqType, c_iso2_msgbody._d_SessionStopReqType, c_iso2_msgbody._e_SessionStopReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'SessionStopRes', iso2_msgbody.SessionStopResType, c_iso2_msgbody._d_SessionStopResType, c_iso2_msgbody._e_SessionStopResType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'SigMeterReading', ('b64', None, 64), _de83, _ee83),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Signature', xmldsig.SignatureType, c_xmldsig._d_SignatureType, c_xmldsig._e_SignatureType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureMethod', xmldsig.SignatureMethodType, _de8, _ee8),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperties', xmldsig.SignaturePropertiesType, c_xmldsig._d_SignaturePropertiesType, c_xmldsig._e_SignaturePropertiesType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperty', xmldsig.SignaturePropertyType, _de9, _ee9),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureValue', xmldsig.SignatureValueType, c_xmldsig._d_SignatureValueType, c_xmldsig._e_SignatureValueType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignedInfo', xmldsig.SignedInfoType, c_xmldsig._d_SignedInfoType, c_xmldsig._e_SignedInfoType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'SubCertificates', iso2_msgdatatypes.SubCertificatesType, c_iso2_msgdatatypes._d_SubCertificatesType, c_iso2_msgdatatypes._e_SubCertificatesType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'SupportedEnergyTransferMode', iso2_msgdatatypes.SupportedEnergyTransferModeType, c_iso2_msgdatatypes._d_SupportedEnergyTransferModeType, c_iso2_msgdatatypes._e_SupportedEnergyTransferModeType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'TMeter', ('int', -9223372036854775808, 9223372036854775807), _de84, _ee84),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'TimeInterval', iso2_msgdatatypes.IntervalType, c_iso2_msgdatatypes._d_IntervalType, c_iso2_msgdatatypes._e_IntervalType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Transform', xmldsig.TransformType, _de10, _ee10),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Transforms', xmldsig.TransformsType, c_xmldsig._d_TransformsType, c_xmldsig._e_TransformsType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'Unit', ('enum', iso2_msgdatatypes.unitSymbolType, 'str'), _de85, _ee85),
+    ('urn:iso:15118:2:2013:MsgDef', 'V2G_Message', iso2_msgdef.V2G_Message, _d_V2G_Message, _e_V2G_Message),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'Value', ('int', -32768, 32767), _de86, _ee86),
+    ('urn:iso:15118:2:2013:MsgBody', 'WeldingDetectionReq', iso2_msgbody.WeldingDetectionReqType, c_iso2_msgbody._d_WeldingDetectionReqType, c_iso2_msgbody._e_WeldingDetectionReqType),
+    ('urn:iso:15118:2:2013:MsgBody', 'WeldingDetectionRes', iso2_msgbody.WeldingDetectionResType, c_iso2_msgbody._d_WeldingDetectionResType, c_iso2_msgbody._e_WeldingDetectionResType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509CRL', ('b64', None, None), _de87, _ee87),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509Certificate', ('b64', None, None), _de88, _ee88),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509Data', xmldsig.X509DataType, c_xmldsig._d_X509DataType, c_xmldsig._e_X509DataType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509IssuerName', ('str', None, None), _de89, _ee89),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509IssuerSerial', xmldsig.X509IssuerSerialType, c_xmldsig._d_X509IssuerSerialType, c_xmldsig._e_X509IssuerSerialType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509SKI', ('b64', None, None), _de90, _ee90),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509SerialNumber', ('int', None, None), _de91, _ee91),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509SubjectName', ('str', None, None), _de92, _ee92),
+    ('http://www.w3.org/2000/09/xmldsig#', 'XPath', ('str', None, None), _de93, _ee93),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Y', ('b64', None, None), _de94, _ee94),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'amount', ('uint', 0, 4294967295), _de95, _ee95),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'amountMultiplier', ('nbit', -3, 3), _de96, _ee96),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'boolValue', ('bool',), _de97, _ee97),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'byteValue', ('nbit', -128, 127), _de98, _ee98),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'costKind', ('enum', iso2_msgdatatypes.costKindType, 'str'), _de99, _ee99),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'duration', ('uint', 0, 86400), _de100, _ee100),
     ('urn:iso:15118:2:2013:MsgBody', 'eMAID', ('relaxed', _RXC0), _rxd0, _rxe0),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'intValue', ('int', -2147483648, 2147483647), _de239, _ee239),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'physicalValue', iso2_msgdatatypes.PhysicalValueType, _de240, _ee240),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'shortValue', ('int', -32768, 32767), _de241, _ee241),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'start', ('uint', 0, 16777214), _de242, _ee242),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'startValue', iso2_msgdatatypes.PhysicalValueType, _de243, _ee243),
-    ('urn:iso:15118:2:2013:MsgDataTypes', 'stringValue', ('str', None, None), _de244, _ee244),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'intValue', ('int', -2147483648, 2147483647), _de101, _ee101),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'physicalValue', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'shortValue', ('int', -32768, 32767), _de102, _ee102),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'start', ('uint', 0, 16777214), _de103, _ee103),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'startValue', iso2_msgdatatypes.PhysicalValueType, c_iso2_msgdatatypes._d_PhysicalValueType, c_iso2_msgdatatypes._e_PhysicalValueType),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'stringValue', ('str', None, None), _de104, _ee104),
 )
 FRAGMENT_WIDTH = 8
 

@@ -5,6 +5,7 @@ and the document and fragment grammars of schema set 'xmldsig' (W3C XML Signatur
 from exi.runtime import DecodeError, EncodeError, _ctx, _leftover
 from exi.model import xmldsig
 
+_new = object.__new__
 
 def _d_CanonicalizationMethodType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}CanonicalizationMethodType
@@ -85,7 +86,9 @@ def _d_CanonicalizationMethodType(r, key):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return xmldsig.CanonicalizationMethodType(f_Algorithm)
+    _obj = _new(xmldsig.CanonicalizationMethodType)
+    _obj.Algorithm = f_Algorithm
+    return _obj
 
 def _e_CanonicalizationMethodType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}CanonicalizationMethodType
@@ -94,40 +97,37 @@ def _e_CanonicalizationMethodType(w, o):
     el = ''
     try:
         v_Algorithm = o.Algorithm
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Algorithm is not None:
-                    el = '@Algorithm'
-                    v <<= 1
-                    n += 1
-                    _l = len(v_Algorithm)
-                    if _l < 126 and v_Algorithm.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
-                    v_Algorithm = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Algorithm')
-            if s == 1:
-                if True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_Algorithm is not None: raise _leftover(o)
-                    s = -1
-            if s == 2:
-                if True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_Algorithm is not None: raise _leftover(o)
-                    s = -1
-            if s == 3:
-                if True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_Algorithm is not None: raise _leftover(o)
-                    s = -1
+        if v_Algorithm is not None:
+            el = '@Algorithm'
+            v <<= 1
+            n += 1
+            _l = len(v_Algorithm)
+            if _l < 126 and v_Algorithm.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
+            v_Algorithm = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of Algorithm')
+        if s == 1:
+            if True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Algorithm is not None: raise _leftover(o)
+                s = -1
+        if s == 2:
+            if True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Algorithm is not None: raise _leftover(o)
+                s = -1
+        if s == 3:
+            if True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Algorithm is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -163,9 +163,11 @@ def _d_DSAKeyValueType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('P', p)
                         f_P = b''
                     else:
-                        r.pos = p
-                        f_P = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            f_P = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; f_P = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('P', p)
@@ -181,9 +183,11 @@ def _d_DSAKeyValueType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('Q', p)
                         f_Q = b''
                     else:
-                        r.pos = p
-                        f_Q = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            f_Q = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; f_Q = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Q', p)
@@ -198,9 +202,11 @@ def _d_DSAKeyValueType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('G', p)
                         f_G = b''
                     else:
-                        r.pos = p
-                        f_G = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            f_G = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; f_G = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('G', p)
@@ -215,9 +221,11 @@ def _d_DSAKeyValueType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('Y', p)
                         f_Y = b''
                     else:
-                        r.pos = p
-                        f_Y = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            f_Y = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; f_Y = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Y', p)
@@ -237,9 +245,11 @@ def _d_DSAKeyValueType(r):
                     if (V >> (E - p)) & 7: raise r.deviation('Y', p)
                     f_Y = b''
                 else:
-                    r.pos = p
-                    f_Y = r.binary()
-                    V = r.v; E = r.end; p = r.pos
+                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                        p += 8 + (_l << 3)
+                        f_Y = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    else:
+                        r.pos = p; f_Y = r.binary(); V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Y', p)
@@ -258,9 +268,11 @@ def _d_DSAKeyValueType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('J', p)
                         f_J = b''
                     else:
-                        r.pos = p
-                        f_J = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            f_J = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; f_J = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('J', p)
@@ -275,9 +287,11 @@ def _d_DSAKeyValueType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
                         f_Seed = b''
                     else:
-                        r.pos = p
-                        f_Seed = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            f_Seed = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; f_Seed = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
@@ -301,9 +315,11 @@ def _d_DSAKeyValueType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('G', p)
                         f_G = b''
                     else:
-                        r.pos = p
-                        f_G = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            f_G = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; f_G = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('G', p)
@@ -318,9 +334,11 @@ def _d_DSAKeyValueType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('Y', p)
                         f_Y = b''
                     else:
-                        r.pos = p
-                        f_Y = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            f_Y = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; f_Y = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Y', p)
@@ -341,9 +359,11 @@ def _d_DSAKeyValueType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
                         f_Seed = b''
                     else:
-                        r.pos = p
-                        f_Seed = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            f_Seed = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; f_Seed = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
@@ -366,9 +386,11 @@ def _d_DSAKeyValueType(r):
                     if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
                     f_PgenCounter = b''
                 else:
-                    r.pos = p
-                    f_PgenCounter = r.binary()
-                    V = r.v; E = r.end; p = r.pos
+                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                        p += 8 + (_l << 3)
+                        f_PgenCounter = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    else:
+                        r.pos = p; f_PgenCounter = r.binary(); V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
@@ -379,7 +401,15 @@ def _d_DSAKeyValueType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return xmldsig.DSAKeyValueType(f_P, f_Q, f_G, f_Y, f_J, f_Seed, f_PgenCounter)
+    _obj = _new(xmldsig.DSAKeyValueType)
+    _obj.P = f_P
+    _obj.Q = f_Q
+    _obj.G = f_G
+    _obj.Y = f_Y
+    _obj.J = f_J
+    _obj.Seed = f_Seed
+    _obj.PgenCounter = f_PgenCounter
+    return _obj
 
 def _e_DSAKeyValueType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}DSAKeyValueType
@@ -401,17 +431,17 @@ def _e_DSAKeyValueType(w, o):
                     el = 'P'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.binary(v_P)
-                    v = w.v; n = w.n
+                    _l = len(v_P)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_P, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_P); v = w.v; n = w.n
                     if not (v_Q is not None): raise EncodeError('missing content: Q')
                     el = 'Q'
                     v <<= 3
                     n += 3
                     v_P = None
-                    w.v = v; w.n = n
-                    w.binary(v_Q)
-                    v = w.v; n = w.n
+                    _l = len(v_Q)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Q, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_Q); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_Q = None
@@ -420,9 +450,9 @@ def _e_DSAKeyValueType(w, o):
                     el = 'G'
                     v = (v << 3) | (1 << 1)
                     n += 3
-                    w.v = v; w.n = n
-                    w.binary(v_G)
-                    v = w.v; n = w.n
+                    _l = len(v_G)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_G, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_G); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_G = None
@@ -431,9 +461,9 @@ def _e_DSAKeyValueType(w, o):
                     el = 'Y'
                     v = (v << 3) | (2 << 1)
                     n += 3
-                    w.v = v; w.n = n
-                    w.binary(v_Y)
-                    v = w.v; n = w.n
+                    _l = len(v_Y)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Y, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_Y); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_Y = None
@@ -445,9 +475,9 @@ def _e_DSAKeyValueType(w, o):
                     el = 'Y'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.binary(v_Y)
-                    v = w.v; n = w.n
+                    _l = len(v_Y)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Y, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_Y); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_Y = None
@@ -459,9 +489,9 @@ def _e_DSAKeyValueType(w, o):
                     el = 'J'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.binary(v_J)
-                    v = w.v; n = w.n
+                    _l = len(v_J)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_J, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_J); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_J = None
@@ -470,9 +500,9 @@ def _e_DSAKeyValueType(w, o):
                     el = 'Seed'
                     v = (v << 3) | (1 << 1)
                     n += 3
-                    w.v = v; w.n = n
-                    w.binary(v_Seed)
-                    v = w.v; n = w.n
+                    _l = len(v_Seed)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Seed, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_Seed); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_Seed = None
@@ -487,9 +517,9 @@ def _e_DSAKeyValueType(w, o):
                     el = 'G'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.binary(v_G)
-                    v = w.v; n = w.n
+                    _l = len(v_G)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_G, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_G); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_G = None
@@ -498,9 +528,9 @@ def _e_DSAKeyValueType(w, o):
                     el = 'Y'
                     v = (v << 3) | (1 << 1)
                     n += 3
-                    w.v = v; w.n = n
-                    w.binary(v_Y)
-                    v = w.v; n = w.n
+                    _l = len(v_Y)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Y, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_Y); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_Y = None
@@ -512,9 +542,9 @@ def _e_DSAKeyValueType(w, o):
                     el = 'Seed'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.binary(v_Seed)
-                    v = w.v; n = w.n
+                    _l = len(v_Seed)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Seed, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_Seed); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_Seed = None
@@ -529,9 +559,9 @@ def _e_DSAKeyValueType(w, o):
                     el = 'PgenCounter'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.binary(v_PgenCounter)
-                    v = w.v; n = w.n
+                    _l = len(v_PgenCounter)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_PgenCounter, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_PgenCounter); v = w.v; n = w.n
                     v <<= 2
                     n += 2
                     v_PgenCounter = None
@@ -623,7 +653,9 @@ def _d_DigestMethodType(r, key):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return xmldsig.DigestMethodType(f_Algorithm)
+    _obj = _new(xmldsig.DigestMethodType)
+    _obj.Algorithm = f_Algorithm
+    return _obj
 
 def _e_DigestMethodType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}DigestMethodType
@@ -632,40 +664,37 @@ def _e_DigestMethodType(w, o):
     el = ''
     try:
         v_Algorithm = o.Algorithm
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Algorithm is not None:
-                    el = '@Algorithm'
-                    v <<= 1
-                    n += 1
-                    _l = len(v_Algorithm)
-                    if _l < 126 and v_Algorithm.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
-                    v_Algorithm = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Algorithm')
-            if s == 1:
-                if True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_Algorithm is not None: raise _leftover(o)
-                    s = -1
-            if s == 2:
-                if True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_Algorithm is not None: raise _leftover(o)
-                    s = -1
-            if s == 3:
-                if True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_Algorithm is not None: raise _leftover(o)
-                    s = -1
+        if v_Algorithm is not None:
+            el = '@Algorithm'
+            v <<= 1
+            n += 1
+            _l = len(v_Algorithm)
+            if _l < 126 and v_Algorithm.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
+            v_Algorithm = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of Algorithm')
+        if s == 1:
+            if True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Algorithm is not None: raise _leftover(o)
+                s = -1
+        if s == 2:
+            if True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Algorithm is not None: raise _leftover(o)
+                s = -1
+        if s == 3:
+            if True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Algorithm is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -692,989 +721,1814 @@ def _d_KeyInfoType(r, key):
                 p += 4
                 if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
-                if ec == 0:
-                    el = '@Id'
-                    r.pos = p
-                    f_Id = r.string('Id')
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 1:
-                    el = 'KeyName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
-                        _v = ''
-                    else:
+                if ec < 5:
+                    if ec == 0:
+                        el = '@Id'
                         r.pos = p
-                        _v = r.string('xmldsig:KeyName')
+                        f_Id = r.string('Id')
                         V = r.v; E = r.end; p = r.pos
+                        s = 1
+                    elif ec == 1:
+                        el = 'KeyName'
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
-                    f_KeyName.append(_v)
-                    s = 3
-                elif ec == 2:
-                    el = 'KeyValue'
-                    r.pos = p
-                    _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                    V = r.v; E = r.end; p = r.pos
-                    f_KeyValue.append(_v)
-                    s = 4
-                elif ec == 3:
-                    el = 'RetrievalMethod'
-                    r.pos = p
-                    _v = _d_RetrievalMethodType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_RetrievalMethod.append(_v)
-                    s = 5
-                elif ec == 4:
-                    el = 'X509Data'
-                    r.pos = p
-                    _v = _d_X509DataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_X509Data.append(_v)
-                    s = 6
-                elif ec == 5:
-                    el = 'PGPData'
-                    r.pos = p
-                    _v = _d_PGPDataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_PGPData.append(_v)
-                    s = 7
-                elif ec == 6:
-                    el = 'SPKIData'
-                    r.pos = p
-                    _v = _d_SPKIDataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_SPKIData.append(_v)
-                    s = 8
-                elif ec == 7:
-                    el = 'MgmtData'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string('xmldsig:KeyName')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                        f_KeyName.append(_v)
+                        s = 3
+                    elif ec == 2:
+                        el = 'KeyValue'
+                        r.pos = p
+                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
+                        V = r.v; E = r.end; p = r.pos
+                        f_KeyValue.append(_v)
+                        s = 4
+                    elif ec == 3:
+                        el = 'RetrievalMethod'
+                        _c1_Type = None
+                        _c1_URI = None
+                        _c1_Transforms = None
                         p += 3
                         if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
-                        _v = ''
-                    else:
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c1_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c1_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c1_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c1_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c1_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c1_s = 3
+                        elif ec == 3:
+                            pass
+                            _c1_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c1_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c1_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c1_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c1_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c1_s = 3
+                            elif ec == 2:
+                                pass
+                                _c1_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c1_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c1_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c1_s = 3
+                            elif ec == 1:
+                                pass
+                                _c1_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c1_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c1_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c1_Type
+                        _v.URI = _c1_URI
+                        _v.Transforms = _c1_Transforms
+                        f_RetrievalMethod.append(_v)
+                        s = 5
+                    elif ec == 4:
+                        el = 'X509Data'
                         r.pos = p
-                        _v = r.string('xmldsig:MgmtData')
+                        _v = _d_X509DataType(r)
                         V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
-                    f_MgmtData.append(_v)
-                    s = 9
-                elif ec == 8:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
-                    s = 10
-                elif ec == 9:
-                    r.pos = p
-                    r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
-                    s = 2
+                        f_X509Data.append(_v)
+                        s = 6
+                    else:
+                        raise r.deviation('KeyInfoType', p)
                 else:
-                    raise r.deviation('KeyInfoType', p)
+                    if ec == 5:
+                        el = 'PGPData'
+                        r.pos = p
+                        _v = _d_PGPDataType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        f_PGPData.append(_v)
+                        s = 7
+                    elif ec == 6:
+                        el = 'SPKIData'
+                        r.pos = p
+                        _v = _d_SPKIDataType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        f_SPKIData.append(_v)
+                        s = 8
+                    elif ec == 7:
+                        el = 'MgmtData'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string('xmldsig:MgmtData')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                        f_MgmtData.append(_v)
+                        s = 9
+                    elif ec == 8:
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
+                        s = 10
+                    elif ec == 9:
+                        r.pos = p
+                        r.string(key)  # mixed-content text is not kept in the model
+                        V = r.v; E = r.end; p = r.pos
+                        s = 2
+                    else:
+                        raise r.deviation('KeyInfoType', p)
             if s == 1:
                 p += 4
                 if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
-                if ec == 0:
-                    el = 'KeyName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
-                        _v = ''
-                    else:
-                        r.pos = p
-                        _v = r.string('xmldsig:KeyName')
-                        V = r.v; E = r.end; p = r.pos
+                if ec < 4:
+                    if ec == 0:
+                        el = 'KeyName'
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
-                    f_KeyName.append(_v)
-                    s = 3
-                elif ec == 1:
-                    el = 'KeyValue'
-                    r.pos = p
-                    _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                    V = r.v; E = r.end; p = r.pos
-                    f_KeyValue.append(_v)
-                    s = 4
-                elif ec == 2:
-                    el = 'RetrievalMethod'
-                    r.pos = p
-                    _v = _d_RetrievalMethodType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_RetrievalMethod.append(_v)
-                    s = 5
-                elif ec == 3:
-                    el = 'X509Data'
-                    r.pos = p
-                    _v = _d_X509DataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_X509Data.append(_v)
-                    s = 6
-                elif ec == 4:
-                    el = 'PGPData'
-                    r.pos = p
-                    _v = _d_PGPDataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_PGPData.append(_v)
-                    s = 7
-                elif ec == 5:
-                    el = 'SPKIData'
-                    r.pos = p
-                    _v = _d_SPKIDataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_SPKIData.append(_v)
-                    s = 8
-                elif ec == 6:
-                    el = 'MgmtData'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string('xmldsig:KeyName')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                        f_KeyName.append(_v)
+                        s = 3
+                    elif ec == 1:
+                        el = 'KeyValue'
+                        r.pos = p
+                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
+                        V = r.v; E = r.end; p = r.pos
+                        f_KeyValue.append(_v)
+                        s = 4
+                    elif ec == 2:
+                        el = 'RetrievalMethod'
+                        _c2_Type = None
+                        _c2_URI = None
+                        _c2_Transforms = None
                         p += 3
                         if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
-                        _v = ''
-                    else:
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c2_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c2_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c2_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c2_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c2_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c2_s = 3
+                        elif ec == 3:
+                            pass
+                            _c2_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c2_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c2_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c2_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c2_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c2_s = 3
+                            elif ec == 2:
+                                pass
+                                _c2_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c2_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c2_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c2_s = 3
+                            elif ec == 1:
+                                pass
+                                _c2_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c2_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c2_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c2_Type
+                        _v.URI = _c2_URI
+                        _v.Transforms = _c2_Transforms
+                        f_RetrievalMethod.append(_v)
+                        s = 5
+                    elif ec == 3:
+                        el = 'X509Data'
                         r.pos = p
-                        _v = r.string('xmldsig:MgmtData')
+                        _v = _d_X509DataType(r)
                         V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
-                    f_MgmtData.append(_v)
-                    s = 9
-                elif ec == 7:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
-                    s = 10
-                elif ec == 8:
-                    r.pos = p
-                    r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
-                    s = 2
+                        f_X509Data.append(_v)
+                        s = 6
+                    else:
+                        raise r.deviation('KeyInfoType', p)
                 else:
-                    raise r.deviation('KeyInfoType', p)
+                    if ec == 4:
+                        el = 'PGPData'
+                        r.pos = p
+                        _v = _d_PGPDataType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        f_PGPData.append(_v)
+                        s = 7
+                    elif ec == 5:
+                        el = 'SPKIData'
+                        r.pos = p
+                        _v = _d_SPKIDataType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        f_SPKIData.append(_v)
+                        s = 8
+                    elif ec == 6:
+                        el = 'MgmtData'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string('xmldsig:MgmtData')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                        f_MgmtData.append(_v)
+                        s = 9
+                    elif ec == 7:
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
+                        s = 10
+                    elif ec == 8:
+                        r.pos = p
+                        r.string(key)  # mixed-content text is not kept in the model
+                        V = r.v; E = r.end; p = r.pos
+                        s = 2
+                    else:
+                        raise r.deviation('KeyInfoType', p)
             if s == 2:
                 p += 4
                 if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
-                if ec == 0:
-                    el = 'KeyName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
-                        _v = ''
-                    else:
-                        r.pos = p
-                        _v = r.string('xmldsig:KeyName')
-                        V = r.v; E = r.end; p = r.pos
+                if ec < 4:
+                    if ec == 0:
+                        el = 'KeyName'
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
-                    f_KeyName.append(_v)
-                    s = 3
-                elif ec == 1:
-                    el = 'KeyValue'
-                    r.pos = p
-                    _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                    V = r.v; E = r.end; p = r.pos
-                    f_KeyValue.append(_v)
-                    s = 4
-                elif ec == 2:
-                    el = 'RetrievalMethod'
-                    r.pos = p
-                    _v = _d_RetrievalMethodType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_RetrievalMethod.append(_v)
-                    s = 5
-                elif ec == 3:
-                    el = 'X509Data'
-                    r.pos = p
-                    _v = _d_X509DataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_X509Data.append(_v)
-                    s = 6
-                elif ec == 4:
-                    el = 'PGPData'
-                    r.pos = p
-                    _v = _d_PGPDataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_PGPData.append(_v)
-                    s = 7
-                elif ec == 5:
-                    el = 'SPKIData'
-                    r.pos = p
-                    _v = _d_SPKIDataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_SPKIData.append(_v)
-                    s = 8
-                elif ec == 6:
-                    el = 'MgmtData'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string('xmldsig:KeyName')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                        f_KeyName.append(_v)
+                        s = 3
+                    elif ec == 1:
+                        el = 'KeyValue'
+                        r.pos = p
+                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
+                        V = r.v; E = r.end; p = r.pos
+                        f_KeyValue.append(_v)
+                        s = 4
+                    elif ec == 2:
+                        el = 'RetrievalMethod'
+                        _c3_Type = None
+                        _c3_URI = None
+                        _c3_Transforms = None
                         p += 3
                         if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
-                        _v = ''
-                    else:
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c3_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c3_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c3_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c3_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c3_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c3_s = 3
+                        elif ec == 3:
+                            pass
+                            _c3_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c3_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c3_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c3_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c3_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c3_s = 3
+                            elif ec == 2:
+                                pass
+                                _c3_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c3_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c3_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c3_s = 3
+                            elif ec == 1:
+                                pass
+                                _c3_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c3_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c3_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c3_Type
+                        _v.URI = _c3_URI
+                        _v.Transforms = _c3_Transforms
+                        f_RetrievalMethod.append(_v)
+                        s = 5
+                    elif ec == 3:
+                        el = 'X509Data'
                         r.pos = p
-                        _v = r.string('xmldsig:MgmtData')
+                        _v = _d_X509DataType(r)
                         V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
-                    f_MgmtData.append(_v)
-                    s = 9
-                elif ec == 7:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
-                    s = 10
-                elif ec == 8:
-                    r.pos = p
-                    r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
-                    s = 2
+                        f_X509Data.append(_v)
+                        s = 6
+                    else:
+                        raise r.deviation('KeyInfoType', p)
                 else:
-                    raise r.deviation('KeyInfoType', p)
+                    if ec == 4:
+                        el = 'PGPData'
+                        r.pos = p
+                        _v = _d_PGPDataType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        f_PGPData.append(_v)
+                        s = 7
+                    elif ec == 5:
+                        el = 'SPKIData'
+                        r.pos = p
+                        _v = _d_SPKIDataType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        f_SPKIData.append(_v)
+                        s = 8
+                    elif ec == 6:
+                        el = 'MgmtData'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string('xmldsig:MgmtData')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                        f_MgmtData.append(_v)
+                        s = 9
+                    elif ec == 7:
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
+                        s = 10
+                    elif ec == 8:
+                        r.pos = p
+                        r.string(key)  # mixed-content text is not kept in the model
+                        V = r.v; E = r.end; p = r.pos
+                        s = 2
+                    else:
+                        raise r.deviation('KeyInfoType', p)
             if s == 3:
                 p += 4
                 if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
-                if ec == 0:
-                    el = 'KeyName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
-                        _v = ''
-                    else:
-                        r.pos = p
-                        _v = r.string('xmldsig:KeyName')
-                        V = r.v; E = r.end; p = r.pos
+                if ec < 5:
+                    if ec == 0:
+                        el = 'KeyName'
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
-                    f_KeyName.append(_v)
-                    s = 11
-                elif ec == 1:
-                    el = 'KeyValue'
-                    r.pos = p
-                    _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                    V = r.v; E = r.end; p = r.pos
-                    f_KeyValue.append(_v)
-                    s = 12
-                elif ec == 2:
-                    el = 'RetrievalMethod'
-                    r.pos = p
-                    _v = _d_RetrievalMethodType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_RetrievalMethod.append(_v)
-                    s = 13
-                elif ec == 3:
-                    el = 'X509Data'
-                    r.pos = p
-                    _v = _d_X509DataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_X509Data.append(_v)
-                    s = 14
-                elif ec == 4:
-                    el = 'PGPData'
-                    r.pos = p
-                    _v = _d_PGPDataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_PGPData.append(_v)
-                    s = 15
-                elif ec == 5:
-                    el = 'SPKIData'
-                    r.pos = p
-                    _v = _d_SPKIDataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_SPKIData.append(_v)
-                    s = 16
-                elif ec == 6:
-                    el = 'MgmtData'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string('xmldsig:KeyName')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                        f_KeyName.append(_v)
+                        s = 11
+                    elif ec == 1:
+                        el = 'KeyValue'
+                        r.pos = p
+                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
+                        V = r.v; E = r.end; p = r.pos
+                        f_KeyValue.append(_v)
+                        s = 12
+                    elif ec == 2:
+                        el = 'RetrievalMethod'
+                        _c4_Type = None
+                        _c4_URI = None
+                        _c4_Transforms = None
                         p += 3
                         if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
-                        _v = ''
-                    else:
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c4_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c4_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c4_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c4_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c4_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c4_s = 3
+                        elif ec == 3:
+                            pass
+                            _c4_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c4_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c4_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c4_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c4_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c4_s = 3
+                            elif ec == 2:
+                                pass
+                                _c4_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c4_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c4_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c4_s = 3
+                            elif ec == 1:
+                                pass
+                                _c4_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c4_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c4_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c4_Type
+                        _v.URI = _c4_URI
+                        _v.Transforms = _c4_Transforms
+                        f_RetrievalMethod.append(_v)
+                        s = 13
+                    elif ec == 3:
+                        el = 'X509Data'
                         r.pos = p
-                        _v = r.string('xmldsig:MgmtData')
+                        _v = _d_X509DataType(r)
                         V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
-                    f_MgmtData.append(_v)
-                    s = 17
-                elif ec == 7:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
-                    s = 18
-                elif ec == 8:
-                    pass
-                    s = -1
-                elif ec == 9:
-                    r.pos = p
-                    r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
-                    s = 3
+                        f_X509Data.append(_v)
+                        s = 14
+                    elif ec == 4:
+                        el = 'PGPData'
+                        r.pos = p
+                        _v = _d_PGPDataType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        f_PGPData.append(_v)
+                        s = 15
+                    else:
+                        raise r.deviation('KeyInfoType', p)
                 else:
-                    raise r.deviation('KeyInfoType', p)
+                    if ec == 5:
+                        el = 'SPKIData'
+                        r.pos = p
+                        _v = _d_SPKIDataType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        f_SPKIData.append(_v)
+                        s = 16
+                    elif ec == 6:
+                        el = 'MgmtData'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string('xmldsig:MgmtData')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                        f_MgmtData.append(_v)
+                        s = 17
+                    elif ec == 7:
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
+                        s = 18
+                    elif ec == 8:
+                        pass
+                        s = -1
+                    elif ec == 9:
+                        r.pos = p
+                        r.string(key)  # mixed-content text is not kept in the model
+                        V = r.v; E = r.end; p = r.pos
+                        s = 3
+                    else:
+                        raise r.deviation('KeyInfoType', p)
             if s == 4:
                 p += 4
                 if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
-                if ec == 0:
-                    el = 'KeyName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
-                        _v = ''
-                    else:
-                        r.pos = p
-                        _v = r.string('xmldsig:KeyName')
-                        V = r.v; E = r.end; p = r.pos
+                if ec < 5:
+                    if ec == 0:
+                        el = 'KeyName'
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
-                    f_KeyName.append(_v)
-                    s = 11
-                elif ec == 1:
-                    el = 'KeyValue'
-                    r.pos = p
-                    _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                    V = r.v; E = r.end; p = r.pos
-                    f_KeyValue.append(_v)
-                    s = 12
-                elif ec == 2:
-                    el = 'RetrievalMethod'
-                    r.pos = p
-                    _v = _d_RetrievalMethodType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_RetrievalMethod.append(_v)
-                    s = 13
-                elif ec == 3:
-                    el = 'X509Data'
-                    r.pos = p
-                    _v = _d_X509DataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_X509Data.append(_v)
-                    s = 14
-                elif ec == 4:
-                    el = 'PGPData'
-                    r.pos = p
-                    _v = _d_PGPDataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_PGPData.append(_v)
-                    s = 15
-                elif ec == 5:
-                    el = 'SPKIData'
-                    r.pos = p
-                    _v = _d_SPKIDataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_SPKIData.append(_v)
-                    s = 16
-                elif ec == 6:
-                    el = 'MgmtData'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string('xmldsig:KeyName')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                        f_KeyName.append(_v)
+                        s = 11
+                    elif ec == 1:
+                        el = 'KeyValue'
+                        r.pos = p
+                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
+                        V = r.v; E = r.end; p = r.pos
+                        f_KeyValue.append(_v)
+                        s = 12
+                    elif ec == 2:
+                        el = 'RetrievalMethod'
+                        _c5_Type = None
+                        _c5_URI = None
+                        _c5_Transforms = None
                         p += 3
                         if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
-                        _v = ''
-                    else:
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c5_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c5_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c5_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c5_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c5_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c5_s = 3
+                        elif ec == 3:
+                            pass
+                            _c5_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c5_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c5_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c5_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c5_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c5_s = 3
+                            elif ec == 2:
+                                pass
+                                _c5_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c5_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c5_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c5_s = 3
+                            elif ec == 1:
+                                pass
+                                _c5_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c5_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c5_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c5_Type
+                        _v.URI = _c5_URI
+                        _v.Transforms = _c5_Transforms
+                        f_RetrievalMethod.append(_v)
+                        s = 13
+                    elif ec == 3:
+                        el = 'X509Data'
                         r.pos = p
-                        _v = r.string('xmldsig:MgmtData')
+                        _v = _d_X509DataType(r)
                         V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
-                    f_MgmtData.append(_v)
-                    s = 17
-                elif ec == 7:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
-                    s = 18
-                elif ec == 8:
-                    pass
-                    s = -1
-                elif ec == 9:
-                    r.pos = p
-                    r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
-                    s = 4
+                        f_X509Data.append(_v)
+                        s = 14
+                    elif ec == 4:
+                        el = 'PGPData'
+                        r.pos = p
+                        _v = _d_PGPDataType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        f_PGPData.append(_v)
+                        s = 15
+                    else:
+                        raise r.deviation('KeyInfoType', p)
                 else:
-                    raise r.deviation('KeyInfoType', p)
+                    if ec == 5:
+                        el = 'SPKIData'
+                        r.pos = p
+                        _v = _d_SPKIDataType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        f_SPKIData.append(_v)
+                        s = 16
+                    elif ec == 6:
+                        el = 'MgmtData'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string('xmldsig:MgmtData')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                        f_MgmtData.append(_v)
+                        s = 17
+                    elif ec == 7:
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
+                        s = 18
+                    elif ec == 8:
+                        pass
+                        s = -1
+                    elif ec == 9:
+                        r.pos = p
+                        r.string(key)  # mixed-content text is not kept in the model
+                        V = r.v; E = r.end; p = r.pos
+                        s = 4
+                    else:
+                        raise r.deviation('KeyInfoType', p)
             if s == 5:
                 p += 4
                 if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
-                if ec == 0:
-                    el = 'KeyName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
-                        _v = ''
-                    else:
-                        r.pos = p
-                        _v = r.string('xmldsig:KeyName')
-                        V = r.v; E = r.end; p = r.pos
+                if ec < 5:
+                    if ec == 0:
+                        el = 'KeyName'
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
-                    f_KeyName.append(_v)
-                    s = 11
-                elif ec == 1:
-                    el = 'KeyValue'
-                    r.pos = p
-                    _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                    V = r.v; E = r.end; p = r.pos
-                    f_KeyValue.append(_v)
-                    s = 12
-                elif ec == 2:
-                    el = 'RetrievalMethod'
-                    r.pos = p
-                    _v = _d_RetrievalMethodType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_RetrievalMethod.append(_v)
-                    s = 13
-                elif ec == 3:
-                    el = 'X509Data'
-                    r.pos = p
-                    _v = _d_X509DataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_X509Data.append(_v)
-                    s = 14
-                elif ec == 4:
-                    el = 'PGPData'
-                    r.pos = p
-                    _v = _d_PGPDataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_PGPData.append(_v)
-                    s = 15
-                elif ec == 5:
-                    el = 'SPKIData'
-                    r.pos = p
-                    _v = _d_SPKIDataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_SPKIData.append(_v)
-                    s = 16
-                elif ec == 6:
-                    el = 'MgmtData'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string('xmldsig:KeyName')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                        f_KeyName.append(_v)
+                        s = 11
+                    elif ec == 1:
+                        el = 'KeyValue'
+                        r.pos = p
+                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
+                        V = r.v; E = r.end; p = r.pos
+                        f_KeyValue.append(_v)
+                        s = 12
+                    elif ec == 2:
+                        el = 'RetrievalMethod'
+                        _c6_Type = None
+                        _c6_URI = None
+                        _c6_Transforms = None
                         p += 3
                         if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
-                        _v = ''
-                    else:
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c6_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c6_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c6_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c6_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c6_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c6_s = 3
+                        elif ec == 3:
+                            pass
+                            _c6_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c6_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c6_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c6_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c6_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c6_s = 3
+                            elif ec == 2:
+                                pass
+                                _c6_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c6_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c6_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c6_s = 3
+                            elif ec == 1:
+                                pass
+                                _c6_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c6_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c6_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c6_Type
+                        _v.URI = _c6_URI
+                        _v.Transforms = _c6_Transforms
+                        f_RetrievalMethod.append(_v)
+                        s = 13
+                    elif ec == 3:
+                        el = 'X509Data'
                         r.pos = p
-                        _v = r.string('xmldsig:MgmtData')
+                        _v = _d_X509DataType(r)
                         V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
-                    f_MgmtData.append(_v)
-                    s = 17
-                elif ec == 7:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
-                    s = 18
-                elif ec == 8:
-                    pass
-                    s = -1
-                elif ec == 9:
-                    r.pos = p
-                    r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
-                    s = 5
+                        f_X509Data.append(_v)
+                        s = 14
+                    elif ec == 4:
+                        el = 'PGPData'
+                        r.pos = p
+                        _v = _d_PGPDataType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        f_PGPData.append(_v)
+                        s = 15
+                    else:
+                        raise r.deviation('KeyInfoType', p)
                 else:
-                    raise r.deviation('KeyInfoType', p)
+                    if ec == 5:
+                        el = 'SPKIData'
+                        r.pos = p
+                        _v = _d_SPKIDataType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        f_SPKIData.append(_v)
+                        s = 16
+                    elif ec == 6:
+                        el = 'MgmtData'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string('xmldsig:MgmtData')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                        f_MgmtData.append(_v)
+                        s = 17
+                    elif ec == 7:
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
+                        s = 18
+                    elif ec == 8:
+                        pass
+                        s = -1
+                    elif ec == 9:
+                        r.pos = p
+                        r.string(key)  # mixed-content text is not kept in the model
+                        V = r.v; E = r.end; p = r.pos
+                        s = 5
+                    else:
+                        raise r.deviation('KeyInfoType', p)
             if s == 6:
                 p += 4
                 if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
-                if ec == 0:
-                    el = 'KeyName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
-                        _v = ''
-                    else:
-                        r.pos = p
-                        _v = r.string('xmldsig:KeyName')
-                        V = r.v; E = r.end; p = r.pos
+                if ec < 5:
+                    if ec == 0:
+                        el = 'KeyName'
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
-                    f_KeyName.append(_v)
-                    s = 11
-                elif ec == 1:
-                    el = 'KeyValue'
-                    r.pos = p
-                    _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                    V = r.v; E = r.end; p = r.pos
-                    f_KeyValue.append(_v)
-                    s = 12
-                elif ec == 2:
-                    el = 'RetrievalMethod'
-                    r.pos = p
-                    _v = _d_RetrievalMethodType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_RetrievalMethod.append(_v)
-                    s = 13
-                elif ec == 3:
-                    el = 'X509Data'
-                    r.pos = p
-                    _v = _d_X509DataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_X509Data.append(_v)
-                    s = 14
-                elif ec == 4:
-                    el = 'PGPData'
-                    r.pos = p
-                    _v = _d_PGPDataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_PGPData.append(_v)
-                    s = 15
-                elif ec == 5:
-                    el = 'SPKIData'
-                    r.pos = p
-                    _v = _d_SPKIDataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_SPKIData.append(_v)
-                    s = 16
-                elif ec == 6:
-                    el = 'MgmtData'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string('xmldsig:KeyName')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                        f_KeyName.append(_v)
+                        s = 11
+                    elif ec == 1:
+                        el = 'KeyValue'
+                        r.pos = p
+                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
+                        V = r.v; E = r.end; p = r.pos
+                        f_KeyValue.append(_v)
+                        s = 12
+                    elif ec == 2:
+                        el = 'RetrievalMethod'
+                        _c7_Type = None
+                        _c7_URI = None
+                        _c7_Transforms = None
                         p += 3
                         if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
-                        _v = ''
-                    else:
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c7_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c7_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c7_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c7_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c7_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c7_s = 3
+                        elif ec == 3:
+                            pass
+                            _c7_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c7_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c7_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c7_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c7_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c7_s = 3
+                            elif ec == 2:
+                                pass
+                                _c7_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c7_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c7_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c7_s = 3
+                            elif ec == 1:
+                                pass
+                                _c7_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c7_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c7_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c7_Type
+                        _v.URI = _c7_URI
+                        _v.Transforms = _c7_Transforms
+                        f_RetrievalMethod.append(_v)
+                        s = 13
+                    elif ec == 3:
+                        el = 'X509Data'
                         r.pos = p
-                        _v = r.string('xmldsig:MgmtData')
+                        _v = _d_X509DataType(r)
                         V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
-                    f_MgmtData.append(_v)
-                    s = 17
-                elif ec == 7:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
-                    s = 18
-                elif ec == 8:
-                    pass
-                    s = -1
-                elif ec == 9:
-                    r.pos = p
-                    r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
-                    s = 6
+                        f_X509Data.append(_v)
+                        s = 14
+                    elif ec == 4:
+                        el = 'PGPData'
+                        r.pos = p
+                        _v = _d_PGPDataType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        f_PGPData.append(_v)
+                        s = 15
+                    else:
+                        raise r.deviation('KeyInfoType', p)
                 else:
-                    raise r.deviation('KeyInfoType', p)
+                    if ec == 5:
+                        el = 'SPKIData'
+                        r.pos = p
+                        _v = _d_SPKIDataType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        f_SPKIData.append(_v)
+                        s = 16
+                    elif ec == 6:
+                        el = 'MgmtData'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string('xmldsig:MgmtData')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                        f_MgmtData.append(_v)
+                        s = 17
+                    elif ec == 7:
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
+                        s = 18
+                    elif ec == 8:
+                        pass
+                        s = -1
+                    elif ec == 9:
+                        r.pos = p
+                        r.string(key)  # mixed-content text is not kept in the model
+                        V = r.v; E = r.end; p = r.pos
+                        s = 6
+                    else:
+                        raise r.deviation('KeyInfoType', p)
             if s == 7:
                 p += 4
                 if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
-                if ec == 0:
-                    el = 'KeyName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
-                        _v = ''
-                    else:
-                        r.pos = p
-                        _v = r.string('xmldsig:KeyName')
-                        V = r.v; E = r.end; p = r.pos
+                if ec < 5:
+                    if ec == 0:
+                        el = 'KeyName'
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
-                    f_KeyName.append(_v)
-                    s = 11
-                elif ec == 1:
-                    el = 'KeyValue'
-                    r.pos = p
-                    _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                    V = r.v; E = r.end; p = r.pos
-                    f_KeyValue.append(_v)
-                    s = 12
-                elif ec == 2:
-                    el = 'RetrievalMethod'
-                    r.pos = p
-                    _v = _d_RetrievalMethodType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_RetrievalMethod.append(_v)
-                    s = 13
-                elif ec == 3:
-                    el = 'X509Data'
-                    r.pos = p
-                    _v = _d_X509DataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_X509Data.append(_v)
-                    s = 14
-                elif ec == 4:
-                    el = 'PGPData'
-                    r.pos = p
-                    _v = _d_PGPDataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_PGPData.append(_v)
-                    s = 15
-                elif ec == 5:
-                    el = 'SPKIData'
-                    r.pos = p
-                    _v = _d_SPKIDataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_SPKIData.append(_v)
-                    s = 16
-                elif ec == 6:
-                    el = 'MgmtData'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string('xmldsig:KeyName')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                        f_KeyName.append(_v)
+                        s = 11
+                    elif ec == 1:
+                        el = 'KeyValue'
+                        r.pos = p
+                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
+                        V = r.v; E = r.end; p = r.pos
+                        f_KeyValue.append(_v)
+                        s = 12
+                    elif ec == 2:
+                        el = 'RetrievalMethod'
+                        _c8_Type = None
+                        _c8_URI = None
+                        _c8_Transforms = None
                         p += 3
                         if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
-                        _v = ''
-                    else:
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c8_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c8_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c8_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c8_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c8_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c8_s = 3
+                        elif ec == 3:
+                            pass
+                            _c8_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c8_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c8_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c8_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c8_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c8_s = 3
+                            elif ec == 2:
+                                pass
+                                _c8_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c8_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c8_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c8_s = 3
+                            elif ec == 1:
+                                pass
+                                _c8_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c8_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c8_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c8_Type
+                        _v.URI = _c8_URI
+                        _v.Transforms = _c8_Transforms
+                        f_RetrievalMethod.append(_v)
+                        s = 13
+                    elif ec == 3:
+                        el = 'X509Data'
                         r.pos = p
-                        _v = r.string('xmldsig:MgmtData')
+                        _v = _d_X509DataType(r)
                         V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
-                    f_MgmtData.append(_v)
-                    s = 17
-                elif ec == 7:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
-                    s = 18
-                elif ec == 8:
-                    pass
-                    s = -1
-                elif ec == 9:
-                    r.pos = p
-                    r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
-                    s = 7
+                        f_X509Data.append(_v)
+                        s = 14
+                    elif ec == 4:
+                        el = 'PGPData'
+                        r.pos = p
+                        _v = _d_PGPDataType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        f_PGPData.append(_v)
+                        s = 15
+                    else:
+                        raise r.deviation('KeyInfoType', p)
                 else:
-                    raise r.deviation('KeyInfoType', p)
+                    if ec == 5:
+                        el = 'SPKIData'
+                        r.pos = p
+                        _v = _d_SPKIDataType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        f_SPKIData.append(_v)
+                        s = 16
+                    elif ec == 6:
+                        el = 'MgmtData'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string('xmldsig:MgmtData')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                        f_MgmtData.append(_v)
+                        s = 17
+                    elif ec == 7:
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
+                        s = 18
+                    elif ec == 8:
+                        pass
+                        s = -1
+                    elif ec == 9:
+                        r.pos = p
+                        r.string(key)  # mixed-content text is not kept in the model
+                        V = r.v; E = r.end; p = r.pos
+                        s = 7
+                    else:
+                        raise r.deviation('KeyInfoType', p)
             if s == 8:
                 p += 4
                 if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
-                if ec == 0:
-                    el = 'KeyName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
-                        _v = ''
-                    else:
-                        r.pos = p
-                        _v = r.string('xmldsig:KeyName')
-                        V = r.v; E = r.end; p = r.pos
+                if ec < 5:
+                    if ec == 0:
+                        el = 'KeyName'
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
-                    f_KeyName.append(_v)
-                    s = 11
-                elif ec == 1:
-                    el = 'KeyValue'
-                    r.pos = p
-                    _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                    V = r.v; E = r.end; p = r.pos
-                    f_KeyValue.append(_v)
-                    s = 12
-                elif ec == 2:
-                    el = 'RetrievalMethod'
-                    r.pos = p
-                    _v = _d_RetrievalMethodType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_RetrievalMethod.append(_v)
-                    s = 13
-                elif ec == 3:
-                    el = 'X509Data'
-                    r.pos = p
-                    _v = _d_X509DataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_X509Data.append(_v)
-                    s = 14
-                elif ec == 4:
-                    el = 'PGPData'
-                    r.pos = p
-                    _v = _d_PGPDataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_PGPData.append(_v)
-                    s = 15
-                elif ec == 5:
-                    el = 'SPKIData'
-                    r.pos = p
-                    _v = _d_SPKIDataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_SPKIData.append(_v)
-                    s = 16
-                elif ec == 6:
-                    el = 'MgmtData'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string('xmldsig:KeyName')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                        f_KeyName.append(_v)
+                        s = 11
+                    elif ec == 1:
+                        el = 'KeyValue'
+                        r.pos = p
+                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
+                        V = r.v; E = r.end; p = r.pos
+                        f_KeyValue.append(_v)
+                        s = 12
+                    elif ec == 2:
+                        el = 'RetrievalMethod'
+                        _c9_Type = None
+                        _c9_URI = None
+                        _c9_Transforms = None
                         p += 3
                         if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
-                        _v = ''
-                    else:
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c9_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c9_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c9_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c9_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c9_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c9_s = 3
+                        elif ec == 3:
+                            pass
+                            _c9_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c9_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c9_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c9_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c9_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c9_s = 3
+                            elif ec == 2:
+                                pass
+                                _c9_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c9_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c9_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c9_s = 3
+                            elif ec == 1:
+                                pass
+                                _c9_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c9_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c9_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c9_Type
+                        _v.URI = _c9_URI
+                        _v.Transforms = _c9_Transforms
+                        f_RetrievalMethod.append(_v)
+                        s = 13
+                    elif ec == 3:
+                        el = 'X509Data'
                         r.pos = p
-                        _v = r.string('xmldsig:MgmtData')
+                        _v = _d_X509DataType(r)
                         V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
-                    f_MgmtData.append(_v)
-                    s = 17
-                elif ec == 7:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
-                    s = 18
-                elif ec == 8:
-                    pass
-                    s = -1
-                elif ec == 9:
-                    r.pos = p
-                    r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
-                    s = 8
+                        f_X509Data.append(_v)
+                        s = 14
+                    elif ec == 4:
+                        el = 'PGPData'
+                        r.pos = p
+                        _v = _d_PGPDataType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        f_PGPData.append(_v)
+                        s = 15
+                    else:
+                        raise r.deviation('KeyInfoType', p)
                 else:
-                    raise r.deviation('KeyInfoType', p)
+                    if ec == 5:
+                        el = 'SPKIData'
+                        r.pos = p
+                        _v = _d_SPKIDataType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        f_SPKIData.append(_v)
+                        s = 16
+                    elif ec == 6:
+                        el = 'MgmtData'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string('xmldsig:MgmtData')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                        f_MgmtData.append(_v)
+                        s = 17
+                    elif ec == 7:
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
+                        s = 18
+                    elif ec == 8:
+                        pass
+                        s = -1
+                    elif ec == 9:
+                        r.pos = p
+                        r.string(key)  # mixed-content text is not kept in the model
+                        V = r.v; E = r.end; p = r.pos
+                        s = 8
+                    else:
+                        raise r.deviation('KeyInfoType', p)
             if s == 9:
                 p += 4
                 if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
-                if ec == 0:
-                    el = 'KeyName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
-                        _v = ''
-                    else:
-                        r.pos = p
-                        _v = r.string('xmldsig:KeyName')
-                        V = r.v; E = r.end; p = r.pos
+                if ec < 5:
+                    if ec == 0:
+                        el = 'KeyName'
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
-                    f_KeyName.append(_v)
-                    s = 11
-                elif ec == 1:
-                    el = 'KeyValue'
-                    r.pos = p
-                    _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                    V = r.v; E = r.end; p = r.pos
-                    f_KeyValue.append(_v)
-                    s = 12
-                elif ec == 2:
-                    el = 'RetrievalMethod'
-                    r.pos = p
-                    _v = _d_RetrievalMethodType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_RetrievalMethod.append(_v)
-                    s = 13
-                elif ec == 3:
-                    el = 'X509Data'
-                    r.pos = p
-                    _v = _d_X509DataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_X509Data.append(_v)
-                    s = 14
-                elif ec == 4:
-                    el = 'PGPData'
-                    r.pos = p
-                    _v = _d_PGPDataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_PGPData.append(_v)
-                    s = 15
-                elif ec == 5:
-                    el = 'SPKIData'
-                    r.pos = p
-                    _v = _d_SPKIDataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_SPKIData.append(_v)
-                    s = 16
-                elif ec == 6:
-                    el = 'MgmtData'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string('xmldsig:KeyName')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                        f_KeyName.append(_v)
+                        s = 11
+                    elif ec == 1:
+                        el = 'KeyValue'
+                        r.pos = p
+                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
+                        V = r.v; E = r.end; p = r.pos
+                        f_KeyValue.append(_v)
+                        s = 12
+                    elif ec == 2:
+                        el = 'RetrievalMethod'
+                        _c10_Type = None
+                        _c10_URI = None
+                        _c10_Transforms = None
                         p += 3
                         if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
-                        _v = ''
-                    else:
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c10_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c10_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c10_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c10_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c10_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c10_s = 3
+                        elif ec == 3:
+                            pass
+                            _c10_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c10_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c10_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c10_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c10_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c10_s = 3
+                            elif ec == 2:
+                                pass
+                                _c10_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c10_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c10_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c10_s = 3
+                            elif ec == 1:
+                                pass
+                                _c10_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c10_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c10_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c10_Type
+                        _v.URI = _c10_URI
+                        _v.Transforms = _c10_Transforms
+                        f_RetrievalMethod.append(_v)
+                        s = 13
+                    elif ec == 3:
+                        el = 'X509Data'
                         r.pos = p
-                        _v = r.string('xmldsig:MgmtData')
+                        _v = _d_X509DataType(r)
                         V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
-                    f_MgmtData.append(_v)
-                    s = 17
-                elif ec == 7:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
-                    s = 18
-                elif ec == 8:
-                    pass
-                    s = -1
-                elif ec == 9:
-                    r.pos = p
-                    r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
-                    s = 9
+                        f_X509Data.append(_v)
+                        s = 14
+                    elif ec == 4:
+                        el = 'PGPData'
+                        r.pos = p
+                        _v = _d_PGPDataType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        f_PGPData.append(_v)
+                        s = 15
+                    else:
+                        raise r.deviation('KeyInfoType', p)
                 else:
-                    raise r.deviation('KeyInfoType', p)
+                    if ec == 5:
+                        el = 'SPKIData'
+                        r.pos = p
+                        _v = _d_SPKIDataType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        f_SPKIData.append(_v)
+                        s = 16
+                    elif ec == 6:
+                        el = 'MgmtData'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string('xmldsig:MgmtData')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                        f_MgmtData.append(_v)
+                        s = 17
+                    elif ec == 7:
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
+                        s = 18
+                    elif ec == 8:
+                        pass
+                        s = -1
+                    elif ec == 9:
+                        r.pos = p
+                        r.string(key)  # mixed-content text is not kept in the model
+                        V = r.v; E = r.end; p = r.pos
+                        s = 9
+                    else:
+                        raise r.deviation('KeyInfoType', p)
             if s == 10:
                 p += 4
                 if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
-                if ec == 0:
-                    el = 'KeyName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
-                        _v = ''
-                    else:
-                        r.pos = p
-                        _v = r.string('xmldsig:KeyName')
-                        V = r.v; E = r.end; p = r.pos
+                if ec < 5:
+                    if ec == 0:
+                        el = 'KeyName'
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
-                    f_KeyName.append(_v)
-                    s = 11
-                elif ec == 1:
-                    el = 'KeyValue'
-                    r.pos = p
-                    _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                    V = r.v; E = r.end; p = r.pos
-                    f_KeyValue.append(_v)
-                    s = 12
-                elif ec == 2:
-                    el = 'RetrievalMethod'
-                    r.pos = p
-                    _v = _d_RetrievalMethodType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_RetrievalMethod.append(_v)
-                    s = 13
-                elif ec == 3:
-                    el = 'X509Data'
-                    r.pos = p
-                    _v = _d_X509DataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_X509Data.append(_v)
-                    s = 14
-                elif ec == 4:
-                    el = 'PGPData'
-                    r.pos = p
-                    _v = _d_PGPDataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_PGPData.append(_v)
-                    s = 15
-                elif ec == 5:
-                    el = 'SPKIData'
-                    r.pos = p
-                    _v = _d_SPKIDataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_SPKIData.append(_v)
-                    s = 16
-                elif ec == 6:
-                    el = 'MgmtData'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string('xmldsig:KeyName')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                        f_KeyName.append(_v)
+                        s = 11
+                    elif ec == 1:
+                        el = 'KeyValue'
+                        r.pos = p
+                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
+                        V = r.v; E = r.end; p = r.pos
+                        f_KeyValue.append(_v)
+                        s = 12
+                    elif ec == 2:
+                        el = 'RetrievalMethod'
+                        _c11_Type = None
+                        _c11_URI = None
+                        _c11_Transforms = None
                         p += 3
                         if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
-                        _v = ''
-                    else:
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c11_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c11_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c11_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c11_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c11_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c11_s = 3
+                        elif ec == 3:
+                            pass
+                            _c11_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c11_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c11_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c11_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c11_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c11_s = 3
+                            elif ec == 2:
+                                pass
+                                _c11_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c11_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c11_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c11_s = 3
+                            elif ec == 1:
+                                pass
+                                _c11_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c11_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c11_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c11_Type
+                        _v.URI = _c11_URI
+                        _v.Transforms = _c11_Transforms
+                        f_RetrievalMethod.append(_v)
+                        s = 13
+                    elif ec == 3:
+                        el = 'X509Data'
                         r.pos = p
-                        _v = r.string('xmldsig:MgmtData')
+                        _v = _d_X509DataType(r)
                         V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
-                    f_MgmtData.append(_v)
-                    s = 17
-                elif ec == 7:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
-                    s = 18
-                elif ec == 8:
-                    pass
-                    s = -1
-                elif ec == 9:
-                    r.pos = p
-                    r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
-                    s = 10
+                        f_X509Data.append(_v)
+                        s = 14
+                    elif ec == 4:
+                        el = 'PGPData'
+                        r.pos = p
+                        _v = _d_PGPDataType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        f_PGPData.append(_v)
+                        s = 15
+                    else:
+                        raise r.deviation('KeyInfoType', p)
                 else:
-                    raise r.deviation('KeyInfoType', p)
+                    if ec == 5:
+                        el = 'SPKIData'
+                        r.pos = p
+                        _v = _d_SPKIDataType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        f_SPKIData.append(_v)
+                        s = 16
+                    elif ec == 6:
+                        el = 'MgmtData'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string('xmldsig:MgmtData')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                        f_MgmtData.append(_v)
+                        s = 17
+                    elif ec == 7:
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
+                        s = 18
+                    elif ec == 8:
+                        pass
+                        s = -1
+                    elif ec == 9:
+                        r.pos = p
+                        r.string(key)  # mixed-content text is not kept in the model
+                        V = r.v; E = r.end; p = r.pos
+                        s = 10
+                    else:
+                        raise r.deviation('KeyInfoType', p)
             if s == 11:
                 while True:
                     p += 4
@@ -1707,9 +2561,80 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
-                        r.pos = p
-                        _v = _d_RetrievalMethodType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c12_Type = None
+                        _c12_URI = None
+                        _c12_Transforms = None
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c12_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c12_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c12_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c12_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c12_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c12_s = 3
+                        elif ec == 3:
+                            pass
+                            _c12_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c12_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c12_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c12_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c12_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c12_s = 3
+                            elif ec == 2:
+                                pass
+                                _c12_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c12_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c12_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c12_s = 3
+                            elif ec == 1:
+                                pass
+                                _c12_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c12_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c12_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c12_Type
+                        _v.URI = _c12_URI
+                        _v.Transforms = _c12_Transforms
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -1806,9 +2731,80 @@ def _d_KeyInfoType(r, key):
                         f_KeyValue.append(_v)
                     elif ec == 2:
                         el = 'RetrievalMethod'
-                        r.pos = p
-                        _v = _d_RetrievalMethodType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c13_Type = None
+                        _c13_URI = None
+                        _c13_Transforms = None
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c13_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c13_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c13_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c13_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c13_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c13_s = 3
+                        elif ec == 3:
+                            pass
+                            _c13_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c13_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c13_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c13_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c13_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c13_s = 3
+                            elif ec == 2:
+                                pass
+                                _c13_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c13_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c13_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c13_s = 3
+                            elif ec == 1:
+                                pass
+                                _c13_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c13_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c13_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c13_Type
+                        _v.URI = _c13_URI
+                        _v.Transforms = _c13_Transforms
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -1907,9 +2903,80 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
-                        r.pos = p
-                        _v = _d_RetrievalMethodType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c14_Type = None
+                        _c14_URI = None
+                        _c14_Transforms = None
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c14_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c14_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c14_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c14_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c14_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c14_s = 3
+                        elif ec == 3:
+                            pass
+                            _c14_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c14_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c14_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c14_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c14_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c14_s = 3
+                            elif ec == 2:
+                                pass
+                                _c14_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c14_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c14_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c14_s = 3
+                            elif ec == 1:
+                                pass
+                                _c14_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c14_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c14_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c14_Type
+                        _v.URI = _c14_URI
+                        _v.Transforms = _c14_Transforms
                         f_RetrievalMethod.append(_v)
                     elif ec == 3:
                         el = 'X509Data'
@@ -2006,9 +3073,80 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
-                        r.pos = p
-                        _v = _d_RetrievalMethodType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c15_Type = None
+                        _c15_URI = None
+                        _c15_Transforms = None
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c15_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c15_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c15_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c15_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c15_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c15_s = 3
+                        elif ec == 3:
+                            pass
+                            _c15_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c15_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c15_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c15_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c15_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c15_s = 3
+                            elif ec == 2:
+                                pass
+                                _c15_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c15_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c15_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c15_s = 3
+                            elif ec == 1:
+                                pass
+                                _c15_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c15_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c15_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c15_Type
+                        _v.URI = _c15_URI
+                        _v.Transforms = _c15_Transforms
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -2105,9 +3243,80 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
-                        r.pos = p
-                        _v = _d_RetrievalMethodType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c16_Type = None
+                        _c16_URI = None
+                        _c16_Transforms = None
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c16_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c16_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c16_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c16_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c16_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c16_s = 3
+                        elif ec == 3:
+                            pass
+                            _c16_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c16_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c16_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c16_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c16_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c16_s = 3
+                            elif ec == 2:
+                                pass
+                                _c16_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c16_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c16_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c16_s = 3
+                            elif ec == 1:
+                                pass
+                                _c16_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c16_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c16_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c16_Type
+                        _v.URI = _c16_URI
+                        _v.Transforms = _c16_Transforms
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -2204,9 +3413,80 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
-                        r.pos = p
-                        _v = _d_RetrievalMethodType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c17_Type = None
+                        _c17_URI = None
+                        _c17_Transforms = None
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c17_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c17_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c17_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c17_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c17_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c17_s = 3
+                        elif ec == 3:
+                            pass
+                            _c17_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c17_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c17_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c17_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c17_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c17_s = 3
+                            elif ec == 2:
+                                pass
+                                _c17_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c17_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c17_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c17_s = 3
+                            elif ec == 1:
+                                pass
+                                _c17_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c17_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c17_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c17_Type
+                        _v.URI = _c17_URI
+                        _v.Transforms = _c17_Transforms
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -2303,9 +3583,80 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
-                        r.pos = p
-                        _v = _d_RetrievalMethodType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c18_Type = None
+                        _c18_URI = None
+                        _c18_Transforms = None
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c18_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c18_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c18_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c18_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c18_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c18_s = 3
+                        elif ec == 3:
+                            pass
+                            _c18_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c18_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c18_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c18_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c18_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c18_s = 3
+                            elif ec == 2:
+                                pass
+                                _c18_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c18_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c18_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c18_s = 3
+                            elif ec == 1:
+                                pass
+                                _c18_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c18_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c18_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c18_Type
+                        _v.URI = _c18_URI
+                        _v.Transforms = _c18_Transforms
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -2372,96 +3723,180 @@ def _d_KeyInfoType(r, key):
                 p += 4
                 if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
-                if ec == 0:
-                    el = 'KeyName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
-                        _v = ''
-                    else:
-                        r.pos = p
-                        _v = r.string('xmldsig:KeyName')
-                        V = r.v; E = r.end; p = r.pos
+                if ec < 5:
+                    if ec == 0:
+                        el = 'KeyName'
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
-                    f_KeyName.append(_v)
-                    s = 11
-                elif ec == 1:
-                    el = 'KeyValue'
-                    r.pos = p
-                    _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                    V = r.v; E = r.end; p = r.pos
-                    f_KeyValue.append(_v)
-                    s = 12
-                elif ec == 2:
-                    el = 'RetrievalMethod'
-                    r.pos = p
-                    _v = _d_RetrievalMethodType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_RetrievalMethod.append(_v)
-                    s = 13
-                elif ec == 3:
-                    el = 'X509Data'
-                    r.pos = p
-                    _v = _d_X509DataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_X509Data.append(_v)
-                    s = 14
-                elif ec == 4:
-                    el = 'PGPData'
-                    r.pos = p
-                    _v = _d_PGPDataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_PGPData.append(_v)
-                    s = 15
-                elif ec == 5:
-                    el = 'SPKIData'
-                    r.pos = p
-                    _v = _d_SPKIDataType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_SPKIData.append(_v)
-                    s = 16
-                elif ec == 6:
-                    el = 'MgmtData'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string('xmldsig:KeyName')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                        f_KeyName.append(_v)
+                        s = 11
+                    elif ec == 1:
+                        el = 'KeyValue'
+                        r.pos = p
+                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
+                        V = r.v; E = r.end; p = r.pos
+                        f_KeyValue.append(_v)
+                        s = 12
+                    elif ec == 2:
+                        el = 'RetrievalMethod'
+                        _c19_Type = None
+                        _c19_URI = None
+                        _c19_Transforms = None
                         p += 3
                         if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
-                        _v = ''
-                    else:
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c19_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c19_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c19_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c19_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c19_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c19_s = 3
+                        elif ec == 3:
+                            pass
+                            _c19_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c19_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c19_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c19_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c19_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c19_s = 3
+                            elif ec == 2:
+                                pass
+                                _c19_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c19_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c19_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c19_s = 3
+                            elif ec == 1:
+                                pass
+                                _c19_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c19_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c19_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c19_Type
+                        _v.URI = _c19_URI
+                        _v.Transforms = _c19_Transforms
+                        f_RetrievalMethod.append(_v)
+                        s = 13
+                    elif ec == 3:
+                        el = 'X509Data'
                         r.pos = p
-                        _v = r.string('xmldsig:MgmtData')
+                        _v = _d_X509DataType(r)
                         V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
-                    f_MgmtData.append(_v)
-                    s = 17
-                elif ec == 7:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
-                    s = 18
-                elif ec == 8:
-                    pass
-                    s = -1
-                elif ec == 9:
-                    r.pos = p
-                    r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
-                    s = 18
+                        f_X509Data.append(_v)
+                        s = 14
+                    elif ec == 4:
+                        el = 'PGPData'
+                        r.pos = p
+                        _v = _d_PGPDataType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        f_PGPData.append(_v)
+                        s = 15
+                    else:
+                        raise r.deviation('KeyInfoType', p)
                 else:
-                    raise r.deviation('KeyInfoType', p)
+                    if ec == 5:
+                        el = 'SPKIData'
+                        r.pos = p
+                        _v = _d_SPKIDataType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        f_SPKIData.append(_v)
+                        s = 16
+                    elif ec == 6:
+                        el = 'MgmtData'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string('xmldsig:MgmtData')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                        f_MgmtData.append(_v)
+                        s = 17
+                    elif ec == 7:
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
+                        s = 18
+                    elif ec == 8:
+                        pass
+                        s = -1
+                    elif ec == 9:
+                        r.pos = p
+                        r.string(key)  # mixed-content text is not kept in the model
+                        V = r.v; E = r.end; p = r.pos
+                        s = 18
+                    else:
+                        raise r.deviation('KeyInfoType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return xmldsig.KeyInfoType(f_Id, f_KeyName, f_KeyValue, f_RetrievalMethod, f_X509Data, f_PGPData, f_SPKIData, f_MgmtData)
+    _obj = _new(xmldsig.KeyInfoType)
+    _obj.Id = f_Id
+    _obj.KeyName = f_KeyName
+    _obj.KeyValue = f_KeyValue
+    _obj.RetrievalMethod = f_RetrievalMethod
+    _obj.X509Data = f_X509Data
+    _obj.PGPData = f_PGPData
+    _obj.SPKIData = f_SPKIData
+    _obj.MgmtData = f_MgmtData
+    return _obj
 
 def _e_KeyInfoType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}KeyInfoType
@@ -2531,9 +3966,94 @@ def _e_KeyInfoType(w, o):
                     el = 'RetrievalMethod'
                     v = (v << 4) | 3
                     n += 4
-                    w.v = v; w.n = n
-                    _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                    v = w.v; n = w.n
+                    _c1_o = v_RetrievalMethod[i_RetrievalMethod]
+                    _c1_Type = _c1_o.Type
+                    _c1_URI = _c1_o.URI
+                    _c1_Transforms = _c1_o.Transforms
+                    if _c1_Type is not None:
+                        el = 'RetrievalMethod/@Type'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c1_Type)
+                        if _l < 126 and _c1_Type.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_Type.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c1_Type); v = w.v; n = w.n
+                        _c1_Type = None
+                        _c1_s = 1
+                    elif _c1_URI is not None:
+                        el = 'RetrievalMethod/@URI'
+                        v = (v << 3) | 1
+                        n += 3
+                        _l = len(_c1_URI)
+                        if _l < 126 and _c1_URI.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_URI.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c1_URI); v = w.v; n = w.n
+                        _c1_URI = None
+                        _c1_s = 2
+                    elif _c1_Transforms is not None:
+                        el = 'RetrievalMethod/Transforms'
+                        v = (v << 3) | 2
+                        n += 3
+                        w.v = v; w.n = n
+                        _e_TransformsType(w, _c1_Transforms)
+                        v = w.v; n = w.n
+                        _c1_Transforms = None
+                        _c1_s = 3
+                    elif True:
+                        v = (v << 3) | 3
+                        n += 3
+                        if _c1_Type is not None or _c1_URI is not None or _c1_Transforms is not None: raise _leftover(_c1_o)
+                        _c1_s = -1
+                    if _c1_s == 1:
+                        if _c1_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v <<= 2
+                            n += 2
+                            _l = len(_c1_URI)
+                            if _l < 126 and _c1_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c1_URI); v = w.v; n = w.n
+                            _c1_URI = None
+                            _c1_s = 2
+                        elif _c1_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c1_Transforms)
+                            v = w.v; n = w.n
+                            _c1_Transforms = None
+                            _c1_s = 3
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c1_Type is not None or _c1_URI is not None or _c1_Transforms is not None: raise _leftover(_c1_o)
+                            _c1_s = -1
+                    if _c1_s == 2:
+                        if _c1_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c1_Transforms)
+                            v = w.v; n = w.n
+                            _c1_Transforms = None
+                            _c1_s = 3
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c1_Type is not None or _c1_URI is not None or _c1_Transforms is not None: raise _leftover(_c1_o)
+                            _c1_s = -1
+                    if _c1_s == 3:
+                        if True:
+                            v <<= 1
+                            n += 1
+                            if _c1_Type is not None or _c1_URI is not None or _c1_Transforms is not None: raise _leftover(_c1_o)
+                            _c1_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
@@ -2605,9 +4125,94 @@ def _e_KeyInfoType(w, o):
                     el = 'RetrievalMethod'
                     v = (v << 4) | 2
                     n += 4
-                    w.v = v; w.n = n
-                    _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                    v = w.v; n = w.n
+                    _c2_o = v_RetrievalMethod[i_RetrievalMethod]
+                    _c2_Type = _c2_o.Type
+                    _c2_URI = _c2_o.URI
+                    _c2_Transforms = _c2_o.Transforms
+                    if _c2_Type is not None:
+                        el = 'RetrievalMethod/@Type'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c2_Type)
+                        if _l < 126 and _c2_Type.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_Type.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c2_Type); v = w.v; n = w.n
+                        _c2_Type = None
+                        _c2_s = 1
+                    elif _c2_URI is not None:
+                        el = 'RetrievalMethod/@URI'
+                        v = (v << 3) | 1
+                        n += 3
+                        _l = len(_c2_URI)
+                        if _l < 126 and _c2_URI.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_URI.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c2_URI); v = w.v; n = w.n
+                        _c2_URI = None
+                        _c2_s = 2
+                    elif _c2_Transforms is not None:
+                        el = 'RetrievalMethod/Transforms'
+                        v = (v << 3) | 2
+                        n += 3
+                        w.v = v; w.n = n
+                        _e_TransformsType(w, _c2_Transforms)
+                        v = w.v; n = w.n
+                        _c2_Transforms = None
+                        _c2_s = 3
+                    elif True:
+                        v = (v << 3) | 3
+                        n += 3
+                        if _c2_Type is not None or _c2_URI is not None or _c2_Transforms is not None: raise _leftover(_c2_o)
+                        _c2_s = -1
+                    if _c2_s == 1:
+                        if _c2_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v <<= 2
+                            n += 2
+                            _l = len(_c2_URI)
+                            if _l < 126 and _c2_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c2_URI); v = w.v; n = w.n
+                            _c2_URI = None
+                            _c2_s = 2
+                        elif _c2_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c2_Transforms)
+                            v = w.v; n = w.n
+                            _c2_Transforms = None
+                            _c2_s = 3
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c2_Type is not None or _c2_URI is not None or _c2_Transforms is not None: raise _leftover(_c2_o)
+                            _c2_s = -1
+                    if _c2_s == 2:
+                        if _c2_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c2_Transforms)
+                            v = w.v; n = w.n
+                            _c2_Transforms = None
+                            _c2_s = 3
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c2_Type is not None or _c2_URI is not None or _c2_Transforms is not None: raise _leftover(_c2_o)
+                            _c2_s = -1
+                    if _c2_s == 3:
+                        if True:
+                            v <<= 1
+                            n += 1
+                            if _c2_Type is not None or _c2_URI is not None or _c2_Transforms is not None: raise _leftover(_c2_o)
+                            _c2_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
@@ -2679,9 +4284,94 @@ def _e_KeyInfoType(w, o):
                     el = 'RetrievalMethod'
                     v = (v << 4) | 2
                     n += 4
-                    w.v = v; w.n = n
-                    _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                    v = w.v; n = w.n
+                    _c3_o = v_RetrievalMethod[i_RetrievalMethod]
+                    _c3_Type = _c3_o.Type
+                    _c3_URI = _c3_o.URI
+                    _c3_Transforms = _c3_o.Transforms
+                    if _c3_Type is not None:
+                        el = 'RetrievalMethod/@Type'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c3_Type)
+                        if _l < 126 and _c3_Type.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c3_Type.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c3_Type); v = w.v; n = w.n
+                        _c3_Type = None
+                        _c3_s = 1
+                    elif _c3_URI is not None:
+                        el = 'RetrievalMethod/@URI'
+                        v = (v << 3) | 1
+                        n += 3
+                        _l = len(_c3_URI)
+                        if _l < 126 and _c3_URI.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c3_URI.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c3_URI); v = w.v; n = w.n
+                        _c3_URI = None
+                        _c3_s = 2
+                    elif _c3_Transforms is not None:
+                        el = 'RetrievalMethod/Transforms'
+                        v = (v << 3) | 2
+                        n += 3
+                        w.v = v; w.n = n
+                        _e_TransformsType(w, _c3_Transforms)
+                        v = w.v; n = w.n
+                        _c3_Transforms = None
+                        _c3_s = 3
+                    elif True:
+                        v = (v << 3) | 3
+                        n += 3
+                        if _c3_Type is not None or _c3_URI is not None or _c3_Transforms is not None: raise _leftover(_c3_o)
+                        _c3_s = -1
+                    if _c3_s == 1:
+                        if _c3_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v <<= 2
+                            n += 2
+                            _l = len(_c3_URI)
+                            if _l < 126 and _c3_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c3_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c3_URI); v = w.v; n = w.n
+                            _c3_URI = None
+                            _c3_s = 2
+                        elif _c3_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c3_Transforms)
+                            v = w.v; n = w.n
+                            _c3_Transforms = None
+                            _c3_s = 3
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c3_Type is not None or _c3_URI is not None or _c3_Transforms is not None: raise _leftover(_c3_o)
+                            _c3_s = -1
+                    if _c3_s == 2:
+                        if _c3_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c3_Transforms)
+                            v = w.v; n = w.n
+                            _c3_Transforms = None
+                            _c3_s = 3
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c3_Type is not None or _c3_URI is not None or _c3_Transforms is not None: raise _leftover(_c3_o)
+                            _c3_s = -1
+                    if _c3_s == 3:
+                        if True:
+                            v <<= 1
+                            n += 1
+                            if _c3_Type is not None or _c3_URI is not None or _c3_Transforms is not None: raise _leftover(_c3_o)
+                            _c3_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
@@ -2753,9 +4443,94 @@ def _e_KeyInfoType(w, o):
                     el = 'RetrievalMethod'
                     v = (v << 4) | 2
                     n += 4
-                    w.v = v; w.n = n
-                    _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                    v = w.v; n = w.n
+                    _c4_o = v_RetrievalMethod[i_RetrievalMethod]
+                    _c4_Type = _c4_o.Type
+                    _c4_URI = _c4_o.URI
+                    _c4_Transforms = _c4_o.Transforms
+                    if _c4_Type is not None:
+                        el = 'RetrievalMethod/@Type'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c4_Type)
+                        if _l < 126 and _c4_Type.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_Type.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c4_Type); v = w.v; n = w.n
+                        _c4_Type = None
+                        _c4_s = 1
+                    elif _c4_URI is not None:
+                        el = 'RetrievalMethod/@URI'
+                        v = (v << 3) | 1
+                        n += 3
+                        _l = len(_c4_URI)
+                        if _l < 126 and _c4_URI.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_URI.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c4_URI); v = w.v; n = w.n
+                        _c4_URI = None
+                        _c4_s = 2
+                    elif _c4_Transforms is not None:
+                        el = 'RetrievalMethod/Transforms'
+                        v = (v << 3) | 2
+                        n += 3
+                        w.v = v; w.n = n
+                        _e_TransformsType(w, _c4_Transforms)
+                        v = w.v; n = w.n
+                        _c4_Transforms = None
+                        _c4_s = 3
+                    elif True:
+                        v = (v << 3) | 3
+                        n += 3
+                        if _c4_Type is not None or _c4_URI is not None or _c4_Transforms is not None: raise _leftover(_c4_o)
+                        _c4_s = -1
+                    if _c4_s == 1:
+                        if _c4_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v <<= 2
+                            n += 2
+                            _l = len(_c4_URI)
+                            if _l < 126 and _c4_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c4_URI); v = w.v; n = w.n
+                            _c4_URI = None
+                            _c4_s = 2
+                        elif _c4_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c4_Transforms)
+                            v = w.v; n = w.n
+                            _c4_Transforms = None
+                            _c4_s = 3
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c4_Type is not None or _c4_URI is not None or _c4_Transforms is not None: raise _leftover(_c4_o)
+                            _c4_s = -1
+                    if _c4_s == 2:
+                        if _c4_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c4_Transforms)
+                            v = w.v; n = w.n
+                            _c4_Transforms = None
+                            _c4_s = 3
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c4_Type is not None or _c4_URI is not None or _c4_Transforms is not None: raise _leftover(_c4_o)
+                            _c4_s = -1
+                    if _c4_s == 3:
+                        if True:
+                            v <<= 1
+                            n += 1
+                            if _c4_Type is not None or _c4_URI is not None or _c4_Transforms is not None: raise _leftover(_c4_o)
+                            _c4_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
@@ -2830,9 +4605,94 @@ def _e_KeyInfoType(w, o):
                     el = 'RetrievalMethod'
                     v = (v << 4) | 2
                     n += 4
-                    w.v = v; w.n = n
-                    _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                    v = w.v; n = w.n
+                    _c5_o = v_RetrievalMethod[i_RetrievalMethod]
+                    _c5_Type = _c5_o.Type
+                    _c5_URI = _c5_o.URI
+                    _c5_Transforms = _c5_o.Transforms
+                    if _c5_Type is not None:
+                        el = 'RetrievalMethod/@Type'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c5_Type)
+                        if _l < 126 and _c5_Type.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_Type.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c5_Type); v = w.v; n = w.n
+                        _c5_Type = None
+                        _c5_s = 1
+                    elif _c5_URI is not None:
+                        el = 'RetrievalMethod/@URI'
+                        v = (v << 3) | 1
+                        n += 3
+                        _l = len(_c5_URI)
+                        if _l < 126 and _c5_URI.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_URI.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c5_URI); v = w.v; n = w.n
+                        _c5_URI = None
+                        _c5_s = 2
+                    elif _c5_Transforms is not None:
+                        el = 'RetrievalMethod/Transforms'
+                        v = (v << 3) | 2
+                        n += 3
+                        w.v = v; w.n = n
+                        _e_TransformsType(w, _c5_Transforms)
+                        v = w.v; n = w.n
+                        _c5_Transforms = None
+                        _c5_s = 3
+                    elif True:
+                        v = (v << 3) | 3
+                        n += 3
+                        if _c5_Type is not None or _c5_URI is not None or _c5_Transforms is not None: raise _leftover(_c5_o)
+                        _c5_s = -1
+                    if _c5_s == 1:
+                        if _c5_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v <<= 2
+                            n += 2
+                            _l = len(_c5_URI)
+                            if _l < 126 and _c5_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c5_URI); v = w.v; n = w.n
+                            _c5_URI = None
+                            _c5_s = 2
+                        elif _c5_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c5_Transforms)
+                            v = w.v; n = w.n
+                            _c5_Transforms = None
+                            _c5_s = 3
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c5_Type is not None or _c5_URI is not None or _c5_Transforms is not None: raise _leftover(_c5_o)
+                            _c5_s = -1
+                    if _c5_s == 2:
+                        if _c5_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c5_Transforms)
+                            v = w.v; n = w.n
+                            _c5_Transforms = None
+                            _c5_s = 3
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c5_Type is not None or _c5_URI is not None or _c5_Transforms is not None: raise _leftover(_c5_o)
+                            _c5_s = -1
+                    if _c5_s == 3:
+                        if True:
+                            v <<= 1
+                            n += 1
+                            if _c5_Type is not None or _c5_URI is not None or _c5_Transforms is not None: raise _leftover(_c5_o)
+                            _c5_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
@@ -2907,9 +4767,94 @@ def _e_KeyInfoType(w, o):
                     el = 'RetrievalMethod'
                     v = (v << 4) | 2
                     n += 4
-                    w.v = v; w.n = n
-                    _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                    v = w.v; n = w.n
+                    _c6_o = v_RetrievalMethod[i_RetrievalMethod]
+                    _c6_Type = _c6_o.Type
+                    _c6_URI = _c6_o.URI
+                    _c6_Transforms = _c6_o.Transforms
+                    if _c6_Type is not None:
+                        el = 'RetrievalMethod/@Type'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c6_Type)
+                        if _l < 126 and _c6_Type.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c6_Type.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c6_Type); v = w.v; n = w.n
+                        _c6_Type = None
+                        _c6_s = 1
+                    elif _c6_URI is not None:
+                        el = 'RetrievalMethod/@URI'
+                        v = (v << 3) | 1
+                        n += 3
+                        _l = len(_c6_URI)
+                        if _l < 126 and _c6_URI.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c6_URI.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c6_URI); v = w.v; n = w.n
+                        _c6_URI = None
+                        _c6_s = 2
+                    elif _c6_Transforms is not None:
+                        el = 'RetrievalMethod/Transforms'
+                        v = (v << 3) | 2
+                        n += 3
+                        w.v = v; w.n = n
+                        _e_TransformsType(w, _c6_Transforms)
+                        v = w.v; n = w.n
+                        _c6_Transforms = None
+                        _c6_s = 3
+                    elif True:
+                        v = (v << 3) | 3
+                        n += 3
+                        if _c6_Type is not None or _c6_URI is not None or _c6_Transforms is not None: raise _leftover(_c6_o)
+                        _c6_s = -1
+                    if _c6_s == 1:
+                        if _c6_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v <<= 2
+                            n += 2
+                            _l = len(_c6_URI)
+                            if _l < 126 and _c6_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c6_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c6_URI); v = w.v; n = w.n
+                            _c6_URI = None
+                            _c6_s = 2
+                        elif _c6_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c6_Transforms)
+                            v = w.v; n = w.n
+                            _c6_Transforms = None
+                            _c6_s = 3
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c6_Type is not None or _c6_URI is not None or _c6_Transforms is not None: raise _leftover(_c6_o)
+                            _c6_s = -1
+                    if _c6_s == 2:
+                        if _c6_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c6_Transforms)
+                            v = w.v; n = w.n
+                            _c6_Transforms = None
+                            _c6_s = 3
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c6_Type is not None or _c6_URI is not None or _c6_Transforms is not None: raise _leftover(_c6_o)
+                            _c6_s = -1
+                    if _c6_s == 3:
+                        if True:
+                            v <<= 1
+                            n += 1
+                            if _c6_Type is not None or _c6_URI is not None or _c6_Transforms is not None: raise _leftover(_c6_o)
+                            _c6_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
@@ -2984,9 +4929,94 @@ def _e_KeyInfoType(w, o):
                     el = 'RetrievalMethod'
                     v = (v << 4) | 2
                     n += 4
-                    w.v = v; w.n = n
-                    _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                    v = w.v; n = w.n
+                    _c7_o = v_RetrievalMethod[i_RetrievalMethod]
+                    _c7_Type = _c7_o.Type
+                    _c7_URI = _c7_o.URI
+                    _c7_Transforms = _c7_o.Transforms
+                    if _c7_Type is not None:
+                        el = 'RetrievalMethod/@Type'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c7_Type)
+                        if _l < 126 and _c7_Type.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c7_Type.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c7_Type); v = w.v; n = w.n
+                        _c7_Type = None
+                        _c7_s = 1
+                    elif _c7_URI is not None:
+                        el = 'RetrievalMethod/@URI'
+                        v = (v << 3) | 1
+                        n += 3
+                        _l = len(_c7_URI)
+                        if _l < 126 and _c7_URI.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c7_URI.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c7_URI); v = w.v; n = w.n
+                        _c7_URI = None
+                        _c7_s = 2
+                    elif _c7_Transforms is not None:
+                        el = 'RetrievalMethod/Transforms'
+                        v = (v << 3) | 2
+                        n += 3
+                        w.v = v; w.n = n
+                        _e_TransformsType(w, _c7_Transforms)
+                        v = w.v; n = w.n
+                        _c7_Transforms = None
+                        _c7_s = 3
+                    elif True:
+                        v = (v << 3) | 3
+                        n += 3
+                        if _c7_Type is not None or _c7_URI is not None or _c7_Transforms is not None: raise _leftover(_c7_o)
+                        _c7_s = -1
+                    if _c7_s == 1:
+                        if _c7_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v <<= 2
+                            n += 2
+                            _l = len(_c7_URI)
+                            if _l < 126 and _c7_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c7_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c7_URI); v = w.v; n = w.n
+                            _c7_URI = None
+                            _c7_s = 2
+                        elif _c7_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c7_Transforms)
+                            v = w.v; n = w.n
+                            _c7_Transforms = None
+                            _c7_s = 3
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c7_Type is not None or _c7_URI is not None or _c7_Transforms is not None: raise _leftover(_c7_o)
+                            _c7_s = -1
+                    if _c7_s == 2:
+                        if _c7_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c7_Transforms)
+                            v = w.v; n = w.n
+                            _c7_Transforms = None
+                            _c7_s = 3
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c7_Type is not None or _c7_URI is not None or _c7_Transforms is not None: raise _leftover(_c7_o)
+                            _c7_s = -1
+                    if _c7_s == 3:
+                        if True:
+                            v <<= 1
+                            n += 1
+                            if _c7_Type is not None or _c7_URI is not None or _c7_Transforms is not None: raise _leftover(_c7_o)
+                            _c7_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
@@ -3061,9 +5091,94 @@ def _e_KeyInfoType(w, o):
                     el = 'RetrievalMethod'
                     v = (v << 4) | 2
                     n += 4
-                    w.v = v; w.n = n
-                    _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                    v = w.v; n = w.n
+                    _c8_o = v_RetrievalMethod[i_RetrievalMethod]
+                    _c8_Type = _c8_o.Type
+                    _c8_URI = _c8_o.URI
+                    _c8_Transforms = _c8_o.Transforms
+                    if _c8_Type is not None:
+                        el = 'RetrievalMethod/@Type'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c8_Type)
+                        if _l < 126 and _c8_Type.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c8_Type.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c8_Type); v = w.v; n = w.n
+                        _c8_Type = None
+                        _c8_s = 1
+                    elif _c8_URI is not None:
+                        el = 'RetrievalMethod/@URI'
+                        v = (v << 3) | 1
+                        n += 3
+                        _l = len(_c8_URI)
+                        if _l < 126 and _c8_URI.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c8_URI.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c8_URI); v = w.v; n = w.n
+                        _c8_URI = None
+                        _c8_s = 2
+                    elif _c8_Transforms is not None:
+                        el = 'RetrievalMethod/Transforms'
+                        v = (v << 3) | 2
+                        n += 3
+                        w.v = v; w.n = n
+                        _e_TransformsType(w, _c8_Transforms)
+                        v = w.v; n = w.n
+                        _c8_Transforms = None
+                        _c8_s = 3
+                    elif True:
+                        v = (v << 3) | 3
+                        n += 3
+                        if _c8_Type is not None or _c8_URI is not None or _c8_Transforms is not None: raise _leftover(_c8_o)
+                        _c8_s = -1
+                    if _c8_s == 1:
+                        if _c8_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v <<= 2
+                            n += 2
+                            _l = len(_c8_URI)
+                            if _l < 126 and _c8_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c8_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c8_URI); v = w.v; n = w.n
+                            _c8_URI = None
+                            _c8_s = 2
+                        elif _c8_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c8_Transforms)
+                            v = w.v; n = w.n
+                            _c8_Transforms = None
+                            _c8_s = 3
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c8_Type is not None or _c8_URI is not None or _c8_Transforms is not None: raise _leftover(_c8_o)
+                            _c8_s = -1
+                    if _c8_s == 2:
+                        if _c8_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c8_Transforms)
+                            v = w.v; n = w.n
+                            _c8_Transforms = None
+                            _c8_s = 3
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c8_Type is not None or _c8_URI is not None or _c8_Transforms is not None: raise _leftover(_c8_o)
+                            _c8_s = -1
+                    if _c8_s == 3:
+                        if True:
+                            v <<= 1
+                            n += 1
+                            if _c8_Type is not None or _c8_URI is not None or _c8_Transforms is not None: raise _leftover(_c8_o)
+                            _c8_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
@@ -3138,9 +5253,94 @@ def _e_KeyInfoType(w, o):
                     el = 'RetrievalMethod'
                     v = (v << 4) | 2
                     n += 4
-                    w.v = v; w.n = n
-                    _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                    v = w.v; n = w.n
+                    _c9_o = v_RetrievalMethod[i_RetrievalMethod]
+                    _c9_Type = _c9_o.Type
+                    _c9_URI = _c9_o.URI
+                    _c9_Transforms = _c9_o.Transforms
+                    if _c9_Type is not None:
+                        el = 'RetrievalMethod/@Type'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c9_Type)
+                        if _l < 126 and _c9_Type.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c9_Type.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c9_Type); v = w.v; n = w.n
+                        _c9_Type = None
+                        _c9_s = 1
+                    elif _c9_URI is not None:
+                        el = 'RetrievalMethod/@URI'
+                        v = (v << 3) | 1
+                        n += 3
+                        _l = len(_c9_URI)
+                        if _l < 126 and _c9_URI.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c9_URI.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c9_URI); v = w.v; n = w.n
+                        _c9_URI = None
+                        _c9_s = 2
+                    elif _c9_Transforms is not None:
+                        el = 'RetrievalMethod/Transforms'
+                        v = (v << 3) | 2
+                        n += 3
+                        w.v = v; w.n = n
+                        _e_TransformsType(w, _c9_Transforms)
+                        v = w.v; n = w.n
+                        _c9_Transforms = None
+                        _c9_s = 3
+                    elif True:
+                        v = (v << 3) | 3
+                        n += 3
+                        if _c9_Type is not None or _c9_URI is not None or _c9_Transforms is not None: raise _leftover(_c9_o)
+                        _c9_s = -1
+                    if _c9_s == 1:
+                        if _c9_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v <<= 2
+                            n += 2
+                            _l = len(_c9_URI)
+                            if _l < 126 and _c9_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c9_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c9_URI); v = w.v; n = w.n
+                            _c9_URI = None
+                            _c9_s = 2
+                        elif _c9_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c9_Transforms)
+                            v = w.v; n = w.n
+                            _c9_Transforms = None
+                            _c9_s = 3
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c9_Type is not None or _c9_URI is not None or _c9_Transforms is not None: raise _leftover(_c9_o)
+                            _c9_s = -1
+                    if _c9_s == 2:
+                        if _c9_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c9_Transforms)
+                            v = w.v; n = w.n
+                            _c9_Transforms = None
+                            _c9_s = 3
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c9_Type is not None or _c9_URI is not None or _c9_Transforms is not None: raise _leftover(_c9_o)
+                            _c9_s = -1
+                    if _c9_s == 3:
+                        if True:
+                            v <<= 1
+                            n += 1
+                            if _c9_Type is not None or _c9_URI is not None or _c9_Transforms is not None: raise _leftover(_c9_o)
+                            _c9_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
@@ -3215,9 +5415,94 @@ def _e_KeyInfoType(w, o):
                     el = 'RetrievalMethod'
                     v = (v << 4) | 2
                     n += 4
-                    w.v = v; w.n = n
-                    _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                    v = w.v; n = w.n
+                    _c10_o = v_RetrievalMethod[i_RetrievalMethod]
+                    _c10_Type = _c10_o.Type
+                    _c10_URI = _c10_o.URI
+                    _c10_Transforms = _c10_o.Transforms
+                    if _c10_Type is not None:
+                        el = 'RetrievalMethod/@Type'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c10_Type)
+                        if _l < 126 and _c10_Type.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c10_Type.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c10_Type); v = w.v; n = w.n
+                        _c10_Type = None
+                        _c10_s = 1
+                    elif _c10_URI is not None:
+                        el = 'RetrievalMethod/@URI'
+                        v = (v << 3) | 1
+                        n += 3
+                        _l = len(_c10_URI)
+                        if _l < 126 and _c10_URI.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c10_URI.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c10_URI); v = w.v; n = w.n
+                        _c10_URI = None
+                        _c10_s = 2
+                    elif _c10_Transforms is not None:
+                        el = 'RetrievalMethod/Transforms'
+                        v = (v << 3) | 2
+                        n += 3
+                        w.v = v; w.n = n
+                        _e_TransformsType(w, _c10_Transforms)
+                        v = w.v; n = w.n
+                        _c10_Transforms = None
+                        _c10_s = 3
+                    elif True:
+                        v = (v << 3) | 3
+                        n += 3
+                        if _c10_Type is not None or _c10_URI is not None or _c10_Transforms is not None: raise _leftover(_c10_o)
+                        _c10_s = -1
+                    if _c10_s == 1:
+                        if _c10_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v <<= 2
+                            n += 2
+                            _l = len(_c10_URI)
+                            if _l < 126 and _c10_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c10_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c10_URI); v = w.v; n = w.n
+                            _c10_URI = None
+                            _c10_s = 2
+                        elif _c10_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c10_Transforms)
+                            v = w.v; n = w.n
+                            _c10_Transforms = None
+                            _c10_s = 3
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c10_Type is not None or _c10_URI is not None or _c10_Transforms is not None: raise _leftover(_c10_o)
+                            _c10_s = -1
+                    if _c10_s == 2:
+                        if _c10_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c10_Transforms)
+                            v = w.v; n = w.n
+                            _c10_Transforms = None
+                            _c10_s = 3
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c10_Type is not None or _c10_URI is not None or _c10_Transforms is not None: raise _leftover(_c10_o)
+                            _c10_s = -1
+                    if _c10_s == 3:
+                        if True:
+                            v <<= 1
+                            n += 1
+                            if _c10_Type is not None or _c10_URI is not None or _c10_Transforms is not None: raise _leftover(_c10_o)
+                            _c10_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
@@ -3292,9 +5577,94 @@ def _e_KeyInfoType(w, o):
                     el = 'RetrievalMethod'
                     v = (v << 4) | 2
                     n += 4
-                    w.v = v; w.n = n
-                    _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                    v = w.v; n = w.n
+                    _c11_o = v_RetrievalMethod[i_RetrievalMethod]
+                    _c11_Type = _c11_o.Type
+                    _c11_URI = _c11_o.URI
+                    _c11_Transforms = _c11_o.Transforms
+                    if _c11_Type is not None:
+                        el = 'RetrievalMethod/@Type'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c11_Type)
+                        if _l < 126 and _c11_Type.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c11_Type.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c11_Type); v = w.v; n = w.n
+                        _c11_Type = None
+                        _c11_s = 1
+                    elif _c11_URI is not None:
+                        el = 'RetrievalMethod/@URI'
+                        v = (v << 3) | 1
+                        n += 3
+                        _l = len(_c11_URI)
+                        if _l < 126 and _c11_URI.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c11_URI.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c11_URI); v = w.v; n = w.n
+                        _c11_URI = None
+                        _c11_s = 2
+                    elif _c11_Transforms is not None:
+                        el = 'RetrievalMethod/Transforms'
+                        v = (v << 3) | 2
+                        n += 3
+                        w.v = v; w.n = n
+                        _e_TransformsType(w, _c11_Transforms)
+                        v = w.v; n = w.n
+                        _c11_Transforms = None
+                        _c11_s = 3
+                    elif True:
+                        v = (v << 3) | 3
+                        n += 3
+                        if _c11_Type is not None or _c11_URI is not None or _c11_Transforms is not None: raise _leftover(_c11_o)
+                        _c11_s = -1
+                    if _c11_s == 1:
+                        if _c11_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v <<= 2
+                            n += 2
+                            _l = len(_c11_URI)
+                            if _l < 126 and _c11_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c11_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c11_URI); v = w.v; n = w.n
+                            _c11_URI = None
+                            _c11_s = 2
+                        elif _c11_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c11_Transforms)
+                            v = w.v; n = w.n
+                            _c11_Transforms = None
+                            _c11_s = 3
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c11_Type is not None or _c11_URI is not None or _c11_Transforms is not None: raise _leftover(_c11_o)
+                            _c11_s = -1
+                    if _c11_s == 2:
+                        if _c11_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c11_Transforms)
+                            v = w.v; n = w.n
+                            _c11_Transforms = None
+                            _c11_s = 3
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c11_Type is not None or _c11_URI is not None or _c11_Transforms is not None: raise _leftover(_c11_o)
+                            _c11_s = -1
+                    if _c11_s == 3:
+                        if True:
+                            v <<= 1
+                            n += 1
+                            if _c11_Type is not None or _c11_URI is not None or _c11_Transforms is not None: raise _leftover(_c11_o)
+                            _c11_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
@@ -3370,9 +5740,94 @@ def _e_KeyInfoType(w, o):
                         el = 'RetrievalMethod'
                         v = (v << 4) | 2
                         n += 4
-                        w.v = v; w.n = n
-                        _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                        v = w.v; n = w.n
+                        _c12_o = v_RetrievalMethod[i_RetrievalMethod]
+                        _c12_Type = _c12_o.Type
+                        _c12_URI = _c12_o.URI
+                        _c12_Transforms = _c12_o.Transforms
+                        if _c12_Type is not None:
+                            el = 'RetrievalMethod/@Type'
+                            v <<= 3
+                            n += 3
+                            _l = len(_c12_Type)
+                            if _l < 126 and _c12_Type.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c12_Type.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c12_Type); v = w.v; n = w.n
+                            _c12_Type = None
+                            _c12_s = 1
+                        elif _c12_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v = (v << 3) | 1
+                            n += 3
+                            _l = len(_c12_URI)
+                            if _l < 126 and _c12_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c12_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c12_URI); v = w.v; n = w.n
+                            _c12_URI = None
+                            _c12_s = 2
+                        elif _c12_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 3) | 2
+                            n += 3
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c12_Transforms)
+                            v = w.v; n = w.n
+                            _c12_Transforms = None
+                            _c12_s = 3
+                        elif True:
+                            v = (v << 3) | 3
+                            n += 3
+                            if _c12_Type is not None or _c12_URI is not None or _c12_Transforms is not None: raise _leftover(_c12_o)
+                            _c12_s = -1
+                        if _c12_s == 1:
+                            if _c12_URI is not None:
+                                el = 'RetrievalMethod/@URI'
+                                v <<= 2
+                                n += 2
+                                _l = len(_c12_URI)
+                                if _l < 126 and _c12_URI.isascii():
+                                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c12_URI.encode(), 'big')
+                                    n += (_l + 1) << 3
+                                else: w.v = v; w.n = n; w.string(_c12_URI); v = w.v; n = w.n
+                                _c12_URI = None
+                                _c12_s = 2
+                            elif _c12_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v = (v << 2) | 1
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c12_Transforms)
+                                v = w.v; n = w.n
+                                _c12_Transforms = None
+                                _c12_s = 3
+                            elif True:
+                                v = (v << 2) | 2
+                                n += 2
+                                if _c12_Type is not None or _c12_URI is not None or _c12_Transforms is not None: raise _leftover(_c12_o)
+                                _c12_s = -1
+                        if _c12_s == 2:
+                            if _c12_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v <<= 2
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c12_Transforms)
+                                v = w.v; n = w.n
+                                _c12_Transforms = None
+                                _c12_s = 3
+                            elif True:
+                                v = (v << 2) | 1
+                                n += 2
+                                if _c12_Type is not None or _c12_URI is not None or _c12_Transforms is not None: raise _leftover(_c12_o)
+                                _c12_s = -1
+                        if _c12_s == 3:
+                            if True:
+                                v <<= 1
+                                n += 1
+                                if _c12_Type is not None or _c12_URI is not None or _c12_Transforms is not None: raise _leftover(_c12_o)
+                                _c12_s = -1
+                        if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
@@ -3454,9 +5909,94 @@ def _e_KeyInfoType(w, o):
                         el = 'RetrievalMethod'
                         v = (v << 4) | 2
                         n += 4
-                        w.v = v; w.n = n
-                        _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                        v = w.v; n = w.n
+                        _c13_o = v_RetrievalMethod[i_RetrievalMethod]
+                        _c13_Type = _c13_o.Type
+                        _c13_URI = _c13_o.URI
+                        _c13_Transforms = _c13_o.Transforms
+                        if _c13_Type is not None:
+                            el = 'RetrievalMethod/@Type'
+                            v <<= 3
+                            n += 3
+                            _l = len(_c13_Type)
+                            if _l < 126 and _c13_Type.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c13_Type.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c13_Type); v = w.v; n = w.n
+                            _c13_Type = None
+                            _c13_s = 1
+                        elif _c13_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v = (v << 3) | 1
+                            n += 3
+                            _l = len(_c13_URI)
+                            if _l < 126 and _c13_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c13_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c13_URI); v = w.v; n = w.n
+                            _c13_URI = None
+                            _c13_s = 2
+                        elif _c13_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 3) | 2
+                            n += 3
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c13_Transforms)
+                            v = w.v; n = w.n
+                            _c13_Transforms = None
+                            _c13_s = 3
+                        elif True:
+                            v = (v << 3) | 3
+                            n += 3
+                            if _c13_Type is not None or _c13_URI is not None or _c13_Transforms is not None: raise _leftover(_c13_o)
+                            _c13_s = -1
+                        if _c13_s == 1:
+                            if _c13_URI is not None:
+                                el = 'RetrievalMethod/@URI'
+                                v <<= 2
+                                n += 2
+                                _l = len(_c13_URI)
+                                if _l < 126 and _c13_URI.isascii():
+                                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c13_URI.encode(), 'big')
+                                    n += (_l + 1) << 3
+                                else: w.v = v; w.n = n; w.string(_c13_URI); v = w.v; n = w.n
+                                _c13_URI = None
+                                _c13_s = 2
+                            elif _c13_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v = (v << 2) | 1
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c13_Transforms)
+                                v = w.v; n = w.n
+                                _c13_Transforms = None
+                                _c13_s = 3
+                            elif True:
+                                v = (v << 2) | 2
+                                n += 2
+                                if _c13_Type is not None or _c13_URI is not None or _c13_Transforms is not None: raise _leftover(_c13_o)
+                                _c13_s = -1
+                        if _c13_s == 2:
+                            if _c13_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v <<= 2
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c13_Transforms)
+                                v = w.v; n = w.n
+                                _c13_Transforms = None
+                                _c13_s = 3
+                            elif True:
+                                v = (v << 2) | 1
+                                n += 2
+                                if _c13_Type is not None or _c13_URI is not None or _c13_Transforms is not None: raise _leftover(_c13_o)
+                                _c13_s = -1
+                        if _c13_s == 3:
+                            if True:
+                                v <<= 1
+                                n += 1
+                                if _c13_Type is not None or _c13_URI is not None or _c13_Transforms is not None: raise _leftover(_c13_o)
+                                _c13_s = -1
+                        if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
@@ -3540,9 +6080,94 @@ def _e_KeyInfoType(w, o):
                         el = 'RetrievalMethod'
                         v = (v << 4) | 2
                         n += 4
-                        w.v = v; w.n = n
-                        _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                        v = w.v; n = w.n
+                        _c14_o = v_RetrievalMethod[i_RetrievalMethod]
+                        _c14_Type = _c14_o.Type
+                        _c14_URI = _c14_o.URI
+                        _c14_Transforms = _c14_o.Transforms
+                        if _c14_Type is not None:
+                            el = 'RetrievalMethod/@Type'
+                            v <<= 3
+                            n += 3
+                            _l = len(_c14_Type)
+                            if _l < 126 and _c14_Type.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c14_Type.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c14_Type); v = w.v; n = w.n
+                            _c14_Type = None
+                            _c14_s = 1
+                        elif _c14_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v = (v << 3) | 1
+                            n += 3
+                            _l = len(_c14_URI)
+                            if _l < 126 and _c14_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c14_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c14_URI); v = w.v; n = w.n
+                            _c14_URI = None
+                            _c14_s = 2
+                        elif _c14_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 3) | 2
+                            n += 3
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c14_Transforms)
+                            v = w.v; n = w.n
+                            _c14_Transforms = None
+                            _c14_s = 3
+                        elif True:
+                            v = (v << 3) | 3
+                            n += 3
+                            if _c14_Type is not None or _c14_URI is not None or _c14_Transforms is not None: raise _leftover(_c14_o)
+                            _c14_s = -1
+                        if _c14_s == 1:
+                            if _c14_URI is not None:
+                                el = 'RetrievalMethod/@URI'
+                                v <<= 2
+                                n += 2
+                                _l = len(_c14_URI)
+                                if _l < 126 and _c14_URI.isascii():
+                                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c14_URI.encode(), 'big')
+                                    n += (_l + 1) << 3
+                                else: w.v = v; w.n = n; w.string(_c14_URI); v = w.v; n = w.n
+                                _c14_URI = None
+                                _c14_s = 2
+                            elif _c14_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v = (v << 2) | 1
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c14_Transforms)
+                                v = w.v; n = w.n
+                                _c14_Transforms = None
+                                _c14_s = 3
+                            elif True:
+                                v = (v << 2) | 2
+                                n += 2
+                                if _c14_Type is not None or _c14_URI is not None or _c14_Transforms is not None: raise _leftover(_c14_o)
+                                _c14_s = -1
+                        if _c14_s == 2:
+                            if _c14_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v <<= 2
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c14_Transforms)
+                                v = w.v; n = w.n
+                                _c14_Transforms = None
+                                _c14_s = 3
+                            elif True:
+                                v = (v << 2) | 1
+                                n += 2
+                                if _c14_Type is not None or _c14_URI is not None or _c14_Transforms is not None: raise _leftover(_c14_o)
+                                _c14_s = -1
+                        if _c14_s == 3:
+                            if True:
+                                v <<= 1
+                                n += 1
+                                if _c14_Type is not None or _c14_URI is not None or _c14_Transforms is not None: raise _leftover(_c14_o)
+                                _c14_s = -1
+                        if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                         i_RetrievalMethod += 1
                     elif i_X509Data < n_X509Data:
                         el = 'X509Data'
@@ -3624,9 +6249,94 @@ def _e_KeyInfoType(w, o):
                         el = 'RetrievalMethod'
                         v = (v << 4) | 2
                         n += 4
-                        w.v = v; w.n = n
-                        _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                        v = w.v; n = w.n
+                        _c15_o = v_RetrievalMethod[i_RetrievalMethod]
+                        _c15_Type = _c15_o.Type
+                        _c15_URI = _c15_o.URI
+                        _c15_Transforms = _c15_o.Transforms
+                        if _c15_Type is not None:
+                            el = 'RetrievalMethod/@Type'
+                            v <<= 3
+                            n += 3
+                            _l = len(_c15_Type)
+                            if _l < 126 and _c15_Type.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c15_Type.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c15_Type); v = w.v; n = w.n
+                            _c15_Type = None
+                            _c15_s = 1
+                        elif _c15_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v = (v << 3) | 1
+                            n += 3
+                            _l = len(_c15_URI)
+                            if _l < 126 and _c15_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c15_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c15_URI); v = w.v; n = w.n
+                            _c15_URI = None
+                            _c15_s = 2
+                        elif _c15_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 3) | 2
+                            n += 3
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c15_Transforms)
+                            v = w.v; n = w.n
+                            _c15_Transforms = None
+                            _c15_s = 3
+                        elif True:
+                            v = (v << 3) | 3
+                            n += 3
+                            if _c15_Type is not None or _c15_URI is not None or _c15_Transforms is not None: raise _leftover(_c15_o)
+                            _c15_s = -1
+                        if _c15_s == 1:
+                            if _c15_URI is not None:
+                                el = 'RetrievalMethod/@URI'
+                                v <<= 2
+                                n += 2
+                                _l = len(_c15_URI)
+                                if _l < 126 and _c15_URI.isascii():
+                                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c15_URI.encode(), 'big')
+                                    n += (_l + 1) << 3
+                                else: w.v = v; w.n = n; w.string(_c15_URI); v = w.v; n = w.n
+                                _c15_URI = None
+                                _c15_s = 2
+                            elif _c15_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v = (v << 2) | 1
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c15_Transforms)
+                                v = w.v; n = w.n
+                                _c15_Transforms = None
+                                _c15_s = 3
+                            elif True:
+                                v = (v << 2) | 2
+                                n += 2
+                                if _c15_Type is not None or _c15_URI is not None or _c15_Transforms is not None: raise _leftover(_c15_o)
+                                _c15_s = -1
+                        if _c15_s == 2:
+                            if _c15_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v <<= 2
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c15_Transforms)
+                                v = w.v; n = w.n
+                                _c15_Transforms = None
+                                _c15_s = 3
+                            elif True:
+                                v = (v << 2) | 1
+                                n += 2
+                                if _c15_Type is not None or _c15_URI is not None or _c15_Transforms is not None: raise _leftover(_c15_o)
+                                _c15_s = -1
+                        if _c15_s == 3:
+                            if True:
+                                v <<= 1
+                                n += 1
+                                if _c15_Type is not None or _c15_URI is not None or _c15_Transforms is not None: raise _leftover(_c15_o)
+                                _c15_s = -1
+                        if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
@@ -3708,9 +6418,94 @@ def _e_KeyInfoType(w, o):
                         el = 'RetrievalMethod'
                         v = (v << 4) | 2
                         n += 4
-                        w.v = v; w.n = n
-                        _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                        v = w.v; n = w.n
+                        _c16_o = v_RetrievalMethod[i_RetrievalMethod]
+                        _c16_Type = _c16_o.Type
+                        _c16_URI = _c16_o.URI
+                        _c16_Transforms = _c16_o.Transforms
+                        if _c16_Type is not None:
+                            el = 'RetrievalMethod/@Type'
+                            v <<= 3
+                            n += 3
+                            _l = len(_c16_Type)
+                            if _l < 126 and _c16_Type.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c16_Type.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c16_Type); v = w.v; n = w.n
+                            _c16_Type = None
+                            _c16_s = 1
+                        elif _c16_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v = (v << 3) | 1
+                            n += 3
+                            _l = len(_c16_URI)
+                            if _l < 126 and _c16_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c16_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c16_URI); v = w.v; n = w.n
+                            _c16_URI = None
+                            _c16_s = 2
+                        elif _c16_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 3) | 2
+                            n += 3
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c16_Transforms)
+                            v = w.v; n = w.n
+                            _c16_Transforms = None
+                            _c16_s = 3
+                        elif True:
+                            v = (v << 3) | 3
+                            n += 3
+                            if _c16_Type is not None or _c16_URI is not None or _c16_Transforms is not None: raise _leftover(_c16_o)
+                            _c16_s = -1
+                        if _c16_s == 1:
+                            if _c16_URI is not None:
+                                el = 'RetrievalMethod/@URI'
+                                v <<= 2
+                                n += 2
+                                _l = len(_c16_URI)
+                                if _l < 126 and _c16_URI.isascii():
+                                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c16_URI.encode(), 'big')
+                                    n += (_l + 1) << 3
+                                else: w.v = v; w.n = n; w.string(_c16_URI); v = w.v; n = w.n
+                                _c16_URI = None
+                                _c16_s = 2
+                            elif _c16_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v = (v << 2) | 1
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c16_Transforms)
+                                v = w.v; n = w.n
+                                _c16_Transforms = None
+                                _c16_s = 3
+                            elif True:
+                                v = (v << 2) | 2
+                                n += 2
+                                if _c16_Type is not None or _c16_URI is not None or _c16_Transforms is not None: raise _leftover(_c16_o)
+                                _c16_s = -1
+                        if _c16_s == 2:
+                            if _c16_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v <<= 2
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c16_Transforms)
+                                v = w.v; n = w.n
+                                _c16_Transforms = None
+                                _c16_s = 3
+                            elif True:
+                                v = (v << 2) | 1
+                                n += 2
+                                if _c16_Type is not None or _c16_URI is not None or _c16_Transforms is not None: raise _leftover(_c16_o)
+                                _c16_s = -1
+                        if _c16_s == 3:
+                            if True:
+                                v <<= 1
+                                n += 1
+                                if _c16_Type is not None or _c16_URI is not None or _c16_Transforms is not None: raise _leftover(_c16_o)
+                                _c16_s = -1
+                        if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
@@ -3792,9 +6587,94 @@ def _e_KeyInfoType(w, o):
                         el = 'RetrievalMethod'
                         v = (v << 4) | 2
                         n += 4
-                        w.v = v; w.n = n
-                        _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                        v = w.v; n = w.n
+                        _c17_o = v_RetrievalMethod[i_RetrievalMethod]
+                        _c17_Type = _c17_o.Type
+                        _c17_URI = _c17_o.URI
+                        _c17_Transforms = _c17_o.Transforms
+                        if _c17_Type is not None:
+                            el = 'RetrievalMethod/@Type'
+                            v <<= 3
+                            n += 3
+                            _l = len(_c17_Type)
+                            if _l < 126 and _c17_Type.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c17_Type.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c17_Type); v = w.v; n = w.n
+                            _c17_Type = None
+                            _c17_s = 1
+                        elif _c17_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v = (v << 3) | 1
+                            n += 3
+                            _l = len(_c17_URI)
+                            if _l < 126 and _c17_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c17_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c17_URI); v = w.v; n = w.n
+                            _c17_URI = None
+                            _c17_s = 2
+                        elif _c17_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 3) | 2
+                            n += 3
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c17_Transforms)
+                            v = w.v; n = w.n
+                            _c17_Transforms = None
+                            _c17_s = 3
+                        elif True:
+                            v = (v << 3) | 3
+                            n += 3
+                            if _c17_Type is not None or _c17_URI is not None or _c17_Transforms is not None: raise _leftover(_c17_o)
+                            _c17_s = -1
+                        if _c17_s == 1:
+                            if _c17_URI is not None:
+                                el = 'RetrievalMethod/@URI'
+                                v <<= 2
+                                n += 2
+                                _l = len(_c17_URI)
+                                if _l < 126 and _c17_URI.isascii():
+                                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c17_URI.encode(), 'big')
+                                    n += (_l + 1) << 3
+                                else: w.v = v; w.n = n; w.string(_c17_URI); v = w.v; n = w.n
+                                _c17_URI = None
+                                _c17_s = 2
+                            elif _c17_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v = (v << 2) | 1
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c17_Transforms)
+                                v = w.v; n = w.n
+                                _c17_Transforms = None
+                                _c17_s = 3
+                            elif True:
+                                v = (v << 2) | 2
+                                n += 2
+                                if _c17_Type is not None or _c17_URI is not None or _c17_Transforms is not None: raise _leftover(_c17_o)
+                                _c17_s = -1
+                        if _c17_s == 2:
+                            if _c17_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v <<= 2
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c17_Transforms)
+                                v = w.v; n = w.n
+                                _c17_Transforms = None
+                                _c17_s = 3
+                            elif True:
+                                v = (v << 2) | 1
+                                n += 2
+                                if _c17_Type is not None or _c17_URI is not None or _c17_Transforms is not None: raise _leftover(_c17_o)
+                                _c17_s = -1
+                        if _c17_s == 3:
+                            if True:
+                                v <<= 1
+                                n += 1
+                                if _c17_Type is not None or _c17_URI is not None or _c17_Transforms is not None: raise _leftover(_c17_o)
+                                _c17_s = -1
+                        if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
@@ -3876,9 +6756,94 @@ def _e_KeyInfoType(w, o):
                         el = 'RetrievalMethod'
                         v = (v << 4) | 2
                         n += 4
-                        w.v = v; w.n = n
-                        _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                        v = w.v; n = w.n
+                        _c18_o = v_RetrievalMethod[i_RetrievalMethod]
+                        _c18_Type = _c18_o.Type
+                        _c18_URI = _c18_o.URI
+                        _c18_Transforms = _c18_o.Transforms
+                        if _c18_Type is not None:
+                            el = 'RetrievalMethod/@Type'
+                            v <<= 3
+                            n += 3
+                            _l = len(_c18_Type)
+                            if _l < 126 and _c18_Type.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c18_Type.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c18_Type); v = w.v; n = w.n
+                            _c18_Type = None
+                            _c18_s = 1
+                        elif _c18_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v = (v << 3) | 1
+                            n += 3
+                            _l = len(_c18_URI)
+                            if _l < 126 and _c18_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c18_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c18_URI); v = w.v; n = w.n
+                            _c18_URI = None
+                            _c18_s = 2
+                        elif _c18_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 3) | 2
+                            n += 3
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c18_Transforms)
+                            v = w.v; n = w.n
+                            _c18_Transforms = None
+                            _c18_s = 3
+                        elif True:
+                            v = (v << 3) | 3
+                            n += 3
+                            if _c18_Type is not None or _c18_URI is not None or _c18_Transforms is not None: raise _leftover(_c18_o)
+                            _c18_s = -1
+                        if _c18_s == 1:
+                            if _c18_URI is not None:
+                                el = 'RetrievalMethod/@URI'
+                                v <<= 2
+                                n += 2
+                                _l = len(_c18_URI)
+                                if _l < 126 and _c18_URI.isascii():
+                                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c18_URI.encode(), 'big')
+                                    n += (_l + 1) << 3
+                                else: w.v = v; w.n = n; w.string(_c18_URI); v = w.v; n = w.n
+                                _c18_URI = None
+                                _c18_s = 2
+                            elif _c18_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v = (v << 2) | 1
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c18_Transforms)
+                                v = w.v; n = w.n
+                                _c18_Transforms = None
+                                _c18_s = 3
+                            elif True:
+                                v = (v << 2) | 2
+                                n += 2
+                                if _c18_Type is not None or _c18_URI is not None or _c18_Transforms is not None: raise _leftover(_c18_o)
+                                _c18_s = -1
+                        if _c18_s == 2:
+                            if _c18_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v <<= 2
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c18_Transforms)
+                                v = w.v; n = w.n
+                                _c18_Transforms = None
+                                _c18_s = 3
+                            elif True:
+                                v = (v << 2) | 1
+                                n += 2
+                                if _c18_Type is not None or _c18_URI is not None or _c18_Transforms is not None: raise _leftover(_c18_o)
+                                _c18_s = -1
+                        if _c18_s == 3:
+                            if True:
+                                v <<= 1
+                                n += 1
+                                if _c18_Type is not None or _c18_URI is not None or _c18_Transforms is not None: raise _leftover(_c18_o)
+                                _c18_s = -1
+                        if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
@@ -3957,9 +6922,94 @@ def _e_KeyInfoType(w, o):
                     el = 'RetrievalMethod'
                     v = (v << 4) | 2
                     n += 4
-                    w.v = v; w.n = n
-                    _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                    v = w.v; n = w.n
+                    _c19_o = v_RetrievalMethod[i_RetrievalMethod]
+                    _c19_Type = _c19_o.Type
+                    _c19_URI = _c19_o.URI
+                    _c19_Transforms = _c19_o.Transforms
+                    if _c19_Type is not None:
+                        el = 'RetrievalMethod/@Type'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c19_Type)
+                        if _l < 126 and _c19_Type.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c19_Type.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c19_Type); v = w.v; n = w.n
+                        _c19_Type = None
+                        _c19_s = 1
+                    elif _c19_URI is not None:
+                        el = 'RetrievalMethod/@URI'
+                        v = (v << 3) | 1
+                        n += 3
+                        _l = len(_c19_URI)
+                        if _l < 126 and _c19_URI.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c19_URI.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c19_URI); v = w.v; n = w.n
+                        _c19_URI = None
+                        _c19_s = 2
+                    elif _c19_Transforms is not None:
+                        el = 'RetrievalMethod/Transforms'
+                        v = (v << 3) | 2
+                        n += 3
+                        w.v = v; w.n = n
+                        _e_TransformsType(w, _c19_Transforms)
+                        v = w.v; n = w.n
+                        _c19_Transforms = None
+                        _c19_s = 3
+                    elif True:
+                        v = (v << 3) | 3
+                        n += 3
+                        if _c19_Type is not None or _c19_URI is not None or _c19_Transforms is not None: raise _leftover(_c19_o)
+                        _c19_s = -1
+                    if _c19_s == 1:
+                        if _c19_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v <<= 2
+                            n += 2
+                            _l = len(_c19_URI)
+                            if _l < 126 and _c19_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c19_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c19_URI); v = w.v; n = w.n
+                            _c19_URI = None
+                            _c19_s = 2
+                        elif _c19_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c19_Transforms)
+                            v = w.v; n = w.n
+                            _c19_Transforms = None
+                            _c19_s = 3
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c19_Type is not None or _c19_URI is not None or _c19_Transforms is not None: raise _leftover(_c19_o)
+                            _c19_s = -1
+                    if _c19_s == 2:
+                        if _c19_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c19_Transforms)
+                            v = w.v; n = w.n
+                            _c19_Transforms = None
+                            _c19_s = 3
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c19_Type is not None or _c19_URI is not None or _c19_Transforms is not None: raise _leftover(_c19_o)
+                            _c19_s = -1
+                    if _c19_s == 3:
+                        if True:
+                            v <<= 1
+                            n += 1
+                            if _c19_Type is not None or _c19_URI is not None or _c19_Transforms is not None: raise _leftover(_c19_o)
+                            _c19_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
@@ -4037,7 +7087,6 @@ def _d_KeyValueType(r, key):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
-                    el = 'RSAKeyValue'
                     el = 'RSAKeyValue/Modulus'
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -4047,9 +7096,11 @@ def _d_KeyValueType(r, key):
                         if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
                         _c1_Modulus = b''
                     else:
-                        r.pos = p
-                        _c1_Modulus = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _c1_Modulus = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _c1_Modulus = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
@@ -4065,16 +7116,20 @@ def _d_KeyValueType(r, key):
                         if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
                         _c1_Exponent = b''
                     else:
-                        r.pos = p
-                        _c1_Exponent = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _c1_Exponent = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _c1_Exponent = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
-                    f_RSAKeyValue = xmldsig.RSAKeyValueType(_c1_Modulus, _c1_Exponent)
+                    f_RSAKeyValue = _new(xmldsig.RSAKeyValueType)
+                    f_RSAKeyValue.Modulus = _c1_Modulus
+                    f_RSAKeyValue.Exponent = _c1_Exponent
                     s = 3
                 elif ec == 2:
                     r.pos = p
@@ -4102,7 +7157,6 @@ def _d_KeyValueType(r, key):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
-                    el = 'RSAKeyValue'
                     el = 'RSAKeyValue/Modulus'
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -4112,9 +7166,11 @@ def _d_KeyValueType(r, key):
                         if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
                         _c2_Modulus = b''
                     else:
-                        r.pos = p
-                        _c2_Modulus = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _c2_Modulus = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _c2_Modulus = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
@@ -4130,16 +7186,20 @@ def _d_KeyValueType(r, key):
                         if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
                         _c2_Exponent = b''
                     else:
-                        r.pos = p
-                        _c2_Exponent = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _c2_Exponent = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _c2_Exponent = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
-                    f_RSAKeyValue = xmldsig.RSAKeyValueType(_c2_Modulus, _c2_Exponent)
+                    f_RSAKeyValue = _new(xmldsig.RSAKeyValueType)
+                    f_RSAKeyValue.Modulus = _c2_Modulus
+                    f_RSAKeyValue.Exponent = _c2_Exponent
                     s = 3
                 elif ec == 2:
                     r.pos = p
@@ -4198,7 +7258,10 @@ def _d_KeyValueType(r, key):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return xmldsig.KeyValueType(f_DSAKeyValue, f_RSAKeyValue)
+    _obj = _new(xmldsig.KeyValueType)
+    _obj.DSAKeyValue = f_DSAKeyValue
+    _obj.RSAKeyValue = f_RSAKeyValue
+    return _obj
 
 def _e_KeyValueType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}KeyValueType
@@ -4208,100 +7271,93 @@ def _e_KeyValueType(w, o):
     try:
         v_DSAKeyValue = o.DSAKeyValue
         v_RSAKeyValue = o.RSAKeyValue
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_DSAKeyValue is not None:
-                    el = 'DSAKeyValue'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_DSAKeyValueType(w, v_DSAKeyValue)
-                    v = w.v; n = w.n
-                    v_DSAKeyValue = None
-                    s = 2
-                elif v_RSAKeyValue is not None:
-                    el = 'RSAKeyValue'
-                    _o = v_RSAKeyValue
-                    _c1_Modulus = _o.Modulus
-                    _c1_Exponent = _o.Exponent
-                    if not (_c1_Modulus is not None): raise EncodeError('missing content: Modulus')
-                    el = 'RSAKeyValue/Modulus'
-                    v = (v << 5) | (1 << 2)
-                    n += 5
-                    w.v = v; w.n = n
-                    w.binary(_c1_Modulus)
-                    v = w.v; n = w.n
-                    if not (_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'RSAKeyValue/Exponent'
-                    v <<= 3
-                    n += 3
-                    _c1_Modulus = None
-                    w.v = v; w.n = n
-                    w.binary(_c1_Exponent)
-                    v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c1_Exponent = None
-                    v_RSAKeyValue = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of DSAKeyValue, RSAKeyValue')
-            if s == 1:
-                if v_DSAKeyValue is not None:
-                    el = 'DSAKeyValue'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_DSAKeyValueType(w, v_DSAKeyValue)
-                    v = w.v; n = w.n
-                    v_DSAKeyValue = None
-                    s = 2
-                elif v_RSAKeyValue is not None:
-                    el = 'RSAKeyValue'
-                    _o = v_RSAKeyValue
-                    _c2_Modulus = _o.Modulus
-                    _c2_Exponent = _o.Exponent
-                    if not (_c2_Modulus is not None): raise EncodeError('missing content: Modulus')
-                    el = 'RSAKeyValue/Modulus'
-                    v = (v << 5) | (1 << 2)
-                    n += 5
-                    w.v = v; w.n = n
-                    w.binary(_c2_Modulus)
-                    v = w.v; n = w.n
-                    if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'RSAKeyValue/Exponent'
-                    v <<= 3
-                    n += 3
-                    _c2_Modulus = None
-                    w.v = v; w.n = n
-                    w.binary(_c2_Exponent)
-                    v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c2_Exponent = None
-                    v_RSAKeyValue = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of DSAKeyValue, RSAKeyValue')
-            if s == 2:
-                if True:
-                    v <<= 2
-                    n += 2
-                    if v_DSAKeyValue is not None or v_RSAKeyValue is not None: raise _leftover(o)
-                    s = -1
-            if s == 3:
-                if True:
-                    v <<= 2
-                    n += 2
-                    if v_DSAKeyValue is not None or v_RSAKeyValue is not None: raise _leftover(o)
-                    s = -1
-            if s == 4:
-                if True:
-                    v <<= 2
-                    n += 2
-                    if v_DSAKeyValue is not None or v_RSAKeyValue is not None: raise _leftover(o)
-                    s = -1
+        if v_DSAKeyValue is not None:
+            el = 'DSAKeyValue'
+            v <<= 3
+            n += 3
+            w.v = v; w.n = n
+            _e_DSAKeyValueType(w, v_DSAKeyValue)
+            v = w.v; n = w.n
+            v_DSAKeyValue = None
+            s = 2
+        elif v_RSAKeyValue is not None:
+            el = 'RSAKeyValue'
+            _o = v_RSAKeyValue
+            _c1_Modulus = _o.Modulus
+            _c1_Exponent = _o.Exponent
+            if not (_c1_Modulus is not None): raise EncodeError('missing content: Modulus')
+            el = 'RSAKeyValue/Modulus'
+            v = (v << 5) | (1 << 2)
+            n += 5
+            _l = len(_c1_Modulus)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_Modulus, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(_c1_Modulus); v = w.v; n = w.n
+            if not (_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'RSAKeyValue/Exponent'
+            v <<= 3
+            n += 3
+            _l = len(_c1_Exponent)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_Exponent, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(_c1_Exponent); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            v_RSAKeyValue = None
+            s = 3
+        else:
+            raise EncodeError('missing content: expected one of DSAKeyValue, RSAKeyValue')
+        if s == 1:
+            if v_DSAKeyValue is not None:
+                el = 'DSAKeyValue'
+                v <<= 3
+                n += 3
+                w.v = v; w.n = n
+                _e_DSAKeyValueType(w, v_DSAKeyValue)
+                v = w.v; n = w.n
+                v_DSAKeyValue = None
+                s = 2
+            elif v_RSAKeyValue is not None:
+                el = 'RSAKeyValue'
+                _o = v_RSAKeyValue
+                _c2_Modulus = _o.Modulus
+                _c2_Exponent = _o.Exponent
+                if not (_c2_Modulus is not None): raise EncodeError('missing content: Modulus')
+                el = 'RSAKeyValue/Modulus'
+                v = (v << 5) | (1 << 2)
+                n += 5
+                _l = len(_c2_Modulus)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_Modulus, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c2_Modulus); v = w.v; n = w.n
+                if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'RSAKeyValue/Exponent'
+                v <<= 3
+                n += 3
+                _l = len(_c2_Exponent)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_Exponent, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c2_Exponent); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_RSAKeyValue = None
+                s = 3
+            else:
+                raise EncodeError('missing content: expected one of DSAKeyValue, RSAKeyValue')
+        if s == 2:
+            if True:
+                v <<= 2
+                n += 2
+                if v_DSAKeyValue is not None or v_RSAKeyValue is not None: raise _leftover(o)
+                s = -1
+        if s == 3:
+            if True:
+                v <<= 2
+                n += 2
+                if v_DSAKeyValue is not None or v_RSAKeyValue is not None: raise _leftover(o)
+                s = -1
+        if s == 4:
+            if True:
+                v <<= 2
+                n += 2
+                if v_DSAKeyValue is not None or v_RSAKeyValue is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4316,72 +7372,72 @@ def _d_ManifestType(r):
     f_Id = None
     f_Reference = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = '@Id'
+            r.pos = p
+            f_Id = r.string('Id')
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ManifestType', p)
+            el = 'Reference'
+            r.pos = p
+            _v = _d_ReferenceType(r)
+            V = r.v; E = r.end; p = r.pos
+            f_Reference.append(_v)
+            s = 2
+        elif ec == 1:
+            el = 'Reference'
+            r.pos = p
+            _v = _d_ReferenceType(r)
+            V = r.v; E = r.end; p = r.pos
+            f_Reference.append(_v)
+            s = 2
+        else:
+            raise r.deviation('ManifestType', p)
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Reference'
+                r.pos = p
+                _v = _d_ReferenceType(r)
+                V = r.v; E = r.end; p = r.pos
+                f_Reference.append(_v)
+                s = 3
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('ManifestType', p)
+        if s == 3:
+            while True:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    el = '@Id'
-                    r.pos = p
-                    f_Id = r.string('Id')
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ManifestType', p)
                     el = 'Reference'
                     r.pos = p
                     _v = _d_ReferenceType(r)
                     V = r.v; E = r.end; p = r.pos
                     f_Reference.append(_v)
-                    s = 2
-                elif ec == 1:
-                    el = 'Reference'
-                    r.pos = p
-                    _v = _d_ReferenceType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_Reference.append(_v)
-                    s = 2
-                else:
-                    raise r.deviation('ManifestType', p)
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'Reference'
-                    r.pos = p
-                    _v = _d_ReferenceType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    f_Reference.append(_v)
-                    s = 3
                 elif ec == 1:
                     pass
                     s = -1
+                    break
                 else:
                     raise r.deviation('ManifestType', p)
-            if s == 3:
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        el = 'Reference'
-                        r.pos = p
-                        _v = _d_ReferenceType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        f_Reference.append(_v)
-                    elif ec == 1:
-                        pass
-                        s = -1
-                        break
-                    else:
-                        raise r.deviation('ManifestType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return xmldsig.ManifestType(f_Id, f_Reference)
+    _obj = _new(xmldsig.ManifestType)
+    _obj.Id = f_Id
+    _obj.Reference = f_Reference
+    return _obj
 
 def _e_ManifestType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}ManifestType
@@ -4393,40 +7449,53 @@ def _e_ManifestType(w, o):
         v_Reference = o.Reference
         n_Reference = len(v_Reference)
         i_Reference = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Id is not None:
-                    el = '@Id'
-                    v <<= 2
-                    n += 2
-                    _l = len(v_Id)
-                    if _l < 126 and v_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-                    if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
-                    el = 'Reference'
-                    v <<= 1
-                    n += 1
-                    v_Id = None
-                    w.v = v; w.n = n
-                    _e_ReferenceType(w, v_Reference[i_Reference])
-                    v = w.v; n = w.n
-                    i_Reference += 1
-                    s = 2
-                elif i_Reference < n_Reference:
-                    el = 'Reference'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_ReferenceType(w, v_Reference[i_Reference])
-                    v = w.v; n = w.n
-                    i_Reference += 1
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Id, Reference')
-            if s == 2:
+        if v_Id is not None:
+            el = '@Id'
+            v <<= 2
+            n += 2
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
+            if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
+            el = 'Reference'
+            v <<= 1
+            n += 1
+            v_Id = None
+            w.v = v; w.n = n
+            _e_ReferenceType(w, v_Reference[i_Reference])
+            v = w.v; n = w.n
+            i_Reference += 1
+            s = 2
+        elif i_Reference < n_Reference:
+            el = 'Reference'
+            v = (v << 2) | 1
+            n += 2
+            w.v = v; w.n = n
+            _e_ReferenceType(w, v_Reference[i_Reference])
+            v = w.v; n = w.n
+            i_Reference += 1
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of Id, Reference')
+        if s == 2:
+            if i_Reference < n_Reference:
+                el = 'Reference'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_ReferenceType(w, v_Reference[i_Reference])
+                v = w.v; n = w.n
+                i_Reference += 1
+                s = 3
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Id is not None or i_Reference < n_Reference: raise _leftover(o)
+                s = -1
+        if s == 3:
+            while True:
                 if i_Reference < n_Reference:
                     el = 'Reference'
                     v <<= 2
@@ -4435,28 +7504,12 @@ def _e_ManifestType(w, o):
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     v = w.v; n = w.n
                     i_Reference += 1
-                    s = 3
                 elif True:
                     v = (v << 2) | 1
                     n += 2
                     if v_Id is not None or i_Reference < n_Reference: raise _leftover(o)
                     s = -1
-            if s == 3:
-                while True:
-                    if i_Reference < n_Reference:
-                        el = 'Reference'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_ReferenceType(w, v_Reference[i_Reference])
-                        v = w.v; n = w.n
-                        i_Reference += 1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if v_Id is not None or i_Reference < n_Reference: raise _leftover(o)
-                        s = -1
-                        break
+                    break
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4627,7 +7680,11 @@ def _d_ObjectType(r, key):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return xmldsig.ObjectType(f_Encoding, f_Id, f_MimeType)
+    _obj = _new(xmldsig.ObjectType)
+    _obj.Encoding = f_Encoding
+    _obj.Id = f_Id
+    _obj.MimeType = f_MimeType
+    return _obj
 
 def _e_ObjectType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}ObjectType
@@ -4638,110 +7695,107 @@ def _e_ObjectType(w, o):
         v_Encoding = o.Encoding
         v_Id = o.Id
         v_MimeType = o.MimeType
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Encoding is not None:
-                    el = '@Encoding'
-                    v <<= 3
-                    n += 3
-                    _l = len(v_Encoding)
-                    if _l < 126 and v_Encoding.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Encoding.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Encoding); v = w.v; n = w.n
-                    v_Encoding = None
-                    s = 1
-                elif v_Id is not None:
-                    el = '@Id'
-                    v = (v << 3) | 1
-                    n += 3
-                    _l = len(v_Id)
-                    if _l < 126 and v_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-                    v_Id = None
-                    s = 2
-                elif v_MimeType is not None:
-                    el = '@MimeType'
-                    v = (v << 3) | 2
-                    n += 3
-                    _l = len(v_MimeType)
-                    if _l < 126 and v_MimeType.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MimeType.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_MimeType); v = w.v; n = w.n
-                    v_MimeType = None
-                    s = 3
-                elif True:
-                    v = (v << 3) | 4
-                    n += 3
-                    if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
-                    s = -1
-            if s == 1:
-                if v_Id is not None:
-                    el = '@Id'
-                    v <<= 3
-                    n += 3
-                    _l = len(v_Id)
-                    if _l < 126 and v_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-                    v_Id = None
-                    s = 2
-                elif v_MimeType is not None:
-                    el = '@MimeType'
-                    v = (v << 3) | 1
-                    n += 3
-                    _l = len(v_MimeType)
-                    if _l < 126 and v_MimeType.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MimeType.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_MimeType); v = w.v; n = w.n
-                    v_MimeType = None
-                    s = 3
-                elif True:
-                    v = (v << 3) | 3
-                    n += 3
-                    if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
-                    s = -1
-            if s == 2:
-                if v_MimeType is not None:
-                    el = '@MimeType'
-                    v <<= 3
-                    n += 3
-                    _l = len(v_MimeType)
-                    if _l < 126 and v_MimeType.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MimeType.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_MimeType); v = w.v; n = w.n
-                    v_MimeType = None
-                    s = 3
-                elif True:
-                    v = (v << 3) | 2
-                    n += 3
-                    if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
-                    s = -1
-            if s == 3:
-                if True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
-                    s = -1
-            if s == 4:
-                if True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
-                    s = -1
-            if s == 5:
-                if True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
-                    s = -1
+        if v_Encoding is not None:
+            el = '@Encoding'
+            v <<= 3
+            n += 3
+            _l = len(v_Encoding)
+            if _l < 126 and v_Encoding.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Encoding.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Encoding); v = w.v; n = w.n
+            v_Encoding = None
+            s = 1
+        elif v_Id is not None:
+            el = '@Id'
+            v = (v << 3) | 1
+            n += 3
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
+            v_Id = None
+            s = 2
+        elif v_MimeType is not None:
+            el = '@MimeType'
+            v = (v << 3) | 2
+            n += 3
+            _l = len(v_MimeType)
+            if _l < 126 and v_MimeType.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MimeType.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_MimeType); v = w.v; n = w.n
+            v_MimeType = None
+            s = 3
+        elif True:
+            v = (v << 3) | 4
+            n += 3
+            if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
+            s = -1
+        if s == 1:
+            if v_Id is not None:
+                el = '@Id'
+                v <<= 3
+                n += 3
+                _l = len(v_Id)
+                if _l < 126 and v_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
+                v_Id = None
+                s = 2
+            elif v_MimeType is not None:
+                el = '@MimeType'
+                v = (v << 3) | 1
+                n += 3
+                _l = len(v_MimeType)
+                if _l < 126 and v_MimeType.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MimeType.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_MimeType); v = w.v; n = w.n
+                v_MimeType = None
+                s = 3
+            elif True:
+                v = (v << 3) | 3
+                n += 3
+                if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
+                s = -1
+        if s == 2:
+            if v_MimeType is not None:
+                el = '@MimeType'
+                v <<= 3
+                n += 3
+                _l = len(v_MimeType)
+                if _l < 126 and v_MimeType.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MimeType.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_MimeType); v = w.v; n = w.n
+                v_MimeType = None
+                s = 3
+            elif True:
+                v = (v << 3) | 2
+                n += 3
+                if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
+                s = -1
+        if s == 3:
+            if True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
+                s = -1
+        if s == 4:
+            if True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
+                s = -1
+        if s == 5:
+            if True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4772,9 +7826,11 @@ def _d_PGPDataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
                         f_PGPKeyID = b''
                     else:
-                        r.pos = p
-                        f_PGPKeyID = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            f_PGPKeyID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; f_PGPKeyID = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
@@ -4789,9 +7845,11 @@ def _d_PGPDataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
                         f_PGPKeyPacket = b''
                     else:
-                        r.pos = p
-                        f_PGPKeyPacket = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            f_PGPKeyPacket = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; f_PGPKeyPacket = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
@@ -4812,9 +7870,11 @@ def _d_PGPDataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
                         f_PGPKeyPacket = b''
                     else:
-                        r.pos = p
-                        f_PGPKeyPacket = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            f_PGPKeyPacket = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; f_PGPKeyPacket = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
@@ -4888,7 +7948,10 @@ def _d_PGPDataType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return xmldsig.PGPDataType(f_PGPKeyID, f_PGPKeyPacket)
+    _obj = _new(xmldsig.PGPDataType)
+    _obj.PGPKeyID = f_PGPKeyID
+    _obj.PGPKeyPacket = f_PGPKeyPacket
+    return _obj
 
 def _e_PGPDataType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}PGPDataType
@@ -4898,74 +7961,71 @@ def _e_PGPDataType(w, o):
     try:
         v_PGPKeyID = o.PGPKeyID
         v_PGPKeyPacket = o.PGPKeyPacket
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_PGPKeyID is not None:
-                    el = 'PGPKeyID'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    w.binary(v_PGPKeyID)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_PGPKeyID = None
-                    s = 1
-                elif v_PGPKeyPacket is not None:
-                    el = 'PGPKeyPacket'
-                    v = (v << 3) | (1 << 1)
-                    n += 3
-                    w.v = v; w.n = n
-                    w.binary(v_PGPKeyPacket)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_PGPKeyPacket = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of PGPKeyID, PGPKeyPacket')
-            if s == 1:
-                if v_PGPKeyPacket is not None:
-                    el = 'PGPKeyPacket'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    w.binary(v_PGPKeyPacket)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_PGPKeyPacket = None
-                    s = 3
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
-                    s = -1
-            if s == 2:
-                if True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
-                    s = -1
-            if s == 3:
-                if True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
-                    s = -1
-            if s == 4:
-                if True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
-                    s = -1
-            if s == 5:
-                if True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
-                    s = -1
+        if v_PGPKeyID is not None:
+            el = 'PGPKeyID'
+            v <<= 3
+            n += 3
+            _l = len(v_PGPKeyID)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_PGPKeyID, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_PGPKeyID); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_PGPKeyID = None
+            s = 1
+        elif v_PGPKeyPacket is not None:
+            el = 'PGPKeyPacket'
+            v = (v << 3) | (1 << 1)
+            n += 3
+            _l = len(v_PGPKeyPacket)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_PGPKeyPacket, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_PGPKeyPacket); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_PGPKeyPacket = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of PGPKeyID, PGPKeyPacket')
+        if s == 1:
+            if v_PGPKeyPacket is not None:
+                el = 'PGPKeyPacket'
+                v <<= 3
+                n += 3
+                _l = len(v_PGPKeyPacket)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_PGPKeyPacket, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(v_PGPKeyPacket); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_PGPKeyPacket = None
+                s = 3
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
+                s = -1
+        if s == 2:
+            if True:
+                v = (v << 2) | 1
+                n += 2
+                if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
+                s = -1
+        if s == 3:
+            if True:
+                v = (v << 2) | 1
+                n += 2
+                if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
+                s = -1
+        if s == 4:
+            if True:
+                v = (v << 2) | 1
+                n += 2
+                if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
+                s = -1
+        if s == 5:
+            if True:
+                v = (v << 2) | 1
+                n += 2
+                if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4992,9 +8052,11 @@ def _d_RSAKeyValueType(r):
             if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
             f_Modulus = b''
         else:
-            r.pos = p
-            f_Modulus = r.binary()
-            V = r.v; E = r.end; p = r.pos
+            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                p += 8 + (_l << 3)
+                f_Modulus = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = p; f_Modulus = r.binary(); V = r.v; E = r.end; p = r.pos
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
@@ -5010,9 +8072,11 @@ def _d_RSAKeyValueType(r):
             if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
             f_Exponent = b''
         else:
-            r.pos = p
-            f_Exponent = r.binary()
-            V = r.v; E = r.end; p = r.pos
+            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                p += 8 + (_l << 3)
+                f_Exponent = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = p; f_Exponent = r.binary(); V = r.v; E = r.end; p = r.pos
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
@@ -5022,7 +8086,10 @@ def _d_RSAKeyValueType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return xmldsig.RSAKeyValueType(f_Modulus, f_Exponent)
+    _obj = _new(xmldsig.RSAKeyValueType)
+    _obj.Modulus = f_Modulus
+    _obj.Exponent = f_Exponent
+    return _obj
 
 def _e_RSAKeyValueType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}RSAKeyValueType
@@ -5036,17 +8103,17 @@ def _e_RSAKeyValueType(w, o):
             el = 'Modulus'
             v <<= 2
             n += 2
-            w.v = v; w.n = n
-            w.binary(v_Modulus)
-            v = w.v; n = w.n
+            _l = len(v_Modulus)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Modulus, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_Modulus); v = w.v; n = w.n
             if not (v_Exponent is not None): raise EncodeError('missing content: Exponent')
             el = 'Exponent'
             v <<= 3
             n += 3
             v_Modulus = None
-            w.v = v; w.n = n
-            w.binary(v_Exponent)
-            v = w.v; n = w.n
+            _l = len(v_Exponent)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Exponent, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_Exponent); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_Exponent = None
@@ -5071,152 +8138,158 @@ def _d_ReferenceType(r):
     f_DigestMethod = None
     f_DigestValue = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    el = '@Id'
-                    r.pos = p
-                    f_Id = r.string('Id')
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 1:
-                    el = '@Type'
-                    r.pos = p
-                    f_Type = r.string('Type')
-                    V = r.v; E = r.end; p = r.pos
-                    s = 2
-                elif ec == 2:
-                    el = '@URI'
-                    r.pos = p
-                    f_URI = r.string('URI')
-                    V = r.v; E = r.end; p = r.pos
-                    s = 3
-                elif ec == 3:
-                    el = 'Transforms'
-                    r.pos = p
-                    f_Transforms = _d_TransformsType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 4
-                elif ec == 4:
-                    el = 'DigestMethod'
-                    r.pos = p
-                    f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
-                    V = r.v; E = r.end; p = r.pos
-                    s = 5
-                else:
-                    raise r.deviation('ReferenceType', p)
-            if s == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    el = '@Type'
-                    r.pos = p
-                    f_Type = r.string('Type')
-                    V = r.v; E = r.end; p = r.pos
-                    s = 2
-                elif ec == 1:
-                    el = '@URI'
-                    r.pos = p
-                    f_URI = r.string('URI')
-                    V = r.v; E = r.end; p = r.pos
-                    s = 3
-                elif ec == 2:
-                    el = 'Transforms'
-                    r.pos = p
-                    f_Transforms = _d_TransformsType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 4
-                elif ec == 3:
-                    el = 'DigestMethod'
-                    r.pos = p
-                    f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
-                    V = r.v; E = r.end; p = r.pos
-                    s = 5
-                else:
-                    raise r.deviation('ReferenceType', p)
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = '@URI'
-                    r.pos = p
-                    f_URI = r.string('URI')
-                    V = r.v; E = r.end; p = r.pos
-                    s = 3
-                elif ec == 1:
-                    el = 'Transforms'
-                    r.pos = p
-                    f_Transforms = _d_TransformsType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 4
-                elif ec == 2:
-                    el = 'DigestMethod'
-                    r.pos = p
-                    f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
-                    V = r.v; E = r.end; p = r.pos
-                    s = 5
-                else:
-                    raise r.deviation('ReferenceType', p)
-            if s == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'Transforms'
-                    r.pos = p
-                    f_Transforms = _d_TransformsType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 4
-                elif ec == 1:
-                    el = 'DigestMethod'
-                    r.pos = p
-                    f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
-                    V = r.v; E = r.end; p = r.pos
-                    s = 5
-                else:
-                    raise r.deviation('ReferenceType', p)
-            if s == 4:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        ec = (V >> (E - p)) & 7
+        if ec == 0:
+            el = '@Id'
+            r.pos = p
+            f_Id = r.string('Id')
+            V = r.v; E = r.end; p = r.pos
+            s = 1
+        elif ec == 1:
+            el = '@Type'
+            r.pos = p
+            f_Type = r.string('Type')
+            V = r.v; E = r.end; p = r.pos
+            s = 2
+        elif ec == 2:
+            el = '@URI'
+            r.pos = p
+            f_URI = r.string('URI')
+            V = r.v; E = r.end; p = r.pos
+            s = 3
+        elif ec == 3:
+            el = 'Transforms'
+            r.pos = p
+            f_Transforms = _d_TransformsType(r)
+            V = r.v; E = r.end; p = r.pos
+            s = 4
+        elif ec == 4:
+            el = 'DigestMethod'
+            r.pos = p
+            f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
+            V = r.v; E = r.end; p = r.pos
+            s = 5
+        else:
+            raise r.deviation('ReferenceType', p)
+        if s == 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            ec = (V >> (E - p)) & 7
+            if ec == 0:
+                el = '@Type'
+                r.pos = p
+                f_Type = r.string('Type')
+                V = r.v; E = r.end; p = r.pos
+                s = 2
+            elif ec == 1:
+                el = '@URI'
+                r.pos = p
+                f_URI = r.string('URI')
+                V = r.v; E = r.end; p = r.pos
+                s = 3
+            elif ec == 2:
+                el = 'Transforms'
+                r.pos = p
+                f_Transforms = _d_TransformsType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 4
+            elif ec == 3:
                 el = 'DigestMethod'
                 r.pos = p
                 f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
                 V = r.v; E = r.end; p = r.pos
                 s = 5
-            if s == 5:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
-                el = 'DigestValue'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
-                    f_DigestValue = b''
+            else:
+                raise r.deviation('ReferenceType', p)
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = '@URI'
+                r.pos = p
+                f_URI = r.string('URI')
+                V = r.v; E = r.end; p = r.pos
+                s = 3
+            elif ec == 1:
+                el = 'Transforms'
+                r.pos = p
+                f_Transforms = _d_TransformsType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 4
+            elif ec == 2:
+                el = 'DigestMethod'
+                r.pos = p
+                f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
+                V = r.v; E = r.end; p = r.pos
+                s = 5
+            else:
+                raise r.deviation('ReferenceType', p)
+        if s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Transforms'
+                r.pos = p
+                f_Transforms = _d_TransformsType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 4
+            elif ec == 1:
+                el = 'DigestMethod'
+                r.pos = p
+                f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
+                V = r.v; E = r.end; p = r.pos
+                s = 5
+            else:
+                raise r.deviation('ReferenceType', p)
+        if s == 4:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
+            el = 'DigestMethod'
+            r.pos = p
+            f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
+            V = r.v; E = r.end; p = r.pos
+            s = 5
+        if s == 5:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
+            el = 'DigestValue'
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
+                f_DigestValue = b''
+            else:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    f_DigestValue = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p
-                    f_DigestValue = r.binary()
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
+                    r.pos = p; f_DigestValue = r.binary(); V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
-                s = -1
+                if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return xmldsig.ReferenceType(f_Id, f_Type, f_URI, f_Transforms, f_DigestMethod, f_DigestValue)
+    _obj = _new(xmldsig.ReferenceType)
+    _obj.Id = f_Id
+    _obj.Type = f_Type
+    _obj.URI = f_URI
+    _obj.Transforms = f_Transforms
+    _obj.DigestMethod = f_DigestMethod
+    _obj.DigestValue = f_DigestValue
+    return _obj
 
 def _e_ReferenceType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}ReferenceType
@@ -5230,185 +8303,182 @@ def _e_ReferenceType(w, o):
         v_Transforms = o.Transforms
         v_DigestMethod = o.DigestMethod
         v_DigestValue = o.DigestValue
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Id is not None:
-                    el = '@Id'
-                    v <<= 3
-                    n += 3
-                    _l = len(v_Id)
-                    if _l < 126 and v_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-                    v_Id = None
-                    s = 1
-                elif v_Type is not None:
-                    el = '@Type'
-                    v = (v << 3) | 1
-                    n += 3
-                    _l = len(v_Type)
-                    if _l < 126 and v_Type.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
-                    v_Type = None
-                    s = 2
-                elif v_URI is not None:
-                    el = '@URI'
-                    v = (v << 3) | 2
-                    n += 3
-                    _l = len(v_URI)
-                    if _l < 126 and v_URI.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
-                    v_URI = None
-                    s = 3
-                elif v_Transforms is not None:
-                    el = 'Transforms'
-                    v = (v << 3) | 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_TransformsType(w, v_Transforms)
-                    v = w.v; n = w.n
-                    v_Transforms = None
-                    s = 4
-                elif v_DigestMethod is not None:
-                    el = 'DigestMethod'
-                    v = (v << 3) | 4
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_DigestMethodType(w, v_DigestMethod)
-                    v = w.v; n = w.n
-                    v_DigestMethod = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of Id, Type, URI, Transforms, DigestMethod')
-            if s == 1:
-                if v_Type is not None:
-                    el = '@Type'
-                    v <<= 3
-                    n += 3
-                    _l = len(v_Type)
-                    if _l < 126 and v_Type.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
-                    v_Type = None
-                    s = 2
-                elif v_URI is not None:
-                    el = '@URI'
-                    v = (v << 3) | 1
-                    n += 3
-                    _l = len(v_URI)
-                    if _l < 126 and v_URI.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
-                    v_URI = None
-                    s = 3
-                elif v_Transforms is not None:
-                    el = 'Transforms'
-                    v = (v << 3) | 2
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_TransformsType(w, v_Transforms)
-                    v = w.v; n = w.n
-                    v_Transforms = None
-                    s = 4
-                elif v_DigestMethod is not None:
-                    el = 'DigestMethod'
-                    v = (v << 3) | 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_DigestMethodType(w, v_DigestMethod)
-                    v = w.v; n = w.n
-                    v_DigestMethod = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of Type, URI, Transforms, DigestMethod')
-            if s == 2:
-                if v_URI is not None:
-                    el = '@URI'
-                    v <<= 2
-                    n += 2
-                    _l = len(v_URI)
-                    if _l < 126 and v_URI.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
-                    v_URI = None
-                    s = 3
-                elif v_Transforms is not None:
-                    el = 'Transforms'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_TransformsType(w, v_Transforms)
-                    v = w.v; n = w.n
-                    v_Transforms = None
-                    s = 4
-                elif v_DigestMethod is not None:
-                    el = 'DigestMethod'
-                    v = (v << 2) | 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_DigestMethodType(w, v_DigestMethod)
-                    v = w.v; n = w.n
-                    v_DigestMethod = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of URI, Transforms, DigestMethod')
-            if s == 3:
-                if v_Transforms is not None:
-                    el = 'Transforms'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_TransformsType(w, v_Transforms)
-                    v = w.v; n = w.n
-                    v_Transforms = None
-                    s = 4
-                elif v_DigestMethod is not None:
-                    el = 'DigestMethod'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_DigestMethodType(w, v_DigestMethod)
-                    v = w.v; n = w.n
-                    v_DigestMethod = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of Transforms, DigestMethod')
-            if s == 4:
-                if v_DigestMethod is not None:
-                    el = 'DigestMethod'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_DigestMethodType(w, v_DigestMethod)
-                    v = w.v; n = w.n
-                    v_DigestMethod = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of DigestMethod')
-            if s == 5:
-                if v_DigestValue is not None:
-                    el = 'DigestValue'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    w.binary(v_DigestValue)
-                    v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    v_DigestValue = None
-                    if v_Id is not None or v_Type is not None or v_URI is not None or v_Transforms is not None or v_DigestMethod is not None or v_DigestValue is not None: raise _leftover(o)
-                    s = -1
-                else:
-                    raise EncodeError('missing content: expected one of DigestValue')
+        if v_Id is not None:
+            el = '@Id'
+            v <<= 3
+            n += 3
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
+            v_Id = None
+            s = 1
+        elif v_Type is not None:
+            el = '@Type'
+            v = (v << 3) | 1
+            n += 3
+            _l = len(v_Type)
+            if _l < 126 and v_Type.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
+            v_Type = None
+            s = 2
+        elif v_URI is not None:
+            el = '@URI'
+            v = (v << 3) | 2
+            n += 3
+            _l = len(v_URI)
+            if _l < 126 and v_URI.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
+            v_URI = None
+            s = 3
+        elif v_Transforms is not None:
+            el = 'Transforms'
+            v = (v << 3) | 3
+            n += 3
+            w.v = v; w.n = n
+            _e_TransformsType(w, v_Transforms)
+            v = w.v; n = w.n
+            v_Transforms = None
+            s = 4
+        elif v_DigestMethod is not None:
+            el = 'DigestMethod'
+            v = (v << 3) | 4
+            n += 3
+            w.v = v; w.n = n
+            _e_DigestMethodType(w, v_DigestMethod)
+            v = w.v; n = w.n
+            v_DigestMethod = None
+            s = 5
+        else:
+            raise EncodeError('missing content: expected one of Id, Type, URI, Transforms, DigestMethod')
+        if s == 1:
+            if v_Type is not None:
+                el = '@Type'
+                v <<= 3
+                n += 3
+                _l = len(v_Type)
+                if _l < 126 and v_Type.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
+                v_Type = None
+                s = 2
+            elif v_URI is not None:
+                el = '@URI'
+                v = (v << 3) | 1
+                n += 3
+                _l = len(v_URI)
+                if _l < 126 and v_URI.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
+                v_URI = None
+                s = 3
+            elif v_Transforms is not None:
+                el = 'Transforms'
+                v = (v << 3) | 2
+                n += 3
+                w.v = v; w.n = n
+                _e_TransformsType(w, v_Transforms)
+                v = w.v; n = w.n
+                v_Transforms = None
+                s = 4
+            elif v_DigestMethod is not None:
+                el = 'DigestMethod'
+                v = (v << 3) | 3
+                n += 3
+                w.v = v; w.n = n
+                _e_DigestMethodType(w, v_DigestMethod)
+                v = w.v; n = w.n
+                v_DigestMethod = None
+                s = 5
+            else:
+                raise EncodeError('missing content: expected one of Type, URI, Transforms, DigestMethod')
+        if s == 2:
+            if v_URI is not None:
+                el = '@URI'
+                v <<= 2
+                n += 2
+                _l = len(v_URI)
+                if _l < 126 and v_URI.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
+                v_URI = None
+                s = 3
+            elif v_Transforms is not None:
+                el = 'Transforms'
+                v = (v << 2) | 1
+                n += 2
+                w.v = v; w.n = n
+                _e_TransformsType(w, v_Transforms)
+                v = w.v; n = w.n
+                v_Transforms = None
+                s = 4
+            elif v_DigestMethod is not None:
+                el = 'DigestMethod'
+                v = (v << 2) | 2
+                n += 2
+                w.v = v; w.n = n
+                _e_DigestMethodType(w, v_DigestMethod)
+                v = w.v; n = w.n
+                v_DigestMethod = None
+                s = 5
+            else:
+                raise EncodeError('missing content: expected one of URI, Transforms, DigestMethod')
+        if s == 3:
+            if v_Transforms is not None:
+                el = 'Transforms'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_TransformsType(w, v_Transforms)
+                v = w.v; n = w.n
+                v_Transforms = None
+                s = 4
+            elif v_DigestMethod is not None:
+                el = 'DigestMethod'
+                v = (v << 2) | 1
+                n += 2
+                w.v = v; w.n = n
+                _e_DigestMethodType(w, v_DigestMethod)
+                v = w.v; n = w.n
+                v_DigestMethod = None
+                s = 5
+            else:
+                raise EncodeError('missing content: expected one of Transforms, DigestMethod')
+        if s == 4:
+            if v_DigestMethod is not None:
+                el = 'DigestMethod'
+                v <<= 1
+                n += 1
+                w.v = v; w.n = n
+                _e_DigestMethodType(w, v_DigestMethod)
+                v = w.v; n = w.n
+                v_DigestMethod = None
+                s = 5
+            else:
+                raise EncodeError('missing content: expected one of DigestMethod')
+        if s == 5:
+            if v_DigestValue is not None:
+                el = 'DigestValue'
+                v <<= 2
+                n += 2
+                _l = len(v_DigestValue)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_DigestValue, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(v_DigestValue); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                v_DigestValue = None
+                if v_Id is not None or v_Type is not None or v_URI is not None or v_Transforms is not None or v_DigestMethod is not None or v_DigestValue is not None: raise _leftover(o)
+                s = -1
+            else:
+                raise EncodeError('missing content: expected one of DigestValue')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5424,80 +8494,81 @@ def _d_RetrievalMethodType(r):
     f_URI = None
     f_Transforms = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
-                if ec == 0:
-                    el = '@Type'
-                    r.pos = p
-                    f_Type = r.string('Type')
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 1:
-                    el = '@URI'
-                    r.pos = p
-                    f_URI = r.string('URI')
-                    V = r.v; E = r.end; p = r.pos
-                    s = 2
-                elif ec == 2:
-                    el = 'Transforms'
-                    r.pos = p
-                    f_Transforms = _d_TransformsType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 3
-                elif ec == 3:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('RetrievalMethodType', p)
-            if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = '@URI'
-                    r.pos = p
-                    f_URI = r.string('URI')
-                    V = r.v; E = r.end; p = r.pos
-                    s = 2
-                elif ec == 1:
-                    el = 'Transforms'
-                    r.pos = p
-                    f_Transforms = _d_TransformsType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 3
-                elif ec == 2:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('RetrievalMethodType', p)
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'Transforms'
-                    r.pos = p
-                    f_Transforms = _d_TransformsType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 3
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('RetrievalMethodType', p)
-            if s == 3:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+        p += 3
+        if p > E: V, E, p = r.slide(p, 3)
+        ec = (V >> (E - p)) & 7
+        if ec == 0:
+            el = '@Type'
+            r.pos = p
+            f_Type = r.string('Type')
+            V = r.v; E = r.end; p = r.pos
+            s = 1
+        elif ec == 1:
+            el = '@URI'
+            r.pos = p
+            f_URI = r.string('URI')
+            V = r.v; E = r.end; p = r.pos
+            s = 2
+        elif ec == 2:
+            el = 'Transforms'
+            r.pos = p
+            f_Transforms = _d_TransformsType(r)
+            V = r.v; E = r.end; p = r.pos
+            s = 3
+        elif ec == 3:
+            pass
+            s = -1
+        else:
+            raise r.deviation('RetrievalMethodType', p)
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = '@URI'
+                r.pos = p
+                f_URI = r.string('URI')
+                V = r.v; E = r.end; p = r.pos
+                s = 2
+            elif ec == 1:
+                el = 'Transforms'
+                r.pos = p
+                f_Transforms = _d_TransformsType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 3
+            elif ec == 2:
+                pass
                 s = -1
+            else:
+                raise r.deviation('RetrievalMethodType', p)
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Transforms'
+                r.pos = p
+                f_Transforms = _d_TransformsType(r)
+                V = r.v; E = r.end; p = r.pos
+                s = 3
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('RetrievalMethodType', p)
+        if s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return xmldsig.RetrievalMethodType(f_Type, f_URI, f_Transforms)
+    _obj = _new(xmldsig.RetrievalMethodType)
+    _obj.Type = f_Type
+    _obj.URI = f_URI
+    _obj.Transforms = f_Transforms
+    return _obj
 
 def _e_RetrievalMethodType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}RetrievalMethodType
@@ -5508,92 +8579,89 @@ def _e_RetrievalMethodType(w, o):
         v_Type = o.Type
         v_URI = o.URI
         v_Transforms = o.Transforms
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Type is not None:
-                    el = '@Type'
-                    v <<= 3
-                    n += 3
-                    _l = len(v_Type)
-                    if _l < 126 and v_Type.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
-                    v_Type = None
-                    s = 1
-                elif v_URI is not None:
-                    el = '@URI'
-                    v = (v << 3) | 1
-                    n += 3
-                    _l = len(v_URI)
-                    if _l < 126 and v_URI.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
-                    v_URI = None
-                    s = 2
-                elif v_Transforms is not None:
-                    el = 'Transforms'
-                    v = (v << 3) | 2
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_TransformsType(w, v_Transforms)
-                    v = w.v; n = w.n
-                    v_Transforms = None
-                    s = 3
-                elif True:
-                    v = (v << 3) | 3
-                    n += 3
-                    if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
-                    s = -1
-            if s == 1:
-                if v_URI is not None:
-                    el = '@URI'
-                    v <<= 2
-                    n += 2
-                    _l = len(v_URI)
-                    if _l < 126 and v_URI.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
-                    v_URI = None
-                    s = 2
-                elif v_Transforms is not None:
-                    el = 'Transforms'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_TransformsType(w, v_Transforms)
-                    v = w.v; n = w.n
-                    v_Transforms = None
-                    s = 3
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
-                    s = -1
-            if s == 2:
-                if v_Transforms is not None:
-                    el = 'Transforms'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_TransformsType(w, v_Transforms)
-                    v = w.v; n = w.n
-                    v_Transforms = None
-                    s = 3
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
-                    s = -1
-            if s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
-                    s = -1
+        if v_Type is not None:
+            el = '@Type'
+            v <<= 3
+            n += 3
+            _l = len(v_Type)
+            if _l < 126 and v_Type.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
+            v_Type = None
+            s = 1
+        elif v_URI is not None:
+            el = '@URI'
+            v = (v << 3) | 1
+            n += 3
+            _l = len(v_URI)
+            if _l < 126 and v_URI.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
+            v_URI = None
+            s = 2
+        elif v_Transforms is not None:
+            el = 'Transforms'
+            v = (v << 3) | 2
+            n += 3
+            w.v = v; w.n = n
+            _e_TransformsType(w, v_Transforms)
+            v = w.v; n = w.n
+            v_Transforms = None
+            s = 3
+        elif True:
+            v = (v << 3) | 3
+            n += 3
+            if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
+            s = -1
+        if s == 1:
+            if v_URI is not None:
+                el = '@URI'
+                v <<= 2
+                n += 2
+                _l = len(v_URI)
+                if _l < 126 and v_URI.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
+                v_URI = None
+                s = 2
+            elif v_Transforms is not None:
+                el = 'Transforms'
+                v = (v << 2) | 1
+                n += 2
+                w.v = v; w.n = n
+                _e_TransformsType(w, v_Transforms)
+                v = w.v; n = w.n
+                v_Transforms = None
+                s = 3
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
+                s = -1
+        if s == 2:
+            if v_Transforms is not None:
+                el = 'Transforms'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_TransformsType(w, v_Transforms)
+                v = w.v; n = w.n
+                v_Transforms = None
+                s = 3
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
+                s = -1
+        if s == 3:
+            if True:
+                v <<= 1
+                n += 1
+                if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5622,9 +8690,11 @@ def _d_SPKIDataType(r):
                     if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
                     _v = b''
                 else:
-                    r.pos = p
-                    _v = r.binary()
-                    V = r.v; E = r.end; p = r.pos
+                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                        p += 8 + (_l << 3)
+                        _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    else:
+                        r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
@@ -5644,9 +8714,11 @@ def _d_SPKIDataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
@@ -5676,9 +8748,11 @@ def _d_SPKIDataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
@@ -5704,9 +8778,11 @@ def _d_SPKIDataType(r):
                             if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
                             _v = b''
                         else:
-                            r.pos = p
-                            _v = r.binary()
-                            V = r.v; E = r.end; p = r.pos
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
@@ -5737,9 +8813,11 @@ def _d_SPKIDataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
@@ -5753,7 +8831,9 @@ def _d_SPKIDataType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return xmldsig.SPKIDataType(f_SPKISexp)
+    _obj = _new(xmldsig.SPKIDataType)
+    _obj.SPKISexp = f_SPKISexp
+    return _obj
 
 def _e_SPKIDataType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SPKIDataType
@@ -5771,9 +8851,9 @@ def _e_SPKIDataType(w, o):
                     el = 'SPKISexp'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.binary(v_SPKISexp[i_SPKISexp])
-                    v = w.v; n = w.n
+                    _l = len(v_SPKISexp[i_SPKISexp])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SPKISexp[i_SPKISexp], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_SPKISexp[i_SPKISexp]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_SPKISexp += 1
@@ -5785,9 +8865,9 @@ def _e_SPKIDataType(w, o):
                     el = 'SPKISexp'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.binary(v_SPKISexp[i_SPKISexp])
-                    v = w.v; n = w.n
+                    _l = len(v_SPKISexp[i_SPKISexp])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SPKISexp[i_SPKISexp], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_SPKISexp[i_SPKISexp]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_SPKISexp += 1
@@ -5802,9 +8882,9 @@ def _e_SPKIDataType(w, o):
                     el = 'SPKISexp'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.binary(v_SPKISexp[i_SPKISexp])
-                    v = w.v; n = w.n
+                    _l = len(v_SPKISexp[i_SPKISexp])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SPKISexp[i_SPKISexp], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_SPKISexp[i_SPKISexp]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_SPKISexp += 1
@@ -5820,9 +8900,9 @@ def _e_SPKIDataType(w, o):
                         el = 'SPKISexp'
                         v <<= 3
                         n += 3
-                        w.v = v; w.n = n
-                        w.binary(v_SPKISexp[i_SPKISexp])
-                        v = w.v; n = w.n
+                        _l = len(v_SPKISexp[i_SPKISexp])
+                        if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SPKISexp[i_SPKISexp], 'big'); n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.binary(v_SPKISexp[i_SPKISexp]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_SPKISexp += 1
@@ -5837,9 +8917,9 @@ def _e_SPKIDataType(w, o):
                     el = 'SPKISexp'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.binary(v_SPKISexp[i_SPKISexp])
-                    v = w.v; n = w.n
+                    _l = len(v_SPKISexp[i_SPKISexp])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SPKISexp[i_SPKISexp], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_SPKISexp[i_SPKISexp]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_SPKISexp += 1
@@ -5885,12 +8965,22 @@ def _d_SignatureMethodType(r, key):
                     if x & 2: raise r.deviation('SignatureMethodType', p)
                     el = 'HMACOutputLength'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            f_HMACOutputLength = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            f_HMACOutputLength = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            f_HMACOutputLength = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; f_HMACOutputLength = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         f_HMACOutputLength = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_HMACOutputLength = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
@@ -5924,12 +9014,22 @@ def _d_SignatureMethodType(r, key):
                     if x & 2: raise r.deviation('SignatureMethodType', p)
                     el = 'HMACOutputLength'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            f_HMACOutputLength = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            f_HMACOutputLength = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            f_HMACOutputLength = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; f_HMACOutputLength = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         f_HMACOutputLength = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_HMACOutputLength = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
@@ -5993,7 +9093,10 @@ def _d_SignatureMethodType(r, key):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return xmldsig.SignatureMethodType(f_Algorithm, f_HMACOutputLength)
+    _obj = _new(xmldsig.SignatureMethodType)
+    _obj.Algorithm = f_Algorithm
+    _obj.HMACOutputLength = f_HMACOutputLength
+    return _obj
 
 def _e_SignatureMethodType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureMethodType
@@ -6003,72 +9106,71 @@ def _e_SignatureMethodType(w, o):
     try:
         v_Algorithm = o.Algorithm
         v_HMACOutputLength = o.HMACOutputLength
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Algorithm is not None:
-                    el = '@Algorithm'
-                    v <<= 1
-                    n += 1
-                    _l = len(v_Algorithm)
-                    if _l < 126 and v_Algorithm.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
-                    v_Algorithm = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Algorithm')
-            if s == 1:
-                if v_HMACOutputLength is not None:
-                    el = 'HMACOutputLength'
-                    if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
-                    v = (v << 5) | (v_HMACOutputLength < 0)
-                    n += 5
-                    _m = (-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_HMACOutputLength = None
-                    s = 3
-                elif True:
-                    v = (v << 3) | 2
-                    n += 3
-                    if v_Algorithm is not None or v_HMACOutputLength is not None: raise _leftover(o)
-                    s = -1
-            if s == 2:
-                if v_HMACOutputLength is not None:
-                    el = 'HMACOutputLength'
-                    if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
-                    v = (v << 5) | (v_HMACOutputLength < 0)
-                    n += 5
-                    _m = (-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    v_HMACOutputLength = None
-                    s = 3
-                elif True:
-                    v = (v << 3) | 2
-                    n += 3
-                    if v_Algorithm is not None or v_HMACOutputLength is not None: raise _leftover(o)
-                    s = -1
-            if s == 3:
-                if True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_Algorithm is not None or v_HMACOutputLength is not None: raise _leftover(o)
-                    s = -1
-            if s == 4:
-                if True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_Algorithm is not None or v_HMACOutputLength is not None: raise _leftover(o)
-                    s = -1
+        if v_Algorithm is not None:
+            el = '@Algorithm'
+            v <<= 1
+            n += 1
+            _l = len(v_Algorithm)
+            if _l < 126 and v_Algorithm.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
+            v_Algorithm = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of Algorithm')
+        if s == 1:
+            if v_HMACOutputLength is not None:
+                el = 'HMACOutputLength'
+                if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
+                v = (v << 5) | (v_HMACOutputLength < 0)
+                n += 5
+                _m = (-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_HMACOutputLength = None
+                s = 3
+            elif True:
+                v = (v << 3) | 2
+                n += 3
+                if v_Algorithm is not None or v_HMACOutputLength is not None: raise _leftover(o)
+                s = -1
+        if s == 2:
+            if v_HMACOutputLength is not None:
+                el = 'HMACOutputLength'
+                if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
+                v = (v << 5) | (v_HMACOutputLength < 0)
+                n += 5
+                _m = (-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                v_HMACOutputLength = None
+                s = 3
+            elif True:
+                v = (v << 3) | 2
+                n += 3
+                if v_Algorithm is not None or v_HMACOutputLength is not None: raise _leftover(o)
+                s = -1
+        if s == 3:
+            if True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Algorithm is not None or v_HMACOutputLength is not None: raise _leftover(o)
+                s = -1
+        if s == 4:
+            if True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Algorithm is not None or v_HMACOutputLength is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -6083,72 +9185,72 @@ def _d_SignaturePropertiesType(r):
     f_Id = None
     f_SignatureProperty = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = '@Id'
+            r.pos = p
+            f_Id = r.string('Id')
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('SignaturePropertiesType', p)
+            el = 'SignatureProperty'
+            r.pos = p
+            _v = _d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
+            V = r.v; E = r.end; p = r.pos
+            f_SignatureProperty.append(_v)
+            s = 2
+        elif ec == 1:
+            el = 'SignatureProperty'
+            r.pos = p
+            _v = _d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
+            V = r.v; E = r.end; p = r.pos
+            f_SignatureProperty.append(_v)
+            s = 2
+        else:
+            raise r.deviation('SignaturePropertiesType', p)
+        if s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'SignatureProperty'
+                r.pos = p
+                _v = _d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
+                V = r.v; E = r.end; p = r.pos
+                f_SignatureProperty.append(_v)
+                s = 3
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('SignaturePropertiesType', p)
+        if s == 3:
+            while True:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    el = '@Id'
-                    r.pos = p
-                    f_Id = r.string('Id')
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('SignaturePropertiesType', p)
                     el = 'SignatureProperty'
                     r.pos = p
                     _v = _d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
                     V = r.v; E = r.end; p = r.pos
                     f_SignatureProperty.append(_v)
-                    s = 2
-                elif ec == 1:
-                    el = 'SignatureProperty'
-                    r.pos = p
-                    _v = _d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
-                    V = r.v; E = r.end; p = r.pos
-                    f_SignatureProperty.append(_v)
-                    s = 2
-                else:
-                    raise r.deviation('SignaturePropertiesType', p)
-            if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'SignatureProperty'
-                    r.pos = p
-                    _v = _d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
-                    V = r.v; E = r.end; p = r.pos
-                    f_SignatureProperty.append(_v)
-                    s = 3
                 elif ec == 1:
                     pass
                     s = -1
+                    break
                 else:
                     raise r.deviation('SignaturePropertiesType', p)
-            if s == 3:
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        el = 'SignatureProperty'
-                        r.pos = p
-                        _v = _d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
-                        V = r.v; E = r.end; p = r.pos
-                        f_SignatureProperty.append(_v)
-                    elif ec == 1:
-                        pass
-                        s = -1
-                        break
-                    else:
-                        raise r.deviation('SignaturePropertiesType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return xmldsig.SignaturePropertiesType(f_Id, f_SignatureProperty)
+    _obj = _new(xmldsig.SignaturePropertiesType)
+    _obj.Id = f_Id
+    _obj.SignatureProperty = f_SignatureProperty
+    return _obj
 
 def _e_SignaturePropertiesType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignaturePropertiesType
@@ -6160,40 +9262,53 @@ def _e_SignaturePropertiesType(w, o):
         v_SignatureProperty = o.SignatureProperty
         n_SignatureProperty = len(v_SignatureProperty)
         i_SignatureProperty = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Id is not None:
-                    el = '@Id'
-                    v <<= 2
-                    n += 2
-                    _l = len(v_Id)
-                    if _l < 126 and v_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-                    if not (i_SignatureProperty < n_SignatureProperty): raise EncodeError('missing content: SignatureProperty')
-                    el = 'SignatureProperty'
-                    v <<= 1
-                    n += 1
-                    v_Id = None
-                    w.v = v; w.n = n
-                    _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
-                    v = w.v; n = w.n
-                    i_SignatureProperty += 1
-                    s = 2
-                elif i_SignatureProperty < n_SignatureProperty:
-                    el = 'SignatureProperty'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
-                    v = w.v; n = w.n
-                    i_SignatureProperty += 1
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Id, SignatureProperty')
-            if s == 2:
+        if v_Id is not None:
+            el = '@Id'
+            v <<= 2
+            n += 2
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
+            if not (i_SignatureProperty < n_SignatureProperty): raise EncodeError('missing content: SignatureProperty')
+            el = 'SignatureProperty'
+            v <<= 1
+            n += 1
+            v_Id = None
+            w.v = v; w.n = n
+            _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
+            v = w.v; n = w.n
+            i_SignatureProperty += 1
+            s = 2
+        elif i_SignatureProperty < n_SignatureProperty:
+            el = 'SignatureProperty'
+            v = (v << 2) | 1
+            n += 2
+            w.v = v; w.n = n
+            _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
+            v = w.v; n = w.n
+            i_SignatureProperty += 1
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of Id, SignatureProperty')
+        if s == 2:
+            if i_SignatureProperty < n_SignatureProperty:
+                el = 'SignatureProperty'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
+                v = w.v; n = w.n
+                i_SignatureProperty += 1
+                s = 3
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Id is not None or i_SignatureProperty < n_SignatureProperty: raise _leftover(o)
+                s = -1
+        if s == 3:
+            while True:
                 if i_SignatureProperty < n_SignatureProperty:
                     el = 'SignatureProperty'
                     v <<= 2
@@ -6202,28 +9317,12 @@ def _e_SignaturePropertiesType(w, o):
                     _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
                     v = w.v; n = w.n
                     i_SignatureProperty += 1
-                    s = 3
                 elif True:
                     v = (v << 2) | 1
                     n += 2
                     if v_Id is not None or i_SignatureProperty < n_SignatureProperty: raise _leftover(o)
                     s = -1
-            if s == 3:
-                while True:
-                    if i_SignatureProperty < n_SignatureProperty:
-                        el = 'SignatureProperty'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
-                        v = w.v; n = w.n
-                        i_SignatureProperty += 1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if v_Id is not None or i_SignatureProperty < n_SignatureProperty: raise _leftover(o)
-                        s = -1
-                        break
+                    break
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -6338,7 +9437,10 @@ def _d_SignaturePropertyType(r, key):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return xmldsig.SignaturePropertyType(f_Id, f_Target)
+    _obj = _new(xmldsig.SignaturePropertyType)
+    _obj.Id = f_Id
+    _obj.Target = f_Target
+    return _obj
 
 def _e_SignaturePropertyType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignaturePropertyType
@@ -6348,61 +9450,58 @@ def _e_SignaturePropertyType(w, o):
     try:
         v_Id = o.Id
         v_Target = o.Target
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Id is not None:
-                    el = '@Id'
-                    v <<= 2
-                    n += 2
-                    _l = len(v_Id)
-                    if _l < 126 and v_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-                    if not (v_Target is not None): raise EncodeError('missing content: Target')
-                    el = '@Target'
-                    v <<= 1
-                    n += 1
-                    v_Id = None
-                    _l = len(v_Target)
-                    if _l < 126 and v_Target.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Target.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Target); v = w.v; n = w.n
-                    v_Target = None
-                    s = 2
-                elif v_Target is not None:
-                    el = '@Target'
-                    v = (v << 2) | 1
-                    n += 2
-                    _l = len(v_Target)
-                    if _l < 126 and v_Target.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Target.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Target); v = w.v; n = w.n
-                    v_Target = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Id, Target')
-            if s == 2:
-                if True:
-                    raise EncodeError('missing content: expected one of nothing')
-            if s == 3:
-                if True:
-                    raise EncodeError('missing content: expected one of nothing')
-            if s == 4:
-                if True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_Id is not None or v_Target is not None: raise _leftover(o)
-                    s = -1
-            if s == 5:
-                if True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_Id is not None or v_Target is not None: raise _leftover(o)
-                    s = -1
+        if v_Id is not None:
+            el = '@Id'
+            v <<= 2
+            n += 2
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
+            if not (v_Target is not None): raise EncodeError('missing content: Target')
+            el = '@Target'
+            v <<= 1
+            n += 1
+            v_Id = None
+            _l = len(v_Target)
+            if _l < 126 and v_Target.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Target.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Target); v = w.v; n = w.n
+            v_Target = None
+            s = 2
+        elif v_Target is not None:
+            el = '@Target'
+            v = (v << 2) | 1
+            n += 2
+            _l = len(v_Target)
+            if _l < 126 and v_Target.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Target.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Target); v = w.v; n = w.n
+            v_Target = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of Id, Target')
+        if s == 2:
+            if True:
+                raise EncodeError('missing content: expected one of nothing')
+        if s == 3:
+            if True:
+                raise EncodeError('missing content: expected one of nothing')
+        if s == 4:
+            if True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Id is not None or v_Target is not None: raise _leftover(o)
+                s = -1
+        if s == 5:
+            if True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Id is not None or v_Target is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -6420,101 +9519,154 @@ def _d_SignatureType(r):
     f_KeyInfo = None
     f_Object = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = '@Id'
-                    r.pos = p
-                    f_Id = r.string('Id')
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('SignatureType', p)
-                    el = 'SignedInfo'
-                    r.pos = p
-                    f_SignedInfo = _d_SignedInfoType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 2
-                elif ec == 1:
-                    el = 'SignedInfo'
-                    r.pos = p
-                    f_SignedInfo = _d_SignedInfoType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    s = 2
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = '@Id'
+            r.pos = p
+            f_Id = r.string('Id')
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('SignatureType', p)
+            el = 'SignedInfo'
+            r.pos = p
+            f_SignedInfo = _d_SignedInfoType(r)
+            V = r.v; E = r.end; p = r.pos
+            s = 2
+        elif ec == 1:
+            el = 'SignedInfo'
+            r.pos = p
+            f_SignedInfo = _d_SignedInfoType(r)
+            V = r.v; E = r.end; p = r.pos
+            s = 2
+        else:
+            raise r.deviation('SignatureType', p)
+        if s == 2:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('SignatureType', p)
+            el = 'SignatureValue'
+            _c1_Id = None
+            _c1_value = None
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'SignatureValue/@Id'
+                r.pos = p
+                _c1_Id = r.string('Id')
+                V = r.v; E = r.end; p = r.pos
+                _c1_s = 1
+            elif ec == 1:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    _c1_value = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    raise r.deviation('SignatureType', p)
-            if s == 2:
+                    r.pos = p; _c1_value = r.binary(); V = r.v; E = r.end; p = r.pos
+                _c1_s = 2
+            elif ec == 2:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
+                _c1_value = b''
+                _c1_s = -1
+            else:
+                raise r.deviation('SignatureValueType', p)
+            if _c1_s == 1:
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SignatureType', p)
-                el = 'SignatureValue'
-                r.pos = p
-                f_SignatureValue = _d_SignatureValueType(r)
-                V = r.v; E = r.end; p = r.pos
-                s = 3
-            if s == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                ec = (V >> (E - p)) & 1
                 if ec == 0:
-                    el = 'KeyInfo'
-                    r.pos = p
-                    f_KeyInfo = _d_KeyInfoType(r, 'xmldsig:KeyInfo')
-                    V = r.v; E = r.end; p = r.pos
-                    s = 4
-                elif ec == 1:
-                    el = 'Object'
-                    r.pos = p
-                    _v = _d_ObjectType(r, 'xmldsig:Object')
-                    V = r.v; E = r.end; p = r.pos
-                    f_Object.append(_v)
-                    s = 5
-                elif ec == 2:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('SignatureType', p)
-            if s == 4:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = 'Object'
-                    r.pos = p
-                    _v = _d_ObjectType(r, 'xmldsig:Object')
-                    V = r.v; E = r.end; p = r.pos
-                    f_Object.append(_v)
-                    s = 5
-                elif ec == 1:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('SignatureType', p)
-            if s == 5:
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        el = 'Object'
-                        r.pos = p
-                        _v = _d_ObjectType(r, 'xmldsig:Object')
-                        V = r.v; E = r.end; p = r.pos
-                        f_Object.append(_v)
-                    elif ec == 1:
-                        pass
-                        s = -1
-                        break
+                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                        p += 8 + (_l << 3)
+                        _c1_value = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        raise r.deviation('SignatureType', p)
+                        r.pos = p; _c1_value = r.binary(); V = r.v; E = r.end; p = r.pos
+                    _c1_s = 2
+                elif ec == 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
+                    _c1_value = b''
+                    _c1_s = -1
+                else:
+                    raise r.deviation('SignatureValueType', p)
+            if _c1_s == 2:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('SignatureValueType', p)
+                _c1_s = -1
+            f_SignatureValue = _new(xmldsig.SignatureValueType)
+            f_SignatureValue.Id = _c1_Id
+            f_SignatureValue.value = _c1_value
+            s = 3
+        if s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'KeyInfo'
+                r.pos = p
+                f_KeyInfo = _d_KeyInfoType(r, 'xmldsig:KeyInfo')
+                V = r.v; E = r.end; p = r.pos
+                s = 4
+            elif ec == 1:
+                el = 'Object'
+                r.pos = p
+                _v = _d_ObjectType(r, 'xmldsig:Object')
+                V = r.v; E = r.end; p = r.pos
+                f_Object.append(_v)
+                s = 5
+            elif ec == 2:
+                pass
+                s = -1
+            else:
+                raise r.deviation('SignatureType', p)
+        if s == 4:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Object'
+                r.pos = p
+                _v = _d_ObjectType(r, 'xmldsig:Object')
+                V = r.v; E = r.end; p = r.pos
+                f_Object.append(_v)
+                s = 5
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('SignatureType', p)
+        if s == 5:
+            while True:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                ec = (V >> (E - p)) & 3
+                if ec == 0:
+                    el = 'Object'
+                    r.pos = p
+                    _v = _d_ObjectType(r, 'xmldsig:Object')
+                    V = r.v; E = r.end; p = r.pos
+                    f_Object.append(_v)
+                elif ec == 1:
+                    pass
+                    s = -1
+                    break
+                else:
+                    raise r.deviation('SignatureType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return xmldsig.SignatureType(f_Id, f_SignedInfo, f_SignatureValue, f_KeyInfo, f_Object)
+    _obj = _new(xmldsig.SignatureType)
+    _obj.Id = f_Id
+    _obj.SignedInfo = f_SignedInfo
+    _obj.SignatureValue = f_SignatureValue
+    _obj.KeyInfo = f_KeyInfo
+    _obj.Object = f_Object
+    return _obj
 
 def _e_SignatureType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureType
@@ -6529,76 +9681,128 @@ def _e_SignatureType(w, o):
         v_Object = o.Object
         n_Object = len(v_Object)
         i_Object = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Id is not None:
-                    el = '@Id'
+        if v_Id is not None:
+            el = '@Id'
+            v <<= 2
+            n += 2
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
+            if not (v_SignedInfo is not None): raise EncodeError('missing content: SignedInfo')
+            el = 'SignedInfo'
+            v <<= 1
+            n += 1
+            v_Id = None
+            w.v = v; w.n = n
+            _e_SignedInfoType(w, v_SignedInfo)
+            v = w.v; n = w.n
+            v_SignedInfo = None
+            s = 2
+        elif v_SignedInfo is not None:
+            el = 'SignedInfo'
+            v = (v << 2) | 1
+            n += 2
+            w.v = v; w.n = n
+            _e_SignedInfoType(w, v_SignedInfo)
+            v = w.v; n = w.n
+            v_SignedInfo = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of Id, SignedInfo')
+        if s == 2:
+            if v_SignatureValue is not None:
+                el = 'SignatureValue'
+                v <<= 1
+                n += 1
+                _c1_o = v_SignatureValue
+                _c1_Id = _c1_o.Id
+                _c1_value = _c1_o.value
+                if _c1_Id is not None:
+                    el = 'SignatureValue/@Id'
                     v <<= 2
                     n += 2
-                    _l = len(v_Id)
-                    if _l < 126 and v_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                    _l = len(_c1_Id)
+                    if _l < 126 and _c1_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_Id.encode(), 'big')
                         n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-                    if not (v_SignedInfo is not None): raise EncodeError('missing content: SignedInfo')
-                    el = 'SignedInfo'
-                    v <<= 1
-                    n += 1
-                    v_Id = None
-                    w.v = v; w.n = n
-                    _e_SignedInfoType(w, v_SignedInfo)
-                    v = w.v; n = w.n
-                    v_SignedInfo = None
-                    s = 2
-                elif v_SignedInfo is not None:
-                    el = 'SignedInfo'
+                    else: w.v = v; w.n = n; w.string(_c1_Id); v = w.v; n = w.n
+                    _c1_Id = None
+                    _c1_s = 1
+                elif _c1_value is not None:
                     v = (v << 2) | 1
                     n += 2
-                    w.v = v; w.n = n
-                    _e_SignedInfoType(w, v_SignedInfo)
-                    v = w.v; n = w.n
-                    v_SignedInfo = None
-                    s = 2
+                    _l = len(_c1_value)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_value, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c1_value); v = w.v; n = w.n
+                    _c1_value = None
+                    _c1_s = 2
                 else:
-                    raise EncodeError('missing content: expected one of Id, SignedInfo')
-            if s == 2:
-                if v_SignatureValue is not None:
-                    el = 'SignatureValue'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_SignatureValueType(w, v_SignatureValue)
-                    v = w.v; n = w.n
-                    v_SignatureValue = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of SignatureValue')
-            if s == 3:
-                if v_KeyInfo is not None:
-                    el = 'KeyInfo'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_KeyInfoType(w, v_KeyInfo)
-                    v = w.v; n = w.n
-                    v_KeyInfo = None
-                    s = 4
-                elif i_Object < n_Object:
-                    el = 'Object'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_ObjectType(w, v_Object[i_Object])
-                    v = w.v; n = w.n
-                    i_Object += 1
-                    s = 5
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if v_Id is not None or v_SignedInfo is not None or v_SignatureValue is not None or v_KeyInfo is not None or i_Object < n_Object: raise _leftover(o)
-                    s = -1
-            if s == 4:
+                    raise EncodeError('missing content: expected one of Id, text')
+                if _c1_s == 1:
+                    if _c1_value is not None:
+                        v <<= 1
+                        n += 1
+                        _l = len(_c1_value)
+                        if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_value, 'big'); n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.binary(_c1_value); v = w.v; n = w.n
+                        _c1_value = None
+                        _c1_s = 2
+                    else:
+                        raise EncodeError('missing content: expected one of text')
+                if _c1_s == 2:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c1_Id is not None or _c1_value is not None: raise _leftover(_c1_o)
+                        _c1_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v_SignatureValue = None
+                s = 3
+            else:
+                raise EncodeError('missing content: expected one of SignatureValue')
+        if s == 3:
+            if v_KeyInfo is not None:
+                el = 'KeyInfo'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_KeyInfoType(w, v_KeyInfo)
+                v = w.v; n = w.n
+                v_KeyInfo = None
+                s = 4
+            elif i_Object < n_Object:
+                el = 'Object'
+                v = (v << 2) | 1
+                n += 2
+                w.v = v; w.n = n
+                _e_ObjectType(w, v_Object[i_Object])
+                v = w.v; n = w.n
+                i_Object += 1
+                s = 5
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                if v_Id is not None or v_SignedInfo is not None or v_SignatureValue is not None or v_KeyInfo is not None or i_Object < n_Object: raise _leftover(o)
+                s = -1
+        if s == 4:
+            if i_Object < n_Object:
+                el = 'Object'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_ObjectType(w, v_Object[i_Object])
+                v = w.v; n = w.n
+                i_Object += 1
+                s = 5
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Id is not None or v_SignedInfo is not None or v_SignatureValue is not None or v_KeyInfo is not None or i_Object < n_Object: raise _leftover(o)
+                s = -1
+        if s == 5:
+            while True:
                 if i_Object < n_Object:
                     el = 'Object'
                     v <<= 2
@@ -6607,28 +9811,12 @@ def _e_SignatureType(w, o):
                     _e_ObjectType(w, v_Object[i_Object])
                     v = w.v; n = w.n
                     i_Object += 1
-                    s = 5
                 elif True:
                     v = (v << 2) | 1
                     n += 2
                     if v_Id is not None or v_SignedInfo is not None or v_SignatureValue is not None or v_KeyInfo is not None or i_Object < n_Object: raise _leftover(o)
                     s = -1
-            if s == 5:
-                while True:
-                    if i_Object < n_Object:
-                        el = 'Object'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_ObjectType(w, v_Object[i_Object])
-                        v = w.v; n = w.n
-                        i_Object += 1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if v_Id is not None or v_SignedInfo is not None or v_SignatureValue is not None or v_KeyInfo is not None or i_Object < n_Object: raise _leftover(o)
-                        s = -1
-                        break
+                    break
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -6643,57 +9831,61 @@ def _d_SignatureValueType(r):
     f_Id = None
     f_value = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = '@Id'
-                    r.pos = p
-                    f_Id = r.string('Id')
-                    V = r.v; E = r.end; p = r.pos
-                    s = 1
-                elif ec == 1:
-                    r.pos = p
-                    f_value = r.binary()
-                    V = r.v; E = r.end; p = r.pos
-                    s = 2
-                elif ec == 2:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
-                    f_value = b''
-                    s = -1
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = '@Id'
+            r.pos = p
+            f_Id = r.string('Id')
+            V = r.v; E = r.end; p = r.pos
+            s = 1
+        elif ec == 1:
+            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                p += 8 + (_l << 3)
+                f_value = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = p; f_value = r.binary(); V = r.v; E = r.end; p = r.pos
+            s = 2
+        elif ec == 2:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
+            f_value = b''
+            s = -1
+        else:
+            raise r.deviation('SignatureValueType', p)
+        if s == 1:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            ec = (V >> (E - p)) & 1
+            if ec == 0:
+                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                    p += 8 + (_l << 3)
+                    f_value = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    raise r.deviation('SignatureValueType', p)
-            if s == 1:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                ec = (V >> (E - p)) & 1
-                if ec == 0:
-                    r.pos = p
-                    f_value = r.binary()
-                    V = r.v; E = r.end; p = r.pos
-                    s = 2
-                elif ec == 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
-                    f_value = b''
-                    s = -1
-                else:
-                    raise r.deviation('SignatureValueType', p)
-            if s == 2:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SignatureValueType', p)
+                    r.pos = p; f_value = r.binary(); V = r.v; E = r.end; p = r.pos
+                s = 2
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
+                f_value = b''
                 s = -1
+            else:
+                raise r.deviation('SignatureValueType', p)
+        if s == 2:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('SignatureValueType', p)
+            s = -1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return xmldsig.SignatureValueType(f_Id, f_value)
+    _obj = _new(xmldsig.SignatureValueType)
+    _obj.Id = f_Id
+    _obj.value = f_value
+    return _obj
 
 def _e_SignatureValueType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureValueType
@@ -6703,47 +9895,44 @@ def _e_SignatureValueType(w, o):
     try:
         v_Id = o.Id
         v_value = o.value
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Id is not None:
-                    el = '@Id'
-                    v <<= 2
-                    n += 2
-                    _l = len(v_Id)
-                    if _l < 126 and v_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-                    v_Id = None
-                    s = 1
-                elif v_value is not None:
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    w.binary(v_value)
-                    v = w.v; n = w.n
-                    v_value = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Id, text')
-            if s == 1:
-                if v_value is not None:
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    w.binary(v_value)
-                    v = w.v; n = w.n
-                    v_value = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of text')
-            if s == 2:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if v_Id is not None or v_value is not None: raise _leftover(o)
-                    s = -1
+        if v_Id is not None:
+            el = '@Id'
+            v <<= 2
+            n += 2
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
+            v_Id = None
+            s = 1
+        elif v_value is not None:
+            v = (v << 2) | 1
+            n += 2
+            _l = len(v_value)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_value, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_value); v = w.v; n = w.n
+            v_value = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of Id, text')
+        if s == 1:
+            if v_value is not None:
+                v <<= 1
+                n += 1
+                _l = len(v_value)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_value, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(v_value); v = w.v; n = w.n
+                v_value = None
+                s = 2
+            else:
+                raise EncodeError('missing content: expected one of text')
+        if s == 2:
+            if True:
+                v <<= 1
+                n += 1
+                if v_Id is not None or v_value is not None: raise _leftover(o)
+                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -6760,51 +9949,65 @@ def _d_SignedInfoType(r):
     f_SignatureMethod = None
     f_Reference = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    el = '@Id'
-                    r.pos = p
-                    f_Id = r.string('Id')
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
-                    el = 'CanonicalizationMethod'
-                    r.pos = p
-                    f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 'xmldsig:CanonicalizationMethod')
-                    V = r.v; E = r.end; p = r.pos
-                    s = 2
-                elif ec == 1:
-                    el = 'CanonicalizationMethod'
-                    r.pos = p
-                    f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 'xmldsig:CanonicalizationMethod')
-                    V = r.v; E = r.end; p = r.pos
-                    s = 2
-                else:
-                    raise r.deviation('SignedInfoType', p)
-            if s == 2:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
-                el = 'SignatureMethod'
-                r.pos = p
-                f_SignatureMethod = _d_SignatureMethodType(r, 'xmldsig:SignatureMethod')
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = '@Id'
+            r.pos = p
+            f_Id = r.string('Id')
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
+            el = 'CanonicalizationMethod'
+            r.pos = p
+            f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 'xmldsig:CanonicalizationMethod')
+            V = r.v; E = r.end; p = r.pos
+            s = 2
+        elif ec == 1:
+            el = 'CanonicalizationMethod'
+            r.pos = p
+            f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 'xmldsig:CanonicalizationMethod')
+            V = r.v; E = r.end; p = r.pos
+            s = 2
+        else:
+            raise r.deviation('SignedInfoType', p)
+        if s == 2:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
+            el = 'SignatureMethod'
+            r.pos = p
+            f_SignatureMethod = _d_SignatureMethodType(r, 'xmldsig:SignatureMethod')
+            V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
+            el = 'Reference'
+            r.pos = p
+            _v = _d_ReferenceType(r)
+            V = r.v; E = r.end; p = r.pos
+            f_Reference.append(_v)
+            s = 4
+        if s == 4:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
                 el = 'Reference'
                 r.pos = p
                 _v = _d_ReferenceType(r)
                 V = r.v; E = r.end; p = r.pos
                 f_Reference.append(_v)
-                s = 4
-            if s == 4:
+                s = 5
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('SignedInfoType', p)
+        if s == 5:
+            while True:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
@@ -6814,33 +10017,21 @@ def _d_SignedInfoType(r):
                     _v = _d_ReferenceType(r)
                     V = r.v; E = r.end; p = r.pos
                     f_Reference.append(_v)
-                    s = 5
                 elif ec == 1:
                     pass
                     s = -1
+                    break
                 else:
                     raise r.deviation('SignedInfoType', p)
-            if s == 5:
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        el = 'Reference'
-                        r.pos = p
-                        _v = _d_ReferenceType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        f_Reference.append(_v)
-                    elif ec == 1:
-                        pass
-                        s = -1
-                        break
-                    else:
-                        raise r.deviation('SignedInfoType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return xmldsig.SignedInfoType(f_Id, f_CanonicalizationMethod, f_SignatureMethod, f_Reference)
+    _obj = _new(xmldsig.SignedInfoType)
+    _obj.Id = f_Id
+    _obj.CanonicalizationMethod = f_CanonicalizationMethod
+    _obj.SignatureMethod = f_SignatureMethod
+    _obj.Reference = f_Reference
+    return _obj
 
 def _e_SignedInfoType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignedInfoType
@@ -6854,60 +10045,73 @@ def _e_SignedInfoType(w, o):
         v_Reference = o.Reference
         n_Reference = len(v_Reference)
         i_Reference = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Id is not None:
-                    el = '@Id'
-                    v <<= 2
-                    n += 2
-                    _l = len(v_Id)
-                    if _l < 126 and v_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-                    if not (v_CanonicalizationMethod is not None): raise EncodeError('missing content: CanonicalizationMethod')
-                    el = 'CanonicalizationMethod'
-                    v <<= 1
-                    n += 1
-                    v_Id = None
-                    w.v = v; w.n = n
-                    _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
-                    v = w.v; n = w.n
-                    v_CanonicalizationMethod = None
-                    s = 2
-                elif v_CanonicalizationMethod is not None:
-                    el = 'CanonicalizationMethod'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
-                    v = w.v; n = w.n
-                    v_CanonicalizationMethod = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Id, CanonicalizationMethod')
-            if s == 2:
-                if v_SignatureMethod is not None:
-                    el = 'SignatureMethod'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_SignatureMethodType(w, v_SignatureMethod)
-                    v = w.v; n = w.n
-                    if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
-                    el = 'Reference'
-                    v <<= 1
-                    n += 1
-                    v_SignatureMethod = None
-                    w.v = v; w.n = n
-                    _e_ReferenceType(w, v_Reference[i_Reference])
-                    v = w.v; n = w.n
-                    i_Reference += 1
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of SignatureMethod')
-            if s == 4:
+        if v_Id is not None:
+            el = '@Id'
+            v <<= 2
+            n += 2
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
+            if not (v_CanonicalizationMethod is not None): raise EncodeError('missing content: CanonicalizationMethod')
+            el = 'CanonicalizationMethod'
+            v <<= 1
+            n += 1
+            v_Id = None
+            w.v = v; w.n = n
+            _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
+            v = w.v; n = w.n
+            v_CanonicalizationMethod = None
+            s = 2
+        elif v_CanonicalizationMethod is not None:
+            el = 'CanonicalizationMethod'
+            v = (v << 2) | 1
+            n += 2
+            w.v = v; w.n = n
+            _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
+            v = w.v; n = w.n
+            v_CanonicalizationMethod = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of Id, CanonicalizationMethod')
+        if s == 2:
+            if v_SignatureMethod is not None:
+                el = 'SignatureMethod'
+                v <<= 1
+                n += 1
+                w.v = v; w.n = n
+                _e_SignatureMethodType(w, v_SignatureMethod)
+                v = w.v; n = w.n
+                if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
+                el = 'Reference'
+                v <<= 1
+                n += 1
+                v_SignatureMethod = None
+                w.v = v; w.n = n
+                _e_ReferenceType(w, v_Reference[i_Reference])
+                v = w.v; n = w.n
+                i_Reference += 1
+                s = 4
+            else:
+                raise EncodeError('missing content: expected one of SignatureMethod')
+        if s == 4:
+            if i_Reference < n_Reference:
+                el = 'Reference'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_ReferenceType(w, v_Reference[i_Reference])
+                v = w.v; n = w.n
+                i_Reference += 1
+                s = 5
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Id is not None or v_CanonicalizationMethod is not None or v_SignatureMethod is not None or i_Reference < n_Reference: raise _leftover(o)
+                s = -1
+        if s == 5:
+            while True:
                 if i_Reference < n_Reference:
                     el = 'Reference'
                     v <<= 2
@@ -6916,28 +10120,12 @@ def _e_SignedInfoType(w, o):
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     v = w.v; n = w.n
                     i_Reference += 1
-                    s = 5
                 elif True:
                     v = (v << 2) | 1
                     n += 2
                     if v_Id is not None or v_CanonicalizationMethod is not None or v_SignatureMethod is not None or i_Reference < n_Reference: raise _leftover(o)
                     s = -1
-            if s == 5:
-                while True:
-                    if i_Reference < n_Reference:
-                        el = 'Reference'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_ReferenceType(w, v_Reference[i_Reference])
-                        v = w.v; n = w.n
-                        i_Reference += 1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if v_Id is not None or v_CanonicalizationMethod is not None or v_SignatureMethod is not None or i_Reference < n_Reference: raise _leftover(o)
-                        s = -1
-                        break
+                    break
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -7117,7 +10305,10 @@ def _d_TransformType(r, key):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return xmldsig.TransformType(f_Algorithm, f_XPath)
+    _obj = _new(xmldsig.TransformType)
+    _obj.Algorithm = f_Algorithm
+    _obj.XPath = f_XPath
+    return _obj
 
 def _e_TransformType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}TransformType
@@ -7129,23 +10320,78 @@ def _e_TransformType(w, o):
         v_XPath = o.XPath
         n_XPath = len(v_XPath)
         i_XPath = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Algorithm is not None:
-                    el = '@Algorithm'
-                    v <<= 1
-                    n += 1
-                    _l = len(v_Algorithm)
-                    if _l < 126 and v_Algorithm.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
-                    v_Algorithm = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Algorithm')
-            if s == 1:
+        if v_Algorithm is not None:
+            el = '@Algorithm'
+            v <<= 1
+            n += 1
+            _l = len(v_Algorithm)
+            if _l < 126 and v_Algorithm.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
+            v_Algorithm = None
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of Algorithm')
+        if s == 1:
+            if i_XPath < n_XPath:
+                el = 'XPath'
+                v <<= 4
+                n += 4
+                _l = len(v_XPath[i_XPath])
+                if _l < 126 and v_XPath[i_XPath].isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                i_XPath += 1
+                s = 4
+            elif True:
+                v = (v << 3) | 2
+                n += 3
+                if v_Algorithm is not None or i_XPath < n_XPath: raise _leftover(o)
+                s = -1
+        if s == 2:
+            if i_XPath < n_XPath:
+                el = 'XPath'
+                v <<= 4
+                n += 4
+                _l = len(v_XPath[i_XPath])
+                if _l < 126 and v_XPath[i_XPath].isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                i_XPath += 1
+                s = 4
+            elif True:
+                v = (v << 3) | 2
+                n += 3
+                if v_Algorithm is not None or i_XPath < n_XPath: raise _leftover(o)
+                s = -1
+        if s == 3:
+            if i_XPath < n_XPath:
+                el = 'XPath'
+                v <<= 4
+                n += 4
+                _l = len(v_XPath[i_XPath])
+                if _l < 126 and v_XPath[i_XPath].isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                i_XPath += 1
+                s = 4
+            elif True:
+                v = (v << 3) | 2
+                n += 3
+                if v_Algorithm is not None or i_XPath < n_XPath: raise _leftover(o)
+                s = -1
+        if s == 4:
+            while True:
                 if i_XPath < n_XPath:
                     el = 'XPath'
                     v <<= 4
@@ -7158,70 +10404,12 @@ def _e_TransformType(w, o):
                     v <<= 1
                     n += 1
                     i_XPath += 1
-                    s = 4
                 elif True:
                     v = (v << 3) | 2
                     n += 3
                     if v_Algorithm is not None or i_XPath < n_XPath: raise _leftover(o)
                     s = -1
-            if s == 2:
-                if i_XPath < n_XPath:
-                    el = 'XPath'
-                    v <<= 4
-                    n += 4
-                    _l = len(v_XPath[i_XPath])
-                    if _l < 126 and v_XPath[i_XPath].isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    i_XPath += 1
-                    s = 4
-                elif True:
-                    v = (v << 3) | 2
-                    n += 3
-                    if v_Algorithm is not None or i_XPath < n_XPath: raise _leftover(o)
-                    s = -1
-            if s == 3:
-                if i_XPath < n_XPath:
-                    el = 'XPath'
-                    v <<= 4
-                    n += 4
-                    _l = len(v_XPath[i_XPath])
-                    if _l < 126 and v_XPath[i_XPath].isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    i_XPath += 1
-                    s = 4
-                elif True:
-                    v = (v << 3) | 2
-                    n += 3
-                    if v_Algorithm is not None or i_XPath < n_XPath: raise _leftover(o)
-                    s = -1
-            if s == 4:
-                while True:
-                    if i_XPath < n_XPath:
-                        el = 'XPath'
-                        v <<= 4
-                        n += 4
-                        _l = len(v_XPath[i_XPath])
-                        if _l < 126 and v_XPath[i_XPath].isascii():
-                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
-                            n += (_l + 1) << 3
-                        else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        i_XPath += 1
-                    elif True:
-                        v = (v << 3) | 2
-                        n += 3
-                        if v_Algorithm is not None or i_XPath < n_XPath: raise _leftover(o)
-                        s = -1
-                        break
+                    break
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -7235,19 +10423,33 @@ def _d_TransformsType(r):
     el = ''
     f_Transform = []
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('TransformsType', p)
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('TransformsType', p)
+        el = 'Transform'
+        r.pos = p
+        _v = _d_TransformType(r, 'xmldsig:Transform')
+        V = r.v; E = r.end; p = r.pos
+        f_Transform.append(_v)
+        s = 1
+        if s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
                 el = 'Transform'
                 r.pos = p
                 _v = _d_TransformType(r, 'xmldsig:Transform')
                 V = r.v; E = r.end; p = r.pos
                 f_Transform.append(_v)
-                s = 1
-            if s == 1:
+                s = 2
+            elif ec == 1:
+                pass
+                s = -1
+            else:
+                raise r.deviation('TransformsType', p)
+        if s == 2:
+            while True:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
@@ -7257,33 +10459,18 @@ def _d_TransformsType(r):
                     _v = _d_TransformType(r, 'xmldsig:Transform')
                     V = r.v; E = r.end; p = r.pos
                     f_Transform.append(_v)
-                    s = 2
                 elif ec == 1:
                     pass
                     s = -1
+                    break
                 else:
                     raise r.deviation('TransformsType', p)
-            if s == 2:
-                while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        el = 'Transform'
-                        r.pos = p
-                        _v = _d_TransformType(r, 'xmldsig:Transform')
-                        V = r.v; E = r.end; p = r.pos
-                        f_Transform.append(_v)
-                    elif ec == 1:
-                        pass
-                        s = -1
-                        break
-                    else:
-                        raise r.deviation('TransformsType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return xmldsig.TransformsType(f_Transform)
+    _obj = _new(xmldsig.TransformsType)
+    _obj.Transform = f_Transform
+    return _obj
 
 def _e_TransformsType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}TransformsType
@@ -7294,21 +10481,34 @@ def _e_TransformsType(w, o):
         v_Transform = o.Transform
         n_Transform = len(v_Transform)
         i_Transform = 0
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if i_Transform < n_Transform:
-                    el = 'Transform'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_TransformType(w, v_Transform[i_Transform])
-                    v = w.v; n = w.n
-                    i_Transform += 1
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Transform')
-            if s == 1:
+        if i_Transform < n_Transform:
+            el = 'Transform'
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
+            _e_TransformType(w, v_Transform[i_Transform])
+            v = w.v; n = w.n
+            i_Transform += 1
+            s = 1
+        else:
+            raise EncodeError('missing content: expected one of Transform')
+        if s == 1:
+            if i_Transform < n_Transform:
+                el = 'Transform'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_TransformType(w, v_Transform[i_Transform])
+                v = w.v; n = w.n
+                i_Transform += 1
+                s = 2
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_Transform < n_Transform: raise _leftover(o)
+                s = -1
+        if s == 2:
+            while True:
                 if i_Transform < n_Transform:
                     el = 'Transform'
                     v <<= 2
@@ -7317,28 +10517,12 @@ def _e_TransformsType(w, o):
                     _e_TransformType(w, v_Transform[i_Transform])
                     v = w.v; n = w.n
                     i_Transform += 1
-                    s = 2
                 elif True:
                     v = (v << 2) | 1
                     n += 2
                     if i_Transform < n_Transform: raise _leftover(o)
                     s = -1
-            if s == 2:
-                while True:
-                    if i_Transform < n_Transform:
-                        el = 'Transform'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_TransformType(w, v_Transform[i_Transform])
-                        v = w.v; n = w.n
-                        i_Transform += 1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        if i_Transform < n_Transform: raise _leftover(o)
-                        s = -1
-                        break
+                    break
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -7366,7 +10550,6 @@ def _d_X509DataType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
-                    el = 'X509IssuerSerial'
                     el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -7388,20 +10571,31 @@ def _d_X509DataType(r):
                     if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c1_X509SerialNumber = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c1_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c1_X509SerialNumber = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c1_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; _c1_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c1_X509SerialNumber = -_c1_X509SerialNumber - 1
-                    _v = xmldsig.X509IssuerSerialType(_c1_X509IssuerName, _c1_X509SerialNumber)
+                    _v = _new(xmldsig.X509IssuerSerialType)
+                    _v.X509IssuerName = _c1_X509IssuerName
+                    _v.X509SerialNumber = _c1_X509SerialNumber
                     f_X509IssuerSerial.append(_v)
                     s = 1
                 elif ec == 1:
@@ -7414,9 +10608,11 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
@@ -7450,9 +10646,11 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
@@ -7468,9 +10666,11 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
@@ -7491,7 +10691,6 @@ def _d_X509DataType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
-                    el = 'X509IssuerSerial'
                     el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -7513,20 +10712,31 @@ def _d_X509DataType(r):
                     if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c2_X509SerialNumber = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c2_X509SerialNumber = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; _c2_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c2_X509SerialNumber = -_c2_X509SerialNumber - 1
-                    _v = xmldsig.X509IssuerSerialType(_c2_X509IssuerName, _c2_X509SerialNumber)
+                    _v = _new(xmldsig.X509IssuerSerialType)
+                    _v.X509IssuerName = _c2_X509IssuerName
+                    _v.X509SerialNumber = _c2_X509SerialNumber
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -7539,9 +10749,11 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
@@ -7575,9 +10787,11 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
@@ -7593,9 +10807,11 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
@@ -7619,7 +10835,6 @@ def _d_X509DataType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
-                    el = 'X509IssuerSerial'
                     el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -7641,20 +10856,31 @@ def _d_X509DataType(r):
                     if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c3_X509SerialNumber = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c3_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c3_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c3_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c3_X509SerialNumber = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c3_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; _c3_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c3_X509SerialNumber = -_c3_X509SerialNumber - 1
-                    _v = xmldsig.X509IssuerSerialType(_c3_X509IssuerName, _c3_X509SerialNumber)
+                    _v = _new(xmldsig.X509IssuerSerialType)
+                    _v.X509IssuerName = _c3_X509IssuerName
+                    _v.X509SerialNumber = _c3_X509SerialNumber
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -7667,9 +10893,11 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
@@ -7703,9 +10931,11 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
@@ -7721,9 +10951,11 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
@@ -7747,7 +10979,6 @@ def _d_X509DataType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
-                    el = 'X509IssuerSerial'
                     el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -7769,20 +11000,31 @@ def _d_X509DataType(r):
                     if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c4_X509SerialNumber = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c4_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c4_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c4_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c4_X509SerialNumber = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c4_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; _c4_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c4_X509SerialNumber = -_c4_X509SerialNumber - 1
-                    _v = xmldsig.X509IssuerSerialType(_c4_X509IssuerName, _c4_X509SerialNumber)
+                    _v = _new(xmldsig.X509IssuerSerialType)
+                    _v.X509IssuerName = _c4_X509IssuerName
+                    _v.X509SerialNumber = _c4_X509SerialNumber
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -7795,9 +11037,11 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
@@ -7831,9 +11075,11 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
@@ -7849,9 +11095,11 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
@@ -7875,7 +11123,6 @@ def _d_X509DataType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
-                    el = 'X509IssuerSerial'
                     el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -7897,20 +11144,31 @@ def _d_X509DataType(r):
                     if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c5_X509SerialNumber = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c5_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c5_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c5_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c5_X509SerialNumber = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c5_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; _c5_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c5_X509SerialNumber = -_c5_X509SerialNumber - 1
-                    _v = xmldsig.X509IssuerSerialType(_c5_X509IssuerName, _c5_X509SerialNumber)
+                    _v = _new(xmldsig.X509IssuerSerialType)
+                    _v.X509IssuerName = _c5_X509IssuerName
+                    _v.X509SerialNumber = _c5_X509SerialNumber
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -7923,9 +11181,11 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
@@ -7959,9 +11219,11 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
@@ -7977,9 +11239,11 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
@@ -8003,7 +11267,6 @@ def _d_X509DataType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
-                    el = 'X509IssuerSerial'
                     el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -8025,20 +11288,31 @@ def _d_X509DataType(r):
                     if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c6_X509SerialNumber = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c6_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c6_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c6_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c6_X509SerialNumber = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c6_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; _c6_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c6_X509SerialNumber = -_c6_X509SerialNumber - 1
-                    _v = xmldsig.X509IssuerSerialType(_c6_X509IssuerName, _c6_X509SerialNumber)
+                    _v = _new(xmldsig.X509IssuerSerialType)
+                    _v.X509IssuerName = _c6_X509IssuerName
+                    _v.X509SerialNumber = _c6_X509SerialNumber
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -8051,9 +11325,11 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
@@ -8087,9 +11363,11 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
@@ -8105,9 +11383,11 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
@@ -8131,7 +11411,6 @@ def _d_X509DataType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
-                    el = 'X509IssuerSerial'
                     el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -8153,20 +11432,31 @@ def _d_X509DataType(r):
                     if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c7_X509SerialNumber = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c7_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c7_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c7_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c7_X509SerialNumber = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c7_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; _c7_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c7_X509SerialNumber = -_c7_X509SerialNumber - 1
-                    _v = xmldsig.X509IssuerSerialType(_c7_X509IssuerName, _c7_X509SerialNumber)
+                    _v = _new(xmldsig.X509IssuerSerialType)
+                    _v.X509IssuerName = _c7_X509IssuerName
+                    _v.X509SerialNumber = _c7_X509SerialNumber
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -8179,9 +11469,11 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
@@ -8215,9 +11507,11 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
@@ -8233,9 +11527,11 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
@@ -8260,7 +11556,6 @@ def _d_X509DataType(r):
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
-                        el = 'X509IssuerSerial'
                         el = 'X509IssuerSerial/X509IssuerName'
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -8282,20 +11577,31 @@ def _d_X509DataType(r):
                         if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c8_X509SerialNumber = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c8_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c8_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c8_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
                             _c8_X509SerialNumber = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c8_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
                             r.pos = p; _c8_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c8_X509SerialNumber = -_c8_X509SerialNumber - 1
-                        _v = xmldsig.X509IssuerSerialType(_c8_X509IssuerName, _c8_X509SerialNumber)
+                        _v = _new(xmldsig.X509IssuerSerialType)
+                        _v.X509IssuerName = _c8_X509IssuerName
+                        _v.X509SerialNumber = _c8_X509SerialNumber
                         f_X509IssuerSerial.append(_v)
                     elif ec == 1:
                         el = 'X509SKI'
@@ -8307,9 +11613,11 @@ def _d_X509DataType(r):
                             if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                             _v = b''
                         else:
-                            r.pos = p
-                            _v = r.binary()
-                            V = r.v; E = r.end; p = r.pos
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
@@ -8345,9 +11653,11 @@ def _d_X509DataType(r):
                             if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                             _v = b''
                         else:
-                            r.pos = p
-                            _v = r.binary()
-                            V = r.v; E = r.end; p = r.pos
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
@@ -8364,9 +11674,11 @@ def _d_X509DataType(r):
                             if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                             _v = b''
                         else:
-                            r.pos = p
-                            _v = r.binary()
-                            V = r.v; E = r.end; p = r.pos
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
@@ -8394,7 +11706,6 @@ def _d_X509DataType(r):
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
-                        el = 'X509IssuerSerial'
                         el = 'X509IssuerSerial/X509IssuerName'
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -8416,20 +11727,31 @@ def _d_X509DataType(r):
                         if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c9_X509SerialNumber = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c9_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c9_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c9_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
                             _c9_X509SerialNumber = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c9_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
                             r.pos = p; _c9_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c9_X509SerialNumber = -_c9_X509SerialNumber - 1
-                        _v = xmldsig.X509IssuerSerialType(_c9_X509IssuerName, _c9_X509SerialNumber)
+                        _v = _new(xmldsig.X509IssuerSerialType)
+                        _v.X509IssuerName = _c9_X509IssuerName
+                        _v.X509SerialNumber = _c9_X509SerialNumber
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -8443,9 +11765,11 @@ def _d_X509DataType(r):
                             if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                             _v = b''
                         else:
-                            r.pos = p
-                            _v = r.binary()
-                            V = r.v; E = r.end; p = r.pos
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
@@ -8479,9 +11803,11 @@ def _d_X509DataType(r):
                             if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                             _v = b''
                         else:
-                            r.pos = p
-                            _v = r.binary()
-                            V = r.v; E = r.end; p = r.pos
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
@@ -8498,9 +11824,11 @@ def _d_X509DataType(r):
                             if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                             _v = b''
                         else:
-                            r.pos = p
-                            _v = r.binary()
-                            V = r.v; E = r.end; p = r.pos
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
@@ -8528,7 +11856,6 @@ def _d_X509DataType(r):
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
-                        el = 'X509IssuerSerial'
                         el = 'X509IssuerSerial/X509IssuerName'
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -8550,20 +11877,31 @@ def _d_X509DataType(r):
                         if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c10_X509SerialNumber = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c10_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c10_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c10_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
                             _c10_X509SerialNumber = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c10_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
                             r.pos = p; _c10_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c10_X509SerialNumber = -_c10_X509SerialNumber - 1
-                        _v = xmldsig.X509IssuerSerialType(_c10_X509IssuerName, _c10_X509SerialNumber)
+                        _v = _new(xmldsig.X509IssuerSerialType)
+                        _v.X509IssuerName = _c10_X509IssuerName
+                        _v.X509SerialNumber = _c10_X509SerialNumber
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -8577,9 +11915,11 @@ def _d_X509DataType(r):
                             if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                             _v = b''
                         else:
-                            r.pos = p
-                            _v = r.binary()
-                            V = r.v; E = r.end; p = r.pos
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
@@ -8613,9 +11953,11 @@ def _d_X509DataType(r):
                             if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                             _v = b''
                         else:
-                            r.pos = p
-                            _v = r.binary()
-                            V = r.v; E = r.end; p = r.pos
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
@@ -8632,9 +11974,11 @@ def _d_X509DataType(r):
                             if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                             _v = b''
                         else:
-                            r.pos = p
-                            _v = r.binary()
-                            V = r.v; E = r.end; p = r.pos
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
@@ -8662,7 +12006,6 @@ def _d_X509DataType(r):
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
-                        el = 'X509IssuerSerial'
                         el = 'X509IssuerSerial/X509IssuerName'
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -8684,20 +12027,31 @@ def _d_X509DataType(r):
                         if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c11_X509SerialNumber = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c11_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c11_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c11_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
                             _c11_X509SerialNumber = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c11_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
                             r.pos = p; _c11_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c11_X509SerialNumber = -_c11_X509SerialNumber - 1
-                        _v = xmldsig.X509IssuerSerialType(_c11_X509IssuerName, _c11_X509SerialNumber)
+                        _v = _new(xmldsig.X509IssuerSerialType)
+                        _v.X509IssuerName = _c11_X509IssuerName
+                        _v.X509SerialNumber = _c11_X509SerialNumber
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -8711,9 +12065,11 @@ def _d_X509DataType(r):
                             if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                             _v = b''
                         else:
-                            r.pos = p
-                            _v = r.binary()
-                            V = r.v; E = r.end; p = r.pos
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
@@ -8749,9 +12105,11 @@ def _d_X509DataType(r):
                             if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                             _v = b''
                         else:
-                            r.pos = p
-                            _v = r.binary()
-                            V = r.v; E = r.end; p = r.pos
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
@@ -8766,9 +12124,11 @@ def _d_X509DataType(r):
                             if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                             _v = b''
                         else:
-                            r.pos = p
-                            _v = r.binary()
-                            V = r.v; E = r.end; p = r.pos
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
@@ -8796,7 +12156,6 @@ def _d_X509DataType(r):
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
-                        el = 'X509IssuerSerial'
                         el = 'X509IssuerSerial/X509IssuerName'
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -8818,20 +12177,31 @@ def _d_X509DataType(r):
                         if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c12_X509SerialNumber = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c12_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c12_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c12_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
                             _c12_X509SerialNumber = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c12_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
                             r.pos = p; _c12_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c12_X509SerialNumber = -_c12_X509SerialNumber - 1
-                        _v = xmldsig.X509IssuerSerialType(_c12_X509IssuerName, _c12_X509SerialNumber)
+                        _v = _new(xmldsig.X509IssuerSerialType)
+                        _v.X509IssuerName = _c12_X509IssuerName
+                        _v.X509SerialNumber = _c12_X509SerialNumber
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -8845,9 +12215,11 @@ def _d_X509DataType(r):
                             if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                             _v = b''
                         else:
-                            r.pos = p
-                            _v = r.binary()
-                            V = r.v; E = r.end; p = r.pos
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
@@ -8883,9 +12255,11 @@ def _d_X509DataType(r):
                             if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                             _v = b''
                         else:
-                            r.pos = p
-                            _v = r.binary()
-                            V = r.v; E = r.end; p = r.pos
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
@@ -8902,9 +12276,11 @@ def _d_X509DataType(r):
                             if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                             _v = b''
                         else:
-                            r.pos = p
-                            _v = r.binary()
-                            V = r.v; E = r.end; p = r.pos
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
@@ -8929,7 +12305,6 @@ def _d_X509DataType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
-                    el = 'X509IssuerSerial'
                     el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -8951,20 +12326,31 @@ def _d_X509DataType(r):
                     if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c13_X509SerialNumber = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c13_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c13_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c13_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c13_X509SerialNumber = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c13_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; _c13_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c13_X509SerialNumber = -_c13_X509SerialNumber - 1
-                    _v = xmldsig.X509IssuerSerialType(_c13_X509IssuerName, _c13_X509SerialNumber)
+                    _v = _new(xmldsig.X509IssuerSerialType)
+                    _v.X509IssuerName = _c13_X509IssuerName
+                    _v.X509SerialNumber = _c13_X509SerialNumber
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -8977,9 +12363,11 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
@@ -9013,9 +12401,11 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
@@ -9031,9 +12421,11 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
-                        r.pos = p
-                        _v = r.binary()
-                        V = r.v; E = r.end; p = r.pos
+                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                            p += 8 + (_l << 3)
+                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
@@ -9052,7 +12444,13 @@ def _d_X509DataType(r):
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return xmldsig.X509DataType(f_X509IssuerSerial, f_X509SKI, f_X509SubjectName, f_X509Certificate, f_X509CRL)
+    _obj = _new(xmldsig.X509DataType)
+    _obj.X509IssuerSerial = f_X509IssuerSerial
+    _obj.X509SKI = f_X509SKI
+    _obj.X509SubjectName = f_X509SubjectName
+    _obj.X509Certificate = f_X509Certificate
+    _obj.X509CRL = f_X509CRL
+    return _obj
 
 def _e_X509DataType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}X509DataType
@@ -9097,23 +12495,22 @@ def _e_X509DataType(w, o):
                     if type(_c1_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c1_X509SerialNumber!r}')
                     v = (v << 4) | (_c1_X509SerialNumber < 0)
                     n += 4
-                    _c1_X509IssuerName = None
                     _m = (-_c1_X509SerialNumber - 1 if _c1_X509SerialNumber < 0 else _c1_X509SerialNumber)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c1_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 1
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
                     v = (v << 4) | (1 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509SKI[i_X509SKI])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SKI[i_X509SKI])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509SKI[i_X509SKI], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_X509SKI[i_X509SKI]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SKI += 1
@@ -9135,9 +12532,9 @@ def _e_X509DataType(w, o):
                     el = 'X509Certificate'
                     v = (v << 4) | (3 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509Certificate[i_X509Certificate])
-                    v = w.v; n = w.n
+                    _l = len(v_X509Certificate[i_X509Certificate])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509Certificate[i_X509Certificate], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_X509Certificate[i_X509Certificate]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509Certificate += 1
@@ -9146,9 +12543,9 @@ def _e_X509DataType(w, o):
                     el = 'X509CRL'
                     v = (v << 4) | (4 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509CRL[i_X509CRL])
-                    v = w.v; n = w.n
+                    _l = len(v_X509CRL[i_X509CRL])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509CRL[i_X509CRL], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_X509CRL[i_X509CRL]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509CRL += 1
@@ -9175,23 +12572,22 @@ def _e_X509DataType(w, o):
                     if type(_c2_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c2_X509SerialNumber!r}')
                     v = (v << 4) | (_c2_X509SerialNumber < 0)
                     n += 4
-                    _c2_X509IssuerName = None
                     _m = (-_c2_X509SerialNumber - 1 if _c2_X509SerialNumber < 0 else _c2_X509SerialNumber)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c2_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
                     v = (v << 4) | (1 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509SKI[i_X509SKI])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SKI[i_X509SKI])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509SKI[i_X509SKI], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_X509SKI[i_X509SKI]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SKI += 1
@@ -9213,9 +12609,9 @@ def _e_X509DataType(w, o):
                     el = 'X509Certificate'
                     v = (v << 4) | (3 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509Certificate[i_X509Certificate])
-                    v = w.v; n = w.n
+                    _l = len(v_X509Certificate[i_X509Certificate])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509Certificate[i_X509Certificate], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_X509Certificate[i_X509Certificate]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509Certificate += 1
@@ -9224,9 +12620,9 @@ def _e_X509DataType(w, o):
                     el = 'X509CRL'
                     v = (v << 4) | (4 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509CRL[i_X509CRL])
-                    v = w.v; n = w.n
+                    _l = len(v_X509CRL[i_X509CRL])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509CRL[i_X509CRL], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_X509CRL[i_X509CRL]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509CRL += 1
@@ -9256,23 +12652,22 @@ def _e_X509DataType(w, o):
                     if type(_c3_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c3_X509SerialNumber!r}')
                     v = (v << 4) | (_c3_X509SerialNumber < 0)
                     n += 4
-                    _c3_X509IssuerName = None
                     _m = (-_c3_X509SerialNumber - 1 if _c3_X509SerialNumber < 0 else _c3_X509SerialNumber)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c3_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
                     v = (v << 4) | (1 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509SKI[i_X509SKI])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SKI[i_X509SKI])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509SKI[i_X509SKI], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_X509SKI[i_X509SKI]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SKI += 1
@@ -9294,9 +12689,9 @@ def _e_X509DataType(w, o):
                     el = 'X509Certificate'
                     v = (v << 4) | (3 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509Certificate[i_X509Certificate])
-                    v = w.v; n = w.n
+                    _l = len(v_X509Certificate[i_X509Certificate])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509Certificate[i_X509Certificate], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_X509Certificate[i_X509Certificate]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509Certificate += 1
@@ -9305,9 +12700,9 @@ def _e_X509DataType(w, o):
                     el = 'X509CRL'
                     v = (v << 4) | (4 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509CRL[i_X509CRL])
-                    v = w.v; n = w.n
+                    _l = len(v_X509CRL[i_X509CRL])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509CRL[i_X509CRL], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_X509CRL[i_X509CRL]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509CRL += 1
@@ -9337,23 +12732,22 @@ def _e_X509DataType(w, o):
                     if type(_c4_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c4_X509SerialNumber!r}')
                     v = (v << 4) | (_c4_X509SerialNumber < 0)
                     n += 4
-                    _c4_X509IssuerName = None
                     _m = (-_c4_X509SerialNumber - 1 if _c4_X509SerialNumber < 0 else _c4_X509SerialNumber)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c4_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
                     v = (v << 4) | (1 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509SKI[i_X509SKI])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SKI[i_X509SKI])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509SKI[i_X509SKI], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_X509SKI[i_X509SKI]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SKI += 1
@@ -9375,9 +12769,9 @@ def _e_X509DataType(w, o):
                     el = 'X509Certificate'
                     v = (v << 4) | (3 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509Certificate[i_X509Certificate])
-                    v = w.v; n = w.n
+                    _l = len(v_X509Certificate[i_X509Certificate])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509Certificate[i_X509Certificate], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_X509Certificate[i_X509Certificate]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509Certificate += 1
@@ -9386,9 +12780,9 @@ def _e_X509DataType(w, o):
                     el = 'X509CRL'
                     v = (v << 4) | (4 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509CRL[i_X509CRL])
-                    v = w.v; n = w.n
+                    _l = len(v_X509CRL[i_X509CRL])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509CRL[i_X509CRL], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_X509CRL[i_X509CRL]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509CRL += 1
@@ -9418,23 +12812,22 @@ def _e_X509DataType(w, o):
                     if type(_c5_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c5_X509SerialNumber!r}')
                     v = (v << 4) | (_c5_X509SerialNumber < 0)
                     n += 4
-                    _c5_X509IssuerName = None
                     _m = (-_c5_X509SerialNumber - 1 if _c5_X509SerialNumber < 0 else _c5_X509SerialNumber)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c5_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
                     v = (v << 4) | (1 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509SKI[i_X509SKI])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SKI[i_X509SKI])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509SKI[i_X509SKI], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_X509SKI[i_X509SKI]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SKI += 1
@@ -9456,9 +12849,9 @@ def _e_X509DataType(w, o):
                     el = 'X509Certificate'
                     v = (v << 4) | (3 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509Certificate[i_X509Certificate])
-                    v = w.v; n = w.n
+                    _l = len(v_X509Certificate[i_X509Certificate])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509Certificate[i_X509Certificate], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_X509Certificate[i_X509Certificate]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509Certificate += 1
@@ -9467,9 +12860,9 @@ def _e_X509DataType(w, o):
                     el = 'X509CRL'
                     v = (v << 4) | (4 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509CRL[i_X509CRL])
-                    v = w.v; n = w.n
+                    _l = len(v_X509CRL[i_X509CRL])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509CRL[i_X509CRL], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_X509CRL[i_X509CRL]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509CRL += 1
@@ -9499,23 +12892,22 @@ def _e_X509DataType(w, o):
                     if type(_c6_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c6_X509SerialNumber!r}')
                     v = (v << 4) | (_c6_X509SerialNumber < 0)
                     n += 4
-                    _c6_X509IssuerName = None
                     _m = (-_c6_X509SerialNumber - 1 if _c6_X509SerialNumber < 0 else _c6_X509SerialNumber)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c6_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
                     v = (v << 4) | (1 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509SKI[i_X509SKI])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SKI[i_X509SKI])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509SKI[i_X509SKI], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_X509SKI[i_X509SKI]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SKI += 1
@@ -9537,9 +12929,9 @@ def _e_X509DataType(w, o):
                     el = 'X509Certificate'
                     v = (v << 4) | (3 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509Certificate[i_X509Certificate])
-                    v = w.v; n = w.n
+                    _l = len(v_X509Certificate[i_X509Certificate])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509Certificate[i_X509Certificate], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_X509Certificate[i_X509Certificate]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509Certificate += 1
@@ -9548,9 +12940,9 @@ def _e_X509DataType(w, o):
                     el = 'X509CRL'
                     v = (v << 4) | (4 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509CRL[i_X509CRL])
-                    v = w.v; n = w.n
+                    _l = len(v_X509CRL[i_X509CRL])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509CRL[i_X509CRL], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_X509CRL[i_X509CRL]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509CRL += 1
@@ -9580,23 +12972,22 @@ def _e_X509DataType(w, o):
                     if type(_c7_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c7_X509SerialNumber!r}')
                     v = (v << 4) | (_c7_X509SerialNumber < 0)
                     n += 4
-                    _c7_X509IssuerName = None
                     _m = (-_c7_X509SerialNumber - 1 if _c7_X509SerialNumber < 0 else _c7_X509SerialNumber)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c7_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
                     v = (v << 4) | (1 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509SKI[i_X509SKI])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SKI[i_X509SKI])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509SKI[i_X509SKI], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_X509SKI[i_X509SKI]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SKI += 1
@@ -9618,9 +13009,9 @@ def _e_X509DataType(w, o):
                     el = 'X509Certificate'
                     v = (v << 4) | (3 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509Certificate[i_X509Certificate])
-                    v = w.v; n = w.n
+                    _l = len(v_X509Certificate[i_X509Certificate])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509Certificate[i_X509Certificate], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_X509Certificate[i_X509Certificate]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509Certificate += 1
@@ -9629,9 +13020,9 @@ def _e_X509DataType(w, o):
                     el = 'X509CRL'
                     v = (v << 4) | (4 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509CRL[i_X509CRL])
-                    v = w.v; n = w.n
+                    _l = len(v_X509CRL[i_X509CRL])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509CRL[i_X509CRL], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_X509CRL[i_X509CRL]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509CRL += 1
@@ -9662,22 +13053,21 @@ def _e_X509DataType(w, o):
                         if type(_c8_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c8_X509SerialNumber!r}')
                         v = (v << 4) | (_c8_X509SerialNumber < 0)
                         n += 4
-                        _c8_X509IssuerName = None
                         _m = (-_c8_X509SerialNumber - 1 if _c8_X509SerialNumber < 0 else _c8_X509SerialNumber)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 2
                         n += 2
-                        _c8_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                     elif i_X509SKI < n_X509SKI:
                         el = 'X509SKI'
                         v = (v << 4) | (1 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509SKI[i_X509SKI])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SKI[i_X509SKI])
+                        if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509SKI[i_X509SKI], 'big'); n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.binary(v_X509SKI[i_X509SKI]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SKI += 1
@@ -9701,9 +13091,9 @@ def _e_X509DataType(w, o):
                         el = 'X509Certificate'
                         v = (v << 4) | (3 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509Certificate[i_X509Certificate])
-                        v = w.v; n = w.n
+                        _l = len(v_X509Certificate[i_X509Certificate])
+                        if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509Certificate[i_X509Certificate], 'big'); n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.binary(v_X509Certificate[i_X509Certificate]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509Certificate += 1
@@ -9713,9 +13103,9 @@ def _e_X509DataType(w, o):
                         el = 'X509CRL'
                         v = (v << 4) | (4 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509CRL[i_X509CRL])
-                        v = w.v; n = w.n
+                        _l = len(v_X509CRL[i_X509CRL])
+                        if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509CRL[i_X509CRL], 'big'); n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.binary(v_X509CRL[i_X509CRL]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509CRL += 1
@@ -9748,14 +13138,13 @@ def _e_X509DataType(w, o):
                         if type(_c9_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c9_X509SerialNumber!r}')
                         v = (v << 4) | (_c9_X509SerialNumber < 0)
                         n += 4
-                        _c9_X509IssuerName = None
                         _m = (-_c9_X509SerialNumber - 1 if _c9_X509SerialNumber < 0 else _c9_X509SerialNumber)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 2
                         n += 2
-                        _c9_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -9763,9 +13152,9 @@ def _e_X509DataType(w, o):
                         el = 'X509SKI'
                         v = (v << 4) | (1 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509SKI[i_X509SKI])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SKI[i_X509SKI])
+                        if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509SKI[i_X509SKI], 'big'); n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.binary(v_X509SKI[i_X509SKI]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SKI += 1
@@ -9787,9 +13176,9 @@ def _e_X509DataType(w, o):
                         el = 'X509Certificate'
                         v = (v << 4) | (3 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509Certificate[i_X509Certificate])
-                        v = w.v; n = w.n
+                        _l = len(v_X509Certificate[i_X509Certificate])
+                        if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509Certificate[i_X509Certificate], 'big'); n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.binary(v_X509Certificate[i_X509Certificate]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509Certificate += 1
@@ -9799,9 +13188,9 @@ def _e_X509DataType(w, o):
                         el = 'X509CRL'
                         v = (v << 4) | (4 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509CRL[i_X509CRL])
-                        v = w.v; n = w.n
+                        _l = len(v_X509CRL[i_X509CRL])
+                        if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509CRL[i_X509CRL], 'big'); n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.binary(v_X509CRL[i_X509CRL]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509CRL += 1
@@ -9834,14 +13223,13 @@ def _e_X509DataType(w, o):
                         if type(_c10_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c10_X509SerialNumber!r}')
                         v = (v << 4) | (_c10_X509SerialNumber < 0)
                         n += 4
-                        _c10_X509IssuerName = None
                         _m = (-_c10_X509SerialNumber - 1 if _c10_X509SerialNumber < 0 else _c10_X509SerialNumber)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 2
                         n += 2
-                        _c10_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -9849,9 +13237,9 @@ def _e_X509DataType(w, o):
                         el = 'X509SKI'
                         v = (v << 4) | (1 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509SKI[i_X509SKI])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SKI[i_X509SKI])
+                        if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509SKI[i_X509SKI], 'big'); n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.binary(v_X509SKI[i_X509SKI]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SKI += 1
@@ -9873,9 +13261,9 @@ def _e_X509DataType(w, o):
                         el = 'X509Certificate'
                         v = (v << 4) | (3 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509Certificate[i_X509Certificate])
-                        v = w.v; n = w.n
+                        _l = len(v_X509Certificate[i_X509Certificate])
+                        if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509Certificate[i_X509Certificate], 'big'); n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.binary(v_X509Certificate[i_X509Certificate]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509Certificate += 1
@@ -9885,9 +13273,9 @@ def _e_X509DataType(w, o):
                         el = 'X509CRL'
                         v = (v << 4) | (4 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509CRL[i_X509CRL])
-                        v = w.v; n = w.n
+                        _l = len(v_X509CRL[i_X509CRL])
+                        if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509CRL[i_X509CRL], 'big'); n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.binary(v_X509CRL[i_X509CRL]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509CRL += 1
@@ -9920,14 +13308,13 @@ def _e_X509DataType(w, o):
                         if type(_c11_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c11_X509SerialNumber!r}')
                         v = (v << 4) | (_c11_X509SerialNumber < 0)
                         n += 4
-                        _c11_X509IssuerName = None
                         _m = (-_c11_X509SerialNumber - 1 if _c11_X509SerialNumber < 0 else _c11_X509SerialNumber)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 2
                         n += 2
-                        _c11_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -9935,9 +13322,9 @@ def _e_X509DataType(w, o):
                         el = 'X509SKI'
                         v = (v << 4) | (1 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509SKI[i_X509SKI])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SKI[i_X509SKI])
+                        if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509SKI[i_X509SKI], 'big'); n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.binary(v_X509SKI[i_X509SKI]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SKI += 1
@@ -9961,9 +13348,9 @@ def _e_X509DataType(w, o):
                         el = 'X509Certificate'
                         v = (v << 4) | (3 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509Certificate[i_X509Certificate])
-                        v = w.v; n = w.n
+                        _l = len(v_X509Certificate[i_X509Certificate])
+                        if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509Certificate[i_X509Certificate], 'big'); n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.binary(v_X509Certificate[i_X509Certificate]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509Certificate += 1
@@ -9971,9 +13358,9 @@ def _e_X509DataType(w, o):
                         el = 'X509CRL'
                         v = (v << 4) | (4 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509CRL[i_X509CRL])
-                        v = w.v; n = w.n
+                        _l = len(v_X509CRL[i_X509CRL])
+                        if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509CRL[i_X509CRL], 'big'); n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.binary(v_X509CRL[i_X509CRL]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509CRL += 1
@@ -10006,14 +13393,13 @@ def _e_X509DataType(w, o):
                         if type(_c12_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c12_X509SerialNumber!r}')
                         v = (v << 4) | (_c12_X509SerialNumber < 0)
                         n += 4
-                        _c12_X509IssuerName = None
                         _m = (-_c12_X509SerialNumber - 1 if _c12_X509SerialNumber < 0 else _c12_X509SerialNumber)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 2
                         n += 2
-                        _c12_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -10021,9 +13407,9 @@ def _e_X509DataType(w, o):
                         el = 'X509SKI'
                         v = (v << 4) | (1 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509SKI[i_X509SKI])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SKI[i_X509SKI])
+                        if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509SKI[i_X509SKI], 'big'); n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.binary(v_X509SKI[i_X509SKI]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SKI += 1
@@ -10047,9 +13433,9 @@ def _e_X509DataType(w, o):
                         el = 'X509Certificate'
                         v = (v << 4) | (3 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509Certificate[i_X509Certificate])
-                        v = w.v; n = w.n
+                        _l = len(v_X509Certificate[i_X509Certificate])
+                        if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509Certificate[i_X509Certificate], 'big'); n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.binary(v_X509Certificate[i_X509Certificate]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509Certificate += 1
@@ -10059,9 +13445,9 @@ def _e_X509DataType(w, o):
                         el = 'X509CRL'
                         v = (v << 4) | (4 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509CRL[i_X509CRL])
-                        v = w.v; n = w.n
+                        _l = len(v_X509CRL[i_X509CRL])
+                        if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509CRL[i_X509CRL], 'big'); n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.binary(v_X509CRL[i_X509CRL]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509CRL += 1
@@ -10091,23 +13477,22 @@ def _e_X509DataType(w, o):
                     if type(_c13_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c13_X509SerialNumber!r}')
                     v = (v << 4) | (_c13_X509SerialNumber < 0)
                     n += 4
-                    _c13_X509IssuerName = None
                     _m = (-_c13_X509SerialNumber - 1 if _c13_X509SerialNumber < 0 else _c13_X509SerialNumber)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c13_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
                     v = (v << 4) | (1 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509SKI[i_X509SKI])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SKI[i_X509SKI])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509SKI[i_X509SKI], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_X509SKI[i_X509SKI]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SKI += 1
@@ -10129,9 +13514,9 @@ def _e_X509DataType(w, o):
                     el = 'X509Certificate'
                     v = (v << 4) | (3 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509Certificate[i_X509Certificate])
-                    v = w.v; n = w.n
+                    _l = len(v_X509Certificate[i_X509Certificate])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509Certificate[i_X509Certificate], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_X509Certificate[i_X509Certificate]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509Certificate += 1
@@ -10140,9 +13525,9 @@ def _e_X509DataType(w, o):
                     el = 'X509CRL'
                     v = (v << 4) | (4 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509CRL[i_X509CRL])
-                    v = w.v; n = w.n
+                    _l = len(v_X509CRL[i_X509CRL])
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X509CRL[i_X509CRL], 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(v_X509CRL[i_X509CRL]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509CRL += 1
@@ -10190,23 +13575,35 @@ def _d_X509IssuerSerialType(r):
         if x & 6: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509SerialNumber'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                f_X509SerialNumber = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                f_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                f_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_X509SerialNumber = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('X509IssuerSerialType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('X509IssuerSerialType', p)
         if _neg: f_X509SerialNumber = -f_X509SerialNumber - 1
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
-    return xmldsig.X509IssuerSerialType(f_X509IssuerName, f_X509SerialNumber)
+    _obj = _new(xmldsig.X509IssuerSerialType)
+    _obj.X509IssuerName = f_X509IssuerName
+    _obj.X509SerialNumber = f_X509SerialNumber
+    return _obj
 
 def _e_X509IssuerSerialType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}X509IssuerSerialType
@@ -10234,6 +13631,7 @@ def _e_X509IssuerSerialType(w, o):
             _m = (-v_X509SerialNumber - 1 if v_X509SerialNumber < 0 else v_X509SerialNumber)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -10310,19 +13708,13 @@ def _de0(r):  # CanonicalizationMethod
 def _ee0(w, o):  # CanonicalizationMethod
     _e_CanonicalizationMethodType(w, o)
 
-def _de1(r):  # DSAKeyValue
-    return _d_DSAKeyValueType(r)
-
-def _ee1(w, o):  # DSAKeyValue
-    _e_DSAKeyValueType(w, o)
-
-def _de2(r):  # DigestMethod
+def _de1(r):  # DigestMethod
     return _d_DigestMethodType(r, 'xmldsig:DigestMethod')
 
-def _ee2(w, o):  # DigestMethod
+def _ee1(w, o):  # DigestMethod
     _e_DigestMethodType(w, o)
 
-def _de3(r):  # DigestValue
+def _de2(r):  # DigestValue
     V = r.v
     E = r.end
     p = r.pos
@@ -10334,35 +13726,37 @@ def _de3(r):  # DigestValue
         if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
     r.pos = p
     return val
 
-def _ee3(w, o):  # DigestValue
+def _ee2(w, o):  # DigestValue
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de4(r):  # KeyInfo
+def _de3(r):  # KeyInfo
     return _d_KeyInfoType(r, 'xmldsig:KeyInfo')
 
-def _ee4(w, o):  # KeyInfo
+def _ee3(w, o):  # KeyInfo
     _e_KeyInfoType(w, o)
 
-def _de5(r):  # KeyName
+def _de4(r):  # KeyName
     V = r.v
     E = r.end
     p = r.pos
@@ -10383,7 +13777,7 @@ def _de5(r):  # KeyName
     r.pos = p
     return val
 
-def _ee5(w, o):  # KeyName
+def _ee4(w, o):  # KeyName
     v = w.v
     n = w.n
     v <<= 1
@@ -10398,19 +13792,13 @@ def _ee5(w, o):  # KeyName
     w.v = v
     w.n = n
 
-def _de6(r):  # KeyValue
+def _de5(r):  # KeyValue
     return _d_KeyValueType(r, 'xmldsig:KeyValue')
 
-def _ee6(w, o):  # KeyValue
+def _ee5(w, o):  # KeyValue
     _e_KeyValueType(w, o)
 
-def _de7(r):  # Manifest
-    return _d_ManifestType(r)
-
-def _ee7(w, o):  # Manifest
-    _e_ManifestType(w, o)
-
-def _de8(r):  # MgmtData
+def _de6(r):  # MgmtData
     V = r.v
     E = r.end
     p = r.pos
@@ -10431,7 +13819,7 @@ def _de8(r):  # MgmtData
     r.pos = p
     return val
 
-def _ee8(w, o):  # MgmtData
+def _ee6(w, o):  # MgmtData
     v = w.v
     n = w.n
     v <<= 1
@@ -10446,126 +13834,60 @@ def _ee8(w, o):  # MgmtData
     w.v = v
     w.n = n
 
-def _de9(r):  # Object
+def _de7(r):  # Object
     return _d_ObjectType(r, 'xmldsig:Object')
 
-def _ee9(w, o):  # Object
+def _ee7(w, o):  # Object
     _e_ObjectType(w, o)
 
-def _de10(r):  # PGPData
-    return _d_PGPDataType(r)
-
-def _ee10(w, o):  # PGPData
-    _e_PGPDataType(w, o)
-
-def _de11(r):  # RSAKeyValue
-    return _d_RSAKeyValueType(r)
-
-def _ee11(w, o):  # RSAKeyValue
-    _e_RSAKeyValueType(w, o)
-
-def _de12(r):  # Reference
-    return _d_ReferenceType(r)
-
-def _ee12(w, o):  # Reference
-    _e_ReferenceType(w, o)
-
-def _de13(r):  # RetrievalMethod
-    return _d_RetrievalMethodType(r)
-
-def _ee13(w, o):  # RetrievalMethod
-    _e_RetrievalMethodType(w, o)
-
-def _de14(r):  # SPKIData
-    return _d_SPKIDataType(r)
-
-def _ee14(w, o):  # SPKIData
-    _e_SPKIDataType(w, o)
-
-def _de15(r):  # Signature
-    return _d_SignatureType(r)
-
-def _ee15(w, o):  # Signature
-    _e_SignatureType(w, o)
-
-def _de16(r):  # SignatureMethod
+def _de8(r):  # SignatureMethod
     return _d_SignatureMethodType(r, 'xmldsig:SignatureMethod')
 
-def _ee16(w, o):  # SignatureMethod
+def _ee8(w, o):  # SignatureMethod
     _e_SignatureMethodType(w, o)
 
-def _de17(r):  # SignatureProperties
-    return _d_SignaturePropertiesType(r)
-
-def _ee17(w, o):  # SignatureProperties
-    _e_SignaturePropertiesType(w, o)
-
-def _de18(r):  # SignatureProperty
+def _de9(r):  # SignatureProperty
     return _d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
 
-def _ee18(w, o):  # SignatureProperty
+def _ee9(w, o):  # SignatureProperty
     _e_SignaturePropertyType(w, o)
 
-def _de19(r):  # SignatureValue
-    return _d_SignatureValueType(r)
-
-def _ee19(w, o):  # SignatureValue
-    _e_SignatureValueType(w, o)
-
-def _de20(r):  # SignedInfo
-    return _d_SignedInfoType(r)
-
-def _ee20(w, o):  # SignedInfo
-    _e_SignedInfoType(w, o)
-
-def _de21(r):  # Transform
+def _de10(r):  # Transform
     return _d_TransformType(r, 'xmldsig:Transform')
 
-def _ee21(w, o):  # Transform
+def _ee10(w, o):  # Transform
     _e_TransformType(w, o)
-
-def _de22(r):  # Transforms
-    return _d_TransformsType(r)
-
-def _ee22(w, o):  # Transforms
-    _e_TransformsType(w, o)
-
-def _de23(r):  # X509Data
-    return _d_X509DataType(r)
-
-def _ee23(w, o):  # X509Data
-    _e_X509DataType(w, o)
 
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 DOCUMENT = (
     ('http://www.w3.org/2000/09/xmldsig#', 'CanonicalizationMethod', xmldsig.CanonicalizationMethodType, _de0, _ee0),
-    ('http://www.w3.org/2000/09/xmldsig#', 'DSAKeyValue', xmldsig.DSAKeyValueType, _de1, _ee1),
-    ('http://www.w3.org/2000/09/xmldsig#', 'DigestMethod', xmldsig.DigestMethodType, _de2, _ee2),
-    ('http://www.w3.org/2000/09/xmldsig#', 'DigestValue', ('b64', None, None), _de3, _ee3),
-    ('http://www.w3.org/2000/09/xmldsig#', 'KeyInfo', xmldsig.KeyInfoType, _de4, _ee4),
-    ('http://www.w3.org/2000/09/xmldsig#', 'KeyName', ('str', None, None), _de5, _ee5),
-    ('http://www.w3.org/2000/09/xmldsig#', 'KeyValue', xmldsig.KeyValueType, _de6, _ee6),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Manifest', xmldsig.ManifestType, _de7, _ee7),
-    ('http://www.w3.org/2000/09/xmldsig#', 'MgmtData', ('str', None, None), _de8, _ee8),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Object', xmldsig.ObjectType, _de9, _ee9),
-    ('http://www.w3.org/2000/09/xmldsig#', 'PGPData', xmldsig.PGPDataType, _de10, _ee10),
-    ('http://www.w3.org/2000/09/xmldsig#', 'RSAKeyValue', xmldsig.RSAKeyValueType, _de11, _ee11),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Reference', xmldsig.ReferenceType, _de12, _ee12),
-    ('http://www.w3.org/2000/09/xmldsig#', 'RetrievalMethod', xmldsig.RetrievalMethodType, _de13, _ee13),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SPKIData', xmldsig.SPKIDataType, _de14, _ee14),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Signature', xmldsig.SignatureType, _de15, _ee15),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureMethod', xmldsig.SignatureMethodType, _de16, _ee16),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperties', xmldsig.SignaturePropertiesType, _de17, _ee17),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperty', xmldsig.SignaturePropertyType, _de18, _ee18),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureValue', xmldsig.SignatureValueType, _de19, _ee19),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignedInfo', xmldsig.SignedInfoType, _de20, _ee20),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Transform', xmldsig.TransformType, _de21, _ee21),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Transforms', xmldsig.TransformsType, _de22, _ee22),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509Data', xmldsig.X509DataType, _de23, _ee23),
+    ('http://www.w3.org/2000/09/xmldsig#', 'DSAKeyValue', xmldsig.DSAKeyValueType, _d_DSAKeyValueType, _e_DSAKeyValueType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'DigestMethod', xmldsig.DigestMethodType, _de1, _ee1),
+    ('http://www.w3.org/2000/09/xmldsig#', 'DigestValue', ('b64', None, None), _de2, _ee2),
+    ('http://www.w3.org/2000/09/xmldsig#', 'KeyInfo', xmldsig.KeyInfoType, _de3, _ee3),
+    ('http://www.w3.org/2000/09/xmldsig#', 'KeyName', ('str', None, None), _de4, _ee4),
+    ('http://www.w3.org/2000/09/xmldsig#', 'KeyValue', xmldsig.KeyValueType, _de5, _ee5),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Manifest', xmldsig.ManifestType, _d_ManifestType, _e_ManifestType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'MgmtData', ('str', None, None), _de6, _ee6),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Object', xmldsig.ObjectType, _de7, _ee7),
+    ('http://www.w3.org/2000/09/xmldsig#', 'PGPData', xmldsig.PGPDataType, _d_PGPDataType, _e_PGPDataType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'RSAKeyValue', xmldsig.RSAKeyValueType, _d_RSAKeyValueType, _e_RSAKeyValueType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Reference', xmldsig.ReferenceType, _d_ReferenceType, _e_ReferenceType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'RetrievalMethod', xmldsig.RetrievalMethodType, _d_RetrievalMethodType, _e_RetrievalMethodType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SPKIData', xmldsig.SPKIDataType, _d_SPKIDataType, _e_SPKIDataType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Signature', xmldsig.SignatureType, _d_SignatureType, _e_SignatureType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureMethod', xmldsig.SignatureMethodType, _de8, _ee8),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperties', xmldsig.SignaturePropertiesType, _d_SignaturePropertiesType, _e_SignaturePropertiesType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperty', xmldsig.SignaturePropertyType, _de9, _ee9),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureValue', xmldsig.SignatureValueType, _d_SignatureValueType, _e_SignatureValueType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignedInfo', xmldsig.SignedInfoType, _d_SignedInfoType, _e_SignedInfoType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Transform', xmldsig.TransformType, _de10, _ee10),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Transforms', xmldsig.TransformsType, _d_TransformsType, _e_TransformsType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509Data', xmldsig.X509DataType, _d_X509DataType, _e_X509DataType),
 )
 DOCUMENT_WIDTH = 5
 
-def _de24(r):  # Exponent
+def _de11(r):  # Exponent
     V = r.v
     E = r.end
     p = r.pos
@@ -10577,29 +13899,31 @@ def _de24(r):  # Exponent
         if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
     r.pos = p
     return val
 
-def _ee24(w, o):  # Exponent
+def _ee11(w, o):  # Exponent
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de25(r):  # G
+def _de12(r):  # G
     V = r.v
     E = r.end
     p = r.pos
@@ -10611,29 +13935,31 @@ def _de25(r):  # G
         if (V >> (E - p)) & 7: raise r.deviation('G', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('G', p)
     r.pos = p
     return val
 
-def _ee25(w, o):  # G
+def _ee12(w, o):  # G
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de26(r):  # HMACOutputLength
+def _de13(r):  # HMACOutputLength
     V = r.v
     E = r.end
     p = r.pos
@@ -10642,12 +13968,22 @@ def _de26(r):  # HMACOutputLength
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('HMACOutputLength', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -10657,7 +13993,7 @@ def _de26(r):  # HMACOutputLength
     r.pos = p
     return val
 
-def _ee26(w, o):  # HMACOutputLength
+def _ee13(w, o):  # HMACOutputLength
     v = w.v
     n = w.n
     if type(o) is not int: raise EncodeError(f'expected an int, got {o!r}')
@@ -10666,13 +14002,14 @@ def _ee26(w, o):  # HMACOutputLength
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de27(r):  # J
+def _de14(r):  # J
     V = r.v
     E = r.end
     p = r.pos
@@ -10684,29 +14021,31 @@ def _de27(r):  # J
         if (V >> (E - p)) & 7: raise r.deviation('J', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('J', p)
     r.pos = p
     return val
 
-def _ee27(w, o):  # J
+def _ee14(w, o):  # J
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de28(r):  # Modulus
+def _de15(r):  # Modulus
     V = r.v
     E = r.end
     p = r.pos
@@ -10718,29 +14057,31 @@ def _de28(r):  # Modulus
         if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
     r.pos = p
     return val
 
-def _ee28(w, o):  # Modulus
+def _ee15(w, o):  # Modulus
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de29(r):  # P
+def _de16(r):  # P
     V = r.v
     E = r.end
     p = r.pos
@@ -10752,29 +14093,31 @@ def _de29(r):  # P
         if (V >> (E - p)) & 7: raise r.deviation('P', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('P', p)
     r.pos = p
     return val
 
-def _ee29(w, o):  # P
+def _ee16(w, o):  # P
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de30(r):  # PGPKeyID
+def _de17(r):  # PGPKeyID
     V = r.v
     E = r.end
     p = r.pos
@@ -10786,29 +14129,31 @@ def _de30(r):  # PGPKeyID
         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
     r.pos = p
     return val
 
-def _ee30(w, o):  # PGPKeyID
+def _ee17(w, o):  # PGPKeyID
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de31(r):  # PGPKeyPacket
+def _de18(r):  # PGPKeyPacket
     V = r.v
     E = r.end
     p = r.pos
@@ -10820,29 +14165,31 @@ def _de31(r):  # PGPKeyPacket
         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
     r.pos = p
     return val
 
-def _ee31(w, o):  # PGPKeyPacket
+def _ee18(w, o):  # PGPKeyPacket
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de32(r):  # PgenCounter
+def _de19(r):  # PgenCounter
     V = r.v
     E = r.end
     p = r.pos
@@ -10854,29 +14201,31 @@ def _de32(r):  # PgenCounter
         if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
     r.pos = p
     return val
 
-def _ee32(w, o):  # PgenCounter
+def _ee19(w, o):  # PgenCounter
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de33(r):  # Q
+def _de20(r):  # Q
     V = r.v
     E = r.end
     p = r.pos
@@ -10888,29 +14237,31 @@ def _de33(r):  # Q
         if (V >> (E - p)) & 7: raise r.deviation('Q', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Q', p)
     r.pos = p
     return val
 
-def _ee33(w, o):  # Q
+def _ee20(w, o):  # Q
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de34(r):  # SPKISexp
+def _de21(r):  # SPKISexp
     V = r.v
     E = r.end
     p = r.pos
@@ -10922,29 +14273,31 @@ def _de34(r):  # SPKISexp
         if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
     r.pos = p
     return val
 
-def _ee34(w, o):  # SPKISexp
+def _ee21(w, o):  # SPKISexp
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de35(r):  # Seed
+def _de22(r):  # Seed
     V = r.v
     E = r.end
     p = r.pos
@@ -10956,29 +14309,31 @@ def _de35(r):  # Seed
         if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
     r.pos = p
     return val
 
-def _ee35(w, o):  # Seed
+def _ee22(w, o):  # Seed
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de36(r):  # X509CRL
+def _de23(r):  # X509CRL
     V = r.v
     E = r.end
     p = r.pos
@@ -10990,29 +14345,31 @@ def _de36(r):  # X509CRL
         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
     r.pos = p
     return val
 
-def _ee36(w, o):  # X509CRL
+def _ee23(w, o):  # X509CRL
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de37(r):  # X509Certificate
+def _de24(r):  # X509Certificate
     V = r.v
     E = r.end
     p = r.pos
@@ -11024,29 +14381,31 @@ def _de37(r):  # X509Certificate
         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
     r.pos = p
     return val
 
-def _ee37(w, o):  # X509Certificate
+def _ee24(w, o):  # X509Certificate
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de38(r):  # X509IssuerName
+def _de25(r):  # X509IssuerName
     V = r.v
     E = r.end
     p = r.pos
@@ -11067,7 +14426,7 @@ def _de38(r):  # X509IssuerName
     r.pos = p
     return val
 
-def _ee38(w, o):  # X509IssuerName
+def _ee25(w, o):  # X509IssuerName
     v = w.v
     n = w.n
     v <<= 1
@@ -11082,13 +14441,7 @@ def _ee38(w, o):  # X509IssuerName
     w.v = v
     w.n = n
 
-def _de39(r):  # X509IssuerSerial
-    return _d_X509IssuerSerialType(r)
-
-def _ee39(w, o):  # X509IssuerSerial
-    _e_X509IssuerSerialType(w, o)
-
-def _de40(r):  # X509SKI
+def _de26(r):  # X509SKI
     V = r.v
     E = r.end
     p = r.pos
@@ -11100,29 +14453,31 @@ def _de40(r):  # X509SKI
         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
     r.pos = p
     return val
 
-def _ee40(w, o):  # X509SKI
+def _ee26(w, o):  # X509SKI
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de41(r):  # X509SerialNumber
+def _de27(r):  # X509SerialNumber
     V = r.v
     E = r.end
     p = r.pos
@@ -11131,12 +14486,22 @@ def _de41(r):  # X509SerialNumber
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('X509SerialNumber', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
+            p += 8
+            val = _y >> 16
+        elif not _y & 32768:
+            p += 16
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -11146,7 +14511,7 @@ def _de41(r):  # X509SerialNumber
     r.pos = p
     return val
 
-def _ee41(w, o):  # X509SerialNumber
+def _ee27(w, o):  # X509SerialNumber
     v = w.v
     n = w.n
     if type(o) is not int: raise EncodeError(f'expected an int, got {o!r}')
@@ -11155,13 +14520,14 @@ def _ee41(w, o):  # X509SerialNumber
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
-def _de42(r):  # X509SubjectName
+def _de28(r):  # X509SubjectName
     V = r.v
     E = r.end
     p = r.pos
@@ -11182,7 +14548,7 @@ def _de42(r):  # X509SubjectName
     r.pos = p
     return val
 
-def _ee42(w, o):  # X509SubjectName
+def _ee28(w, o):  # X509SubjectName
     v = w.v
     n = w.n
     v <<= 1
@@ -11197,7 +14563,7 @@ def _ee42(w, o):  # X509SubjectName
     w.v = v
     w.n = n
 
-def _de43(r):  # XPath
+def _de29(r):  # XPath
     V = r.v
     E = r.end
     p = r.pos
@@ -11218,7 +14584,7 @@ def _de43(r):  # XPath
     r.pos = p
     return val
 
-def _ee43(w, o):  # XPath
+def _ee29(w, o):  # XPath
     v = w.v
     n = w.n
     v <<= 1
@@ -11233,7 +14599,7 @@ def _ee43(w, o):  # XPath
     w.v = v
     w.n = n
 
-def _de44(r):  # Y
+def _de30(r):  # Y
     V = r.v
     E = r.end
     p = r.pos
@@ -11245,23 +14611,25 @@ def _de44(r):  # Y
         if (V >> (E - p)) & 7: raise r.deviation('Y', p)
         val = b''
     else:
-        r.pos = p
-        val = r.binary()
-        V = r.v; E = r.end; p = r.pos
+        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+            p += 8 + (_l << 3)
+            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Y', p)
     r.pos = p
     return val
 
-def _ee44(w, o):  # Y
+def _ee30(w, o):  # Y
     v = w.v
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.binary(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(o, 'big'); n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.binary(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -11270,50 +14638,50 @@ def _ee44(w, o):  # Y
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 FRAGMENT = (
     ('http://www.w3.org/2000/09/xmldsig#', 'CanonicalizationMethod', xmldsig.CanonicalizationMethodType, _de0, _ee0),
-    ('http://www.w3.org/2000/09/xmldsig#', 'DSAKeyValue', xmldsig.DSAKeyValueType, _de1, _ee1),
-    ('http://www.w3.org/2000/09/xmldsig#', 'DigestMethod', xmldsig.DigestMethodType, _de2, _ee2),
-    ('http://www.w3.org/2000/09/xmldsig#', 'DigestValue', ('b64', None, None), _de3, _ee3),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Exponent', ('b64', None, None), _de24, _ee24),
-    ('http://www.w3.org/2000/09/xmldsig#', 'G', ('b64', None, None), _de25, _ee25),
-    ('http://www.w3.org/2000/09/xmldsig#', 'HMACOutputLength', ('int', None, None), _de26, _ee26),
-    ('http://www.w3.org/2000/09/xmldsig#', 'J', ('b64', None, None), _de27, _ee27),
-    ('http://www.w3.org/2000/09/xmldsig#', 'KeyInfo', xmldsig.KeyInfoType, _de4, _ee4),
-    ('http://www.w3.org/2000/09/xmldsig#', 'KeyName', ('str', None, None), _de5, _ee5),
-    ('http://www.w3.org/2000/09/xmldsig#', 'KeyValue', xmldsig.KeyValueType, _de6, _ee6),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Manifest', xmldsig.ManifestType, _de7, _ee7),
-    ('http://www.w3.org/2000/09/xmldsig#', 'MgmtData', ('str', None, None), _de8, _ee8),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Modulus', ('b64', None, None), _de28, _ee28),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Object', xmldsig.ObjectType, _de9, _ee9),
-    ('http://www.w3.org/2000/09/xmldsig#', 'P', ('b64', None, None), _de29, _ee29),
-    ('http://www.w3.org/2000/09/xmldsig#', 'PGPData', xmldsig.PGPDataType, _de10, _ee10),
-    ('http://www.w3.org/2000/09/xmldsig#', 'PGPKeyID', ('b64', None, None), _de30, _ee30),
-    ('http://www.w3.org/2000/09/xmldsig#', 'PGPKeyPacket', ('b64', None, None), _de31, _ee31),
-    ('http://www.w3.org/2000/09/xmldsig#', 'PgenCounter', ('b64', None, None), _de32, _ee32),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Q', ('b64', None, None), _de33, _ee33),
-    ('http://www.w3.org/2000/09/xmldsig#', 'RSAKeyValue', xmldsig.RSAKeyValueType, _de11, _ee11),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Reference', xmldsig.ReferenceType, _de12, _ee12),
-    ('http://www.w3.org/2000/09/xmldsig#', 'RetrievalMethod', xmldsig.RetrievalMethodType, _de13, _ee13),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SPKIData', xmldsig.SPKIDataType, _de14, _ee14),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SPKISexp', ('b64', None, None), _de34, _ee34),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Seed', ('b64', None, None), _de35, _ee35),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Signature', xmldsig.SignatureType, _de15, _ee15),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureMethod', xmldsig.SignatureMethodType, _de16, _ee16),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperties', xmldsig.SignaturePropertiesType, _de17, _ee17),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperty', xmldsig.SignaturePropertyType, _de18, _ee18),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureValue', xmldsig.SignatureValueType, _de19, _ee19),
-    ('http://www.w3.org/2000/09/xmldsig#', 'SignedInfo', xmldsig.SignedInfoType, _de20, _ee20),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Transform', xmldsig.TransformType, _de21, _ee21),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Transforms', xmldsig.TransformsType, _de22, _ee22),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509CRL', ('b64', None, None), _de36, _ee36),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509Certificate', ('b64', None, None), _de37, _ee37),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509Data', xmldsig.X509DataType, _de23, _ee23),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509IssuerName', ('str', None, None), _de38, _ee38),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509IssuerSerial', xmldsig.X509IssuerSerialType, _de39, _ee39),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509SKI', ('b64', None, None), _de40, _ee40),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509SerialNumber', ('int', None, None), _de41, _ee41),
-    ('http://www.w3.org/2000/09/xmldsig#', 'X509SubjectName', ('str', None, None), _de42, _ee42),
-    ('http://www.w3.org/2000/09/xmldsig#', 'XPath', ('str', None, None), _de43, _ee43),
-    ('http://www.w3.org/2000/09/xmldsig#', 'Y', ('b64', None, None), _de44, _ee44),
+    ('http://www.w3.org/2000/09/xmldsig#', 'DSAKeyValue', xmldsig.DSAKeyValueType, _d_DSAKeyValueType, _e_DSAKeyValueType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'DigestMethod', xmldsig.DigestMethodType, _de1, _ee1),
+    ('http://www.w3.org/2000/09/xmldsig#', 'DigestValue', ('b64', None, None), _de2, _ee2),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Exponent', ('b64', None, None), _de11, _ee11),
+    ('http://www.w3.org/2000/09/xmldsig#', 'G', ('b64', None, None), _de12, _ee12),
+    ('http://www.w3.org/2000/09/xmldsig#', 'HMACOutputLength', ('int', None, None), _de13, _ee13),
+    ('http://www.w3.org/2000/09/xmldsig#', 'J', ('b64', None, None), _de14, _ee14),
+    ('http://www.w3.org/2000/09/xmldsig#', 'KeyInfo', xmldsig.KeyInfoType, _de3, _ee3),
+    ('http://www.w3.org/2000/09/xmldsig#', 'KeyName', ('str', None, None), _de4, _ee4),
+    ('http://www.w3.org/2000/09/xmldsig#', 'KeyValue', xmldsig.KeyValueType, _de5, _ee5),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Manifest', xmldsig.ManifestType, _d_ManifestType, _e_ManifestType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'MgmtData', ('str', None, None), _de6, _ee6),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Modulus', ('b64', None, None), _de15, _ee15),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Object', xmldsig.ObjectType, _de7, _ee7),
+    ('http://www.w3.org/2000/09/xmldsig#', 'P', ('b64', None, None), _de16, _ee16),
+    ('http://www.w3.org/2000/09/xmldsig#', 'PGPData', xmldsig.PGPDataType, _d_PGPDataType, _e_PGPDataType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'PGPKeyID', ('b64', None, None), _de17, _ee17),
+    ('http://www.w3.org/2000/09/xmldsig#', 'PGPKeyPacket', ('b64', None, None), _de18, _ee18),
+    ('http://www.w3.org/2000/09/xmldsig#', 'PgenCounter', ('b64', None, None), _de19, _ee19),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Q', ('b64', None, None), _de20, _ee20),
+    ('http://www.w3.org/2000/09/xmldsig#', 'RSAKeyValue', xmldsig.RSAKeyValueType, _d_RSAKeyValueType, _e_RSAKeyValueType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Reference', xmldsig.ReferenceType, _d_ReferenceType, _e_ReferenceType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'RetrievalMethod', xmldsig.RetrievalMethodType, _d_RetrievalMethodType, _e_RetrievalMethodType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SPKIData', xmldsig.SPKIDataType, _d_SPKIDataType, _e_SPKIDataType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SPKISexp', ('b64', None, None), _de21, _ee21),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Seed', ('b64', None, None), _de22, _ee22),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Signature', xmldsig.SignatureType, _d_SignatureType, _e_SignatureType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureMethod', xmldsig.SignatureMethodType, _de8, _ee8),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperties', xmldsig.SignaturePropertiesType, _d_SignaturePropertiesType, _e_SignaturePropertiesType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureProperty', xmldsig.SignaturePropertyType, _de9, _ee9),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignatureValue', xmldsig.SignatureValueType, _d_SignatureValueType, _e_SignatureValueType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'SignedInfo', xmldsig.SignedInfoType, _d_SignedInfoType, _e_SignedInfoType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Transform', xmldsig.TransformType, _de10, _ee10),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Transforms', xmldsig.TransformsType, _d_TransformsType, _e_TransformsType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509CRL', ('b64', None, None), _de23, _ee23),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509Certificate', ('b64', None, None), _de24, _ee24),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509Data', xmldsig.X509DataType, _d_X509DataType, _e_X509DataType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509IssuerName', ('str', None, None), _de25, _ee25),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509IssuerSerial', xmldsig.X509IssuerSerialType, _d_X509IssuerSerialType, _e_X509IssuerSerialType),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509SKI', ('b64', None, None), _de26, _ee26),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509SerialNumber', ('int', None, None), _de27, _ee27),
+    ('http://www.w3.org/2000/09/xmldsig#', 'X509SubjectName', ('str', None, None), _de28, _ee28),
+    ('http://www.w3.org/2000/09/xmldsig#', 'XPath', ('str', None, None), _de29, _ee29),
+    ('http://www.w3.org/2000/09/xmldsig#', 'Y', ('b64', None, None), _de30, _ee30),
 )
 FRAGMENT_WIDTH = 6
 

@@ -317,6 +317,19 @@ class Generator:
         return files
 
 
+def _dead_el(lines: list[str]) -> list[str]:
+    """Drop an ``el = ...`` (the element an error names) that the next line overwrites at the same depth."""
+    out = []
+    for i, x in enumerate(lines):
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        s = x.lstrip()
+        depth = len(x) - len(s)
+        if s.startswith("el = '") and nxt.lstrip().startswith("el = '") and depth == len(nxt) - len(nxt.lstrip()):
+            continue
+        out.append(x)
+    return out
+
+
 def _is_stringy(st: SimpleType) -> bool:
     return st.rep == "str" or (st.rep == "list" and st.item is not None and _is_stringy(st.item))
 
@@ -390,7 +403,7 @@ class CodecModules:
                     "from exi.runtime import DecodeError, EncodeError, _ctx, _leftover",
                     *(["from exi import relaxed as _relaxed"] if set_info is not None and set_info[3] else []),
                     *([f"from exi.model import {', '.join(models)}"] if models else []),
-                    *(f"from exi.codec import {m} as c_{m}" for m in codecs), ""]
+                    *(f"from exi.codec import {m} as c_{m}" for m in codecs), "", "_new = object.__new__"]
             head.extend(f"{c} = {self.consts[c]}" for c in consts)
             out[mod] = "\n".join([*head, "", text]) + "\n"
         return out
@@ -485,6 +498,16 @@ class CodecWriter:
                     ("nop", [f"if _neg: {target} = -{target} - 1", *self._range_check(st, target)])]
         if rep == "uint":
             return [("uint", target), ("nop", self._range_check(st, target))]
+        if rep in ("b64", "hex"):
+            # up to 127 bytes inside the window (a SessionID, a GenChallenge, most keys): length and bytes read
+            # here, no calls; else the reader's binary()
+            lines = ["if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:",
+                     "    p += 8 + (_l << 3)",
+                     f"    {target} = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')",
+                     "else:",
+                     f"    r.pos = p; {target} = r.binary(); V = r.v; E = r.end; p = r.pos",
+                     *self._len_facet(st, target, "r.at(p)")]
+            return [("raw", lines)]
         if rep == "list":
             assert st.item is not None
             lines = ["r.pos = p", "_cnt = r.length(1)", "V = r.v; E = r.end; p = r.pos", f"{target} = []",
@@ -583,14 +606,25 @@ class CodecWriter:
                     L.extend(lines)
                 i += 1
                 continue
-            if kind == "uint":  # one octet is the common case: read it inline
+            if kind == "uint":  # up to three octets read inline from one 24-bit piece of the window
                 t = ops[i][1]
-                L.append("if p + 8 <= E and not (V >> (E - p - 8)) & 128:")
+                L.append("if p + 24 <= E:")
+                L.append("    _y = (V >> (E - p - 24)) & 16777215")
+                L.append("    if _y < 8388608:")
+                L.append("        p += 8")
+                L.append(f"        {t} = _y >> 16")
+                L.append("    elif not _y & 32768:")
+                L.append("        p += 16")
+                L.append(f"        {t} = ((_y >> 16) & 127) | ((_y >> 1) & 16256)")
+                # three octets: times in seconds past 4.5 hours, energies, meter readings
+                L.append("    elif not _y & 128:")
+                L.append("        p += 24")
+                L.append(f"        {t} = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)")
+                L.append("    else:")
+                L.append(f"        r.pos = p; {t} = r.uint(); V = r.v; E = r.end; p = r.pos")
+                L.append("elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end")
                 L.append("    p += 8")
                 L.append(f"    {t} = (V >> (E - p)) & 127")
-                L.append("elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:")
-                L.append("    p += 16")
-                L.append(f"    {t} = ((_y >> 8) & 127) | ((_y & 127) << 7)")
                 L.append("else:")
                 L.append(f"    r.pos = p; {t} = r.uint(); V = r.v; E = r.end; p = r.pos")
                 i += 1
@@ -606,7 +640,7 @@ class CodecWriter:
                         L.extend(op[1])
                 continue
             fixes = [op for op in run if op[0] == "fix" and op[1]]
-            if all(op[2] == "code" for op in fixes) and len(fixes) == 1:
+            if all(op[2] == "code" for op in fixes):  # event codes only: one test of all their bits
                 L.append(f"p += {total}")
                 L.append(f"if p > E: V, E, p = r.slide(p, {total})")
                 L.append(f"if (V >> (E - p)) & {(1 << total) - 1}: raise r.deviation({where!r}, p)")
@@ -670,7 +704,7 @@ class CodecWriter:
                      f"w.v = v; w.n = n; w.uint(len({expr})); v = w.v; n = w.n", f"for _it in {expr}:"]
             lines.extend("    " + x for x in self._render_enc(self.enc_value_ops(st.item, "_it")))
             return [("raw", lines)]
-        if rep == "str":
+        if rep in ("str", "b64", "hex"):
             return [("raw", self.enc_value(st, expr, ""))]
         return [("var", self.enc_value(st, expr, ""))]
 
@@ -701,7 +735,11 @@ class CodecWriter:
             L.append(f"w.float({expr})")
         elif rep in ("b64", "hex"):
             L.extend(self._len_check(st, expr, "EncodeError", ""))
-            L.append(f"w.binary({expr})")
+            # shorter than 128 bytes: length octet and bytes in one shift
+            L.append(f"_l = len({expr})")
+            L.append(f"if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes({expr}, 'big'); "
+                     "n += (_l + 1) << 3")
+            L.append(f"else: w.v = v; w.n = n; w.binary({expr}); v = w.v; n = w.n")
         elif rep == "str":
             L.extend(self._len_check(st, expr, "EncodeError", ""))
             # ASCII shorter than 126 characters: length octet and characters in one shift
@@ -749,6 +787,8 @@ class CodecWriter:
                     e = "_m"
                 L.append(f"if {e} < 128: v = (v << 8) | {e}; n += 8")
                 L.append(f"elif {e} < 16384: v = (v << 16) | (({e} & 127) << 8) | 32768 | ({e} >> 7); n += 16")
+                L.append(f"elif {e} < 2097152: v = (v << 24) | (({e} & 127) << 16) | ((({e} >> 7) & 127) << 8) "
+                         f"| 8421376 | ({e} >> 14); n += 24")
                 L.append(f"else: w.v = v; w.n = n; w.uint({e}); v = w.v; n = w.n")
                 i += 1
                 continue
@@ -809,7 +849,8 @@ class CodecWriter:
                 name = p0.event.qname[1] if p0.event.qname else "text"
                 if cond != "True":
                     ops = [("pre", [f"if not ({cond}): raise EncodeError('missing content: {name}')"]), *ops]
-                ops = [op for op in ops if not (op[0] == "post" and "_leftover" in op[1][0])]
+                # straight-line: every field is written once, so the emitted-marks and the leftover check are dead
+                ops = [op for op in ops if op[0] != "post"]
             else:
                 outer = getattr(self, "_cur_type", "")
                 self._cur_type = info.ct.name[1] if info.ct.name else self.fn[id(info.ct)]
@@ -855,8 +896,12 @@ class CodecWriter:
             info = self.infos[id(t)]
             k = f"_c{self._tmp()}_"
             ops = self._rename_ops(self._linear_ops(info, False), "f", k, decl.qname[1])
-            args = ", ".join(k + f.name for f in info.fields)
-            return [*ops, ("nop", [f"{target} = {self.cls(t)}({args})"])]
+            return [*ops, ("nop", self._construct(info, target, k))]
+        if isinstance(t, ComplexType) and self._small(self.infos[id(t)]):
+            info = self.infos[id(t)]
+            k = f"_c{self._tmp()}_"
+            lines = self._rename_inline(self._inline_source(info, False), "f", k, decl.qname[1])
+            return [("raw", [*lines, *self._construct(info, target, k)])]
         if isinstance(t, ComplexType):
             info = self.infos[id(t)]
             args = f"r, {self.qid(decl.qname)}" if info.needs_key else "r"
@@ -882,9 +927,67 @@ class CodecWriter:
             k = f"_c{self._tmp()}_"
             ops = self._rename_ops(self._linear_ops(info, True), "v", k, decl.qname[1])
             return [("pre", [f"_o = {expr}"] + [f"{k}{f.name} = _o.{f.name}" for f in info.fields]), *ops]
+        if isinstance(t, ComplexType) and self._small(self.infos[id(t)]):
+            info = self.infos[id(t)]
+            k = f"_c{self._tmp()}_"
+            lines = self._rename_inline(self._inline_source(info, True), "v", k, decl.qname[1])
+            # the flush the type's function would do at its end (an inlined type repeated in a loop)
+            return [("raw", [f"{k}o = {expr}", *lines,
+                             "if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n"])]
         if isinstance(t, ComplexType):
             return [("var", [f"{self.fref(t, 'e')}(w, {expr})"])]
         return [("fix", 1, [], "0"), *self.enc_value_ops(t, expr), ("fix", 1, [], "0")]
+
+    SMALL_FIELDS = 6  # inline a branching type of at most this many fields ...
+    SMALL_LINES = 120  # ... whose decoder and encoder bodies are at most this long
+
+    def _small(self, info: TypeInfo) -> bool:
+        """A type that branches (optional fields, a choice) but is small and runs one pass over its states
+        (no repetition): its code is inlined at every use like a linear type's, as a block of its own.
+        A call costs more than most such types' whole work (RelativeTimeInterval, PMaxScheduleEntry)."""
+        cache = self.__dict__.setdefault("_small_cache", {})
+        key = id(info.ct)
+        if key not in cache:
+            cache[key] = False  # while deciding: a type that contains itself is not inlined into itself
+            ok = (not info.needs_key and not any(f.many for f in info.fields) and len(info.fields) <= self.SMALL_FIELDS
+                  and not self._linear(info))
+            for enc in (False, True):
+                if ok:
+                    body = self._inline_source(info, enc)
+                    ok = len(body) <= self.SMALL_LINES and not any(x.lstrip().startswith("while") for x in body)
+            cache[key] = ok
+        return cache[key]
+
+    def _inline_source(self, info: TypeInfo, enc: bool) -> list[str]:
+        """The body of the type's decoder or encoder (the lines inside its try), for inlining."""
+        key = (id(info.ct), enc, self._mod)
+        cache = self.__dict__.setdefault("_inline_cache", {})
+        if key not in cache:
+            saved = (getattr(self, "_cur_type", ""), getattr(self, "_inline", set()), getattr(self, "_tmp_n", 0))
+            lines = self.type_encoder(info) if enc else self.type_decoder(info)
+            self._cur_type, self._inline, self._tmp_n = saved
+            start = lines.index("    try:")
+            stop = lines.index("    except Exception as e:")
+            if enc:
+                body = lines[start + 1:stop - 2]  # without the final store and flush
+            else:  # field initialisations, then the states without the final r.pos store
+                body = [x[4:] for x in lines[6:start]] + [x[8:] for x in lines[start + 1:stop - 1]]
+            cache[key] = [x[8:] for x in body] if enc else body
+        return cache[key]
+
+    @staticmethod
+    def _rename_inline(lines: list[str], prefix: str, new: str, element: str) -> list[str]:
+        """Give an inlined type's code its own names: fields, temporaries, state variable and object (``o``)."""
+        field = re.compile(rf"\b{prefix}_(\w+)")
+        temps = re.compile(r"\b_([ci])(\d+)")
+        state = re.compile(r"^(\s*)(if )?s (=|==) (-?\d+)(:?)$")
+        out = []
+        for x in lines:
+            x = field.sub(rf"{new}\1", temps.sub(rf"{new}\1\2", x))
+            x = state.sub(rf"\1\2{new}s \3 \4\5", x)
+            x = re.sub(r"\bo\.", f"{new}o.", x).replace("_leftover(o)", f"_leftover({new}o)")
+            out.append(x.replace("el = '", f"el = '{element}/"))
+        return out
 
     def dec_element(self, decl: ElementDecl, target: str, ind: str, where: str) -> list[str]:
         return [ind + x for x in self._render_dec(self.dec_element_ops(decl, target), where)]
@@ -970,8 +1073,13 @@ class CodecWriter:
         self._tmp_n = 0
         L = [f"def _d_{name}({sig}):", f"    # {self._desc(ct)}", "    V = r.v", "    E = r.end", "    p = r.pos",
              "    el = ''"]
-        for f in info.fields:
-            L.append(f"    f_{f.name} = {'[]' if f.many else 'None'}")
+        saved_choice = getattr(self, "_choice", None)
+        self._choice = info if self._is_choice(info) else None
+        if self._choice is not None:  # the chosen element's name and value, not one variable per field
+            L.extend(["    _cf = None", "    _cv = None"])
+        else:
+            for f in info.fields:
+                L.append(f"    f_{f.name} = {'[]' if f.many else 'None'}")
         L.append("    try:")
         chains, skip, inline = self._plan(info)
         self._inline = inline
@@ -979,17 +1087,39 @@ class CodecWriter:
         if len(blocks) == 1 and 0 not in chains:
             L.extend("        " + x for x in self._dec_block(info, info.grammar[0], None, terminal=True))
         else:
-            L.append("        s = 0")
-            L.append("        while s >= 0:")
-            for st in blocks:
-                L.append(f"            if s == {st.index}:")
-                L.extend("                " + x for x in self._dec_block(info, st, chains.get(st.index)))
+            L.extend("        " + x for x in self._states(
+                [(st.index, self._dec_block(info, st, chains.get(st.index))) for st in blocks]))
         L.append("        r.pos = p")
         L.append("    except Exception as e:")
         L.append("        raise _ctx(e, el, r) from None")
-        args = ", ".join(f"f_{f.name}" for f in info.fields)
-        L.append(f"    return {self.cls(ct)}({args})")
-        return L
+        if self._choice is not None:
+            L.append(f"    _obj = _new({self.cls(ct)})")
+            L.append("    " + "".join(f"_obj.{f.name} = " for f in info.fields) + "None")
+            L.append("    if _cf is not None: setattr(_obj, _cf, _cv)")
+        else:
+            L.extend("    " + x for x in self._construct(info, "_obj", "f_"))
+        L.append("    return _obj")
+        self._choice = saved_choice
+        return _dead_el(L)
+
+    @staticmethod
+    def _is_choice(info: TypeInfo) -> bool:
+        """A type that is one choice of elements and nothing else (a message Body): its decoder keeps the
+        chosen element's name and value and sets every other field to None in one statement."""
+        if len(info.fields) < 8 or any(f.kind != "e" or f.many for f in info.fields):
+            return False
+        first = info.grammar[0]
+        targets = {id(p.target) for p in first.prods if p.event.kind == "SE"}
+        if len(targets) != 1 or any(p.event.kind not in ("SE", "EE") for p in first.prods):
+            return False
+        end = next(p.target for p in first.prods if p.event.kind == "SE")
+        return end is not None and len(end.prods) == 1 and end.prods[0].event.kind == "EE"
+
+    def _construct(self, info: TypeInfo, target: str, prefix: str) -> list[str]:
+        """Build the model object from the decoded fields: object.__new__ and one slot store per field
+        (the dataclass __init__ does the same stores behind a call with defaults: 2-3x the cost)."""
+        return [f"{target} = _new({self.cls(info.ct)})",
+                *(f"{target}.{f.name} = {prefix}{f.name}" for f in info.fields)]
 
     def _dec_prod_ops(self, info: TypeInfo, p: Production) -> list[tuple]:
         ev = p.event
@@ -1000,6 +1130,8 @@ class CodecWriter:
         if ev.kind == "SE":
             f = info.by_event[("SE", ev.qname)]
             ops: list[tuple] = [("nop", [f"el = {ev.qname[1]!r}"])]
+            if info is getattr(self, "_choice", None):
+                return [*ops, ("nop", [f"_cf = {f.name!r}"]), *self.dec_element_ops(p.payload, "_cv")]
             if f.many:
                 ops.extend(self.dec_element_ops(p.payload, "_v"))
                 ops.append(("var", [f"f_{f.name}.append(_v)"]))
@@ -1077,6 +1209,14 @@ class CodecWriter:
         L.append(f"{ind}p += {st.width}")
         L.append(f"{ind}if p > E: V, E, p = r.slide(p, {st.width})")
         L.append(f"{ind}ec = (V >> (E - p)) & {(1 << st.width) - 1}")
+        if not loop and len(st.prods) > 8:
+            cases = []
+            for p in st.prods:
+                ops, nxt = self._follow_dec(info, p)
+                body = self._render_dec(ops, where) or ["pass"]
+                cases.append((p.code, body + ([] if terminal else [f"s = {nxt}"])))
+            L.extend(self._bisect(cases, f"raise r.deviation({where!r}, p)"))
+            return L
         for i, p in enumerate(st.prods):
             L.append(f"{ind}{'if' if i == 0 else 'elif'} ec == {p.code}:")
             if loop and p.code == code:
@@ -1098,6 +1238,43 @@ class CodecWriter:
         L.append(f"{ind}    raise r.deviation({where!r}, p)")
         return L
 
+    @staticmethod
+    def _states(blocks: list[tuple[int, list[str]]]) -> list[str]:
+        """The grammar states' blocks, run by the state variable ``s``. When every block only moves forward
+        (a content model without repetition back to an earlier state), one pass over the blocks in order
+        does: no loop around them."""
+        order = {index: k for k, (index, _) in enumerate(blocks)}
+        forward = all(int(t) == -1 or order.get(int(t), -1) > order[index]
+                      for index, lines in blocks for t in re.findall(r"^\s*s = (-?\d+)$", "\n".join(lines), re.M))
+        if forward:  # the first block always runs and sets s
+            L: list[str] = []
+            for k, (index, lines) in enumerate(blocks):
+                if k == 0:
+                    L.extend(lines)
+                else:
+                    L.append(f"if s == {index}:")
+                    L.extend("    " + x for x in lines)
+            return L
+        L = ["s = 0", "while s >= 0:"]
+        for index, lines in blocks:
+            L.append(f"    if s == {index}:")
+            L.extend("        " + x for x in lines)
+        return L
+
+    @classmethod
+    def _bisect(cls, cases: list[tuple[int, list[str]]], otherwise: str) -> list[str]:
+        """Branch on ``ec`` over many cases (a message body's choice of 35-70 elements) by halving the
+        range: log2(n) comparisons instead of up to n."""
+        if len(cases) <= 6:
+            L = []
+            for i, (code, body) in enumerate(cases):
+                L.append(f"{'if' if i == 0 else 'elif'} ec == {code}:")
+                L.extend("    " + x for x in body)
+            return [*L, "else:", f"    {otherwise}"]
+        half = len(cases) // 2
+        return [f"if ec < {cases[half][0]}:", *("    " + x for x in cls._bisect(cases[:half], otherwise)),
+                "else:", *("    " + x for x in cls._bisect(cases[half:], otherwise))]
+
     def type_encoder(self, info: TypeInfo) -> list[str]:
         ct = info.ct
         name = self.fn[id(ct)]
@@ -1115,16 +1292,13 @@ class CodecWriter:
         if len(blocks) == 1 and 0 not in chains:
             L.extend("        " + x for x in self._enc_block(info, info.grammar[0], None, terminal=True))
         else:
-            L.append("        s = 0")
-            L.append("        while s >= 0:")
-            for st in blocks:
-                L.append(f"            if s == {st.index}:")
-                L.extend("                " + x for x in self._enc_block(info, st, chains.get(st.index)))
+            L.extend("        " + x for x in self._states(
+                [(st.index, self._enc_block(info, st, chains.get(st.index))) for st in blocks]))
         L.append("        w.v = v; w.n = n")
         L.append("        if n > 4096: w.flush()")
         L.append("    except Exception as e:")
         L.append("        raise _ctx(e, el, None) from None")
-        return L
+        return _dead_el(L)
 
     def _pending(self, info: TypeInfo, p: Production) -> str | None:
         ev = p.event
@@ -1266,6 +1440,11 @@ class CodecWriter:
                 continue
             if e.type is None:
                 entries.append(f"    ({e.qname[0]!r}, {e.qname[1]!r}, None, None, None),")
+                continue
+            if isinstance(e.type, ComplexType) and not self.infos[id(e.type)].needs_key:
+                # the type's own coders: no wrapper call per message
+                entries.append(f"    ({e.qname[0]!r}, {e.qname[1]!r}, {self.cls(e.type)}, {self.fref(e.type, 'd')}, "
+                               f"{self.fref(e.type, 'e')}),")
                 continue
             idx = self._top_fn.get(id(e))
             if idx is None:
